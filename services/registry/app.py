@@ -1,0 +1,35 @@
+"""The registry service: organisations, vendors, models and filings, catalogues — with history.
+
+Run: `uvicorn services.registry.app:create_app --factory --port 8001`
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.app import create_service_app
+
+from .endpoints import router
+from .models import SCHEMA
+from .settings import RegistrySettings
+
+DESCRIPTION = """
+The registry is the other services' source of facts: organisations (by Unified Social
+Credit Code), their revenue and affiliations, vendors, models and their CAC filings,
+catalogue entries and recognitions. Every fact keeps its history: add `?as_of=YYYY-MM-DD`
+to any read or list to see it as it was in effect on that date.
+
+Errors are RFC 9457 `application/problem+json` with a stable `code`; messages follow
+`Accept-Language` (中文 by default, or English).
+"""
+
+
+def create_app(settings: RegistrySettings | None = None) -> FastAPI:
+    return create_service_app(
+        service_name="registry",
+        schema=SCHEMA,
+        title="Longgang AI measures — registry (登记簿)",
+        description=DESCRIPTION,
+        settings=settings or RegistrySettings(),
+        routers=[router],
+    )

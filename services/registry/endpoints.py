@@ -1,0 +1,228 @@
+"""REST endpoints: the same five per record kind, plus bulk import.
+
+POST   /v1/{records}                 create (201, Location)
+GET    /v1/{records}                 list: filters, cursor pagination, ?as_of=, ?known_at=
+GET    /v1/{records}/{key}           read, now or ?as_of=DATE (&known_at=INSTANT)
+PATCH  /v1/{records}/{key}           change from ?effective_from (in the body), a new version
+GET    /v1/{records}/{key}/history   every version
+POST   /v1/imports/{organisations|revenues|filings}   bulk upsert, CSV or JSON
+"""
+
+import inspect
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from pydantic import BaseModel
+
+from shared.db import SessionDep
+from shared.pagination import Page, PageParams, page_params
+
+from . import imports, records, schemas
+from .resources import ALL, FILINGS, ORGANISATIONS, REVENUES
+from .schemas import CreditCode, VersionRead
+
+KEY_TYPES: dict[str, Any] = {
+    "credit_code": CreditCode,
+    "year": schemas.Year,
+    "id": uuid.UUID,
+    "number": Annotated[str, Path(min_length=3, max_length=120)],
+}
+
+AsOf = Annotated[
+    date | None,
+    Query(description="Read the record as it was in effect on this date (YYYY-MM-DD)"),
+]
+KnownAt = Annotated[
+    datetime | None,
+    Query(description="Ignore changes recorded after this instant (ISO 8601): what the registry said then"),
+]
+
+
+def _signature(params: list[inspect.Parameter], returns: Any) -> inspect.Signature:
+    return inspect.Signature(params, return_annotation=returns)
+
+
+def _key_dependency(resource: records.Resource) -> Callable[..., dict[str, Any]]:
+    def dependency(**kwargs: Any) -> dict[str, Any]:
+        return kwargs
+
+    dependency.__signature__ = _signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=KEY_TYPES[name]) for name in resource.key],
+        dict[str, Any],
+    )
+    return dependency
+
+
+def _filter_dependency(resource: records.Resource) -> Callable[..., dict[str, Any]]:
+    def dependency(**kwargs: Any) -> dict[str, Any]:
+        return kwargs
+
+    dependency.__signature__ = _signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                spec.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[spec.value_type | None, Query(description=spec.description)],
+                default=None,
+            )
+            for spec in resource.filters
+        ],
+        dict[str, Any],
+    )
+    return dependency
+
+
+def _key_path(resource: records.Resource) -> str:
+    return "/".join("{" + name + "}" for name in resource.key)
+
+
+def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
+    plural = resource.plural
+    read_model: Any = resource.read
+    create_model: Any = resource.create
+    update_model: Any = resource.update
+    Key = Annotated[dict[str, Any], Depends(_key_dependency(resource))]
+    Filters = Annotated[dict[str, Any], Depends(_filter_dependency(resource))]
+    item_path = f"/v1/{plural}/{_key_path(resource)}"
+    tags: list[str | Any] = [plural]
+
+    async def create(session: SessionDep, request: Request, response: Response, payload: Any) -> Any:
+        created = await records.create_record(session, resource, payload)
+        response.headers["Location"] = str(request.url_for(f"get_{resource.entity}", **_url_key(resource, created)))
+        return created
+
+    create.__annotations__["payload"] = Annotated[create_model, Body()]
+    router.add_api_route(
+        f"/v1/{plural}",
+        create,
+        methods=["POST"],
+        status_code=201,
+        response_model=read_model,
+        name=f"create_{resource.entity}",
+        summary=f"Create a {resource.entity}",
+        description=resource.description,
+        tags=tags,
+    )
+
+    async def list_(
+        session: SessionDep,
+        filters: Filters,
+        page: Annotated[PageParams, Depends(page_params)],
+        as_of: AsOf = None,
+        known_at: KnownAt = None,
+    ) -> Any:
+        return await records.list_records(session, resource, filters, page, as_of=as_of, known_at=known_at)
+
+    router.add_api_route(
+        f"/v1/{plural}",
+        list_,
+        methods=["GET"],
+        response_model=Page[read_model],
+        name=f"list_{plural}",
+        summary=f"List {plural}",
+        description=resource.description + " Ordered by creation; stable under concurrent inserts.",
+        tags=tags,
+    )
+
+    async def get(session: SessionDep, key: Key, as_of: AsOf = None, known_at: KnownAt = None) -> Any:
+        return await records.get_record(session, resource, key, as_of=as_of, known_at=known_at)
+
+    router.add_api_route(
+        item_path,
+        get,
+        methods=["GET"],
+        response_model=read_model,
+        name=f"get_{resource.entity}",
+        summary=f"Read a {resource.entity}, now or as of a date",
+        tags=tags,
+    )
+
+    async def patch(session: SessionDep, key: Key, payload: Any) -> Any:
+        return await records.update_record(session, resource, key, payload)
+
+    patch.__annotations__["payload"] = Annotated[update_model, Body()]
+    router.add_api_route(
+        item_path,
+        patch,
+        methods=["PATCH"],
+        response_model=read_model,
+        name=f"update_{resource.entity}",
+        summary=f"Change a {resource.entity} from a date (a new version)",
+        tags=tags,
+    )
+
+    async def history(session: SessionDep, key: Key) -> list[VersionRead]:
+        versions = await records.record_history(session, resource, key)
+        return [
+            VersionRead(
+                version=v.version,
+                valid_from=v.valid_from,
+                recorded_at=v.recorded_at,
+                request_id=v.request_id,
+                data=v.data,
+            )
+            for v in versions
+        ]
+
+    router.add_api_route(
+        item_path + "/history",
+        history,
+        methods=["GET"],
+        response_model=list[VersionRead],
+        name=f"history_{resource.entity}",
+        summary=f"Every version of a {resource.entity}",
+        tags=tags,
+    )
+
+
+def _url_key(resource: records.Resource, read: BaseModel) -> dict[str, str]:
+    return {name: str(getattr(read, name)) for name in resource.key}
+
+
+router = APIRouter()
+for _resource in ALL:
+    add_record_routes(router, _resource)
+
+ImportMode = Literal["all_or_nothing", "best_effort"]
+
+
+def _import_route(resource: records.Resource) -> None:
+    async def import_(
+        session: SessionDep,
+        request: Request,
+        mode: Annotated[
+            ImportMode,
+            Query(description="all_or_nothing: any bad row → 422, nothing written. best_effort: write the good rows"),
+        ] = "all_or_nothing",
+    ) -> schemas.ImportReport:
+        return await imports.run_import(session, resource, request, mode)
+
+    router.add_api_route(
+        f"/v1/imports/{resource.plural}",
+        import_,
+        methods=["POST"],
+        response_model=schemas.ImportReport,
+        name=f"import_{resource.plural}",
+        summary=f"Bulk upsert {resource.plural} (idempotent, by natural key)",
+        description=(
+            f"Upsert {resource.plural} by {', '.join(resource.key)}. Re-importing the same file changes nothing "
+            "(rows are counted as unchanged). A per-row error report names every bad row."
+        ),
+        tags=["imports"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                },
+            }
+        },
+    )
+
+
+for _resource in (ORGANISATIONS, REVENUES, FILINGS):
+    _import_route(_resource)

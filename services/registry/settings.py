@@ -1,0 +1,18 @@
+"""Registry settings: environment variables prefixed `REGISTRY_` (DATABASE_URL as fallback)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import PostgresDsn
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings, database_url_field
+
+
+class RegistrySettings(ServiceSettings):
+    service_name: ClassVar[str] = "registry"
+    model_config = SettingsConfigDict(env_prefix="REGISTRY_", extra="ignore", frozen=True)
+
+    database_url: PostgresDsn = database_url_field("REGISTRY_")
+    port: int = 8001

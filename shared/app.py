@@ -1,0 +1,100 @@
+"""The one way a service app is built: logging, request ids, errors, database, health.
+
+Each service calls `create_service_app` with its settings, schema and routers, so the
+conventions (problem+json, transactions, readiness) are the same in all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, Field
+
+from shared.db import Database
+from shared.errors import install_error_handlers
+from shared.health import router as health_router
+from shared.limits import BodySizeLimitMiddleware
+from shared.logs import RequestContextMiddleware, configure_logging
+from shared.migrations import head_revision
+from shared.settings import ServiceSettings
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+class FieldProblem(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error of every service is answered."""
+
+    type: str = Field(examples=["urn:longgang-ai:problem:validation_failed"])
+    title: str
+    status: int
+    code: str = Field(description="Stable machine-readable code")
+    detail: str
+    instance: str
+    request_id: str
+    clause: str | None = Field(default=None, description="Policy clause id (M1…M15, A1…A4) when one applies")
+    errors: list[FieldProblem] | None = None
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
+    for status, text in {
+        400: "Bad request",
+        404: "Not found",
+        409: "Conflict",
+        422: "Invalid input (problem+json with per-field `errors`)",
+        503: "A dependency is unavailable; retry after `Retry-After` seconds",
+    }.items()
+}
+
+
+def create_service_app(
+    *,
+    service_name: str,
+    schema: str,
+    title: str,
+    description: str,
+    settings: ServiceSettings,
+    routers: Sequence[APIRouter],
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
+    max_body_bytes: int = 32 * 1024 * 1024,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for hook in on_startup:
+            await hook(app)
+        try:
+            yield
+        finally:
+            for hook in on_shutdown:
+                await hook(app)
+            await app.state.database.dispose()
+
+    configure_logging(service_name, settings.log_level)
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan, responses=PROBLEM_RESPONSES)
+    app.state.service_name = service_name
+    app.state.schema = schema
+    app.state.settings = settings
+    app.state.migration_head = head_revision(service_name)
+    app.state.database = Database(
+        settings.async_database_url,
+        application_name=service_name,
+        pool_size=settings.db_pool_size,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health_router)
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,131 @@
+"""httpx clients for calls between services.
+
+Every client has explicit timeouts (never httpx's "none"). Retries happen only where
+repeating is harmless: idempotent methods, requests carrying an `Idempotency-Key`, and
+connection failures (the request never left). Anything that still fails becomes
+`PeerUnavailable`, which the error handlers answer with 503 + `Retry-After`, so a
+caller never makes a decision on missing facts.
+
+Exception tree:
+    PeerError
+    ├── PeerUnavailable   the peer could not be reached, timed out, or answered 5xx
+    └── PeerRejected      the peer answered 4xx (carries status and problem body)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import httpx
+
+from shared.context import request_id_var
+from shared.errors import PEER_UNAVAILABLE, ProblemError
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+class PeerError(Exception):
+    def __init__(self, peer: str, message: str) -> None:
+        super().__init__(f"{peer}: {message}")
+        self.peer = peer
+
+
+class PeerUnavailable(PeerError):
+    def as_problem(self, retry_after_seconds: int = 2) -> ProblemError:
+        return ProblemError(PEER_UNAVAILABLE, headers={"Retry-After": str(retry_after_seconds)}, peer=self.peer)
+
+
+class PeerRejected(PeerError):
+    def __init__(self, peer: str, status: int, body: Any) -> None:
+        super().__init__(peer, f"HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+class RetryTransport(httpx.AsyncBaseTransport):
+    """Retries safe requests on transport errors and 502/503/504, with jittered backoff."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, retries: int = 2, backoff_seconds: float = 0.05) -> None:
+        self.inner = inner
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        safe = request.method in IDEMPOTENT_METHODS or "idempotency-key" in request.headers
+        attempt = 0
+        while True:
+            try:
+                response = await self.inner.handle_async_request(request)
+            except httpx.ConnectError:
+                if attempt >= self.retries:  # never sent: safe to repeat for any method
+                    raise
+            except httpx.TransportError:
+                if not safe or attempt >= self.retries:
+                    raise
+            else:
+                if not (safe and response.status_code in RETRY_STATUSES and attempt < self.retries):
+                    return response
+                await response.aclose()
+            attempt += 1
+            jitter = 0.5 + random.random()  # noqa: S311 - backoff jitter, not cryptography
+            await asyncio.sleep(self.backoff_seconds * (2**attempt) * jitter)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _forward_request_id(request: httpx.Request) -> None:
+    request_id = request_id_var.get()
+    if request_id != "-":
+        request.headers.setdefault("X-Request-ID", request_id)
+
+
+def make_peer_client(
+    base_url: str,
+    *,
+    timeout_seconds: float,
+    retries: int = 2,
+    transport: httpx.AsyncBaseTransport | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """A client for one peer service. Pass `transport=httpx.MockTransport(...)` in unit tests."""
+    inner = transport or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=50))
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 1.0)),
+        transport=RetryTransport(inner, retries=retries),
+        headers=headers,
+        event_hooks={"request": [_forward_request_id]},
+    )
+
+
+class PeerClient:
+    """JSON calls to one peer with the error tree above."""
+
+    def __init__(self, name: str, client: httpx.AsyncClient) -> None:
+        self.name = name
+        self.client = client
+
+    async def request_json(self, method: str, url: str, **kwargs: Any) -> Any:
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise PeerUnavailable(self.name, type(exc).__name__) from exc
+        if response.status_code >= 500:
+            raise PeerUnavailable(self.name, f"HTTP {response.status_code}")
+        try:
+            body = response.json() if response.content else None
+        except ValueError as exc:
+            raise PeerUnavailable(self.name, "invalid JSON") from exc
+        if response.status_code >= 400:
+            raise PeerRejected(self.name, response.status_code, body)
+        return body
+
+    async def get_json(self, url: str, **kwargs: Any) -> Any:
+        return await self.request_json("GET", url, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,46 @@
+"""Settings from the environment, one prefix per service (REGISTRY_, ELIGIBILITY_, VOUCHERS_).
+
+Secrets have no defaults: a service without a database URL refuses to start. The bare
+`DATABASE_URL` is accepted as a fallback so one variable can serve a whole local stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, Field, PostgresDsn, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def database_url_field(prefix: str) -> Any:
+    """`<PREFIX>DATABASE_URL`, or the shared `DATABASE_URL` when that is unset."""
+    return Field(validation_alias=AliasChoices(f"{prefix}DATABASE_URL", "DATABASE_URL"))
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs; subclasses set the prefix and add their own."""
+
+    service_name: ClassVar[str] = "service"
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: PostgresDsn
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=100)
+    peer_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _normalise_scheme(cls, value: object) -> object:
+        """Accept postgres:// and postgresql:// as well as the asyncpg form."""
+        if isinstance(value, str):
+            for prefix in ("postgres://", "postgresql://"):
+                if value.startswith(prefix):
+                    return "postgresql+asyncpg://" + value[len(prefix) :]
+        return value
+
+    @property
+    def async_database_url(self) -> str:
+        return str(self.database_url)

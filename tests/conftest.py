@@ -1,0 +1,133 @@
+"""Test fixtures: a real PostgreSQL, migrated with Alembic, and per-test rollback.
+
+The server is the one named by DATABASE_URL, or else the embedded PostgreSQL 18 (the
+same as `make run`). Each test session creates its own database, migrates every
+service's tree to head, and drops it at the end. Each test runs inside a transaction
+that is rolled back: the app's request transactions become savepoints in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import devdb
+from shared.db import get_session
+from shared.migrations import upgrade_all
+
+
+def _server_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    return devdb.from_environment().start()
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, rest = url.rpartition("/")
+    query = "?" + rest.split("?", 1)[1] if "?" in rest else ""
+    return f"{base}/{name}{query}"
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+class DatabaseFactory:
+    """Creates throw-away databases on the test server (dropped at the end of the session)."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.created: list[str] = []
+
+    def create(self, prefix: str, *, migrate: bool = True) -> str:
+        """Blocking, in a worker thread: callable from sync fixtures and from async tests alike."""
+        name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        url = _with_database(self.server_url, name)
+
+        def work() -> None:
+            asyncio.run(_admin(self.server_url, f'CREATE DATABASE "{name}"'))
+            self.created.append(name)
+            if migrate:
+                upgrade_all(url)
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(work).result()
+        return url
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            asyncio.run(_admin(self.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def databases() -> Iterator[DatabaseFactory]:
+    manager = DatabaseFactory(_server_url())
+    yield manager
+    manager.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(databases: DatabaseFactory) -> str:
+    """The session's migrated database (all three schemas at head)."""
+    return databases.create("longgang_test")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def registry_app(database_url: str) -> AsyncIterator[FastAPI]:
+    from services.registry.app import create_app
+    from services.registry.settings import RegistrySettings
+
+    app = create_app(RegistrySettings(database_url=database_url))
+    yield app
+    await app.state.database.dispose()
+
+
+async def _rollback_client(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose every request runs in a savepoint of one transaction, rolled back at the end."""
+    engine = app.state.database.engine
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        sessions = async_sessionmaker(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False
+        )
+
+        async def session_override() -> AsyncIterator[AsyncSession]:
+            async with sessions() as session:
+                try:
+                    yield session
+                except BaseException:
+                    await session.rollback()
+                    raise
+                else:
+                    await session.commit()
+
+        app.dependency_overrides[get_session] = session_override
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+                yield client
+        finally:
+            app.dependency_overrides.pop(get_session, None)
+            await transaction.rollback()
+
+
+@pytest_asyncio.fixture
+async def registry(registry_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP client for the registry, isolated by rollback."""
+    async for client in _rollback_client(registry_app, "http://registry"):
+        yield client

@@ -1,0 +1,89 @@
+"""One error format everywhere: RFC 9457 problem+json, a stable code, Chinese or English."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.factories import organisation_payload
+
+
+def _assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem: dict[str, object] = response.json()
+    assert problem["status"] == status
+    assert problem["code"] == code
+    assert problem["type"] == f"urn:longgang-ai:problem:{code}"
+    assert problem["request_id"] == response.headers["x-request-id"]
+    for key in ("title", "detail", "instance"):
+        assert isinstance(problem[key], str)
+        assert problem[key]
+    return problem
+
+
+async def test_unknown_fields_are_named(registry: httpx.AsyncClient) -> None:
+    response = await registry.post("/v1/organisations", json={**organisation_payload(), "colour": "red"})
+    problem = _assert_problem(response, 422, "validation_failed")
+    assert problem["errors"] == [{"field": "body.colour", "code": "extra_forbidden", "message": "不允许的字段"}]
+
+
+async def test_language_follows_accept_language(registry: httpx.AsyncClient) -> None:
+    zh = await registry.get("/v1/vendors/9144030071526726XG")
+    en = await registry.get("/v1/vendors/9144030071526726XG", headers={"Accept-Language": "en"})
+    prefers_zh = await registry.get(
+        "/v1/vendors/9144030071526726XG", headers={"Accept-Language": "fr, zh-CN;q=0.9, en;q=0.8"}
+    )
+    _assert_problem(zh, 404, "record_not_found")
+    _assert_problem(en, 404, "record_not_found")
+    assert zh.json()["detail"] == "供应商不存在：9144030071526726XG"
+    assert en.json()["detail"] == "No such vendor: 9144030071526726XG"
+    assert (zh.headers["content-language"], en.headers["content-language"]) == ("zh", "en")
+    assert prefers_zh.headers["content-language"] == "zh"
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"[]", "application/json"),
+        (b"null", "application/json"),
+        (b'{"credit_code": 123}', "application/json"),
+        ("\x00\xff".encode("latin-1"), "application/json"),
+    ],
+)
+async def test_garbage_bodies_are_422_and_write_nothing(
+    registry: httpx.AsyncClient, content: bytes, content_type: str
+) -> None:
+    response = await registry.post("/v1/organisations", content=content, headers={"Content-Type": content_type})
+    _assert_problem(response, 422, "validation_failed")
+    assert (await registry.get("/v1/organisations")).json()["items"] == []
+
+
+async def test_unknown_routes_and_methods(registry: httpx.AsyncClient) -> None:
+    _assert_problem(await registry.get("/v1/nothing-here"), 404, "route_not_found")
+    _assert_problem(await registry.delete("/v1/organisations/9144030071526726XG"), 405, "method_not_allowed")
+
+
+async def test_bad_query_values(registry: httpx.AsyncClient) -> None:
+    response = await registry.get("/v1/organisations", params={"as_of": "2025-13-01"})
+    problem = _assert_problem(response, 422, "validation_failed")
+    assert problem["errors"][0]["field"] == "query.as_of"  # type: ignore[index]
+    bad_uuid = await registry.get("/v1/models/not-a-uuid")
+    _assert_problem(bad_uuid, 422, "validation_failed")
+
+
+async def test_request_ids_are_echoed_or_created(registry: httpx.AsyncClient) -> None:
+    mine = await registry.get("/healthz", headers={"X-Request-ID": "platform-batch-42"})
+    assert mine.headers["x-request-id"] == "platform-batch-42"
+    hostile = await registry.get("/healthz", headers={"X-Request-ID": "x" * 500})
+    assert hostile.headers["x-request-id"] != "x" * 500
+    assert len(hostile.headers["x-request-id"]) == 32
+
+
+async def test_oversized_bodies_are_refused_before_reading(registry: httpx.AsyncClient) -> None:
+    response = await registry.post(
+        "/v1/organisations", content=b"x", headers={"Content-Type": "application/json", "Content-Length": str(10**9)}
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
