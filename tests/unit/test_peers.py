@@ -1,0 +1,78 @@
+"""Peer calls: always a timeout, retries only when repeating is harmless (httpx MockTransport)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from shared.peers import PeerClient, PeerRejected, PeerUnavailable, make_peer_client
+
+
+class Recorder:
+    def __init__(self, *responses: int | Exception) -> None:
+        self.responses = list(responses)
+        self.calls: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request)
+        outcome = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return httpx.Response(outcome, json={"ok": outcome < 400})
+
+
+def _client(recorder: Recorder, retries: int = 2) -> PeerClient:
+    transport = httpx.MockTransport(recorder)
+    return PeerClient(
+        "registry", make_peer_client("http://registry", timeout_seconds=0.5, retries=retries, transport=transport)
+    )
+
+
+async def test_get_is_retried_on_503_then_succeeds() -> None:
+    recorder = Recorder(503, 503, 200)
+    assert await _client(recorder).get_json("/v1/x") == {"ok": True}
+    assert len(recorder.calls) == 3
+
+
+async def test_post_without_idempotency_key_is_not_retried() -> None:
+    recorder = Recorder(503, 200)
+    with pytest.raises(PeerUnavailable):
+        await _client(recorder).request_json("POST", "/v1/x", json={})
+    assert len(recorder.calls) == 1
+
+
+async def test_post_with_idempotency_key_is_retried() -> None:
+    recorder = Recorder(503, 201)
+    body = await _client(recorder).request_json("POST", "/v1/x", json={}, headers={"Idempotency-Key": "k1"})
+    assert body == {"ok": True}
+    assert len(recorder.calls) == 2
+
+
+async def test_read_timeouts_become_peer_unavailable_after_retries() -> None:
+    recorder = Recorder(httpx.ReadTimeout("slow"))
+    with pytest.raises(PeerUnavailable) as caught:
+        await _client(recorder).get_json("/v1/x")
+    assert len(recorder.calls) == 3
+    problem = caught.value.as_problem()
+    assert problem.error.status == 503
+    assert problem.headers["Retry-After"] == "2"
+
+
+async def test_connect_errors_are_retried_even_for_post() -> None:
+    recorder = Recorder(httpx.ConnectError("refused"), 201)
+    assert await _client(recorder).request_json("POST", "/v1/x", json={}) == {"ok": True}
+    assert len(recorder.calls) == 2
+
+
+async def test_4xx_is_a_rejection_not_an_outage() -> None:
+    recorder = Recorder(404)
+    with pytest.raises(PeerRejected) as caught:
+        await _client(recorder).get_json("/v1/x")
+    assert caught.value.status == 404
+    assert len(recorder.calls) == 1
+
+
+def test_clients_always_have_timeouts() -> None:
+    client = make_peer_client("http://x", timeout_seconds=1.5)
+    assert client.timeout.read == 1.5
+    assert client.timeout.connect == 1.0

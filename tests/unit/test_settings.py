@@ -1,0 +1,27 @@
+"""Settings: one prefix per service, the shared DATABASE_URL as fallback, no default for secrets."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.eligibility.settings import EligibilitySettings
+from services.registry.settings import RegistrySettings
+
+
+def test_prefixed_url_wins_over_the_shared_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://shared@db/x")
+    monkeypatch.setenv("REGISTRY_DATABASE_URL", "postgres://own@db/y")
+    monkeypatch.setenv("REGISTRY_PORT", "9001")
+    settings = RegistrySettings()
+    assert settings.async_database_url == "postgresql+asyncpg://own@db/y"
+    assert settings.port == 9001
+    assert EligibilitySettings().async_database_url == "postgresql+asyncpg://shared@db/x"
+    assert EligibilitySettings().port == 8002
+
+
+def test_no_database_url_means_no_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REGISTRY_DATABASE_URL", raising=False)
+    with pytest.raises(ValidationError):
+        RegistrySettings()
