@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -72,6 +73,12 @@ def resolve_database(started: list[devdb.EmbeddedPostgres]) -> str:
     if not was_running:
         started.append(server)
     return asyncio.run(ensure_database(server_url, DEV_DATABASE))
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
 
 
 def start_service(stack: Stack, service: str) -> subprocess.Popen[bytes]:
@@ -146,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         host = os.environ.get("HOST", "127.0.0.1")
         ports = {s: int(os.environ.get(f"{s.upper()}_PORT", p)) for s, p in DEFAULT_PORTS.items()}
         stack = Stack(database_url, host, ports)
+        busy = [f"{s} ({p})" for s, p in ports.items() if port_in_use(host, p)]
+        if busy:
+            raise RuntimeError(
+                "ports already in use: " + ", ".join(busy) + " (is another `make run` running? "
+                "set REGISTRY_PORT / ELIGIBILITY_PORT / VOUCHERS_PORT to use others)"
+            )
         for service in SERVICES:
             processes[service] = start_service(stack, service)
         wait_ready(stack, processes)

@@ -26,11 +26,15 @@ from shared.db import get_session
 from shared.migrations import upgrade_all
 
 
-def _server_url() -> str:
+def _server() -> tuple[str, devdb.EmbeddedPostgres | None]:
+    """The server to test on, and the embedded one if this session started it (to stop it after)."""
     url = os.environ.get("DATABASE_URL")
     if url:
-        return url
-    return devdb.from_environment().start()
+        return url, None
+    embedded = devdb.from_environment()
+    was_running = embedded.is_running()
+    url = embedded.start()
+    return url, None if was_running else embedded
 
 
 def _with_database(url: str, name: str) -> str:
@@ -76,9 +80,12 @@ class DatabaseFactory:
 
 @pytest.fixture(scope="session")
 def databases() -> Iterator[DatabaseFactory]:
-    manager = DatabaseFactory(_server_url())
+    url, started = _server()
+    manager = DatabaseFactory(url)
     yield manager
     manager.drop_all()
+    if started is not None:
+        started.stop()
 
 
 @pytest.fixture(scope="session")

@@ -440,6 +440,31 @@ async def lock_for_import(session: AsyncSession, resource: Resource) -> None:
     await session.execute(text(f"LOCK TABLE {table_name} IN SHARE ROW EXCLUSIVE MODE"))
 
 
+async def _histories(session: AsyncSession, resource: Resource, entity_ids: Sequence[int]) -> dict[int, list[Version]]:
+    """Every version of these records, oldest first, by record."""
+    result: dict[int, list[Version]] = {}
+    if not entity_ids:
+        return result
+    statement = (
+        select(Version)
+        .where(Version.entity == resource.entity, Version.entity_id.in_(entity_ids))
+        .order_by(Version.entity_id, Version.valid_from, Version.version)
+    )
+    for version in (await session.execute(statement)).scalars():
+        result.setdefault(version.entity_id, []).append(version)
+    return result
+
+
+def _in_effect(versions: Sequence[Version], day: date) -> dict[str, Any] | None:
+    """The snapshot in effect on `day` from versions sorted by (valid_from, version)."""
+    current: dict[str, Any] | None = None
+    for version in versions:
+        if version.valid_from > day:
+            break
+        current = version.data
+    return current
+
+
 async def upsert_states(
     session: AsyncSession,
     resource: Resource,
@@ -457,14 +482,15 @@ async def upsert_states(
         tuple(getattr(row, name) for name in unique): row
         for row in (await session.execute(select(table).where(first_key.in_(wanted)))).scalars()
     }
+    history = await _histories(session, resource, [row.id for row in existing.values()])
     new: list[tuple[BaseModel, date]] = []
     changed: list[tuple[Any, BaseModel, date]] = []
     for state, effective_from in rows:
         row = existing.get(tuple(getattr(state, name) for name in unique))
         if row is None:
             new.append((state, effective_from))
-        elif _snapshot(state) == _snapshot(build_state(resource, _row_data(resource, row))):
-            outcome.unchanged += 1
+        elif _snapshot(state) == _in_effect(history.get(row.id, []), effective_from):
+            outcome.unchanged += 1  # the same fact on the same date: idempotent
         else:
             changed.append((row, state, effective_from))
 
@@ -480,19 +506,10 @@ async def upsert_states(
             versions.append(_version_row(resource, entity_id, 1, day, state))
         outcome.created = len(new)
     if changed:
-        latest = dict(
-            (
-                await session.execute(
-                    select(Version.entity_id, func.max(Version.version))
-                    .where(Version.entity == resource.entity, Version.entity_id.in_([row.id for row, _, _ in changed]))
-                    .group_by(Version.entity_id)
-                )
-            ).all()
-        )
         moves: list[dict[str, Any]] = []
         now = datetime.now(LOCAL_TZ)
         for row, state, day in changed:
-            version = int(latest.get(row.id, 0)) + 1
+            version = max((v.version for v in history.get(row.id, [])), default=0) + 1
             versions.append(_version_row(resource, row.id, version, day, state))
             if day >= row.valid_from:
                 moves.append(

@@ -189,3 +189,14 @@ async def test_filings_import_upserts_by_number(registry: httpx.AsyncClient) -> 
     assert (report["updated"], report["unchanged"]) == (1, 1)
     as_of_march = await registry.get("/v1/filings/Beijing-DeepseekChat-202404280016", params={"as_of": "2025-03-01"})
     assert as_of_march.json()["status"] == "filed"
+
+    # The original rows again: each is the fact in effect on its own date, so nothing changes
+    # (a later revocation does not make the original filing row "new").
+    original = [{**rows[0], "status": "filed", "effective_from": "2024-04-28"}, rows[1]]
+    report = (await registry.post("/v1/imports/filings", json=original)).json()
+    assert (report["created"], report["updated"], report["unchanged"]) == (0, 0, 2)
+    history = (await registry.get("/v1/filings/Beijing-DeepseekChat-202404280016/history")).json()
+    assert [(v["valid_from"], v["data"]["status"]) for v in history] == [
+        ("2024-04-28", "filed"),
+        ("2025-06-15", "revoked"),
+    ]

