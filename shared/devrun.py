@@ -44,7 +44,7 @@ class Stack:
     def service_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["DATABASE_URL"] = self.database_url
-        for service in SERVICES:
+        for service in self.ports:
             env[f"{service.upper()}_URL"] = self.url(service)
         return env
 

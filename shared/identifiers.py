@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
@@ -46,6 +50,40 @@ def credit_code_error(code: str) -> CreditCodeError | None:
 def division_of(code: str) -> str:
     """Positions 3–8: the administrative division of the registering authority."""
     return code[2:8]
+
+
+_REASONS = {
+    "length": ("长度应为 18 位", "must be 18 characters long"),
+    "character": ("第 {position} 位字符不在代码字符集内", "character {position} is not in the code's alphabet"),
+    "check_character": ("第 {position} 位校验码错误", "check character at position {position} is wrong"),
+}
+
+
+def validate_credit_code(value: str) -> str:
+    """GB 32100-2015, with the wrong position in the error (POLICY.md, Identifier formats)."""
+    error = credit_code_error(value)
+    if error is None:
+        return value
+    zh, en = _REASONS[error.reason]
+    context: dict[str, Any] = {
+        "reason": error.reason,
+        "reason_zh": zh.format(position=error.position),
+        "length": len(value),
+    }
+    if error.position is not None:
+        context["position"] = error.position
+    if error.expected is not None:
+        context["expected"] = error.expected
+    raise PydanticCustomError(
+        "invalid_credit_code", "Invalid Unified Social Credit Code: " + en.format(position=error.position), context
+    )
+
+
+CreditCode = Annotated[
+    str,
+    Field(min_length=1, max_length=64, examples=["9144030071526726XG"], description="统一社会信用代码 (GB 32100-2015)"),
+    AfterValidator(validate_credit_code),
+]
 
 
 # --- CAC filings: warnings only ---------------------------------------------------------

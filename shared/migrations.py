@@ -92,3 +92,24 @@ def run_env(service: str, schema: str, metadata: MetaData) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def append_only_sql(schema: str, table: str) -> list[str]:
+    """Statements that make `schema.table` refuse UPDATE, DELETE and TRUNCATE (for migrations).
+
+    TRUNCATE fires no row trigger, hence the separate statement trigger.
+    """
+    function = f'"{schema}".refuse_change_{table}'
+    return [
+        f"""
+        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION '{schema}.{table} is append-only (% refused)', TG_OP
+                USING ERRCODE = 'insufficient_privilege';
+        END $$
+        """,
+        f'CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON "{schema}"."{table}" '
+        f"FOR EACH ROW EXECUTE FUNCTION {function}()",
+        f'CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON "{schema}"."{table}" '
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+    ]

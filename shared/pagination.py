@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -29,13 +30,12 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page.")
 
 
-def encode_cursor(listing: str, after: int) -> str:
+def encode_cursor(listing: str, after: int | Sequence[int]) -> str:
     raw = json.dumps({"l": listing, "a": after}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(listing: str, cursor: str) -> int:
-    """The key after which the page starts; refuses cursors of another listing."""
+def _decode(listing: str, cursor: str) -> Any:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data: Any = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -43,10 +43,27 @@ def decode_cursor(listing: str, cursor: str) -> int:
         raise ProblemError(INVALID_CURSOR) from exc
     if not isinstance(data, dict) or data.get("l") != listing:
         raise ProblemError(INVALID_CURSOR)
-    after = data.get("a")
-    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+    return data.get("a")
+
+
+def _is_key(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def decode_cursor(listing: str, cursor: str) -> int:
+    """The key after which the page starts; refuses cursors of another listing."""
+    after = _decode(listing, cursor)
+    if not _is_key(after):
         raise ProblemError(INVALID_CURSOR)
-    return after
+    return int(after)
+
+
+def decode_cursor_keys(listing: str, cursor: str, length: int) -> tuple[int, ...]:
+    """A composite key (e.g. priority, sequence) after which the page starts."""
+    after = _decode(listing, cursor)
+    if not isinstance(after, list) or len(after) != length or not all(_is_key(key) for key in after):
+        raise ProblemError(INVALID_CURSOR)
+    return tuple(int(key) for key in after)
 
 
 class PageParams(BaseModel):

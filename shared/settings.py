@@ -17,6 +17,15 @@ def database_url_field(prefix: str) -> Any:
     return Field(validation_alias=AliasChoices(f"{prefix}DATABASE_URL", "DATABASE_URL"))
 
 
+def peer_url_field(prefix: str, peer: str, default: str) -> Any:
+    """`<PREFIX><PEER>_URL`, or the shared `<PEER>_URL` that `make run` sets."""
+    return Field(
+        default=default,
+        validation_alias=AliasChoices(f"{prefix}{peer}_URL", f"{peer}_URL"),
+        description=f"Where the {peer.lower()} service answers",
+    )
+
+
 class ServiceSettings(BaseSettings):
     """What every service needs; subclasses set the prefix and add their own."""
 

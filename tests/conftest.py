@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import asyncpg
 import httpx
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import devdb
 from shared.db import get_session
+from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 
 
@@ -137,4 +140,54 @@ async def _rollback_client(app: FastAPI, base_url: str) -> AsyncIterator[httpx.A
 async def registry(registry_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client for the registry, isolated by rollback."""
     async for client in _rollback_client(registry_app, "http://registry"):
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_service(database_url: str, service: str) -> Iterator[str]:
+    """One service as a real uvicorn process on a free port; yields its base URL."""
+    stack = Stack(database_url, "127.0.0.1", {service: free_port()})
+    process = start_service(stack, service)
+    try:
+        wait_ready(stack, {service: process}, timeout=60)
+        yield stack.url(service)
+    finally:
+        stop_services({service: process})
+
+
+@pytest.fixture(scope="session")
+def live_registry(databases: DatabaseFactory) -> Iterator[str]:
+    """A real registry process on its own database (data written to it is committed)."""
+    with running_service(databases.create("longgang_registry_live"), "registry") as url:
+        yield url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def eligibility_app(database_url: str, live_registry: str) -> AsyncIterator[FastAPI]:
+    from services.eligibility.app import create_app
+    from services.eligibility.settings import EligibilitySettings
+
+    app = create_app(EligibilitySettings(database_url=database_url, registry_url=live_registry))
+    yield app
+    await app.state.registry_facts.registry.aclose()
+    await app.state.database.dispose()
+
+
+@pytest_asyncio.fixture
+async def eligibility(eligibility_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP client for the eligibility service (its registry is the live process), isolated by rollback."""
+    async for client in _rollback_client(eligibility_app, "http://eligibility"):
+        yield client
+
+
+@pytest_asyncio.fixture
+async def live_registry_client(live_registry: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live_registry, timeout=10) as client:
         yield client

@@ -1,21 +1,52 @@
-"""The eligibility service (skeleton: health endpoints; the rules come with issue #3)."""
+"""The eligibility service: applications scored against the policy, as dated and traced rules.
+
+Run: `uvicorn services.eligibility.app:create_app --factory --port 8002`
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 from shared.app import create_service_app
+from shared.peers import PeerClient, make_peer_client
 
+from .endpoints import router
+from .facts import RegistryFacts
 from .models import SCHEMA
+from .parameters import load_parameter_file
+from .priority import load_priority_rubric
+from .service import Policy
 from .settings import EligibilitySettings
+
+DESCRIPTION = """
+Scores applications against the Longgang AI measures (M1–M13, A1, A4). Each decision
+carries a trace: every step with its clause, the facts and parameters it read (value,
+effective date, given / provisional / interpretation), amounts before and after each cap.
+Facts come from the registry as of the application's date; if the registry cannot be
+reached the answer is 503 and nothing is stored.
+"""
 
 
 def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
-    return create_service_app(
+    settings = settings or EligibilitySettings()
+    # refuse to start on a bad parameter file: the error names the file and the key
+    policy = Policy(load_parameter_file(settings.policy_file), load_priority_rubric(settings.priority_file))
+    registry = PeerClient(
+        "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds)
+    )
+
+    async def close_registry(app: FastAPI) -> None:
+        await registry.aclose()
+
+    app = create_service_app(
         service_name="eligibility",
         schema=SCHEMA,
         title="Longgang AI measures — eligibility (资格审核)",
-        description="Scores applications against the policy (M1–M13, A1, A4).",
-        settings=settings or EligibilitySettings(),
-        routers=[],
+        description=DESCRIPTION,
+        settings=settings,
+        routers=[router],
+        on_shutdown=[close_registry],
     )
+    app.state.policy = policy
+    app.state.registry_facts = RegistryFacts(registry)
+    return app

@@ -1,8 +1,19 @@
-"""The eligibility service's tables (schema `eligibility`)."""
+"""The eligibility service's tables (schema `eligibility`).
+
+Applications carry a `status` projection for the review queue; decisions, reviews and
+administrator parameter versions are immutable (triggers refuse UPDATE/DELETE/TRUNCATE):
+an approval or a correction is always a new record that references the old one.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, Index, SmallInteger, Text, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import service_metadata
 
@@ -11,3 +22,83 @@ SCHEMA = "eligibility"
 
 class Base(DeclarativeBase):
     metadata = service_metadata(SCHEMA)
+
+
+class Application(Base):
+    __tablename__ = "applications"
+    __table_args__ = (
+        Index("ix_applications_queue", "status", "priority", "seq"),
+        Index("ix_applications_applicant_measure", "applicant", "measure"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True, nullable=False)
+    measure: Mapped[str] = mapped_column(Text, nullable=False)
+    applicant: Mapped[str] = mapped_column(Text, nullable=False)
+    as_of: Mapped[date] = mapped_column(Date, nullable=False)
+    benefit_year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    submitted_by: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    #: in_review → reviewed → approved | rejected; or ineligible (automatic)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    current_decision_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+
+
+class Decision(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)  # automatic | manual_a1
+    outcome: Mapped[str] = mapped_column(Text, nullable=False)  # eligible | ineligible | needs_review
+    amount_fen: Mapped[int | None] = mapped_column(BigInteger)
+    failures: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    review_reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    components: Mapped[dict[str, int]] = mapped_column(JSONB, nullable=False)
+    trace: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    policy_version: Mapped[str] = mapped_column(Text, nullable=False)
+    parameters_digest: Mapped[str] = mapped_column(Text, nullable=False)
+    engine_version: Mapped[str] = mapped_column(Text, nullable=False)
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Review(Base):
+    """An officer's review (step `review`) or an approver's decision on it (step `approval`)."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), nullable=False, index=True)
+    decision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("decisions.id"), nullable=False)
+    step: Mapped[str] = mapped_column(Text, nullable=False)  # review | approval
+    review_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("reviews.id"))
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    verdict: Mapped[str] = mapped_column(Text, nullable=False)  # approve | reject
+    amount_fen: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    # clock_timestamp(): a review and its approval in one transaction stay in order
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+    )
+
+
+class ParameterVersion(Base):
+    """A parameter value loaded by an administrator, effective from a future date (audited)."""
+
+    __tablename__ = "parameter_versions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    parameter_id: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    effective_from: Mapped[date] = mapped_column(Date, nullable=False)
+    value: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    request_id: Mapped[str | None] = mapped_column(Text)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
-from pydantic import PostgresDsn
+from pydantic import Field, PostgresDsn
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings, database_url_field
+from shared.settings import ServiceSettings, database_url_field, peer_url_field
+
+from .parameters import DEFAULT_FILE
+from .priority import DEFAULT_RUBRIC
 
 
 class EligibilitySettings(ServiceSettings):
@@ -16,3 +20,6 @@ class EligibilitySettings(ServiceSettings):
 
     database_url: PostgresDsn = database_url_field("ELIGIBILITY_")
     port: int = 8002
+    registry_url: str = peer_url_field("ELIGIBILITY_", "REGISTRY", "http://127.0.0.1:8001")
+    policy_file: Path = Field(default=DEFAULT_FILE, description="The dated parameter file (YAML)")
+    priority_file: Path = Field(default=DEFAULT_RUBRIC, description="The review-queue priority rubric (YAML)")

@@ -18,11 +18,12 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from shared.db import SessionDep
+from shared.identifiers import CreditCode
 from shared.pagination import Page, PageParams, page_params
 
 from . import imports, records, schemas
 from .resources import ALL, FILINGS, ORGANISATIONS, REVENUES
-from .schemas import CreditCode, VersionRead
+from .schemas import VersionRead
 
 KEY_TYPES: dict[str, Any] = {
     "credit_code": CreditCode,

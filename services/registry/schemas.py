@@ -12,44 +12,12 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from shared.identifiers import credit_code_error
+from shared.identifiers import CreditCode, credit_code_error
 from shared.money import FenAmount
 
-_REASONS = {
-    "length": ("长度应为 18 位", "must be 18 characters long"),
-    "character": ("第 {position} 位字符不在代码字符集内", "character {position} is not in the code's alphabet"),
-    "check_character": ("第 {position} 位校验码错误", "check character at position {position} is wrong"),
-}
-
-
-def validate_credit_code(value: str) -> str:
-    """GB 32100-2015, with the wrong position in the error (POLICY.md, Identifier formats)."""
-    error = credit_code_error(value)
-    if error is None:
-        return value
-    zh, en = _REASONS[error.reason]
-    context: dict[str, Any] = {
-        "reason": error.reason,
-        "reason_zh": zh.format(position=error.position),
-        "length": len(value),
-    }
-    if error.position is not None:
-        context["position"] = error.position
-    if error.expected is not None:
-        context["expected"] = error.expected
-    raise PydanticCustomError(
-        "invalid_credit_code", "Invalid Unified Social Credit Code: " + en.format(position=error.position), context
-    )
-
-
-CreditCode = Annotated[
-    str,
-    Field(min_length=1, max_length=64, examples=["9144030071526726XG"], description="统一社会信用代码 (GB 32100-2015)"),
-    AfterValidator(validate_credit_code),
-]
 DivisionCode = Annotated[str, Field(pattern=r"^\d{6}$", examples=["440307"], description="行政区划代码")]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]

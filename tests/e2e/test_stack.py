@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import httpx
@@ -10,22 +9,15 @@ import pytest
 
 from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import SERVICES
-from tests.conftest import DatabaseFactory
+from tests.conftest import DatabaseFactory, free_port
 from tests.factories import organisation_payload
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def stack(databases: DatabaseFactory) -> Iterator[Stack]:
-    running = Stack(databases.create("longgang_e2e"), "127.0.0.1", {s: _free_port() for s in SERVICES})
+    running = Stack(databases.create("longgang_e2e"), "127.0.0.1", {s: free_port() for s in SERVICES})
     processes = {service: start_service(running, service) for service in SERVICES}
     try:
         wait_ready(running, processes, timeout=60)

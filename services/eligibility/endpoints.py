@@ -1,0 +1,264 @@
+"""REST endpoints of the eligibility service."""
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from shared.db import SessionDep
+from shared.identifiers import CreditCode
+from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_keys, encode_cursor, make_page, page_params
+
+from . import repository, service
+from .facts import RegistryFacts
+from .parameters import SPECS, ParameterSet
+from .rules import RULES
+from .schemas import (
+    ApplicationCreate,
+    ApplicationRead,
+    ApprovalCreate,
+    ApprovedDecisionRead,
+    ClauseRead,
+    DecisionRead,
+    ManualDecisionCreate,
+    ParameterRead,
+    ParameterValueRead,
+    ParameterVersionCreate,
+    PolicyRead,
+    ReviewCreate,
+    SimulationCreate,
+    SimulationRead,
+)
+from .service import Policy
+
+router = APIRouter()
+Pages = Annotated[PageParams, Depends(page_params)]
+Status = Literal["in_review", "reviewed", "approved", "rejected", "ineligible"]
+Measure = Annotated[str, Query(pattern=r"^M(1[0-3]|[1-9])$")]
+
+
+def get_policy(request: Request) -> Policy:
+    policy: Policy = request.app.state.policy
+    return policy
+
+
+def get_registry(request: Request) -> RegistryFacts:
+    registry: RegistryFacts = request.app.state.registry_facts
+    return registry
+
+
+PolicyDep = Annotated[Policy, Depends(get_policy)]
+RegistryDep = Annotated[RegistryFacts, Depends(get_registry)]
+
+
+@router.post(
+    "/v1/applications",
+    status_code=201,
+    response_model=ApplicationRead,
+    tags=["applications"],
+    summary="Submit an application: evaluated at once against the registry's facts as of its date",
+)
+async def submit_application(
+    session: SessionDep, policy: PolicyDep, registry: RegistryDep, payload: ApplicationCreate, response: Response
+) -> ApplicationRead:
+    created = await service.submit(session, policy, registry, payload)
+    response.headers["Location"] = f"/v1/applications/{created.id}"
+    return created
+
+
+@router.get("/v1/applications", response_model=Page[ApplicationRead], tags=["applications"])
+async def list_applications(
+    session: SessionDep,
+    page: Pages,
+    measure: Measure | None = None,
+    applicant: Annotated[CreditCode | None, Query()] = None,
+    status: Status | None = None,
+) -> Page[ApplicationRead]:
+    after = decode_cursor("applications", page.cursor) if page.cursor else 0
+    rows = await repository.list_applications(
+        session, {"measure": measure, "applicant": applicant, "status": status}, after, page.limit
+    )
+    listed = make_page("applications", rows, page.limit, lambda a: a.seq)
+    return Page[ApplicationRead](
+        items=await service.read_applications(session, listed.items), next_cursor=listed.next_cursor
+    )
+
+
+@router.get(
+    "/v1/review-queue",
+    response_model=Page[ApplicationRead],
+    tags=["review"],
+    summary="Applications awaiting review or approval, highest priority first, then oldest",
+)
+async def review_queue(session: SessionDep, page: Pages) -> Page[ApplicationRead]:
+    after = decode_cursor_keys("review-queue", page.cursor, 2) if page.cursor else None
+    rows = await repository.review_queue(session, (after[0], after[1]) if after else None, page.limit)
+    has_more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    cursor = encode_cursor("review-queue", list(repository.queue_key(rows[-1]))) if has_more and rows else None
+    return Page[ApplicationRead](items=await service.read_applications(session, rows), next_cursor=cursor)
+
+
+@router.get("/v1/applications/{application_id}", response_model=ApplicationRead, tags=["applications"])
+async def get_application(session: SessionDep, application_id: uuid.UUID) -> ApplicationRead:
+    return await service.read_application(session, application_id)
+
+
+@router.post(
+    "/v1/applications/{application_id}/reviews",
+    response_model=ApplicationRead,
+    tags=["review"],
+    summary="An officer's review (recommend approve or reject, with a reason)",
+)
+async def review_application(session: SessionDep, application_id: uuid.UUID, payload: ReviewCreate) -> ApplicationRead:
+    return await service.review(session, application_id, payload)
+
+
+@router.post(
+    "/v1/applications/{application_id}/approvals",
+    response_model=ApplicationRead,
+    tags=["review"],
+    summary="An approver's decision on the review (never the reviewer's own)",
+)
+async def approve_application(
+    session: SessionDep, application_id: uuid.UUID, payload: ApprovalCreate
+) -> ApplicationRead:
+    return await service.approve(session, application_id, payload)
+
+
+@router.post(
+    "/v1/applications/{application_id}/manual-decisions",
+    response_model=ApplicationRead,
+    tags=["review"],
+    summary="A1 一事一议: a case-by-case decision outside the formulas, with a written reason",
+)
+async def manual_decision(
+    session: SessionDep, policy: PolicyDep, application_id: uuid.UUID, payload: ManualDecisionCreate
+) -> ApplicationRead:
+    return await service.manual_decision(session, policy, application_id, payload)
+
+
+@router.get("/v1/decisions/{decision_id}", response_model=DecisionRead, tags=["decisions"])
+async def get_decision(session: SessionDep, decision_id: uuid.UUID) -> DecisionRead:
+    return await service.get_decision(session, decision_id)
+
+
+@router.get(
+    "/v1/approved-decisions/{decision_id}",
+    response_model=ApprovedDecisionRead,
+    tags=["decisions"],
+    summary="An approved decision, for issuing vouchers and grants (404 unless approved and current)",
+)
+async def get_approved_decision(session: SessionDep, decision_id: uuid.UUID) -> ApprovedDecisionRead:
+    return await service.approved_decision(session, decision_id)
+
+
+# --- policy ---------------------------------------------------------------------------------
+
+CLAUSE_TITLES: dict[str, dict[str, str]] = {
+    "preamble": {"zh": "适用范围：龙岗区", "en": "Scope: Longgang District"},
+    "A1": {"zh": "一事一议", "en": "Case-by-case decisions"},
+    "A4": {"zh": "施行日期与有效期", "en": "Effective date and validity"},
+}
+
+
+def _parameter_read(parameters: ParameterSet, parameter_id: str) -> ParameterRead:
+    parameter = parameters.parameters[parameter_id]
+    users = sorted(m for m in RULES if parameter.clause == m) or ["all"]
+    return ParameterRead(
+        id=parameter_id,
+        clause=parameter.clause,
+        label={"zh": parameter.label_zh, "en": parameter.label_en},
+        kind=SPECS[parameter_id].kind,
+        history=[
+            ParameterValueRead(
+                effective_from=v.effective_from,
+                effective_to=v.effective_to,
+                value=service.jsonable_value(v.value),
+                status=v.status,
+                source=v.source,
+                origin=v.origin,
+            )
+            for v in parameter.history
+        ],
+        used_by=users,
+    )
+
+
+def _policy_read(parameters: ParameterSet) -> PolicyRead:
+    clauses = [
+        ClauseRead(
+            id=measure,
+            title=dict(module.TITLE),
+            rule_module=module.__name__,
+            parameters=sorted(pid for pid, p in parameters.parameters.items() if p.clause == measure),
+        )
+        for measure, module in RULES.items()
+    ] + [
+        ClauseRead(
+            id=clause,
+            title=title,
+            rule_module="services.eligibility.rules.common" if clause != "A1" else None,
+            parameters=sorted(pid for pid, p in parameters.parameters.items() if p.clause == clause),
+        )
+        for clause, title in CLAUSE_TITLES.items()
+    ]
+    return PolicyRead(
+        policy=parameters.policy,
+        version=parameters.version,
+        parameters_digest=parameters.digest,
+        validity_window=(parameters.validity_start, parameters.validity_end),
+        clauses=clauses,
+        parameters=[_parameter_read(parameters, pid) for pid in sorted(parameters.parameters)],
+    )
+
+
+@router.get(
+    "/v1/policy",
+    response_model=PolicyRead,
+    tags=["policy"],
+    summary="Clauses, their rules and every parameter with its value history",
+)
+async def get_policy_document(session: SessionDep, policy: PolicyDep) -> PolicyRead:
+    return _policy_read(await service.current_parameters(session, policy.parameters))
+
+
+@router.get("/v1/policy/parameters/{parameter_id}", response_model=ParameterRead, tags=["policy"])
+async def get_parameter(
+    session: SessionDep, policy: PolicyDep, parameter_id: Annotated[str, Path(max_length=100)]
+) -> ParameterRead:
+    parameters = await service.current_parameters(session, policy.parameters)
+    if parameter_id not in parameters.parameters:
+        from shared.errors import ProblemError
+
+        from .errors import PARAMETER_NOT_FOUND
+
+        raise ProblemError(PARAMETER_NOT_FOUND, id=parameter_id)
+    return _parameter_read(parameters, parameter_id)
+
+
+@router.post(
+    "/v1/policy/parameters/{parameter_id}/versions",
+    status_code=201,
+    response_model=ParameterRead,
+    tags=["policy"],
+    summary="Load a new version of a parameter, effective from a future date (audited)",
+)
+async def add_parameter_version(
+    session: SessionDep,
+    policy: PolicyDep,
+    parameter_id: Annotated[str, Path(max_length=100)],
+    payload: ParameterVersionCreate,
+) -> ParameterRead:
+    parameters = await service.add_parameter_version(session, policy, parameter_id, payload)
+    return _parameter_read(parameters, parameter_id)
+
+
+@router.post(
+    "/v1/simulations",
+    response_model=SimulationRead,
+    tags=["policy"],
+    summary="What if: re-evaluate stored applications under other parameters (nothing is stored)",
+)
+async def simulate(session: SessionDep, policy: PolicyDep, payload: SimulationCreate) -> SimulationRead:
+    return await service.simulate(session, policy, payload)

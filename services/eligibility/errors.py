@@ -1,0 +1,63 @@
+"""The eligibility service's error codes (stable; clients match on `code`)."""
+
+from __future__ import annotations
+
+from shared.errors import ErrorCode
+
+APPLICATION_NOT_FOUND = ErrorCode("application_not_found", 404, "申请不存在：{id}", "No such application: {id}")
+DECISION_NOT_FOUND = ErrorCode("decision_not_found", 404, "决定不存在：{id}", "No such decision: {id}")
+DECISION_NOT_APPROVED = ErrorCode(
+    "decision_not_approved",
+    404,
+    "没有已核准的决定：{id}（不存在、未核准或已被取代）",
+    "No approved decision {id} (unknown, not approved, or superseded)",
+)
+AS_OF_IN_FUTURE = ErrorCode(
+    "as_of_in_future", 422, "申请日期 {as_of} 晚于今天", "The application date {as_of} is in the future"
+)
+INVALID_STATE = ErrorCode(
+    "invalid_state",
+    409,
+    "申请当前状态为 {status}，不能{action_zh}",
+    "The application is {status}: cannot {action}",
+)
+SELF_APPROVAL = ErrorCode(
+    "self_approval",
+    403,
+    "审核人不能核准自己的审核（{actor}）",
+    "A reviewer cannot approve their own review ({actor})",
+)
+AMOUNT_REQUIRED = ErrorCode(
+    "amount_required",
+    422,
+    "该决定需人工复核：请给出建议金额",
+    "This decision needs review: give the recommended amount",
+)
+AMOUNT_NOT_ALLOWED = ErrorCode(
+    "amount_not_allowed",
+    422,
+    "建议金额 {amount_fen} 分不符合规则结果（{allowed}）；规则之外的金额请走“一事一议”（A1）",
+    "Recommended amount {amount_fen} fen does not fit the rule's result ({allowed}); "
+    "amounts outside the formulas go through A1",
+    clause="A1",
+)
+APPROVE_REJECTED_REVIEW = ErrorCode(
+    "review_recommended_rejection",
+    409,
+    "审核意见为不予支持，不能核准支持",
+    "The review recommended rejection: it cannot be approved as a grant",
+)
+PARAMETER_NOT_FOUND = ErrorCode("parameter_not_found", 404, "参数不存在：{id}", "No such parameter: {id}")
+PARAMETER_NOT_FUTURE = ErrorCode(
+    "parameter_effective_date_not_future",
+    422,
+    "新参数版本的生效日期须晚于今天（{today}）：已作出的决定不受影响",
+    "A new parameter version must take effect after today ({today}): decisions already made never change",
+)
+PARAMETER_INVALID = ErrorCode("parameter_invalid", 422, "参数值无效：{problem}", "Invalid parameter value: {problem}")
+SIMULATION_SCOPE = ErrorCode(
+    "simulation_scope",
+    422,
+    "请给出 application_ids，或 measure 与 year",
+    "Give application_ids, or measure and year",
+)

@@ -1,0 +1,97 @@
+"""M10 — first-version (首版次) AI software sales (第（十）条).
+
+Track first_sale: a product in the Longgang first-version catalogue (an active
+"first_version_software" recognition of the applicant) whose first sale was achieved:
+`M10.first_sale_ratio` of the audited amount received within one year after the first
+sale (M10-1: 10,000,000 → 2,000,000). Track city_matching: an enterprise that received
+Shenzhen's first-version support last year: `M10.city_matching_ratio` of the city amount.
+Each track is capped separately at `M10.annual_cap_fen` per enterprise per year, less what
+earlier decisions gave on that track for that year (M10-2: 20,000,000 → 3,000,000).
+Amounts round down to the fen. Components: track → amount.
+"""
+
+from __future__ import annotations
+
+from ..engine import ParamView, Reason, Result, Trace
+from ..evidence import M10Evidence
+from ..facts import Facts, FactsRequest
+from .checks import check_recognition, share, yuan
+from .common import awarded_in, reason
+
+MEASURE = "M10"
+TITLE = {"zh": "人工智能产品首版次销售", "en": "First-version AI software sales"}
+KIND = "first_version_software"
+
+
+def facts_needed(evidence: M10Evidence) -> FactsRequest:
+    if evidence.track == "first_sale" and evidence.recognition_id is not None:
+        return FactsRequest(recognition_ids=(evidence.recognition_id,), prior_awards=True)
+    return FactsRequest(prior_awards=True)
+
+
+def evaluate(evidence: M10Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
+    organisation = facts.organisation
+    assert organisation is not None
+    failures: list[Reason] = []
+    if evidence.track == "first_sale":
+        assert evidence.recognition_id is not None
+        assert evidence.received_within_year_fen is not None
+        _, failures = check_recognition(
+            "M10", facts, evidence.recognition_id, KIND, trace, owner=organisation.credit_code
+        )
+        if failures:
+            return Result.ineligible(*failures)
+        base = evidence.received_within_year_fen
+        before_cap = share(base, p("M10.first_sale_ratio"))
+        trace.step(
+            "M10",
+            "首次销售后1年内审定到账额的比例，向下取整到分",
+            "Share of the audited amount received within a year of the first sale, rounded down",
+            inputs={"track": evidence.track},
+            amounts={"received_within_year_fen": base, "before_cap_fen": before_cap},
+        )
+    else:
+        assert evidence.city_support_fen is not None
+        base = evidence.city_support_fen
+        before_cap = share(base, p("M10.city_matching_ratio"))
+        trace.step(
+            "M10",
+            "按上一年度所获深圳市首版次扶持金额的比例配套，向下取整到分",
+            "Matching share of last year's Shenzhen first-version support, rounded down",
+            inputs={"track": evidence.track},
+            amounts={"city_support_fen": base, "before_cap_fen": before_cap},
+        )
+
+    cap: int = p("M10.annual_cap_fen")
+    already = awarded_in(facts.prior_awards, evidence.year, component=evidence.track)
+    room = max(0, cap - already)
+    amount = min(before_cap, room)
+    trace.step(
+        "M10",
+        "同一企业同一年度上限（各项分别计算，扣除同年度本项已获扶持）",
+        "Annual cap per enterprise (each track), less this year's earlier awards on the track",
+        inputs={"track": evidence.track, "year": evidence.year},
+        amounts={
+            "before_cap_fen": before_cap,
+            "annual_cap_fen": cap,
+            "already_awarded_fen": already,
+            "after_cap_fen": amount,
+        },
+        outcome="eligible" if amount > 0 else "fail",
+    )
+    if before_cap == 0:
+        return Result.ineligible(
+            reason(
+                "M10", "nothing_to_support", "计算基数为零，没有可扶持的金额", "The base is zero: nothing to support"
+            )
+        )
+    if amount == 0:
+        return Result.ineligible(
+            reason(
+                "M10",
+                "annual_cap_reached",
+                f"{evidence.year} 年度本项扶持已达上限 {yuan(cap)} 元",
+                f"The {evidence.year} cap of {yuan(cap)} yuan on this track has been reached",
+            )
+        )
+    return Result.eligible(amount, {evidence.track: amount})

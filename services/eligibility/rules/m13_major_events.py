@@ -1,0 +1,84 @@
+"""M13 — major AI events held in Longgang (第（十三）条 支持人工智能领域重大活动开办).
+
+Competitions, forums, conferences and seminars held in Longgang with major international
+or national influence (both conditions, each reported when it fails): `M13.ratio` of the
+audited event cost, rounded down, at most `M13.cap_fen` per event (M13-1: 800,000 →
+400,000; 1,200,000 → 500,000). The organiser need not be registered in the district (the
+event is held there: `rules.OUTSIDE_DISTRICT_ALLOWED`). The cost is audited, so the event
+must have taken place by the application date.
+"""
+
+from __future__ import annotations
+
+from ..engine import ParamView, Reason, Result, Trace
+from ..evidence import M13Evidence
+from ..facts import Facts, FactsRequest
+from .checks import share
+from .common import reason
+
+MEASURE = "M13"
+TITLE = {"zh": "人工智能领域重大活动开办", "en": "Major AI events held in Longgang"}
+#: 具有重大国际、国内影响力: the influence levels that qualify (evidence vocabulary).
+MAJOR_INFLUENCE = ("international", "national")
+
+
+def facts_needed(evidence: M13Evidence) -> FactsRequest:
+    return FactsRequest()
+
+
+def evaluate(evidence: M13Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
+    failures: list[Reason] = []
+    if not evidence.held_in_longgang:
+        failures.append(
+            reason("M13", "not_held_in_longgang", "活动不在龙岗区举办", "The event was not held in Longgang")
+        )
+    if evidence.influence not in MAJOR_INFLUENCE:
+        failures.append(
+            reason(
+                "M13",
+                "influence_not_major",
+                "活动不具有重大国际、国内影响力",
+                "The event does not have major international or national influence",
+            )
+        )
+    if evidence.held_on > facts.as_of:
+        failures.append(
+            reason(
+                "M13",
+                "event_not_held_yet",
+                f"活动日期 {evidence.held_on} 晚于申请日期 {facts.as_of}：补贴按审计金额计算",
+                f"The event date {evidence.held_on} is after the application date {facts.as_of}: "
+                "the subsidy is on the audited cost",
+            )
+        )
+    trace.step(
+        "M13",
+        "须在龙岗区举办且具有重大国际、国内影响力",
+        "Held in Longgang, with major international or national influence",
+        inputs={
+            "event_name": evidence.event_name,
+            "held_on": evidence.held_on.isoformat(),
+            "held_in_longgang": evidence.held_in_longgang,
+            "influence": evidence.influence,
+        },
+        outcome="fail" if failures else "pass",
+    )
+    if failures:
+        return Result.ineligible(*failures)
+    before_cap = share(evidence.audited_cost_fen, p("M13.ratio"))
+    trace.step(
+        "M13",
+        "按活动审计金额比例补贴，向下取整到分",
+        "Share of the audited event cost, rounded down to the fen",
+        amounts={"audited_cost_fen": evidence.audited_cost_fen, "before_cap_fen": before_cap},
+    )
+    cap: int = p("M13.cap_fen")
+    amount = min(before_cap, cap)
+    trace.step(
+        "M13",
+        "单个活动上限",
+        "Cap per event",
+        amounts={"before_cap_fen": before_cap, "cap_fen": cap, "after_cap_fen": amount, "amount_fen": amount},
+        outcome="eligible",
+    )
+    return Result.eligible(amount)

@@ -1,0 +1,202 @@
+"""M3 — model vouchers (第（三）条 模型券) for buying CAC-filed domestic models.
+
+The model must exist, come from the contract's vendor, and hold a CAC generative-AI
+service filing (备案) or registration (登记) in force on the date the contract was signed
+(EXAMPLES M3-5: absent, or revoked before the contract date → "model_not_filed"). The
+eligible base is the contract's cost components of the kinds in
+`M3.eligible_cost_components`; one claim is at most `M3.contract_ratio` of it, rounded down
+(M3-4: 333.33 → 99.99; M3-3: 3,000,000.01 on 10,000,000.00 → "over_contract_share").
+Without a claimed amount the maximum is claimed (M3-1).
+
+Ceilings: the vouchers ledger enforces "one claim per contract" and the annual ceilings
+atomically (M3-2, M3-6..8, M3-9..14). This rule also checks them against the standing
+earlier decisions it is given, so an applicant hears early: the annual claim ceiling
+`M3.annual_claim_ceiling_fen` is counted in the calendar year of the claim (facts.as_of,
+POLICY.md interp: each ceiling against the year its event happens — M3-6 / M3-7), less what
+earlier decisions gave in that year; an earlier decision carrying this contract's
+component key ("contract:<vendor credit code>:<number>") means the contract was claimed.
+The redemption ceiling is the ledger's alone (it is checked when vouchers are redeemed).
+"""
+
+from __future__ import annotations
+
+from ..engine import ParamView, Reason, Result, Trace
+from ..evidence import M3Evidence
+from ..facts import Facts, FactsRequest
+from .checks import share, was_awarded, yuan
+from .common import awarded_in, reason
+
+MEASURE = "M3"
+TITLE = {"zh": "模型券", "en": "Model vouchers"}
+#: Filing statuses (registry vocabulary) that mean the filing / registration is in force.
+IN_FORCE = ("filed", "registered")
+
+
+def facts_needed(evidence: M3Evidence) -> FactsRequest:
+    contract = evidence.contract
+    return FactsRequest(model_id=contract.model_id, filings_on=contract.signed_on, prior_awards=True)
+
+
+def contract_key(evidence: M3Evidence) -> str:
+    """The component key that marks a contract as claimed."""
+    return f"contract:{evidence.contract.vendor_credit_code}:{evidence.contract.number}"
+
+
+def evaluate(evidence: M3Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
+    contract = evidence.contract
+    failures: list[Reason] = []
+
+    if contract.signed_on > facts.as_of:
+        failures.append(
+            reason(
+                "M3",
+                "contract_not_signed",
+                f"合同签订日期 {contract.signed_on} 晚于申领日期 {facts.as_of}：须在签订合同后申领",
+                f"The contract is dated {contract.signed_on}, after the claim date {facts.as_of}: "
+                "claims come after signing",
+            )
+        )
+
+    model = facts.model
+    model_failures: list[Reason] = []
+    if model is None:
+        model_failures.append(
+            reason(
+                "M3",
+                "model_not_found",
+                f"登记簿中没有模型 {contract.model_id}",
+                f"The registry has no model {contract.model_id}",
+            )
+        )
+    elif model.vendor_credit_code != contract.vendor_credit_code:
+        model_failures.append(
+            reason(
+                "M3",
+                "model_not_from_vendor",
+                f"模型 {model.name} 的供应商为 {model.vendor_credit_code}，"
+                f"不是合同供应商 {contract.vendor_credit_code}",
+                f"The model {model.name} is supplied by {model.vendor_credit_code}, "
+                f"not by the contract's vendor {contract.vendor_credit_code}",
+            )
+        )
+    trace.step(
+        "M3",
+        "模型须存在且由合同供应商提供",
+        "The model must exist and come from the contract's vendor",
+        inputs={
+            "model_id": str(contract.model_id),
+            "found": model is not None,
+            "model_vendor": model.vendor_credit_code if model else None,
+            "contract_vendor": contract.vendor_credit_code,
+            "signed_on": contract.signed_on.isoformat(),
+            "claimed_on": facts.as_of.isoformat(),
+        },
+        outcome="fail" if failures or model_failures else "pass",
+    )
+    failures += model_failures
+
+    in_force = [f for f in facts.filings if f.status in IN_FORCE and f.filed_on <= contract.signed_on]
+    trace.step(
+        "M3",
+        "模型须在合同签订日已完成网信办生成式人工智能服务备案（或登记）",
+        "The model must hold a CAC generative-AI filing (or registration) in force on the contract date",
+        inputs={
+            "signed_on": contract.signed_on.isoformat(),
+            "filings": [
+                {"number": f.number, "kind": f.kind, "status": f.status, "filed_on": f.filed_on.isoformat()}
+                for f in facts.filings
+            ],
+            "in_force": [f.number for f in in_force],
+            "statuses_in_force": list(IN_FORCE),
+        },
+        outcome="pass" if in_force else "fail",
+    )
+    if not in_force:
+        failures.append(
+            reason(
+                "M3",
+                "model_not_filed",
+                f"合同签订日 {contract.signed_on} 该模型没有有效的网信办生成式人工智能服务备案（未备案或已撤销）",
+                f"On the contract date {contract.signed_on} the model had no CAC generative-AI filing in force "
+                "(absent or revoked)",
+            )
+        )
+
+    counted: tuple[str, ...] = p("M3.eligible_cost_components")
+    base = sum(c.amount_fen for c in contract.components if c.kind in counted)
+    excluded = [{"kind": c.kind, "amount_fen": c.amount_fen} for c in contract.components if c.kind not in counted]
+    ratio = p("M3.contract_ratio")
+    maximum = share(base, ratio)
+    trace.step(
+        "M3",
+        "单次申领不超过合同额（计入部分）的比例，向下取整到分",
+        "One claim is at most the ratio of the contract's eligible costs, rounded down to the fen",
+        inputs={"contract": contract.number, "excluded_components": excluded},
+        amounts={"contract_fen": contract.amount_fen, "eligible_base_fen": base, "max_claim_fen": maximum},
+        outcome="pass" if maximum > 0 else "fail",
+    )
+    if maximum == 0:
+        failures.append(
+            reason(
+                "M3",
+                "no_eligible_costs",
+                "合同中没有可计入的模型费用（私有化部署、云化部署、API调用、一体机中大模型部分）",
+                "The contract has no eligible model costs (private or cloud deployment, API calls, "
+                "the model part of an appliance)",
+            )
+        )
+    amount = evidence.claim_fen if evidence.claim_fen is not None else maximum
+    if amount > maximum:
+        failures.append(
+            reason(
+                "M3",
+                "over_contract_share",
+                f"申领金额 {yuan(amount)} 元超过合同计入金额的 {ratio:%} 上限 {yuan(maximum)} 元",
+                f"The claim of {yuan(amount)} yuan exceeds {ratio:%} of the contract's eligible costs: "
+                f"at most {yuan(maximum)} yuan",
+            )
+        )
+
+    key = contract_key(evidence)
+    claimed_before = was_awarded(facts.prior_awards, key)
+    year = facts.as_of.year
+    ceiling: int = p("M3.annual_claim_ceiling_fen")
+    already = awarded_in(facts.prior_awards, year)
+    headroom = max(0, ceiling - already)
+    trace.step(
+        "M3",
+        "同一合同仅能申领一次；每自然年度累计申领不超过上限（按申领日期所在年度）",
+        "One claim per contract; claims per calendar year at most the ceiling (year of the claim date)",
+        inputs={"contract_key": key, "contract_claimed_before": claimed_before, "year": year},
+        amounts={
+            "claim_fen": amount,
+            "annual_ceiling_fen": ceiling,
+            "claimed_in_year_fen": already,
+            "headroom_fen": headroom,
+        },
+        outcome="fail" if claimed_before or amount > headroom else "pass",
+    )
+    if claimed_before:
+        failures.append(
+            reason(
+                "M3",
+                "contract_already_claimed",
+                f"合同 {contract.number} 已申领过模型券",
+                f"Model vouchers were already claimed on contract {contract.number}",
+            )
+        )
+    if amount > headroom:
+        failures.append(
+            reason(
+                "M3",
+                "annual_ceiling",
+                f"{year} 年度累计申领上限 {yuan(ceiling)} 元，已申领 {yuan(already)} 元，尚余 {yuan(headroom)} 元",
+                f"The {year} claim ceiling is {yuan(ceiling)} yuan; {yuan(already)} already claimed, "
+                f"{yuan(headroom)} remains for {year}",
+            )
+        )
+
+    if failures:
+        return Result.ineligible(*failures)
+    trace.step("M3", "模型券金额", "Model voucher amount", amounts={"amount_fen": amount}, outcome="eligible")
+    return Result.eligible(amount, {key: amount})

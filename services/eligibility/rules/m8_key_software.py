@@ -1,0 +1,52 @@
+"""M8 — key software enterprises (第（八）条 支持重点软件企业认定).
+
+Recognised as a "nationally encouraged key software enterprise" or listed in the Shenzhen
+key software enterprise list — a registry recognition of kind "key_software_enterprise",
+active and the applicant's: a one-time reward of `M8.award_fen`. One-time per enterprise:
+any earlier standing M8 decision makes the application ineligible.
+"""
+
+from __future__ import annotations
+
+from ..engine import ParamView, Result, Trace
+from ..evidence import M8Evidence
+from ..facts import Facts, FactsRequest
+from .checks import check_recognition, ever_awarded
+from .common import reason
+
+MEASURE = "M8"
+TITLE = {"zh": "重点软件企业认定", "en": "Key software enterprises"}
+KIND = "key_software_enterprise"
+
+
+def facts_needed(evidence: M8Evidence) -> FactsRequest:
+    return FactsRequest(recognition_ids=(evidence.recognition_id,), prior_awards=True)
+
+
+def evaluate(evidence: M8Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
+    organisation = facts.organisation
+    assert organisation is not None
+    _, failures = check_recognition("M8", facts, evidence.recognition_id, KIND, trace, owner=organisation.credit_code)
+    already = bool(facts.prior_awards)
+    trace.step(
+        "M8",
+        "一次性奖励",
+        "One-time reward",
+        inputs={"prior_awards": len(facts.prior_awards)},
+        amounts={"already_awarded_fen": ever_awarded(facts.prior_awards)},
+        outcome="fail" if already else "pass",
+    )
+    if already:
+        failures.append(
+            reason(
+                "M8",
+                "already_awarded",
+                "申请人已获得重点软件企业一次性奖励",
+                "The applicant already received the one-time key software enterprise reward",
+            )
+        )
+    if failures:
+        return Result.ineligible(*failures)
+    award: int = p("M8.award_fen")
+    trace.step("M8", "一次性奖励金额", "One-time reward", amounts={"amount_fen": award}, outcome="eligible")
+    return Result.eligible(award)

@@ -1,0 +1,200 @@
+"""API payloads of the eligibility service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.identifiers import CreditCode
+from shared.money import FenAmount
+
+from .evidence import AnyEvidence
+
+Actor = Annotated[str, Field(min_length=1, max_length=100, description="Who acts (an officer's id)")]
+WrittenReason = Annotated[str, Field(min_length=2, max_length=4000)]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ApplicationCreate(Input):
+    applicant: CreditCode
+    as_of: date = Field(description="The application date: facts and parameters are taken as of this day")
+    evidence: AnyEvidence = Field(description="Typed by `measure` (M1 … M13)")
+    submitted_by: Actor | None = None
+
+
+class ReasonRead(BaseModel):
+    clause: str
+    code: str
+    zh: str
+    en: str
+
+
+class DecisionRead(BaseModel):
+    id: uuid.UUID
+    application_id: uuid.UUID
+    kind: Literal["automatic", "manual_a1"]
+    outcome: Literal["eligible", "ineligible", "needs_review"]
+    amount_fen: int | None = Field(description="eligible: the amount; needs_review: a proposal, if any")
+    failures: list[ReasonRead]
+    review_reasons: list[ReasonRead]
+    components: dict[str, int]
+    trace: list[dict[str, Any]]
+    policy_version: str
+    parameters_digest: str
+    engine_version: str
+    decided_by: str | None
+    reason: str | None
+    decided_at: datetime
+
+
+class ReviewRead(BaseModel):
+    id: uuid.UUID
+    application_id: uuid.UUID
+    decision_id: uuid.UUID
+    step: Literal["review", "approval"]
+    review_id: uuid.UUID | None
+    actor: str
+    verdict: Literal["approve", "reject"]
+    amount_fen: int | None
+    reason: str
+    created_at: datetime
+
+
+class ApplicationRead(BaseModel):
+    id: uuid.UUID
+    measure: str
+    applicant: str
+    as_of: date
+    benefit_year: int
+    evidence: dict[str, Any]
+    submitted_by: str | None
+    submitted_at: datetime
+    status: Literal["in_review", "reviewed", "approved", "rejected", "ineligible"]
+    priority: int = Field(ge=0, le=100)
+    decision: DecisionRead | None
+    reviews: list[ReviewRead] = Field(default_factory=list)
+
+
+class ReviewCreate(Input):
+    reviewer: Actor
+    verdict: Literal["approve", "reject"]
+    reason: WrittenReason
+    amount_fen: FenAmount | None = Field(
+        default=None, description="Needed when the decision needs review: the amount recommended"
+    )
+
+
+class ApprovalCreate(Input):
+    approver: Actor
+    verdict: Literal["approve", "reject"]
+    reason: WrittenReason
+
+
+class ManualDecisionCreate(Input):
+    """A1 一事一议: a case-by-case decision outside the formulas."""
+
+    approver: Actor
+    amount_fen: FenAmount
+    reason: WrittenReason = Field(description="The written reason (required, audited)")
+
+
+class ApprovedDecisionRead(BaseModel):
+    """What the vouchers service needs to issue: only for approved decisions."""
+
+    decision_id: uuid.UUID
+    application_id: uuid.UUID
+    measure: str
+    applicant: str
+    as_of: date
+    benefit_year: int
+    kind: str
+    amount_fen: int
+    components: dict[str, int]
+    evidence: dict[str, Any]
+    policy_version: str
+    parameters_digest: str
+    approved_by: str
+    approved_at: datetime
+
+
+# --- policy ---------------------------------------------------------------------------------
+
+
+class ParameterValueRead(BaseModel):
+    effective_from: date
+    effective_to: date | None
+    value: Any
+    status: str
+    source: str
+    origin: str
+
+
+class ParameterRead(BaseModel):
+    id: str
+    clause: str
+    label: dict[str, str]
+    kind: str
+    history: list[ParameterValueRead]
+    used_by: list[str] = Field(description="Measures whose rules read it")
+
+
+class ClauseRead(BaseModel):
+    id: str
+    title: dict[str, str]
+    rule_module: str | None
+    parameters: list[str]
+
+
+class PolicyRead(BaseModel):
+    policy: str
+    version: str
+    parameters_digest: str
+    validity_window: tuple[date, date]
+    clauses: list[ClauseRead]
+    parameters: list[ParameterRead]
+
+
+class ParameterVersionCreate(Input):
+    effective_from: date = Field(description="Strictly in the future: a change never alters past decisions")
+    value: Any
+    status: Literal["given", "provisional", "interpretation"]
+    source: WrittenReason
+    reason: WrittenReason
+    created_by: Actor
+
+
+# --- simulations ------------------------------------------------------------------------------
+
+
+class SimulationCreate(Input):
+    application_ids: Annotated[list[uuid.UUID], Field(max_length=100_000)] | None = None
+    measure: str | None = Field(default=None, pattern=r"^M(1[0-3]|[1-9])$")
+    year: int | None = Field(default=None, ge=2000, le=2100, description="benefit year, with measure")
+    overrides: dict[str, Any] = Field(description="parameter id → value replacing it on every date")
+
+
+class SimulatedApplication(BaseModel):
+    application_id: uuid.UUID
+    measure: str
+    applicant: str
+    before_outcome: str
+    before_fen: int | None
+    after_outcome: str
+    after_fen: int | None
+    difference_fen: int
+
+
+class SimulationRead(BaseModel):
+    count: int
+    changed: int
+    total_before_fen: int
+    total_after_fen: int
+    total_difference_fen: int
+    parameters_digest: str
+    applications: list[SimulatedApplication]

@@ -1,0 +1,474 @@
+"""Eligibility flows: submit and decide, review, approve, A1, policy versions, simulations.
+
+I/O lives here and in `facts.py`; the rules stay pure. Each function only flushes: the
+request dependency commits. Facts come from the registry before anything is written, so
+a registry outage (503) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.context import request_id_var
+from shared.errors import ProblemError
+from shared.peers import PeerUnavailable
+
+from . import repository
+from .errors import (
+    AMOUNT_NOT_ALLOWED,
+    AMOUNT_REQUIRED,
+    APPLICATION_NOT_FOUND,
+    APPROVE_REJECTED_REVIEW,
+    AS_OF_IN_FUTURE,
+    DECISION_NOT_APPROVED,
+    DECISION_NOT_FOUND,
+    INVALID_STATE,
+    PARAMETER_INVALID,
+    PARAMETER_NOT_FOUND,
+    PARAMETER_NOT_FUTURE,
+    SELF_APPROVAL,
+    SIMULATION_SCOPE,
+)
+from .evidence import AnyEvidence, Evidence
+from .facts import Facts, RegistryFacts
+from .models import Application, Decision, ParameterVersion, Review
+from .parameters import SPECS, ParameterFileError, ParameterSet, Value, jsonable, parse_value
+from .priority import PriorityRubric
+from .rules import Evaluation, evaluate_application, facts_needed
+from .schemas import (
+    ApplicationCreate,
+    ApplicationRead,
+    ApprovalCreate,
+    ApprovedDecisionRead,
+    DecisionRead,
+    ManualDecisionCreate,
+    ParameterVersionCreate,
+    ReviewCreate,
+    ReviewRead,
+    SimulatedApplication,
+    SimulationCreate,
+    SimulationRead,
+)
+
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+EVIDENCE = TypeAdapter(AnyEvidence)
+
+
+def jsonable_value(value: Any) -> Any:
+    return jsonable(value)
+
+
+def today() -> date:
+    return datetime.now(LOCAL_TZ).date()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The parameter file and rubric loaded (and checked) at start-up, and the clock."""
+
+    parameters: ParameterSet
+    rubric: PriorityRubric
+    today: Callable[[], date] = field(default=today)
+
+
+def benefit_year(evidence: Evidence, as_of: date) -> int:
+    """The year an award counts against (annual caps): the evidence's year, else the application's."""
+    for name in ("year", "fiscal_year"):
+        value = getattr(evidence, name, None)
+        if isinstance(value, int):
+            return value
+    return as_of.year
+
+
+async def current_parameters(session: AsyncSession, base: ParameterSet) -> ParameterSet:
+    rows = await repository.parameter_versions(session)
+    if not rows:
+        return base
+    return base.with_versions((row.parameter_id, _stored_value(row)) for row in rows)
+
+
+def _stored_value(row: ParameterVersion) -> Value:
+    raw = {
+        "effective_from": row.effective_from,
+        "value": row.value,
+        "status": row.status,
+        "source": row.source,
+    }
+    return parse_value(f"parameter_versions[{row.id}]", row.parameter_id, raw, origin=f"version:{row.id}")
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def decision_read(decision: Decision) -> DecisionRead:
+    return DecisionRead.model_validate(decision, from_attributes=True)
+
+
+def application_read(application: Application, decision: Decision | None, reviews: list[Review]) -> ApplicationRead:
+    return ApplicationRead(
+        id=application.id,
+        measure=application.measure,
+        applicant=application.applicant,
+        as_of=application.as_of,
+        benefit_year=application.benefit_year,
+        evidence=application.evidence,
+        submitted_by=application.submitted_by,
+        submitted_at=application.submitted_at,
+        status=application.status,  # type: ignore[arg-type]
+        priority=application.priority,
+        decision=decision_read(decision) if decision else None,
+        reviews=[ReviewRead.model_validate(review, from_attributes=True) for review in reviews],
+    )
+
+
+async def read_applications(session: AsyncSession, applications: list[Application]) -> list[ApplicationRead]:
+    decisions = await repository.decisions_by_id(
+        session, [a.current_decision_id for a in applications if a.current_decision_id]
+    )
+    reviews = await repository.reviews_of(session, [a.id for a in applications])
+    return [
+        application_read(
+            a, decisions.get(a.current_decision_id) if a.current_decision_id else None, reviews.get(a.id, [])
+        )
+        for a in applications
+    ]
+
+
+async def read_application(session: AsyncSession, application_id: uuid.UUID) -> ApplicationRead:
+    application = await repository.get_application(session, application_id)
+    if application is None:
+        raise ProblemError(APPLICATION_NOT_FOUND, id=str(application_id))
+    return (await read_applications(session, [application]))[0]
+
+
+# --- submitting -------------------------------------------------------------------------------
+
+
+def _decision_row(application_id: uuid.UUID, evaluation: Evaluation, facts: Facts) -> Decision:
+    result = evaluation.result
+    return Decision(
+        id=uuid.uuid4(),
+        application_id=application_id,
+        kind="automatic",
+        outcome=result.outcome,
+        amount_fen=result.amount_fen,
+        failures=[r.as_dict() for r in result.failures],
+        review_reasons=[r.as_dict() for r in result.review_reasons],
+        components=dict(result.components),
+        trace=evaluation.trace,
+        facts=facts.model_dump(mode="json"),
+        policy_version=evaluation.policy_version,
+        parameters_digest=evaluation.parameters_digest,
+        engine_version=evaluation.engine_version,
+    )
+
+
+async def submit(
+    session: AsyncSession, policy: Policy, registry: RegistryFacts, payload: ApplicationCreate
+) -> ApplicationRead:
+    if payload.as_of > policy.today():
+        raise ProblemError(AS_OF_IN_FUTURE, as_of=payload.as_of.isoformat())
+    evidence: Evidence = payload.evidence
+    measure: str = evidence.measure  # type: ignore[attr-defined]
+    await repository.lock_applicant_measure(session, payload.applicant, measure)
+    request = facts_needed(evidence)
+    try:
+        facts = await registry.fetch(payload.applicant, payload.as_of, request)
+    except PeerUnavailable as exc:
+        raise exc.as_problem() from exc
+    if request.prior_awards:
+        facts.prior_awards = await repository.prior_awards(session, payload.applicant, measure)
+    parameters = await current_parameters(session, policy.parameters)
+    evaluation = evaluate_application(evidence, payload.as_of, facts, parameters)
+    application = Application(
+        id=uuid.uuid4(),
+        measure=measure,
+        applicant=payload.applicant,
+        as_of=payload.as_of,
+        benefit_year=benefit_year(evidence, payload.as_of),
+        evidence=evidence.model_dump(mode="json"),
+        submitted_by=payload.submitted_by,
+        status="ineligible" if evaluation.result.outcome == "ineligible" else "in_review",
+        priority=policy.rubric.score(evaluation.result, measure),
+    )
+    session.add(application)
+    await session.flush()
+    decision = _decision_row(application.id, evaluation, facts)
+    session.add(decision)
+    await session.flush()
+    application.current_decision_id = decision.id
+    await session.flush()
+    await session.refresh(application)
+    await session.refresh(decision)
+    return application_read(application, decision, [])
+
+
+# --- review, approval, A1 ---------------------------------------------------------------------
+
+_ACTIONS = {
+    "review": ("审核", "review it"),
+    "approve": ("核准", "approve it"),
+    "a1": ("一事一议", "decide it under A1"),
+}
+
+
+async def _locked(
+    session: AsyncSession, application_id: uuid.UUID, allowed: tuple[str, ...], action: str
+) -> Application:
+    application = await repository.get_application(session, application_id, lock=True)
+    if application is None:
+        raise ProblemError(APPLICATION_NOT_FOUND, id=str(application_id))
+    if application.status not in allowed:
+        zh, en = _ACTIONS[action]
+        raise ProblemError(INVALID_STATE, status=application.status, action=en, action_zh=zh)
+    return application
+
+
+async def review(session: AsyncSession, application_id: uuid.UUID, payload: ReviewCreate) -> ApplicationRead:
+    application = await _locked(session, application_id, ("in_review",), "review")
+    decision = await repository.get_decision(session, application.current_decision_id)  # type: ignore[arg-type]
+    assert decision is not None
+    amount = payload.amount_fen
+    if payload.verdict == "approve":
+        if decision.outcome == "needs_review":
+            if amount is None:
+                raise ProblemError(AMOUNT_REQUIRED)
+            if decision.amount_fen is not None and amount > decision.amount_fen:
+                raise ProblemError(AMOUNT_NOT_ALLOWED, amount_fen=amount, allowed=f"≤ {decision.amount_fen}")
+        elif amount is None:
+            amount = decision.amount_fen
+        elif amount != decision.amount_fen:
+            raise ProblemError(AMOUNT_NOT_ALLOWED, amount_fen=amount, allowed=f"= {decision.amount_fen}")
+    session.add(
+        Review(
+            application_id=application.id,
+            decision_id=decision.id,
+            step="review",
+            actor=payload.reviewer,
+            verdict=payload.verdict,
+            amount_fen=amount if payload.verdict == "approve" else None,
+            reason=payload.reason,
+        )
+    )
+    application.status = "reviewed"
+    await session.flush()
+    return await read_application(session, application.id)
+
+
+async def approve(session: AsyncSession, application_id: uuid.UUID, payload: ApprovalCreate) -> ApplicationRead:
+    application = await _locked(session, application_id, ("reviewed",), "approve")
+    reviews = (await repository.reviews_of(session, [application.id])).get(application.id, [])
+    last_review = [r for r in reviews if r.step == "review"][-1]
+    if last_review.actor == payload.approver:
+        raise ProblemError(SELF_APPROVAL, actor=payload.approver)
+    if payload.verdict == "approve" and last_review.verdict != "approve":
+        raise ProblemError(APPROVE_REJECTED_REVIEW)
+    session.add(
+        Review(
+            application_id=application.id,
+            decision_id=last_review.decision_id,
+            step="approval",
+            review_id=last_review.id,
+            actor=payload.approver,
+            verdict=payload.verdict,
+            amount_fen=last_review.amount_fen if payload.verdict == "approve" else None,
+            reason=payload.reason,
+        )
+    )
+    application.status = "approved" if payload.verdict == "approve" else "rejected"
+    await session.flush()
+    return await read_application(session, application.id)
+
+
+async def manual_decision(
+    session: AsyncSession, policy: Policy, application_id: uuid.UUID, payload: ManualDecisionCreate
+) -> ApplicationRead:
+    """A1 一事一议: an approver decides outside the formulas, with a written reason."""
+    application = await _locked(session, application_id, ("in_review", "reviewed", "ineligible", "rejected"), "a1")
+    previous = await repository.get_decision(session, application.current_decision_id)  # type: ignore[arg-type]
+    decision = Decision(
+        id=uuid.uuid4(),
+        application_id=application.id,
+        kind="manual_a1",
+        outcome="eligible",
+        amount_fen=payload.amount_fen,
+        failures=[],
+        review_reasons=[],
+        components={"a1": payload.amount_fen},
+        trace=[
+            {
+                "clause": "A1",
+                "label": {
+                    "zh": "一事一议：人工决定，不适用公式",
+                    "en": "Case by case (A1): a manual decision outside the formulas",
+                },
+                "inputs": {
+                    "approver": payload.approver,
+                    "reason": payload.reason,
+                    "supersedes": str(previous.id) if previous else None,
+                },
+                "parameters": [],
+                "amounts": {"amount_fen": payload.amount_fen},
+                "outcome": "eligible",
+            }
+        ],
+        facts=previous.facts if previous else {},
+        policy_version=policy.parameters.version,
+        parameters_digest=previous.parameters_digest if previous else policy.parameters.digest,
+        engine_version="manual",
+        decided_by=payload.approver,
+        reason=payload.reason,
+    )
+    session.add(decision)
+    await session.flush()
+    session.add(
+        Review(
+            application_id=application.id,
+            decision_id=decision.id,
+            step="approval",
+            actor=payload.approver,
+            verdict="approve",
+            amount_fen=payload.amount_fen,
+            reason=payload.reason,
+        )
+    )
+    application.current_decision_id = decision.id
+    application.status = "approved"
+    await session.flush()
+    return await read_application(session, application.id)
+
+
+async def get_decision(session: AsyncSession, decision_id: uuid.UUID) -> DecisionRead:
+    decision = await repository.get_decision(session, decision_id)
+    if decision is None:
+        raise ProblemError(DECISION_NOT_FOUND, id=str(decision_id))
+    return decision_read(decision)
+
+
+async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> ApprovedDecisionRead:
+    """For the vouchers service: only the current decision of an approved application."""
+    decision = await repository.get_decision(session, decision_id)
+    application = await repository.get_application(session, decision.application_id) if decision else None
+    if decision is None or application is None or application.status != "approved":
+        raise ProblemError(DECISION_NOT_APPROVED, id=str(decision_id))
+    if application.current_decision_id != decision.id:
+        raise ProblemError(DECISION_NOT_APPROVED, id=str(decision_id))
+    reviews = (await repository.reviews_of(session, [application.id])).get(application.id, [])
+    approval = [r for r in reviews if r.step == "approval" and r.verdict == "approve"][-1]
+    return ApprovedDecisionRead(
+        decision_id=decision.id,
+        application_id=application.id,
+        measure=application.measure,
+        applicant=application.applicant,
+        as_of=application.as_of,
+        benefit_year=application.benefit_year,
+        kind=decision.kind,
+        amount_fen=approval.amount_fen if approval.amount_fen is not None else (decision.amount_fen or 0),
+        components=decision.components,
+        evidence=application.evidence,
+        policy_version=decision.policy_version,
+        parameters_digest=decision.parameters_digest,
+        approved_by=approval.actor,
+        approved_at=approval.created_at,
+    )
+
+
+# --- policy administration ----------------------------------------------------------------------
+
+
+async def add_parameter_version(
+    session: AsyncSession, policy: Policy, parameter_id: str, payload: ParameterVersionCreate
+) -> ParameterSet:
+    if parameter_id not in SPECS:
+        raise ProblemError(PARAMETER_NOT_FOUND, id=parameter_id)
+    if payload.effective_from <= policy.today():
+        raise ProblemError(PARAMETER_NOT_FUTURE, today=policy.today().isoformat())
+    raw = {
+        "effective_from": payload.effective_from,
+        "value": payload.value,
+        "status": payload.status,
+        "source": payload.source,
+    }
+    try:
+        value = parse_value(f"new version of {parameter_id}", parameter_id, raw, origin="version:new")
+        current = await current_parameters(session, policy.parameters)
+        current.with_versions([(parameter_id, value)])
+    except ParameterFileError as exc:
+        raise ProblemError(PARAMETER_INVALID, problem=str(exc)) from exc
+    session.add(
+        ParameterVersion(
+            parameter_id=parameter_id,
+            effective_from=payload.effective_from,
+            value=payload.value,
+            status=payload.status,
+            source=payload.source,
+            reason=payload.reason,
+            created_by=payload.created_by,
+            request_id=request_id_var.get(),
+        )
+    )
+    await session.flush()
+    return await current_parameters(session, policy.parameters)
+
+
+# --- what-if -------------------------------------------------------------------------------------
+
+
+def _overridden(parameters: ParameterSet, overrides: dict[str, Any]) -> ParameterSet:
+    changed = dict(parameters.parameters)
+    for parameter_id, raw_value in overrides.items():
+        if parameter_id not in SPECS:
+            raise ProblemError(PARAMETER_NOT_FOUND, id=parameter_id)
+        raw = {"effective_from": date(1900, 1, 1), "value": raw_value, "status": "provisional", "source": "simulation"}
+        try:
+            value = parse_value(f"overrides.{parameter_id}", parameter_id, raw, origin="simulation")
+        except ParameterFileError as exc:
+            raise ProblemError(PARAMETER_INVALID, problem=str(exc)) from exc
+        changed[parameter_id] = replace(changed[parameter_id], history=(value,))
+    return replace(parameters, parameters=changed, version=parameters.version + "+simulation")
+
+
+async def simulate(session: AsyncSession, policy: Policy, payload: SimulationCreate) -> SimulationRead:
+    if payload.application_ids is None and (payload.measure is None or payload.year is None):
+        raise ProblemError(SIMULATION_SCOPE)
+    base = await current_parameters(session, policy.parameters)
+    alternative = _overridden(base, payload.overrides)
+    rows = await repository.applications_for_simulation(session, payload.application_ids, payload.measure, payload.year)
+    results: list[SimulatedApplication] = []
+    for application, decision in rows:
+        evidence = EVIDENCE.validate_python(application.evidence)
+        facts = Facts.model_validate(decision.facts)
+        evaluation = evaluate_application(evidence, application.as_of, facts, alternative)
+        before = decision.amount_fen if decision.outcome == "eligible" else 0
+        after = evaluation.result.amount_fen if evaluation.result.outcome == "eligible" else 0
+        results.append(
+            SimulatedApplication(
+                application_id=application.id,
+                measure=application.measure,
+                applicant=application.applicant,
+                before_outcome=decision.outcome,
+                before_fen=decision.amount_fen,
+                after_outcome=evaluation.result.outcome,
+                after_fen=evaluation.result.amount_fen,
+                difference_fen=(after or 0) - (before or 0),
+            )
+        )
+    total_before = sum((r.before_fen or 0) for r in results if r.before_outcome == "eligible")
+    total_after = sum((r.after_fen or 0) for r in results if r.after_outcome == "eligible")
+    return SimulationRead(
+        count=len(results),
+        changed=sum(1 for r in results if (r.before_outcome, r.before_fen) != (r.after_outcome, r.after_fen)),
+        total_before_fen=total_before,
+        total_after_fen=total_after,
+        total_difference_fen=total_after - total_before,
+        parameters_digest=alternative.digest,
+        applications=results,
+    )

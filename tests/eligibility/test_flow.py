@@ -1,0 +1,295 @@
+"""Applications through review and approval; bad input; the registry really stopped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from services.eligibility.app import create_app
+from services.eligibility.settings import EligibilitySettings
+from tests.conftest import DatabaseFactory, running_service
+from tests.eligibility import seed
+
+YUAN = 100
+
+
+async def _m6(
+    eligibility: httpx.AsyncClient, registry: httpx.AsyncClient, investment_yuan: int = 3_000_000
+) -> dict[str, Any]:
+    applicant = await seed.organisation(registry)
+    response = await eligibility.post(
+        "/v1/applications",
+        json={
+            "applicant": applicant,
+            "as_of": "2026-03-01",
+            "evidence": {
+                "measure": "M6",
+                "diagnosis_reference": "诊断-1",
+                "audited_investment_fen": investment_yuan * YUAN,
+            },
+            "submitted_by": "portal",
+        },
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_review_then_approval_by_someone_else(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    application = await _m6(eligibility, live_registry_client)
+    assert (application["status"], application["decision"]["amount_fen"]) == ("in_review", 1_000_000 * YUAN)
+    path = f"/v1/applications/{application['id']}"
+    decision_id = application["decision"]["id"]
+
+    not_yet = await eligibility.get(f"/v1/approved-decisions/{decision_id}")
+    assert not_yet.status_code == 404
+    assert not_yet.json()["code"] == "decision_not_approved"
+    early = await eligibility.post(path + "/approvals", json={"approver": "li", "verdict": "approve", "reason": "同意"})
+    assert early.status_code == 409
+    assert early.json()["code"] == "invalid_state"
+
+    reviewed = await eligibility.post(
+        path + "/reviews", json={"reviewer": "wang", "verdict": "approve", "reason": "材料齐全"}
+    )
+    assert reviewed.status_code == 200, reviewed.text
+    assert reviewed.json()["status"] == "reviewed"
+    own = await eligibility.post(path + "/approvals", json={"approver": "wang", "verdict": "approve", "reason": "同意"})
+    assert own.status_code == 403
+    assert own.json()["code"] == "self_approval"
+    approved = await eligibility.post(
+        path + "/approvals", json={"approver": "li", "verdict": "approve", "reason": "同意"}
+    )
+    assert approved.status_code == 200
+    body = approved.json()
+    assert body["status"] == "approved"
+    assert [(r["step"], r["actor"]) for r in body["reviews"]] == [("review", "wang"), ("approval", "li")]
+    assert body["reviews"][1]["review_id"] == body["reviews"][0]["id"]
+    assert body["decision"]["id"] == decision_id  # approval references the automatic decision, which is unchanged
+
+    for_vouchers = await eligibility.get(f"/v1/approved-decisions/{decision_id}")
+    assert for_vouchers.status_code == 200
+    assert for_vouchers.json()["amount_fen"] == 1_000_000 * YUAN
+    assert for_vouchers.json()["approved_by"] == "li"
+    assert for_vouchers.json()["measure"] == "M6"
+    again = await eligibility.post(path + "/reviews", json={"reviewer": "zhao", "verdict": "approve", "reason": "再审"})
+    assert again.status_code == 409
+
+
+async def test_a_recommended_rejection_cannot_be_approved(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    application = await _m6(eligibility, live_registry_client)
+    path = f"/v1/applications/{application['id']}"
+    await eligibility.post(path + "/reviews", json={"reviewer": "wang", "verdict": "reject", "reason": "诊断报告不符"})
+    grant = await eligibility.post(path + "/approvals", json={"approver": "li", "verdict": "approve", "reason": "同意"})
+    assert grant.status_code == 409
+    assert grant.json()["code"] == "review_recommended_rejection"
+    rejected = await eligibility.post(
+        path + "/approvals", json={"approver": "li", "verdict": "reject", "reason": "同意驳回"}
+    )
+    assert rejected.json()["status"] == "rejected"
+
+
+async def test_needs_review_requires_an_amount_within_the_proposal(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    applicant = await seed.organisation(live_registry_client, kind="research_institute")
+    response = await eligibility.post(
+        "/v1/applications",
+        json={
+            "applicant": applicant,
+            "as_of": "2026-03-01",
+            "evidence": {
+                "measure": "M2",
+                "track": "a",
+                "achievement": "national_major_project",
+                "achievement_name": "科技创新2030—新一代人工智能重大项目",
+            },
+        },
+    )
+    decision = response.json()["decision"]
+    assert decision["outcome"] == "needs_review"
+    assert decision["amount_fen"] == 5_000_000 * YUAN  # the cap, as a proposal
+    path = f"/v1/applications/{response.json()['id']}/reviews"
+    missing = await eligibility.post(path, json={"reviewer": "wang", "verdict": "approve", "reason": "ok"})
+    assert missing.json()["code"] == "amount_required"
+    too_much = await eligibility.post(
+        path, json={"reviewer": "wang", "verdict": "approve", "reason": "ok", "amount_fen": 5_000_000 * YUAN + 1}
+    )
+    assert too_much.status_code == 422
+    assert too_much.json()["code"] == "amount_not_allowed"
+    fine = await eligibility.post(
+        path, json={"reviewer": "wang", "verdict": "approve", "reason": "ok", "amount_fen": 3_000_000 * YUAN}
+    )
+    assert fine.status_code == 200
+
+
+async def test_a1_is_a_marked_manual_decision(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    application = await _m6(eligibility, live_registry_client)
+    path = f"/v1/applications/{application['id']}/manual-decisions"
+    no_reason = await eligibility.post(path, json={"approver": "director", "amount_fen": 100})
+    assert no_reason.status_code == 422
+    assert no_reason.json()["errors"][0]["field"] == "body.reason"
+    decided = await eligibility.post(
+        path, json={"approver": "director", "amount_fen": 2_500_000 * YUAN, "reason": "区政府常务会议决定（一事一议）"}
+    )
+    assert decided.status_code == 200, decided.text
+    body = decided.json()
+    assert body["status"] == "approved"
+    assert body["decision"]["kind"] == "manual_a1"
+    assert body["decision"]["trace"][0]["clause"] == "A1"
+    assert body["decision"]["trace"][0]["inputs"]["supersedes"] == application["decision"]["id"]
+    approved = await eligibility.get(f"/v1/approved-decisions/{body['decision']['id']}")
+    assert approved.json()["amount_fen"] == 2_500_000 * YUAN
+    superseded = await eligibility.get(f"/v1/approved-decisions/{application['decision']['id']}")
+    assert superseded.status_code == 404
+    automatic = await eligibility.get(f"/v1/decisions/{application['decision']['id']}")
+    assert automatic.json()["amount_fen"] == 1_000_000 * YUAN  # never rewritten
+
+
+@pytest.mark.parametrize(
+    ("evidence", "field"),
+    [
+        ({"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100, "colour": "red"}, "colour"),
+        ({"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 1.5}, "audited_investment_fen"),
+        ({"measure": "M6", "diagnosis_reference": "x"}, "audited_investment_fen"),
+        ({"measure": "M99"}, "evidence"),
+        ({"measure": "M11", "year": 2025, "area_m2": "-5", "months": 12, "rent_paid_fen": 1}, "area_m2"),
+        ({"measure": "M11", "year": 2025, "area_m2": "5", "months": 13, "rent_paid_fen": 1}, "months"),
+    ],
+)
+async def test_bad_evidence_is_a_422_naming_the_field_and_stores_nothing(
+    eligibility: httpx.AsyncClient, evidence: dict[str, Any], field: str
+) -> None:
+    response = await eligibility.post(
+        "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2026-03-01", "evidence": evidence}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert any(field in error["field"] for error in response.json()["errors"]), response.json()["errors"]
+    assert (await eligibility.get("/v1/applications")).json()["items"] == []
+
+
+async def test_future_dates_and_bad_codes(eligibility: httpx.AsyncClient) -> None:
+    evidence = {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100}
+    future = await eligibility.post(
+        "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2999-01-01", "evidence": evidence}
+    )
+    assert future.json()["code"] == "as_of_in_future"
+    bad_code = await eligibility.post(
+        "/v1/applications", json={"applicant": "9144030071526726XA", "as_of": "2026-03-01", "evidence": evidence}
+    )
+    assert bad_code.json()["errors"][0]["code"] == "invalid_credit_code"
+    assert (await eligibility.get("/v1/applications")).json()["items"] == []
+
+
+async def test_unknown_applicant_needs_review(eligibility: httpx.AsyncClient) -> None:
+    from tests.factories import new_credit_code
+
+    response = await eligibility.post(
+        "/v1/applications",
+        json={
+            "applicant": new_credit_code(),
+            "as_of": "2026-03-01",
+            "evidence": {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100},
+        },
+    )
+    decision = response.json()["decision"]
+    assert decision["outcome"] == "needs_review"
+    assert decision["review_reasons"][0]["code"] == "applicant_not_registered"
+
+
+async def test_review_queue_orders_by_priority_then_age(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    small = await _m6(eligibility, live_registry_client, investment_yuan=100_000)  # 50,000 yuan
+    big = await _m6(eligibility, live_registry_client, investment_yuan=3_000_000)  # 1,000,000 yuan
+    small_again = await _m6(eligibility, live_registry_client, investment_yuan=100_000)
+    assert big["priority"] > small["priority"] == small_again["priority"]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = (await eligibility.get("/v1/review-queue", params=params)).json()
+        seen.extend(item["id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [big["id"], small["id"], small_again["id"]]
+
+
+async def test_decisions_and_reviews_are_immutable_in_the_database(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute(
+            """
+            INSERT INTO eligibility.applications
+                (id, measure, applicant, as_of, benefit_year, evidence, status, priority)
+            VALUES ('00000000-0000-0000-0000-000000000001', 'M6', 'x', '2026-01-01', 2026, '{}', 'in_review', 0);
+            INSERT INTO eligibility.decisions (id, application_id, kind, outcome, failures, review_reasons, components,
+                trace, facts, policy_version, parameters_digest, engine_version)
+            VALUES ('00000000-0000-0000-0000-000000000002', '00000000-0000-0000-0000-000000000001', 'automatic',
+                'eligible', '[]', '[]', '{}', '[]', '{}', 'v', 'd', 'e');
+            INSERT INTO eligibility.reviews (application_id, decision_id, step, actor, verdict, reason, id)
+            VALUES ('00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-000000000002', 'review', 'a',
+                'approve', 'r', '00000000-0000-0000-0000-000000000003');
+            INSERT INTO eligibility.parameter_versions (parameter_id, effective_from, value, status, source, reason,
+                created_by) VALUES ('M6.ratio', '2030-01-01', '"0.4"', 'provisional', 's', 'r', 'admin');
+            """
+        )
+        for table in ("decisions", "reviews", "parameter_versions"):
+            for statement in (
+                f"UPDATE eligibility.{table} SET created_by = created_by"
+                if table == "parameter_versions"
+                else f"UPDATE eligibility.{table} SET reason = 'changed'",
+                f"DELETE FROM eligibility.{table}",
+                f"TRUNCATE eligibility.{table} CASCADE",
+            ):
+                savepoint = connection.transaction()
+                await savepoint.start()
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                    await connection.execute(statement)
+                await savepoint.rollback()
+    finally:
+        await transaction.rollback()
+        await connection.close()
+
+
+async def test_registry_stopped_means_503_and_nothing_stored(
+    databases: DatabaseFactory, database_url: str, live_registry_client: httpx.AsyncClient
+) -> None:
+    with running_service(databases.create("longgang_registry_stop"), "registry") as registry_url:
+        async with httpx.AsyncClient(base_url=registry_url) as registry:
+            applicant = await seed.organisation(registry)
+        app = create_app(
+            EligibilitySettings(database_url=database_url, registry_url=registry_url, peer_timeout_seconds=0.5)
+        )
+    # the registry process has stopped: its port refuses connections
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as client:
+            before = (await client.get("/v1/applications", params={"applicant": applicant})).json()["items"]
+            response = await client.post(
+                "/v1/applications",
+                json={
+                    "applicant": applicant,
+                    "as_of": "2026-03-01",
+                    "evidence": {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100},
+                },
+            )
+            assert response.status_code == 503
+            assert response.json()["code"] == "peer_unavailable"
+            assert response.headers["retry-after"]
+            after = (await client.get("/v1/applications", params={"applicant": applicant})).json()["items"]
+            assert before == after == []
+    finally:
+        await app.state.registry_facts.registry.aclose()
+        await app.state.database.dispose()

@@ -1,0 +1,343 @@
+"""Policy as data: the parameter file's checks, coverage, the policy API, future versions, what-if."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from fastapi import FastAPI
+
+from services.eligibility.app import create_app
+from services.eligibility.parameters import (
+    DEFAULT_FILE,
+    SPECS,
+    ParameterFileError,
+    coverage_gaps,
+    load_parameter_file,
+    parse_parameter_document,
+)
+from services.eligibility.settings import EligibilitySettings
+from tests.eligibility import seed
+
+YUAN = 100
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(DEFAULT_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def test_every_parameter_covers_the_whole_validity_window() -> None:
+    parameters = load_parameter_file()
+    assert (parameters.validity_start, parameters.validity_end) == (date(2024, 10, 1), date(2027, 9, 30))
+    assert coverage_gaps(parameters) == []
+    assert set(parameters.parameters) == set(SPECS)
+    for parameter in parameters.parameters.values():
+        for value in parameter.history:
+            assert value.status in {"given", "provisional", "interpretation"}
+            assert value.source.strip()
+
+
+def test_a_gap_in_coverage_is_found() -> None:
+    parameters = load_parameter_file()
+    ratio = parameters.parameters["M6.ratio"]
+    shortened = replace(ratio, history=(replace(ratio.history[0], effective_to=date(2026, 12, 31)),))
+    broken = replace(parameters, parameters={**parameters.parameters, "M6.ratio": shortened})
+    assert coverage_gaps(broken) == ["M6.ratio on 2027-01-01"]
+
+
+def _broken(document: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    copied = copy.deepcopy(document)
+    change(copied)
+    return copied
+
+
+def _set(path: list[str | int], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        target: Any = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+def _append_history(parameter: str, entry: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        doc["parameters"][parameter]["history"].append(entry)
+
+    return change
+
+
+def _close_first(parameter: str, until: date) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        doc["parameters"][parameter]["history"][0]["effective_to"] = until
+
+    return change
+
+
+def _both(*changes: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        for item in changes:
+            item(doc)
+
+    return change
+
+
+RATIO_2026 = {"effective_from": date(2026, 1, 1), "value": "0.40", "status": "provisional", "source": "test"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_set(["colour"], "red"), "unknown top-level keys ['colour']"),
+        (_set(["parameters", "M6.ratio", "unit"], "x"), "M6.ratio: unknown keys ['unit']"),
+        (_set(["parameters", "M6.ratio", "history", 0, "note"], "x"), "M6.ratio.history[0]: unknown keys ['note']"),
+        (_set(["parameters", "M99.bonus"], {}), "unknown parameters ['M99.bonus']"),
+        (
+            _set(["parameters", "M6.cap_fen", "history", 0, "value"], -1),
+            "M6.cap_fen.history[0].value: amounts and caps cannot be negative",
+        ),
+        (
+            _set(["parameters", "M6.ratio", "history", 0, "value"], 0.5),
+            "M6.ratio.history[0].value: write ratios as quoted decimals",
+        ),
+        (_set(["parameters", "M6.ratio", "history", 0, "value"], "1.5"), "a ratio must be between 0 and 1"),
+        (_set(["parameters", "M6.ratio", "history", 0, "status"], "guess"), "M6.ratio.history[0].status"),
+        (_set(["parameters", "M6.ratio", "history", 0, "source"], " "), "every value names its source"),
+        (_append_history("M6.ratio", RATIO_2026), "M6.ratio.history[1]: overlaps the open-ended value before it"),
+        (
+            _both(_close_first("M6.ratio", date(2025, 6, 30)), _append_history("M6.ratio", RATIO_2026)),
+            "M6.ratio.history[1]: gap between 2025-06-30 and 2026-01-01",
+        ),
+        (
+            _both(_close_first("M6.ratio", date(2026, 6, 30)), _append_history("M6.ratio", RATIO_2026)),
+            "M6.ratio.history[1]: overlaps the value before it",
+        ),
+        (
+            _set(["parameters", "M1.tiers", "history", 0, "value", 1, "from_fen"], 100000001),
+            "M1.tiers.history[0].value[1]: a gap",
+        ),
+        (
+            _set(["parameters", "M1.revenue_classes", "history", 0, "value", 2, "from_fen"], 4000000000),
+            "M1.revenue_classes.history[0].value[2]: an overlap",
+        ),
+        (
+            _set(["parameters", "M1.tiers", "history", 0, "value", 2, "to_fen"], 900000000),
+            "the last range must be open-ended",
+        ),
+        (
+            _set(["parameters", "M9.thresholds", "history", 0, "value", 1, "over_fen"], 2000000000),
+            "thresholds must strictly increase",
+        ),
+        (
+            _set(["parameters", "M7.level_rewards_fen", "history", 0, "value", "regional"], 1),
+            "unknown keys ['regional']",
+        ),
+    ],
+)
+def test_bad_files_are_refused_naming_file_and_key(
+    document: dict[str, Any], change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    with pytest.raises(ParameterFileError) as caught:
+        parse_parameter_document(_broken(document, change), "policy/parameters.yaml")
+    assert str(caught.value).startswith("policy/parameters.yaml")
+    assert message in str(caught.value)
+
+
+def test_a_missing_parameter_is_refused(document: dict[str, Any]) -> None:
+    broken = copy.deepcopy(document)
+    del broken["parameters"]["M13.cap_fen"]
+    with pytest.raises(ParameterFileError, match=r"missing parameters \['M13.cap_fen'\]"):
+        parse_parameter_document(broken, "p.yaml")
+
+
+def test_the_service_refuses_to_start_on_a_bad_file(
+    tmp_path: Path, document: dict[str, Any], database_url: str
+) -> None:
+    bad = tmp_path / "parameters.yaml"
+    bad.write_text(yaml.safe_dump(_broken(document, _set(["parameters", "M6.cap_fen", "history", 0, "value"], -5))))
+    with pytest.raises(ParameterFileError, match=r"parameters.yaml: M6.cap_fen.history\[0\].value"):
+        create_app(EligibilitySettings(database_url=database_url, policy_file=bad))
+
+
+async def test_a_changed_provisional_parameter_changes_the_result_without_code(
+    tmp_path: Path, document: dict[str, Any], database_url: str, live_registry_client: httpx.AsyncClient
+) -> None:
+    """M1 tiers are provisional: a new file changes the compute voucher, nothing else changes."""
+    applicant = await seed.organisation(live_registry_client)
+    await seed.revenue(live_registry_client, applicant, 2025, 30_000_000 * YUAN)
+    provider = await seed.vendor(live_registry_client, is_compute_vendor=True)
+    evidence = {
+        "measure": "M1",
+        "fiscal_year": 2025,
+        "purpose": "finance",
+        "invoices": [
+            {
+                "invoice_number": "A1",
+                "provider_credit_code": provider,
+                "paid_on": "2025-05-01",
+                "lines": [{"kind": "compute", "description": "GPU", "amount_fen": 1_000_000 * YUAN}],
+            }
+        ],
+    }
+    changed = _broken(document, _set(["parameters", "M1.tiers", "history", 0, "value", 0, "ratio"], "0.25"))
+    alternative = tmp_path / "parameters.yaml"
+    alternative.write_text(yaml.safe_dump(changed, allow_unicode=True))
+    amounts = []
+    for policy_file in (DEFAULT_FILE, alternative):
+        app = create_app(
+            EligibilitySettings(
+                database_url=database_url, registry_url=str(live_registry_client.base_url), policy_file=policy_file
+            )
+        )
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as client:
+                response = await client.post(
+                    "/v1/applications", json={"applicant": applicant, "as_of": "2026-03-01", "evidence": evidence}
+                )
+                assert response.status_code == 201, response.text
+                decision = response.json()["decision"]
+                amounts.append(decision["amount_fen"])
+                [tier_read] = [p for step in decision["trace"] for p in step["parameters"] if p["id"] == "M1.tiers"]
+                assert tier_read["status"] == "provisional"
+                assert tier_read["value"][0]["ratio"] == ("0.30" if policy_file == DEFAULT_FILE else "0.25")
+        finally:
+            await app.state.registry_facts.registry.aclose()
+            await app.state.database.dispose()
+    assert amounts == [300_000 * YUAN, 250_000 * YUAN]
+
+
+async def test_policy_document_lists_clauses_rules_and_parameters(eligibility: httpx.AsyncClient) -> None:
+    policy = (await eligibility.get("/v1/policy")).json()
+    assert policy["validity_window"] == ["2024-10-01", "2027-09-30"]
+    clauses = {clause["id"]: clause for clause in policy["clauses"]}
+    assert {f"M{n}" for n in range(1, 14)} <= set(clauses)
+    assert clauses["M11"]["rule_module"] == "services.eligibility.rules.m11_rent"
+    assert "M11.rent_ratio" in clauses["M11"]["parameters"]
+    assert len(policy["parameters"]) == len(SPECS)
+    ratio = (await eligibility.get("/v1/policy/parameters/M3.contract_ratio")).json()
+    assert ratio["clause"] == "M3"
+    assert ratio["history"] == [
+        {
+            "effective_from": "2024-01-01",
+            "effective_to": None,
+            "value": "0.30",
+            "status": "given",
+            "source": ratio["history"][0]["source"],
+            "origin": "file",
+        }
+    ]
+    assert "30%" in ratio["history"][0]["source"]
+    missing = await eligibility.get("/v1/policy/parameters/M3.nothing")
+    assert (missing.status_code, missing.json()["code"]) == (404, "parameter_not_found")
+
+
+@pytest.fixture
+def clock(eligibility_app: FastAPI) -> Iterator[Callable[[date], None]]:
+    original = eligibility_app.state.policy
+
+    def set_today(day: date) -> None:
+        eligibility_app.state.policy = replace(original, today=lambda: day)
+
+    yield set_today
+    eligibility_app.state.policy = original
+
+
+async def test_a_future_version_is_audited_and_changes_only_later_decisions(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, clock: Callable[[date], None]
+) -> None:
+    applicant = await seed.organisation(live_registry_client)
+    evidence = {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 1_000_000 * YUAN}
+    clock(date(2026, 11, 27))
+    before = (
+        await eligibility.post(
+            "/v1/applications", json={"applicant": applicant, "as_of": "2026-11-01", "evidence": evidence}
+        )
+    ).json()
+    assert before["decision"]["amount_fen"] == 500_000 * YUAN
+
+    version = {
+        "effective_from": "2027-01-01",
+        "value": "0.40",
+        "status": "provisional",
+        "source": "实施细则（征求意见稿）",
+        "reason": "财政预算调整",
+        "created_by": "admin-zhang",
+    }
+    past = await eligibility.post(
+        "/v1/policy/parameters/M6.ratio/versions", json={**version, "effective_from": "2026-11-27"}
+    )
+    assert (past.status_code, past.json()["code"]) == (422, "parameter_effective_date_not_future")
+    invalid = await eligibility.post("/v1/policy/parameters/M6.ratio/versions", json={**version, "value": "7"})
+    assert (invalid.status_code, invalid.json()["code"]) == (422, "parameter_invalid")
+    unknown = await eligibility.post("/v1/policy/parameters/M6.nothing/versions", json=version)
+    assert unknown.status_code == 404
+
+    added = await eligibility.post("/v1/policy/parameters/M6.ratio/versions", json=version)
+    assert added.status_code == 201, added.text
+    history = added.json()["history"]
+    assert [(h["effective_from"], h["effective_to"], h["value"]) for h in history] == [
+        ("2024-01-01", "2026-12-31", "0.50"),
+        ("2027-01-01", None, "0.40"),
+    ]
+    assert history[1]["origin"].startswith("version:")
+
+    clock(date(2027, 2, 1))
+    after = (
+        await eligibility.post(
+            "/v1/applications", json={"applicant": applicant, "as_of": "2027-02-01", "evidence": evidence}
+        )
+    ).json()
+    assert after["decision"]["amount_fen"] == 400_000 * YUAN
+    unchanged = (await eligibility.get(f"/v1/decisions/{before['decision']['id']}")).json()
+    assert unchanged["amount_fen"] == 500_000 * YUAN
+    assert unchanged["parameters_digest"] != after["decision"]["parameters_digest"]
+
+
+async def test_what_if_reports_differences_and_stores_nothing(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    ids = []
+    for investment in (1_000_000, 3_000_000, 200_000):
+        applicant = await seed.organisation(live_registry_client)
+        response = await eligibility.post(
+            "/v1/applications",
+            json={
+                "applicant": applicant,
+                "as_of": "2026-03-01",
+                "evidence": {"measure": "M6", "diagnosis_reference": "d", "audited_investment_fen": investment * YUAN},
+            },
+        )
+        ids.append(response.json()["id"])
+    decisions_before = [(await eligibility.get(f"/v1/applications/{i}")).json()["decision"] for i in ids]
+
+    result = await eligibility.post("/v1/simulations", json={"application_ids": ids, "overrides": {"M6.ratio": "0.25"}})
+    assert result.status_code == 200, result.text
+    report = result.json()
+    assert report["count"] == 3
+    rows = {row["application_id"]: row for row in report["applications"]}
+    # 1,000,000 → 500,000 becomes 250,000; 3,000,000 stays capped at 1,000,000 (750,000); 200,000: 100,000 → 50,000
+    assert [rows[i]["after_fen"] for i in ids] == [250_000 * YUAN, 750_000 * YUAN, 50_000 * YUAN]
+    assert [rows[i]["difference_fen"] for i in ids] == [-250_000 * YUAN, -250_000 * YUAN, -50_000 * YUAN]
+    assert report["total_difference_fen"] == -550_000 * YUAN
+    assert report["changed"] == 3
+    decisions_after = [(await eligibility.get(f"/v1/applications/{i}")).json()["decision"] for i in ids]
+    assert decisions_after == decisions_before
+
+    by_measure = await eligibility.post(
+        "/v1/simulations", json={"measure": "M6", "year": 2026, "overrides": {"M6.cap_fen": 0}}
+    )
+    assert by_measure.json()["count"] >= 3
+    bad = await eligibility.post("/v1/simulations", json={"overrides": {}})
+    assert bad.json()["code"] == "simulation_scope"
+    bad_value = await eligibility.post("/v1/simulations", json={"application_ids": ids, "overrides": {"M6.ratio": 2}})
+    assert bad_value.json()["code"] == "parameter_invalid"
