@@ -52,3 +52,21 @@ def test_registry_round_trip_over_real_http(stack: Stack) -> None:
     assert duplicate.status_code == 409
     assert duplicate.headers["content-type"] == "application/problem+json"
     assert duplicate.json()["detail"] == f"organisation already exists: {payload['credit_code']}"
+
+
+def test_eligibility_reads_the_registry_it_was_given(stack: Stack) -> None:
+    """make run's wiring: the eligibility process finds the registry through REGISTRY_URL."""
+    payload = organisation_payload(four_above_category="above_scale_industrial")
+    assert httpx.post(stack.url("registry") + "/v1/organisations", json=payload, timeout=5).status_code == 201
+    submitted = httpx.post(
+        stack.url("eligibility") + "/v1/applications",
+        json={
+            "applicant": payload["credit_code"],
+            "as_of": "2026-03-01",
+            "evidence": {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 300_000_000},
+        },
+        timeout=10,
+    )
+    assert submitted.status_code == 201, submitted.text
+    decision = submitted.json()["decision"]
+    assert (decision["outcome"], decision["amount_fen"]) == ("eligible", 100_000_000)
