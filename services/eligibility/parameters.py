@@ -102,6 +102,7 @@ SPECS: dict[str, Spec] = {
     "M12.level_awards_fen": Spec("fen_by_key", keys=("national", "provincial")),
     "M13.ratio": Spec("ratio"),
     "M13.cap_fen": Spec("fen"),
+    "vouchers.validity": Spec("choice", choices=("end_of_next_calendar_year", "end_of_calendar_year")),
 }
 
 

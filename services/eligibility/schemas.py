@@ -116,6 +116,9 @@ class ApprovedDecisionRead(BaseModel):
     kind: str
     amount_fen: int
     components: dict[str, int]
+    limits: dict[str, int] = Field(
+        default_factory=dict, description="Ceilings the ledger enforces with it (M1: class_cap_fen)"
+    )
     evidence: dict[str, Any]
     policy_version: str
     parameters_digest: str

@@ -353,6 +353,19 @@ async def get_decision(session: AsyncSession, decision_id: uuid.UUID) -> Decisio
     return decision_read(decision)
 
 
+_LIMIT_KEYS = ("class_cap_fen",)
+
+
+def _limits(decision: Decision) -> dict[str, int]:
+    """Ceilings recorded in the trace that the ledger must enforce across vouchers (M1 class cap)."""
+    limits: dict[str, int] = {}
+    for step in decision.trace:
+        for key in _LIMIT_KEYS:
+            if key in step.get("amounts", {}):
+                limits[key] = int(step["amounts"][key])
+    return limits
+
+
 async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> ApprovedDecisionRead:
     """For the vouchers service: only the current decision of an approved application."""
     decision = await repository.get_decision(session, decision_id)
@@ -373,6 +386,7 @@ async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> Ap
         kind=decision.kind,
         amount_fen=approval.amount_fen if approval.amount_fen is not None else (decision.amount_fen or 0),
         components=decision.components,
+        limits=_limits(decision),
         evidence=application.evidence,
         policy_version=decision.policy_version,
         parameters_digest=decision.parameters_digest,

@@ -362,15 +362,14 @@ def test_m3_a_registration_counts_as_filed() -> None:
     assert_eligible(run(m3(), m3_facts(filings=filings)), yuan(3_000_000))
 
 
-def test_m3_6_annual_ceiling_says_what_remains() -> None:
-    """M3-6: 3,000,000 claimed in 2025; another 3,000,000 in 2025 → rejected, 2,000,000 remains for 2025."""
+def test_m3_6_annual_headroom_is_shown_but_the_ledger_decides() -> None:
+    """M3-6 is enforced by the ledger at claim time; the decision only shows the headroom."""
     earlier = prior(2025, yuan(3_000_000), {f"contract:{VENDOR}:HT-2025-000": yuan(3_000_000)})
     evaluation = run(m3(claim_fen=yuan(3_000_000)), m3_facts(prior_awards=[earlier]))
-    assert_ineligible(evaluation, "annual_ceiling")
-    message = evaluation.result.failures[0].en
-    assert "2,000,000.00 remains for 2025" in message
+    assert_eligible(evaluation, yuan(3_000_000))
     step = next(s for s in evaluation.trace if "headroom_fen" in s["amounts"])
     assert step["amounts"]["headroom_fen"] == yuan(2_000_000)
+    assert step["outcome"] == "info: over the remaining headroom"
 
 
 def test_m3_6_the_remaining_headroom_can_be_claimed() -> None:
@@ -390,7 +389,7 @@ def test_m3_collects_every_failed_condition() -> None:
         m3(claim_fen=yuan(3_500_000)),
         m3_facts(filings=[], model_vendor=OTHER, prior_awards=[prior(2025, yuan(4_000_000))]),
     )
-    assert_ineligible(evaluation, "model_not_from_vendor", "model_not_filed", "over_contract_share", "annual_ceiling")
+    assert_ineligible(evaluation, "model_not_from_vendor", "model_not_filed", "over_contract_share")
 
 
 def test_m3_unknown_model_and_unsigned_contract() -> None:

@@ -9,13 +9,12 @@ eligible base is the contract's cost components of the kinds in
 Without a claimed amount the maximum is claimed (M3-1).
 
 Ceilings: the vouchers ledger enforces "one claim per contract" and the annual ceilings
-atomically (M3-2, M3-6..8, M3-9..14). This rule also checks them against the standing
-earlier decisions it is given, so an applicant hears early: the annual claim ceiling
-`M3.annual_claim_ceiling_fen` is counted in the calendar year of the claim (facts.as_of,
-POLICY.md interp: each ceiling against the year its event happens — M3-6 / M3-7), less what
-earlier decisions gave in that year; an earlier decision carrying this contract's
-component key ("contract:<vendor credit code>:<number>") means the contract was claimed.
-The redemption ceiling is the ledger's alone (it is checked when vouchers are redeemed).
+atomically when a voucher is claimed (M3-2, M3-6..8, M3-9..14). Here an earlier standing
+decision carrying this contract's component key ("contract:<vendor credit code>:<number>")
+makes a second application on the contract ineligible (M3-2, early); the annual claim
+headroom (`M3.annual_claim_ceiling_fen` in the calendar year of the claim, less standing
+decisions) is shown in the trace but decides nothing: a decision is not a claim, and the
+ledger counts claims when they happen (M3-6 / M3-7).
 """
 
 from __future__ import annotations
@@ -174,7 +173,9 @@ def evaluate(evidence: M3Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
             "claimed_in_year_fen": already,
             "headroom_fen": headroom,
         },
-        outcome="fail" if claimed_before or amount > headroom else "pass",
+        # the headroom here is advisory: decisions are not claims, the ledger enforces the
+        # annual ceilings atomically when the voucher is claimed (M3-6..M3-8)
+        outcome="fail" if claimed_before else ("info: over the remaining headroom" if amount > headroom else "pass"),
     )
     if claimed_before:
         failures.append(
@@ -185,17 +186,6 @@ def evaluate(evidence: M3Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
                 f"Model vouchers were already claimed on contract {contract.number}",
             )
         )
-    if amount > headroom:
-        failures.append(
-            reason(
-                "M3",
-                "annual_ceiling",
-                f"{year} 年度累计申领上限 {yuan(ceiling)} 元，已申领 {yuan(already)} 元，尚余 {yuan(headroom)} 元",
-                f"The {year} claim ceiling is {yuan(ceiling)} yuan; {yuan(already)} already claimed, "
-                f"{yuan(headroom)} remains for {year}",
-            )
-        )
-
     if failures:
         return Result.ineligible(*failures)
     trace.step("M3", "模型券金额", "Model voucher amount", amounts={"amount_fen": amount}, outcome="eligible")
