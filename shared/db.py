@@ -37,6 +37,7 @@ class Database:
         application_name: str,
         pool_size: int = 10,
         statement_timeout_ms: int = 30_000,
+        server_settings: dict[str, str] | None = None,
         **engine_options: Any,
     ) -> None:
         self.engine: AsyncEngine = create_async_engine(
@@ -49,6 +50,7 @@ class Database:
                     "application_name": application_name,
                     "statement_timeout": str(statement_timeout_ms),
                     "idle_in_transaction_session_timeout": str(statement_timeout_ms * 2),
+                    **(server_settings or {}),
                 },
             },
             **engine_options,

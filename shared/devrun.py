@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -81,7 +82,10 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def start_service(stack: Stack, service: str) -> subprocess.Popen[bytes]:
+def start_service(
+    stack: Stack, service: str, log: IO[bytes] | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start one service; its stdout and stderr go to `log` when given (else they are inherited)."""
     command = [
         sys.executable,
         "-m",
@@ -96,7 +100,8 @@ def start_service(stack: Stack, service: str) -> subprocess.Popen[bytes]:
         "--timeout-graceful-shutdown",
         "5",
     ]
-    return subprocess.Popen(command, cwd=ROOT, env=stack.service_env())
+    env = {**stack.service_env(), **(extra_env or {})}
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
 def wait_ready(stack: Stack, processes: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0) -> None:

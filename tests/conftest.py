@@ -191,3 +191,49 @@ async def eligibility(eligibility_app: FastAPI) -> AsyncIterator[httpx.AsyncClie
 async def live_registry_client(live_registry: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=live_registry, timeout=10) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def live_eligibility(databases: DatabaseFactory, live_registry: str) -> Iterator[str]:
+    """A real eligibility process (own database) reading the live registry."""
+    url = databases.create("longgang_eligibility_live")
+    stack = Stack(url, "127.0.0.1", {"eligibility": free_port()})
+    environment = {"REGISTRY_URL": live_registry}
+    process = start_service(stack, "eligibility", extra_env=environment)
+    try:
+        wait_ready(stack, {"eligibility": process}, timeout=60)
+        yield stack.url("eligibility")
+    finally:
+        stop_services({"eligibility": process})
+
+
+@pytest.fixture(scope="session")
+def vouchers_database(databases: DatabaseFactory) -> str:
+    """The vouchers tests' own database: the redemption path commits, so no rollback here."""
+    return databases.create("longgang_vouchers")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def vouchers_app(vouchers_database: str, live_eligibility: str, live_registry: str) -> AsyncIterator[FastAPI]:
+    from services.vouchers.app import create_app
+    from services.vouchers.settings import VouchersSettings
+
+    app = create_app(
+        VouchersSettings(database_url=vouchers_database, eligibility_url=live_eligibility, registry_url=live_registry)
+    )
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest_asyncio.fixture
+async def vouchers(vouchers_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP client for the vouchers service (committed data: tests use fresh enterprises)."""
+    transport = httpx.ASGITransport(app=vouchers_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=30) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def live_eligibility_client(live_eligibility: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live_eligibility, timeout=30) as client:
+        yield client

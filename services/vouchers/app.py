@@ -1,21 +1,64 @@
-"""The vouchers service (skeleton: health endpoints; the ledger comes with issue #4)."""
+"""The vouchers service: the append-only ledger of vouchers and grants.
+
+Run: `uvicorn services.vouchers.app:create_app --factory --port 8003`
+"""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
 from shared.app import create_service_app
+from shared.peers import PeerClient, make_peer_client
 
+from . import chain, settlement
+from .endpoints import router
+from .hotpath import HotPath
 from .models import SCHEMA
+from .peers import Eligibility, Registry
 from .settings import VouchersSettings
+
+DESCRIPTION = """
+Compute vouchers (算力券, M1), model vouchers (模型券, M3) and grants, kept in an
+append-only double-entry ledger. Vendors redeem over `POST /v1/vouchers/{code}/redemptions`
+with `X-Vendor-Id` and an `Idempotency-Key`: the same key and body always get the first
+answer; the same key with another body gets 409. No ceiling can be exceeded: each is one
+row, changed atomically in the same transaction as the entry.
+"""
 
 
 def create_app(settings: VouchersSettings | None = None) -> FastAPI:
-    return create_service_app(
+    settings = settings or VouchersSettings()
+    hotpath = HotPath(settings.async_database_url, settings.db_role, settings.hot_pool_size)
+    eligibility = PeerClient(
+        "eligibility", make_peer_client(settings.eligibility_url, timeout_seconds=settings.peer_timeout_seconds)
+    )
+    registry = PeerClient(
+        "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds)
+    )
+
+    async def start(app: FastAPI) -> None:
+        await hotpath.start()
+
+    async def stop(app: FastAPI) -> None:
+        await hotpath.close()
+        await eligibility.aclose()
+        await registry.aclose()
+
+    app = create_service_app(
         service_name="vouchers",
         schema=SCHEMA,
         title="Longgang AI measures — vouchers (算力券 / 模型券)",
-        description="The append-only ledger of vouchers and grants.",
-        settings=settings or VouchersSettings(),
-        routers=[],
+        description=DESCRIPTION,
+        settings=settings,
+        routers=[router, chain.router, settlement.router],
+        on_startup=[start],
+        on_shutdown=[stop],
+        db_server_settings={"role": settings.db_role},
     )
+    app.state.hotpath = hotpath
+    app.state.eligibility = Eligibility(eligibility)
+    app.state.registry = Registry(registry, settings.vendor_check_ttl_seconds)
+    app.state.clock = lambda: datetime.now(UTC)
+    return app

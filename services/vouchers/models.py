@@ -1,8 +1,42 @@
-"""The vouchers service's tables (schema `vouchers`)."""
+"""The vouchers service's tables (schema `vouchers`): a double-entry, append-only ledger.
+
+- `accounts`: the programme budget per measure and year, each voucher's holding and
+  hold (reserved) account, each vendor's receivable, settled funds, grants paid.
+- `entries`: each moves a positive amount from one account to another; never updated,
+  deleted or truncated (triggers, and the service's role lacks the privilege). A balance
+  is Σ in − Σ out, so the sum over all accounts is zero by construction.
+- `vouchers`, `allowances`: projections updated in the same transaction as the entries
+  and checkable against them. Every ceiling is one `allowances` row with a CHECK
+  `used_fen <= limit_fen`, changed by a conditional UPDATE: no ceiling can be exceeded
+  even by a buggy caller.
+- `idempotency`: the first answer to each (client, key), stored in the same transaction
+  as the effect it protects, refusals included.
+- `seals`, `checkpoints`: the hash chain over entries, written by the sealer off the hot path.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import service_metadata
 
@@ -11,3 +45,189 @@ SCHEMA = "vouchers"
 
 class Base(DeclarativeBase):
     metadata = service_metadata(SCHEMA)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        UniqueConstraint("kind", "ref"),
+        CheckConstraint(
+            "kind IN ('budget', 'voucher', 'hold', 'vendor_receivable', 'settled', 'grant_paid')", name="kind"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    ref: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Entry(Base):
+    __tablename__ = "entries"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="positive"),
+        CheckConstraint("from_account_id <> to_account_id", name="two_accounts"),
+        Index("ix_entries_from_account", "from_account_id"),
+        Index("ix_entries_to_account", "to_account_id"),
+        Index("ix_entries_voucher", "voucher_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+    )
+    #: the writing transaction, so the sealer never seals past one still in flight
+    txid: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("pg_current_xact_id()::text::bigint")
+    )
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    from_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    to_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    voucher_id: Mapped[int | None] = mapped_column(BigInteger)
+    redemption_id: Mapped[int | None] = mapped_column(BigInteger)
+    decision_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    contract_ref: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(Text)
+    parameters_digest: Mapped[str | None] = mapped_column(Text)
+    reverses_entry_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id"))
+    request_id: Mapped[str | None] = mapped_column(Text)
+    memo: Mapped[str | None] = mapped_column(Text)
+
+
+class Voucher(Base):
+    __tablename__ = "vouchers"
+    __table_args__ = (
+        CheckConstraint("kind IN ('M1', 'M3')", name="kind"),
+        CheckConstraint(
+            "available_fen >= 0 AND held_fen >= 0 AND redeemed_fen >= 0 AND returned_fen >= 0", name="non_negative"
+        ),
+        CheckConstraint("available_fen + held_fen + redeemed_fen + returned_fen = amount_fen", name="adds_up"),
+        Index(
+            "uq_vouchers_contract_key", "contract_key", unique=True, postgresql_where=text("contract_key IS NOT NULL")
+        ),
+        Index("ix_vouchers_holder_year", "holder", "year"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    code: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    holder: Mapped[str] = mapped_column(Text, nullable=False)
+    vendor: Mapped[str | None] = mapped_column(Text)
+    contract_key: Mapped[str | None] = mapped_column(Text)
+    decision_id: Mapped[uuid.UUID] = mapped_column(UUID, unique=True, nullable=False)
+    year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    available_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    held_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    redeemed_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    returned_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    valid_until: Mapped[date] = mapped_column(Date, nullable=False)
+    voided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    hold_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    budget_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    parameters_digest: Mapped[str | None] = mapped_column(Text)
+    issued_by: Mapped[str | None] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Allowance(Base):
+    """One ceiling: per holder, year and kind (M3.claims, M3.redemptions, M1.class_cap)."""
+
+    __tablename__ = "allowances"
+    __table_args__ = (
+        UniqueConstraint("holder", "year", "kind"),
+        CheckConstraint("used_fen >= 0 AND used_fen <= limit_fen", name="within_limit"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    holder: Mapped[str] = mapped_column(Text, nullable=False)
+    year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    limit_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    used_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    clause: Mapped[str] = mapped_column(Text, nullable=False)
+    parameter: Mapped[str | None] = mapped_column(Text)
+
+
+class Redemption(Base):
+    __tablename__ = "redemptions"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="positive"),
+        CheckConstraint("status IN ('captured', 'held', 'released', 'expired')", name="status"),
+        Index("ix_redemptions_vendor", "vendor", "id"),
+        Index("ix_redemptions_held_until", "hold_expires_at", postgresql_where=text("status = 'held'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    voucher_id: Mapped[int] = mapped_column(ForeignKey("vouchers.id"), nullable=False, index=True)
+    vendor: Mapped[str] = mapped_column(Text, nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    invoice_number: Mapped[str] = mapped_column(Text, nullable=False)
+    contract_number: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    hold_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    settlement_batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Idempotency(Base):
+    __tablename__ = "idempotency"
+
+    client: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[Any | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Grant(Base):
+    """A disbursement of another measure (M2, M4–M13) from the budget, once per decision."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    decision_id: Mapped[uuid.UUID] = mapped_column(UUID, unique=True, nullable=False)
+    measure: Mapped[str] = mapped_column(Text, nullable=False)
+    holder: Mapped[str] = mapped_column(Text, nullable=False)
+    year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id"), nullable=False)
+    issued_by: Mapped[str | None] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Seal(Base):
+    """The hash chain: one row per sealed entry, in seal order, written only by the sealer.
+
+    Entries are sealed in (transaction id, entry id) order, only once every transaction
+    older than the oldest one in flight has ended: that set can never grow, so the chain's
+    order is final even though sequence order is not commit order.
+    """
+
+    __tablename__ = "seals"
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id"), unique=True, nullable=False)
+    entry_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    chain_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Checkpoint(Base):
+    """A published head of the chain (one per day, signed off by who published it)."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, unique=True, nullable=False)
+    entry_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    chain_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    entries: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    signed_off_by: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import PostgresDsn
+from pydantic import Field, PostgresDsn
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings, database_url_field
+from shared.settings import ServiceSettings, database_url_field, peer_url_field
 
 
 class VouchersSettings(ServiceSettings):
@@ -16,3 +16,14 @@ class VouchersSettings(ServiceSettings):
 
     database_url: PostgresDsn = database_url_field("VOUCHERS_")
     port: int = 8003
+    eligibility_url: str = peer_url_field("VOUCHERS_", "ELIGIBILITY", "http://127.0.0.1:8002")
+    registry_url: str = peer_url_field("VOUCHERS_", "REGISTRY", "http://127.0.0.1:8001")
+    db_role: str = Field(
+        default="vouchers_writer",
+        description="The role the service acts as: it may not UPDATE, DELETE or TRUNCATE the ledger",
+    )
+    hot_pool_size: int = Field(default=20, ge=1, le=200, description="Connections of the redemption path")
+    hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="Default lifetime of a hold")
+    vendor_check_ttl_seconds: float = Field(
+        default=60.0, ge=0, description="How long a compute vendor's registry check is reused"
+    )

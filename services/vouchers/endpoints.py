@@ -1,0 +1,245 @@
+"""REST endpoints of the vouchers service.
+
+Vendors (their own systems) call the redemption endpoints with `X-Vendor-Id` (their
+credit code; issue #5 replaces it with a signed token) and an `Idempotency-Key` on every
+mutating call. Officers issue, grant, void and expire.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.responses import Response
+
+from shared.db import SessionDep
+from shared.errors import ProblemError
+from shared.identifiers import credit_code_error
+from shared.peers import PeerUnavailable
+
+from . import service
+from .errors import (
+    IDEMPOTENCY_KEY_REQUIRED,
+    VENDOR_AFFILIATED,
+    VENDOR_ID_REQUIRED,
+    VENDOR_NOT_COMPUTE_VENDOR,
+)
+from .hotpath import HotPath, local_today, render, request_hash
+from .peers import Eligibility, Registry
+from .schemas import GrantRead, HoldRequest, IssueRequest, RedemptionRequest, VoidRequest, VoucherRead
+
+router = APIRouter()
+VoucherCode = Annotated[str, Path(min_length=3, max_length=64, pattern=r"^[A-Z0-9-]+$")]
+KeyHeader = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=200, description="Required; reuse it when retrying")
+]
+VendorHeader = Annotated[str | None, Header(alias="X-Vendor-Id", max_length=64, description="The vendor's credit code")]
+
+
+def now(request: Request) -> datetime:
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+def eligibility(request: Request) -> Eligibility:
+    client: Eligibility = request.app.state.eligibility
+    return client
+
+
+def hot(request: Request) -> HotPath:
+    path: HotPath = request.app.state.hotpath
+    return path
+
+
+Now = Annotated[datetime, Depends(now)]
+EligibilityDep = Annotated[Eligibility, Depends(eligibility)]
+HotDep = Annotated[HotPath, Depends(hot)]
+
+
+def _caller(vendor: str | None, key: str | None) -> tuple[str, str]:
+    if not vendor or credit_code_error(vendor) is not None:
+        raise ProblemError(VENDOR_ID_REQUIRED)
+    if not key:
+        raise ProblemError(IDEMPOTENCY_KEY_REQUIRED)
+    return vendor, key
+
+
+async def _compute_vendor_may_redeem(request: Request, hotpath: HotPath, code: str, vendor: str, day: datetime) -> None:
+    """M1: a registered compute vendor, not affiliated with the holder (asked of the registry)."""
+    assert hotpath.pool is not None
+    holder = await hotpath.pool.fetchval("SELECT holder FROM vouchers.vouchers WHERE code = $1", code)
+    if holder is None:
+        return  # the ledger function answers voucher_not_found
+    registry: Registry = request.app.state.registry
+    try:
+        check = await registry.compute_vendor_check(vendor, holder, local_today(day))
+    except PeerUnavailable as exc:
+        raise exc.as_problem() from exc
+    if not check.is_compute_vendor:
+        raise ProblemError(VENDOR_NOT_COMPUTE_VENDOR)
+    if check.affiliated:
+        raise ProblemError(VENDOR_AFFILIATED)
+
+
+async def _redeem(
+    request: Request,
+    hotpath: HotPath,
+    code: str,
+    payload: RedemptionRequest,
+    vendor: str,
+    key: str,
+    hold_seconds: int | None,
+    moment: datetime,
+) -> Response:
+    if code.startswith("M1-"):
+        await _compute_vendor_may_redeem(request, hotpath, code, vendor, moment)
+    action = "hold" if hold_seconds is not None else "redeem"
+    status_code, body = await hotpath.redeem(
+        vendor=vendor,
+        key=key,
+        digest=request_hash(action, code, payload.model_dump(mode="json")),
+        code=code,
+        amount_fen=payload.amount_fen,
+        invoice_number=payload.invoice_number,
+        contract_number=payload.contract_number,
+        hold_seconds=hold_seconds,
+        now=moment,
+    )
+    return render(request, status_code, body)
+
+
+@router.post(
+    "/v1/vouchers/{code}/redemptions",
+    status_code=201,
+    tags=["redemption"],
+    summary="Redeem part or all of a voucher (vendors; idempotent by Idempotency-Key)",
+    responses={201: {"description": "Redeemed: the redemption and the voucher's balances after it"}},
+)
+async def redeem(
+    request: Request,
+    hotpath: HotDep,
+    moment: Now,
+    code: VoucherCode,
+    payload: RedemptionRequest,
+    idempotency_key: KeyHeader = None,
+    vendor_id: VendorHeader = None,
+) -> Response:
+    vendor, key = _caller(vendor_id, idempotency_key)
+    return await _redeem(request, hotpath, code, payload, vendor, key, None, moment)
+
+
+@router.post(
+    "/v1/vouchers/{code}/holds",
+    status_code=201,
+    tags=["redemption"],
+    summary="Reserve an amount (like a card authorisation); capture or release it later",
+)
+async def hold(
+    request: Request,
+    hotpath: HotDep,
+    moment: Now,
+    code: VoucherCode,
+    payload: HoldRequest,
+    idempotency_key: KeyHeader = None,
+    vendor_id: VendorHeader = None,
+) -> Response:
+    vendor, key = _caller(vendor_id, idempotency_key)
+    seconds = payload.hold_seconds or request.app.state.settings.hold_seconds
+    base = RedemptionRequest.model_validate(payload.model_dump(exclude={"hold_seconds"}))
+    return await _redeem(request, hotpath, code, base, vendor, key, seconds, moment)
+
+
+async def _finish(
+    request: Request, hotpath: HotPath, hold_id: int, action: str, vendor: str, key: str, moment: datetime
+) -> Response:
+    status_code, body = await hotpath.finish_hold(
+        vendor=vendor,
+        key=key,
+        digest=request_hash(action, str(hold_id), {}),
+        redemption_id=hold_id,
+        action=action,
+        now=moment,
+    )
+    return render(request, status_code, body)
+
+
+HoldId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.post("/v1/holds/{hold_id}/capture", tags=["redemption"], summary="Capture a hold: it becomes a redemption")
+async def capture(
+    request: Request,
+    hotpath: HotDep,
+    moment: Now,
+    hold_id: HoldId,
+    idempotency_key: KeyHeader = None,
+    vendor_id: VendorHeader = None,
+) -> Response:
+    vendor, key = _caller(vendor_id, idempotency_key)
+    return await _finish(request, hotpath, hold_id, "capture", vendor, key, moment)
+
+
+@router.post(
+    "/v1/holds/{hold_id}/release", tags=["redemption"], summary="Release a hold: the amount is available again"
+)
+async def release(
+    request: Request,
+    hotpath: HotDep,
+    moment: Now,
+    hold_id: HoldId,
+    idempotency_key: KeyHeader = None,
+    vendor_id: VendorHeader = None,
+) -> Response:
+    vendor, key = _caller(vendor_id, idempotency_key)
+    return await _finish(request, hotpath, hold_id, "release", vendor, key, moment)
+
+
+# --- officers -------------------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/vouchers",
+    status_code=201,
+    response_model=VoucherRead,
+    tags=["vouchers"],
+    summary="Issue a compute (M1) or model (M3) voucher from an approved decision",
+)
+async def issue(session: SessionDep, client: EligibilityDep, moment: Now, payload: IssueRequest) -> VoucherRead:
+    try:
+        return await service.issue_voucher(session, client, payload, moment)
+    except PeerUnavailable as exc:
+        raise exc.as_problem() from exc
+
+
+@router.post(
+    "/v1/grants",
+    status_code=201,
+    response_model=GrantRead,
+    tags=["vouchers"],
+    summary="Disburse another measure's grant (M2, M4–M13) from an approved decision",
+)
+async def grant(session: SessionDep, client: EligibilityDep, moment: Now, payload: IssueRequest) -> GrantRead:
+    try:
+        return await service.grant(session, client, payload, moment)
+    except PeerUnavailable as exc:
+        raise exc.as_problem() from exc
+
+
+@router.get("/v1/vouchers/{code}", response_model=VoucherRead, tags=["vouchers"])
+async def get_voucher(session: SessionDep, moment: Now, code: VoucherCode) -> VoucherRead:
+    return service.voucher_read(await service.get_voucher(session, code), local_today(moment))
+
+
+@router.post(
+    "/v1/vouchers/{code}/void",
+    response_model=VoucherRead,
+    tags=["vouchers"],
+    summary="Void a voucher: its unused amount returns to the budget",
+)
+async def void(session: SessionDep, moment: Now, code: VoucherCode, payload: VoidRequest) -> VoucherRead:
+    return await service.void(session, code, payload, moment)
+
+
+@router.post("/v1/expiries", tags=["vouchers"], summary="Release expired holds and expire vouchers past their date")
+async def expire(session: SessionDep, moment: Now) -> dict[str, int]:
+    return {"expired_vouchers": await service.expire_due(session, moment)}

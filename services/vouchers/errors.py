@@ -1,0 +1,128 @@
+"""The vouchers service's error codes (stable; vendors' systems match on `code`)."""
+
+from __future__ import annotations
+
+from shared.errors import ErrorCode
+
+IDEMPOTENCY_KEY_REQUIRED = ErrorCode(
+    "idempotency_key_required",
+    400,
+    "该操作须带 Idempotency-Key 请求头（重试时使用同一个值）",
+    "This call needs an Idempotency-Key header (reuse the same value when retrying)",
+)
+VENDOR_ID_REQUIRED = ErrorCode(
+    "vendor_id_required",
+    400,
+    "须带 X-Vendor-Id 请求头（供应商统一社会信用代码）",
+    "This call needs an X-Vendor-Id header (the vendor's credit code)",
+)
+IDEMPOTENCY_KEY_REUSED = ErrorCode(
+    "idempotency_key_reused",
+    409,
+    "Idempotency-Key {key} 已用于另一内容不同的请求，未做任何更改",
+    "Idempotency-Key {key} was already used for a different request; nothing was changed",
+)
+VOUCHER_NOT_FOUND = ErrorCode("voucher_not_found", 404, "券不存在：{code}", "No such voucher: {code}")
+VENDOR_NOT_ALLOWED = ErrorCode(
+    "vendor_not_allowed",
+    403,
+    "该供应商无权兑付此券，未做任何更改",
+    "This vendor may not redeem this voucher; nothing was changed",
+)
+VENDOR_NOT_COMPUTE_VENDOR = ErrorCode(
+    "vendor_not_compute_vendor",
+    403,
+    "算力券只能由登记的算力供应商兑付",
+    "Compute vouchers are redeemed only by registered compute vendors",
+    clause="M1",
+)
+VENDOR_AFFILIATED = ErrorCode(
+    "vendor_affiliated",
+    403,
+    "供应商与持券企业为关联方，不能兑付算力券",
+    "The vendor is affiliated with the holder: it cannot redeem compute vouchers",
+    clause="M1",
+)
+VOUCHER_VOIDED = ErrorCode("voucher_voided", 409, "券已作废：{code}", "The voucher was voided: {code}")
+VOUCHER_EXPIRED = ErrorCode(
+    "voucher_expired", 409, "券已于 {valid_until} 过期：{code}", "The voucher expired on {valid_until}: {code}"
+)
+INSUFFICIENT_BALANCE = ErrorCode(
+    "insufficient_balance",
+    409,
+    "余额不足：可用 {available_yuan} 元，申请 {requested_yuan} 元",
+    "Insufficient balance: {available_yuan} yuan available, {requested_yuan} requested",
+)
+REDEMPTION_CEILING = ErrorCode(
+    "redemption_ceiling",
+    409,
+    "超过 {year} 年度模型券累计兑付上限 {limit_yuan} 元：尚余 {headroom_yuan} 元",
+    "Over the {year} model-voucher redemption ceiling of {limit_yuan} yuan: {headroom_yuan} remains for {year}",
+    clause="M3",
+)
+HOLD_NOT_FOUND = ErrorCode("hold_not_found", 404, "预留不存在：{id}", "No such hold: {id}")
+HOLD_NOT_ACTIVE = ErrorCode(
+    "hold_not_active", 409, "预留 {id} 已不可用（{status}）", "Hold {id} is no longer active ({status})"
+)
+DECISION_NOT_APPROVED = ErrorCode(
+    "decision_not_approved",
+    422,
+    "资格审核系统中没有已核准的决定 {decision_id}，不能发券",
+    "The eligibility service has no approved decision {decision_id}: nothing can be issued",
+)
+WRONG_INSTRUMENT = ErrorCode(
+    "wrong_instrument",
+    422,
+    "{measure} 的决定应通过 {endpoint} 处理",
+    "Decisions of {measure} go through {endpoint}",
+)
+ALREADY_ISSUED = ErrorCode(
+    "already_issued",
+    409,
+    "该决定已发放：{reference}",
+    "This decision was already issued: {reference}",
+)
+CONTRACT_ALREADY_CLAIMED = ErrorCode(
+    "contract_already_claimed",
+    409,
+    "同一合同仅能申领一次模型券：合同 {contract} 已申领",
+    "A contract can be claimed only once: contract {contract} was already claimed",
+    clause="M3",
+)
+OVER_CONTRACT_SHARE = ErrorCode(
+    "over_contract_share",
+    422,
+    "申领金额 {claim_yuan} 元超过合同金额的 {ratio} 上限 {maximum_yuan} 元",
+    "The claim of {claim_yuan} yuan exceeds {ratio} of the contract: at most {maximum_yuan} yuan",
+    clause="M3",
+)
+CLAIM_CEILING = ErrorCode(
+    "claim_ceiling",
+    409,
+    "超过 {year} 年度模型券累计申领上限 {limit_yuan} 元：已申领 {used_yuan} 元，尚余 {headroom_yuan} 元",
+    "Over the {year} model-voucher claim ceiling of {limit_yuan} yuan: {used_yuan} claimed, "
+    "{headroom_yuan} remains for {year}",
+    clause="M3",
+)
+CLASS_CAP = ErrorCode(
+    "class_cap",
+    409,
+    "超过 {year} 年度算力券企业类别上限 {limit_yuan} 元：尚余 {headroom_yuan} 元",
+    "Over the {year} compute-voucher class cap of {limit_yuan} yuan: {headroom_yuan} remains",
+    clause="M1",
+)
+VOUCHER_HAS_HOLDS = ErrorCode(
+    "voucher_has_holds",
+    409,
+    "券尚有未完成的预留（{held_yuan} 元），请先确认或释放",
+    "The voucher has open holds ({held_yuan} yuan): capture or release them first",
+)
+VOUCHER_NOT_ACTIVE = ErrorCode(
+    "voucher_not_active", 409, "券已{state_zh}，不能作废", "The voucher is {state}: it cannot be voided"
+)
+PARAMETER_MISSING = ErrorCode(
+    "parameter_missing",
+    503,
+    "政策参数 {parameter} 在 {day} 没有取值，未做任何更改",
+    "Policy parameter {parameter} has no value on {day}; nothing was changed",
+)

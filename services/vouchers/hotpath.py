@@ -1,0 +1,149 @@
+"""The redemption path vendors call: one SQL function call, one round trip, no ORM.
+
+`../shared/DESIGN-NOTES.md` measured how little room this path has: the conditional
+UPDATEs, the idempotency record and the entry are written by `vouchers.redeem()` in one
+transaction, and a successful answer is the JSON the database built, passed through
+untouched. Refusals come back as a code and parameters, rendered here as problem+json in
+the caller's language. The same (vendor, key) with the same request always gets the
+same answer; with a different request, 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from fastapi import Request
+from fastapi.responses import Response
+
+from shared.context import request_id_var
+from shared.errors import ErrorCode, problem_response
+from shared.money import format_yuan
+
+from .errors import (
+    HOLD_NOT_ACTIVE,
+    HOLD_NOT_FOUND,
+    IDEMPOTENCY_KEY_REUSED,
+    INSUFFICIENT_BALANCE,
+    REDEMPTION_CEILING,
+    VENDOR_NOT_ALLOWED,
+    VOUCHER_EXPIRED,
+    VOUCHER_NOT_FOUND,
+    VOUCHER_VOIDED,
+)
+
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+REFUSALS: dict[str, ErrorCode] = {
+    error.code: error
+    for error in (
+        VOUCHER_NOT_FOUND,
+        VENDOR_NOT_ALLOWED,
+        VOUCHER_VOIDED,
+        VOUCHER_EXPIRED,
+        INSUFFICIENT_BALANCE,
+        REDEMPTION_CEILING,
+        IDEMPOTENCY_KEY_REUSED,
+        HOLD_NOT_FOUND,
+        HOLD_NOT_ACTIVE,
+    )
+}
+
+REDEEM_SQL = "SELECT status_code, body FROM vouchers.redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+FINISH_SQL = "SELECT status_code, body FROM vouchers.finish_hold($1, $2, $3, $4, $5, $6, $7, $8)"
+
+
+def request_hash(action: str, target: str, payload: dict[str, Any]) -> str:
+    """What makes two requests 'the same' for idempotency: action, target and canonical body."""
+    canonical = json.dumps([action, target, payload], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _with_yuan(params: dict[str, Any]) -> dict[str, Any]:
+    """Amount parameters also as yuan strings, for the messages."""
+    result = dict(params)
+    for key, value in params.items():
+        if key.endswith("_fen") and isinstance(value, int):
+            result[key.removesuffix("_fen") + "_yuan"] = format_yuan(value)
+    return result
+
+
+def render(request: Request, status_code: int, body: str) -> Response:
+    if status_code < 300:
+        return Response(content=body, status_code=status_code, media_type="application/json")
+    refusal = json.loads(body)
+    error = REFUSALS[refusal["code"]]
+    params = _with_yuan(refusal.get("params") or {})
+    return problem_response(request, error, **params)
+
+
+class HotPath:
+    """The redemption path's own small asyncpg pool (acting as the service role)."""
+
+    def __init__(self, dsn: str, role: str, size: int) -> None:
+        self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
+        self.role = role
+        self.size = size
+        self.pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        self.pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self.size,
+            server_settings={"role": self.role, "application_name": "vouchers-hotpath"},
+            command_timeout=10,
+        )
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def redeem(
+        self,
+        *,
+        vendor: str,
+        key: str,
+        digest: str,
+        code: str,
+        amount_fen: int,
+        invoice_number: str,
+        contract_number: str | None,
+        hold_seconds: int | None,
+        now: datetime,
+    ) -> tuple[int, str]:
+        assert self.pool is not None
+        row = await self.pool.fetchrow(
+            REDEEM_SQL,
+            vendor,
+            key,
+            digest,
+            code,
+            vendor,
+            amount_fen,
+            invoice_number,
+            contract_number,
+            hold_seconds,
+            now,
+            now.astimezone(LOCAL_TZ).date(),
+            request_id_var.get(),
+        )
+        assert row is not None
+        return int(row["status_code"]), str(row["body"])
+
+    async def finish_hold(
+        self, *, vendor: str, key: str, digest: str, redemption_id: int, action: str, now: datetime
+    ) -> tuple[int, str]:
+        assert self.pool is not None
+        row = await self.pool.fetchrow(
+            FINISH_SQL, vendor, key, digest, redemption_id, vendor, action, now, request_id_var.get()
+        )
+        assert row is not None
+        return int(row["status_code"]), str(row["body"])
+
+
+def local_today(now: datetime) -> date:
+    return now.astimezone(LOCAL_TZ).date()

@@ -1,0 +1,84 @@
+"""API payloads of the vouchers service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.money import PositiveFenAmount
+
+Actor = Annotated[str, Field(min_length=1, max_length=100)]
+VoucherState = Literal["active", "partly_redeemed", "redeemed", "expired", "voided"]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class IssueRequest(Input):
+    decision_id: uuid.UUID = Field(description="An approved decision of the eligibility service")
+    issued_by: Actor
+
+
+class RedemptionRequest(Input):
+    amount_fen: PositiveFenAmount
+    invoice_number: Annotated[str, Field(min_length=1, max_length=64)]
+    contract_number: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+class HoldRequest(RedemptionRequest):
+    hold_seconds: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] | None = Field(
+        default=None, description="How long the amount stays reserved (default: the service setting)"
+    )
+
+
+class VoidRequest(Input):
+    officer: Actor
+    reason: Annotated[str, Field(min_length=2, max_length=2000)]
+
+
+class VoucherRead(BaseModel):
+    code: str
+    kind: Literal["M1", "M3"]
+    state: VoucherState
+    holder: str
+    vendor: str | None
+    contract_key: str | None
+    decision_id: uuid.UUID
+    year: int
+    amount_fen: int
+    available_fen: int
+    held_fen: int
+    redeemed_fen: int
+    returned_fen: int
+    valid_until: date
+    issued_at: datetime
+    issued_by: str | None
+    voided_at: datetime | None
+    expired_at: datetime | None
+    parameters_digest: str | None
+
+
+class GrantRead(BaseModel):
+    id: int
+    decision_id: uuid.UUID
+    measure: str
+    holder: str
+    year: int
+    amount_fen: int
+    entry_id: int
+    issued_by: str | None
+    issued_at: datetime
+
+
+class AllowanceRead(BaseModel):
+    holder: str
+    year: int
+    kind: str
+    clause: str
+    limit_fen: int
+    used_fen: int
+    headroom_fen: int

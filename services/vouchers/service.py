@@ -1,0 +1,371 @@
+"""Issuing, granting, voiding and expiring: the ledger's slower, officer-driven flows.
+
+Issuance reads the approved decision and the policy parameters from the eligibility
+service *before* writing anything (unreachable → 503, nothing written). Then, in one
+transaction: the ceilings (one `allowances` row each, conditional UPDATE), the voucher,
+its accounts and the entry from the budget. A refused claim rolls everything back and
+says why, with the headroom left (M3-6).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import date, datetime
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.context import request_id_var
+from shared.errors import ProblemError
+from shared.money import format_yuan
+
+from .errors import (
+    ALREADY_ISSUED,
+    CLAIM_CEILING,
+    CLASS_CAP,
+    CONTRACT_ALREADY_CLAIMED,
+    OVER_CONTRACT_SHARE,
+    VOUCHER_HAS_HOLDS,
+    VOUCHER_NOT_ACTIVE,
+    VOUCHER_NOT_FOUND,
+    WRONG_INSTRUMENT,
+)
+from .hotpath import local_today
+from .models import Account, Allowance, Entry, Grant, Voucher
+from .peers import Eligibility
+from .schemas import GrantRead, IssueRequest, VoidRequest, VoucherRead
+
+VOUCHER_MEASURES = ("M1", "M3")
+CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read over the phone
+
+
+def new_code(measure: str) -> str:
+    """Hard to guess: 100 random bits, grouped for reading."""
+    body = "".join(secrets.choice(CODE_ALPHABET) for _ in range(20))
+    return f"{measure}-" + "-".join(body[i : i + 5] for i in range(0, 20, 5))
+
+
+def valid_until(rule: str, issued: date) -> date:
+    if rule == "end_of_calendar_year":
+        return date(issued.year, 12, 31)
+    return date(issued.year + 1, 12, 31)  # end_of_next_calendar_year (provisional default)
+
+
+def state_of(voucher: Voucher, today: date) -> str:
+    """States are derived from amounts and dates, never stored on their own."""
+    if voucher.voided_at is not None:
+        return "voided"
+    if voucher.redeemed_fen == voucher.amount_fen:
+        return "redeemed"
+    if voucher.expired_at is not None or voucher.valid_until < today:
+        return "expired"
+    if voucher.redeemed_fen > 0 or voucher.held_fen > 0:
+        return "partly_redeemed"
+    return "active"
+
+
+def voucher_read(voucher: Voucher, today: date) -> VoucherRead:
+    return VoucherRead.model_validate(
+        {
+            **{c: getattr(voucher, c) for c in VoucherRead.model_fields if c != "state"},
+            "state": state_of(voucher, today),
+        }
+    )
+
+
+async def account(session: AsyncSession, kind: str, ref: str) -> int:
+    """Get or create an account (race-safe)."""
+    await session.execute(insert(Account).values(kind=kind, ref=ref).on_conflict_do_nothing())
+    found = await session.scalar(select(Account.id).where(Account.kind == kind, Account.ref == ref))
+    assert found is not None
+    return int(found)
+
+
+async def ensure_allowance(
+    session: AsyncSession, holder: str, year: int, kind: str, limit_fen: int, clause: str, parameter: str | None
+) -> None:
+    await session.execute(
+        insert(Allowance)
+        .values(
+            holder=holder, year=year, kind=kind, limit_fen=limit_fen, used_fen=0, clause=clause, parameter=parameter
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def take_allowance(session: AsyncSession, holder: str, year: int, kind: str, amount: int) -> Allowance | None:
+    """The atomic ceiling check: one conditional UPDATE; None if it would exceed the limit."""
+    return (
+        await session.execute(
+            update(Allowance)
+            .where(
+                Allowance.holder == holder,
+                Allowance.year == year,
+                Allowance.kind == kind,
+                Allowance.used_fen + amount <= Allowance.limit_fen,
+            )
+            .values(used_fen=Allowance.used_fen + amount)
+            .returning(Allowance)
+        )
+    ).scalar_one_or_none()
+
+
+async def _headroom(session: AsyncSession, holder: str, year: int, kind: str) -> tuple[int, int]:
+    row = (
+        await session.execute(
+            select(Allowance.limit_fen, Allowance.used_fen).where(
+                Allowance.holder == holder, Allowance.year == year, Allowance.kind == kind
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def _floor(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding=ROUND_DOWN))
+
+
+async def _m3_ceilings(
+    session: AsyncSession, eligibility: Eligibility, decision: dict[str, Any], amount: int, today: date
+) -> tuple[str, str]:
+    """M3 in the ledger: ≤ 30% of the contract, one claim per contract, the annual ceilings."""
+    contract = decision["evidence"]["contract"]
+    holder = decision["applicant"]
+    ratio = Decimal(str(await eligibility.parameter("M3.contract_ratio", today)))
+    counted = set(await eligibility.parameter("M3.eligible_cost_components", today))
+    base = sum(int(c["amount_fen"]) for c in contract["components"] if c["kind"] in counted)
+    maximum = _floor(Decimal(base) * ratio)
+    if amount > maximum:
+        raise ProblemError(
+            OVER_CONTRACT_SHARE,
+            claim_yuan=format_yuan(amount),
+            maximum_yuan=format_yuan(maximum),
+            ratio=f"{ratio:%}",
+        )
+    key = f"{contract['vendor_credit_code']}:{contract['number']}"
+    if await session.scalar(select(Voucher.code).where(Voucher.contract_key == key)):
+        raise ProblemError(CONTRACT_ALREADY_CLAIMED, contract=contract["number"])
+    claims_limit = int(await eligibility.parameter("M3.annual_claim_ceiling_fen", today))
+    redemption_limits = {
+        year: int(await eligibility.parameter("M3.annual_redemption_ceiling_fen", max(today, date(year, 1, 1))))
+        for year in (today.year, today.year + 1)
+    }
+    await ensure_allowance(session, holder, today.year, "M3.claims", claims_limit, "M3", "M3.annual_claim_ceiling_fen")
+    for year, limit in redemption_limits.items():
+        await ensure_allowance(session, holder, year, "M3.redemptions", limit, "M3", "M3.annual_redemption_ceiling_fen")
+    if await take_allowance(session, holder, today.year, "M3.claims", amount) is None:
+        limit, used = await _headroom(session, holder, today.year, "M3.claims")
+        raise ProblemError(
+            CLAIM_CEILING,
+            year=today.year,
+            limit_yuan=format_yuan(limit),
+            used_yuan=format_yuan(used),
+            headroom_yuan=format_yuan(limit - used),
+            headroom_fen=limit - used,
+        )
+    return key, contract["vendor_credit_code"]
+
+
+async def _m1_class_cap(session: AsyncSession, decision: dict[str, Any]) -> None:
+    """M1: the revenue-class cap holds per enterprise and year across all compute vouchers."""
+    holder, year = decision["applicant"], int(decision["benefit_year"])
+    cap = decision.get("limits", {}).get("class_cap_fen")
+    capped = int(decision.get("components", {}).get("capped", decision["amount_fen"]))
+    if cap is None or capped == 0:
+        return
+    await ensure_allowance(session, holder, year, "M1.class_cap", int(cap), "M1", "M1.revenue_classes")
+    if await take_allowance(session, holder, year, "M1.class_cap", capped) is None:
+        limit, used = await _headroom(session, holder, year, "M1.class_cap")
+        raise ProblemError(CLASS_CAP, year=year, limit_yuan=format_yuan(limit), headroom_yuan=format_yuan(limit - used))
+
+
+async def _already_issued(session: AsyncSession, decision_id: uuid.UUID) -> str | None:
+    code = await session.scalar(select(Voucher.code).where(Voucher.decision_id == decision_id))
+    if code:
+        return str(code)
+    grant = await session.scalar(select(Grant.id).where(Grant.decision_id == decision_id))
+    return f"grant {grant}" if grant else None
+
+
+async def issue_voucher(
+    session: AsyncSession, eligibility: Eligibility, payload: IssueRequest, now: datetime
+) -> VoucherRead:
+    today = local_today(now)
+    decision = await eligibility.approved_decision(payload.decision_id)
+    measure = decision["measure"]
+    if measure not in VOUCHER_MEASURES:
+        raise ProblemError(WRONG_INSTRUMENT, measure=measure, endpoint="POST /v1/grants")
+    existing = await _already_issued(session, payload.decision_id)
+    if existing:
+        raise ProblemError(ALREADY_ISSUED, reference=existing)
+    validity = str(await eligibility.parameter("vouchers.validity", today))
+    amount = int(decision["amount_fen"])
+    holder = decision["applicant"]
+    contract_key = vendor = None
+    if measure == "M3":
+        contract_key, vendor = await _m3_ceilings(session, eligibility, decision, amount, today)
+    else:
+        await _m1_class_cap(session, decision)
+    code = new_code(measure)
+    budget = await account(session, "budget", f"{measure}:{today.year}")
+    holding = await account(session, "voucher", code)
+    hold = await account(session, "hold", code)
+    if vendor:
+        await account(session, "vendor_receivable", vendor)
+    voucher = Voucher(
+        code=code,
+        kind=measure,
+        holder=holder,
+        vendor=vendor,
+        contract_key=contract_key,
+        decision_id=payload.decision_id,
+        year=today.year if measure == "M3" else int(decision["benefit_year"]),
+        amount_fen=amount,
+        available_fen=amount,
+        held_fen=0,
+        redeemed_fen=0,
+        returned_fen=0,
+        valid_until=valid_until(validity, today),
+        account_id=holding,
+        hold_account_id=hold,
+        budget_account_id=budget,
+        parameters_digest=decision["parameters_digest"],
+        issued_by=payload.issued_by,
+    )
+    session.add(voucher)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent claim of the same decision or contract
+        raise ProblemError(ALREADY_ISSUED, reference=str(payload.decision_id)) from exc
+    session.add(
+        Entry(
+            kind="issue",
+            from_account_id=budget,
+            to_account_id=holding,
+            amount_fen=amount,
+            voucher_id=voucher.id,
+            decision_id=payload.decision_id,
+            contract_ref=contract_key,
+            actor=payload.issued_by,
+            parameters_digest=decision["parameters_digest"],
+            request_id=request_id_var.get(),
+        )
+    )
+    await session.flush()
+    await session.refresh(voucher)
+    return voucher_read(voucher, today)
+
+
+async def grant(session: AsyncSession, eligibility: Eligibility, payload: IssueRequest, now: datetime) -> GrantRead:
+    """Other measures (M2, M4–M13): a disbursement from the budget, once per decision."""
+    today = local_today(now)
+    decision = await eligibility.approved_decision(payload.decision_id)
+    measure = decision["measure"]
+    if measure in VOUCHER_MEASURES:
+        raise ProblemError(WRONG_INSTRUMENT, measure=measure, endpoint="POST /v1/vouchers")
+    existing = await _already_issued(session, payload.decision_id)
+    if existing:
+        raise ProblemError(ALREADY_ISSUED, reference=existing)
+    amount = int(decision["amount_fen"])
+    budget = await account(session, "budget", f"{measure}:{today.year}")
+    paid = await account(session, "grant_paid", decision["applicant"])
+    entry = Entry(
+        kind="grant",
+        from_account_id=budget,
+        to_account_id=paid,
+        amount_fen=amount,
+        decision_id=payload.decision_id,
+        actor=payload.issued_by,
+        parameters_digest=decision["parameters_digest"],
+        request_id=request_id_var.get(),
+    )
+    session.add(entry)
+    await session.flush()
+    row = Grant(
+        decision_id=payload.decision_id,
+        measure=measure,
+        holder=decision["applicant"],
+        year=int(decision["benefit_year"]),
+        amount_fen=amount,
+        entry_id=entry.id,
+        issued_by=payload.issued_by,
+    )
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise ProblemError(ALREADY_ISSUED, reference=str(payload.decision_id)) from exc
+    await session.refresh(row)
+    return GrantRead.model_validate(row, from_attributes=True)
+
+
+async def get_voucher(session: AsyncSession, code: str, *, lock: bool = False) -> Voucher:
+    statement = select(Voucher).where(Voucher.code == code)
+    if lock:
+        statement = statement.with_for_update()
+    voucher = (await session.execute(statement)).scalar_one_or_none()
+    if voucher is None:
+        raise ProblemError(VOUCHER_NOT_FOUND, code=code)
+    return voucher
+
+
+async def _return_to_budget(session: AsyncSession, voucher: Voucher, kind: str, actor: str | None, memo: str) -> None:
+    amount = voucher.available_fen
+    voucher.returned_fen += amount
+    voucher.available_fen = 0
+    if amount:
+        session.add(
+            Entry(
+                kind=kind,
+                from_account_id=voucher.account_id,
+                to_account_id=voucher.budget_account_id,
+                amount_fen=amount,
+                voucher_id=voucher.id,
+                decision_id=voucher.decision_id,
+                actor=actor,
+                request_id=request_id_var.get(),
+                memo=memo,
+            )
+        )
+
+
+async def void(session: AsyncSession, code: str, payload: VoidRequest, now: datetime) -> VoucherRead:
+    voucher = await get_voucher(session, code, lock=True)
+    state = state_of(voucher, local_today(now))
+    if state in ("voided", "expired", "redeemed"):
+        zh = {"voided": "作废", "expired": "过期", "redeemed": "兑付完毕"}[state]
+        raise ProblemError(VOUCHER_NOT_ACTIVE, state=state, state_zh=zh)
+    if voucher.held_fen:
+        raise ProblemError(VOUCHER_HAS_HOLDS, held_yuan=format_yuan(voucher.held_fen))
+    await _return_to_budget(session, voucher, "void", payload.officer, payload.reason)
+    voucher.voided_at = now
+    await session.flush()
+    return voucher_read(voucher, local_today(now))
+
+
+async def expire_due(session: AsyncSession, now: datetime) -> int:
+    """Release expired holds, then return the unused amount of vouchers past their date."""
+    await session.execute(select(func.vouchers.expire_holds(now)))
+    today = local_today(now)
+    due = (
+        await session.execute(
+            select(Voucher)
+            .where(Voucher.valid_until < today, Voucher.expired_at.is_(None), Voucher.voided_at.is_(None))
+            .order_by(Voucher.id)
+            .with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    count = 0
+    for voucher in due:
+        if voucher.held_fen:
+            continue  # a hold still open (not yet expired): next run
+        await _return_to_budget(session, voucher, "expire", None, f"expired after {voucher.valid_until}")
+        voucher.expired_at = now
+        count += 1
+    await session.flush()
+    return count

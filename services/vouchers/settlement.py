@@ -1,0 +1,5 @@
+"""Placeholder: filled in by the settlement work (see issue #4)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,101 @@
+"""Getting an approved decision through the real registry and eligibility services."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.eligibility import seed
+
+YUAN = 100
+_contracts = itertools.count(1)
+
+
+@dataclass
+class ModelSupply:
+    holder: str
+    vendor: str
+    model_id: str
+
+
+async def model_supply(registry: httpx.AsyncClient, *, filed_on: str = "2024-03-01") -> ModelSupply:
+    holder = await seed.organisation(registry)
+    vendor = await seed.vendor(registry, is_model_vendor=True)
+    model_id = await seed.model(registry, vendor)
+    await seed.filing(registry, model_id, filed_on)
+    return ModelSupply(holder, vendor, model_id)
+
+
+def m3_evidence(
+    supply: ModelSupply, contract_fen: int, claim_fen: int | None, signed_on: str = "2025-04-01"
+) -> dict[str, Any]:
+    evidence: dict[str, Any] = {
+        "measure": "M3",
+        "contract": {
+            "number": f"HT-{next(_contracts):05d}",
+            "vendor_credit_code": supply.vendor,
+            "model_id": supply.model_id,
+            "signed_on": signed_on,
+            "amount_fen": contract_fen,
+            "components": [{"kind": "private_deployment", "amount_fen": contract_fen}],
+        },
+    }
+    if claim_fen is not None:
+        evidence["claim_fen"] = claim_fen
+    return evidence
+
+
+async def submit(
+    eligibility: httpx.AsyncClient, applicant: str, evidence: dict[str, Any], as_of: str = "2025-05-01"
+) -> dict[str, Any]:
+    response = await eligibility.post(
+        "/v1/applications", json={"applicant": applicant, "as_of": as_of, "evidence": evidence}
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def approve(eligibility: httpx.AsyncClient, application: dict[str, Any]) -> str:
+    """Officer wang reviews, approver li approves; returns the approved decision id."""
+    path = f"/v1/applications/{application['id']}"
+    reviewed = await eligibility.post(
+        path + "/reviews", json={"reviewer": "wang", "verdict": "approve", "reason": "合规"}
+    )
+    assert reviewed.status_code == 200, reviewed.text
+    approved = await eligibility.post(
+        path + "/approvals", json={"approver": "li", "verdict": "approve", "reason": "同意"}
+    )
+    assert approved.status_code == 200, approved.text
+    return str(application["decision"]["id"])
+
+
+async def approved_m3(
+    registry: httpx.AsyncClient,
+    eligibility: httpx.AsyncClient,
+    *,
+    contract_fen: int = 10_000_000 * YUAN,
+    claim_fen: int | None = 3_000_000 * YUAN,
+    supply: ModelSupply | None = None,
+) -> tuple[ModelSupply, str]:
+    supply = supply or await model_supply(registry)
+    application = await submit(eligibility, supply.holder, m3_evidence(supply, contract_fen, claim_fen))
+    assert application["decision"]["outcome"] == "eligible", application["decision"]
+    return supply, await approve(eligibility, application)
+
+
+async def issue(vouchers: httpx.AsyncClient, decision_id: str) -> httpx.Response:
+    return await vouchers.post("/v1/vouchers", json={"decision_id": decision_id, "issued_by": "officer-chen"})
+
+
+async def redeem(
+    vouchers: httpx.AsyncClient, code: str, vendor: str, amount_fen: int, key: str, invoice: str = "FP-1"
+) -> httpx.Response:
+    return await vouchers.post(
+        f"/v1/vouchers/{code}/redemptions",
+        json={"amount_fen": amount_fen, "invoice_number": invoice},
+        headers={"Idempotency-Key": key, "X-Vendor-Id": vendor},
+    )
