@@ -366,6 +366,16 @@ def _limits(decision: Decision) -> dict[str, int]:
     return limits
 
 
+async def _limits_with_superseded(session: AsyncSession, decision: Decision) -> dict[str, int]:
+    """An A1 decision replaces the amount, not the ceilings: it carries those of the decision it supersedes."""
+    limits = _limits(decision)
+    if limits or decision.kind != "manual_a1" or not decision.trace:
+        return limits
+    superseded = decision.trace[0].get("inputs", {}).get("supersedes")
+    previous = await repository.get_decision(session, uuid.UUID(superseded)) if superseded else None
+    return _limits(previous) if previous else {}
+
+
 async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> ApprovedDecisionRead:
     """For the vouchers service: only the current decision of an approved application."""
     decision = await repository.get_decision(session, decision_id)
@@ -386,7 +396,7 @@ async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> Ap
         kind=decision.kind,
         amount_fen=approval.amount_fen if approval.amount_fen is not None else (decision.amount_fen or 0),
         components=decision.components,
-        limits=_limits(decision),
+        limits=await _limits_with_superseded(session, decision),
         evidence=application.evidence,
         policy_version=decision.policy_version,
         parameters_digest=decision.parameters_digest,

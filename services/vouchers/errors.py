@@ -62,7 +62,7 @@ REDEMPTION_CEILING = ErrorCode(
 )
 HOLD_NOT_FOUND = ErrorCode("hold_not_found", 404, "预留不存在：{id}", "No such hold: {id}")
 HOLD_NOT_ACTIVE = ErrorCode(
-    "hold_not_active", 409, "预留 {id} 已不可用（{status}）", "Hold {id} is no longer active ({status})"
+    "hold_not_active", 409, "预留 {id} 已不可用（{hold_status}）", "Hold {id} is no longer active ({hold_status})"
 )
 DECISION_NOT_APPROVED = ErrorCode(
     "decision_not_approved",

@@ -77,6 +77,8 @@ def render(request: Request, status_code: int, body: str) -> Response:
     refusal = json.loads(body)
     error = REFUSALS[refusal["code"]]
     params = _with_yuan(refusal.get("params") or {})
+    if "status" in params:  # a hold's status, not the HTTP status of the problem
+        params["hold_status"] = params.pop("status")
     return problem_response(request, error, **params)
 
 

@@ -176,9 +176,19 @@ async def _m1_class_cap(session: AsyncSession, decision: dict[str, Any]) -> None
     holder, year = decision["applicant"], int(decision["benefit_year"])
     cap = decision.get("limits", {}).get("class_cap_fen")
     capped = int(decision.get("components", {}).get("capped", decision["amount_fen"]))
-    if cap is None or capped == 0:
+    if capped == 0:
         return
-    await ensure_allowance(session, holder, year, "M1.class_cap", int(cap), "M1", "M1.revenue_classes")
+    if cap is not None:
+        await ensure_allowance(session, holder, year, "M1.class_cap", int(cap), "M1", "M1.revenue_classes")
+    elif (
+        await session.scalar(
+            select(Allowance.id).where(
+                Allowance.holder == holder, Allowance.year == year, Allowance.kind == "M1.class_cap"
+            )
+        )
+        is None
+    ):
+        return  # no class known for this enterprise and year yet: nothing to count against
     if await take_allowance(session, holder, year, "M1.class_cap", capped) is None:
         limit, used = await _headroom(session, holder, year, "M1.class_cap")
         raise ProblemError(CLASS_CAP, year=year, limit_yuan=format_yuan(limit), headroom_yuan=format_yuan(limit - used))

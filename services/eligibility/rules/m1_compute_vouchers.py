@@ -12,6 +12,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from shared.money import format_yuan
+
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M1Evidence
 from ..facts import Facts, FactsRequest
@@ -198,7 +200,6 @@ def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
             amounts={"before_cap_fen": extra_before, "after_cap_fen": extra},
         )
     total = capped + extra
-    trace.step("M1", "算力券金额", "Compute voucher amount", amounts={"amount_fen": total}, outcome="eligible")
     if evidence.compute_for_equity:
         trace.step(
             "M1",
@@ -206,4 +207,15 @@ def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
             "Compute-for-equity: recorded, not computed",
             inputs={"compute_for_equity": True},
         )
+    if total == 0:  # never "eligible with 0": the year's class cap is used up
+        trace.step("M1", "算力券金额", "Compute voucher amount", amounts={"amount_fen": 0}, outcome="fail")
+        return Result.ineligible(
+            reason(
+                "M1",
+                "class_cap_reached",
+                f"{evidence.fiscal_year} 年度企业类别上限 {format_yuan(cls['cap_fen'])} 元已用完",
+                f"The {evidence.fiscal_year} class cap of {format_yuan(cls['cap_fen'])} yuan is used up",
+            )
+        )
+    trace.step("M1", "算力券金额", "Compute voucher amount", amounts={"amount_fen": total}, outcome="eligible")
     return Result.eligible(total, {"capped": capped, "major_project_extra": extra})

@@ -1,0 +1,406 @@
+"""Compute vouchers (M1), holds, grants, voiding and expiry, and peers that are down."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.vouchers.app import create_app
+from services.vouchers.settings import VouchersSettings
+from tests.conftest import free_port
+from tests.eligibility import seed
+from tests.vouchers.flow import YUAN, approve, approved_m3, issue, redeem, submit
+
+
+@pytest.fixture
+def clock(vouchers_app: FastAPI) -> Iterator[Callable[[datetime], None]]:
+    original = vouchers_app.state.clock
+
+    def set_now(moment: datetime) -> None:
+        vouchers_app.state.clock = lambda: moment
+
+    yield set_now
+    vouchers_app.state.clock = original
+
+
+async def _fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return list(await connection.fetch(query, *args))
+    finally:
+        await connection.close()
+
+
+# --- M1 compute vouchers -------------------------------------------------------------------
+
+
+async def _m1_decision(registry: httpx.AsyncClient, eligibility: httpx.AsyncClient) -> tuple[str, str, dict[str, Any]]:
+    """Class C1 (cap 500,000), 3,000,000 of compute fees → 500,000 (capped)."""
+    holder = await seed.organisation(registry)
+    await seed.revenue(registry, holder, 2025, 5_000_000 * YUAN)
+    provider = await seed.vendor(registry, is_compute_vendor=True)
+    evidence = {
+        "measure": "M1",
+        "fiscal_year": 2025,
+        "purpose": "healthcare",
+        "invoices": [
+            {
+                "invoice_number": "GPU-2025-01",
+                "provider_credit_code": provider,
+                "paid_on": "2025-03-31",
+                "lines": [{"kind": "compute", "description": "A800 租用", "amount_fen": 3_000_000 * YUAN}],
+            }
+        ],
+    }
+    application = await submit(eligibility, holder, evidence, as_of="2026-02-01")
+    assert application["decision"]["amount_fen"] == 500_000 * YUAN
+    return holder, provider, application
+
+
+async def test_m1_voucher_redeemed_only_by_a_non_affiliated_compute_vendor(
+    vouchers: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, live_eligibility_client: httpx.AsyncClient
+) -> None:
+    holder, provider, application = await _m1_decision(live_registry_client, live_eligibility_client)
+    voucher = (await issue(vouchers, await approve(live_eligibility_client, application))).json()
+    assert (voucher["kind"], voucher["amount_fen"], voucher["vendor"]) == ("M1", 500_000 * YUAN, None)
+    code = voucher["code"]
+    assert code.startswith("M1-")
+
+    affiliated = await seed.vendor(live_registry_client, is_compute_vendor=True)
+    await seed.affiliation(live_registry_client, holder, affiliated)
+    model_vendor = await seed.vendor(live_registry_client, is_model_vendor=True)
+
+    refused = await redeem(vouchers, code, affiliated, 100 * YUAN, "m1-a")
+    assert (refused.status_code, refused.json()["code"], refused.json()["clause"]) == (403, "vendor_affiliated", "M1")
+    not_compute = await redeem(vouchers, code, model_vendor, 100 * YUAN, "m1-b")
+    assert (not_compute.status_code, not_compute.json()["code"]) == (403, "vendor_not_compute_vendor")
+    accepted = await redeem(vouchers, code, provider, 100 * YUAN, "m1-c")
+    assert accepted.status_code == 201, accepted.text
+    other_compute = await seed.vendor(live_registry_client, is_compute_vendor=True)
+    assert (await redeem(vouchers, code, other_compute, 100 * YUAN, "m1-d")).status_code == 201
+    assert (await vouchers.get(f"/v1/vouchers/{code}")).json()["redeemed_fen"] == 200 * YUAN
+
+
+async def test_m1_class_cap_holds_across_vouchers_even_for_a1_decisions(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    holder, _provider, application = await _m1_decision(live_registry_client, live_eligibility_client)
+    assert (await issue(vouchers, await approve(live_eligibility_client, application))).status_code == 201
+    # a second application for 2025: the eligibility service sees the cap is used up
+    again = await submit(live_eligibility_client, holder, application["evidence"], as_of="2026-02-02")
+    assert again["decision"]["outcome"] == "ineligible"
+    assert [f["code"] for f in again["decision"]["failures"]] == ["class_cap_reached"]
+    # an A1 decision for it all the same: the ledger's class-cap row still refuses
+    manual = await live_eligibility_client.post(
+        f"/v1/applications/{again['id']}/manual-decisions",
+        json={"approver": "director", "amount_fen": 100_000 * YUAN, "reason": "测试：一事一议"},
+    )
+    refused = await issue(vouchers, manual.json()["decision"]["id"])
+    assert (refused.status_code, refused.json()["code"]) == (409, "class_cap")
+    [allowance] = await _fetch(
+        vouchers_database,
+        "SELECT limit_fen, used_fen FROM vouchers.allowances WHERE holder = $1 AND kind = 'M1.class_cap'",
+        holder,
+    )
+    assert (allowance["limit_fen"], allowance["used_fen"]) == (500_000 * YUAN, 500_000 * YUAN)
+
+
+# --- holds ----------------------------------------------------------------------------------
+
+
+def _headers(vendor: str, key: str) -> dict[str, str]:
+    return {"Idempotency-Key": key, "X-Vendor-Id": vendor}
+
+
+async def test_holds_reserve_capture_release_and_expire(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    supply, decision_id = await approved_m3(live_registry_client, live_eligibility_client)
+    code = (await issue(vouchers, decision_id)).json()["code"]
+    vendor = supply.vendor
+
+    held = await vouchers.post(
+        f"/v1/vouchers/{code}/holds",
+        json={"amount_fen": 1_000_000 * YUAN, "invoice_number": "H-1"},
+        headers=_headers(vendor, "h-1"),
+    )
+    assert held.status_code == 201, held.text
+    hold = held.json()
+    assert (hold["status"], hold["voucher"]["available_fen"], hold["voucher"]["held_fen"]) == (
+        "held",
+        2_000_000 * YUAN,
+        1_000_000 * YUAN,
+    )
+    # a held amount counts against the balance: 2,500,000 more is refused
+    over = await redeem(vouchers, code, vendor, 2_500_000 * YUAN, "h-2")
+    assert over.json()["code"] == "insufficient_balance"
+
+    stranger = await seed.vendor(live_registry_client, is_model_vendor=True)
+    not_theirs = await vouchers.post(f"/v1/holds/{hold['id']}/capture", headers=_headers(stranger, "h-x"))
+    assert not_theirs.status_code == 404
+    captured = await vouchers.post(f"/v1/holds/{hold['id']}/capture", headers=_headers(vendor, "h-3"))
+    assert (captured.status_code, captured.json()["status"]) == (200, "captured")
+    replay = await vouchers.post(f"/v1/holds/{hold['id']}/capture", headers=_headers(vendor, "h-3"))
+    assert replay.json() == captured.json()
+    twice = await vouchers.post(f"/v1/holds/{hold['id']}/release", headers=_headers(vendor, "h-4"))
+    assert (twice.status_code, twice.json()["code"]) == (409, "hold_not_active")
+
+    second = (
+        await vouchers.post(
+            f"/v1/vouchers/{code}/holds",
+            json={"amount_fen": 500_000 * YUAN, "invoice_number": "H-2"},
+            headers=_headers(vendor, "h-5"),
+        )
+    ).json()
+    released = await vouchers.post(f"/v1/holds/{second['id']}/release", headers=_headers(vendor, "h-6"))
+    assert released.json()["status"] == "released"
+
+    short = (
+        await vouchers.post(
+            f"/v1/vouchers/{code}/holds",
+            json={"amount_fen": 300_000 * YUAN, "invoice_number": "H-3", "hold_seconds": 1},
+            headers=_headers(vendor, "h-7"),
+        )
+    ).json()
+    await asyncio.sleep(1.2)
+    late = await vouchers.post(f"/v1/holds/{short['id']}/capture", headers=_headers(vendor, "h-8"))
+    assert (late.status_code, late.json()["code"], late.json()["hold_status"]) == (409, "hold_not_active", "expired")
+
+    state = (await vouchers.get(f"/v1/vouchers/{code}")).json()
+    assert (state["available_fen"], state["held_fen"], state["redeemed_fen"]) == (2_000_000 * YUAN, 0, 1_000_000 * YUAN)
+    [allowance] = await _fetch(
+        vouchers_database,
+        "SELECT used_fen FROM vouchers.allowances WHERE holder = $1 AND kind = 'M3.redemptions' AND year = $2",
+        supply.holder,
+        datetime.now(UTC).year,
+    )
+    assert allowance["used_fen"] == 1_000_000 * YUAN  # released and expired holds gave their headroom back
+
+
+async def test_the_redemption_ceiling_counts_the_redemption_year(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    clock: Callable[[datetime], None],
+) -> None:
+    """M3: redemptions per enterprise per calendar year ≤ 5,000,000, whatever year the voucher was claimed."""
+    clock(datetime(2025, 6, 1, 2, tzinfo=UTC))
+    supply, first = await approved_m3(live_registry_client, live_eligibility_client)
+    _, second = await approved_m3(
+        live_registry_client, live_eligibility_client, supply=supply, claim_fen=2_000_000 * YUAN
+    )
+    codes = [(await issue(vouchers, d)).json()["code"] for d in (first, second)]
+    clock(datetime(2026, 3, 1, 2, tzinfo=UTC))
+    _, third = await approved_m3(live_registry_client, live_eligibility_client, supply=supply)
+    codes.append((await issue(vouchers, third)).json()["code"])
+    assert (await redeem(vouchers, codes[0], supply.vendor, 3_000_000 * YUAN, "y-1")).status_code == 201
+    assert (await redeem(vouchers, codes[1], supply.vendor, 2_000_000 * YUAN, "y-2")).status_code == 201
+    refused = await redeem(vouchers, codes[2], supply.vendor, 1 * YUAN, "y-3")
+    assert refused.status_code == 409
+    problem = refused.json()
+    assert (problem["code"], problem["clause"], problem["year"], problem["headroom_fen"]) == (
+        "redemption_ceiling",
+        "M3",
+        2026,
+        0,
+    )
+    clock(datetime(2027, 1, 5, 2, tzinfo=UTC))
+    assert (await redeem(vouchers, codes[2], supply.vendor, 1 * YUAN, "y-4")).status_code == 201
+
+
+# --- grants, voiding, expiry -------------------------------------------------------------------
+
+
+async def test_other_measures_are_grants_once(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    holder = await seed.organisation(live_registry_client)
+    application = await submit(
+        live_eligibility_client,
+        holder,
+        {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 1_000_000 * YUAN},
+        as_of="2026-02-01",
+    )
+    decision_id = await approve(live_eligibility_client, application)
+    wrong = await issue(vouchers, decision_id)
+    assert (wrong.status_code, wrong.json()["code"]) == (422, "wrong_instrument")
+    granted = await vouchers.post("/v1/grants", json={"decision_id": decision_id, "issued_by": "officer-chen"})
+    assert granted.status_code == 201, granted.text
+    assert (granted.json()["measure"], granted.json()["amount_fen"]) == ("M6", 500_000 * YUAN)
+    again = await vouchers.post("/v1/grants", json={"decision_id": decision_id, "issued_by": "officer-chen"})
+    assert (again.status_code, again.json()["code"]) == (409, "already_issued")
+    [entry] = await _fetch(
+        vouchers_database,
+        "SELECT e.kind, e.amount_fen, a.kind AS to_kind, a.ref FROM vouchers.entries e "
+        "JOIN vouchers.accounts a ON a.id = e.to_account_id WHERE e.decision_id = $1",
+        uuid.UUID(decision_id),
+    )
+    assert (entry["kind"], entry["amount_fen"], entry["to_kind"], entry["ref"]) == (
+        "grant",
+        500_000 * YUAN,
+        "grant_paid",
+        holder,
+    )
+
+
+async def test_not_approved_decisions_issue_nothing(
+    vouchers: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, live_eligibility_client: httpx.AsyncClient
+) -> None:
+    from tests.vouchers.flow import m3_evidence, model_supply
+
+    supply = await model_supply(live_registry_client)
+    application = await submit(live_eligibility_client, supply.holder, m3_evidence(supply, 1_000_000 * YUAN, None))
+    pending = await issue(vouchers, application["decision"]["id"])
+    assert (pending.status_code, pending.json()["code"]) == (422, "decision_not_approved")
+    unknown = await issue(vouchers, "00000000-0000-0000-0000-000000000000")
+    assert unknown.json()["code"] == "decision_not_approved"
+
+
+async def test_voiding_returns_the_unused_amount(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    supply, decision_id = await approved_m3(live_registry_client, live_eligibility_client)
+    code = (await issue(vouchers, decision_id)).json()["code"]
+    assert (await redeem(vouchers, code, supply.vendor, 1_000_000 * YUAN, "v-1")).status_code == 201
+    no_reason = await vouchers.post(f"/v1/vouchers/{code}/void", json={"officer": "chen"})
+    assert no_reason.status_code == 422
+    voided = await vouchers.post(f"/v1/vouchers/{code}/void", json={"officer": "chen", "reason": "企业申请注销"})
+    assert voided.status_code == 200, voided.text
+    body = voided.json()
+    assert (body["state"], body["available_fen"], body["returned_fen"]) == ("voided", 0, 2_000_000 * YUAN)
+    after = await redeem(vouchers, code, supply.vendor, 1, "v-2")
+    assert after.json()["code"] == "voucher_voided"
+    twice = await vouchers.post(f"/v1/vouchers/{code}/void", json={"officer": "chen", "reason": "再次"})
+    assert twice.json()["code"] == "voucher_not_active"
+    kinds = await _fetch(
+        vouchers_database,
+        "SELECT e.kind, e.amount_fen, a.kind AS to_kind FROM vouchers.entries e "
+        "JOIN vouchers.vouchers v ON v.id = e.voucher_id JOIN vouchers.accounts a ON a.id = e.to_account_id "
+        "WHERE v.code = $1 ORDER BY e.id",
+        code,
+    )
+    assert [(k["kind"], k["amount_fen"], k["to_kind"]) for k in kinds] == [
+        ("issue", 3_000_000 * YUAN, "voucher"),
+        ("redeem", 1_000_000 * YUAN, "vendor_receivable"),
+        ("void", 2_000_000 * YUAN, "budget"),
+    ]
+
+
+async def test_expiry_after_the_end_of_the_next_calendar_year(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    clock: Callable[[datetime], None],
+) -> None:
+    clock(datetime(2025, 6, 1, 2, tzinfo=UTC))
+    supply, decision_id = await approved_m3(live_registry_client, live_eligibility_client)
+    voucher = (await issue(vouchers, decision_id)).json()
+    assert voucher["valid_until"] == "2026-12-31"
+    code = voucher["code"]
+    clock(datetime(2026, 12, 31, 15, 59, tzinfo=UTC))  # 23:59 on 31 December in Shenzhen: still valid
+    assert (await redeem(vouchers, code, supply.vendor, 100 * YUAN, "e-1")).status_code == 201
+    clock(datetime(2027, 1, 2, 2, tzinfo=UTC))
+    late = await redeem(vouchers, code, supply.vendor, 100 * YUAN, "e-2")
+    assert (late.status_code, late.json()["code"]) == (409, "voucher_expired")
+    assert (await vouchers.get(f"/v1/vouchers/{code}")).json()["state"] == "expired"
+    expired = await vouchers.post("/v1/expiries")
+    assert expired.json()["expired_vouchers"] >= 1
+    state = (await vouchers.get(f"/v1/vouchers/{code}")).json()
+    assert (state["state"], state["available_fen"], state["returned_fen"]) == (
+        "expired",
+        0,
+        3_000_000 * YUAN - 100 * YUAN,
+    )
+
+
+# --- bad input and missing headers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "code"),
+    [
+        ({"X-Vendor-Id": "9144030071526726XG"}, {"amount_fen": 1, "invoice_number": "x"}, "idempotency_key_required"),
+        ({"Idempotency-Key": "k"}, {"amount_fen": 1, "invoice_number": "x"}, "vendor_id_required"),
+        (
+            {"Idempotency-Key": "k", "X-Vendor-Id": "9144030071526726XA"},
+            {"amount_fen": 1, "invoice_number": "x"},
+            "vendor_id_required",
+        ),
+        (
+            {"Idempotency-Key": "k", "X-Vendor-Id": "9144030071526726XG"},
+            {"amount_fen": 0, "invoice_number": "x"},
+            "validation_failed",
+        ),
+        (
+            {"Idempotency-Key": "k", "X-Vendor-Id": "9144030071526726XG"},
+            {"amount_fen": 1.5, "invoice_number": "x"},
+            "validation_failed",
+        ),
+        ({"Idempotency-Key": "k", "X-Vendor-Id": "9144030071526726XG"}, {"amount_fen": 1}, "validation_failed"),
+        (
+            {"Idempotency-Key": "k", "X-Vendor-Id": "9144030071526726XG"},
+            {"amount_fen": 1, "invoice_number": "x", "tip": 5},
+            "validation_failed",
+        ),
+    ],
+)
+async def test_garbage_from_vendors_is_refused_cleanly(
+    vouchers: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any], code: str
+) -> None:
+    response = await vouchers.post("/v1/vouchers/M3-AAAAA-BBBBB-CCCCC-DDDDD/redemptions", json=body, headers=headers)
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+
+
+async def test_unknown_voucher(vouchers: httpx.AsyncClient) -> None:
+    response = await redeem(vouchers, "M3-AAAAA-BBBBB-CCCCC-DDDDD", "9144030071526726XG", 1, "u-1")
+    assert (response.status_code, response.json()["code"]) == (404, "voucher_not_found")
+    lowercase = await vouchers.get("/v1/vouchers/m3-nope")
+    assert lowercase.status_code == 422
+
+
+async def test_eligibility_down_means_503_and_nothing_written(
+    vouchers_database: str,
+    live_registry: str,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+) -> None:
+    _, decision_id = await approved_m3(live_registry_client, live_eligibility_client)
+    app = create_app(
+        VouchersSettings(
+            database_url=vouchers_database,
+            eligibility_url=f"http://127.0.0.1:{free_port()}",
+            registry_url=live_registry,
+            peer_timeout_seconds=0.5,
+        )
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://v") as client:
+            response = await client.post("/v1/vouchers", json={"decision_id": decision_id, "issued_by": "chen"})
+    assert response.status_code == 503
+    assert response.json()["code"] == "peer_unavailable"
+    assert response.headers["retry-after"]
+    rows = await _fetch(vouchers_database, "SELECT 1 FROM vouchers.vouchers WHERE decision_id = $1::uuid", decision_id)
+    assert rows == []
