@@ -25,6 +25,7 @@ from .errors import (
     VENDOR_NOT_COMPUTE_VENDOR,
 )
 from .hotpath import HotPath, local_today, render, request_hash
+from .invariants import check_invariants
 from .peers import Eligibility, Registry
 from .schemas import GrantRead, HoldRequest, IssueRequest, RedemptionRequest, VoidRequest, VoucherRead
 
@@ -243,3 +244,15 @@ async def void(session: SessionDep, moment: Now, code: VoucherCode, payload: Voi
 @router.post("/v1/expiries", tags=["vouchers"], summary="Release expired holds and expire vouchers past their date")
 async def expire(session: SessionDep, moment: Now) -> dict[str, int]:
     return {"expired_vouchers": await service.expire_due(session, moment)}
+
+
+@router.get(
+    "/v1/ledger/invariants",
+    tags=["ledger"],
+    summary="Check the ledger against its projections: sums, balances, ceilings, redemptions",
+)
+async def invariants(hotpath: HotDep) -> dict[str, object]:
+    assert hotpath.pool is not None
+    async with hotpath.pool.acquire() as connection:
+        violations = await check_invariants(connection)
+    return {"ok": not violations, "violations": [{"check": v.check, "row": v.row} for v in violations]}

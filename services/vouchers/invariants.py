@@ -14,6 +14,7 @@ ledger is consistent:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -96,12 +97,23 @@ class Violation:
         return f"{self.check}: {self.row}"
 
 
+def _plain(value: Any) -> Any:
+    """JSON-safe values: sums of bigint come back as Decimal, and money is never a float."""
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, int | str | bool):
+        return value
+    return str(value)
+
+
 async def check_invariants(connection: asyncpg.Connection) -> list[Violation]:
     """Every violated invariant, with the rows that break it (empty: the ledger is consistent)."""
     violations: list[Violation] = []
     for name, query in CHECKS.items():
         for record in await connection.fetch(query):
-            violations.append(Violation(name, dict(record)))
+            violations.append(Violation(name, {key: _plain(value) for key, value in record.items()}))
     return violations
 
 

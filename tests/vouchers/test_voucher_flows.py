@@ -404,3 +404,32 @@ async def test_eligibility_down_means_503_and_nothing_written(
     assert response.headers["retry-after"]
     rows = await _fetch(vouchers_database, "SELECT 1 FROM vouchers.vouchers WHERE decision_id = $1::uuid", decision_id)
     assert rows == []
+
+
+async def test_the_invariants_endpoint_reports_a_broken_projection(
+    vouchers: httpx.AsyncClient, vouchers_database: str
+) -> None:
+    """The check can fail: corrupt a projection (as superuser), see it named, put it back."""
+    assert (await vouchers.get("/v1/ledger/invariants")).json() == {"ok": True, "violations": []}
+    connection = await asyncpg.connect(vouchers_database)
+    try:
+        voucher_id = await connection.fetchval(
+            "SELECT id FROM vouchers.vouchers WHERE available_fen > 1 ORDER BY id LIMIT 1"
+        )
+        assert voucher_id is not None
+        await connection.execute(
+            "UPDATE vouchers.vouchers SET available_fen = available_fen - 1, returned_fen = returned_fen + 1 "
+            "WHERE id = $1",
+            voucher_id,
+        )
+        report = (await vouchers.get("/v1/ledger/invariants")).json()
+        assert report["ok"] is False
+        assert {v["check"] for v in report["violations"]} == {"voucher_projection"}
+    finally:
+        await connection.execute(
+            "UPDATE vouchers.vouchers SET available_fen = available_fen + 1, returned_fen = returned_fen - 1 "
+            "WHERE id = $1",
+            voucher_id,
+        )
+        await connection.close()
+    assert (await vouchers.get("/v1/ledger/invariants")).json()["ok"] is True
