@@ -55,6 +55,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per peer call is noise
     # our access log replaces uvicorn's
     logging.getLogger("uvicorn.access").disabled = True
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,7 +153,7 @@ class ParameterSet:
             raise LookupError(f"{self.source_file}: {parameter_id} has no value on {day.isoformat()}")
         return parameter, found
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """A short hash of every value: two sets with the same digest decide alike."""
         canonical = json.dumps(

@@ -294,10 +294,15 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
     clock(date(2027, 2, 1))
     after = (
         await eligibility.post(
-            "/v1/applications", json={"applicant": applicant, "as_of": "2027-02-01", "evidence": evidence}
+            "/v1/applications",
+            json={
+                "applicant": applicant,
+                "as_of": "2027-02-01",
+                "evidence": {**evidence, "diagnosis_reference": "诊断-2027"},
+            },
         )
     ).json()
-    assert after["decision"]["amount_fen"] == 400_000 * YUAN
+    assert after["decision"]["amount_fen"] == 400_000 * YUAN, after["decision"]["failures"]
     unchanged = (await eligibility.get(f"/v1/decisions/{before['decision']['id']}")).json()
     assert unchanged["amount_fen"] == 500_000 * YUAN
     assert unchanged["parameters_digest"] != after["decision"]["parameters_digest"]

@@ -721,6 +721,17 @@ def test_m9_growth_is_capped() -> None:
     assert step["amounts"]["after_cap_fen"] == yuan(2_000_000)
 
 
+def test_m9_growth_for_a_year_is_paid_once() -> None:
+    """A second application for the same year gets no second growth reward."""
+    facts = make_facts(revenues=revenues(y2024=50_000_000, y2025=80_000_000))
+    first = run(m9(), facts)
+    assert_eligible(first, yuan(300_000))
+    again = run(
+        m9(), make_facts(revenues=facts.revenues, prior_awards=[prior(2025, yuan(300_000), {"growth": yuan(300_000)})])
+    )
+    assert_ineligible(again, "no_new_threshold", "growth_already_awarded")
+
+
 def with_mode(mode: str) -> ParameterSet:
     version = Value(date(2024, 1, 1), None, mode, "interpretation", "test", "version:test")
     return PARAMS.with_versions([("M9.multiple_thresholds", version)])
@@ -907,3 +918,15 @@ def test_m13_organiser_need_not_be_registered_in_the_district() -> None:
     assert_eligible(run(m13(yuan(800_000)), facts), yuan(400_000))
     # other measures do require it
     assert "not_in_district" in codes(run(m6(yuan(800_000)), facts))
+
+
+def test_m6_and_m13_support_a_project_or_event_once() -> None:
+    m6 = M6Evidence(measure="M6", diagnosis_reference="深工信诊断〔2025〕12号", audited_investment_fen=yuan(100_000))
+    first = run(m6, make_facts())
+    assert_eligible(first, yuan(50_000))
+    again = run(m6, make_facts(prior_awards=[prior(2026, yuan(50_000), dict(first.result.components))]))
+    assert_ineligible(again, "already_awarded")
+    other = M6Evidence(measure="M6", diagnosis_reference="深工信诊断〔2025〕13号", audited_investment_fen=yuan(100_000))
+    assert_eligible(
+        run(other, make_facts(prior_awards=[prior(2026, yuan(50_000), dict(first.result.components))])), yuan(50_000)
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M13Evidence
 from ..facts import Facts, FactsRequest
-from .checks import share
+from .checks import share, was_awarded
 from .common import reason
 
 MEASURE = "M13"
@@ -23,7 +23,12 @@ MAJOR_INFLUENCE = ("international", "national")
 
 
 def facts_needed(evidence: M13Evidence) -> FactsRequest:
-    return FactsRequest()
+    return FactsRequest(prior_awards=True)
+
+
+def event_key(evidence: M13Evidence) -> str:
+    """The component key that marks an event as subsidised (one subsidy per event)."""
+    return f"event:{evidence.held_on.isoformat()}:{evidence.event_name}"
 
 
 def evaluate(evidence: M13Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
@@ -49,6 +54,15 @@ def evaluate(evidence: M13Evidence, facts: Facts, p: ParamView, trace: Trace) ->
                 f"活动日期 {evidence.held_on} 晚于申请日期 {facts.as_of}：补贴按审计金额计算",
                 f"The event date {evidence.held_on} is after the application date {facts.as_of}: "
                 "the subsidy is on the audited cost",
+            )
+        )
+    if was_awarded(facts.prior_awards, event_key(evidence)):
+        failures.append(
+            reason(
+                "M13",
+                "already_awarded",
+                f"活动“{evidence.event_name}”（{evidence.held_on}）已获补贴",
+                f"The event “{evidence.event_name}” ({evidence.held_on}) was already subsidised",
             )
         )
     trace.step(
@@ -81,4 +95,4 @@ def evaluate(evidence: M13Evidence, facts: Facts, p: ParamView, trace: Trace) ->
         amounts={"before_cap_fen": before_cap, "cap_fen": cap, "after_cap_fen": amount, "amount_fen": amount},
         outcome="eligible",
     )
-    return Result.eligible(amount)
+    return Result.eligible(amount, {event_key(evidence): amount})

@@ -10,17 +10,39 @@ from __future__ import annotations
 from ..engine import ParamView, Result, Trace
 from ..evidence import M6Evidence
 from ..facts import Facts, FactsRequest
-from .checks import share
+from .checks import share, was_awarded
+from .common import reason
 
 MEASURE = "M6"
 TITLE = {"zh": "人工智能数字化转型标杆项目", "en": "Benchmark digital-transformation projects"}
 
 
 def facts_needed(evidence: M6Evidence) -> FactsRequest:
-    return FactsRequest()
+    return FactsRequest(prior_awards=True)
+
+
+def project_key(evidence: M6Evidence) -> str:
+    """The component key that marks a diagnosed project as supported (one support per project)."""
+    return f"project:{evidence.diagnosis_reference}"
 
 
 def evaluate(evidence: M6Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
+    if was_awarded(facts.prior_awards, project_key(evidence)):
+        trace.step(
+            "M6",
+            "同一项目仅资助一次",
+            "A project is supported once",
+            inputs={"diagnosis_reference": evidence.diagnosis_reference},
+            outcome="fail",
+        )
+        return Result.ineligible(
+            reason(
+                "M6",
+                "already_awarded",
+                f"项目（{evidence.diagnosis_reference}）已获资助",
+                f"The project ({evidence.diagnosis_reference}) was already supported",
+            )
+        )
     ratio = p("M6.ratio")
     before_cap = share(evidence.audited_investment_fen, ratio)
     trace.step(
@@ -39,4 +61,4 @@ def evaluate(evidence: M6Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         amounts={"before_cap_fen": before_cap, "cap_fen": cap, "after_cap_fen": amount, "amount_fen": amount},
         outcome="eligible",
     )
-    return Result.eligible(amount)
+    return Result.eligible(amount, {project_key(evidence): amount})

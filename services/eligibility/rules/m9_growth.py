@@ -160,7 +160,9 @@ def _growth_part(
     before_cap = share(increase, p("M9.growth_award_ratio"))
     cap: int = p("M9.growth_cap_fen")
     already = awarded_in(facts.prior_awards, year, "growth")
-    amount = min(before_cap, max(0, cap - already))
+    # the year's growth reward is paid once: a later application for the same year gets only
+    # what an earlier one did not (e.g. after a corrected revenue figure), never the same again
+    amount = max(0, min(before_cap, cap) - already)
     trace.step(
         "M9",
         "按营收增量比例奖励，向下取整到分，封顶（扣除同年度已获增速奖励）",
@@ -178,8 +180,8 @@ def _growth_part(
     return 0, reason(
         "M9",
         "growth_already_awarded",
-        f"{year} 年度增速奖励已达上限",
-        f"The {year} growth reward has already reached its cap",
+        f"{year} 年度增速奖励已发放",
+        f"The {year} growth reward was already paid",
     )
 
 
