@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint types pytest migrate db-start db-stop clean
+.PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required (found %s)" % sys.version.split()[0]'
@@ -44,6 +44,9 @@ db-start: $(STAMP)
 
 db-stop: $(STAMP)
 	@$(BIN)/python -m shared.devdb stop
+
+bench-eligibility: $(STAMP)
+	$(BIN)/python -m bench.eligibility_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: each one a command whose output goes into docs/benchmarks.md."""

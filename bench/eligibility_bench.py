@@ -1,0 +1,854 @@
+"""Eligibility benchmark: submissions over HTTP, simulations, and the pure engine as the baseline.
+
+    .venv/bin/python -m bench.eligibility_bench [--applications 10000] [--concurrency 16]
+    make bench-eligibility
+
+One run, on this machine, all on 127.0.0.1:
+
+1. a fresh database `bench_eligibility_<pid>` on DATABASE_URL's server, or on the embedded
+   PostgreSQL 18 when DATABASE_URL is unset; migrated; dropped at the end, even on failure;
+2. the registry and the eligibility service as real uvicorn processes on free ports (their
+   logs go to files in a temporary directory, not to this output);
+3. organisations and their 2024 and 2025 revenues, seeded through the registry's bulk import;
+4. N applications (M6, M9, M11, M13 in turn) submitted over HTTP with bounded concurrency:
+   submissions per second, latency p50 / p99, outcomes;
+5. every stored application re-evaluated through POST /v1/simulations, one request per
+   measure and benefit year: applications re-evaluated per second;
+6. the pure rules engine, in this process, on stored applications' evidence and facts (no
+   I/O): evaluations per second, the baseline both rates are compared with.
+
+It ends with a Markdown block to paste into docs/benchmarks.md. Bounded: N applications
+and --max-seconds for the whole run. Exit status 1 if any request did not answer as
+expected (201 for submissions, 200 for simulations) or the time budget ran out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from shared import devdb
+from shared.devrun import ROOT, Stack, ensure_database, start_service, stop_services, wait_ready
+from shared.identifiers import USCC_ALPHABET, uscc_check_character
+from shared.migrations import upgrade_all
+
+HOST = "127.0.0.1"
+SERVICES = ("registry", "eligibility")
+AS_OF = "2026-03-01"
+YUAN = 100  # fen
+MEASURES = ("M6", "M9", "M11", "M13")
+BENEFIT_YEAR = {"M6": 2026, "M9": 2025, "M11": 2025, "M13": 2026}
+OVERRIDES: dict[str, dict[str, str]] = {
+    "M6": {"M6.ratio": "0.40"},
+    "M9": {"M9.growth_award_ratio": "0.02"},
+    "M11": {"M11.rent_ratio": "0.40"},
+    "M13": {"M13.ratio": "0.40"},
+}
+OUTCOMES = ("eligible", "needs_review", "ineligible")
+REPEATS = "repeat applications (an organisation applying again for the same measure and benefit year)"
+SAMPLES_PER_MEASURE = 50  # stored applications per measure the pure engine loops over
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def credit_codes(rng: random.Random, count: int) -> list[str]:
+    """Distinct valid codes: 91 (enterprise) 440307 (Longgang), 9 random characters, check character."""
+    seen: set[str] = set()
+    codes: list[str] = []
+    while len(codes) < count:
+        body = "91440307" + "".join(rng.choice(USCC_ALPHABET) for _ in range(9))
+        code = body + uscc_check_character(body)
+        if code not in seen:
+            seen.add(code)
+            codes.append(code)
+    return codes
+
+
+def organisation_rows(codes: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "credit_code": code,
+            "name": f"深圳龙岗基准测试科技有限公司{n}",
+            "kind": "enterprise",
+            "registered_district": "440307",
+            "registered_on": "2021-01-04",
+            "is_software_internet": True,
+            "four_above_category": "above_scale_services",
+            "owns_district_industrial_housing": False,
+        }
+        for n, code in enumerate(codes, start=1)
+    ]
+
+
+def revenue_rows(rng: random.Random, codes: list[str]) -> list[dict[str, Any]]:
+    """2024 between 2 and 150 million yuan; 2025 between 80% and 250% of it (M9 growth, M11 threshold)."""
+    rows: list[dict[str, Any]] = []
+    for code in codes:
+        revenue_2024 = rng.randint(2_000_000, 150_000_000) * YUAN
+        revenue_2025 = revenue_2024 * rng.randint(80, 250) // 100
+        rows.append({"credit_code": code, "year": 2024, "revenue_fen": revenue_2024})
+        rows.append({"credit_code": code, "year": 2025, "revenue_fen": revenue_2025})
+    return rows
+
+
+def evidence(measure: str, n: int, rng: random.Random) -> dict[str, Any]:
+    if measure == "M6":
+        return {
+            "measure": "M6",
+            "diagnosis_reference": f"深工信诊断〔2025〕{n}号",
+            "audited_investment_fen": rng.randint(100_000, 5_000_000) * YUAN,
+        }
+    if measure == "M9":
+        return {"measure": "M9", "year": 2025}
+    if measure == "M11":
+        area = rng.randint(20_000, 300_000)  # hundredths of a m²: 200.00 – 3,000.00 m²
+        months = rng.randint(6, 12)
+        rent_per_m2_month = rng.randint(40, 150)  # yuan
+        return {
+            "measure": "M11",
+            "year": 2025,
+            "area_m2": f"{area // 100}.{area % 100:02d}",
+            "months": months,
+            "rent_paid_fen": area * rent_per_m2_month * months,  # area/100 m² × yuan × 100 fen
+        }
+    return {
+        "measure": "M13",
+        "event_name": f"龙岗人工智能大会第{n}场",
+        "held_on": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        "held_in_longgang": True,
+        "influence": rng.choices(("international", "national", "regional"), weights=(45, 45, 10))[0],
+        "audited_cost_fen": rng.randint(100_000, 2_000_000) * YUAN,
+    }
+
+
+def application_payloads(rng: random.Random, codes: list[str], count: int) -> list[dict[str, Any]]:
+    """Measures in turn; each organisation applies once per measure before any applies twice."""
+    payloads: list[dict[str, Any]] = []
+    for i in range(count):
+        measure = MEASURES[i % len(MEASURES)]
+        payloads.append(
+            {
+                "applicant": codes[(i // len(MEASURES)) % len(codes)],
+                "as_of": AS_OF,
+                "evidence": evidence(measure, i + 1, rng),
+                "submitted_by": "bench",
+            }
+        )
+    return payloads
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Seeding:
+    organisations: int = 0
+    revenues: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Submissions:
+    requested: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    amounts_fen: Counter[str] = field(default_factory=Counter)
+    #: outcomes of repeat applications (same organisation, measure and benefit year)
+    repeat_outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def created(self) -> int:
+        return self.statuses["201"]
+
+    @property
+    def rate(self) -> float:
+        return self.created / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Simulation:
+    measure: str
+    year: int
+    status: int
+    seconds: float
+    count: int = 0
+    changed: int = 0
+    total_before_fen: int = 0
+    total_after_fen: int = 0
+
+
+@dataclass
+class Baseline:
+    samples: int = 0
+    agree: int = 0
+    evaluations: int = 0
+    seconds: float = 0.0
+    with_parsing: int = 0
+    with_parsing_seconds: float = 0.0
+    digest_seconds: float = 0.0  # one `ParameterSet.digest`, which every evaluation computes
+
+    @property
+    def rate(self) -> float:
+        return self.evaluations / self.seconds if self.seconds else 0.0
+
+    @property
+    def parsing_rate(self) -> float:
+        return self.with_parsing / self.with_parsing_seconds if self.with_parsing_seconds else 0.0
+
+
+@dataclass
+class Results:
+    seeding: Seeding = field(default_factory=Seeding)
+    submissions: Submissions = field(default_factory=Submissions)
+    simulations: list[Simulation] = field(default_factory=list)
+    baseline: Baseline = field(default_factory=Baseline)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    postgres_version: str = ""
+
+    @property
+    def simulated(self) -> int:
+        return sum(s.count for s in self.simulations if s.status == 200)
+
+    @property
+    def simulation_seconds(self) -> float:
+        return sum(s.seconds for s in self.simulations)
+
+    @property
+    def simulation_rate(self) -> float:
+        return self.simulated / self.simulation_seconds if self.simulation_seconds else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.submissions.created == self.submissions.requested
+            and bool(self.simulations)
+            and all(s.status == 200 for s in self.simulations)
+            and self.simulated == self.submissions.created
+        )
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+# --- the HTTP phases -----------------------------------------------------------------------------
+
+
+async def seed_registry(client: httpx.AsyncClient, rng: random.Random, count: int, result: Seeding) -> list[str]:
+    codes = credit_codes(rng, count)
+    started = time.perf_counter()
+    for path, rows in (
+        ("/v1/imports/organisations", organisation_rows(codes)),
+        ("/v1/imports/revenues", revenue_rows(rng, codes)),
+    ):
+        response = await client.post(path, json=rows)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path}: HTTP {response.status_code}: {response.text[:2000]}")
+        report = response.json()
+        if report["created"] != len(rows) or report["failed"]:
+            raise RuntimeError(f"{path}: expected {len(rows)} created, got {json.dumps(report)[:2000]}")
+        if path.endswith("organisations"):
+            result.organisations = report["created"]
+        else:
+            result.revenues = report["created"]
+    result.seconds = time.perf_counter() - started
+    return codes
+
+
+async def submit_all(
+    client: httpx.AsyncClient, payloads: list[dict[str, Any]], concurrency: int, first_round: int, result: Submissions
+) -> None:
+    """`payloads[first_round:]` are repeats: an organisation applying again for the same measure and year."""
+    semaphore = asyncio.Semaphore(concurrency)
+    result.requested = len(payloads)
+    step = max(1, len(payloads) // 10)
+    done = 0
+    started = time.perf_counter()
+
+    async def submit(index: int, payload: dict[str, Any]) -> None:
+        nonlocal done
+        measure = payload["evidence"]["measure"]
+        async with semaphore:
+            sent = time.perf_counter()
+            try:
+                response = await client.post("/v1/applications", json=payload)
+            except httpx.HTTPError as exc:
+                result.statuses[type(exc).__name__] += 1
+                if len(result.errors) < 5:
+                    result.errors.append(f"{measure} {payload['applicant']}: {type(exc).__name__}: {exc}")
+                return
+            finally:
+                done += 1
+                if done % step == 0:
+                    elapsed = time.perf_counter() - started
+                    say(f"  {done:>7,} / {len(payloads):,} submitted  ({done / elapsed:,.0f}/s)")
+            result.latencies.append(time.perf_counter() - sent)
+        result.statuses[str(response.status_code)] += 1
+        if response.status_code != 201:
+            if len(result.errors) < 5:
+                result.errors.append(
+                    f"{measure} {payload['applicant']}: HTTP {response.status_code}: {response.text[:500]}"
+                )
+            return
+        decision = response.json()["decision"]
+        result.outcomes[(measure, decision["outcome"])] += 1
+        if index >= first_round:
+            result.repeat_outcomes[(measure, decision["outcome"])] += 1
+        if decision["outcome"] == "eligible":
+            result.amounts_fen[measure] += decision["amount_fen"] or 0
+        for failure in decision["failures"]:
+            result.failures[(measure, failure["code"])] += 1
+
+    await asyncio.gather(*(submit(index, payload) for index, payload in enumerate(payloads)))
+    result.seconds = time.perf_counter() - started
+
+
+async def simulate_all(client: httpx.AsyncClient) -> list[Simulation]:
+    simulations: list[Simulation] = []
+    for measure in MEASURES:
+        year = BENEFIT_YEAR[measure]
+        body = {"measure": measure, "year": year, "overrides": OVERRIDES[measure]}
+        started = time.perf_counter()
+        response = await client.post("/v1/simulations", json=body)
+        simulation = Simulation(measure, year, response.status_code, time.perf_counter() - started)
+        if response.status_code == 200:
+            read = response.json()
+            simulation.count = read["count"]
+            simulation.changed = read["changed"]
+            simulation.total_before_fen = read["total_before_fen"]
+            simulation.total_after_fen = read["total_after_fen"]
+        else:
+            say(f"  simulation {measure}/{year}: HTTP {response.status_code}: {response.text[:500]}")
+        say(
+            f"  {measure} (benefit year {year}): {simulation.count:,} re-evaluated in {simulation.seconds:.2f} s, "
+            f"{simulation.changed:,} changed"
+        )
+        simulations.append(simulation)
+    return simulations
+
+
+SAMPLES_SQL = """
+SELECT a.evidence::text AS evidence, a.as_of, d.facts::text AS facts, d.outcome, d.amount_fen
+FROM (
+    SELECT *, row_number() OVER (PARTITION BY measure ORDER BY seq) AS n FROM eligibility.applications
+) AS a
+JOIN eligibility.decisions AS d ON d.id = a.current_decision_id
+WHERE a.n <= $1 AND d.kind = 'automatic'
+ORDER BY a.n, a.measure
+"""
+
+
+async def from_database(database_url: str, results: Results) -> None:
+    """PostgreSQL's version, and stored applications with their decision's facts (the API does not
+    return facts), the first few of each measure, measures interleaved: the same mix as submitted."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        results.postgres_version = str(await connection.fetchval("SELECT version()"))
+        results.samples = [
+            {
+                "evidence": json.loads(row["evidence"]),
+                "as_of": row["as_of"].isoformat(),
+                "facts": json.loads(row["facts"]),
+                "outcome": row["outcome"],
+                "amount_fen": row["amount_fen"],
+            }
+            for row in await connection.fetch(SAMPLES_SQL, SAMPLES_PER_MEASURE)
+        ]
+    finally:
+        await connection.close()
+
+
+async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, deadline: float) -> None:
+    rng = random.Random(args.seed)
+    timeout = httpx.Timeout(120.0, connect=5.0)
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the time budget (--max-seconds) ran out")
+        return left
+
+    async with httpx.AsyncClient(base_url=stack.url("registry"), timeout=timeout, trust_env=False) as registry:
+        say(f"seeding the registry: {args.organisations:,} organisations, revenues for 2024 and 2025 (bulk import)")
+        async with asyncio.timeout(remaining()):
+            codes = await seed_registry(registry, rng, args.organisations, results.seeding)
+        say(
+            f"  {results.seeding.organisations:,} organisations + {results.seeding.revenues:,} revenues "
+            f"in {results.seeding.seconds:.2f} s"
+        )
+
+    payloads = application_payloads(rng, codes, args.applications)
+    async with httpx.AsyncClient(
+        base_url=stack.url("eligibility"), timeout=timeout, limits=limits, trust_env=False
+    ) as eligibility:
+        say(f"submitting {len(payloads):,} applications ({', '.join(MEASURES)}), concurrency {args.concurrency}")
+        async with asyncio.timeout(remaining()):
+            first_round = len(MEASURES) * len(codes)
+            await submit_all(eligibility, payloads, args.concurrency, first_round, results.submissions)
+        s = results.submissions
+        say(
+            f"  {s.created:,} × 201 in {s.seconds:.2f} s: {s.rate:,.1f} submissions/s, "
+            f"p50 {ms(percentile(s.latencies, 50))}, p99 {ms(percentile(s.latencies, 99))}"
+        )
+        if s.failures:
+            say(f"  reasons given for ineligible decisions: {failure_reasons(s)}")
+        if s.repeat_outcomes:
+            say(f"  {REPEATS}: {repeat_summary(s)}")
+        for line in s.errors:
+            say(f"  ! {line}")
+
+        say("re-evaluating every stored application: POST /v1/simulations, one request per measure and year")
+        async with asyncio.timeout(remaining()):
+            results.simulations = await simulate_all(eligibility)
+        say(
+            f"  {results.simulated:,} re-evaluated in {results.simulation_seconds:.2f} s: "
+            f"{results.simulation_rate:,.0f} applications/s"
+        )
+    async with asyncio.timeout(remaining()):
+        await from_database(stack.database_url, results)
+
+
+# --- the in-process baseline ----------------------------------------------------------------------
+
+
+def pure_baseline(samples: list[dict[str, Any]], seconds: float, result: Baseline) -> None:
+    """The rules engine alone on stored evidence and facts; then with the parsing a simulation does."""
+    from pydantic import TypeAdapter
+
+    from services.eligibility.evidence import AnyEvidence
+    from services.eligibility.facts import Facts
+    from services.eligibility.parameters import load_parameter_file
+    from services.eligibility.rules import evaluate_application
+
+    if not samples:
+        return
+    adapter: TypeAdapter[Any] = TypeAdapter(AnyEvidence)
+    parameters = load_parameter_file()
+    built = [
+        (
+            adapter.validate_python(s["evidence"]),
+            date.fromisoformat(s["as_of"]),
+            Facts.model_validate(s["facts"]),
+        )
+        for s in samples
+    ]
+    result.samples = len(built)
+    for sample, (evidence_, as_of, facts) in zip(samples, built, strict=True):
+        evaluation = evaluate_application(evidence_, as_of, facts, parameters)
+        if (evaluation.result.outcome, evaluation.result.amount_fen) == (sample["outcome"], sample["amount_fen"]):
+            result.agree += 1
+
+    started = time.perf_counter()
+    until = started + seconds
+    count = 0
+    while True:
+        for evidence_, as_of, facts in built:
+            evaluate_application(evidence_, as_of, facts, parameters)
+        count += len(built)
+        if time.perf_counter() >= until:
+            break
+    result.evaluations, result.seconds = count, time.perf_counter() - started
+
+    started = time.perf_counter()
+    until = started + seconds
+    count = 0
+    while True:
+        for sample in samples:
+            evaluate_application(
+                adapter.validate_python(sample["evidence"]),
+                date.fromisoformat(sample["as_of"]),
+                Facts.model_validate(sample["facts"]),
+                parameters,
+            )
+        count += len(samples)
+        if time.perf_counter() >= until:
+            break
+    result.with_parsing, result.with_parsing_seconds = count, time.perf_counter() - started
+
+    rounds = 200
+    started = time.perf_counter()
+    for _ in range(rounds):
+        _ = parameters.digest
+    result.digest_seconds = (time.perf_counter() - started) / rounds
+
+
+# --- the services' access logs -------------------------------------------------------------------
+
+_CODE = re.compile(r"/[0-9A-HJ-NPQRTUWXY]{18}(?=/|$)")
+_UUID = re.compile(r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?=/|$)")
+
+
+@dataclass
+class Route:
+    count: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    durations_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class LogSummary:
+    routes: dict[tuple[str, str], Route] = field(default_factory=lambda: defaultdict(Route))
+    levels: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_log(path: Path) -> LogSummary:
+    summary = LogSummary()
+    if not path.exists():
+        return summary
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            if "Traceback" in line or "Error" in line:
+                summary.levels["unstructured error"] += 1
+                if len(summary.problems) < 5:
+                    summary.problems.append(line[:300])
+            continue
+        level = str(entry.get("level", "?"))
+        summary.levels[level] += 1
+        if level in ("error", "critical") and len(summary.problems) < 5:
+            summary.problems.append(f"{entry.get('logger')}: {entry.get('msg')}"[:300])
+        if entry.get("msg") == "request" and entry.get("logger") == "access":
+            path_ = _UUID.sub("/{id}", _CODE.sub("/{credit_code}", str(entry.get("path", ""))))
+            route = summary.routes[(str(entry.get("method")), path_)]
+            route.count += 1
+            route.statuses[int(entry.get("status", 0))] += 1
+            route.durations_ms.append(float(entry.get("duration_ms", 0.0)))
+    return summary
+
+
+# --- running it ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def fresh_database(server_url: str, name: str) -> str:
+    await drop_database(server_url, name)  # a leftover of a killed run with the same pid
+    return await ensure_database(server_url, name)
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url, timeout=10)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def keep_local(names: str) -> str:
+    hosts = [h for h in names.split(",") if h]
+    return ",".join(hosts + [h for h in (HOST, "localhost") if h not in hosts])
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    memory = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "nproc": nproc or str(len(os.sched_getaffinity(0))),
+        "cpu": cpu,
+        "memory": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def command_line(argv: list[str]) -> str:
+    return " ".join([".venv/bin/python -m bench.eligibility_bench", *(shlex.quote(a) for a in argv)])
+
+
+def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: dict[str, LogSummary], db: str) -> str:
+    s, b = results.submissions, results.baseline
+    info = machine()
+    pure = b.rate or math.nan
+    eligible_amounts = sum(s.amounts_fen.values())
+    lines = [
+        f"Command: `{command_line(argv)}`"
+        + (" (what `make bench-eligibility` runs)" if not argv else "")
+        + f" — run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| machine | {info['nproc']} cores (nproc), {info['cpu']}, {info['memory']} RAM, {info['os']} |",
+        f"| Python | {info['python']} |",
+        f"| PostgreSQL | {results.postgres_version} ({db}) |",
+        f"| registry seed | {results.seeding.organisations:,} organisations + {results.seeding.revenues:,} revenues "
+        f"(2 bulk imports) in {results.seeding.seconds:.2f} s |",
+        f"| applications | {s.requested:,} ({', '.join(MEASURES)} in turn, as of {AS_OF}), "
+        f"concurrency {args.concurrency}; {s.created:,} answered 201 |",
+        "",
+        "| measurement | result |",
+        "|---|---:|",
+        f"| submissions (`POST /v1/applications`), end to end | **{s.rate:,.1f} /s** ({s.seconds:.1f} s) |",
+        f"| submission latency p50 / p99 (client side) | {ms(percentile(s.latencies, 50))} / "
+        f"{ms(percentile(s.latencies, 99))} |",
+        f"| re-evaluation (`POST /v1/simulations`, {len(results.simulations)} requests) | "
+        f"**{results.simulation_rate:,.0f} applications/s** "
+        f"({results.simulated:,} in {results.simulation_seconds:.2f} s) |",
+        f"| pure engine (`evaluate_application`, in process, {b.samples} stored cases) | **{b.rate:,.0f} /s** |",
+        f"| pure engine + parsing evidence and facts from JSON | {b.parsing_rate:,.0f} /s |",
+        f"| of one pure evaluation (≈ {1e6 / pure:,.0f} µs): `ParameterSet.digest`, recomputed on every call "
+        f"| {b.digest_seconds * 1e6:,.0f} µs |",
+        f"| simulation rate / pure rate | {results.simulation_rate / pure:.3f} |",
+        f"| submission rate / pure rate | {s.rate / pure:.4f} |",
+    ]
+    route = logs.get("eligibility", LogSummary()).routes.get(("POST", "/v1/applications"))
+    if route and route.durations_ms:
+        lines.append(
+            f"| submission p50 / p99 inside the service (access log) | "
+            f"{percentile(route.durations_ms, 50):,.1f} ms / {percentile(route.durations_ms, 99):,.1f} ms |"
+        )
+    lines += [
+        "",
+        "| measure | benefit year | eligible | needs review | ineligible | eligible total (yuan) "
+        "| simulation override | changed |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    simulations = {sim.measure: sim for sim in results.simulations}
+    for measure in MEASURES:
+        sim = simulations.get(measure)
+        override = ", ".join(f"`{k}` = {v}" for k, v in OVERRIDES[measure].items())
+        counts = " | ".join(f"{s.outcomes[(measure, outcome)]:,}" for outcome in OUTCOMES)
+        lines.append(
+            f"| {measure} | {BENEFIT_YEAR[measure]} | {counts} | {s.amounts_fen[measure] // YUAN:,} | {override} "
+            f"| {sim.changed if sim else 0:,} of {sim.count if sim else 0:,} |"
+        )
+    totals = " | ".join(f"{sum(n for (_, o), n in s.outcomes.items() if o == outcome):,}" for outcome in OUTCOMES)
+    lines.append(f"| all | | {totals} | {eligible_amounts // YUAN:,} | | |")
+    if s.failures:
+        lines += ["", f"Reasons given for the ineligible decisions: {failure_reasons(s)}."]
+    if s.repeat_outcomes:
+        lines += ["", f"{REPEATS.capitalize()}: {repeat_summary(s)}."]
+    return "\n".join(lines)
+
+
+def repeat_summary(s: Submissions) -> str:
+    parts = []
+    for measure in MEASURES:
+        counts = {outcome: s.repeat_outcomes[(measure, outcome)] for outcome in OUTCOMES}
+        if any(counts.values()):
+            parts.append(f"{measure} " + ", ".join(f"{n:,} {o.replace('_', ' ')}" for o, n in counts.items() if n))
+    return "; ".join(parts)
+
+
+def failure_reasons(s: Submissions) -> str:
+    return ", ".join(
+        f"{measure} `{code}` × {n:,}"
+        for (measure, code), n in sorted(s.failures.items(), key=lambda kv: (MEASURES.index(kv[0][0]), -kv[1]))
+    )
+
+
+def print_logs(logs: dict[str, LogSummary]) -> None:
+    say("\nserver side, from the services' access logs (duration inside the service):")
+    say(f"  {'service':<12} {'route':<44} {'count':>7} {'p50 ms':>8} {'p99 ms':>8}  statuses")
+    for service, summary in logs.items():
+        for (method, path), route in sorted(summary.routes.items(), key=lambda kv: -kv[1].count):
+            statuses = ", ".join(f"{status}×{n:,}" for status, n in sorted(route.statuses.items()))
+            say(
+                f"  {service:<12} {method + ' ' + path:<44} {route.count:>7,} "
+                f"{percentile(route.durations_ms, 50):>8.1f} {percentile(route.durations_ms, 99):>8.1f}  {statuses}"
+            )
+        levels = ", ".join(f"{level} {n:,}" for level, n in sorted(summary.levels.items()))
+        say(f"  {service:<12} log lines: {levels or 'none'}")
+        for problem in summary.problems:
+            say(f"  {service:<12} ! {problem}")
+
+
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.eligibility_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--applications", type=bounded(1, 100_000), default=10_000, help="how many (default 10000)")
+    parser.add_argument("--concurrency", type=bounded(1, 256), default=16, help="requests in flight (default 16)")
+    parser.add_argument("--organisations", type=bounded(1, 20_000), default=2_000, help="seeded (default 2000)")
+    parser.add_argument("--baseline-seconds", type=float, default=2.0, help="per pure-engine loop (default 2)")
+    parser.add_argument("--max-seconds", type=float, default=1800.0, help="budget for the whole run (default 1800)")
+    parser.add_argument("--seed", type=int, default=20261127, help="random seed of the data (default 20261127)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the services' log files")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    deadline = time.monotonic() + args.max_seconds
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    # the services, the bench and wait_ready talk to 127.0.0.1 directly, never through a proxy
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = keep_local(os.environ.get(name, ""))
+
+    name = f"bench_eligibility_{os.getpid()}"
+    server_url = os.environ.get("DATABASE_URL")
+    started_server: devdb.EmbeddedPostgres | None = None
+    database_created = False
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    log_dir = Path(tempfile.mkdtemp(prefix="bench_eligibility_"))
+    log_files: dict[str, IO[bytes]] = {}
+    results = Results()
+    ok = False
+    try:
+        if server_url:
+            where = "the DATABASE_URL server"
+        else:
+            server = devdb.from_environment(ROOT)
+            was_running = server.is_running()
+            say(f"embedded PostgreSQL 18 on {HOST}:{server.port} ({'running' if was_running else 'starting'})")
+            server_url = server.start()
+            started_server = None if was_running else server
+            where = "embedded, DATABASE_URL unset"
+        database_url = asyncio.run(fresh_database(server_url, name))
+        database_created = True
+        say(f"database {name}: migrating")
+        upgrade_all(database_url)
+
+        stack = Stack(database_url, HOST, {service: free_port() for service in SERVICES})
+        for service in SERVICES:
+            log_files[service] = (log_dir / f"{service}.log").open("wb")
+            processes[service] = start_service(stack, service, log=log_files[service])
+        wait_ready(stack, processes, timeout=60)
+        say("services ready: " + ", ".join(f"{s} {stack.url(s)}" for s in SERVICES) + f" (logs in {log_dir})")
+
+        asyncio.run(http_phases(stack, args, results, deadline))
+
+        say(f"pure engine baseline: {args.baseline_seconds:g} s per loop, in this process")
+        pure_baseline(results.samples, args.baseline_seconds, results.baseline)
+        b = results.baseline
+        say(
+            f"  {b.rate:,.0f} evaluations/s ({b.evaluations:,} in {b.seconds:.2f} s); with JSON parsing "
+            f"{b.parsing_rate:,.0f}/s; agrees with the stored decision on {b.agree} of {b.samples} cases"
+        )
+        say(f"  ParameterSet.digest, computed by every evaluation: {b.digest_seconds * 1e6:,.0f} µs per call")
+
+        stop_services(processes)
+        for log in log_files.values():
+            log.close()
+        logs = {service: read_log(log_dir / f"{service}.log") for service in SERVICES}
+        print_logs(logs)
+
+        ok = results.ok
+        if results.simulated != results.submissions.created:
+            say(
+                f"\n! simulations re-evaluated {results.simulated:,} applications, "
+                f"but {results.submissions.created:,} were created"
+            )
+        say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
+        say(markdown(args, argv, results, logs, where))
+        say("\n" + "-" * 74)
+        if not ok:
+            say("\nFAILED: not every request answered as expected (see above)")
+        return 0 if ok else 1
+    except (RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
+        say(f"error: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        with signals_ignored():
+            stop_services(processes)
+            for log in log_files.values():
+                log.close()
+            if database_created and server_url:
+                try:
+                    asyncio.run(drop_database(server_url, name))
+                    say(f"database {name} dropped")
+                except Exception as exc:  # report it, keep cleaning up
+                    say(f"! could not drop database {name}: {exc}")
+            if started_server is not None:
+                started_server.stop()
+                say("embedded PostgreSQL stopped (it was not running before)")
+            if ok and not args.keep_logs:
+                shutil.rmtree(log_dir, ignore_errors=True)
+            else:
+                say(f"service logs kept in {log_dir}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1458 @@
+"""Ledger benchmark: voucher redemptions over HTTP, against pgbench on the same server, as the ledger grows.
+
+    .venv/bin/python -m bench.ledger_bench [--clients 32] [--seconds 15] [--sizes 10000,1000000]
+    make bench-ledger
+
+One run, on this machine, all on 127.0.0.1:
+
+1. a fresh database `bench_ledger_<pid>` on DATABASE_URL's server, or on the embedded
+   PostgreSQL 18 when DATABASE_URL is unset; migrated; dropped at the end, even on failure;
+2. the registry, the eligibility service and the vouchers service as real uvicorn processes
+   on free ports (their logs go to files in a temporary directory, not to this output);
+3. M3 model vouchers obtained through the public APIs, as an enterprise would: model vendors
+   with a CAC-filed model in the registry, one application per contract (claims of 380,000
+   yuan, 30% of a 1,300,000 yuan contract) reviewed by one officer and approved by another,
+   then issued by the vouchers service; the vouchers spread over enterprises so that no
+   annual ceiling (5,000,000 yuan per enterprise) is near;
+4. the baseline: `pgbench` TPC-B-like on the same server, in its own database
+   `bench_ledger_pgbench_<pid>` (scale 10), with the same number of clients, and with 8
+   clients as in ../shared/DESIGN-NOTES.md;
+5. the load: `POST /v1/vouchers/{code}/redemptions` from `wrk` (N connections, T seconds,
+   after a short warm-up), first against ONE vouchers process, then against TWO (the wrk
+   threads split between their ports). A generated Lua script gives every request its own
+   Idempotency-Key (run, thread, counter), takes the vouchers in turn, sends the voucher's
+   vendor as X-Vendor-Id and redeems 1 to 100 fen, so no voucher runs out. Without wrk, a
+   Python load generator in a separate process does the same (slower: see --load-generator);
+6. checks: every answer 201; the redemption rows each run wrote equal its 201 answers (the
+   server's own count: the service's access log and its idempotency records; the load
+   generator reads all of them but those still in flight when the run stops); the ledger
+   invariants (services.vouchers.invariants.check_database) hold;
+7. ledger growth: the ledger is filled with SQL to each of --sizes entries (valid captured
+   redemptions of 1 fen on a filler voucher, each with its entry and idempotency record, and
+   the voucher's and ceiling's projections moved accordingly, so the invariants still hold),
+   then a shorter load against one process. The smallest size is measured before the main
+   load, which itself adds tens of thousands of entries; the others after it.
+
+It ends with a Markdown block to paste into docs/benchmarks.md. Bounded: fixed run lengths
+and --max-seconds for the whole run. Exit status 1 if any request did not answer 201, a
+count does not match, an invariant is broken or the time budget ran out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing
+import os
+import platform
+import random
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from shared import devdb
+from shared.devrun import ROOT, Stack, ensure_database, start_service, stop_services, wait_ready
+from shared.identifiers import USCC_ALPHABET, uscc_check_character
+from shared.migrations import upgrade_all
+
+HOST = "127.0.0.1"
+YUAN = 100  # fen
+CONTRACT_FEN = 1_300_000 * YUAN
+CLAIM_FEN = 380_000 * YUAN  # at most 30% of the contract (M3.contract_ratio)
+AS_OF = "2025-05-01"
+SIGNED_ON = "2025-04-01"
+FILED_ON = "2024-03-01"
+PGBENCH_SCALE = 10
+DESIGN_NOTES_PGBENCH_CLIENTS = 8
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 50.0
+REDEMPTION_ROUTE = re.compile(r"^/v1/vouchers/[^/]+/redemptions$")
+FILL_BATCH = 100_000
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def credit_codes(rng: random.Random, count: int) -> list[str]:
+    """Distinct valid codes: 91 (enterprise) 440307 (Longgang), 9 random characters, check character."""
+    seen: set[str] = set()
+    codes: list[str] = []
+    while len(codes) < count:
+        body = "91440307" + "".join(rng.choice(USCC_ALPHABET) for _ in range(9))
+        code = body + uscc_check_character(body)
+        if code not in seen:
+            seen.add(code)
+            codes.append(code)
+    return codes
+
+
+def organisation_rows(codes: list[str], prefix: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "credit_code": code,
+            "name": f"深圳龙岗{prefix}基准测试科技有限公司{n}",
+            "kind": "enterprise",
+            "registered_district": "440307",
+            "registered_on": "2021-01-04",
+            "is_software_internet": True,
+        }
+        for n, code in enumerate(codes, start=1)
+    ]
+
+
+def m3_application(holder: str, vendor: str, model_id: str, number: str) -> dict[str, Any]:
+    return {
+        "applicant": holder,
+        "as_of": AS_OF,
+        "submitted_by": "bench",
+        "evidence": {
+            "measure": "M3",
+            "claim_fen": CLAIM_FEN,
+            "contract": {
+                "number": number,
+                "vendor_credit_code": vendor,
+                "model_id": model_id,
+                "signed_on": SIGNED_ON,
+                "amount_fen": CONTRACT_FEN,
+                "components": [{"kind": "private_deployment", "amount_fen": CONTRACT_FEN}],
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Voucher:
+    code: str
+    holder: str
+    vendor: str
+
+
+@dataclass
+class Setup:
+    vouchers: list[Voucher] = field(default_factory=list)
+    filler: Voucher | None = None
+    enterprises: int = 0
+    vendors: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class CpuUse:
+    """Cores used during a run, by who used them (from /proc), and the machine's busy cores."""
+
+    wall: float = 0.0
+    groups: dict[str, float] = field(default_factory=dict)
+    busy: float = 0.0
+
+    def cores(self, group: str) -> float:
+        return self.groups.get(group, 0.0) / self.wall if self.wall else 0.0
+
+    @property
+    def busy_cores(self) -> float:
+        return self.busy / self.wall if self.wall else 0.0
+
+    @property
+    def elsewhere(self) -> float:
+        """Cores used by processes outside this benchmark (other databases' backends, other work)."""
+        return self.cores("other")
+
+
+CPU_GROUPS = ("vouchers", "postgres", "load generator", "other")
+
+
+@dataclass
+class LoadRun:
+    label: str
+    processes: int
+    clients: int
+    seconds: float
+    tag: str
+    measured: bool = True
+    entries_before: int = 0
+    generator: str = "wrk"
+    requests: int = 0  # answers the load generator read
+    duration_s: float = 0.0
+    issued: int = 0  # requests the load generator started
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    created: int = 0  # redemption rows the run wrote (server side)
+    keys: int = 0  # idempotency records of the run's keys
+    keys_201: int = 0
+    cpu: CpuUse = field(default_factory=CpuUse)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    server_ms: list[float] = field(default_factory=list)
+
+    @property
+    def ok_answers(self) -> int:
+        return self.statuses[201]
+
+    @property
+    def rate(self) -> float:
+        return self.ok_answers / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def p50(self) -> float:
+        return self.latency_ms.get("50", math.nan)
+
+    @property
+    def p99(self) -> float:
+        return self.latency_ms.get("99", math.nan)
+
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        others = {status: n for status, n in self.statuses.items() if status != 201}
+        if others:
+            found.append(f"{self.label}: answers other than 201: {others}")
+        errors = {kind: n for kind, n in self.errors.items() if n and kind != "status"}
+        if errors:
+            found.append(f"{self.label}: socket errors or timeouts: {errors}")
+        if self.ok_answers == 0:
+            found.append(f"{self.label}: no redemption answered 201")
+        if not self.keys == self.keys_201 == self.created:
+            found.append(
+                f"{self.label}: the server recorded {self.keys:,} keys, {self.keys_201:,} answered 201, "
+                f"but wrote {self.created:,} redemptions"
+            )
+        if not self.ok_answers <= self.created <= self.issued:
+            found.append(
+                f"{self.label}: {self.ok_answers:,} answers 201 read, {self.created:,} redemptions written, "
+                f"{self.issued:,} requests started"
+            )
+        return found
+
+
+@dataclass
+class Pgbench:
+    clients: int
+    seconds: int
+    tps: float = 0.0
+    latency_ms: float = 0.0
+    transactions: int = 0
+    failed: int = 0
+    cpu: CpuUse = field(default_factory=CpuUse)
+
+
+@dataclass
+class Fill:
+    target: int
+    before: int = 0
+    added: int = 0
+    seconds: float = 0.0
+    maintenance_seconds: float = 0.0
+
+
+@dataclass
+class Growth:
+    fill: Fill
+    run: LoadRun
+
+
+@dataclass
+class Results:
+    setup: Setup = field(default_factory=Setup)
+    pgbench: list[Pgbench] = field(default_factory=list)
+    pgbench_init_seconds: float = 0.0
+    runs: list[LoadRun] = field(default_factory=list)
+    growth: list[Growth] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    invariant_checks: list[tuple[int, float, int]] = field(default_factory=list)  # entries, seconds, violations
+    access_201: int = 0
+    access_other: Counter[int] = field(default_factory=Counter)
+    load_redemptions: int = 0
+    problems: list[str] = field(default_factory=list)
+    postgres_version: str = ""
+    postgres_settings: dict[str, str] = field(default_factory=dict)
+    wrk_version: str = ""
+
+    def baseline(self, clients: int) -> Pgbench | None:
+        return next((p for p in self.pgbench if p.clients == clients), None)
+
+    @property
+    def all_runs(self) -> list[LoadRun]:
+        return self.runs + [g.run for g in self.growth]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def ms(value: float) -> str:
+    return f"{value:,.1f} ms"
+
+
+# --- CPU accounting -----------------------------------------------------------------------------
+
+
+def _proc_times() -> dict[int, tuple[str, float]]:
+    """Every process: (what it is, CPU seconds so far)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(entry.name)] = (f"{comm}|{cmdline}", (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
+def _machine_busy() -> float:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds per group over a window: the vouchers processes, PostgreSQL (this database's
+    backends and the server's background processes), the load generator (a waited-for child:
+    from getrusage) and everything else (other databases' backends and other processes)."""
+
+    def __init__(self, vouchers: set[int], database: str) -> None:
+        self.vouchers = vouchers
+        self.database = database
+
+    def group(self, pid: int, what: str) -> str:
+        comm, _, cmdline = what.partition("|")
+        if pid in self.vouchers:
+            return "vouchers"
+        if comm == "postgres" or cmdline.startswith("postgres"):
+            # backends read "postgres: <user> <database> <host>(<port>) <state>"
+            match = re.match(r"postgres: \S+ (\S+) \S+\(\d+\)", cmdline)
+            return "postgres" if match is None or match.group(1) == self.database else "other"
+        return "other"
+
+    @contextmanager
+    def measure(self, into: CpuUse) -> Iterator[None]:
+        before, busy, children = _proc_times(), _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            after, into.busy = _proc_times(), _machine_busy() - busy
+            into.wall = time.monotonic() - started
+            finished = resource.getrusage(resource.RUSAGE_CHILDREN)
+            groups: Counter[str] = Counter()
+            for pid, (what, seconds) in after.items():
+                previous = before.get(pid)
+                start = previous[1] if previous and previous[0] == what else 0.0
+                groups[self.group(pid, what)] += seconds - start
+            generator = (finished.ru_utime + finished.ru_stime) - (children.ru_utime + children.ru_stime)
+            groups["load generator"] += generator
+            # the load generator exited before the second look; what was left is someone else's
+            groups["other"] = max(0.0, into.busy - groups["vouchers"] - groups["postgres"] - generator)
+            into.groups = dict(groups)
+
+
+# --- the stack's data, through the public APIs ---------------------------------------------------
+
+
+async def _created(client: httpx.AsyncClient, path: str, payload: dict[str, Any], expect: int = 201) -> dict[str, Any]:
+    response = await client.post(path, json=payload)
+    if response.status_code != expect:
+        raise RuntimeError(f"{path}: HTTP {response.status_code}: {response.text[:2000]}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def model_vendor(registry: httpx.AsyncClient, code: str, n: int) -> str:
+    """A model vendor with one model holding a CAC filing; returns the model id."""
+    await _created(
+        registry,
+        "/v1/vendors",
+        {"credit_code": code, "is_model_vendor": True, "is_compute_vendor": False, "effective_from": "2021-01-04"},
+    )
+    model = await _created(
+        registry,
+        "/v1/models",
+        {"vendor_credit_code": code, "name": f"龙岗基准大模型-{n}", "effective_from": "2021-01-04"},
+    )
+    await _created(
+        registry,
+        "/v1/filings",
+        {
+            "number": f"Guangdong-LonggangBench{n}-{FILED_ON.replace('-', '')}0001",
+            "model_id": model["id"],
+            "kind": "filing",
+            "filed_on": FILED_ON,
+        },
+    )
+    return str(model["id"])
+
+
+async def obtain_voucher(
+    eligibility: httpx.AsyncClient, vouchers: httpx.AsyncClient, holder: str, vendor: str, model_id: str, number: str
+) -> Voucher:
+    """Apply, review (officer wang), approve (approver li), issue: four requests."""
+    application = await _created(eligibility, "/v1/applications", m3_application(holder, vendor, model_id, number))
+    decision = application["decision"]
+    if decision["outcome"] != "eligible" or decision["amount_fen"] != CLAIM_FEN:
+        raise RuntimeError(
+            f"contract {number}: expected eligible for {CLAIM_FEN} fen, got {json.dumps(decision)[:2000]}"
+        )
+    path = f"/v1/applications/{application['id']}"
+    await _created(eligibility, path + "/reviews", {"reviewer": "wang", "verdict": "approve", "reason": "合规"}, 200)
+    await _created(eligibility, path + "/approvals", {"approver": "li", "verdict": "approve", "reason": "同意"}, 200)
+    issued = await _created(vouchers, "/v1/vouchers", {"decision_id": decision["id"], "issued_by": "bench"})
+    if (issued["kind"], issued["amount_fen"], issued["vendor"]) != ("M3", CLAIM_FEN, vendor):
+        raise RuntimeError(f"contract {number}: unexpected voucher {json.dumps(issued)[:2000]}")
+    return Voucher(issued["code"], issued["holder"], issued["vendor"])
+
+
+async def create_vouchers(stack: Stack, vouchers_url: str, args: argparse.Namespace, setup: Setup) -> None:
+    rng = random.Random(args.seed)
+    timeout = httpx.Timeout(60.0, connect=5.0)
+    started = time.perf_counter()
+    # the holders, the model vendors, and one more of each for the filler voucher
+    holders = credit_codes(rng, args.enterprises + 1)
+    vendors = credit_codes(rng, args.vendors + 1)
+    async with (
+        httpx.AsyncClient(base_url=stack.url("registry"), timeout=timeout, trust_env=False) as registry,
+        httpx.AsyncClient(base_url=stack.url("eligibility"), timeout=timeout, trust_env=False) as eligibility,
+        httpx.AsyncClient(base_url=vouchers_url, timeout=timeout, trust_env=False) as vouchers,
+    ):
+        rows = organisation_rows(holders, "") + organisation_rows(vendors, "模型供应商")
+        response = await registry.post("/v1/imports/organisations", json=rows)
+        report = response.json() if response.status_code == 200 else None
+        if report is None or report["created"] != len(rows) or report["failed"]:
+            raise RuntimeError(f"organisation import: HTTP {response.status_code}: {response.text[:2000]}")
+        models = [await model_vendor(registry, code, n) for n, code in enumerate(vendors, start=1)]
+        setup.requests += 1 + 3 * len(vendors)
+
+        semaphore = asyncio.Semaphore(8)
+
+        async def one(i: int, holder: str, v: int) -> Voucher:
+            async with semaphore:
+                return await obtain_voucher(
+                    eligibility, vouchers, holder, vendors[v], models[v], f"HT-BENCH-{os.getpid()}-{i:05d}"
+                )
+
+        # voucher i: enterprise i mod E, vendor i mod V, so neighbours in the load belong to different ones
+        plans = [(i, holders[i % args.enterprises], i % args.vendors) for i in range(args.vouchers)]
+        plans.append((args.vouchers, holders[-1], len(vendors) - 1))  # the filler's own enterprise and vendor
+        issued = await asyncio.gather(*(one(*plan) for plan in plans))
+        setup.requests += 4 * len(plans)
+    setup.vouchers, setup.filler = list(issued[:-1]), issued[-1]
+    setup.enterprises, setup.vendors = args.enterprises, args.vendors
+    setup.seconds = time.perf_counter() - started
+
+
+# --- the database, as superuser --------------------------------------------------------------------
+
+
+async def fetchval(database_url: str, query: str, *params: Any) -> Any:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        return await connection.fetchval(query, *params)
+    finally:
+        await connection.close()
+
+
+async def server_facts(database_url: str, results: Results) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        results.postgres_version = str(await connection.fetchval("SELECT version()"))
+        for name in ("shared_buffers", "synchronous_commit", "fsync", "max_connections", "io_method"):
+            try:
+                results.postgres_settings[name] = str(await connection.fetchval(f"SHOW {name}"))
+            except asyncpg.PostgresError:
+                pass
+    finally:
+        await connection.close()
+
+
+async def entries_count(database_url: str) -> int:
+    return int(await fetchval(database_url, "SELECT count(*) FROM vouchers.entries"))
+
+
+async def settle(database_url: str) -> float:
+    """VACUUM ANALYZE the tables the hot path writes, then CHECKPOINT: each run starts alike."""
+    import asyncpg
+
+    started = time.perf_counter()
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        for table in ("entries", "redemptions", "idempotency", "vouchers", "allowances"):
+            await connection.execute(f"VACUUM (ANALYZE) vouchers.{table}")
+        await connection.execute("CHECKPOINT")
+    finally:
+        await connection.close()
+    return time.perf_counter() - started
+
+
+async def run_counts(database_url: str, tag: str, first_id: int) -> tuple[int, int, int]:
+    """Redemptions written after `first_id`; the run's idempotency records, and those answered 201."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        created = await connection.fetchval("SELECT count(*) FROM vouchers.redemptions WHERE id > $1", first_id)
+        row = await connection.fetchrow(
+            "SELECT count(*) AS keys, count(*) FILTER (WHERE status_code = 201) AS created "
+            "FROM vouchers.idempotency WHERE key LIKE $1",
+            tag + "-%",
+        )
+        assert row is not None
+        return int(created), int(row["keys"]), int(row["created"])
+    finally:
+        await connection.close()
+
+
+FILL_SQL = """
+WITH v AS (
+    SELECT id, account_id, vendor FROM vouchers.vouchers WHERE code = $1
+), r AS (
+    INSERT INTO vouchers.redemptions (voucher_id, vendor, amount_fen, invoice_number, status, year)
+    SELECT v.id, v.vendor, 1, 'FILL-' || g, 'captured', $3
+    FROM v, generate_series(1, $2::int) AS g
+    RETURNING id, voucher_id, vendor, amount_fen, invoice_number
+), e AS (
+    INSERT INTO vouchers.entries (kind, from_account_id, to_account_id, amount_fen, voucher_id, redemption_id,
+                                  actor, request_id)
+    SELECT 'redeem', v.account_id, $4, r.amount_fen, r.voucher_id, r.id, r.vendor, 'bench-fill'
+    FROM r, v
+    RETURNING redemption_id
+)
+INSERT INTO vouchers.idempotency (client, key, request_hash, status_code, response)
+SELECT r.vendor, 'fill-' || r.id, md5(r.id::text), 201,
+       jsonb_build_object('id', r.id, 'vendor', r.vendor, 'amount_fen', r.amount_fen,
+                          'invoice_number', r.invoice_number, 'status', 'captured')
+FROM r JOIN e ON e.redemption_id = r.id
+"""
+
+
+async def fill_ledger(database_url: str, filler: Voucher, fill: Fill, year: int) -> None:
+    """Grow the ledger to `fill.target` entries with captured 1-fen redemptions on the filler voucher.
+
+    Each gets its redemption row, its 'redeem' entry (voucher account → the vendor's
+    receivable) and its idempotency record, as the hot path writes them; the voucher's amounts
+    and the enterprise's redemption ceiling move by the same total, so the invariants hold.
+    Written as superuser: the entries table refuses UPDATE, DELETE and TRUNCATE, not INSERT.
+    """
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        fill.before = int(await connection.fetchval("SELECT count(*) FROM vouchers.entries"))
+        missing = max(0, fill.target - fill.before)
+        started = time.perf_counter()
+        receivable = await connection.fetchval("SELECT vouchers.vendor_account($1)", filler.vendor)
+        while missing > 0:
+            batch = min(FILL_BATCH, missing)
+            async with connection.transaction():
+                await connection.execute(FILL_SQL, filler.code, batch, year, receivable)
+                await connection.execute(
+                    "UPDATE vouchers.vouchers SET available_fen = available_fen - $2, "
+                    "redeemed_fen = redeemed_fen + $2 WHERE code = $1",
+                    filler.code,
+                    batch,
+                )
+                updated = await connection.execute(
+                    "UPDATE vouchers.allowances SET used_fen = used_fen + $3 "
+                    "WHERE holder = $1 AND year = $2 AND kind = 'M3.redemptions'",
+                    filler.holder,
+                    year,
+                    batch,
+                )
+                if updated != "UPDATE 1":
+                    raise RuntimeError(f"no {year} redemption ceiling for the filler's enterprise {filler.holder}")
+            missing -= batch
+            fill.added += batch
+            say(f"  {fill.before + fill.added:>10,} entries ({fill.added / (time.perf_counter() - started):,.0f}/s)")
+        fill.seconds = time.perf_counter() - started
+    finally:
+        await connection.close()
+    fill.maintenance_seconds = await settle(database_url)
+
+
+# --- pgbench -------------------------------------------------------------------------------------------
+
+
+def pgbench_env(server_url: str) -> tuple[dict[str, str], str]:
+    parts = urlsplit(server_url)
+    env = dict(os.environ)
+    env.update({"PGHOST": parts.hostname or HOST, "PGPORT": str(parts.port or 5432)})
+    if parts.username:
+        env["PGUSER"] = unquote(parts.username)
+    if parts.password:
+        env["PGPASSWORD"] = unquote(parts.password)
+    return env, str(devdb._install_dir() / "bin" / "pgbench")
+
+
+def run_pgbench(server_url: str, database: str, result: Pgbench, meter: CpuMeter) -> None:
+    env, binary = pgbench_env(server_url)
+    threads = 2 if result.clients % 2 == 0 else 1
+    command = [binary, "-c", str(result.clients), "-j", str(threads), "-T", str(result.seconds), "-n", database]
+    with meter.measure(result.cpu):
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=result.seconds + 120, check=False
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)}: exit {done.returncode}: {done.stderr[-2000:]}")
+    tps = re.search(r"^tps = ([\d.]+)", done.stdout, re.MULTILINE)
+    if tps is None:
+        raise RuntimeError(f"no tps in pgbench's output: {done.stdout[-2000:]}")
+    result.tps = float(tps.group(1))
+    if latency := re.search(r"^latency average = ([\d.]+) ms", done.stdout, re.MULTILINE):
+        result.latency_ms = float(latency.group(1))
+    if processed := re.search(r"number of transactions actually processed: (\d+)", done.stdout):
+        result.transactions = int(processed.group(1))
+    if failed := re.search(r"number of failed transactions: (\d+)", done.stdout):
+        result.failed = int(failed.group(1))
+
+
+def pgbench_init(server_url: str, database: str) -> float:
+    env, binary = pgbench_env(server_url)
+    started = time.perf_counter()
+    command = [binary, "-i", "-s", str(PGBENCH_SCALE), "-q", database]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)}: exit {done.returncode}: {done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+# --- the load: wrk ---------------------------------------------------------------------------------------
+
+WRK_SCRIPT = """-- generated by bench/ledger_bench.py for one run
+-- each request: its own Idempotency-Key (run, thread, counter), the next voucher in turn,
+-- that voucher's vendor as X-Vendor-Id, 1 to 100 fen; threads are spread over the ports
+local run = "%(tag)s"
+local vouchers = {
+%(vouchers)s
+}
+local ports = {%(ports)s}
+local threads = {}
+
+function setup(thread)
+  local n = #threads + 1
+  thread.addr = wrk.lookup("%(host)s", tostring(ports[(n - 1) %% #ports + 1]))[1]
+  thread:set("id", n)
+  thread:set("position", (n - 1) * 17)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  issued = 0
+  statuses = {}
+end
+
+function request()
+  issued = issued + 1
+  position = position %% #vouchers + 1
+  local voucher = vouchers[position]
+  local body = string.format('{"amount_fen":%%d,"invoice_number":"FP-%%s-%%d-%%d"}', issued %% 100 + 1, run, id, issued)
+  return wrk.format("POST", "/v1/vouchers/" .. voucher[1] .. "/redemptions", {
+    ["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = string.format("%%s-%%d-%%d", run, id, issued),
+    ["X-Vendor-Id"] = voucher[2],
+  }, body)
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local issued_total, counts = 0, {}
+  for _, thread in ipairs(threads) do
+    issued_total = issued_total + (thread:get("issued") or 0)
+    for status, n in pairs(thread:get("statuses") or {}) do
+      counts[status] = (counts[status] or 0) + n
+    end
+  end
+  local statuses_json, percentiles_json = {}, {}
+  for status, n in pairs(counts) do
+    statuses_json[#statuses_json + 1] = string.format('"%%d": %%d', status, n)
+  end
+  for _, p in ipairs({50, 75, 90, 99, 99.9}) do
+    percentiles_json[#percentiles_json + 1] = string.format('"%%s": %%d', tostring(p), latency:percentile(p))
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'LEDGER-BENCH {"requests": %%d, "duration_us": %%d, "issued": %%d, "statuses": {%%s}, ' ..
+    '"errors": {"connect": %%d, "read": %%d, "write": %%d, "status": %%d, "timeout": %%d}, ' ..
+    '"latency_us": {"min": %%d, "max": %%d, "mean": %%.1f, "percentiles": {%%s}}}\\n',
+    summary.requests, summary.duration, issued_total, table.concat(statuses_json, ", "),
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.min, latency.max, latency.mean, table.concat(percentiles_json, ", ")))
+end
+"""
+
+
+def wrk_script(tag: str, vouchers: list[Voucher], ports: list[int]) -> str:
+    return WRK_SCRIPT % {
+        "tag": tag,
+        "host": HOST,
+        "vouchers": ",\n".join(f'  {{"{v.code}", "{v.vendor}"}}' for v in vouchers),
+        "ports": ", ".join(str(p) for p in ports),
+    }
+
+
+def read_generator_report(run: LoadRun, report: dict[str, Any]) -> None:
+    run.requests = int(report["requests"])
+    run.duration_s = report["duration_us"] / 1e6
+    run.issued = int(report["issued"])
+    run.statuses = Counter({int(status): int(n) for status, n in report["statuses"].items()})
+    run.errors = {kind: int(n) for kind, n in report["errors"].items()}
+    latency = report["latency_us"]
+    run.latency_ms = {p: v / 1000 for p, v in latency["percentiles"].items()}
+    run.latency_ms.update({"min": latency["min"] / 1000, "max": latency["max"] / 1000, "mean": latency["mean"] / 1000})
+
+
+def run_wrk(run: LoadRun, script: Path, ports: list[int], threads: int) -> None:
+    command = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(run.clients),
+        "-d",
+        f"{run.seconds:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://{HOST}:{ports[0]}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=run.seconds + 60, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("LEDGER-BENCH ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk: exit {done.returncode}: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    read_generator_report(run, json.loads(line.removeprefix("LEDGER-BENCH ")))
+
+
+# --- the load: Python, when wrk is not there --------------------------------------------------------------
+
+
+def python_load(spec: dict[str, Any], reports: Any) -> None:
+    """The fallback load generator, in its own process: keep-alive HTTP/1.1 over asyncio streams
+    (uvloop when installed), one coroutine per connection, connections spread over the ports."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    reports.put(asyncio.run(_python_load(spec)))
+
+
+async def _python_load(spec: dict[str, Any]) -> dict[str, Any]:
+    vouchers: list[list[str]] = spec["vouchers"]
+    ports: list[int] = spec["ports"]
+    tag: str = spec["tag"]
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    issued = 0
+    started = time.monotonic()
+    deadline = started + spec["seconds"]
+
+    async def connection(n: int) -> None:
+        nonlocal issued
+        port = ports[n % len(ports)]
+        reader, writer = await asyncio.open_connection(HOST, port)
+        count, position = 0, n * 17
+        try:
+            while time.monotonic() < deadline:
+                count += 1
+                issued += 1
+                position = (position + 1) % len(vouchers)
+                code, vendor = vouchers[position]
+                body = json.dumps({"amount_fen": count % 100 + 1, "invoice_number": f"FP-{tag}-{n}-{count}"}).encode()
+                head = (
+                    f"POST /v1/vouchers/{code}/redemptions HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                    f"Content-Type: application/json\r\nIdempotency-Key: {tag}-{n}-{count}\r\n"
+                    f"X-Vendor-Id: {vendor}\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                sent = time.perf_counter()
+                writer.write(head + body)
+                answer = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", answer)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                latencies.append(time.perf_counter() - sent)
+                statuses[int(answer[9:12])] += 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            errors["read"] += 1
+            print(f"python load generator: connection {n}: {exc!r}", file=sys.stderr)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(n) for n in range(spec["clients"])))
+    elapsed = time.monotonic() - started
+    return {
+        "requests": len(latencies),
+        "duration_us": elapsed * 1e6,
+        "issued": issued,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "errors": {"connect": 0, "read": errors["read"], "write": 0, "status": 0, "timeout": 0},
+        "latency_us": {
+            "min": min(latencies, default=0) * 1e6,
+            "max": max(latencies, default=0) * 1e6,
+            "mean": (sum(latencies) / len(latencies) * 1e6) if latencies else 0,
+            "percentiles": {str(p): percentile(latencies, p) * 1e6 for p in (50, 75, 90, 99, 99.9)},
+        },
+    }
+
+
+def run_python(run: LoadRun, vouchers: list[Voucher], ports: list[int]) -> None:
+    context = multiprocessing.get_context("spawn")
+    reports = context.Queue()
+    spec = {
+        "vouchers": [[v.code, v.vendor] for v in vouchers],
+        "ports": ports,
+        "tag": run.tag,
+        "clients": run.clients,
+        "seconds": run.seconds,
+    }
+    process = context.Process(target=python_load, args=(spec, reports), daemon=True)
+    process.start()
+    try:
+        report = reports.get(timeout=run.seconds + 60)
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    read_generator_report(run, report)
+
+
+# --- running a load ------------------------------------------------------------------------------------------
+
+
+class Loader:
+    def __init__(
+        self, database_url: str, setup: Setup, meter: CpuMeter, generator: str, threads: int, work_dir: Path
+    ) -> None:
+        self.database_url = database_url
+        self.setup = setup
+        self.meter = meter
+        self.generator = generator
+        self.threads = threads
+        self.work_dir = work_dir
+        self.runs = 0
+
+    def run(self, label: str, ports: list[int], clients: int, seconds: float, *, measured: bool = True) -> LoadRun:
+        self.runs += 1
+        tag = f"b{os.getpid()}r{self.runs}"
+        run = LoadRun(label, len(ports), clients, seconds, tag, measured=measured, generator=self.generator)
+        first_id = int(
+            asyncio.run(fetchval(self.database_url, "SELECT coalesce(max(id), 0) FROM vouchers.redemptions"))
+        )
+        run.entries_before = asyncio.run(entries_count(self.database_url))
+        run.started_at = datetime.now(UTC)
+        if self.generator == "wrk":
+            script = self.work_dir / f"{tag}.lua"
+            script.write_text(wrk_script(tag, self.setup.vouchers, ports), encoding="utf-8")
+            with self.meter.measure(run.cpu):
+                run_wrk(run, script, ports, min(run.clients, max(self.threads, len(ports))))
+        else:
+            with self.meter.measure(run.cpu):
+                run_python(run, self.setup.vouchers, ports)
+        run.ended_at = datetime.now(UTC)
+        time.sleep(0.5)  # let requests still in flight when the generator stopped finish
+        run.created, run.keys, run.keys_201 = asyncio.run(run_counts(self.database_url, tag, first_id))
+        return run
+
+
+def describe(run: LoadRun) -> str:
+    cpu = run.cpu
+    return (
+        f"{run.ok_answers:,} × 201 in {run.duration_s:.1f} s: {run.rate:,.0f} redemptions/s, "
+        f"p50 {ms(run.p50)}, p99 {ms(run.p99)}; written {run.created:,} "
+        f"(in flight at the stop {run.created - run.ok_answers}); "
+        f"CPU cores: vouchers {cpu.cores('vouchers'):.2f}, postgres {cpu.cores('postgres'):.2f}, "
+        f"{run.generator} {cpu.cores('load generator'):.2f}, other {cpu.elsewhere:.2f} "
+        f"(machine busy {cpu.busy_cores:.2f} of {os.cpu_count()})"
+    )
+
+
+# --- the services' access logs ---------------------------------------------------------------------
+
+
+@dataclass
+class AccessEntry:
+    at: datetime
+    status: int
+    duration_ms: float
+
+
+def redemption_log(path: Path) -> list[AccessEntry]:
+    found: list[AccessEntry] = []
+    if not path.exists():
+        return found
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"access"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg") != "request" or not REDEMPTION_ROUTE.match(str(entry.get("path", ""))):
+            continue
+        found.append(
+            AccessEntry(
+                datetime.fromisoformat(str(entry["ts"])), int(entry.get("status", 0)), float(entry["duration_ms"])
+            )
+        )
+    return found
+
+
+def log_problems(path: Path) -> list[str]:
+    problems: list[str] = []
+    if not path.exists():
+        return problems
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"level": "error"' in line or '"level": "critical"' in line or line.startswith("Traceback"):
+            problems.append(line[:300])
+            if len(problems) >= 5:
+                break
+    return problems
+
+
+# --- running it -----------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def fresh_database(server_url: str, name: str) -> str:
+    await drop_database(server_url, name)  # a leftover of a killed run with the same pid
+    return await ensure_database(server_url, name)
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url, timeout=10)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def keep_local(names: str) -> str:
+    hosts = [h for h in names.split(",") if h]
+    return ",".join(hosts + [h for h in (HOST, "localhost") if h not in hosts])
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    memory = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "nproc": nproc or str(len(os.sched_getaffinity(0))),
+        "cpu": cpu,
+        "memory": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in ("uvicorn", "uvloop", "httptools", "fastapi", "asyncpg"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
+def wrk_version() -> str:
+    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    first = (done.stdout or done.stderr).splitlines()[:1]
+    return first[0].split(" [")[0] if first else "wrk"
+
+
+def command_line(argv: list[str]) -> str:
+    return " ".join([".venv/bin/python -m bench.ledger_bench", *(shlex.quote(a) for a in argv)])
+
+
+def markdown(args: argparse.Namespace, argv: list[str], results: Results, where: str) -> str:
+    info = machine()
+    setup = results.setup
+    same = results.baseline(args.clients)
+    notes = results.baseline(DESIGN_NOTES_PGBENCH_CLIENTS)
+    settings = ", ".join(f"{k} {v}" for k, v in results.postgres_settings.items())
+    generator = (
+        f"{results.wrk_version}, {max(args.wrk_threads, 1)} threads (one per process when two)"
+        if args.load_generator == "wrk"
+        else "Python (asyncio streams, separate process): wrk was not available"
+    )
+    lines = [
+        f"Command: `{command_line(argv)}`"
+        + (" (what `make bench-ledger` runs)" if not argv else "")
+        + f" — run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| machine | {info['nproc']} cores (nproc), {info['cpu']}, {info['memory']} RAM, {info['os']} |",
+        f"| Python | {info['python']}; {versions()} |",
+        f"| PostgreSQL | {results.postgres_version} ({where}); {settings} |",
+        f"| vouchers | {len(setup.vouchers)} M3 vouchers of {CLAIM_FEN // YUAN:,} yuan, {setup.enterprises} enterprises, "
+        f"{setup.vendors} model vendors, obtained through registry → eligibility (apply, review, approve) → vouchers "
+        f"(issue): {setup.requests} requests in {setup.seconds:.1f} s |",
+        f"| load | {generator}; {args.clients} connections, {args.seconds:g} s per run after a {args.warmup:g} s "
+        "warm-up; every request a new Idempotency-Key, the vouchers in turn, 1–100 fen |",
+        f"| vouchers process | uvicorn (uvloop, httptools), 1 worker each, default settings: "
+        f"{', '.join(f'{k}={v}' for k, v in service_env(args).items()) or 'none overridden'}; JSON access log to a file |",
+        "",
+        f"| run | per second | p50 | p99 | ratio to pgbench ({args.clients} clients) | ratio to pgbench "
+        f"({DESIGN_NOTES_PGBENCH_CLIENTS} clients, as in DESIGN-NOTES) | CPU cores: vouchers / postgres / "
+        "load generator / other |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for p in results.pgbench:
+        lines.append(
+            f"| `pgbench` TPC-B-like, {p.clients} clients, `-j 2 -T {p.seconds} -n`, scale {PGBENCH_SCALE} "
+            f"| **{p.tps:,.0f} tps** | (mean {ms(p.latency_ms)}) | — | | | machine busy {p.cpu.busy_cores:.2f} |"
+        )
+    for run in results.runs:
+        if not run.measured:
+            continue
+        ratio = run.rate / same.tps if same and same.tps else math.nan
+        ratio8 = run.rate / notes.tps if notes and notes.tps else math.nan
+        cpu = run.cpu
+        lines.append(
+            f"| redemptions, {run.label} | **{run.rate:,.0f} /s** | {ms(run.p50)} | {ms(run.p99)} | **{ratio:.2f}** "
+            f"| {ratio8:.2f} | {cpu.cores('vouchers'):.2f} / {cpu.cores('postgres'):.2f} / "
+            f"{cpu.cores('load generator'):.2f} / {cpu.elsewhere:.2f} |"
+        )
+    lines += ["", target_line(args, results), ""]
+    lines += [
+        "Ledger growth: filled with SQL (captured 1-fen redemptions on a filler voucher, each with its entry and "
+        "idempotency record; VACUUM ANALYZE and CHECKPOINT after), then "
+        f"{args.growth_seconds:g} s of redemptions against one process, {args.clients} connections:",
+        "",
+        "| entries before the run | filled (rows/s) | redemptions/s | p50 | p99 | in the service p50 / p99 |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for g in results.growth:
+        rate = f"{g.fill.added:,} ({g.fill.added / g.fill.seconds:,.0f}/s)" if g.fill.added else "—"
+        lines.append(
+            f"| {g.run.entries_before:,} | {rate} | {g.run.rate:,.0f} | {ms(g.run.p50)} | "
+            f"{ms(g.run.p99)} | {server_percentiles(g.run)} |"
+        )
+    measured = [r for r in results.runs if r.measured]
+    checks = [
+        f"every answer 201 ({sum(r.ok_answers for r in results.all_runs):,} read by the load generator, "
+        f"{results.access_201:,} sent per the access logs = {results.load_redemptions:,} redemption rows)",
+        "each run's idempotency records = its redemption rows",
+        "invariants (`check_database`) hold: "
+        + ", ".join(f"{entries:,} entries in {seconds:.1f} s" for entries, seconds, _ in results.invariant_checks),
+    ]
+    lines += [
+        "",
+        "Checks: " + "; ".join(checks) + ".",
+        "",
+        "Latencies are the load generator's (wrk's include its coordinated-omission correction); "
+        '"in the service" is the access log\'s duration. '
+        + (
+            "Server-side p50 / p99 for the main runs: "
+            + "; ".join(f"{r.label} {server_percentiles(r)}" for r in measured)
+            + "."
+            if measured
+            else ""
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def server_percentiles(run: LoadRun) -> str:
+    if not run.server_ms:
+        return "—"
+    return f"{percentile(run.server_ms, 50):,.1f} / {percentile(run.server_ms, 99):,.1f} ms"
+
+
+def target_line(args: argparse.Namespace, results: Results) -> str:
+    same = results.baseline(args.clients)
+    verdicts = []
+    for run in results.runs:
+        if not run.measured or same is None or not same.tps:
+            continue
+        ratio = run.rate / same.tps
+        met = ratio >= TARGET_RATIO and run.p99 < TARGET_P99_MS
+        verdicts.append(
+            f"{run.label}: ratio {ratio:.2f} {'≥' if ratio >= TARGET_RATIO else '<'} {TARGET_RATIO}, "
+            f"p99 {ms(run.p99)} {'<' if run.p99 < TARGET_P99_MS else '≥'} {TARGET_P99_MS:g} ms — "
+            f"**{'met' if met else 'not met'}**"
+        )
+    return f"Target (issue): ratio ≥ {TARGET_RATIO} with p99 < {TARGET_P99_MS:g} ms. " + "; ".join(verdicts) + "."
+
+
+def service_env(args: argparse.Namespace) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if args.hot_pool_size:
+        env["VOUCHERS_HOT_POOL_SIZE"] = str(args.hot_pool_size)
+    if args.log_level:
+        env["VOUCHERS_LOG_LEVEL"] = args.log_level
+    return env
+
+
+def sizes(text: str) -> list[int]:
+    try:
+        values = sorted({int(v.replace("_", "")) for v in text.split(",") if v.strip()})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of entry counts: {exc}") from exc
+    if not values or values[0] < 0 or values[-1] > 20_000_000:
+        raise argparse.ArgumentTypeError("entry counts between 0 and 20,000,000")
+    return values
+
+
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ledger_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--clients", type=bounded(1, 512), default=32, help="connections (and pgbench clients)")
+    parser.add_argument("--seconds", type=bounded(1, 300), default=15, help="per main run and pgbench (default 15)")
+    parser.add_argument("--sizes", type=sizes, default=[10_000, 1_000_000], help="ledger sizes (entries)")
+    parser.add_argument("--growth-seconds", type=float, default=10.0, help="per ledger size (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="before each main run, not counted (default 2)")
+    parser.add_argument("--vouchers", type=bounded(1, 1000), default=64, help="redeemed in turn (default 64)")
+    parser.add_argument("--enterprises", type=bounded(1, 1000), default=32, help="holding them (default 32)")
+    parser.add_argument("--vendors", type=bounded(1, 100), default=8, help="model vendors (default 8)")
+    parser.add_argument("--wrk-threads", type=bounded(1, 16), default=2, help="wrk threads (default 2)")
+    parser.add_argument(
+        "--load-generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="wrk when installed (auto, the default), else a Python generator in a separate process",
+    )
+    parser.add_argument("--hot-pool-size", type=bounded(1, 200), help="VOUCHERS_HOT_POOL_SIZE (default: the service's)")
+    parser.add_argument("--log-level", help="VOUCHERS_LOG_LEVEL (default: the service's, INFO: one access log line)")
+    parser.add_argument("--skip-pgbench", action="store_true", help="no baseline (ratios shown as nan)")
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="budget for the whole run (default 900)")
+    parser.add_argument("--seed", type=int, default=20261127, help="random seed of the data (default 20261127)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the services' log files")
+    args = parser.parse_args(argv)
+    if args.load_generator == "auto":
+        args.load_generator = "wrk" if shutil.which("wrk") else "python"
+    elif args.load_generator == "wrk" and not shutil.which("wrk"):
+        parser.error("wrk is not installed (apt-get install wrk), or use --load-generator python")
+    if args.vouchers < args.enterprises:
+        parser.error("--vouchers must be at least --enterprises")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    deadline = time.monotonic() + args.max_seconds
+
+    def remaining(phase: str) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the time budget (--max-seconds) ran out before {phase}")
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    # the services, the bench and wait_ready talk to 127.0.0.1 directly, never through a proxy
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = keep_local(os.environ.get(name, ""))
+
+    name = f"bench_ledger_{os.getpid()}"
+    pgbench_name = f"bench_ledger_pgbench_{os.getpid()}"
+    server_url = os.environ.get("DATABASE_URL")
+    started_server: devdb.EmbeddedPostgres | None = None
+    created: list[str] = []
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    log_dir = Path(tempfile.mkdtemp(prefix="bench_ledger_"))
+    log_files: dict[str, IO[bytes]] = {}
+    results = Results()
+    ok = False
+    try:
+        if server_url:
+            where = "the DATABASE_URL server"
+        else:
+            server = devdb.from_environment(ROOT)
+            was_running = server.is_running()
+            say(f"embedded PostgreSQL 18 on {HOST}:{server.port} ({'running' if was_running else 'starting'})")
+            server_url = server.start()
+            started_server = None if was_running else server
+            where = "embedded, DATABASE_URL unset"
+        database_url = asyncio.run(fresh_database(server_url, name))
+        created.append(name)
+        say(f"database {name}: migrating")
+        upgrade_all(database_url)
+        asyncio.run(server_facts(database_url, results))
+        if args.load_generator == "wrk":
+            results.wrk_version = wrk_version()
+        else:
+            say("! wrk not found: the Python load generator (separate process) is used; it is slower than wrk")
+
+        ports = {s: free_port() for s in ("registry", "eligibility", "vouchers")}
+        second_port = free_port()
+        stack = Stack(database_url, HOST, ports)
+        env = service_env(args)
+        for service in ("registry", "eligibility", "vouchers"):
+            log_files[service] = (log_dir / f"{service}.log").open("wb")
+            processes[service] = start_service(
+                stack, service, log=log_files[service], extra_env=env if service == "vouchers" else None
+            )
+        wait_ready(stack, processes, timeout=60)
+        say("services ready: " + ", ".join(f"{s} {stack.url(s)}" for s in ports) + f" (logs in {log_dir})")
+
+        say(
+            f"obtaining {args.vouchers} M3 vouchers (+1 filler) through registry → eligibility → vouchers "
+            f"({args.enterprises} enterprises, {args.vendors} model vendors)"
+        )
+        asyncio.run(create_vouchers(stack, stack.url("vouchers"), args, results.setup))
+        say(
+            f"  {len(results.setup.vouchers) + 1} vouchers, {results.setup.requests} requests in "
+            f"{results.setup.seconds:.1f} s"
+        )
+
+        meter = CpuMeter({processes["vouchers"].pid}, name)
+        if not args.skip_pgbench:
+            remaining("pgbench")
+            asyncio.run(fresh_database(server_url, pgbench_name))
+            created.append(pgbench_name)
+            say(f"pgbench: initialising {pgbench_name} (scale {PGBENCH_SCALE})")
+            results.pgbench_init_seconds = pgbench_init(server_url, pgbench_name)
+            for clients in dict.fromkeys((args.clients, DESIGN_NOTES_PGBENCH_CLIENTS)):
+                remaining("pgbench")
+                asyncio.run(fetchval(server_url, "CHECKPOINT"))
+                result = Pgbench(clients, args.seconds)
+                run_pgbench(server_url, pgbench_name, result, meter)
+                results.pgbench.append(result)
+                say(
+                    f"  pgbench TPC-B-like, {clients} clients, {args.seconds} s: {result.tps:,.0f} tps, mean latency "
+                    f"{ms(result.latency_ms)}, machine busy {result.cpu.busy_cores:.2f} cores"
+                )
+            asyncio.run(drop_database(server_url, pgbench_name))
+            created.remove(pgbench_name)
+
+        loader = Loader(database_url, results.setup, meter, args.load_generator, args.wrk_threads, log_dir)
+        filler = results.setup.filler
+        assert filler is not None
+        year = local_year()
+        first, *later = args.sizes
+
+        def growth_step(size: int) -> None:
+            remaining(f"the ledger at {size:,} entries")
+            # warm the process up first: the fill then tops the ledger up to exactly `size`
+            results.runs.append(
+                loader.run(f"warm-up ({size:,})", [ports["vouchers"]], args.clients, args.warmup, measured=False)
+            )
+            fill = Fill(size)
+            say(f"ledger growth: filling to {size:,} entries with SQL")
+            asyncio.run(fill_ledger(database_url, filler, fill, year))
+            run = loader.run(f"{size:,} entries", [ports["vouchers"]], args.clients, args.growth_seconds)
+            results.growth.append(Growth(fill, run))
+            say(f"  at {run.entries_before:,} entries: " + describe(run))
+
+        growth_step(first)
+
+        remaining("the main runs")
+        say(f"load: {args.load_generator}, {args.clients} connections, one vouchers process")
+        asyncio.run(settle(database_url))
+        results.runs.append(loader.run("warm-up", [ports["vouchers"]], args.clients, args.warmup, measured=False))
+        results.runs.append(loader.run("1 vouchers process", [ports["vouchers"]], args.clients, args.seconds))
+        say("  " + describe(results.runs[-1]))
+
+        remaining("the two-process run")
+        second = Stack(database_url, HOST, {**ports, "vouchers": second_port})
+        log_files["vouchers-2"] = (log_dir / "vouchers-2.log").open("wb")
+        processes["vouchers-2"] = start_service(second, "vouchers", log=log_files["vouchers-2"], extra_env=env)
+        wait_ready(second, {"vouchers": processes["vouchers-2"]}, timeout=60)
+        meter.vouchers.add(processes["vouchers-2"].pid)
+        say(
+            f"load: {args.clients} connections split between two vouchers processes (ports {ports['vouchers']}, "
+            f"{second_port})"
+        )
+        both = [ports["vouchers"], second_port]
+        asyncio.run(settle(database_url))
+        results.runs.append(loader.run("warm-up (2)", both, args.clients, args.warmup, measured=False))
+        results.runs.append(loader.run("2 vouchers processes", both, args.clients, args.seconds))
+        say("  " + describe(results.runs[-1]))
+        meter.vouchers.discard(processes["vouchers-2"].pid)
+        stop_services({"vouchers-2": processes.pop("vouchers-2")})
+
+        say("checking the ledger's invariants")
+        check_invariants(database_url, results)
+        for size in later:
+            growth_step(size)
+        if later:
+            check_invariants(database_url, results)
+
+        stop_services(processes)
+        for log in log_files.values():
+            log.close()
+        attribute_logs(log_dir, database_url, results)
+        for run in results.all_runs:
+            results.problems += run.problems()
+        for service in ("vouchers", "vouchers-2", "registry", "eligibility"):
+            for problem in log_problems(log_dir / f"{service}.log"):
+                say(f"  {service} log ! {problem}")
+
+        if results.growth:
+            say("\nledger growth:")
+            for g in results.growth:
+                say(
+                    f"  {g.run.entries_before:>10,} entries: {g.run.rate:,.0f}/s, p50 {ms(g.run.p50)}, "
+                    f"p99 {ms(g.run.p99)}, in the service {server_percentiles(g.run)}"
+                )
+        say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
+        say(markdown(args, argv, results, where))
+        say("\n" + "-" * 74)
+        ok = not results.problems
+        if not ok:
+            say("\nFAILED:")
+            for problem in results.problems:
+                say(f"  ! {problem}")
+        return 0 if ok else 1
+    except (RuntimeError, TimeoutError, OSError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
+        say(f"error: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        with signals_ignored():
+            stop_services(processes)
+            for log in log_files.values():
+                log.close()
+            for database in created:
+                if not server_url:
+                    break
+                try:
+                    asyncio.run(drop_database(server_url, database))
+                    say(f"database {database} dropped")
+                except Exception as exc:  # report it, keep cleaning up
+                    say(f"! could not drop database {database}: {exc}")
+            if started_server is not None:
+                started_server.stop()
+                say("embedded PostgreSQL stopped (it was not running before)")
+            if ok and not args.keep_logs:
+                shutil.rmtree(log_dir, ignore_errors=True)
+            else:
+                say(f"service logs kept in {log_dir}")
+
+
+def local_year() -> int:
+    from services.vouchers.hotpath import local_today
+
+    return local_today(datetime.now(UTC)).year
+
+
+def check_invariants(database_url: str, results: Results) -> None:
+    from services.vouchers.invariants import check_database
+
+    entries = asyncio.run(entries_count(database_url))
+    started = time.perf_counter()
+    violations = asyncio.run(check_database(database_url))
+    seconds = time.perf_counter() - started
+    results.invariant_checks.append((entries, seconds, len(violations)))
+    say(f"  invariants at {entries:,} entries: {len(violations)} violations ({seconds:.1f} s)")
+    for violation in violations[:10]:
+        say(f"  ! {violation}")
+    results.problems += [f"invariant {v}" for v in violations[:20]]
+
+
+def attribute_logs(log_dir: Path, database_url: str, results: Results) -> None:
+    """The access logs' redemption lines: server-side durations per run; every answer 201; as many
+    201 answers as redemption rows the load wrote (the filler's are not answers)."""
+    entries = [e for name in ("vouchers", "vouchers-2") for e in redemption_log(log_dir / f"{name}.log")]
+    for entry in entries:
+        if entry.status == 201:
+            results.access_201 += 1
+        else:
+            results.access_other[entry.status] += 1
+    for run in results.all_runs:
+        if run.started_at and run.ended_at:
+            run.server_ms = [e.duration_ms for e in entries if run.started_at <= e.at <= run.ended_at]
+    results.load_redemptions = int(
+        asyncio.run(
+            fetchval(database_url, "SELECT count(*) FROM vouchers.redemptions WHERE invoice_number LIKE 'FP-%'")
+        )
+    )
+    if results.access_other:
+        results.problems.append(f"the access logs show answers other than 201: {dict(results.access_other)}")
+    if results.access_201 != results.load_redemptions:
+        results.problems.append(
+            f"the access logs show {results.access_201:,} answers 201 but the load wrote "
+            f"{results.load_redemptions:,} redemptions"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
