@@ -7,7 +7,7 @@ mutating call. Officers issue, grant, void and expire.
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import Response
@@ -57,12 +57,16 @@ EligibilityDep = Annotated[Eligibility, Depends(eligibility)]
 HotDep = Annotated[HotPath, Depends(hot)]
 
 
-def _caller(vendor: str | None, key: str | None) -> tuple[str, str]:
-    if not vendor or credit_code_error(vendor) is not None:
+def vendor_call(idempotency_key: KeyHeader = None, vendor_id: VendorHeader = None) -> tuple[str, str]:
+    """Every mutating vendor call names the vendor and carries an Idempotency-Key."""
+    if not vendor_id or credit_code_error(vendor_id) is not None:
         raise ProblemError(VENDOR_ID_REQUIRED)
-    if not key:
+    if not idempotency_key:
         raise ProblemError(IDEMPOTENCY_KEY_REQUIRED)
-    return vendor, key
+    return vendor_id, idempotency_key
+
+
+VendorCall = Annotated[tuple[str, str], Depends(vendor_call)]
 
 
 async def _compute_vendor_may_redeem(request: Request, hotpath: HotPath, code: str, vendor: str, day: datetime) -> None:
@@ -122,10 +126,9 @@ async def redeem(
     moment: Now,
     code: VoucherCode,
     payload: RedemptionRequest,
-    idempotency_key: KeyHeader = None,
-    vendor_id: VendorHeader = None,
+    call: VendorCall,
 ) -> Response:
-    vendor, key = _caller(vendor_id, idempotency_key)
+    vendor, key = call
     return await _redeem(request, hotpath, code, payload, vendor, key, None, moment)
 
 
@@ -141,10 +144,9 @@ async def hold(
     moment: Now,
     code: VoucherCode,
     payload: HoldRequest,
-    idempotency_key: KeyHeader = None,
-    vendor_id: VendorHeader = None,
+    call: VendorCall,
 ) -> Response:
-    vendor, key = _caller(vendor_id, idempotency_key)
+    vendor, key = call
     seconds = payload.hold_seconds or request.app.state.settings.hold_seconds
     base = RedemptionRequest.model_validate(payload.model_dump(exclude={"hold_seconds"}))
     return await _redeem(request, hotpath, code, base, vendor, key, seconds, moment)
@@ -167,32 +169,21 @@ async def _finish(
 HoldId = Annotated[int, Path(ge=1, le=2**62)]
 
 
-@router.post("/v1/holds/{hold_id}/capture", tags=["redemption"], summary="Capture a hold: it becomes a redemption")
-async def capture(
-    request: Request,
-    hotpath: HotDep,
-    moment: Now,
-    hold_id: HoldId,
-    idempotency_key: KeyHeader = None,
-    vendor_id: VendorHeader = None,
-) -> Response:
-    vendor, key = _caller(vendor_id, idempotency_key)
-    return await _finish(request, hotpath, hold_id, "capture", vendor, key, moment)
-
-
 @router.post(
-    "/v1/holds/{hold_id}/release", tags=["redemption"], summary="Release a hold: the amount is available again"
+    "/v1/holds/{hold_id}/{action}",
+    tags=["redemption"],
+    summary="Capture a hold (it becomes a redemption) or release it (the amount is available again)",
 )
-async def release(
+async def finish_hold(
     request: Request,
     hotpath: HotDep,
     moment: Now,
     hold_id: HoldId,
-    idempotency_key: KeyHeader = None,
-    vendor_id: VendorHeader = None,
+    action: Literal["capture", "release"],
+    call: VendorCall,
 ) -> Response:
-    vendor, key = _caller(vendor_id, idempotency_key)
-    return await _finish(request, hotpath, hold_id, "release", vendor, key, moment)
+    vendor, key = call
+    return await _finish(request, hotpath, hold_id, action, vendor, key, moment)
 
 
 # --- officers -------------------------------------------------------------------------------
