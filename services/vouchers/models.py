@@ -231,3 +231,45 @@ class Checkpoint(Base):
     entries: Mapped[int] = mapped_column(BigInteger, nullable=False)
     signed_off_by: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class SettlementBatch(Base):
+    """A vendor's captured redemptions, gathered to be paid out (issue #4, settlement).
+
+    Open, then closed once: closing writes the one `settle` entry (receivable → settled) for
+    `total_fen`. Triggers (migration 0003) keep a closed batch immutable, refuse DELETE and
+    TRUNCATE, and set a redemption's `settlement_batch_id` once, to an open batch of its vendor.
+    """
+
+    __tablename__ = "settlement_batches"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'closed')", name="status"),
+        CheckConstraint("total_fen > 0 AND redemption_count > 0", name="positive"),
+        CheckConstraint(
+            "(status = 'open' AND closed_by IS NULL AND closed_at IS NULL AND entry_id IS NULL)"
+            " OR (status = 'closed' AND closed_by IS NOT NULL AND closed_at IS NOT NULL AND entry_id IS NOT NULL)",
+            name="closed_fields",
+        ),
+        Index("ix_settlement_batches_vendor", "vendor", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    vendor: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    total_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    redemption_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    closed_by: Mapped[str | None] = mapped_column(Text)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: the `settle` entry written when the batch was closed
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id"), unique=True)
+
+
+#: a batch's redemptions (only batched rows are indexed: the redemption path never writes here)
+Index(
+    "ix_redemptions_settlement_batch",
+    Redemption.settlement_batch_id,
+    Redemption.id,
+    postgresql_where=Redemption.settlement_batch_id.isnot(None),
+)

@@ -148,7 +148,12 @@ async def _m3_ceilings(
             ratio=f"{ratio:%}",
         )
     key = f"{contract['vendor_credit_code']}:{contract['number']}"
-    if await session.scalar(select(Voucher.code).where(Voucher.contract_key == key)):
+    claimed = (
+        await session.execute(select(Voucher.code, Voucher.decision_id).where(Voucher.contract_key == key))
+    ).first()
+    if claimed is not None:
+        if str(claimed.decision_id) == str(decision["decision_id"]):  # the same decision, claimed concurrently
+            raise ProblemError(ALREADY_ISSUED, reference=claimed.code)
         raise ProblemError(CONTRACT_ALREADY_CLAIMED, contract=contract["number"])
     claims_limit = int(await eligibility.parameter("M3.annual_claim_ceiling_fen", today))
     redemption_limits = {
@@ -251,6 +256,8 @@ async def issue_voucher(
     try:
         await session.flush()
     except IntegrityError as exc:  # a concurrent claim of the same decision or contract
+        if "contract_key" in str(exc.orig):
+            raise ProblemError(CONTRACT_ALREADY_CLAIMED, contract=str(contract_key)) from exc
         raise ProblemError(ALREADY_ISSUED, reference=str(payload.decision_id)) from exc
     session.add(
         Entry(
