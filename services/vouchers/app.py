@@ -53,8 +53,8 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         settings=settings,
         routers=[router, chain.router, settlement.router],
-        on_startup=[start],
-        on_shutdown=[stop],
+        on_startup=[start, chain.start_sealer],
+        on_shutdown=[chain.stop_sealer, stop],
         db_server_settings={"role": settings.db_role},
     )
     app.state.hotpath = hotpath

@@ -27,3 +27,6 @@ class VouchersSettings(ServiceSettings):
     vendor_check_ttl_seconds: float = Field(
         default=60.0, ge=0, description="How long a compute vendor's registry check is reused"
     )
+    sealer_interval_seconds: float = Field(
+        default=0.5, ge=0, le=3600, description="How often the background sealer hashes new entries (0: never)"
+    )
