@@ -70,6 +70,7 @@ class Entry(Base):
         Index("ix_entries_from_account", "from_account_id"),
         Index("ix_entries_to_account", "to_account_id"),
         Index("ix_entries_voucher", "voucher_id"),
+        Index("ix_entries_txid_id", "txid", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
