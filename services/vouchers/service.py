@@ -15,7 +15,7 @@ from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -199,6 +199,13 @@ async def _m1_class_cap(session: AsyncSession, decision: dict[str, Any]) -> None
         raise ProblemError(CLASS_CAP, year=year, limit_yuan=format_yuan(limit), headroom_yuan=format_yuan(limit - used))
 
 
+async def _lock_decision(session: AsyncSession, decision_id: uuid.UUID) -> None:
+    """Claims of one decision take turns, so the loser hears `already_issued`, not another refusal."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"vouchers:decision:{decision_id}"}
+    )
+
+
 async def _already_issued(session: AsyncSession, decision_id: uuid.UUID) -> str | None:
     code = await session.scalar(select(Voucher.code).where(Voucher.decision_id == decision_id))
     if code:
@@ -215,6 +222,7 @@ async def issue_voucher(
     measure = decision["measure"]
     if measure not in VOUCHER_MEASURES:
         raise ProblemError(WRONG_INSTRUMENT, measure=measure, endpoint="POST /v1/grants")
+    await _lock_decision(session, payload.decision_id)
     existing = await _already_issued(session, payload.decision_id)
     if existing:
         raise ProblemError(ALREADY_ISSUED, reference=existing)
@@ -285,6 +293,7 @@ async def grant(session: AsyncSession, eligibility: Eligibility, payload: IssueR
     measure = decision["measure"]
     if measure in VOUCHER_MEASURES:
         raise ProblemError(WRONG_INSTRUMENT, measure=measure, endpoint="POST /v1/vouchers")
+    await _lock_decision(session, payload.decision_id)
     existing = await _already_issued(session, payload.decision_id)
     if existing:
         raise ProblemError(ALREADY_ISSUED, reference=existing)
