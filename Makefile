@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility
+.PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required (found %s)" % sys.version.split()[0]'
@@ -47,6 +47,12 @@ db-stop: $(STAMP)
 
 bench-eligibility: $(STAMP)
 	$(BIN)/python -m bench.eligibility_bench
+
+# wrk is the load generator (a Debian package); without it the benchmark uses its slower Python one
+bench-ledger: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		echo "wrk could not be installed: bench-ledger falls back to its Python load generator"
+	$(BIN)/python -m bench.ledger_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
