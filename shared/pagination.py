@@ -71,7 +71,7 @@ class PageParams(BaseModel):
     limit: int = DEFAULT_LIMIT
 
 
-def page_params(
+async def page_params(
     cursor: Annotated[str | None, Query(max_length=512, description="From `next_cursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = DEFAULT_LIMIT,
 ) -> PageParams:

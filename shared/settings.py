@@ -6,7 +6,7 @@ Secrets have no defaults: a service without a database URL refuses to start. The
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, PostgresDsn, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,9 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    access_log: Literal["all", "errors_and_slow"] = Field(
+        default="all", description="Log every request, or only 4xx/5xx and slow ones"
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=30_000, ge=100)
     peer_timeout_seconds: float = Field(default=2.0, gt=0, le=60)

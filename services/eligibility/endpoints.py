@@ -37,12 +37,12 @@ Status = Literal["in_review", "reviewed", "approved", "rejected", "ineligible"]
 Measure = Annotated[str, Query(pattern=r"^M(1[0-3]|[1-9])$")]
 
 
-def get_policy(request: Request) -> Policy:
+async def get_policy(request: Request) -> Policy:
     policy: Policy = request.app.state.policy
     return policy
 
 
-def get_registry(request: Request) -> RegistryFacts:
+async def get_registry(request: Request) -> RegistryFacts:
     registry: RegistryFacts = request.app.state.registry_facts
     return registry
 

@@ -10,7 +10,7 @@ POST   /v1/imports/{organisations|revenues|filings}   bulk upsert, CSV or JSON
 
 import inspect
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -46,8 +46,8 @@ def _signature(params: list[inspect.Parameter], returns: Any) -> inspect.Signatu
     return inspect.Signature(params, return_annotation=returns)
 
 
-def _key_dependency(resource: records.Resource) -> Callable[..., dict[str, Any]]:
-    def dependency(**kwargs: Any) -> dict[str, Any]:
+def _key_dependency(resource: records.Resource) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def dependency(**kwargs: Any) -> dict[str, Any]:
         return kwargs
 
     dependency.__signature__ = _signature(  # type: ignore[attr-defined]
@@ -57,8 +57,8 @@ def _key_dependency(resource: records.Resource) -> Callable[..., dict[str, Any]]
     return dependency
 
 
-def _filter_dependency(resource: records.Resource) -> Callable[..., dict[str, Any]]:
-    def dependency(**kwargs: Any) -> dict[str, Any]:
+def _filter_dependency(resource: records.Resource) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def dependency(**kwargs: Any) -> dict[str, Any]:
         return kwargs
 
     dependency.__signature__ = _signature(  # type: ignore[attr-defined]

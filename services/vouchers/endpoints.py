@@ -37,17 +37,17 @@ KeyHeader = Annotated[
 VendorHeader = Annotated[str | None, Header(alias="X-Vendor-Id", max_length=64, description="The vendor's credit code")]
 
 
-def now(request: Request) -> datetime:
+async def now(request: Request) -> datetime:
     clock: Callable[[], datetime] = request.app.state.clock
     return clock()
 
 
-def eligibility(request: Request) -> Eligibility:
+async def eligibility(request: Request) -> Eligibility:
     client: Eligibility = request.app.state.eligibility
     return client
 
 
-def hot(request: Request) -> HotPath:
+async def hot(request: Request) -> HotPath:
     path: HotPath = request.app.state.hotpath
     return path
 
@@ -57,7 +57,7 @@ EligibilityDep = Annotated[Eligibility, Depends(eligibility)]
 HotDep = Annotated[HotPath, Depends(hot)]
 
 
-def vendor_call(idempotency_key: KeyHeader = None, vendor_id: VendorHeader = None) -> tuple[str, str]:
+async def vendor_call(idempotency_key: KeyHeader = None, vendor_id: VendorHeader = None) -> tuple[str, str]:
     """Every mutating vendor call names the vendor and carries an Idempotency-Key."""
     if not vendor_id or credit_code_error(vendor_id) is not None:
         raise ProblemError(VENDOR_ID_REQUIRED)

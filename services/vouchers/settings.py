@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, PostgresDsn
 from pydantic_settings import SettingsConfigDict
@@ -16,13 +16,17 @@ class VouchersSettings(ServiceSettings):
 
     database_url: PostgresDsn = database_url_field("VOUCHERS_")
     port: int = 8003
+    # vendors' redemptions are the hot path: successes are counted (ledger, metrics), not logged
+    access_log: Literal["all", "errors_and_slow"] = "errors_and_slow"
     eligibility_url: str = peer_url_field("VOUCHERS_", "ELIGIBILITY", "http://127.0.0.1:8002")
     registry_url: str = peer_url_field("VOUCHERS_", "REGISTRY", "http://127.0.0.1:8001")
     db_role: str = Field(
         default="vouchers_writer",
         description="The role the service acts as: it may not UPDATE, DELETE or TRUNCATE the ledger",
     )
-    hot_pool_size: int = Field(default=20, ge=1, le=200, description="Connections of the redemption path")
+    hot_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Connections of the redemption path (about 5 per core is best)"
+    )
     hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="Default lifetime of a hold")
     vendor_check_ttl_seconds: float = Field(
         default=60.0, ge=0, description="How long a compute vendor's registry check is reused"
