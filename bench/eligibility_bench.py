@@ -29,20 +29,16 @@ import asyncio
 import json
 import math
 import os
-import platform
 import random
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -50,12 +46,24 @@ from typing import IO, Any
 
 import httpx
 
+from bench.common import (
+    HOST,
+    bounded,
+    credit_codes,
+    drop_database,
+    free_port,
+    fresh_database,
+    keep_local,
+    machine,
+    percentile,
+    postgres_server,
+    say,
+    signals_ignored,
+)
 from shared import devdb
-from shared.devrun import ROOT, Stack, ensure_database, start_service, stop_services, wait_ready
-from shared.identifiers import USCC_ALPHABET, uscc_check_character
+from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 
-HOST = "127.0.0.1"
 SERVICES = ("registry", "eligibility")
 AS_OF = "2026-03-01"
 YUAN = 100  # fen
@@ -73,19 +81,6 @@ SAMPLES_PER_MEASURE = 50  # stored applications per measure the pure engine loop
 
 
 # --- data ------------------------------------------------------------------------------------
-
-
-def credit_codes(rng: random.Random, count: int) -> list[str]:
-    """Distinct valid codes: 91 (enterprise) 440307 (Longgang), 9 random characters, check character."""
-    seen: set[str] = set()
-    codes: list[str] = []
-    while len(codes) < count:
-        body = "91440307" + "".join(rng.choice(USCC_ALPHABET) for _ in range(9))
-        code = body + uscc_check_character(body)
-        if code not in seen:
-            seen.add(code)
-            codes.append(code)
-    return codes
 
 
 def organisation_rows(codes: list[str]) -> list[dict[str, Any]]:
@@ -162,14 +157,6 @@ def application_payloads(rng: random.Random, codes: list[str], count: int) -> li
 
 
 # --- measuring ---------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest rank."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 @dataclass
@@ -261,10 +248,6 @@ class Results:
             and all(s.status == 200 for s in self.simulations)
             and self.simulated == self.submissions.created
         )
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def ms(seconds: float) -> str:
@@ -566,67 +549,6 @@ def read_log(path: Path) -> LogSummary:
 # --- running it ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def fresh_database(server_url: str, name: str) -> str:
-    await drop_database(server_url, name)  # a leftover of a killed run with the same pid
-    return await ensure_database(server_url, name)
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(server_url, timeout=10)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-def keep_local(names: str) -> str:
-    hosts = [h for h in names.split(",") if h]
-    return ",".join(hosts + [h for h in (HOST, "localhost") if h not in hosts])
-
-
-@contextmanager
-def signals_ignored() -> Iterator[None]:
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def machine() -> dict[str, str]:
-    cpu = "?"
-    memory = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    return {
-        "nproc": nproc or str(len(os.sched_getaffinity(0))),
-        "cpu": cpu,
-        "memory": memory,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
 def command_line(argv: list[str]) -> str:
     return " ".join([".venv/bin/python -m bench.eligibility_bench", *(shlex.quote(a) for a in argv)])
 
@@ -728,16 +650,6 @@ def print_logs(logs: dict[str, LogSummary]) -> None:
             say(f"  {service:<12} ! {problem}")
 
 
-def bounded(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.eligibility_bench",
@@ -768,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[name] = keep_local(os.environ.get(name, ""))
 
     name = f"bench_eligibility_{os.getpid()}"
-    server_url = os.environ.get("DATABASE_URL")
+    server_url: str | None = None
     started_server: devdb.EmbeddedPostgres | None = None
     database_created = False
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -777,15 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     ok = False
     try:
-        if server_url:
-            where = "the DATABASE_URL server"
-        else:
-            server = devdb.from_environment(ROOT)
-            was_running = server.is_running()
-            say(f"embedded PostgreSQL 18 on {HOST}:{server.port} ({'running' if was_running else 'starting'})")
-            server_url = server.start()
-            started_server = None if was_running else server
-            where = "embedded, DATABASE_URL unset"
+        server_url, started_server, where = postgres_server()
         database_url = asyncio.run(fresh_database(server_url, name))
         database_created = True
         say(f"database {name}: migrating")

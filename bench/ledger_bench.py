@@ -52,21 +52,18 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import random
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,12 +72,24 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from bench.common import (
+    HOST,
+    bounded,
+    credit_codes,
+    drop_database,
+    free_port,
+    fresh_database,
+    keep_local,
+    machine,
+    percentile,
+    postgres_server,
+    say,
+    signals_ignored,
+)
 from shared import devdb
-from shared.devrun import ROOT, Stack, ensure_database, start_service, stop_services, wait_ready
-from shared.identifiers import USCC_ALPHABET, uscc_check_character
+from shared.devrun import ROOT, Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 
-HOST = "127.0.0.1"
 YUAN = 100  # fen
 CONTRACT_FEN = 1_300_000 * YUAN
 CLAIM_FEN = 380_000 * YUAN  # at most 30% of the contract (M3.contract_ratio)
@@ -98,19 +107,6 @@ CORES = len(os.sched_getaffinity(0))
 
 
 # --- data --------------------------------------------------------------------------------------
-
-
-def credit_codes(rng: random.Random, count: int) -> list[str]:
-    """Distinct valid codes: 91 (enterprise) 440307 (Longgang), 9 random characters, check character."""
-    seen: set[str] = set()
-    codes: list[str] = []
-    while len(codes) < count:
-        body = "91440307" + "".join(rng.choice(USCC_ALPHABET) for _ in range(9))
-        code = body + uscc_check_character(body)
-        if code not in seen:
-            seen.add(code)
-            codes.append(code)
-    return codes
 
 
 def organisation_rows(codes: list[str], prefix: str) -> list[dict[str, Any]]:
@@ -165,14 +161,6 @@ class Setup:
 
 
 # --- measuring -----------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest rank."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 @dataclass
@@ -358,10 +346,6 @@ class Results:
     @property
     def all_runs(self) -> list[LoadRun]:
         return self.runs + [g.run for g in self.growth]
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def ms(value: float) -> str:
@@ -1119,67 +1103,6 @@ def log_problems(path: Path) -> list[str]:
 # --- running it -----------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def fresh_database(server_url: str, name: str) -> str:
-    await drop_database(server_url, name)  # a leftover of a killed run with the same pid
-    return await ensure_database(server_url, name)
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(server_url, timeout=10)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-def keep_local(names: str) -> str:
-    hosts = [h for h in names.split(",") if h]
-    return ",".join(hosts + [h for h in (HOST, "localhost") if h not in hosts])
-
-
-@contextmanager
-def signals_ignored() -> Iterator[None]:
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def machine() -> dict[str, str]:
-    cpu = "?"
-    memory = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    return {
-        "nproc": nproc or str(len(os.sched_getaffinity(0))),
-        "cpu": cpu,
-        "memory": memory,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
 def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -1419,16 +1342,6 @@ def sizes(text: str) -> list[int]:
     return values
 
 
-def bounded(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.ledger_bench",
@@ -1488,7 +1401,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = f"bench_ledger_{os.getpid()}"
     pgbench_name = f"bench_ledger_pgbench_{os.getpid()}"
-    server_url = os.environ.get("DATABASE_URL")
+    server_url: str | None = None
     started_server: devdb.EmbeddedPostgres | None = None
     created: list[str] = []
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -1497,15 +1410,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     ok = False
     try:
-        if server_url:
-            where = "the DATABASE_URL server"
-        else:
-            server = devdb.from_environment(ROOT)
-            was_running = server.is_running()
-            say(f"embedded PostgreSQL 18 on {HOST}:{server.port} ({'running' if was_running else 'starting'})")
-            server_url = server.start()
-            started_server = None if was_running else server
-            where = "embedded, DATABASE_URL unset"
+        server_url, started_server, where = postgres_server()
         database_url = asyncio.run(fresh_database(server_url, name))
         created.append(name)
         say(f"database {name}: migrating")

@@ -1,0 +1,132 @@
+"""What the benchmarks share: test data, percentiles, throw-away databases, machine facts."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shared import devdb
+from shared.devrun import ROOT, ensure_database
+from shared.identifiers import USCC_ALPHABET, uscc_check_character
+
+HOST = "127.0.0.1"
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def credit_codes(rng: random.Random, count: int) -> list[str]:
+    """Distinct valid codes: 91 (enterprise) 440307 (Longgang), 9 random characters, check character."""
+    seen: set[str] = set()
+    codes: list[str] = []
+    while len(codes) < count:
+        body = "91440307" + "".join(rng.choice(USCC_ALPHABET) for _ in range(9))
+        code = body + uscc_check_character(body)
+        if code not in seen:
+            seen.add(code)
+            codes.append(code)
+    return codes
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def fresh_database(server_url: str, name: str) -> str:
+    await drop_database(server_url, name)  # a leftover of a killed run with the same pid
+    return await ensure_database(server_url, name)
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url, timeout=10)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def keep_local(names: str) -> str:
+    """NO_PROXY with loopback added: benchmark traffic never leaves the machine."""
+    hosts = [h for h in names.split(",") if h]
+    return ",".join(hosts + [h for h in (HOST, "localhost") if h not in hosts])
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    memory = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "nproc": nproc or str(len(os.sched_getaffinity(0))),
+        "cpu": cpu,
+        "memory": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer within [low, high]."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def postgres_server() -> tuple[str, devdb.EmbeddedPostgres | None, str]:
+    """DATABASE_URL's server, else the embedded one: (URL, the server if we started it, a description)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url, None, "the DATABASE_URL server"
+    server = devdb.from_environment(ROOT)
+    was_running = server.is_running()
+    say(f"embedded PostgreSQL 18 on {HOST}:{server.port} ({'running' if was_running else 'starting'})")
+    url = server.start()
+    return url, None if was_running else server, "embedded, DATABASE_URL unset"
