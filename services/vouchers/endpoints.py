@@ -27,7 +27,15 @@ from .errors import (
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
 from .peers import Eligibility, Registry
-from .schemas import GrantRead, HoldRequest, IssueRequest, RedemptionRequest, VoidRequest, VoucherRead
+from .schemas import (
+    GrantRead,
+    HoldRequest,
+    IssueRequest,
+    RedemptionRequest,
+    ReversalRequest,
+    VoidRequest,
+    VoucherRead,
+)
 
 router = APIRouter()
 VoucherCode = Annotated[str, Path(min_length=3, max_length=64, pattern=r"^[A-Z0-9-]+$")]
@@ -215,6 +223,19 @@ async def grant(session: SessionDep, client: EligibilityDep, moment: Now, payloa
         return await service.grant(session, client, payload, moment)
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc
+
+
+@router.post(
+    "/v1/grants/{grant_id}/reversal",
+    status_code=201,
+    response_model=GrantRead,
+    tags=["vouchers"],
+    summary="Correct a mistaken grant with a reversing entry (the original stays in the ledger)",
+)
+async def reverse_grant(
+    session: SessionDep, grant_id: Annotated[int, Path(ge=1, le=2**62)], payload: ReversalRequest
+) -> GrantRead:
+    return await service.reverse_grant(session, grant_id, payload)
 
 
 @router.get("/v1/vouchers/{code}", response_model=VoucherRead, tags=["vouchers"])

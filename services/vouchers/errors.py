@@ -126,3 +126,10 @@ PARAMETER_MISSING = ErrorCode(
     "政策参数 {parameter} 在 {day} 没有取值，未做任何更改",
     "Policy parameter {parameter} has no value on {day}; nothing was changed",
 )
+GRANT_NOT_FOUND = ErrorCode("grant_not_found", 404, "拨付记录不存在：{id}", "No such grant: {id}")
+ALREADY_REVERSED = ErrorCode(
+    "already_reversed",
+    409,
+    "该笔已被冲正（冲正分录 {entry_id}）",
+    "This was already reversed (reversing entry {entry_id})",
+)

@@ -71,6 +71,12 @@ class Entry(Base):
         Index("ix_entries_to_account", "to_account_id"),
         Index("ix_entries_voucher", "voucher_id"),
         Index("ix_entries_txid_id", "txid", "id"),
+        Index(
+            "uq_entries_reverses_entry_id",
+            "reverses_entry_id",
+            unique=True,
+            postgresql_where=text("reverses_entry_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)

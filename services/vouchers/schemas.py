@@ -35,6 +35,11 @@ class HoldRequest(RedemptionRequest):
     )
 
 
+class ReversalRequest(Input):
+    officer: Actor
+    reason: Annotated[str, Field(min_length=2, max_length=2000)]
+
+
 class VoidRequest(Input):
     officer: Actor
     reason: Annotated[str, Field(min_length=2, max_length=2000)]
@@ -72,6 +77,7 @@ class GrantRead(BaseModel):
     entry_id: int
     issued_by: str | None
     issued_at: datetime
+    reversed_by_entry_id: int | None = Field(default=None, description="The reversing entry, if reversed")
 
 
 class AllowanceRead(BaseModel):

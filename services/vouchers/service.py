@@ -26,9 +26,11 @@ from shared.money import format_yuan
 
 from .errors import (
     ALREADY_ISSUED,
+    ALREADY_REVERSED,
     CLAIM_CEILING,
     CLASS_CAP,
     CONTRACT_ALREADY_CLAIMED,
+    GRANT_NOT_FOUND,
     OVER_CONTRACT_SHARE,
     VOUCHER_HAS_HOLDS,
     VOUCHER_NOT_ACTIVE,
@@ -38,7 +40,7 @@ from .errors import (
 from .hotpath import local_today
 from .models import Account, Allowance, Entry, Grant, Voucher
 from .peers import Eligibility
-from .schemas import GrantRead, IssueRequest, VoidRequest, VoucherRead
+from .schemas import GrantRead, IssueRequest, ReversalRequest, VoidRequest, VoucherRead
 
 VOUCHER_MEASURES = ("M1", "M3")
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read over the phone
@@ -327,7 +329,44 @@ async def grant(session: AsyncSession, eligibility: Eligibility, payload: IssueR
     except IntegrityError as exc:
         raise ProblemError(ALREADY_ISSUED, reference=str(payload.decision_id)) from exc
     await session.refresh(row)
-    return GrantRead.model_validate(row, from_attributes=True)
+    return await _grant_read(session, row)
+
+
+async def _grant_read(session: AsyncSession, row: Grant) -> GrantRead:
+    reversal = await session.scalar(select(Entry.id).where(Entry.reverses_entry_id == row.entry_id))
+    read = GrantRead.model_validate(row, from_attributes=True)
+    return read.model_copy(update={"reversed_by_entry_id": reversal})
+
+
+async def reverse_grant(session: AsyncSession, grant_id: int, payload: ReversalRequest) -> GrantRead:
+    """A mistaken disbursement is corrected by a reversing entry that references it (never an edit)."""
+    # no row lock (the role may not UPDATE grants): the unique index on reverses_entry_id decides races
+    row = (await session.execute(select(Grant).where(Grant.id == grant_id))).scalar_one_or_none()
+    if row is None:
+        raise ProblemError(GRANT_NOT_FOUND, id=grant_id)
+    original = await session.get(Entry, row.entry_id)
+    assert original is not None
+    done = await session.scalar(select(Entry.id).where(Entry.reverses_entry_id == original.id))
+    if done is not None:
+        raise ProblemError(ALREADY_REVERSED, entry_id=done)
+    session.add(
+        Entry(
+            kind="reversal",
+            from_account_id=original.to_account_id,
+            to_account_id=original.from_account_id,
+            amount_fen=original.amount_fen,
+            decision_id=original.decision_id,
+            actor=payload.officer,
+            reverses_entry_id=original.id,
+            request_id=request_id_var.get(),
+            memo=payload.reason,
+        )
+    )
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent reversal of the same entry
+        raise ProblemError(ALREADY_REVERSED, entry_id=original.id) from exc
+    return await _grant_read(session, row)
 
 
 async def get_voucher(session: AsyncSession, code: str, *, lock: bool = False) -> Voucher:

@@ -259,6 +259,30 @@ async def test_other_measures_are_grants_once(
         holder,
     )
 
+    # a mistaken grant is corrected by a reversing entry that references it, once
+    grant_id = granted.json()["id"]
+    reversed_ = await vouchers.post(f"/v1/grants/{grant_id}/reversal", json={"officer": "chen", "reason": "重复拨付"})
+    assert reversed_.status_code == 201, reversed_.text
+    reversal_id = reversed_.json()["reversed_by_entry_id"]
+    [reversal] = await _fetch(
+        vouchers_database,
+        "SELECT r.kind, r.amount_fen, r.reverses_entry_id, r.from_account_id = o.to_account_id AS swapped_from, "
+        "r.to_account_id = o.from_account_id AS swapped_to FROM vouchers.entries r "
+        "JOIN vouchers.entries o ON o.id = r.reverses_entry_id WHERE r.id = $1",
+        reversal_id,
+    )
+    assert (reversal["kind"], reversal["amount_fen"], reversal["reverses_entry_id"]) == (
+        "reversal",
+        500_000 * YUAN,
+        granted.json()["entry_id"],
+    )
+    assert reversal["swapped_from"]
+    assert reversal["swapped_to"]
+    twice = await vouchers.post(f"/v1/grants/{grant_id}/reversal", json={"officer": "chen", "reason": "再次"})
+    assert (twice.status_code, twice.json()["code"]) == (409, "already_reversed")
+    missing = await vouchers.post("/v1/grants/999999999/reversal", json={"officer": "chen", "reason": "无此记录"})
+    assert missing.status_code == 404
+
 
 async def test_not_approved_decisions_issue_nothing(
     vouchers: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, live_eligibility_client: httpx.AsyncClient
