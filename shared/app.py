@@ -9,9 +9,9 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from shared.db import Database
@@ -23,6 +23,18 @@ from shared.migrations import head_revision
 from shared.settings import ServiceSettings
 
 Hook = Callable[[FastAPI], Awaitable[None]]
+T = TypeVar("T")
+
+
+def state_dependency(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency returning `app.state.<name>` (async: FastAPI would run a sync one in a thread)."""
+
+    async def dependency(request: Request) -> T:
+        value = getattr(request.app.state, name)
+        assert isinstance(value, kind)
+        return value
+
+    return dependency
 
 
 class FieldProblem(BaseModel):

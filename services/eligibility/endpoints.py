@@ -3,8 +3,9 @@
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
+from shared.app import state_dependency
 from shared.db import SessionDep
 from shared.identifiers import CreditCode
 from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_keys, encode_cursor, make_page, page_params
@@ -37,16 +38,8 @@ Status = Literal["in_review", "reviewed", "approved", "rejected", "ineligible"]
 Measure = Annotated[str, Query(pattern=r"^M(1[0-3]|[1-9])$")]
 
 
-async def get_policy(request: Request) -> Policy:
-    policy: Policy = request.app.state.policy
-    return policy
-
-
-async def get_registry(request: Request) -> RegistryFacts:
-    registry: RegistryFacts = request.app.state.registry_facts
-    return registry
-
-
+get_policy = state_dependency("policy", Policy)
+get_registry = state_dependency("registry_facts", RegistryFacts)
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 RegistryDep = Annotated[RegistryFacts, Depends(get_registry)]
 

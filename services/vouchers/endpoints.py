@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import Response
 
+from shared.app import state_dependency
 from shared.db import SessionDep
 from shared.errors import ProblemError
 from shared.identifiers import credit_code_error
@@ -50,14 +51,8 @@ async def now(request: Request) -> datetime:
     return clock()
 
 
-async def eligibility(request: Request) -> Eligibility:
-    client: Eligibility = request.app.state.eligibility
-    return client
-
-
-async def hot(request: Request) -> HotPath:
-    path: HotPath = request.app.state.hotpath
-    return path
+eligibility = state_dependency("eligibility", Eligibility)
+hot = state_dependency("hotpath", HotPath)
 
 
 Now = Annotated[datetime, Depends(now)]

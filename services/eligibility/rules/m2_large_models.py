@@ -78,25 +78,31 @@ def _kind_failures(facts: Facts, trace: Trace) -> list[Reason]:
     ]
 
 
-def _track_a(evidence: M2Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
-    failures = _kind_failures(facts, trace)
-    already = was_awarded(facts.prior_awards, "a")
+def _once(facts: Facts, trace: Trace, track: str) -> list[Reason]:
+    """Each track's reward is one-time per entity: an earlier standing award of it refuses."""
+    already = was_awarded(facts.prior_awards, track)
     trace.step(
         "M2",
-        "（a）每个单位一次性奖励",
-        "(a) One-time reward per entity",
-        inputs={"prior_award_component": "a", "already_awarded": already},
+        f"（{track}）每个单位一次性奖励",
+        f"({track}) One-time reward per entity",
+        inputs={"prior_award_component": track, "already_awarded": already},
         outcome="fail" if already else "pass",
     )
-    if already:
-        failures.append(
-            reason(
-                "M2",
-                "already_awarded",
-                "申请人已获得本条（a）项一次性奖励",
-                "The applicant already received the one-time reward under M2(a)",
-            )
+    if not already:
+        return []
+    return [
+        reason(
+            "M2",
+            "already_awarded",
+            f"申请人已获得本条（{track}）项一次性奖励",
+            f"The applicant already received the one-time reward under M2({track})",
         )
+    ]
+
+
+def _track_a(evidence: M2Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
+    failures = _kind_failures(facts, trace)
+    failures.extend(_once(facts, trace, "a"))
     if failures:
         return Result.ineligible(*failures)
     cap: int = p("M2.a_cap_fen")
@@ -196,23 +202,7 @@ def _track_b(evidence: M2Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
                 )
             )
 
-    already = was_awarded(facts.prior_awards, "b")
-    trace.step(
-        "M2",
-        "（b）一次性奖励",
-        "(b) One-time reward",
-        inputs={"prior_award_component": "b", "already_awarded": already},
-        outcome="fail" if already else "pass",
-    )
-    if already:
-        failures.append(
-            reason(
-                "M2",
-                "already_awarded",
-                "申请人已获得本条（b）项一次性奖励",
-                "The applicant already received the one-time reward under M2(b)",
-            )
-        )
+    failures.extend(_once(facts, trace, "b"))
     if failures:
         return Result.ineligible(*failures)
     award: int = p("M2.b_award_fen")
