@@ -261,3 +261,101 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv))
+
+
+# --- applications, decisions and a voucher, through the other two services -----------------------
+
+DEMO_APPLICATIONS: list[tuple[str, str, Json, bool]] = [
+    # (applicant, as_of, evidence, approve?)
+    (
+        "91440300708461136T",
+        "2026-03-02",
+        {
+            "measure": "M6",
+            "diagnosis_reference": "深工信数字化诊断〔2025〕031号",
+            "audited_investment_fen": 300_000_000,
+        },
+        True,
+    ),
+    (
+        "91440307MA5GJ8KQ2Y",
+        "2026-03-05",
+        {"measure": "M11", "year": 2025, "area_m2": "1500", "months": 12, "rent_paid_fen": 216_000_000},
+        False,
+    ),
+    ("914403001922038216", "2026-03-06", {"measure": "M9", "year": 2025}, False),
+]
+DEMO_VENDOR = "914403001922038216"
+DEMO_HOLDER = "91440307MA5GJ8KQ2Y"
+
+
+def _m3_evidence(model_id: str) -> Json:
+    return {
+        "measure": "M3",
+        "contract": {
+            "number": "LX-2025-0301",
+            "vendor_credit_code": DEMO_VENDOR,
+            "model_id": model_id,
+            "signed_on": "2025-03-01",
+            "amount_fen": 200_000_000,
+            "components": [
+                {"kind": "private_deployment", "amount_fen": 150_000_000},
+                {"kind": "api_calls", "amount_fen": 50_000_000},
+            ],
+        },
+        "claim_fen": 60_000_000,
+    }
+
+
+def _submit_once(client: httpx.Client, applicant: str, as_of: str, evidence: Json, approve: bool) -> Json:
+    """Submit unless this applicant already applied for the measure; approve when asked."""
+    listed = client.get("/v1/applications", params={"applicant": applicant, "measure": evidence["measure"]})
+    existing = _json_object(listed).get("items") or []
+    if existing:
+        application: Json = existing[0]
+        return application
+    created = client.post("/v1/applications", json={"applicant": applicant, "as_of": as_of, "evidence": evidence})
+    application = _json_object(created)
+    if created.status_code != 201:
+        raise RuntimeError(f"demo data: application of {applicant} failed: {created.text}")
+    if approve and application["status"] == "in_review":
+        path = f"/v1/applications/{application['id']}"
+        client.post(path + "/reviews", json={"reviewer": "officer-wang", "verdict": "approve", "reason": "材料齐全"})
+        approved = client.post(
+            path + "/approvals", json={"approver": "approver-li", "verdict": "approve", "reason": "同意"}
+        )
+        application = _json_object(approved)
+    return application
+
+
+def load_flows(registry_url: str, eligibility_url: str, vouchers_url: str) -> str:
+    """A few applications (some approved, some waiting in the review queue), a grant, a model voucher and a
+    redemption: so every service has real records to show."""
+    headers = {"Accept": "application/json", "Accept-Language": "en"}
+    with (
+        httpx.Client(base_url=registry_url.rstrip("/"), timeout=TIMEOUT, headers=headers) as registry,
+        httpx.Client(base_url=eligibility_url.rstrip("/"), timeout=TIMEOUT, headers=headers) as eligibility,
+        httpx.Client(base_url=vouchers_url.rstrip("/"), timeout=TIMEOUT, headers=headers) as vouchers,
+    ):
+        decisions = [_submit_once(eligibility, *row) for row in DEMO_APPLICATIONS]
+        models = _json_object(registry.get("/v1/models", params={"vendor_credit_code": DEMO_VENDOR}))["items"]
+        model_id = next(m["id"] for m in models if m["name"] == "星图行业大模型")
+        m3 = _submit_once(eligibility, DEMO_HOLDER, "2026-03-10", _m3_evidence(model_id), True)
+        issue = [{"decision_id": d["decision"]["id"], "issued_by": "officer-chen"} for d in (decisions[0], m3)]
+        grant = vouchers.post("/v1/grants", json=issue[0])
+        issued = vouchers.post("/v1/vouchers", json=issue[1])
+        if issued.status_code not in (201, 409) or grant.status_code not in (201, 409):
+            raise RuntimeError(f"demo data: issuing failed: {issued.text} {grant.text}")
+        # 409 already_issued names the voucher issued by an earlier demo run
+        voucher_code = str(issued.json()["code" if issued.status_code == 201 else "reference"])
+        redemption = {"amount_fen": 10_000_000, "invoice_number": "XT-2026-0001", "contract_number": "LX-2025-0301"}
+        vouchers.post(
+            f"/v1/vouchers/{voucher_code}/redemptions",
+            json=redemption,
+            headers={"Idempotency-Key": "demo-redemption-1", "X-Vendor-Id": DEMO_VENDOR},
+        )
+    waiting = sum(1 for d in decisions if d["status"] in ("in_review", "reviewed"))
+    return (
+        f"demo flows: {len(decisions) + 1} applications ({waiting} waiting in the review queue), "
+        f"1 grant (M6), model voucher {voucher_code} with one redemption"
+    )

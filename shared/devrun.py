@@ -168,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             processes[service] = start_service(stack, service)
         wait_ready(stack, processes)
         if args.demo:
-            from shared.demo import load_demo
+            from shared.demo import load_demo, load_flows
 
             print(load_demo(stack.url("registry")), flush=True)
+            print(load_flows(stack.url("registry"), stack.url("eligibility"), stack.url("vouchers")), flush=True)
         print("\nall three services are ready:", flush=True)
         for service in SERVICES:
             print(f"  {service:<12} {stack.url(service)}   (API docs: {stack.url(service)}/docs)", flush=True)
