@@ -99,7 +99,16 @@ def create_service_app(
             await app.state.database.dispose()
 
     configure_logging(service_name, settings.log_level)
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan, responses=PROBLEM_RESPONSES)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
+        # FastAPI's native OpenTelemetry looks up the global providers on every request;
+        # we export nothing through it (metrics are issue #6), so it stays off
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
     app.state.service_name = service_name
     app.state.schema = schema
     app.state.settings = settings
