@@ -457,3 +457,24 @@ async def test_the_invariants_endpoint_reports_a_broken_projection(
         )
         await connection.close()
     assert (await vouchers.get("/v1/ledger/invariants")).json()["ok"] is True
+
+
+async def test_the_hot_redemption_route_keeps_the_documented_contract(vouchers: httpx.AsyncClient) -> None:
+    """The redemption endpoint is served by a bare route; OpenAPI still documents it, and it validates the same."""
+    spec = (await vouchers.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/vouchers/{code}/redemptions"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RedemptionRequest")
+    headers = {"Idempotency-Key": "k", "X-Vendor-Id": "9144030071526726XG"}
+    bad_code = await vouchers.post(
+        "/v1/vouchers/m3-lower/redemptions", json={"amount_fen": 1, "invoice_number": "x"}, headers=headers
+    )
+    assert (bad_code.status_code, bad_code.json()["errors"][0]["field"]) == (422, "path.code")
+    not_json = await vouchers.post("/v1/vouchers/M3-AAAAA/redemptions", content=b"{", headers=headers)
+    assert (not_json.status_code, not_json.json()["code"]) == (422, "validation_failed")
+    english = await vouchers.post(
+        "/v1/vouchers/M3-AAAAA/redemptions",
+        json={"amount_fen": -1, "invoice_number": "x"},
+        headers={**headers, "Accept-Language": "en"},
+    )
+    assert english.headers["content-language"] == "en"
+    assert english.json()["errors"][0]["field"] == "body.amount_fen"
