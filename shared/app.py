@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 
+from shared.audit import install_audit
+from shared.auth import RateLimiter, check_routes_protected, verifier_from_settings
 from shared.db import Database
 from shared.errors import install_error_handlers
 from shared.health import router as health_router
@@ -61,6 +63,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
     for status, text in {
         400: "Bad request",
+        401: "No valid bearer token (missing, expired, tampered, wrong issuer or audience)",
+        403: "The token's role may not do this",
         404: "Not found",
         409: "Conflict",
         422: "Invalid input (problem+json with per-field `errors`)",
@@ -81,9 +85,13 @@ def create_service_app(
     on_shutdown: Sequence[Hook] = (),
     max_body_bytes: int = 32 * 1024 * 1024,
     db_server_settings: dict[str, str] | None = None,
+    audit_role: str | None = None,
 ) -> FastAPI:
+    """Every route must declare who may call it (`shared.auth.require`): checked here."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await app.state.audit.start()
         for hook in on_startup:
             await hook(app)
         # Everything alive now lives as long as the process: keep it out of the collector's
@@ -96,6 +104,7 @@ def create_service_app(
         finally:
             for hook in on_shutdown:
                 await hook(app)
+            await app.state.audit.stop()
             await app.state.database.dispose()
 
     configure_logging(service_name, settings.log_level)
@@ -120,10 +129,14 @@ def create_service_app(
         statement_timeout_ms=settings.db_statement_timeout_ms,
         server_settings=db_server_settings,
     )
+    app.state.verifier = verifier_from_settings(settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     install_error_handlers(app)
+    install_audit(app, settings.async_database_url, schema, role=audit_role)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestContextMiddleware, log_successes=settings.access_log == "all")
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
+    check_routes_protected(app)
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ from typing import IO
 
 import httpx
 
-from shared import devdb
+from shared import devauth, devdb
 from shared.migrations import SERVICES, upgrade_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +134,16 @@ def stop_services(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.kill()
 
 
+def prepare_auth(directory: Path, database_url: str, registry_url: str) -> dict[str, str]:
+    """Keys, JWKS and the local clients (services' own and the demo's); the services' env."""
+    from shared.demo import DEMO_VENDOR
+
+    devauth.ensure_keys(directory)
+    wanted = {**devauth.SERVICE_CLIENTS, **devauth.demo_clients(DEMO_VENDOR)}
+    clients = devauth.ensure_clients(database_url, directory / "clients.json", wanted)
+    return devauth.service_env(directory, registry_url, clients)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", action="store_true", help="load the demo data set once the services are up")
@@ -158,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         host = os.environ.get("HOST", "127.0.0.1")
         ports = {s: int(os.environ.get(f"{s.upper()}_PORT", p)) for s, p in DEFAULT_PORTS.items()}
         stack = Stack(database_url, host, ports)
+        auth_dir = Path(os.environ.get("AUTH_DIR", ROOT / ".data" / "auth"))
+        os.environ.update(prepare_auth(auth_dir, database_url, stack.url("registry")))
         busy = [f"{s} ({p})" for s, p in ports.items() if port_in_use(host, p)]
         if busy:
             raise RuntimeError(
@@ -170,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             from shared.demo import load_demo, load_flows
 
-            print(load_demo(stack.url("registry")), flush=True)
-            print(load_flows(stack.url("registry"), stack.url("eligibility"), stack.url("vouchers")), flush=True)
+            clients = json.loads((auth_dir / "clients.json").read_text(encoding="utf-8"))
+            print(load_demo(stack.url("registry"), clients), flush=True)
+            print(
+                load_flows(stack.url("registry"), stack.url("eligibility"), stack.url("vouchers"), clients),
+                flush=True,
+            )
         print("\nall three services are ready:", flush=True)
         for service in SERVICES:
             print(f"  {service:<12} {stack.url(service)}   (API docs: {stack.url(service)}/docs)", flush=True)
+        print(f"  clients and secrets: {auth_dir / 'clients.json'} (README: Authentication)", flush=True)
         print("press Ctrl-C to stop\n", flush=True)
         while not stopping:
             for service, process in processes.items():

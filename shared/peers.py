@@ -90,6 +90,7 @@ def make_peer_client(
     retries: int = 2,
     transport: httpx.AsyncBaseTransport | None = None,
     headers: dict[str, str] | None = None,
+    auth: httpx.Auth | None = None,
 ) -> httpx.AsyncClient:
     """A client for one peer service. Pass `transport=httpx.MockTransport(...)` in unit tests."""
     inner = transport or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=50))
@@ -98,6 +99,7 @@ def make_peer_client(
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 1.0)),
         transport=RetryTransport(inner, retries=retries),
         headers=headers,
+        auth=auth,
         event_hooks={"request": [_forward_request_id]},
     )
 

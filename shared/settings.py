@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, PostgresDsn, field_validator
+from pydantic import AliasChoices, Field, PostgresDsn, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,7 +30,7 @@ class ServiceSettings(BaseSettings):
     """What every service needs; subclasses set the prefix and add their own."""
 
     service_name: ClassVar[str] = "service"
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     database_url: PostgresDsn
     host: str = "127.0.0.1"
@@ -42,6 +42,25 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=30_000, ge=100)
     peer_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    # authentication (shared/auth.py): the same for every service, hence no prefix
+    auth_jwks: str = Field(
+        default="",
+        validation_alias="AUTH_JWKS",
+        description="Public keys that sign access tokens: a JWKS file path or inline JSON (required)",
+    )
+    auth_issuer: str = Field(default="longgang-ai-identity", validation_alias="AUTH_ISSUER")
+    auth_audience: str = Field(default="longgang-ai", validation_alias="AUTH_AUDIENCE")
+    auth_leeway_seconds: int = Field(default=30, ge=0, le=300, validation_alias="AUTH_LEEWAY_SECONDS")
+    auth_token_url: str = Field(
+        default="", validation_alias="AUTH_TOKEN_URL", description="Where this service gets its own tokens"
+    )
+    # this service's own client identity when it calls peers (<PREFIX>CLIENT_ID / _SECRET)
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    # vendor-facing routes: a token bucket per client, per process (0 disables)
+    rate_limit_per_second: float = Field(default=200.0, ge=0)
+    rate_limit_burst: int = Field(default=400, ge=1)
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -23,10 +26,35 @@ import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import devdb
+from shared import devauth, devdb
 from shared.db import get_session
 from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
+from tests.auth import admin
+
+#: Keys and clients of this test session (set up in pytest_configure).
+AUTH_DIR = Path(tempfile.mkdtemp(prefix="longgang-auth-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Authentication is always on: a signing key for the session, published as a JWKS file.
+
+    Processes started by the tests inherit these variables (devrun's Stack copies os.environ).
+    """
+    keys, jwks = devauth.ensure_keys(AUTH_DIR)
+    os.environ["AUTH_JWKS"] = str(jwks)
+    os.environ["REGISTRY_SIGNING_KEYS_DIR"] = str(keys)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(AUTH_DIR, ignore_errors=True)
+
+
+def provision_service_clients(database_url: str, registry_url: str) -> dict[str, str]:
+    """The services' own clients in a registry database; returns the services' env (ids, secrets, token URL)."""
+    path = AUTH_DIR / f"clients-{uuid.uuid4().hex[:8]}.json"
+    clients = devauth.ensure_clients(database_url, path, devauth.SERVICE_CLIENTS)
+    return devauth.service_env(AUTH_DIR, registry_url, clients)
 
 
 def _server() -> tuple[str, devdb.EmbeddedPostgres | None]:
@@ -129,7 +157,7 @@ async def _rollback_client(app: FastAPI, base_url: str) -> AsyncIterator[httpx.A
         app.dependency_overrides[get_session] = session_override
         try:
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=admin()) as client:
                 yield client
         finally:
             app.dependency_overrides.pop(get_session, None)
@@ -151,10 +179,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(database_url: str, service: str) -> Iterator[str]:
+def running_service(database_url: str, service: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """One service as a real uvicorn process on a free port; yields its base URL."""
     stack = Stack(database_url, "127.0.0.1", {service: free_port()})
-    process = start_service(stack, service)
+    process = start_service(stack, service, extra_env=extra_env)
     try:
         wait_ready(stack, {service: process}, timeout=60)
         yield stack.url(service)
@@ -163,18 +191,45 @@ def running_service(database_url: str, service: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def live_registry(databases: DatabaseFactory) -> Iterator[str]:
-    """A real registry process on its own database (data written to it is committed)."""
-    with running_service(databases.create("longgang_registry_live"), "registry") as url:
+def live_registry_database(databases: DatabaseFactory) -> str:
+    return databases.create("longgang_registry_live")
+
+
+@pytest.fixture(scope="session")
+def live_registry(live_registry_database: str) -> Iterator[str]:
+    """A real registry process on its own database (data written to it is committed); it issues tokens."""
+    with running_service(live_registry_database, "registry") as url:
         yield url
 
 
+@pytest.fixture(scope="session")
+def service_auth_env(live_registry_database: str, live_registry: str) -> dict[str, str]:
+    """Client ids and secrets of the eligibility and vouchers services, known to the live registry."""
+    return provision_service_clients(live_registry_database, live_registry)
+
+
+def _settings_auth(env: dict[str, str], service: str) -> dict[str, str]:
+    return {
+        "client_id": env[f"{service.upper()}_CLIENT_ID"],
+        "client_secret": env[f"{service.upper()}_CLIENT_SECRET"],
+        "auth_token_url": env["AUTH_TOKEN_URL"],
+    }
+
+
 @pytest_asyncio.fixture(scope="session")
-async def eligibility_app(database_url: str, live_registry: str) -> AsyncIterator[FastAPI]:
+async def eligibility_app(
+    database_url: str, live_registry: str, service_auth_env: dict[str, str]
+) -> AsyncIterator[FastAPI]:
     from services.eligibility.app import create_app
     from services.eligibility.settings import EligibilitySettings
 
-    app = create_app(EligibilitySettings(database_url=database_url, registry_url=live_registry))
+    app = create_app(
+        EligibilitySettings(
+            database_url=database_url,
+            registry_url=live_registry,
+            **_settings_auth(service_auth_env, "eligibility"),  # type: ignore[arg-type]
+        )
+    )
     yield app
     await app.state.registry_facts.registry.aclose()
     await app.state.database.dispose()
@@ -189,16 +244,16 @@ async def eligibility(eligibility_app: FastAPI) -> AsyncIterator[httpx.AsyncClie
 
 @pytest_asyncio.fixture
 async def live_registry_client(live_registry: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_registry, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=live_registry, timeout=10, headers=admin()) as client:
         yield client
 
 
 @pytest.fixture(scope="session")
-def live_eligibility(databases: DatabaseFactory, live_registry: str) -> Iterator[str]:
+def live_eligibility(databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]) -> Iterator[str]:
     """A real eligibility process (own database) reading the live registry."""
     url = databases.create("longgang_eligibility_live")
     stack = Stack(url, "127.0.0.1", {"eligibility": free_port()})
-    environment = {"REGISTRY_URL": live_registry}
+    environment = {"REGISTRY_URL": live_registry, **service_auth_env}
     process = start_service(stack, "eligibility", extra_env=environment)
     try:
         wait_ready(stack, {"eligibility": process}, timeout=60)
@@ -214,12 +269,19 @@ def vouchers_database(databases: DatabaseFactory) -> str:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def vouchers_app(vouchers_database: str, live_eligibility: str, live_registry: str) -> AsyncIterator[FastAPI]:
+async def vouchers_app(
+    vouchers_database: str, live_eligibility: str, live_registry: str, service_auth_env: dict[str, str]
+) -> AsyncIterator[FastAPI]:
     from services.vouchers.app import create_app
     from services.vouchers.settings import VouchersSettings
 
     app = create_app(
-        VouchersSettings(database_url=vouchers_database, eligibility_url=live_eligibility, registry_url=live_registry)
+        VouchersSettings(
+            database_url=vouchers_database,
+            eligibility_url=live_eligibility,
+            registry_url=live_registry,
+            **_settings_auth(service_auth_env, "vouchers"),  # type: ignore[arg-type]
+        )
     )
     async with app.router.lifespan_context(app):
         yield app
@@ -229,11 +291,13 @@ async def vouchers_app(vouchers_database: str, live_eligibility: str, live_regis
 async def vouchers(vouchers_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client for the vouchers service (committed data: tests use fresh enterprises)."""
     transport = httpx.ASGITransport(app=vouchers_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=30) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://vouchers", timeout=30, headers=admin()
+    ) as client:
         yield client
 
 
 @pytest_asyncio.fixture
 async def live_eligibility_client(live_eligibility: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_eligibility, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=live_eligibility, timeout=30, headers=admin()) as client:
         yield client

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from shared.app import create_service_app
 from shared.peers import PeerClient, make_peer_client
+from shared.tokens import peer_auth
 
 from .endpoints import router
 from .facts import RegistryFacts
@@ -29,10 +30,11 @@ reached the answer is 503 and nothing is stored.
 
 def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
     settings = settings or EligibilitySettings()
+    auth = peer_auth(settings)
     # refuse to start on a bad parameter file: the error names the file and the key
     policy = Policy(load_parameter_file(settings.policy_file), load_priority_rubric(settings.priority_file))
     registry = PeerClient(
-        "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds)
+        "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth)
     )
 
     async def close_registry(app: FastAPI) -> None:

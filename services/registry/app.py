@@ -5,10 +5,14 @@ Run: `uvicorn services.registry.app:create_app --factory --port 8001`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from shared.app import create_service_app
+from shared.tokens import TokenSigner
 
+from . import identity
 from .endpoints import router
 from .models import SCHEMA
 from .settings import RegistrySettings
@@ -25,11 +29,24 @@ Errors are RFC 9457 `application/problem+json` with a stable `code`; messages fo
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
-    return create_service_app(
+    settings = settings or RegistrySettings()
+    routers = [router]
+    signer = None
+    if settings.signing_keys_dir:
+        signer = TokenSigner(
+            Path(settings.signing_keys_dir),
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            lifetime_seconds=settings.token_lifetime_seconds,
+        )
+        routers.append(identity.router)
+    app = create_service_app(
         service_name="registry",
         schema=SCHEMA,
         title="Longgang AI measures — registry (登记簿)",
         description=DESCRIPTION,
-        settings=settings or RegistrySettings(),
-        routers=[router],
+        settings=settings,
+        routers=routers,
     )
+    app.state.token_signer = signer
+    return app

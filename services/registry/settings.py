@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import PostgresDsn
+from pydantic import Field, PostgresDsn
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings, database_url_field
@@ -16,3 +16,6 @@ class RegistrySettings(ServiceSettings):
 
     database_url: PostgresDsn = database_url_field("REGISTRY_")
     port: int = 8001
+    # the token endpoint (services/registry/identity.py); unset: this registry issues no tokens
+    signing_keys_dir: str = Field(default="", description="Directory of Ed25519 signing keys (<kid>.pem)")
+    token_lifetime_seconds: int = Field(default=600, ge=60, le=3600)

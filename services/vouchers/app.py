@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from shared.app import create_service_app
 from shared.peers import PeerClient, make_peer_client
+from shared.tokens import peer_auth
 
 from . import chain, settlement
 from .endpoints import router
@@ -30,12 +31,14 @@ row, changed atomically in the same transaction as the entry.
 
 def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     settings = settings or VouchersSettings()
+    auth = peer_auth(settings)
     hotpath = HotPath(settings.async_database_url, settings.db_role, settings.hot_pool_size)
     eligibility = PeerClient(
-        "eligibility", make_peer_client(settings.eligibility_url, timeout_seconds=settings.peer_timeout_seconds)
+        "eligibility",
+        make_peer_client(settings.eligibility_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth),
     )
     registry = PeerClient(
-        "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds)
+        "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth)
     )
 
     async def start(app: FastAPI) -> None:
@@ -56,6 +59,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         on_startup=[start, chain.start_sealer],
         on_shutdown=[chain.stop_sealer, stop],
         db_server_settings={"role": settings.db_role},
+        audit_role=settings.db_role,
     )
     app.state.hotpath = hotpath
     app.state.eligibility = Eligibility(eligibility)

@@ -1,0 +1,279 @@
+"""The project's own OAuth2 token endpoint (client-credentials grant) and its clients.
+
+    POST /oauth/token            grant_type=client_credentials, client id and secret by
+                                 HTTP Basic (or client_id/client_secret form fields);
+                                 optional `scope` narrows the client's scopes
+    GET  /.well-known/jwks.json  the public keys every service verifies tokens with
+
+Clients are rows of `registry.clients`, managed with the admin CLI
+(`python -m services.registry.identity create|rotate|revoke|list`). Secrets are 256-bit
+random strings, so a SHA-256 digest is enough to store them (no password hashing needed:
+there is nothing to brute-force). Revoking a client stops new tokens at once; tokens
+already issued end with their short lifetime (`REGISTRY_TOKEN_LIFETIME_SECONDS`).
+Production may use an external identity provider instead: the services only need its
+issuer and public keys (`AUTH_ISSUER`, `AUTH_JWKS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from shared.auth import ALL_SCOPES, BOUND_ROLES
+from shared.db import SessionDep
+from shared.errors import ErrorCode, ProblemError
+from shared.identifiers import credit_code_error
+from shared.tokens import TokenSigner, jwks
+
+INVALID_CLIENT = ErrorCode(
+    "invalid_client", 401, "客户端认证失败（编号或密钥错误，或已吊销）", "Client authentication failed"
+)
+UNSUPPORTED_GRANT = ErrorCode(
+    "unsupported_grant_type",
+    400,
+    "仅支持 client_credentials 授权方式",
+    "Only the client_credentials grant is supported",
+)
+INVALID_SCOPE = ErrorCode(
+    "invalid_scope", 400, "请求的范围超出该客户端的授权：{scope}", "Scope not granted to this client: {scope}"
+)
+
+router = APIRouter(tags=["identity"])
+
+
+def secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, separator, secret = decoded.partition(":")
+    return (client_id, secret) if separator else None
+
+
+@router.post(
+    "/oauth/token",
+    summary="Get an access token (OAuth2 client-credentials grant, RFC 6749 §4.4)",
+    responses={200: {"description": "`access_token` (a signed JWT), `token_type`, `expires_in`, `scope`"}},
+)
+async def token(
+    request: Request,
+    session: SessionDep,
+    grant_type: Annotated[str, Form(max_length=50)],
+    scope: Annotated[str | None, Form(max_length=500)] = None,
+    client_id: Annotated[str | None, Form(max_length=100)] = None,
+    client_secret: Annotated[str | None, Form(max_length=200)] = None,
+) -> JSONResponse:
+    if grant_type != "client_credentials":
+        raise ProblemError(UNSUPPORTED_GRANT, error="unsupported_grant_type")
+    credentials = _basic_credentials(request) or ((client_id, client_secret) if client_id and client_secret else None)
+    refused = ProblemError(INVALID_CLIENT, headers={"WWW-Authenticate": 'Basic realm="token"'}, error="invalid_client")
+    if credentials is None:
+        raise refused
+    row = (
+        (
+            await session.execute(
+                text(
+                    "SELECT client_id, name, scopes, organisation, secret_sha256, previous_secret_sha256, "
+                    "previous_secret_expires_at, revoked_at FROM registry.clients WHERE client_id = :id"
+                ),
+                {"id": credentials[0]},
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    offered = secret_digest(credentials[1])
+    if row is None or row["revoked_at"] is not None:
+        raise refused
+    valid = hmac.compare_digest(offered, row["secret_sha256"]) or (
+        row["previous_secret_sha256"] is not None
+        and row["previous_secret_expires_at"] is not None
+        and row["previous_secret_expires_at"] > datetime.now(UTC)
+        and hmac.compare_digest(offered, row["previous_secret_sha256"])
+    )
+    if not valid:
+        raise refused
+    granted: list[str] = list(row["scopes"])
+    if scope:
+        asked = scope.split()
+        extra = [item for item in asked if item not in granted]
+        if extra:
+            raise ProblemError(INVALID_SCOPE, scope=" ".join(extra), error="invalid_scope")
+        granted = asked
+    signer: TokenSigner = request.app.state.token_signer
+    access_token = signer.sign(row["client_id"], granted, name=row["name"], organisation=row["organisation"])
+    return JSONResponse(
+        {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": signer.lifetime_seconds,
+            "scope": " ".join(granted),
+        },
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+@router.get("/.well-known/jwks.json", summary="The public keys that sign access tokens (JWKS)")
+async def jwks_document(request: Request) -> dict[str, Any]:
+    signer: TokenSigner = request.app.state.token_signer
+    return jwks(signer.directory)
+
+
+# --- administration (the CLI) -------------------------------------------------------------------
+
+
+@dataclass
+class NewClient:
+    client_id: str
+    client_secret: str
+    scopes: list[str]
+    organisation: str | None
+
+
+def _check_scopes(scopes: list[str], organisation: str | None) -> None:
+    unknown = [scope for scope in scopes if scope not in ALL_SCOPES]
+    if unknown or not scopes:
+        raise ValueError(f"unknown scopes {unknown}; choose from {', '.join(ALL_SCOPES)}")
+    if BOUND_ROLES & set(scopes):
+        if not organisation or credit_code_error(organisation) is not None:
+            raise ValueError("an applicant or vendor client is bound to one organisation: give its credit code")
+        if len(scopes) > 1:
+            raise ValueError("an applicant or vendor client has that one role only")
+
+
+async def create_client(
+    connection: Any,
+    name: str,
+    scopes: list[str],
+    *,
+    organisation: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+) -> NewClient:
+    _check_scopes(scopes, organisation)
+    client_id = client_id or "c-" + secrets.token_hex(8)
+    client_secret = client_secret or secrets.token_urlsafe(32)
+    await connection.execute(
+        "INSERT INTO registry.clients (client_id, name, scopes, organisation, secret_sha256) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        client_id,
+        name,
+        scopes,
+        organisation,
+        secret_digest(client_secret),
+    )
+    return NewClient(client_id, client_secret, scopes, organisation)
+
+
+async def rotate_secret(connection: Any, client_id: str, *, grace: timedelta = timedelta(0)) -> str:
+    """A new secret; the old one keeps working for `grace` (so a deployment can roll over)."""
+    secret = secrets.token_urlsafe(32)
+    status = await connection.execute(
+        "UPDATE registry.clients SET previous_secret_sha256 = secret_sha256, "
+        "previous_secret_expires_at = now() + $3::interval, secret_sha256 = $2, secret_rotated_at = now() "
+        "WHERE client_id = $1 AND revoked_at IS NULL",
+        client_id,
+        secret_digest(secret),
+        grace,
+    )
+    if status.endswith(" 0"):
+        raise LookupError(f"no active client {client_id}")
+    return secret
+
+
+async def revoke(connection: Any, client_id: str) -> None:
+    status = await connection.execute(
+        "UPDATE registry.clients SET revoked_at = now() WHERE client_id = $1 AND revoked_at IS NULL", client_id
+    )
+    if status.endswith(" 0"):
+        raise LookupError(f"no active client {client_id}")
+
+
+async def list_clients(connection: Any) -> list[dict[str, Any]]:
+    rows = await connection.fetch(
+        "SELECT client_id, name, scopes, organisation, created_at, secret_rotated_at, revoked_at "
+        "FROM registry.clients ORDER BY created_at, client_id"
+    )
+    return [dict(row) for row in rows]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.registry.identity",
+        description="Manage OAuth2 clients (REGISTRY_DATABASE_URL or DATABASE_URL names the database)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="create a client; prints its id and secret (shown once)")
+    create.add_argument("--name", required=True, help="who the client is (recorded in the audit log)")
+    create.add_argument("--scope", action="append", required=True, help=f"one of {', '.join(ALL_SCOPES)}")
+    create.add_argument("--org", help="credit code an applicant or vendor client is bound to")
+    create.add_argument("--id", help="client id (default: generated)")
+    rotate = commands.add_parser("rotate", help="give a client a new secret")
+    rotate.add_argument("client_id")
+    rotate.add_argument("--grace-hours", type=float, default=0.0, help="how long the old secret still works")
+    revoke_ = commands.add_parser("revoke", help="revoke a client (no new tokens)")
+    revoke_.add_argument("client_id")
+    commands.add_parser("list", help="list clients (never secrets)")
+    return parser
+
+
+def _database_url() -> str:
+    value = os.environ.get("REGISTRY_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if not value:
+        raise SystemExit("set REGISTRY_DATABASE_URL or DATABASE_URL")
+    return value.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _run(args: argparse.Namespace) -> int:
+    connection = await asyncpg.connect(_database_url())
+    try:
+        if args.command == "create":
+            client = await create_client(connection, args.name, args.scope, organisation=args.org, client_id=args.id)
+            print(json.dumps(client.__dict__, ensure_ascii=False))
+        elif args.command == "rotate":
+            secret = await rotate_secret(connection, args.client_id, grace=timedelta(hours=args.grace_hours))
+            print(json.dumps({"client_id": args.client_id, "client_secret": secret}))
+        elif args.command == "revoke":
+            await revoke(connection, args.client_id)
+            print(json.dumps({"client_id": args.client_id, "revoked": True}))
+        else:
+            for row in await list_clients(connection):
+                print(json.dumps(row, default=str, ensure_ascii=False))
+    except (ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await connection.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(_run(_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

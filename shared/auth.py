@@ -1,0 +1,382 @@
+"""Who is calling: OAuth2 bearer tokens (signed JWTs) verified locally, roles, rate limits.
+
+Clients get short-lived tokens from an OAuth2 token endpoint (client-credentials grant;
+the project ships one in the registry service, `services/registry/identity.py`, but any
+identity provider will do: only `AUTH_ISSUER` and the public keys change). Every service
+verifies tokens itself against the configured public keys (a JWKS document; the key is
+picked by the token's `kid`, so keys rotate by publishing the new one beside the old).
+
+Token claims: `iss`, `aud`, `sub` (the client id), `exp`, `iat`, `jti`, `scope` (space
+separated roles), `org` (the credit code an `applicant` or `vendor` client is bound to)
+and `name` (who the client is, as recorded in decisions and the audit log).
+
+Each route declares who may call it with `require(...)`; `check_routes_protected` refuses
+to start an app with a route that declares nothing. Wrong role → 403; a token that is
+missing, expired, tampered with, from another issuer or for another audience → 401.
+Object-level checks (an applicant's own applications, a vendor's own vouchers) are made
+where the object is read, and answer 404 so that existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, FastAPI, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
+from starlette.routing import Route
+
+from shared.errors import ErrorCode, ProblemError
+
+# --- roles (OAuth2 scopes) -----------------------------------------------------------------
+
+ADMIN = "admin"
+OFFICER = "officer"  # reviews applications, issues vouchers
+APPROVER = "approver"  # approves reviews, A1 decisions
+APPLICANT = "applicant"  # bound to one organisation (`org`)
+VENDOR = "vendor"  # bound to one vendor organisation (`org`)
+PLATFORM = "platform"  # the municipal data platform: imports, exports, change feed
+DASHBOARD = "dashboard"  # aggregates only
+AUDITOR = "auditor"  # reads everything, verifies the ledger
+# service identities: the least a peer service needs
+REGISTRY_READ = "registry:read"  # eligibility and vouchers read registry facts
+DECISIONS_READ = "decisions:read"  # vouchers reads approved decisions
+
+ROLES: tuple[str, ...] = (ADMIN, OFFICER, APPROVER, APPLICANT, VENDOR, PLATFORM, DASHBOARD, AUDITOR)
+SERVICE_SCOPES: tuple[str, ...] = (REGISTRY_READ, DECISIONS_READ)
+ALL_SCOPES: tuple[str, ...] = ROLES + SERVICE_SCOPES
+BOUND_ROLES = frozenset({APPLICANT, VENDOR})  # these need an `org` claim
+
+#: Documents the scheme in OpenAPI; `authenticate` does the checking (with our error format).
+BEARER = HTTPBearer(
+    bearerFormat="JWT",
+    auto_error=False,
+    description="An access token from the OAuth2 token endpoint (client-credentials grant): "
+    "`POST /oauth/token` on the registry service",
+)
+
+#: Paths anyone may call without a token.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/oauth/token"}
+)
+PUBLIC_PREFIXES = ("/.well-known/",)
+
+UNAUTHENTICATED = ErrorCode(
+    "unauthenticated",
+    401,
+    "需要凭证：请在 Authorization 头中提供 Bearer 令牌",
+    "A credential is required: send a Bearer token in the Authorization header",
+)
+INVALID_TOKEN = ErrorCode("invalid_token", 401, "令牌无效：{reason}", "The token is invalid: {reason}")
+FORBIDDEN = ErrorCode(
+    "forbidden", 403, "当前角色无权执行此操作（需要：{needed}）", "Your role may not do this (needs one of: {needed})"
+)
+ORGANISATION_MISMATCH = ErrorCode(
+    "organisation_mismatch",
+    403,
+    "该客户端只能代表其绑定的单位 {org} 操作",
+    "This client may act only for the organisation it is bound to ({org})",
+)
+RATE_LIMITED = ErrorCode(
+    "rate_limited", 429, "请求过于频繁，请在 {retry_after} 秒后重试", "Too many requests; retry in {retry_after} s"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated client of one request."""
+
+    client_id: str
+    name: str
+    scopes: frozenset[str]
+    organisation: str | None = None
+    expires_at: int = 0
+
+    def has(self, *scopes: str) -> bool:
+        return not self.scopes.isdisjoint(scopes)
+
+    @property
+    def actor(self) -> str:
+        """How this client is named in decisions, ledger entries and the audit log."""
+        return self.name or self.client_id
+
+    @property
+    def vendor(self) -> str | None:
+        """The vendor organisation a `vendor` client acts for."""
+        return self.organisation if VENDOR in self.scopes else None
+
+    @property
+    def applicant(self) -> str | None:
+        """The organisation an `applicant` client acts for."""
+        return self.organisation if APPLICANT in self.scopes else None
+
+    def sees_everything(self) -> bool:
+        """Bureau roles and auditors read every object; applicants and vendors only their own."""
+        return self.has(ADMIN, OFFICER, APPROVER, AUDITOR, PLATFORM)
+
+
+# --- key material -------------------------------------------------------------------------
+
+
+def load_jwks(source: str) -> dict[str, Any]:
+    """A JWKS document from inline JSON or a file path."""
+    text = source.strip()
+    if not text.startswith("{"):
+        text = Path(source).read_text(encoding="utf-8")
+    document = json.loads(text)
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("a JWKS document has a `keys` list")
+    return document
+
+
+class TokenVerifier:
+    """Checks bearer tokens against public keys; remembers good tokens until they expire.
+
+    A vendor sends the same token with thousands of redemptions: verifying the signature
+    once and looking it up afterwards keeps authentication off the hot path's profile.
+    """
+
+    ALGORITHMS = ("EdDSA", "ES256", "RS256")
+    CACHE_LIMIT = 10_000
+
+    def __init__(self, jwks_source: str, *, issuer: str, audience: str, leeway_seconds: int = 30) -> None:
+        self.jwks_source = jwks_source
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway_seconds = leeway_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._loaded_mtime: float | None = None
+        self._cache: dict[str, Principal] = {}
+        self._reload(force=True)
+
+    def _reload(self, *, force: bool = False) -> None:
+        """Read the keys again if the JWKS file changed (a new `kid` after rotation)."""
+        source = self.jwks_source.strip()
+        mtime = None if source.startswith("{") else os.stat(source).st_mtime
+        if not force and mtime == self._loaded_mtime:
+            return
+        keys: dict[str, jwt.PyJWK] = {}
+        for entry in load_jwks(source)["keys"]:
+            key = jwt.PyJWK(entry)
+            if key.key_id:
+                keys[key.key_id] = key
+        self._keys = keys
+        self._loaded_mtime = mtime
+
+    def _key(self, kid: str) -> jwt.PyJWK:
+        key = self._keys.get(kid)
+        if key is None:
+            with contextlib.suppress(OSError, ValueError):
+                self._reload()
+            key = self._keys.get(kid)
+        if key is None:
+            raise _invalid("unknown signing key (kid)")
+        return key
+
+    def verify(self, token: str) -> Principal:
+        now = time.time()
+        cached = self._cache.get(token)
+        if cached is not None:
+            if cached.expires_at + self.leeway_seconds > now:
+                return cached
+            del self._cache[token]
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise _invalid("malformed") from exc
+        algorithm = header.get("alg")
+        if algorithm not in self.ALGORITHMS:
+            raise _invalid(f"algorithm {algorithm!r} is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise _invalid("no key id (kid)")
+        key = self._key(kid)
+        if key.algorithm_name != algorithm:
+            raise _invalid("algorithm does not match the key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway_seconds,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise _invalid("expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise _invalid("wrong audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise _invalid("wrong issuer") from exc
+        except jwt.PyJWTError as exc:
+            raise _invalid("signature or claims rejected") from exc
+        principal = principal_from_claims(claims)
+        if len(self._cache) >= self.CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[token] = principal
+        return principal
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    scope = claims.get("scope", "")
+    if not isinstance(scope, str):
+        raise _invalid("scope is not a string")
+    scopes = frozenset(scope.split())
+    organisation = claims.get("org")
+    if organisation is not None and not isinstance(organisation, str):
+        raise _invalid("org is not a string")
+    if scopes & BOUND_ROLES and not organisation:
+        raise _invalid("an applicant or vendor token names its organisation (org)")
+    name = claims.get("name")
+    return Principal(
+        client_id=str(claims["sub"]),
+        name=name if isinstance(name, str) else str(claims["sub"]),
+        scopes=scopes,
+        organisation=organisation,
+        expires_at=int(claims["exp"]),
+    )
+
+
+def _invalid(reason: str) -> ProblemError:
+    return ProblemError(INVALID_TOKEN, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}, reason=reason)
+
+
+# --- per request ----------------------------------------------------------------------------
+
+
+def authenticate(request: Request) -> Principal:
+    """The request's principal (verified once per request, kept in the request state)."""
+    state = request.scope.setdefault("state", {})
+    principal: Principal | None = state.get("principal")
+    if principal is not None:
+        return principal
+    header = request.headers.get("authorization")
+    if not header:
+        raise ProblemError(UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ProblemError(UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
+    verifier: TokenVerifier = request.app.state.verifier
+    principal = verifier.verify(token.strip())
+    state["principal"] = principal
+    return principal
+
+
+def authorize(request: Request, scopes: Iterable[str], *, rate_limited: bool = False) -> Principal:
+    """Authenticate, then check the role (403) and, on vendor-facing routes, the rate (429)."""
+    principal = authenticate(request)
+    needed = tuple(scopes)
+    if not principal.has(*needed):
+        raise ProblemError(FORBIDDEN, needed=", ".join(needed))
+    if rate_limited:
+        limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+        if limiter is not None:
+            wait = limiter.acquire(principal.client_id)
+            if wait:
+                seconds = max(1, math.ceil(wait))
+                raise ProblemError(RATE_LIMITED, headers={"Retry-After": str(seconds)}, retry_after=seconds)
+    return principal
+
+
+def require(*scopes: str, rate_limited: bool = False) -> Any:
+    """`Depends(...)` for a route: the caller needs one of `scopes`; returns the Principal."""
+    if not scopes or any(scope not in ALL_SCOPES for scope in scopes):
+        raise ValueError(f"unknown scopes: {scopes}")
+
+    async def dependency(request: Request, _: Annotated[object, Depends(BEARER)]) -> Principal:
+        return authorize(request, scopes, rate_limited=rate_limited)
+
+    dependency.__auth_scopes__ = scopes  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
+def protected(*scopes: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a bare Starlette endpoint that calls `authorize` itself (the startup check reads it)."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__auth_scopes__ = scopes  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def route_scopes(route: Any) -> tuple[str, ...] | None:
+    """The scopes a route requires, or None when it declares none."""
+    if isinstance(route, APIRoute):
+        stack = [route.dependant]
+        while stack:
+            dependant = stack.pop()
+            found = getattr(dependant.call, "__auth_scopes__", None)
+            if found is not None:
+                return tuple(found)
+            stack.extend(dependant.dependencies)
+        return None
+    if isinstance(route, Route):
+        found = getattr(route.endpoint, "__auth_scopes__", None)
+        return tuple(found) if found is not None else None
+    return None
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def check_routes_protected(app: FastAPI) -> None:
+    """Refuse to serve a route that forgot to say who may call it."""
+    missing = [
+        f"{sorted(getattr(route, 'methods', []) or [])} {route.path}"
+        for route in app.routes
+        if isinstance(route, Route) and not is_public(route.path) and route_scopes(route) is None
+    ]
+    if missing:
+        raise RuntimeError("routes without an authorisation rule: " + "; ".join(missing))
+
+
+# --- rate limits ----------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket per client, in this process (N processes allow N times the rate)."""
+
+    def __init__(self, rate_per_second: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate_per_second
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def acquire(self, client: str) -> float:
+        """0 if the request may go ahead, else the seconds until it could."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        tokens, last = self._buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[client] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[client] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+# --- settings helpers -------------------------------------------------------------------------
+
+
+def verifier_from_settings(settings: Any) -> TokenVerifier:
+    if not settings.auth_jwks:
+        raise RuntimeError("AUTH_JWKS is not set: the service cannot verify tokens (see README, Authentication)")
+    return TokenVerifier(
+        settings.auth_jwks,
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
+        leeway_seconds=settings.auth_leeway_seconds,
+    )

@@ -1,0 +1,115 @@
+"""Authentication for a local stack (`make run`, the tests): keys, JWKS and clients.
+
+Keeps everything under one directory (`.data/auth/` for `make run`):
+    keys/<kid>.pem   the signing key(s) of the registry's token endpoint
+    jwks.json        their public halves, which every service verifies tokens with
+    clients.json     the local clients' ids and secrets (mode 600): the services' own
+                     identities and the demo's officer, approver, vendor and admin
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from shared.auth import ADMIN, APPROVER, AUDITOR, DECISIONS_READ, OFFICER, PLATFORM, REGISTRY_READ, VENDOR
+from shared.tokens import generate_key, write_jwks
+
+#: Peer identities: the least each service needs (shared/auth.py).
+SERVICE_CLIENTS: dict[str, dict[str, Any]] = {
+    "svc-eligibility": {"name": "eligibility service", "scopes": [REGISTRY_READ]},
+    "svc-vouchers": {"name": "vouchers service", "scopes": [REGISTRY_READ, DECISIONS_READ]},
+}
+
+
+def demo_clients(vendor_credit_code: str) -> dict[str, dict[str, Any]]:
+    return {
+        "dev-admin": {"name": "local administrator", "scopes": [ADMIN]},
+        "dev-officer": {"name": "demo officer 王科员", "scopes": [OFFICER]},
+        "dev-approver": {"name": "demo approver 李科长", "scopes": [APPROVER]},
+        "dev-auditor": {"name": "demo auditor", "scopes": [AUDITOR]},
+        "dev-platform": {"name": "municipal data platform (local)", "scopes": [PLATFORM]},
+        "dev-vendor": {"name": "demo compute vendor", "scopes": [VENDOR], "organisation": vendor_credit_code},
+    }
+
+
+def ensure_keys(directory: Path) -> tuple[Path, Path]:
+    """A signing key (made once) and the JWKS file; returns (keys dir, jwks path)."""
+    keys = directory / "keys"
+    if not any(keys.glob("*.pem")):
+        generate_key(keys)
+    jwks_path = directory / "jwks.json"
+    write_jwks(keys, jwks_path)
+    return keys, jwks_path
+
+
+async def _ensure_clients(database_url: str, wanted: dict[str, dict[str, Any]], known: dict[str, Any]) -> None:
+    from services.registry import identity
+
+    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        for client_id, spec in wanted.items():
+            exists = await connection.fetchval(
+                "SELECT revoked_at IS NULL FROM registry.clients WHERE client_id = $1", client_id
+            )
+            if exists and client_id in known:
+                continue
+            if exists:
+                secret = await identity.rotate_secret(connection, client_id)
+            else:
+                created = await identity.create_client(
+                    connection,
+                    spec["name"],
+                    spec["scopes"],
+                    organisation=spec.get("organisation"),
+                    client_id=client_id,
+                )
+                secret = created.client_secret
+            known[client_id] = {"client_id": client_id, "client_secret": secret, **spec}
+    finally:
+        await connection.close()
+
+
+def ensure_clients(database_url: str, path: Path, wanted: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Make sure each wanted client exists in the registry's database and its secret is in `path`."""
+    known: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    asyncio.run(_ensure_clients(database_url, wanted, known))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(known, handle, indent=2, ensure_ascii=False)
+    return known
+
+
+def service_env(directory: Path, registry_url: str, clients: dict[str, Any]) -> dict[str, str]:
+    """What the three services need: where the keys are, and their own identities."""
+    keys, jwks_path = directory / "keys", directory / "jwks.json"
+    env = {
+        "AUTH_JWKS": str(jwks_path),
+        "REGISTRY_SIGNING_KEYS_DIR": str(keys),
+        "AUTH_TOKEN_URL": registry_url.rstrip("/") + "/oauth/token",
+    }
+    for service in ("eligibility", "vouchers"):
+        client = clients.get(f"svc-{service}")
+        if client:
+            env[f"{service.upper()}_CLIENT_ID"] = client["client_id"]
+            env[f"{service.upper()}_CLIENT_SECRET"] = client["client_secret"]
+    return env
+
+
+def fetch_token(registry_url: str, client: dict[str, Any], timeout: float = 10.0) -> str:
+    """An access token for one client, from the registry's token endpoint."""
+    response = httpx.post(
+        registry_url.rstrip("/") + "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=timeout,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
