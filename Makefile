@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger
+.PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger \
+	token client
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required (found %s)" % sys.version.split()[0]'
@@ -26,6 +27,15 @@ demo: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/python -m shared.devrun --migrate-only
+
+# an access token for a local client of `make run` (ids in .data/auth/clients.json): make token CLIENT=dev-officer
+token: $(STAMP)
+	@$(BIN)/python -m shared.devauth token $(or $(CLIENT),dev-admin)
+
+# the OAuth2 client admin CLI on the local database, e.g.
+#   make client ARGS="create --name 'Vendor X' --scope vendor --org 914403001922038216"
+client: $(STAMP)
+	@$(BIN)/python -m shared.devrun --identity $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

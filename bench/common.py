@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared import devdb
+from shared import devauth, devdb
 from shared.devrun import ROOT, ensure_database
 from shared.identifiers import USCC_ALPHABET, uscc_check_character
+from shared.tokens import TokenSigner
 
 HOST = "127.0.0.1"
 
@@ -130,3 +131,30 @@ def postgres_server() -> tuple[str, devdb.EmbeddedPostgres | None, str]:
     say(f"embedded PostgreSQL 18 on {HOST}:{server.port} ({'running' if was_running else 'starting'})")
     url = server.start()
     return url, None if was_running else server, "embedded, DATABASE_URL unset"
+
+
+# --- authentication for a benchmark's own stack ------------------------------------------------
+
+
+def bench_auth(database_url: str, registry_url: str, directory: Path) -> dict[str, str]:
+    """A signing key and the services' own clients for a stack the benchmark starts.
+
+    Sets the variables in os.environ, so services started afterwards (devrun.start_service
+    copies os.environ) verify tokens and call their peers with credentials.
+    """
+    devauth.ensure_keys(directory)
+    clients = devauth.ensure_clients(database_url, directory / "clients.json", devauth.SERVICE_CLIENTS)
+    environment = devauth.service_env(directory, registry_url, clients)
+    os.environ.update(environment)
+    return environment
+
+
+def bench_headers(directory: Path, *scopes: str, org: str | None = None, name: str = "bench") -> dict[str, str]:
+    """Authorization headers with a token minted from the benchmark's key (one hour)."""
+    signer = TokenSigner(
+        directory / "keys",
+        issuer=os.environ.get("AUTH_ISSUER", "longgang-ai-identity"),
+        audience=os.environ.get("AUTH_AUDIENCE", "longgang-ai"),
+        lifetime_seconds=3600,
+    )
+    return {"Authorization": "Bearer " + signer.sign(name, list(scopes), name=name, organisation=org)}

@@ -48,6 +48,8 @@ import httpx
 
 from bench.common import (
     HOST,
+    bench_auth,
+    bench_headers,
     bounded,
     credit_codes,
     drop_database,
@@ -61,6 +63,7 @@ from bench.common import (
     signals_ignored,
 )
 from shared import devdb
+from shared.auth import OFFICER, PLATFORM
 from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 
@@ -150,7 +153,6 @@ def application_payloads(rng: random.Random, codes: list[str], count: int) -> li
                 "applicant": codes[(i // len(MEASURES)) % len(codes)],
                 "as_of": AS_OF,
                 "evidence": evidence(measure, i + 1, rng),
-                "submitted_by": "bench",
             }
         )
     return payloads
@@ -394,7 +396,10 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
             raise TimeoutError("the time budget (--max-seconds) ran out")
         return left
 
-    async with httpx.AsyncClient(base_url=stack.url("registry"), timeout=timeout, trust_env=False) as registry:
+    auth_dir = Path(os.environ["BENCH_AUTH_DIR"])
+    async with httpx.AsyncClient(
+        base_url=stack.url("registry"), timeout=timeout, trust_env=False, headers=bench_headers(auth_dir, PLATFORM)
+    ) as registry:
         say(f"seeding the registry: {args.organisations:,} organisations, revenues for 2024 and 2025 (bulk import)")
         async with asyncio.timeout(remaining()):
             codes = await seed_registry(registry, rng, args.organisations, results.seeding)
@@ -405,7 +410,11 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
 
     payloads = application_payloads(rng, codes, args.applications)
     async with httpx.AsyncClient(
-        base_url=stack.url("eligibility"), timeout=timeout, limits=limits, trust_env=False
+        base_url=stack.url("eligibility"),
+        timeout=timeout,
+        limits=limits,
+        trust_env=False,
+        headers=bench_headers(auth_dir, OFFICER),
     ) as eligibility:
         say(f"submitting {len(payloads):,} applications ({', '.join(MEASURES)}), concurrency {args.concurrency}")
         async with asyncio.timeout(remaining()):
@@ -696,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_all(database_url)
 
         stack = Stack(database_url, HOST, {service: free_port() for service in SERVICES})
+        os.environ["BENCH_AUTH_DIR"] = str(log_dir / "auth")
+        bench_auth(database_url, stack.url("registry"), log_dir / "auth")
         for service in SERVICES:
             log_files[service] = (log_dir / f"{service}.log").open("wb")
             processes[service] = start_service(stack, service, log=log_files[service])

@@ -8,7 +8,11 @@ One run, on this machine, all on 127.0.0.1:
 1. a fresh database `bench_ledger_<pid>` on DATABASE_URL's server, or on the embedded
    PostgreSQL 18 when DATABASE_URL is unset; migrated; dropped at the end, even on failure;
 2. the registry, the eligibility service and the vouchers service as real uvicorn processes
-   on free ports (their logs go to files in a temporary directory, not to this output);
+   on free ports (their logs go to files in a temporary directory, not to this output), with
+   authentication on: a signing key and its JWKS in a temporary directory, the services' own
+   clients in the registry; the bench's own calls carry tokens it mints with that key
+   (`shared.tokens.TokenSigner`): an administrator, officer wang, approver li, and one
+   `vendor` client per model vendor;
 3. M3 model vouchers obtained through the public APIs, as an enterprise would: model vendors
    with a CAC-filed model in the registry, one application per contract (claims of 380,000
    yuan, 30% of a 1,300,000 yuan contract) reviewed by one officer and approved by another,
@@ -20,8 +24,9 @@ One run, on this machine, all on 127.0.0.1:
 5. the load: `POST /v1/vouchers/{code}/redemptions` from `wrk` (N connections, T seconds,
    after a short warm-up), first against ONE vouchers process, then against TWO (the wrk
    threads split between their ports). A generated Lua script gives every request its own
-   Idempotency-Key (run, thread, counter), takes the vouchers in turn, sends the voucher's
-   vendor as X-Vendor-Id and redeems 1 to 100 fen, so no voucher runs out. Without wrk, a
+   Idempotency-Key (run, thread, counter), takes the vouchers in turn, sends the token of
+   the voucher's vendor and redeems 1 to 100 fen, so no voucher runs out (the vendor rate
+   limit is raised out of the way; the limiter still runs). Without wrk, a
    Python load generator in a separate process does the same (slower: see --load-generator);
 6. checks: every answer 201; the redemption rows each run wrote equal its 201 answers (the
    server's own count: the service's access log and its idempotency records; the load
@@ -86,7 +91,8 @@ from bench.common import (
     say,
     signals_ignored,
 )
-from shared import devdb
+from shared import devauth, devdb
+from shared.auth import ADMIN, APPROVER, OFFICER, VENDOR
 from shared.devrun import ROOT, Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 
@@ -148,6 +154,32 @@ class Voucher:
     code: str
     holder: str
     vendor: str
+    authorization: str = ""  # the vendor client's "Bearer …" header
+
+
+class BenchAuth:
+    """Authentication for the bench's stack: keys, JWKS and service clients; tokens for its own calls."""
+
+    def __init__(self, directory: Path, database_url: str, registry_url: str, lifetime_seconds: int) -> None:
+        from shared.tokens import TokenSigner
+
+        keys, _ = devauth.ensure_keys(directory)
+        clients = devauth.ensure_clients(database_url, directory / "clients.json", devauth.SERVICE_CLIENTS)
+        #: for every service process (AUTH_JWKS, the signing keys, the services' client ids and secrets)
+        self.env = devauth.service_env(directory, registry_url, clients)
+        self.signer = TokenSigner(
+            keys,
+            issuer=os.environ.get("AUTH_ISSUER", "longgang-ai-identity"),
+            audience=os.environ.get("AUTH_AUDIENCE", "longgang-ai"),
+            lifetime_seconds=lifetime_seconds,
+        )
+
+    def headers(self, scope: str, name: str, organisation: str | None = None) -> dict[str, str]:
+        token = self.signer.sign(f"bench-{scope}-{name}", [scope], name=name, organisation=organisation)
+        return {"Authorization": f"Bearer {token}"}
+
+    def vendor(self, credit_code: str) -> str:
+        return self.headers(VENDOR, f"vendor {credit_code}", credit_code)["Authorization"]
 
 
 @dataclass
@@ -422,8 +454,14 @@ class CpuMeter:
 # --- the stack's data, through the public APIs ---------------------------------------------------
 
 
-async def _created(client: httpx.AsyncClient, path: str, payload: dict[str, Any], expect: int = 201) -> dict[str, Any]:
-    response = await client.post(path, json=payload)
+async def _created(
+    client: httpx.AsyncClient,
+    path: str,
+    payload: dict[str, Any],
+    expect: int = 201,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    response = await client.post(path, json=payload, headers=headers)
     if response.status_code != expect:
         raise RuntimeError(f"{path}: HTTP {response.status_code}: {response.text[:2000]}")
     body: dict[str, Any] = response.json()
@@ -456,9 +494,15 @@ async def model_vendor(registry: httpx.AsyncClient, code: str, n: int) -> str:
 
 
 async def obtain_voucher(
-    eligibility: httpx.AsyncClient, vouchers: httpx.AsyncClient, holder: str, vendor: str, model_id: str, number: str
+    auth: BenchAuth,
+    eligibility: httpx.AsyncClient,
+    vouchers: httpx.AsyncClient,
+    holder: str,
+    vendor: str,
+    model_id: str,
+    number: str,
 ) -> Voucher:
-    """Apply, review (officer wang), approve (approver li), issue: four requests."""
+    """Apply, review (officer wang), approve (approver li: another client), issue (officer bench)."""
     application = await _created(eligibility, "/v1/applications", m3_application(holder, vendor, model_id, number))
     decision = application["decision"]
     if decision["outcome"] != "eligible" or decision["amount_fen"] != CLAIM_FEN:
@@ -466,25 +510,33 @@ async def obtain_voucher(
             f"contract {number}: expected eligible for {CLAIM_FEN} fen, got {json.dumps(decision)[:2000]}"
         )
     path = f"/v1/applications/{application['id']}"
-    await _created(eligibility, path + "/reviews", {"reviewer": "wang", "verdict": "approve", "reason": "合规"}, 200)
-    await _created(eligibility, path + "/approvals", {"approver": "li", "verdict": "approve", "reason": "同意"}, 200)
-    issued = await _created(vouchers, "/v1/vouchers", {"decision_id": decision["id"], "issued_by": "bench"})
+    review, approval = {"verdict": "approve", "reason": "合规"}, {"verdict": "approve", "reason": "同意"}
+    await _created(eligibility, path + "/reviews", review, 200, auth.headers(OFFICER, "wang"))
+    await _created(eligibility, path + "/approvals", approval, 200, auth.headers(APPROVER, "li"))
+    issued = await _created(
+        vouchers, "/v1/vouchers", {"decision_id": decision["id"]}, 201, auth.headers(OFFICER, "bench")
+    )
     if (issued["kind"], issued["amount_fen"], issued["vendor"]) != ("M3", CLAIM_FEN, vendor):
         raise RuntimeError(f"contract {number}: unexpected voucher {json.dumps(issued)[:2000]}")
-    return Voucher(issued["code"], issued["holder"], issued["vendor"])
+    return Voucher(issued["code"], issued["holder"], issued["vendor"], auth.vendor(vendor))
 
 
-async def create_vouchers(stack: Stack, vouchers_url: str, args: argparse.Namespace, setup: Setup) -> None:
+async def create_vouchers(
+    stack: Stack, vouchers_url: str, args: argparse.Namespace, setup: Setup, auth: BenchAuth
+) -> None:
     rng = random.Random(args.seed)
     timeout = httpx.Timeout(60.0, connect=5.0)
     started = time.perf_counter()
     # the holders, the model vendors, and one more of each for the filler voucher
     holders = credit_codes(rng, args.enterprises + 1)
     vendors = credit_codes(rng, args.vendors + 1)
+    admin = auth.headers(ADMIN, "bench administrator")
     async with (
-        httpx.AsyncClient(base_url=stack.url("registry"), timeout=timeout, trust_env=False) as registry,
-        httpx.AsyncClient(base_url=stack.url("eligibility"), timeout=timeout, trust_env=False) as eligibility,
-        httpx.AsyncClient(base_url=vouchers_url, timeout=timeout, trust_env=False) as vouchers,
+        httpx.AsyncClient(base_url=stack.url("registry"), timeout=timeout, trust_env=False, headers=admin) as registry,
+        httpx.AsyncClient(
+            base_url=stack.url("eligibility"), timeout=timeout, trust_env=False, headers=admin
+        ) as eligibility,
+        httpx.AsyncClient(base_url=vouchers_url, timeout=timeout, trust_env=False, headers=admin) as vouchers,
     ):
         rows = organisation_rows(holders, "") + organisation_rows(vendors, "模型供应商")
         response = await registry.post("/v1/imports/organisations", json=rows)
@@ -499,7 +551,7 @@ async def create_vouchers(stack: Stack, vouchers_url: str, args: argparse.Namesp
         async def one(i: int, holder: str, v: int) -> Voucher:
             async with semaphore:
                 return await obtain_voucher(
-                    eligibility, vouchers, holder, vendors[v], models[v], f"HT-BENCH-{os.getpid()}-{i:05d}"
+                    auth, eligibility, vouchers, holder, vendors[v], models[v], f"HT-BENCH-{os.getpid()}-{i:05d}"
                 )
 
         # voucher i: enterprise i mod E, vendor i mod V, so neighbours in the load belong to different ones
@@ -797,7 +849,7 @@ def pgbench_init(server_url: str, database: str) -> float:
 
 WRK_SCRIPT = """-- generated by bench/ledger_bench.py for one run
 -- each request: its own Idempotency-Key (run, thread, counter), the next voucher in turn,
--- that voucher's vendor as X-Vendor-Id, 1 to 100 fen; threads are spread over the ports
+-- the token of that voucher's vendor, 1 to 100 fen; threads are spread over the ports
 local run = "%(tag)s"
 local vouchers = {
 %(vouchers)s
@@ -826,7 +878,7 @@ function request()
   return wrk.format("POST", "/v1/vouchers/" .. voucher[1] .. "/redemptions", {
     ["Content-Type"] = "application/json",
     ["Idempotency-Key"] = string.format("%%s-%%d-%%d", run, id, issued),
-    ["X-Vendor-Id"] = voucher[2],
+    ["Authorization"] = voucher[2],
   }, body)
 end
 
@@ -865,7 +917,7 @@ def wrk_script(tag: str, vouchers: list[Voucher], ports: list[int]) -> str:
     return WRK_SCRIPT % {
         "tag": tag,
         "host": HOST,
-        "vouchers": ",\n".join(f'  {{"{v.code}", "{v.vendor}"}}' for v in vouchers),
+        "vouchers": ",\n".join(f'  {{"{v.code}", "{v.authorization}"}}' for v in vouchers),
         "ports": ", ".join(str(p) for p in ports),
     }
 
@@ -940,12 +992,12 @@ async def _python_load(spec: dict[str, Any]) -> dict[str, Any]:
                 count += 1
                 issued += 1
                 position = (position + 1) % len(vouchers)
-                code, vendor = vouchers[position]
+                code, authorization = vouchers[position]
                 body = json.dumps({"amount_fen": count % 100 + 1, "invoice_number": f"FP-{tag}-{n}-{count}"}).encode()
                 head = (
                     f"POST /v1/vouchers/{code}/redemptions HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
                     f"Content-Type: application/json\r\nIdempotency-Key: {tag}-{n}-{count}\r\n"
-                    f"X-Vendor-Id: {vendor}\r\nContent-Length: {len(body)}\r\n\r\n"
+                    f"Authorization: {authorization}\r\nContent-Length: {len(body)}\r\n\r\n"
                 ).encode()
                 sent = time.perf_counter()
                 writer.write(head + body)
@@ -981,7 +1033,7 @@ def run_python(run: LoadRun, vouchers: list[Voucher], ports: list[int], meter: C
     context = multiprocessing.get_context("spawn")
     reports = context.Queue()
     spec = {
-        "vouchers": [[v.code, v.vendor] for v in vouchers],
+        "vouchers": [[v.code, v.authorization] for v in vouchers],
         "ports": ports,
         "tag": run.tag,
         "clients": run.clients,
@@ -1324,7 +1376,9 @@ def target_line(args: argparse.Namespace, results: Results) -> str:
 
 
 def service_env(args: argparse.Namespace) -> dict[str, str]:
-    env: dict[str, str] = {}
+    # one vendor client sends thousands of redemptions a second here: the per-client limit
+    # (shared.auth.RateLimiter) is raised so that it never refuses, but it still runs
+    env: dict[str, str] = {"VOUCHERS_RATE_LIMIT_PER_SECOND": "1000000000"}
     if args.hot_pool_size:
         env["VOUCHERS_HOT_POOL_SIZE"] = str(args.hot_pool_size)
     if args.log_level:
@@ -1406,6 +1460,7 @@ def main(argv: list[str] | None = None) -> int:
     created: list[str] = []
     processes: dict[str, subprocess.Popen[bytes]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="bench_ledger_"))
+    auth_dir = Path(tempfile.mkdtemp(prefix="bench_ledger_auth_"))
     log_files: dict[str, IO[bytes]] = {}
     results = Results()
     ok = False
@@ -1424,6 +1479,8 @@ def main(argv: list[str] | None = None) -> int:
         ports = {s: free_port() for s in ("registry", "eligibility", "vouchers")}
         second_port = free_port()
         stack = Stack(database_url, HOST, ports)
+        auth = BenchAuth(auth_dir, database_url, stack.url("registry"), int(args.max_seconds) + 3600)
+        os.environ.update(auth.env)  # every service process verifies tokens; the registry also signs them
         env = service_env(args)
         for service in ("registry", "eligibility", "vouchers"):
             log_files[service] = (log_dir / f"{service}.log").open("wb")
@@ -1437,7 +1494,7 @@ def main(argv: list[str] | None = None) -> int:
             f"obtaining {args.vouchers} M3 vouchers (+1 filler) through registry → eligibility → vouchers "
             f"({args.enterprises} enterprises, {args.vendors} model vendors)"
         )
-        asyncio.run(create_vouchers(stack, stack.url("vouchers"), args, results.setup))
+        asyncio.run(create_vouchers(stack, stack.url("vouchers"), args, results.setup, auth))
         say(
             f"  {len(results.setup.vouchers) + 1} vouchers, {results.setup.requests} requests in "
             f"{results.setup.seconds:.1f} s"
@@ -1572,6 +1629,7 @@ def main(argv: list[str] | None = None) -> int:
             if started_server is not None:
                 started_server.stop()
                 say("embedded PostgreSQL stopped (it was not running before)")
+            shutil.rmtree(auth_dir, ignore_errors=True)  # the throw-away signing key
             if ok and not args.keep_logs:
                 shutil.rmtree(log_dir, ignore_errors=True)
             else:

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, FastAPI, Request
-from fastapi.routing import APIRoute
+from fastapi.routing import RouteContext, iter_route_contexts
 from fastapi.security import HTTPBearer
 from starlette.routing import Route
 
@@ -147,6 +147,9 @@ class TokenVerifier:
 
     ALGORITHMS = ("EdDSA", "ES256", "RS256")
     CACHE_LIMIT = 10_000
+    #: How often the JWKS file is looked at again: a key withdrawn from it stops working
+    #: within this time (a new key is picked up at once, on the first token naming it).
+    RECHECK_SECONDS = 5.0
 
     def __init__(self, jwks_source: str, *, issuer: str, audience: str, leeway_seconds: int = 30) -> None:
         self.jwks_source = jwks_source
@@ -154,35 +157,52 @@ class TokenVerifier:
         self.audience = audience
         self.leeway_seconds = leeway_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._loaded_mtime: float | None = None
+        self._loaded_stamp: tuple[int, int, int] | None = None
+        self._checked_at = 0.0
         self._cache: dict[str, Principal] = {}
         self._reload(force=True)
 
     def _reload(self, *, force: bool = False) -> None:
-        """Read the keys again if the JWKS file changed (a new `kid` after rotation)."""
+        """Read the keys again if the JWKS file changed (a new `kid` after rotation, a key withdrawn).
+
+        The file is recognised by inode, modification time (ns) and size: `write_jwks`
+        replaces it, and two writes within one file-system clock tick keep the same mtime.
+        """
         source = self.jwks_source.strip()
-        mtime = None if source.startswith("{") else os.stat(source).st_mtime
-        if not force and mtime == self._loaded_mtime:
+        self._checked_at = time.monotonic()
+        stamp = None
+        if not source.startswith("{"):
+            info = os.stat(source)
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if not force and stamp == self._loaded_stamp:
             return
         keys: dict[str, jwt.PyJWK] = {}
         for entry in load_jwks(source)["keys"]:
             key = jwt.PyJWK(entry)
             if key.key_id:
                 keys[key.key_id] = key
+        if set(keys) != set(self._keys):
+            self._cache.clear()  # tokens verified with a withdrawn key must not stay accepted
         self._keys = keys
-        self._loaded_mtime = mtime
+        self._loaded_stamp = stamp
+
+    def _try_reload(self) -> None:
+        """Reload, keeping the current keys if the file is missing or unreadable just now."""
+        with contextlib.suppress(OSError, ValueError, jwt.PyJWTError):
+            self._reload()
 
     def _key(self, kid: str) -> jwt.PyJWK:
         key = self._keys.get(kid)
         if key is None:
-            with contextlib.suppress(OSError, ValueError):
-                self._reload()
+            self._try_reload()
             key = self._keys.get(kid)
         if key is None:
             raise _invalid("unknown signing key (kid)")
         return key
 
     def verify(self, token: str) -> Principal:
+        if time.monotonic() - self._checked_at >= self.RECHECK_SECONDS:
+            self._try_reload()
         now = time.time()
         cached = self._cache.get(token)
         if cached is not None:
@@ -311,20 +331,32 @@ def protected(*scopes: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
 
 
 def route_scopes(route: Any) -> tuple[str, ...] | None:
-    """The scopes a route requires, or None when it declares none."""
-    if isinstance(route, APIRoute):
-        stack = [route.dependant]
+    """The scopes a route requires, or None when it declares none.
+
+    `route` is an APIRoute, a Starlette Route, or one of `iter_routes(app)` (whose
+    dependant also holds the dependencies given to `include_router`).
+    """
+    dependant = getattr(route, "dependant", None)
+    if dependant is not None:
+        stack = [dependant]
         while stack:
-            dependant = stack.pop()
-            found = getattr(dependant.call, "__auth_scopes__", None)
+            current = stack.pop()
+            found = getattr(current.call, "__auth_scopes__", None)
             if found is not None:
                 return tuple(found)
-            stack.extend(dependant.dependencies)
+            stack.extend(current.dependencies)
         return None
-    if isinstance(route, Route):
-        found = getattr(route.endpoint, "__auth_scopes__", None)
-        return tuple(found) if found is not None else None
-    return None
+    found = getattr(getattr(route, "endpoint", None), "__auth_scopes__", None)
+    return tuple(found) if found is not None else None
+
+
+def iter_routes(app: FastAPI) -> list[RouteContext]:
+    """Every HTTP route the app serves, with its full path.
+
+    FastAPI (0.16x) keeps an included router as one `_IncludedRouter` entry of
+    `app.routes`: the routes inside are only reachable through `iter_route_contexts`.
+    """
+    return [context for context in iter_route_contexts(app.routes) if isinstance(context.original_route, Route)]
 
 
 def is_public(path: str) -> bool:
@@ -334,9 +366,9 @@ def is_public(path: str) -> bool:
 def check_routes_protected(app: FastAPI) -> None:
     """Refuse to serve a route that forgot to say who may call it."""
     missing = [
-        f"{sorted(getattr(route, 'methods', []) or [])} {route.path}"
-        for route in app.routes
-        if isinstance(route, Route) and not is_public(route.path) and route_scopes(route) is None
+        f"{sorted(context.methods or [])} {context.path}"
+        for context in iter_routes(app)
+        if not is_public(str(context.path)) and route_scopes(context) is None
     ]
     if missing:
         raise RuntimeError("routes without an authorisation rule: " + "; ".join(missing))

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from shared.devauth import fetch_token
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = ROOT / "deploy" / "demo" / "registry.json"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -230,11 +232,20 @@ def _load_recognitions(registry: _Registry, tally: _Tally, recognitions: list[Js
         tally.count("recognitions", created=1)
 
 
-def load_demo(registry_url: str, data_file: Path = DATA_FILE) -> str:
-    """Load the demo data set into the registry at `registry_url`; a one-line summary."""
+def _headers(registry_url: str, clients: Json, client_id: str) -> dict[str, str]:
+    """Request headers with an access token from the registry's token endpoint (client credentials)."""
+    try:
+        token = fetch_token(registry_url, clients[client_id])
+    except (KeyError, httpx.HTTPError) as exc:
+        raise RuntimeError(f"demo data: no token for client {client_id}: {exc}") from exc
+    return {"Accept": "application/json", "Accept-Language": "en", "Authorization": f"Bearer {token}"}
+
+
+def load_demo(registry_url: str, clients: Json, data_file: Path = DATA_FILE) -> str:
+    """Load the demo data set into the registry at `registry_url` as the data platform; a one-line summary."""
     data: Json = json.loads(data_file.read_text(encoding="utf-8"))
     tally = _Tally()
-    headers = {"Accept": "application/json", "Accept-Language": "en"}
+    headers = _headers(registry_url, clients, "dev-platform")
     with httpx.Client(base_url=registry_url.rstrip("/"), timeout=TIMEOUT, headers=headers) as client:
         registry = _Registry(client)
         _import(registry, tally, "organisations", data.get("organisations", []))
@@ -251,8 +262,9 @@ def load_demo(registry_url: str, data_file: Path = DATA_FILE) -> str:
 
 def main(argv: list[str]) -> int:
     url = argv[1] if len(argv) > 1 else os.environ.get("REGISTRY_URL", "http://127.0.0.1:8001")
+    clients_file = Path(os.environ.get("AUTH_DIR", ROOT / ".data" / "auth")) / "clients.json"
     try:
-        print(load_demo(url))
+        print(load_demo(url, json.loads(clients_file.read_text(encoding="utf-8"))))
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -307,7 +319,9 @@ def _m3_evidence(model_id: str) -> Json:
     }
 
 
-def _submit_once(client: httpx.Client, applicant: str, as_of: str, evidence: Json, approve: bool) -> Json:
+def _submit_once(
+    client: httpx.Client, approver: dict[str, str], applicant: str, as_of: str, evidence: Json, approve: bool
+) -> Json:
     """Submit unless this applicant already applied for the measure; approve when asked."""
     listed = client.get("/v1/applications", params={"applicant": applicant, "measure": evidence["measure"]})
     existing = _json_object(listed).get("items") or []
@@ -320,28 +334,29 @@ def _submit_once(client: httpx.Client, applicant: str, as_of: str, evidence: Jso
         raise RuntimeError(f"demo data: application of {applicant} failed: {created.text}")
     if approve and application["status"] == "in_review":
         path = f"/v1/applications/{application['id']}"
-        client.post(path + "/reviews", json={"reviewer": "officer-wang", "verdict": "approve", "reason": "材料齐全"})
-        approved = client.post(
-            path + "/approvals", json={"approver": "approver-li", "verdict": "approve", "reason": "同意"}
-        )
+        client.post(path + "/reviews", json={"verdict": "approve", "reason": "材料齐全"})
+        approved = client.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=approver)
         application = _json_object(approved)
     return application
 
 
-def load_flows(registry_url: str, eligibility_url: str, vouchers_url: str) -> str:
+def load_flows(registry_url: str, eligibility_url: str, vouchers_url: str, clients: Json) -> str:
     """A few applications (some approved, some waiting in the review queue), a grant, a model voucher and a
-    redemption: so every service has real records to show."""
-    headers = {"Accept": "application/json", "Accept-Language": "en"}
+    redemption: so every service has real records to show. Each step is done by the role that does it:
+    an officer enters and reviews, an approver approves, the vendor redeems."""
+    officer = _headers(registry_url, clients, "dev-officer")
+    approver = _headers(registry_url, clients, "dev-approver")
+    vendor = _headers(registry_url, clients, "dev-vendor")
     with (
-        httpx.Client(base_url=registry_url.rstrip("/"), timeout=TIMEOUT, headers=headers) as registry,
-        httpx.Client(base_url=eligibility_url.rstrip("/"), timeout=TIMEOUT, headers=headers) as eligibility,
-        httpx.Client(base_url=vouchers_url.rstrip("/"), timeout=TIMEOUT, headers=headers) as vouchers,
+        httpx.Client(base_url=registry_url.rstrip("/"), timeout=TIMEOUT, headers=officer) as registry,
+        httpx.Client(base_url=eligibility_url.rstrip("/"), timeout=TIMEOUT, headers=officer) as eligibility,
+        httpx.Client(base_url=vouchers_url.rstrip("/"), timeout=TIMEOUT, headers=officer) as vouchers,
     ):
-        decisions = [_submit_once(eligibility, *row) for row in DEMO_APPLICATIONS]
+        decisions = [_submit_once(eligibility, approver, *row) for row in DEMO_APPLICATIONS]
         models = _json_object(registry.get("/v1/models", params={"vendor_credit_code": DEMO_VENDOR}))["items"]
         model_id = next(m["id"] for m in models if m["name"] == "星图行业大模型")
-        m3 = _submit_once(eligibility, DEMO_HOLDER, "2026-03-10", _m3_evidence(model_id), True)
-        issue = [{"decision_id": d["decision"]["id"], "issued_by": "officer-chen"} for d in (decisions[0], m3)]
+        m3 = _submit_once(eligibility, approver, DEMO_HOLDER, "2026-03-10", _m3_evidence(model_id), True)
+        issue = [{"decision_id": d["decision"]["id"]} for d in (decisions[0], m3)]
         grant = vouchers.post("/v1/grants", json=issue[0])
         issued = vouchers.post("/v1/vouchers", json=issue[1])
         if issued.status_code not in (201, 409) or grant.status_code not in (201, 409):
@@ -352,7 +367,7 @@ def load_flows(registry_url: str, eligibility_url: str, vouchers_url: str) -> st
         vouchers.post(
             f"/v1/vouchers/{voucher_code}/redemptions",
             json=redemption,
-            headers={"Idempotency-Key": "demo-redemption-1", "X-Vendor-Id": DEMO_VENDOR},
+            headers={**vendor, "Idempotency-Key": "demo-redemption-1"},
         )
     waiting = sum(1 for d in decisions if d["status"] in ("in_review", "reviewed"))
     return (

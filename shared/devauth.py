@@ -113,3 +113,38 @@ def fetch_token(registry_url: str, client: dict[str, Any], timeout: float = 10.0
     )
     response.raise_for_status()
     return str(response.json()["access_token"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`token CLIENT_ID [REGISTRY_URL]`: print an access token for a local client;
+    `setup DIR DATABASE_URL`: keys and clients in DIR (docker compose's init step)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 3 and args[0] == "setup":  # docker compose: keys and clients on a shared volume
+        from shared.demo import DEMO_VENDOR
+
+        directory = Path(args[1])
+        ensure_keys(directory)
+        ensure_clients(args[2], directory / "clients.json", {**SERVICE_CLIENTS, **demo_clients(DEMO_VENDOR)})
+        print(f"keys and clients in {directory}")
+        return 0
+    if len(args) < 2 or args[0] != "token":
+        print("usage: python -m shared.devauth token CLIENT_ID [REGISTRY_URL]", file=sys.stderr)
+        return 2
+    directory = Path(os.environ.get("AUTH_DIR", Path(__file__).resolve().parent.parent / ".data" / "auth"))
+    clients = json.loads((directory / "clients.json").read_text(encoding="utf-8"))
+    if args[1] not in clients:
+        print(f"no local client {args[1]}; known: {', '.join(sorted(clients))}", file=sys.stderr)
+        return 2
+    registry_url = args[2] if len(args) > 2 else os.environ.get("REGISTRY_URL", "http://127.0.0.1:8001")
+    try:
+        print(fetch_token(registry_url, clients[args[1]]))
+    except httpx.HTTPError as exc:
+        print(f"error: could not get a token from {registry_url} ({exc}); is `make run` running?", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -148,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", action="store_true", help="load the demo data set once the services are up")
     parser.add_argument("--migrate-only", action="store_true", help="migrate and exit")
+    parser.add_argument(
+        "--identity",
+        nargs=argparse.REMAINDER,
+        help="run the client admin CLI on the local database (create|rotate|revoke|list ...)",
+    )
     args = parser.parse_args(argv)
 
     started: list[devdb.EmbeddedPostgres] = []
@@ -166,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_all(database_url)
         if args.migrate_only:
             return 0
+        if args.identity is not None:
+            from services.registry import identity
+
+            os.environ["REGISTRY_DATABASE_URL"] = database_url
+            return identity.main(args.identity)
         host = os.environ.get("HOST", "127.0.0.1")
         ports = {s: int(os.environ.get(f"{s.upper()}_PORT", p)) for s, p in DEFAULT_PORTS.items()}
         stack = Stack(database_url, host, ports)

@@ -58,6 +58,9 @@ class ServiceSettings(BaseSettings):
     # this service's own client identity when it calls peers (<PREFIX>CLIENT_ID / _SECRET)
     client_id: str = ""
     client_secret: SecretStr = SecretStr("")
+    auth_clients_file: str = Field(
+        default="", validation_alias="AUTH_CLIENTS_FILE", description="JSON file of client secrets (local stacks)"
+    )
     # vendor-facing routes: a token bucket per client, per process (0 disables)
     rate_limit_per_second: float = Field(default=200.0, ge=0)
     rate_limit_burst: int = Field(default=400, ge=1)

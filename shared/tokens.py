@@ -162,13 +162,19 @@ class ClientCredentialsAuth(httpx.Auth):
 
 
 def peer_auth(settings: Any) -> httpx.Auth | None:
-    """The service's own client identity for calling peers, when configured."""
-    if settings.client_id and settings.client_secret and settings.auth_token_url:
+    """The service's own client identity for calling peers, when configured.
+
+    The secret comes from `<PREFIX>CLIENT_SECRET`, or else from the JSON file
+    `AUTH_CLIENTS_FILE` (`{client_id: {"client_secret": ...}}`, as `shared.devauth` writes it
+    for `make run` and docker compose).
+    """
+    secret = settings.client_secret.get_secret_value()
+    if settings.client_id and not secret and settings.auth_clients_file:
+        clients = json.loads(Path(settings.auth_clients_file).read_text(encoding="utf-8"))
+        secret = str(clients.get(settings.client_id, {}).get("client_secret", ""))
+    if settings.client_id and secret and settings.auth_token_url:
         return ClientCredentialsAuth(
-            settings.auth_token_url,
-            settings.client_id,
-            settings.client_secret.get_secret_value(),
-            timeout_seconds=settings.peer_timeout_seconds,
+            settings.auth_token_url, settings.client_id, secret, timeout_seconds=settings.peer_timeout_seconds
         )
     return None
 

@@ -2,7 +2,7 @@
 
 `auth(OFFICER, name="alice")` gives request headers for a client with that role;
 `as_vendor(code)` and `as_applicant(code)` for clients bound to an organisation. The
-token endpoint itself is tested through HTTP (tests/auth/); minting here keeps the other
+token endpoint itself is tested through HTTP (tests/identity/); minting here keeps the other
 tests fast and lets them be anyone.
 """
 

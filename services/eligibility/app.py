@@ -8,9 +8,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from shared.app import create_service_app
+from shared.auth import ADMIN, APPLICANT, AUDITOR, PLATFORM
+from shared.events import events_router, start_dispatcher, stop_dispatcher
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
+from . import exports
 from .endpoints import router
 from .facts import RegistryFacts
 from .models import SCHEMA
@@ -46,8 +49,10 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
         title="Longgang AI measures — eligibility (资格审核)",
         description=DESCRIPTION,
         settings=settings,
-        routers=[router],
-        on_shutdown=[close_registry],
+        # applicants get their own applications' events; vendors read no applications
+        routers=[router, events_router(SCHEMA, webhook_roles=(PLATFORM, ADMIN, AUDITOR, APPLICANT)), exports.router],
+        on_startup=[start_dispatcher],
+        on_shutdown=[stop_dispatcher, close_registry],
     )
     app.state.policy = policy
     app.state.registry_facts = RegistryFacts(registry)

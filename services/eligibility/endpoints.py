@@ -1,4 +1,18 @@
-"""REST endpoints of the eligibility service."""
+"""REST endpoints of the eligibility service.
+
+Who may call what (roles are token scopes, shared/auth.py):
+
+- submit an application: an applicant (for its own organisation only), an officer, an admin;
+- read applications and decisions: applicants (their own; others' are 404), officers,
+  approvers, admins, auditors, the data platform; the review queue: officers, approvers, admins;
+- review: officers, admins; approve and A1: approvers, admins, never on one's own review;
+- approved decisions (for issuing vouchers): the vouchers service (`decisions:read`), officers,
+  approvers, admins, auditors;
+- the policy and its parameters: everyone; new parameter versions: admins; what-if: officers,
+  approvers, admins, auditors.
+
+Whoever acts is the authenticated client, never a name in the request body.
+"""
 
 import uuid
 from typing import Annotated, Literal
@@ -6,6 +20,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from shared.app import state_dependency
+from shared.auth import (
+    ADMIN,
+    ALL_SCOPES,
+    APPLICANT,
+    APPROVER,
+    AUDITOR,
+    DECISIONS_READ,
+    OFFICER,
+    PLATFORM,
+    Principal,
+    require,
+)
 from shared.db import SessionDep
 from shared.identifiers import CreditCode
 from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_keys, encode_cursor, make_page, page_params
@@ -43,6 +69,13 @@ get_registry = state_dependency("registry_facts", RegistryFacts)
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 RegistryDep = Annotated[RegistryFacts, Depends(get_registry)]
 
+#: who may read applications and decisions (applicants only their own)
+READERS = (APPLICANT, OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM)
+Submitter = Annotated[Principal, require(APPLICANT, OFFICER, ADMIN)]
+Reader = Annotated[Principal, require(*READERS)]
+Reviewer = Annotated[Principal, require(OFFICER, ADMIN)]
+Approver = Annotated[Principal, require(APPROVER, ADMIN)]
+
 
 @router.post(
     "/v1/applications",
@@ -52,15 +85,26 @@ RegistryDep = Annotated[RegistryFacts, Depends(get_registry)]
     summary="Submit an application: evaluated at once against the registry's facts as of its date",
 )
 async def submit_application(
-    session: SessionDep, policy: PolicyDep, registry: RegistryDep, payload: ApplicationCreate, response: Response
+    principal: Submitter,
+    session: SessionDep,
+    policy: PolicyDep,
+    registry: RegistryDep,
+    payload: ApplicationCreate,
+    response: Response,
 ) -> ApplicationRead:
-    created = await service.submit(session, policy, registry, payload)
+    created = await service.submit(session, policy, registry, payload, principal)
     response.headers["Location"] = f"/v1/applications/{created.id}"
     return created
 
 
-@router.get("/v1/applications", response_model=Page[ApplicationRead], tags=["applications"])
+@router.get(
+    "/v1/applications",
+    response_model=Page[ApplicationRead],
+    tags=["applications"],
+    summary="Applications, oldest first (an applicant client sees only its own organisation's)",
+)
 async def list_applications(
+    principal: Reader,
     session: SessionDep,
     page: Pages,
     measure: Measure | None = None,
@@ -68,6 +112,10 @@ async def list_applications(
     status: Status | None = None,
 ) -> Page[ApplicationRead]:
     after = decode_cursor("applications", page.cursor) if page.cursor else 0
+    if not principal.sees_everything():
+        if applicant is not None and applicant != principal.applicant:
+            return Page[ApplicationRead](items=[], next_cursor=None)
+        applicant = principal.applicant
     rows = await repository.list_applications(
         session, {"measure": measure, "applicant": applicant, "status": status}, after, page.limit
     )
@@ -83,7 +131,9 @@ async def list_applications(
     tags=["review"],
     summary="Applications awaiting review or approval, highest priority first, then oldest",
 )
-async def review_queue(session: SessionDep, page: Pages) -> Page[ApplicationRead]:
+async def review_queue(
+    _: Annotated[Principal, require(OFFICER, APPROVER, ADMIN)], session: SessionDep, page: Pages
+) -> Page[ApplicationRead]:
     after = decode_cursor_keys("review-queue", page.cursor, 2) if page.cursor else None
     rows = await repository.review_queue(session, (after[0], after[1]) if after else None, page.limit)
     has_more = len(rows) > page.limit
@@ -93,30 +143,32 @@ async def review_queue(session: SessionDep, page: Pages) -> Page[ApplicationRead
 
 
 @router.get("/v1/applications/{application_id}", response_model=ApplicationRead, tags=["applications"])
-async def get_application(session: SessionDep, application_id: uuid.UUID) -> ApplicationRead:
-    return await service.read_application(session, application_id)
+async def get_application(principal: Reader, session: SessionDep, application_id: uuid.UUID) -> ApplicationRead:
+    return await service.read_application(session, application_id, principal)
 
 
 @router.post(
     "/v1/applications/{application_id}/reviews",
     response_model=ApplicationRead,
     tags=["review"],
-    summary="An officer's review (recommend approve or reject, with a reason)",
+    summary="An officer's review (recommend approve or reject, with a reason); the reviewer is the caller",
 )
-async def review_application(session: SessionDep, application_id: uuid.UUID, payload: ReviewCreate) -> ApplicationRead:
-    return await service.review(session, application_id, payload)
+async def review_application(
+    principal: Reviewer, session: SessionDep, application_id: uuid.UUID, payload: ReviewCreate
+) -> ApplicationRead:
+    return await service.review(session, application_id, payload, principal)
 
 
 @router.post(
     "/v1/applications/{application_id}/approvals",
     response_model=ApplicationRead,
     tags=["review"],
-    summary="An approver's decision on the review (never the reviewer's own)",
+    summary="An approver's decision on the review; the approver is the caller, never the reviewer",
 )
 async def approve_application(
-    session: SessionDep, application_id: uuid.UUID, payload: ApprovalCreate
+    principal: Approver, session: SessionDep, application_id: uuid.UUID, payload: ApprovalCreate
 ) -> ApplicationRead:
-    return await service.approve(session, application_id, payload)
+    return await service.approve(session, application_id, payload, principal)
 
 
 @router.post(
@@ -126,14 +178,18 @@ async def approve_application(
     summary="A1 一事一议: a case-by-case decision outside the formulas, with a written reason",
 )
 async def manual_decision(
-    session: SessionDep, policy: PolicyDep, application_id: uuid.UUID, payload: ManualDecisionCreate
+    principal: Approver,
+    session: SessionDep,
+    policy: PolicyDep,
+    application_id: uuid.UUID,
+    payload: ManualDecisionCreate,
 ) -> ApplicationRead:
-    return await service.manual_decision(session, policy, application_id, payload)
+    return await service.manual_decision(session, policy, application_id, payload, principal)
 
 
 @router.get("/v1/decisions/{decision_id}", response_model=DecisionRead, tags=["decisions"])
-async def get_decision(session: SessionDep, decision_id: uuid.UUID) -> DecisionRead:
-    return await service.get_decision(session, decision_id)
+async def get_decision(principal: Reader, session: SessionDep, decision_id: uuid.UUID) -> DecisionRead:
+    return await service.get_decision(session, decision_id, principal)
 
 
 @router.get(
@@ -142,7 +198,11 @@ async def get_decision(session: SessionDep, decision_id: uuid.UUID) -> DecisionR
     tags=["decisions"],
     summary="An approved decision, for issuing vouchers and grants (404 unless approved and current)",
 )
-async def get_approved_decision(session: SessionDep, decision_id: uuid.UUID) -> ApprovedDecisionRead:
+async def get_approved_decision(
+    _: Annotated[Principal, require(DECISIONS_READ, OFFICER, APPROVER, ADMIN, AUDITOR)],
+    session: SessionDep,
+    decision_id: uuid.UUID,
+) -> ApprovedDecisionRead:
     return await service.approved_decision(session, decision_id)
 
 
@@ -212,13 +272,18 @@ def _policy_read(parameters: ParameterSet) -> PolicyRead:
     tags=["policy"],
     summary="Clauses, their rules and every parameter with its value history",
 )
-async def get_policy_document(session: SessionDep, policy: PolicyDep) -> PolicyRead:
+async def get_policy_document(
+    _: Annotated[Principal, require(*ALL_SCOPES)], session: SessionDep, policy: PolicyDep
+) -> PolicyRead:
     return _policy_read(await service.current_parameters(session, policy.parameters))
 
 
 @router.get("/v1/policy/parameters/{parameter_id}", response_model=ParameterRead, tags=["policy"])
 async def get_parameter(
-    session: SessionDep, policy: PolicyDep, parameter_id: Annotated[str, Path(max_length=100)]
+    _: Annotated[Principal, require(*ALL_SCOPES)],
+    session: SessionDep,
+    policy: PolicyDep,
+    parameter_id: Annotated[str, Path(max_length=100)],
 ) -> ParameterRead:
     parameters = await service.current_parameters(session, policy.parameters)
     if parameter_id not in parameters.parameters:
@@ -238,12 +303,13 @@ async def get_parameter(
     summary="Load a new version of a parameter, effective from a future date (audited)",
 )
 async def add_parameter_version(
+    principal: Annotated[Principal, require(ADMIN)],
     session: SessionDep,
     policy: PolicyDep,
     parameter_id: Annotated[str, Path(max_length=100)],
     payload: ParameterVersionCreate,
 ) -> ParameterRead:
-    parameters = await service.add_parameter_version(session, policy, parameter_id, payload)
+    parameters = await service.add_parameter_version(session, policy, parameter_id, payload, principal)
     return _parameter_read(parameters, parameter_id)
 
 
@@ -253,5 +319,10 @@ async def add_parameter_version(
     tags=["policy"],
     summary="What if: re-evaluate stored applications under other parameters (nothing is stored)",
 )
-async def simulate(session: SessionDep, policy: PolicyDep, payload: SimulationCreate) -> SimulationRead:
+async def simulate(
+    _: Annotated[Principal, require(OFFICER, APPROVER, ADMIN, AUDITOR)],
+    session: SessionDep,
+    policy: PolicyDep,
+    payload: SimulationCreate,
+) -> SimulationRead:
     return await service.simulate(session, policy, payload)

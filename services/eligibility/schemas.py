@@ -13,7 +13,6 @@ from shared.money import FenAmount
 
 from .evidence import AnyEvidence
 
-Actor = Annotated[str, Field(min_length=1, max_length=100, description="Who acts (an officer's id)")]
 WrittenReason = Annotated[str, Field(min_length=2, max_length=4000)]
 
 
@@ -25,7 +24,6 @@ class ApplicationCreate(Input):
     applicant: CreditCode
     as_of: date = Field(description="The application date: facts and parameters are taken as of this day")
     evidence: AnyEvidence = Field(description="Typed by `measure` (M1 … M13)")
-    submitted_by: Actor | None = None
 
 
 class ReasonRead(BaseModel):
@@ -48,9 +46,12 @@ class DecisionRead(BaseModel):
     policy_version: str
     parameters_digest: str
     engine_version: str
-    decided_by: str | None
+    decided_by: str | None = Field(description="A1: the deciding client's name (from its token)")
     reason: str | None
     decided_at: datetime
+    request_id: str | None = Field(
+        default=None, description="The request that made it (submission or A1), as in the audit log (GET /v1/audit)"
+    )
 
 
 class ReviewRead(BaseModel):
@@ -59,11 +60,13 @@ class ReviewRead(BaseModel):
     decision_id: uuid.UUID
     step: Literal["review", "approval"]
     review_id: uuid.UUID | None
-    actor: str
+    actor: str = Field(description="Who acted: the name of the authenticated client")
+    client_id: str | None = Field(default=None, description="The acting client (four eyes compare these)")
     verdict: Literal["approve", "reject"]
     amount_fen: int | None
     reason: str
     created_at: datetime
+    request_id: str | None = Field(default=None, description="The request, as in the audit log (GET /v1/audit)")
 
 
 class ApplicationRead(BaseModel):
@@ -82,7 +85,8 @@ class ApplicationRead(BaseModel):
 
 
 class ReviewCreate(Input):
-    reviewer: Actor
+    """An officer's review; the reviewer is the authenticated client."""
+
     verdict: Literal["approve", "reject"]
     reason: WrittenReason
     amount_fen: FenAmount | None = Field(
@@ -91,15 +95,15 @@ class ReviewCreate(Input):
 
 
 class ApprovalCreate(Input):
-    approver: Actor
+    """An approver's decision on the review; the approver is the authenticated client (never the reviewer)."""
+
     verdict: Literal["approve", "reject"]
     reason: WrittenReason
 
 
 class ManualDecisionCreate(Input):
-    """A1 一事一议: a case-by-case decision outside the formulas."""
+    """A1 一事一议: a case-by-case decision outside the formulas, by the authenticated approver."""
 
-    approver: Actor
     amount_fen: FenAmount
     reason: WrittenReason = Field(description="The written reason (required, audited)")
 
@@ -169,7 +173,6 @@ class ParameterVersionCreate(Input):
     status: Literal["given", "provisional", "interpretation"]
     source: WrittenReason
     reason: WrittenReason
-    created_by: Actor
 
 
 # --- simulations ------------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from zoneinfo import ZoneInfo
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.auth import ADMIN, OFFICER, ORGANISATION_MISMATCH, Principal
 from shared.context import request_id_var
 from shared.errors import ProblemError
 from shared.peers import PeerUnavailable
 
-from . import repository
+from . import events, repository
 from .errors import (
     AMOUNT_NOT_ALLOWED,
     AMOUNT_REQUIRED,
@@ -64,6 +65,17 @@ EVIDENCE = TypeAdapter(AnyEvidence)
 
 def jsonable_value(value: Any) -> Any:
     return jsonable(value)
+
+
+def request_id() -> str | None:
+    """This request's id, as recorded in the audit log (None outside a request)."""
+    value = request_id_var.get()
+    return None if value == "-" else value
+
+
+def visible(principal: Principal, applicant: str) -> bool:
+    """Bureau roles see every application; an applicant client only its own organisation's."""
+    return principal.sees_everything() or principal.applicant == applicant
 
 
 def today() -> date:
@@ -142,9 +154,12 @@ async def read_applications(session: AsyncSession, applications: list[Applicatio
     ]
 
 
-async def read_application(session: AsyncSession, application_id: uuid.UUID) -> ApplicationRead:
+async def read_application(
+    session: AsyncSession, application_id: uuid.UUID, principal: Principal | None = None
+) -> ApplicationRead:
+    """One application; another organisation's is as unknown as a missing one (404) to an applicant."""
     application = await repository.get_application(session, application_id)
-    if application is None:
+    if application is None or (principal is not None and not visible(principal, application.applicant)):
         raise ProblemError(APPLICATION_NOT_FOUND, id=str(application_id))
     return (await read_applications(session, [application]))[0]
 
@@ -152,7 +167,7 @@ async def read_application(session: AsyncSession, application_id: uuid.UUID) -> 
 # --- submitting -------------------------------------------------------------------------------
 
 
-def _decision_row(application_id: uuid.UUID, evaluation: Evaluation, facts: Facts) -> Decision:
+def _decision_row(application_id: uuid.UUID, evaluation: Evaluation, facts: Facts, principal: Principal) -> Decision:
     result = evaluation.result
     return Decision(
         id=uuid.uuid4(),
@@ -168,12 +183,16 @@ def _decision_row(application_id: uuid.UUID, evaluation: Evaluation, facts: Fact
         policy_version=evaluation.policy_version,
         parameters_digest=evaluation.parameters_digest,
         engine_version=evaluation.engine_version,
+        client_id=principal.client_id,
+        request_id=request_id(),
     )
 
 
 async def submit(
-    session: AsyncSession, policy: Policy, registry: RegistryFacts, payload: ApplicationCreate
+    session: AsyncSession, policy: Policy, registry: RegistryFacts, payload: ApplicationCreate, principal: Principal
 ) -> ApplicationRead:
+    if not principal.has(OFFICER, ADMIN) and payload.applicant != principal.applicant:
+        raise ProblemError(ORGANISATION_MISMATCH, org=principal.organisation or "-")
     if payload.as_of > policy.today():
         raise ProblemError(AS_OF_IN_FUTURE, as_of=payload.as_of.isoformat())
     evidence: Evidence = payload.evidence
@@ -195,20 +214,22 @@ async def submit(
         as_of=payload.as_of,
         benefit_year=benefit_year(evidence, payload.as_of),
         evidence=evidence.model_dump(mode="json"),
-        submitted_by=payload.submitted_by,
+        submitted_by=principal.actor,
         status="ineligible" if evaluation.result.outcome == "ineligible" else "in_review",
         priority=policy.rubric.score(evaluation.result, measure),
     )
     session.add(application)
     await session.flush()
-    decision = _decision_row(application.id, evaluation, facts)
+    decision = _decision_row(application.id, evaluation, facts, principal)
     session.add(decision)
     await session.flush()
     application.current_decision_id = decision.id
     await session.flush()
     await session.refresh(application)
     await session.refresh(decision)
-    return application_read(application, decision, [])
+    read = application_read(application, decision, [])
+    await events.application_changed(session, read, "submitted", "decided")
+    return read
 
 
 # --- review, approval, A1 ---------------------------------------------------------------------
@@ -232,7 +253,9 @@ async def _locked(
     return application
 
 
-async def review(session: AsyncSession, application_id: uuid.UUID, payload: ReviewCreate) -> ApplicationRead:
+async def review(
+    session: AsyncSession, application_id: uuid.UUID, payload: ReviewCreate, principal: Principal
+) -> ApplicationRead:
     application = await _locked(session, application_id, ("in_review",), "review")
     decision = await repository.get_decision(session, application.current_decision_id)  # type: ignore[arg-type]
     assert decision is not None
@@ -252,23 +275,38 @@ async def review(session: AsyncSession, application_id: uuid.UUID, payload: Revi
             application_id=application.id,
             decision_id=decision.id,
             step="review",
-            actor=payload.reviewer,
+            actor=principal.actor,
             verdict=payload.verdict,
             amount_fen=amount if payload.verdict == "approve" else None,
             reason=payload.reason,
+            client_id=principal.client_id,
+            request_id=request_id(),
         )
     )
     application.status = "reviewed"
     await session.flush()
-    return await read_application(session, application.id)
+    read = await read_application(session, application.id)
+    await events.application_changed(session, read, "reviewed")
+    return read
 
 
-async def approve(session: AsyncSession, application_id: uuid.UUID, payload: ApprovalCreate) -> ApplicationRead:
+def _own_review(review: Review | None, principal: Principal) -> bool:
+    """Four eyes: was this review made by the same client (rows from before tokens: the same name)?"""
+    if review is None:
+        return False
+    if review.client_id is not None:
+        return review.client_id == principal.client_id
+    return review.actor == principal.actor
+
+
+async def approve(
+    session: AsyncSession, application_id: uuid.UUID, payload: ApprovalCreate, principal: Principal
+) -> ApplicationRead:
     application = await _locked(session, application_id, ("reviewed",), "approve")
     reviews = (await repository.reviews_of(session, [application.id])).get(application.id, [])
     last_review = [r for r in reviews if r.step == "review"][-1]
-    if last_review.actor == payload.approver:
-        raise ProblemError(SELF_APPROVAL, actor=payload.approver)
+    if _own_review(last_review, principal):
+        raise ProblemError(SELF_APPROVAL, actor=principal.actor)
     if payload.verdict == "approve" and last_review.verdict != "approve":
         raise ProblemError(APPROVE_REJECTED_REVIEW)
     session.add(
@@ -277,23 +315,38 @@ async def approve(session: AsyncSession, application_id: uuid.UUID, payload: App
             decision_id=last_review.decision_id,
             step="approval",
             review_id=last_review.id,
-            actor=payload.approver,
+            actor=principal.actor,
             verdict=payload.verdict,
             amount_fen=last_review.amount_fen if payload.verdict == "approve" else None,
             reason=payload.reason,
+            client_id=principal.client_id,
+            request_id=request_id(),
         )
     )
     application.status = "approved" if payload.verdict == "approve" else "rejected"
     await session.flush()
-    return await read_application(session, application.id)
+    read = await read_application(session, application.id)
+    await events.application_changed(session, read, "approved" if payload.verdict == "approve" else "rejected")
+    return read
 
 
 async def manual_decision(
-    session: AsyncSession, policy: Policy, application_id: uuid.UUID, payload: ManualDecisionCreate
+    session: AsyncSession,
+    policy: Policy,
+    application_id: uuid.UUID,
+    payload: ManualDecisionCreate,
+    principal: Principal,
 ) -> ApplicationRead:
-    """A1 一事一议: an approver decides outside the formulas, with a written reason."""
+    """A1 一事一议: an approver decides outside the formulas, with a written reason.
+
+    Four eyes as for approvals: whoever reviewed the current decision cannot also decide it under A1.
+    """
     application = await _locked(session, application_id, ("in_review", "reviewed", "ineligible", "rejected"), "a1")
     previous = await repository.get_decision(session, application.current_decision_id)  # type: ignore[arg-type]
+    reviews = (await repository.reviews_of(session, [application.id])).get(application.id, [])
+    current_reviews = [r for r in reviews if r.step == "review" and previous and r.decision_id == previous.id]
+    if _own_review(current_reviews[-1] if current_reviews else None, principal):
+        raise ProblemError(SELF_APPROVAL, actor=principal.actor)
     decision = Decision(
         id=uuid.uuid4(),
         application_id=application.id,
@@ -311,7 +364,7 @@ async def manual_decision(
                     "en": "Case by case (A1): a manual decision outside the formulas",
                 },
                 "inputs": {
-                    "approver": payload.approver,
+                    "approver": principal.actor,
                     "reason": payload.reason,
                     "supersedes": str(previous.id) if previous else None,
                 },
@@ -324,8 +377,10 @@ async def manual_decision(
         policy_version=policy.parameters.version,
         parameters_digest=previous.parameters_digest if previous else policy.parameters.digest,
         engine_version="manual",
-        decided_by=payload.approver,
+        decided_by=principal.actor,
         reason=payload.reason,
+        client_id=principal.client_id,
+        request_id=request_id(),
     )
     session.add(decision)
     await session.flush()
@@ -334,20 +389,29 @@ async def manual_decision(
             application_id=application.id,
             decision_id=decision.id,
             step="approval",
-            actor=payload.approver,
+            actor=principal.actor,
             verdict="approve",
             amount_fen=payload.amount_fen,
             reason=payload.reason,
+            client_id=principal.client_id,
+            request_id=request_id(),
         )
     )
     application.current_decision_id = decision.id
     application.status = "approved"
     await session.flush()
-    return await read_application(session, application.id)
+    read = await read_application(session, application.id)
+    await events.application_changed(session, read, "a1_decided")
+    return read
 
 
-async def get_decision(session: AsyncSession, decision_id: uuid.UUID) -> DecisionRead:
+async def get_decision(session: AsyncSession, decision_id: uuid.UUID, principal: Principal) -> DecisionRead:
+    """One decision; another organisation's is as unknown as a missing one (404) to an applicant."""
     decision = await repository.get_decision(session, decision_id)
+    if decision is not None and not principal.sees_everything():
+        application = await repository.get_application(session, decision.application_id)
+        if application is None or not visible(principal, application.applicant):
+            decision = None
     if decision is None:
         raise ProblemError(DECISION_NOT_FOUND, id=str(decision_id))
     return decision_read(decision)
@@ -409,7 +473,7 @@ async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> Ap
 
 
 async def add_parameter_version(
-    session: AsyncSession, policy: Policy, parameter_id: str, payload: ParameterVersionCreate
+    session: AsyncSession, policy: Policy, parameter_id: str, payload: ParameterVersionCreate, principal: Principal
 ) -> ParameterSet:
     if parameter_id not in SPECS:
         raise ProblemError(PARAMETER_NOT_FOUND, id=parameter_id)
@@ -435,11 +499,17 @@ async def add_parameter_version(
             status=payload.status,
             source=payload.source,
             reason=payload.reason,
-            created_by=payload.created_by,
-            request_id=request_id_var.get(),
+            created_by=principal.actor,
+            request_id=request_id(),
+            client_id=principal.client_id,
         )
     )
     await session.flush()
+    await events.parameter_versioned(
+        session,
+        parameter_id,
+        {"parameter_id": parameter_id, **raw, "reason": payload.reason, "created_by": principal.actor},
+    )
     return await current_parameters(session, policy.parameters)
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from shared.app import create_service_app
+from shared.auth import ADMIN, AUDITOR, PLATFORM
+from shared.events import events_router, start_dispatcher, stop_dispatcher
 from shared.tokens import TokenSigner
 
-from . import identity
+from . import exports, identity
 from .endpoints import router
 from .models import SCHEMA
 from .settings import RegistrySettings
@@ -30,7 +32,8 @@ Errors are RFC 9457 `application/problem+json` with a stable `code`; messages fo
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
-    routers = [router]
+    # registry changes go to the bureau and the data platform only (applicants and vendors read no registry)
+    routers = [router, events_router(SCHEMA, webhook_roles=(PLATFORM, ADMIN, AUDITOR)), exports.router]
     signer = None
     if settings.signing_keys_dir:
         signer = TokenSigner(
@@ -47,6 +50,8 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         settings=settings,
         routers=routers,
+        on_startup=[start_dispatcher],
+        on_shutdown=[stop_dispatcher],
     )
     app.state.token_signer = signer
     return app

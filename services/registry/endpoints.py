@@ -6,6 +6,12 @@ GET    /v1/{records}/{key}           read, now or ?as_of=DATE (&known_at=INSTANT
 PATCH  /v1/{records}/{key}           change from ?effective_from (in the body), a new version
 GET    /v1/{records}/{key}/history   every version
 POST   /v1/imports/{organisations|revenues|filings}   bulk upsert, CSV or JSON
+
+Who may call them (shared/auth.py): reads (list, get, history) the bureau's roles, the
+auditor, the data platform and peer services (`registry:read`); writes and imports the
+administrator, officers and the data platform. Applicants, vendors and dashboards: 403.
+Registry facts are public-register data about organisations, so there is no per-object
+rule here: whoever may read one record may read them all.
 """
 
 import inspect
@@ -17,6 +23,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 
+from shared.auth import ADMIN, APPROVER, AUDITOR, OFFICER, PLATFORM, REGISTRY_READ, require
 from shared.db import SessionDep
 from shared.identifiers import CreditCode
 from shared.pagination import Page, PageParams, page_params
@@ -40,6 +47,11 @@ KnownAt = Annotated[
     datetime | None,
     Query(description="Ignore changes recorded after this instant (ISO 8601): what the registry said then"),
 ]
+
+
+#: Who may read registry records, and who may change them (create, patch, import).
+READERS: tuple[str, ...] = (ADMIN, OFFICER, APPROVER, AUDITOR, PLATFORM, REGISTRY_READ)
+WRITERS: tuple[str, ...] = (ADMIN, OFFICER, PLATFORM)
 
 
 def _signature(params: list[inspect.Parameter], returns: Any) -> inspect.Signature:
@@ -103,6 +115,7 @@ def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
         status_code=201,
         response_model=read_model,
         name=f"create_{resource.entity}",
+        dependencies=[require(*WRITERS)],
         summary=f"Create a {resource.entity}",
         description=resource.description,
         tags=tags,
@@ -123,6 +136,7 @@ def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
         methods=["GET"],
         response_model=Page[read_model],
         name=f"list_{plural}",
+        dependencies=[require(*READERS)],
         summary=f"List {plural}",
         description=resource.description + " Ordered by creation; stable under concurrent inserts.",
         tags=tags,
@@ -137,6 +151,7 @@ def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
         methods=["GET"],
         response_model=read_model,
         name=f"get_{resource.entity}",
+        dependencies=[require(*READERS)],
         summary=f"Read a {resource.entity}, now or as of a date",
         tags=tags,
     )
@@ -151,6 +166,7 @@ def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
         methods=["PATCH"],
         response_model=read_model,
         name=f"update_{resource.entity}",
+        dependencies=[require(*WRITERS)],
         summary=f"Change a {resource.entity} from a date (a new version)",
         tags=tags,
     )
@@ -174,6 +190,7 @@ def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
         methods=["GET"],
         response_model=list[VersionRead],
         name=f"history_{resource.entity}",
+        dependencies=[require(*READERS)],
         summary=f"Every version of a {resource.entity}",
         tags=tags,
     )
@@ -207,6 +224,7 @@ def _import_route(resource: records.Resource) -> None:
         methods=["POST"],
         response_model=schemas.ImportReport,
         name=f"import_{resource.plural}",
+        dependencies=[require(*WRITERS)],
         summary=f"Bulk upsert {resource.plural} (idempotent, by natural key)",
         description=(
             f"Upsert {resource.plural} by {', '.join(resource.key)}. Re-importing the same file changes nothing "

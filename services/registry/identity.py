@@ -24,20 +24,23 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import unquote_plus
 
 import asyncpg
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import RowMapping, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import ALL_SCOPES, BOUND_ROLES
 from shared.db import SessionDep
-from shared.errors import ErrorCode, ProblemError
+from shared.errors import ErrorCode, problem_response
 from shared.identifiers import credit_code_error
 from shared.tokens import TokenSigner, jwks
 
@@ -62,6 +65,7 @@ def secret_digest(secret: str) -> str:
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    """HTTP Basic client authentication; RFC 6749 §2.3.1 form-encodes id and secret first."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
@@ -71,26 +75,43 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     client_id, separator, secret = decoded.partition(":")
-    return (client_id, secret) if separator else None
+    return (unquote_plus(client_id), unquote_plus(secret)) if separator else None
 
 
-@router.post(
-    "/oauth/token",
-    summary="Get an access token (OAuth2 client-credentials grant, RFC 6749 §4.4)",
-    responses={200: {"description": "`access_token` (a signed JWT), `token_type`, `expires_in`, `scope`"}},
-)
-async def token(
+class _Refused(Exception):
+    def __init__(self, code: ErrorCode, headers: dict[str, str] | None = None, **params: Any) -> None:
+        super().__init__(code.code)
+        self.code = code
+        self.headers = headers
+        self.params = params
+
+
+def _oauth_problem(request: Request, refusal: _Refused) -> JSONResponse:
+    """A problem+json document that is also an RFC 6749 §5.2 error response (`error`: the code).
+
+    (`error` cannot go through `ProblemError`'s parameters: the name is taken.)
+    """
+    response = problem_response(request, refusal.code, headers=refusal.headers, **refusal.params)
+    body = json.loads(bytes(response.body))
+    body["error"] = refusal.code.code
+    response.body = response.render(body)
+    response.headers["content-length"] = str(len(response.body))
+    return response
+
+
+async def _authenticate_client(
     request: Request,
-    session: SessionDep,
-    grant_type: Annotated[str, Form(max_length=50)],
-    scope: Annotated[str | None, Form(max_length=500)] = None,
-    client_id: Annotated[str | None, Form(max_length=100)] = None,
-    client_secret: Annotated[str | None, Form(max_length=200)] = None,
-) -> JSONResponse:
+    session: AsyncSession,
+    grant_type: str,
+    scope: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+) -> tuple[RowMapping, list[str]]:
+    """The client's row and the scopes its token gets, or `_Refused`."""
     if grant_type != "client_credentials":
-        raise ProblemError(UNSUPPORTED_GRANT, error="unsupported_grant_type")
+        raise _Refused(UNSUPPORTED_GRANT)
     credentials = _basic_credentials(request) or ((client_id, client_secret) if client_id and client_secret else None)
-    refused = ProblemError(INVALID_CLIENT, headers={"WWW-Authenticate": 'Basic realm="token"'}, error="invalid_client")
+    refused = _Refused(INVALID_CLIENT, headers={"WWW-Authenticate": 'Basic realm="token"'})
     if credentials is None:
         raise refused
     row = (
@@ -118,12 +139,32 @@ async def token(
     if not valid:
         raise refused
     granted: list[str] = list(row["scopes"])
-    if scope:
-        asked = scope.split()
+    asked = list(dict.fromkeys((scope or "").split()))  # in order, once each
+    if asked:
         extra = [item for item in asked if item not in granted]
         if extra:
-            raise ProblemError(INVALID_SCOPE, scope=" ".join(extra), error="invalid_scope")
+            raise _Refused(INVALID_SCOPE, scope=" ".join(extra))
         granted = asked
+    return row, granted
+
+
+@router.post(
+    "/oauth/token",
+    summary="Get an access token (OAuth2 client-credentials grant, RFC 6749 §4.4)",
+    responses={200: {"description": "`access_token` (a signed JWT), `token_type`, `expires_in`, `scope`"}},
+)
+async def token(
+    request: Request,
+    session: SessionDep,
+    grant_type: Annotated[str, Form(max_length=50)],
+    scope: Annotated[str | None, Form(max_length=500)] = None,
+    client_id: Annotated[str | None, Form(max_length=100)] = None,
+    client_secret: Annotated[str | None, Form(max_length=200)] = None,
+) -> JSONResponse:
+    try:
+        row, granted = await _authenticate_client(request, session, grant_type, scope, client_id, client_secret)
+    except _Refused as refusal:
+        return _oauth_problem(request, refusal)
     signer: TokenSigner = request.app.state.token_signer
     access_token = signer.sign(row["client_id"], granted, name=row["name"], organisation=row["organisation"])
     return JSONResponse(
@@ -144,6 +185,10 @@ async def jwks_document(request: Request) -> dict[str, Any]:
 
 
 # --- administration (the CLI) -------------------------------------------------------------------
+
+
+#: As the `registry.clients` table checks it.
+CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{3,100}")
 
 
 @dataclass
@@ -176,6 +221,8 @@ async def create_client(
 ) -> NewClient:
     _check_scopes(scopes, organisation)
     client_id = client_id or "c-" + secrets.token_hex(8)
+    if not CLIENT_ID.fullmatch(client_id):
+        raise ValueError("a client id is 3 to 100 of A-Z a-z 0-9 . _ : -")
     client_secret = client_secret or secrets.token_urlsafe(32)
     await connection.execute(
         "INSERT INTO registry.clients (client_id, name, scopes, organisation, secret_sha256) "
@@ -265,6 +312,9 @@ async def _run(args: argparse.Namespace) -> int:
                 print(json.dumps(row, default=str, ensure_ascii=False))
     except (ValueError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except asyncpg.UniqueViolationError:
+        print(f"error: a client {args.id} exists already", file=sys.stderr)
         return 2
     finally:
         await connection.close()

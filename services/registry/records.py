@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.context import request_id_var
 from shared.errors import FieldError, ProblemError, field_errors_from_pydantic, validation_problem
+from shared.events import NewEvent, emit_many
 from shared.pagination import Page, PageParams, decode_cursor, make_page
 
 from .errors import (
@@ -39,6 +40,7 @@ from .errors import (
     RECORD_NOT_FOUND_AS_OF,
     REFERENCE_NOT_FOUND,
 )
+from .events import record_event
 from .models import Base, Version
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
@@ -237,6 +239,8 @@ async def create_record(session: AsyncSession, resource: Resource, payload: Base
         )
     version = _version_row(resource, row.id, 1, effective_from, state)
     recorded_at = (await session.execute(insert(Version).values(**version).returning(Version.recorded_at))).scalar_one()
+    event = record_event(resource, "created", _snapshot(state), _row_keys(resource, row), 1, effective_from)
+    await emit_many(session, [event])
     return _read(
         resource,
         _snapshot(state),
@@ -326,6 +330,8 @@ async def _apply_version(
             .where(table.id == row.id)
             .values(**resource.columns(state), version=version, valid_from=effective_from, updated_at=recorded_at)
         )
+    event = record_event(resource, "changed", _snapshot(state), _row_keys(resource, row), version, effective_from)
+    await emit_many(session, [event])
     return version, recorded_at
 
 
@@ -495,15 +501,21 @@ async def upsert_states(
             changed.append((row, state, effective_from))
 
     versions: list[dict[str, Any]] = []
+    events: list[NewEvent] = []
     if new:
         inserted = (
             await session.execute(
-                insert(table).returning(table.id, sort_by_parameter_order=True),
+                insert(table).returning(
+                    table.id,
+                    *(getattr(table, column) for column in resource.row_keys.values()),
+                    sort_by_parameter_order=True,
+                ),
                 [{**resource.columns(state), "version": 1, "valid_from": day} for state, day in new],
             )
-        ).scalars()
-        for entity_id, (state, day) in zip(inserted, new, strict=True):
-            versions.append(_version_row(resource, entity_id, 1, day, state))
+        ).all()
+        for created, (state, day) in zip(inserted, new, strict=True):
+            versions.append(_version_row(resource, created.id, 1, day, state))
+            events.append(record_event(resource, "created", _snapshot(state), _row_keys(resource, created), 1, day))
         outcome.created = len(new)
     if changed:
         moves: list[dict[str, Any]] = []
@@ -511,6 +523,7 @@ async def upsert_states(
         for row, state, day in changed:
             version = max((v.version for v in history.get(row.id, [])), default=0) + 1
             versions.append(_version_row(resource, row.id, version, day, state))
+            events.append(record_event(resource, "changed", _snapshot(state), _row_keys(resource, row), version, day))
             if day >= row.valid_from:
                 moves.append(
                     {"id": row.id, **resource.columns(state), "version": version, "valid_from": day, "updated_at": now}
@@ -520,4 +533,5 @@ async def upsert_states(
         outcome.updated = len(changed)
     if versions:
         await session.execute(insert(Version), versions)
+    await emit_many(session, events)
     return outcome

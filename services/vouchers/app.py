@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from shared.app import create_service_app
+from shared.events import events_router, start_dispatcher, stop_dispatcher
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
-from . import chain, settlement
+from . import chain, exports, settlement
 from .endpoints import router
 from .hotpath import HotPath
 from .models import SCHEMA
@@ -22,10 +23,13 @@ from .settings import VouchersSettings
 
 DESCRIPTION = """
 Compute vouchers (算力券, M1), model vouchers (模型券, M3) and grants, kept in an
-append-only double-entry ledger. Vendors redeem over `POST /v1/vouchers/{code}/redemptions`
-with `X-Vendor-Id` and an `Idempotency-Key`: the same key and body always get the first
-answer; the same key with another body gets 409. No ceiling can be exceeded: each is one
-row, changed atomically in the same transaction as the entry.
+append-only double-entry ledger. Every call needs a bearer token (OAuth2 client
+credentials, `POST /oauth/token` on the registry). Vendors redeem over
+`POST /v1/vouchers/{code}/redemptions` with a `vendor` client's token (the vendor is the
+organisation the client is bound to) and an `Idempotency-Key`: the same key and body always
+get the first answer; the same key with another body gets 409. A vendor sees and redeems
+only vouchers it may redeem (others: 404). No ceiling can be exceeded: each is one row,
+changed atomically in the same transaction as the entry.
 """
 
 
@@ -55,9 +59,9 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         title="Longgang AI measures — vouchers (算力券 / 模型券)",
         description=DESCRIPTION,
         settings=settings,
-        routers=[router, chain.router, settlement.router],
-        on_startup=[start, chain.start_sealer],
-        on_shutdown=[chain.stop_sealer, stop],
+        routers=[router, chain.router, settlement.router, events_router(SCHEMA), exports.router],
+        on_startup=[start, chain.start_sealer, start_dispatcher],
+        on_shutdown=[stop_dispatcher, chain.stop_sealer, stop],
         db_server_settings={"role": settings.db_role},
         audit_role=settings.db_role,
     )

@@ -57,6 +57,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from shared.auth import ADMIN, AUDITOR, PLATFORM, Principal, require
 from shared.db import SessionDep
 from shared.errors import ErrorCode, ProblemError
 from shared.pagination import Page, PageParams, decode_cursor, make_page, page_params
@@ -64,7 +65,7 @@ from shared.pagination import Page, PageParams, decode_cursor, make_page, page_p
 from .endpoints import Now
 from .hotpath import HotPath, local_today
 from .models import Checkpoint
-from .schemas import Actor, Input
+from .schemas import Input
 from .settings import VouchersSettings
 
 logger = logging.getLogger("services.vouchers.chain")
@@ -741,6 +742,8 @@ EXPORT_FORMAT = "longgang-vouchers-ledger"
 EXPORT_VERSION = 1
 
 router = APIRouter(tags=["ledger"])
+#: Checking the ledger and publishing its head: auditors (and administrators).
+Auditor = Annotated[Principal, require(AUDITOR, ADMIN)]
 
 
 @contextlib.asynccontextmanager
@@ -773,8 +776,9 @@ class SealLagRead(BaseModel):
 
 
 class CheckpointRequest(Input):
+    """The auditor who signs the checkpoint off is the caller (its token)."""
+
     day: date | None = Field(default=None, description="Default: today in Asia/Shanghai")
-    signed_off_by: Actor
 
 
 class CheckpointRead(BaseModel):
@@ -791,13 +795,19 @@ class CheckpointRead(BaseModel):
     "/v1/ledger/verify",
     response_model=VerifyReport,
     summary="Recompute the hash chain from the entries; a report (200) whether or not it matches",
+    dependencies=[require(AUDITOR, ADMIN)],
 )
 async def verify(request: Request) -> VerifyReport:
     async with _ledger_connection(request, "verify") as connection:
         return await verify_ledger(connection)
 
 
-@router.get("/v1/ledger/seal-lag", response_model=SealLagRead, summary="How far the sealer is behind (metrics)")
+@router.get(
+    "/v1/ledger/seal-lag",
+    response_model=SealLagRead,
+    summary="How far the sealer is behind (metrics)",
+    dependencies=[require(AUDITOR, ADMIN)],
+)
 async def get_seal_lag(request: Request, session: SessionDep) -> SealLagRead:
     raw = await (await session.connection()).get_raw_connection()
     lag = await seal_lag(raw.driver_connection)
@@ -824,7 +834,9 @@ def _refuse_day(day: date, latest: date | None) -> None:
     response_model=CheckpointRead,
     summary="Publish the head of the chain for a day (verified since the previous checkpoint first)",
 )
-async def create_checkpoint(request: Request, moment: Now, payload: CheckpointRequest) -> CheckpointRead:
+async def create_checkpoint(
+    request: Request, moment: Now, principal: Auditor, payload: CheckpointRequest
+) -> CheckpointRead:
     today = local_today(moment)
     day = payload.day or today
     if day > today:
@@ -855,7 +867,7 @@ async def create_checkpoint(request: Request, moment: Now, payload: CheckpointRe
                 head.entry_id,
                 head.chain_hash,
                 head.entries,
-                payload.signed_off_by,
+                principal.actor,
             )
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", CHECKPOINT_LOCK_KEY)
@@ -865,7 +877,10 @@ async def create_checkpoint(request: Request, moment: Now, payload: CheckpointRe
 
 
 @router.get(
-    "/v1/ledger/checkpoints", response_model=Page[CheckpointRead], summary="Published checkpoints, oldest first"
+    "/v1/ledger/checkpoints",
+    response_model=Page[CheckpointRead],
+    summary="Published checkpoints, oldest first",
+    dependencies=[require(AUDITOR, ADMIN)],
 )
 async def list_checkpoints(
     session: SessionDep, page: Annotated[PageParams, Depends(page_params)]
@@ -952,6 +967,7 @@ async def _export_lines(
     response_class=StreamingResponse,
     summary="Stream the sealed entries with their seals as NDJSON (check with `python -m services.vouchers.verify`)",
     responses={200: {"content": {NDJSON: {}}, "description": "header, entries in seq order, checkpoints, end"}},
+    dependencies=[require(AUDITOR, ADMIN, PLATFORM)],
 )
 async def export(
     request: Request,

@@ -1,35 +1,54 @@
 """REST endpoints of the vouchers service.
 
-Vendors (their own systems) call the redemption endpoints with `X-Vendor-Id` (their
-credit code; issue #5 replaces it with a signed token) and an `Idempotency-Key` on every
-mutating call. Officers issue, grant, void and expire.
+Who may call what (`shared.auth.require` on every route):
+
+- vendors' systems (`vendor` clients, each bound to one vendor organisation's credit code)
+  redeem, hold, capture and release, with an `Idempotency-Key` on every call; the vendor is
+  the token's organisation. These routes are rate limited per client (429, Retry-After).
+- officers (and administrators) issue, grant, void and expire; approvers reverse grants;
+  auditors check the ledger. The actor recorded in the ledger is the token's client name.
+
+Object-level rule: a vendor acts on and sees only vouchers it may redeem, and only its own
+holds; an applicant sees only vouchers it holds. Anything else answers the usual 404
+(`voucher_not_found`, `hold_not_found`), so a client cannot learn what exists.
 """
 
+import email.message
+import json
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.app import state_dependency
+from shared.auth import (
+    ADMIN,
+    APPLICANT,
+    APPROVER,
+    AUDITOR,
+    FORBIDDEN,
+    OFFICER,
+    PLATFORM,
+    VENDOR,
+    Principal,
+    authorize,
+    protected,
+    require,
+)
 from shared.db import SessionDep
 from shared.errors import FieldError, ProblemError, field_errors_from_pydantic, validation_problem
-from shared.identifiers import credit_code_error
 from shared.peers import PeerUnavailable
 
 from . import service
-from .errors import (
-    IDEMPOTENCY_KEY_REQUIRED,
-    VENDOR_AFFILIATED,
-    VENDOR_ID_REQUIRED,
-    VENDOR_NOT_COMPUTE_VENDOR,
-)
+from .errors import IDEMPOTENCY_KEY_REQUIRED, VENDOR_AFFILIATED, VENDOR_NOT_COMPUTE_VENDOR, VOUCHER_NOT_FOUND
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
-from .peers import Eligibility, Registry
+from .models import Voucher
+from .peers import Eligibility, Registry, VendorCheck
 from .schemas import (
     GrantRead,
     HoldRequest,
@@ -42,10 +61,11 @@ from .schemas import (
 
 router = APIRouter()
 VoucherCode = Annotated[str, Path(min_length=3, max_length=64, pattern=r"^[A-Z0-9-]+$")]
+KEY_MAX_LENGTH = 200
 KeyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", max_length=200, description="Required; reuse it when retrying")
+    str | None,
+    Header(alias="Idempotency-Key", max_length=KEY_MAX_LENGTH, description="Required; reuse it when retrying"),
 ]
-VendorHeader = Annotated[str | None, Header(alias="X-Vendor-Id", max_length=64, description="The vendor's credit code")]
 
 
 async def now(request: Request) -> datetime:
@@ -61,17 +81,43 @@ Now = Annotated[datetime, Depends(now)]
 EligibilityDep = Annotated[Eligibility, Depends(eligibility)]
 HotDep = Annotated[HotPath, Depends(hot)]
 
+#: Bureau staff who issue and void (officers) and administrators.
+Officer = Annotated[Principal, require(OFFICER, ADMIN)]
+#: Who reads one voucher: its holder, a vendor that may redeem it, and the bureau's roles.
+VoucherReader = Annotated[Principal, require(APPLICANT, VENDOR, OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM)]
+#: Vendors' systems: one vendor each, rate limited per client.
+VendorPrincipal = Annotated[Principal, require(VENDOR, rate_limited=True)]
 
-async def vendor_call(idempotency_key: KeyHeader = None, vendor_id: VendorHeader = None) -> tuple[str, str]:
-    """Every mutating vendor call names the vendor and carries an Idempotency-Key."""
-    if not vendor_id or credit_code_error(vendor_id) is not None:
-        raise ProblemError(VENDOR_ID_REQUIRED)
-    if not idempotency_key:
+
+def vendor_of(principal: Principal) -> str:
+    """The vendor a vendor client acts for (its token's organisation)."""
+    vendor = principal.vendor
+    if vendor is None:  # a vendor token always names its organisation (shared.auth), but be explicit
+        raise ProblemError(FORBIDDEN, needed=VENDOR)
+    return vendor
+
+
+def idempotency_key(value: str | None) -> str:
+    if not value:
         raise ProblemError(IDEMPOTENCY_KEY_REQUIRED)
-    return vendor_id, idempotency_key
+    return value
+
+
+async def vendor_call(principal: VendorPrincipal, key: KeyHeader = None) -> tuple[str, str]:
+    """Every mutating vendor call: the vendor (from the token) and its Idempotency-Key."""
+    return vendor_of(principal), idempotency_key(key)
 
 
 VendorCall = Annotated[tuple[str, str], Depends(vendor_call)]
+
+
+async def _compute_vendor_check(request: Request, vendor: str, holder: str, moment: datetime) -> VendorCheck:
+    """M1: is `vendor` a registered compute vendor, and is it affiliated with `holder`? (the registry, cached)"""
+    registry: Registry = request.app.state.registry
+    try:
+        return await registry.compute_vendor_check(vendor, holder, local_today(moment))
+    except PeerUnavailable as exc:
+        raise exc.as_problem() from exc
 
 
 async def _compute_vendor_may_redeem(request: Request, hotpath: HotPath, code: str, vendor: str, day: datetime) -> None:
@@ -80,15 +126,48 @@ async def _compute_vendor_may_redeem(request: Request, hotpath: HotPath, code: s
     holder = await hotpath.pool.fetchval("SELECT holder FROM vouchers.vouchers WHERE code = $1", code)
     if holder is None:
         return  # the ledger function answers voucher_not_found
-    registry: Registry = request.app.state.registry
-    try:
-        check = await registry.compute_vendor_check(vendor, holder, local_today(day))
-    except PeerUnavailable as exc:
-        raise exc.as_problem() from exc
+    check = await _compute_vendor_check(request, vendor, holder, day)
     if not check.is_compute_vendor:
         raise ProblemError(VENDOR_NOT_COMPUTE_VENDOR)
     if check.affiliated:
         raise ProblemError(VENDOR_AFFILIATED)
+
+
+#: The roles that read every voucher (the bureau, auditors and the data platform).
+EVERY_VOUCHER = (OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM)
+
+
+async def ensure_visible(
+    request: Request,
+    principal: Principal,
+    voucher: Voucher,
+    moment: datetime,
+    every_voucher: tuple[str, ...] = EVERY_VOUCHER,
+) -> None:
+    """Who may see a voucher; everyone else hears `voucher_not_found` (its existence is not revealed).
+
+    - the roles in `every_voucher` (by default officers, approvers, administrators, auditors
+      and the data platform): every voucher;
+    - an applicant: the vouchers its organisation holds;
+    - a vendor: the vouchers it may redeem, by the redemption path's own rule: a voucher that
+      names its vendor (M3: the contract's model vendor) only that vendor; a voucher that
+      names none (M1) a registered compute vendor not affiliated with the holder, as the
+      registry says on the day (the same cached check as a redemption).
+    """
+    if principal.has(*every_voucher):
+        return
+    if principal.applicant is not None and principal.applicant == voucher.holder:
+        return
+    vendor = principal.vendor
+    if vendor is not None:
+        if voucher.vendor is not None:
+            if voucher.vendor == vendor:
+                return
+        else:
+            check = await _compute_vendor_check(request, vendor, voucher.holder, moment)
+            if check.is_compute_vendor and not check.affiliated:
+                return
+    raise ProblemError(VOUCHER_NOT_FOUND, code=voucher.code)
 
 
 async def _redeem(
@@ -119,26 +198,82 @@ async def _redeem(
 
 
 _CODE = re.compile(r"^[A-Z0-9-]{3,64}$")
+_CODE_RULES = TypeAdapter(Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Z0-9-]+$")])
+_KEY_RULES = TypeAdapter(Annotated[str, Field(max_length=KEY_MAX_LENGTH)])
+_VENDOR_ONLY = (VENDOR,)
+_NO_BODY = object()
 
 
+def _is_json(content_type: str) -> bool:
+    """Whether FastAPI would parse a body of this type as JSON (`application/json`, `…+json`)."""
+    if content_type == "application/json":
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def _read_body(request: Request) -> Any:
+    """The body as FastAPI reads it before anything else: JSON when declared so, else the bytes."""
+    body = await request.body()
+    if not body:
+        return _NO_BODY
+    content_type = request.headers.get("content-type")
+    if not content_type or not _is_json(content_type):
+        return body  # refused by validation, as FastAPI's strict content type does
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        error = {
+            "type": "json_invalid",
+            "loc": ("body", exc.pos),
+            "msg": "JSON decode error",
+            "ctx": {"error": exc.msg},
+        }
+        raise validation_problem(field_errors_from_pydantic([error])) from exc
+    except Exception as exc:  # not UTF-8, nested too deep: what FastAPI answers
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from exc
+
+
+def _field_errors(rules: TypeAdapter[Any], value: Any, where: tuple[str, ...]) -> list[FieldError]:
+    try:
+        rules.validate_python(value, from_attributes=True)
+    except ValidationError as exc:
+        return field_errors_from_pydantic(exc.errors(), where)
+    return []
+
+
+@protected(VENDOR)
 async def redeem_hot(request: Request) -> Response:
     """The same endpoint as `redeem` below, without FastAPI's dependency machinery.
 
     Vendors' redemptions are the hot path: resolving four dependencies per request cost a
-    measurable share of the process's CPU (docs/benchmarks.md). Validation and answers are
-    identical: the path, headers and body are checked with the same rules and models, and
-    errors are the same problem+json. The FastAPI route below documents it in OpenAPI.
+    measurable share of the process's CPU (docs/benchmarks.md). The answers are FastAPI's,
+    in FastAPI's order: a body that is not JSON (422), the token (401, 403, 429; verified
+    tokens are cached, so this is a dictionary lookup), the Idempotency-Key (400), then the
+    header, path and body rules together (one 422 with every field), with the same models.
+    The FastAPI route below documents it in OpenAPI (a test sends both the same requests).
     """
+    received = await _read_body(request)
+    vendor = vendor_of(authorize(request, _VENDOR_ONLY, rate_limited=True))
+    key = idempotency_key(request.headers.get("idempotency-key"))
     code = request.path_params["code"]
+    errors: list[FieldError] = []
+    if len(key) > KEY_MAX_LENGTH:
+        errors += _field_errors(_KEY_RULES, key, ("header", "Idempotency-Key"))
     if not _CODE.match(code):
-        raise validation_problem(
-            [FieldError("path.code", "string_pattern_mismatch", "格式不正确", "Invalid voucher code format")]
-        )
-    vendor, key = await vendor_call(request.headers.get("idempotency-key"), request.headers.get("x-vendor-id"))
-    try:
-        payload = RedemptionRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise validation_problem(field_errors_from_pydantic(exc.errors(), ("body",))) from exc
+        errors += _field_errors(_CODE_RULES, code, ("path", "code"))
+    payload = None
+    if received is _NO_BODY:
+        errors += field_errors_from_pydantic([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
+    else:
+        try:
+            payload = RedemptionRequest.model_validate(received, from_attributes=True)
+        except ValidationError as exc:
+            errors += field_errors_from_pydantic(exc.errors(), ("body",))
+    if errors or payload is None:
+        raise validation_problem(errors)
     hotpath: HotPath = request.app.state.hotpath
     return await _redeem(request, hotpath, code, payload, vendor, key, None, await now(request))
 
@@ -152,15 +287,18 @@ router.add_route("/v1/vouchers/{code}/redemptions", redeem_hot, methods=["POST"]
     status_code=201,
     tags=["redemption"],
     summary="Redeem part or all of a voucher (vendors; idempotent by Idempotency-Key)",
-    responses={201: {"description": "Redeemed: the redemption and the voucher's balances after it"}},
+    responses={
+        201: {"description": "Redeemed: the redemption and the voucher's balances after it"},
+        429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"},
+    },
 )
 async def redeem(
     request: Request,
     hotpath: HotDep,
     moment: Now,
+    call: VendorCall,
     code: VoucherCode,
     payload: RedemptionRequest,
-    call: VendorCall,
 ) -> Response:
     vendor, key = call
     return await _redeem(request, hotpath, code, payload, vendor, key, None, moment)
@@ -171,14 +309,15 @@ async def redeem(
     status_code=201,
     tags=["redemption"],
     summary="Reserve an amount (like a card authorisation); capture or release it later",
+    responses={429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"}},
 )
 async def hold(
     request: Request,
     hotpath: HotDep,
     moment: Now,
+    call: VendorCall,
     code: VoucherCode,
     payload: HoldRequest,
-    call: VendorCall,
 ) -> Response:
     vendor, key = call
     seconds = payload.hold_seconds or request.app.state.settings.hold_seconds
@@ -207,14 +346,16 @@ HoldId = Annotated[int, Path(ge=1, le=2**62)]
     "/v1/holds/{hold_id}/{action}",
     tags=["redemption"],
     summary="Capture a hold (it becomes a redemption) or release it (the amount is available again)",
+    description="Only the vendor that made the hold may finish it; another vendor's hold answers `hold_not_found`.",
+    responses={429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"}},
 )
 async def finish_hold(
     request: Request,
     hotpath: HotDep,
     moment: Now,
+    call: VendorCall,
     hold_id: HoldId,
     action: Literal["capture", "release"],
-    call: VendorCall,
 ) -> Response:
     vendor, key = call
     return await _finish(request, hotpath, hold_id, action, vendor, key, moment)
@@ -228,11 +369,13 @@ async def finish_hold(
     status_code=201,
     response_model=VoucherRead,
     tags=["vouchers"],
-    summary="Issue a compute (M1) or model (M3) voucher from an approved decision",
+    summary="Issue a compute (M1) or model (M3) voucher from an approved decision (officers)",
 )
-async def issue(session: SessionDep, client: EligibilityDep, moment: Now, payload: IssueRequest) -> VoucherRead:
+async def issue(
+    session: SessionDep, client: EligibilityDep, moment: Now, principal: Officer, payload: IssueRequest
+) -> VoucherRead:
     try:
-        return await service.issue_voucher(session, client, payload, moment)
+        return await service.issue_voucher(session, client, payload, principal.actor, moment)
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc
 
@@ -242,11 +385,13 @@ async def issue(session: SessionDep, client: EligibilityDep, moment: Now, payloa
     status_code=201,
     response_model=GrantRead,
     tags=["vouchers"],
-    summary="Disburse another measure's grant (M2, M4–M13) from an approved decision",
+    summary="Disburse another measure's grant (M2, M4–M13) from an approved decision (officers)",
 )
-async def grant(session: SessionDep, client: EligibilityDep, moment: Now, payload: IssueRequest) -> GrantRead:
+async def grant(
+    session: SessionDep, client: EligibilityDep, moment: Now, principal: Officer, payload: IssueRequest
+) -> GrantRead:
     try:
-        return await service.grant(session, client, payload, moment)
+        return await service.grant(session, client, payload, principal.actor, moment)
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc
 
@@ -256,30 +401,49 @@ async def grant(session: SessionDep, client: EligibilityDep, moment: Now, payloa
     status_code=201,
     response_model=GrantRead,
     tags=["vouchers"],
-    summary="Correct a mistaken grant with a reversing entry (the original stays in the ledger)",
+    summary="Correct a mistaken grant with a reversing entry; the original stays in the ledger (approvers)",
 )
 async def reverse_grant(
-    session: SessionDep, grant_id: Annotated[int, Path(ge=1, le=2**62)], payload: ReversalRequest
+    session: SessionDep,
+    principal: Annotated[Principal, require(APPROVER, ADMIN)],
+    grant_id: Annotated[int, Path(ge=1, le=2**62)],
+    payload: ReversalRequest,
 ) -> GrantRead:
-    return await service.reverse_grant(session, grant_id, payload)
+    return await service.reverse_grant(session, grant_id, payload, principal.actor)
 
 
-@router.get("/v1/vouchers/{code}", response_model=VoucherRead, tags=["vouchers"])
-async def get_voucher(session: SessionDep, moment: Now, code: VoucherCode) -> VoucherRead:
-    return service.voucher_read(await service.get_voucher(session, code), local_today(moment))
+@router.get(
+    "/v1/vouchers/{code}",
+    response_model=VoucherRead,
+    tags=["vouchers"],
+    summary="A voucher (its holder, a vendor that may redeem it, the bureau)",
+)
+async def get_voucher(
+    request: Request, session: SessionDep, moment: Now, principal: VoucherReader, code: VoucherCode
+) -> VoucherRead:
+    voucher = await service.get_voucher(session, code)
+    await ensure_visible(request, principal, voucher, moment)
+    return service.voucher_read(voucher, local_today(moment))
 
 
 @router.post(
     "/v1/vouchers/{code}/void",
     response_model=VoucherRead,
     tags=["vouchers"],
-    summary="Void a voucher: its unused amount returns to the budget",
+    summary="Void a voucher: its unused amount returns to the budget (officers)",
 )
-async def void(session: SessionDep, moment: Now, code: VoucherCode, payload: VoidRequest) -> VoucherRead:
-    return await service.void(session, code, payload, moment)
+async def void(
+    session: SessionDep, moment: Now, principal: Officer, code: VoucherCode, payload: VoidRequest
+) -> VoucherRead:
+    return await service.void(session, code, payload, principal.actor, moment)
 
 
-@router.post("/v1/expiries", tags=["vouchers"], summary="Release expired holds and expire vouchers past their date")
+@router.post(
+    "/v1/expiries",
+    tags=["vouchers"],
+    summary="Release expired holds and expire vouchers past their date (officers)",
+    dependencies=[require(OFFICER, ADMIN)],
+)
 async def expire(session: SessionDep, moment: Now) -> dict[str, int]:
     return {"expired_vouchers": await service.expire_due(session, moment)}
 
@@ -287,7 +451,8 @@ async def expire(session: SessionDep, moment: Now) -> dict[str, int]:
 @router.get(
     "/v1/ledger/invariants",
     tags=["ledger"],
-    summary="Check the ledger against its projections: sums, balances, ceilings, redemptions",
+    summary="Check the ledger against its projections: sums, balances, ceilings, redemptions (auditors)",
+    dependencies=[require(AUDITOR, ADMIN)],
 )
 async def invariants(hotpath: HotDep) -> dict[str, object]:
     assert hotpath.pool is not None

@@ -10,12 +10,6 @@ IDEMPOTENCY_KEY_REQUIRED = ErrorCode(
     "该操作须带 Idempotency-Key 请求头（重试时使用同一个值）",
     "This call needs an Idempotency-Key header (reuse the same value when retrying)",
 )
-VENDOR_ID_REQUIRED = ErrorCode(
-    "vendor_id_required",
-    400,
-    "须带 X-Vendor-Id 请求头（供应商统一社会信用代码）",
-    "This call needs an X-Vendor-Id header (the vendor's credit code)",
-)
 IDEMPOTENCY_KEY_REUSED = ErrorCode(
     "idempotency_key_reused",
     409,
@@ -23,11 +17,9 @@ IDEMPOTENCY_KEY_REUSED = ErrorCode(
     "Idempotency-Key {key} was already used for a different request; nothing was changed",
 )
 VOUCHER_NOT_FOUND = ErrorCode("voucher_not_found", 404, "券不存在：{code}", "No such voucher: {code}")
-VENDOR_NOT_ALLOWED = ErrorCode(
-    "vendor_not_allowed",
-    403,
-    "该供应商无权兑付此券，未做任何更改",
-    "This vendor may not redeem this voucher; nothing was changed",
+#: An enterprise's or vendor's statement asked for by a client bound to another organisation.
+STATEMENT_NOT_FOUND = ErrorCode(
+    "statement_not_found", 404, "没有该单位的对账单：{credit_code}", "No statement for {credit_code}"
 )
 VENDOR_NOT_COMPUTE_VENDOR = ErrorCode(
     "vendor_not_compute_vendor",

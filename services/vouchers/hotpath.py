@@ -30,7 +30,6 @@ from .errors import (
     IDEMPOTENCY_KEY_REUSED,
     INSUFFICIENT_BALANCE,
     REDEMPTION_CEILING,
-    VENDOR_NOT_ALLOWED,
     VOUCHER_EXPIRED,
     VOUCHER_NOT_FOUND,
     VOUCHER_VOIDED,
@@ -41,7 +40,6 @@ REFUSALS: dict[str, ErrorCode] = {
     error.code: error
     for error in (
         VOUCHER_NOT_FOUND,
-        VENDOR_NOT_ALLOWED,
         VOUCHER_VOIDED,
         VOUCHER_EXPIRED,
         INSUFFICIENT_BALANCE,
@@ -51,6 +49,10 @@ REFUSALS: dict[str, ErrorCode] = {
         HOLD_NOT_ACTIVE,
     )
 }
+# `vouchers.redeem()` refuses another vendor's voucher as `vendor_not_allowed`; a vendor is not
+# told that a voucher it may not redeem exists (issue #5: wrong owner → 404), so it is rendered
+# as `voucher_not_found` (also for answers stored under an Idempotency-Key before this rule).
+REFUSALS["vendor_not_allowed"] = VOUCHER_NOT_FOUND
 
 REDEEM_SQL = "SELECT status_code, body FROM vouchers.redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 FINISH_SQL = "SELECT status_code, body FROM vouchers.finish_hold($1, $2, $3, $4, $5, $6, $7, $8)"

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.money import PositiveFenAmount
 
-Actor = Annotated[str, Field(min_length=1, max_length=100)]
 VoucherState = Literal["active", "partly_redeemed", "redeemed", "expired", "voided"]
 
 
@@ -19,8 +18,9 @@ class Input(BaseModel):
 
 
 class IssueRequest(Input):
+    """The officer who issues is the caller (its token), as for every actor in the ledger."""
+
     decision_id: uuid.UUID = Field(description="An approved decision of the eligibility service")
-    issued_by: Actor
 
 
 class RedemptionRequest(Input):
@@ -36,12 +36,10 @@ class HoldRequest(RedemptionRequest):
 
 
 class ReversalRequest(Input):
-    officer: Actor
     reason: Annotated[str, Field(min_length=2, max_length=2000)]
 
 
 class VoidRequest(Input):
-    officer: Actor
     reason: Annotated[str, Field(min_length=2, max_length=2000)]
 
 

@@ -24,6 +24,7 @@ from shared.context import request_id_var
 from shared.errors import ProblemError
 from shared.money import format_yuan
 
+from . import events
 from .errors import (
     ALREADY_ISSUED,
     ALREADY_REVERSED,
@@ -217,7 +218,7 @@ async def _already_issued(session: AsyncSession, decision_id: uuid.UUID) -> str 
 
 
 async def issue_voucher(
-    session: AsyncSession, eligibility: Eligibility, payload: IssueRequest, now: datetime
+    session: AsyncSession, eligibility: Eligibility, payload: IssueRequest, actor: str, now: datetime
 ) -> VoucherRead:
     today = local_today(now)
     decision = await eligibility.approved_decision(payload.decision_id)
@@ -260,7 +261,7 @@ async def issue_voucher(
         hold_account_id=hold,
         budget_account_id=budget,
         parameters_digest=decision["parameters_digest"],
-        issued_by=payload.issued_by,
+        issued_by=actor,
     )
     session.add(voucher)
     try:
@@ -278,17 +279,21 @@ async def issue_voucher(
             voucher_id=voucher.id,
             decision_id=payload.decision_id,
             contract_ref=contract_key,
-            actor=payload.issued_by,
+            actor=actor,
             parameters_digest=decision["parameters_digest"],
             request_id=request_id_var.get(),
         )
     )
     await session.flush()
     await session.refresh(voucher)
-    return voucher_read(voucher, today)
+    issued = voucher_read(voucher, today)
+    await events.voucher_changed(session, "issued", issued)
+    return issued
 
 
-async def grant(session: AsyncSession, eligibility: Eligibility, payload: IssueRequest, now: datetime) -> GrantRead:
+async def grant(
+    session: AsyncSession, eligibility: Eligibility, payload: IssueRequest, actor: str, now: datetime
+) -> GrantRead:
     """Other measures (M2, M4–M13): a disbursement from the budget, once per decision."""
     today = local_today(now)
     decision = await eligibility.approved_decision(payload.decision_id)
@@ -308,7 +313,7 @@ async def grant(session: AsyncSession, eligibility: Eligibility, payload: IssueR
         to_account_id=paid,
         amount_fen=amount,
         decision_id=payload.decision_id,
-        actor=payload.issued_by,
+        actor=actor,
         parameters_digest=decision["parameters_digest"],
         request_id=request_id_var.get(),
     )
@@ -321,7 +326,7 @@ async def grant(session: AsyncSession, eligibility: Eligibility, payload: IssueR
         year=int(decision["benefit_year"]),
         amount_fen=amount,
         entry_id=entry.id,
-        issued_by=payload.issued_by,
+        issued_by=actor,
     )
     session.add(row)
     try:
@@ -329,7 +334,9 @@ async def grant(session: AsyncSession, eligibility: Eligibility, payload: IssueR
     except IntegrityError as exc:
         raise ProblemError(ALREADY_ISSUED, reference=str(payload.decision_id)) from exc
     await session.refresh(row)
-    return await _grant_read(session, row)
+    disbursed = await _grant_read(session, row)
+    await events.grant_changed(session, "disbursed", disbursed)
+    return disbursed
 
 
 async def _grant_read(session: AsyncSession, row: Grant) -> GrantRead:
@@ -338,7 +345,7 @@ async def _grant_read(session: AsyncSession, row: Grant) -> GrantRead:
     return read.model_copy(update={"reversed_by_entry_id": reversal})
 
 
-async def reverse_grant(session: AsyncSession, grant_id: int, payload: ReversalRequest) -> GrantRead:
+async def reverse_grant(session: AsyncSession, grant_id: int, payload: ReversalRequest, actor: str) -> GrantRead:
     """A mistaken disbursement is corrected by a reversing entry that references it (never an edit)."""
     # no row lock (the role may not UPDATE grants): the unique index on reverses_entry_id decides races
     row = (await session.execute(select(Grant).where(Grant.id == grant_id))).scalar_one_or_none()
@@ -356,7 +363,7 @@ async def reverse_grant(session: AsyncSession, grant_id: int, payload: ReversalR
             to_account_id=original.from_account_id,
             amount_fen=original.amount_fen,
             decision_id=original.decision_id,
-            actor=payload.officer,
+            actor=actor,
             reverses_entry_id=original.id,
             request_id=request_id_var.get(),
             memo=payload.reason,
@@ -366,7 +373,9 @@ async def reverse_grant(session: AsyncSession, grant_id: int, payload: ReversalR
         await session.flush()
     except IntegrityError as exc:  # a concurrent reversal of the same entry
         raise ProblemError(ALREADY_REVERSED, entry_id=original.id) from exc
-    return await _grant_read(session, row)
+    reversed_grant = await _grant_read(session, row)
+    await events.grant_changed(session, "reversed", reversed_grant, reason=payload.reason, reversed_by=actor)
+    return reversed_grant
 
 
 async def get_voucher(session: AsyncSession, code: str, *, lock: bool = False) -> Voucher:
@@ -399,7 +408,7 @@ async def _return_to_budget(session: AsyncSession, voucher: Voucher, kind: str, 
         )
 
 
-async def void(session: AsyncSession, code: str, payload: VoidRequest, now: datetime) -> VoucherRead:
+async def void(session: AsyncSession, code: str, payload: VoidRequest, actor: str, now: datetime) -> VoucherRead:
     voucher = await get_voucher(session, code, lock=True)
     state = state_of(voucher, local_today(now))
     if state in ("voided", "expired", "redeemed"):
@@ -407,10 +416,12 @@ async def void(session: AsyncSession, code: str, payload: VoidRequest, now: date
         raise ProblemError(VOUCHER_NOT_ACTIVE, state=state, state_zh=zh)
     if voucher.held_fen:
         raise ProblemError(VOUCHER_HAS_HOLDS, held_yuan=format_yuan(voucher.held_fen))
-    await _return_to_budget(session, voucher, "void", payload.officer, payload.reason)
+    await _return_to_budget(session, voucher, "void", actor, payload.reason)
     voucher.voided_at = now
     await session.flush()
-    return voucher_read(voucher, local_today(now))
+    voided = voucher_read(voucher, local_today(now))
+    await events.voucher_changed(session, "voided", voided, reason=payload.reason, voided_by=actor)
+    return voided
 
 
 async def expire_due(session: AsyncSession, now: datetime) -> int:
@@ -425,12 +436,13 @@ async def expire_due(session: AsyncSession, now: datetime) -> int:
             .with_for_update(skip_locked=True)
         )
     ).scalars()
-    count = 0
+    expired: list[Voucher] = []
     for voucher in due:
         if voucher.held_fen:
             continue  # a hold still open (not yet expired): next run
         await _return_to_budget(session, voucher, "expire", None, f"expired after {voucher.valid_until}")
         voucher.expired_at = now
-        count += 1
+        expired.append(voucher)
     await session.flush()
-    return count
+    await events.vouchers_expired(session, [voucher_read(voucher, today) for voucher in expired])
+    return len(expired)

@@ -22,7 +22,12 @@ the page lists `items`):
   redeemed totals per kind, redemptions made in that calendar year (what the M3 ceiling
   counts), the ceilings (limit, used, headroom) and the grants of that year;
 - a vendor: its redemptions (any status), receivable balance, settled total, batches.
-  Issue #5 restricts a vendor to its own statement; for now the path names the vendor.
+
+**Who sees what.** Officers and administrators create and close batches (the token's client
+is the actor recorded); officers, approvers, administrators and auditors read batches and
+every statement. A vendor client reads only its own batches and its own statement; an
+applicant only the statements of its own enterprise and vouchers. Anything else answers
+404 (`settlement_batch_not_found`, `voucher_not_found`, `statement_not_found`).
 """
 
 from __future__ import annotations
@@ -30,23 +35,25 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.auth import ADMIN, APPLICANT, APPROVER, AUDITOR, OFFICER, VENDOR, Principal, require
 from shared.context import request_id_var
 from shared.db import SessionDep
 from shared.errors import ErrorCode, ProblemError
 from shared.identifiers import CreditCode
 from shared.pagination import Page, PageParams, decode_cursor, encode_cursor, make_page, page_params
 
-from . import service
-from .endpoints import Now, VoucherCode
+from . import events, service
+from .endpoints import Now, VoucherCode, ensure_visible
+from .errors import STATEMENT_NOT_FOUND
 from .hotpath import local_today
 from .models import Account, Allowance, Entry, Grant, Redemption, SettlementBatch, Voucher
-from .schemas import Actor, AllowanceRead, GrantRead, Input, VoucherRead
+from .schemas import AllowanceRead, GrantRead, Input, VoucherRead
 
 router = APIRouter()
 Pages = Annotated[PageParams, Depends(page_params)]
@@ -54,6 +61,16 @@ BatchId = Annotated[int, Path(ge=1, le=2**62)]
 BatchStatus = Literal["open", "closed"]
 RedemptionStatus = Literal["captured", "held", "released", "expired"]
 VendorPath = Annotated[CreditCode, Path(description="The vendor's credit code")]
+#: The bureau's readers: every batch and every statement (a vendor or applicant only its own).
+BUREAU = (OFFICER, APPROVER, ADMIN, AUDITOR)
+#: Creating and closing batches.
+Settler = Annotated[Principal, require(OFFICER, ADMIN)]
+#: Reading batches: the bureau, and a vendor its own.
+BatchReader = Annotated[Principal, require(*BUREAU, VENDOR)]
+#: A voucher's or an enterprise's statement: the bureau, and the applicant its own.
+HolderReader = Annotated[Principal, require(APPLICANT, *BUREAU)]
+#: A vendor's statement: the bureau, and the vendor its own.
+VendorReader = Annotated[Principal, require(VENDOR, *BUREAU)]
 
 # --- error codes (stable; vendors' and the treasury's systems match on `code`) ---------------
 
@@ -77,12 +94,9 @@ SETTLEMENT_BATCH_CLOSED = ErrorCode(
 
 
 class BatchCreate(Input):
+    """The officer who creates the batch is the caller (its token)."""
+
     vendor: CreditCode
-    created_by: Actor
-
-
-class BatchClose(Input):
-    closed_by: Actor
 
 
 class BatchRead(BaseModel):
@@ -219,7 +233,7 @@ def batch_read(batch: SettlementBatch) -> BatchRead:
     return BatchRead.model_validate(batch, from_attributes=True)
 
 
-async def create_batch(session: AsyncSession, payload: BatchCreate, now: datetime) -> SettlementBatch:
+async def create_batch(session: AsyncSession, payload: BatchCreate, actor: str, now: datetime) -> SettlementBatch:
     vendor = payload.vendor
     # one batcher per vendor at a time; the redemption path is never waited on (SKIP LOCKED)
     await session.execute(select(func.pg_advisory_xact_lock(func.hashtext("settle:" + vendor))))
@@ -243,7 +257,7 @@ async def create_batch(session: AsyncSession, payload: BatchCreate, now: datetim
         status="open",
         total_fen=sum(int(row.amount_fen) for row in rows),
         redemption_count=len(ids),
-        created_by=payload.created_by,
+        created_by=actor,
         created_at=now,
     )
     session.add(batch)
@@ -262,6 +276,7 @@ async def create_batch(session: AsyncSession, payload: BatchCreate, now: datetim
     ).all()
     if len(joined) != len(ids):  # cannot happen: the rows are locked and the vendor's batcher is us
         raise RuntimeError(f"settlement batch {batch.id}: {len(joined)} of {len(ids)} redemptions joined")
+    await events.settlement_batch_changed(session, "created", batch_read(batch).model_dump(mode="json"))
     return batch
 
 
@@ -275,7 +290,7 @@ async def get_batch(session: AsyncSession, batch_id: int, *, lock: bool = False)
     return batch
 
 
-async def close_batch(session: AsyncSession, batch_id: int, payload: BatchClose, now: datetime) -> SettlementBatch:
+async def close_batch(session: AsyncSession, batch_id: int, actor: str, now: datetime) -> SettlementBatch:
     batch = await get_batch(session, batch_id, lock=True)
     if batch.status == "closed":
         assert batch.closed_at is not None
@@ -289,17 +304,18 @@ async def close_batch(session: AsyncSession, batch_id: int, payload: BatchClose,
         from_account_id=receivable,
         to_account_id=settled,
         amount_fen=batch.total_fen,
-        actor=payload.closed_by,
+        actor=actor,
         request_id=request_id_var.get(),
         memo=f"settlement batch {batch.id}: {batch.redemption_count} redemptions",
     )
     session.add(entry)
     await session.flush()
     batch.status = "closed"
-    batch.closed_by = payload.closed_by
+    batch.closed_by = actor
     batch.closed_at = now
     batch.entry_id = entry.id
     await session.flush()
+    await events.settlement_batch_changed(session, "closed", batch_read(batch).model_dump(mode="json"))
     return batch
 
 
@@ -338,9 +354,9 @@ async def batch_redemptions(
     summary="Gather a vendor's captured, unsettled redemptions into a new open batch",
 )
 async def create_settlement_batch(
-    session: SessionDep, moment: Now, payload: BatchCreate, response: Response
+    session: SessionDep, moment: Now, principal: Settler, payload: BatchCreate, response: Response
 ) -> BatchRead:
-    batch = await create_batch(session, payload, moment)
+    batch = await create_batch(session, payload, principal.actor, moment)
     response.headers["Location"] = f"/v1/settlement-batches/{batch.id}"
     return batch_read(batch)
 
@@ -351,8 +367,8 @@ async def create_settlement_batch(
     tags=["settlement"],
     summary="Close a batch: one `settle` entry moves its total from the vendor's receivable to settled",
 )
-async def close_settlement_batch(session: SessionDep, moment: Now, batch_id: BatchId, payload: BatchClose) -> BatchRead:
-    return batch_read(await close_batch(session, batch_id, payload, moment))
+async def close_settlement_batch(session: SessionDep, moment: Now, principal: Settler, batch_id: BatchId) -> BatchRead:
+    return batch_read(await close_batch(session, batch_id, principal.actor, moment))
 
 
 @router.get(
@@ -361,21 +377,33 @@ async def close_settlement_batch(session: SessionDep, moment: Now, batch_id: Bat
     tags=["settlement"],
     summary="A batch, with a page of its redemptions",
 )
-async def get_settlement_batch(session: SessionDep, batch_id: BatchId, page: Pages) -> BatchDetail:
+async def get_settlement_batch(
+    session: SessionDep, principal: BatchReader, batch_id: BatchId, page: Pages
+) -> BatchDetail:
     batch = await get_batch(session, batch_id)
+    if not principal.has(*BUREAU) and batch.vendor != principal.vendor:
+        raise ProblemError(SETTLEMENT_BATCH_NOT_FOUND, id=batch_id)
     items, cursor = await batch_redemptions(session, batch_id, page)
     return BatchDetail(batch=batch_read(batch), items=items, next_cursor=cursor)
 
 
-@router.get("/v1/settlement-batches", response_model=Page[BatchRead], tags=["settlement"])
+@router.get(
+    "/v1/settlement-batches",
+    response_model=Page[BatchRead],
+    tags=["settlement"],
+    summary="Settlement batches, oldest first (a vendor client: its own)",
+)
 async def list_settlement_batches(
     session: SessionDep,
+    principal: BatchReader,
     page: Pages,
     vendor: Annotated[CreditCode | None, Query()] = None,
     status: BatchStatus | None = None,
 ) -> Page[BatchRead]:
     after = decode_cursor("settlement-batches", page.cursor) if page.cursor else 0
     statement = select(SettlementBatch).where(SettlementBatch.id > after)
+    if not principal.has(*BUREAU):
+        statement = statement.where(SettlementBatch.vendor == principal.vendor)
     if vendor is not None:
         statement = statement.where(SettlementBatch.vendor == vendor)
     if status is not None:
@@ -422,8 +450,11 @@ def _statement_line(row: Any) -> StatementLine:
     tags=["statements"],
     summary="A voucher's entries in order, with the running available, held, redeemed and returned amounts",
 )
-async def voucher_statement(session: SessionDep, moment: Now, code: VoucherCode, page: Pages) -> VoucherStatement:
+async def voucher_statement(
+    request: Request, session: SessionDep, moment: Now, principal: HolderReader, code: VoucherCode, page: Pages
+) -> VoucherStatement:
     voucher = await service.get_voucher(session, code)
+    await ensure_visible(request, principal, voucher, moment, BUREAU)
     after = decode_cursor("voucher-statement", page.cursor) if page.cursor else 0
     rows = (
         await session.execute(
@@ -435,6 +466,12 @@ async def voucher_statement(session: SessionDep, moment: Now, code: VoucherCode,
     return VoucherStatement(
         voucher=service.voucher_read(voucher, local_today(moment)), items=listed.items, next_cursor=listed.next_cursor
     )
+
+
+def _own_statement(principal: Principal, credit_code: str, bound_to: str | None) -> None:
+    """The bureau reads every statement; an applicant or vendor client only its organisation's."""
+    if not principal.has(*BUREAU) and credit_code != bound_to:
+        raise ProblemError(STATEMENT_NOT_FOUND, credit_code=credit_code)
 
 
 def _fen(value: Any) -> int:
@@ -450,10 +487,12 @@ def _fen(value: Any) -> int:
 async def enterprise_statement(
     session: SessionDep,
     moment: Now,
+    principal: HolderReader,
     credit_code: Annotated[CreditCode, Path(description="The enterprise's credit code")],
     year: Annotated[int, Path(ge=2000, le=2100)],
     page: Pages,
 ) -> EnterpriseStatement:
+    _own_statement(principal, credit_code, principal.applicant)
     today = local_today(moment)
     after = decode_cursor("enterprise-statement", page.cursor) if page.cursor else 0
     of_year = (Voucher.holder == credit_code, Voucher.year == year)
@@ -585,10 +624,12 @@ async def _balance(session: AsyncSession, kind: str, ref: str) -> int:
 )
 async def vendor_statement(
     session: SessionDep,
+    principal: VendorReader,
     credit_code: VendorPath,
     page: Pages,
     status: RedemptionStatus | None = None,
 ) -> VendorStatement:
+    _own_statement(principal, credit_code, principal.vendor)
     after = decode_cursor("vendor-statement", page.cursor) if page.cursor else 0
     statement = (
         select(

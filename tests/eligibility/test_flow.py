@@ -1,4 +1,8 @@
-"""Applications through review and approval; bad input; the registry really stopped."""
+"""Applications through review and approval; bad input; the registry really stopped.
+
+Whoever reviews, approves or decides under A1 is the client of the request's token; an
+officer "wang" reviews and an approver "li" approves (`tests/auth.py`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import pytest
 
 from services.eligibility.app import create_app
 from services.eligibility.settings import EligibilitySettings
+from tests.auth import admin
 from tests.conftest import DatabaseFactory, running_service
 from tests.eligibility import seed
+from tests.eligibility.actors import DIRECTOR, LI, WANG, WANG_BOTH, audit_row, client_id
 
 YUAN = 100
 
@@ -30,11 +36,11 @@ async def _m6(
                 "diagnosis_reference": "诊断-1",
                 "audited_investment_fen": investment_yuan * YUAN,
             },
-            "submitted_by": "portal",
         },
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
+    assert body["submitted_by"] == "test admin"  # the token's client (the rollback client is an admin)
     return body
 
 
@@ -49,35 +55,68 @@ async def test_review_then_approval_by_someone_else(
     not_yet = await eligibility.get(f"/v1/approved-decisions/{decision_id}")
     assert not_yet.status_code == 404
     assert not_yet.json()["code"] == "decision_not_approved"
-    early = await eligibility.post(path + "/approvals", json={"approver": "li", "verdict": "approve", "reason": "同意"})
+    early = await eligibility.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=LI)
     assert early.status_code == 409
     assert early.json()["code"] == "invalid_state"
+    named = await eligibility.post(
+        path + "/reviews", json={"reviewer": "li", "verdict": "approve", "reason": "材料齐全"}, headers=WANG_BOTH
+    )
+    assert named.status_code == 422, "the actor comes from the token, never from the body"
+    assert named.json()["errors"][0]["field"] == "body.reviewer"
 
     reviewed = await eligibility.post(
-        path + "/reviews", json={"reviewer": "wang", "verdict": "approve", "reason": "材料齐全"}
+        path + "/reviews", json={"verdict": "approve", "reason": "材料齐全"}, headers=WANG_BOTH
     )
     assert reviewed.status_code == 200, reviewed.text
     assert reviewed.json()["status"] == "reviewed"
-    own = await eligibility.post(path + "/approvals", json={"approver": "wang", "verdict": "approve", "reason": "同意"})
+    own = await eligibility.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=WANG_BOTH)
     assert own.status_code == 403
     assert own.json()["code"] == "self_approval"
-    approved = await eligibility.post(
-        path + "/approvals", json={"approver": "li", "verdict": "approve", "reason": "同意"}
-    )
+    assert (await eligibility.get(path)).json()["status"] == "reviewed"
+    approved = await eligibility.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=LI)
     assert approved.status_code == 200
     body = approved.json()
     assert body["status"] == "approved"
-    assert [(r["step"], r["actor"]) for r in body["reviews"]] == [("review", "wang"), ("approval", "li")]
+    assert [(r["step"], r["actor"], r["client_id"]) for r in body["reviews"]] == [
+        ("review", "wang", client_id(WANG_BOTH)),
+        ("approval", "li", client_id(LI)),
+    ]
     assert body["reviews"][1]["review_id"] == body["reviews"][0]["id"]
     assert body["decision"]["id"] == decision_id  # approval references the automatic decision, which is unchanged
+    # the approval links to the audit log's record of its request
+    assert body["reviews"][1]["request_id"] == approved.headers["x-request-id"]
+    logged = await audit_row(eligibility, body["reviews"][1]["request_id"])
+    assert (logged["client_id"], logged["actor"], logged["method"], logged["status"]) == (
+        client_id(LI),
+        "li",
+        "POST",
+        200,
+    )
+    assert logged["path"] == path + "/approvals"
 
     for_vouchers = await eligibility.get(f"/v1/approved-decisions/{decision_id}")
     assert for_vouchers.status_code == 200
     assert for_vouchers.json()["amount_fen"] == 1_000_000 * YUAN
     assert for_vouchers.json()["approved_by"] == "li"
     assert for_vouchers.json()["measure"] == "M6"
-    again = await eligibility.post(path + "/reviews", json={"reviewer": "zhao", "verdict": "approve", "reason": "再审"})
+    again = await eligibility.post(path + "/reviews", json={"verdict": "approve", "reason": "再审"}, headers=WANG)
     assert again.status_code == 409
+
+
+async def test_an_admin_may_review_or_approve_but_not_both(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    application = await _m6(eligibility, live_registry_client)
+    path = f"/v1/applications/{application['id']}"
+    reviewed = await eligibility.post(path + "/reviews", json={"verdict": "approve", "reason": "材料齐全"})
+    assert reviewed.status_code == 200, reviewed.text
+    assert reviewed.json()["reviews"][0]["actor"] == "test admin"
+    own = await eligibility.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"})
+    assert (own.status_code, own.json()["code"]) == (403, "self_approval")
+    officer = await eligibility.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=WANG)
+    assert (officer.status_code, officer.json()["code"]) == (403, "forbidden")
+    approved = await eligibility.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=LI)
+    assert approved.json()["status"] == "approved"
 
 
 async def test_a_recommended_rejection_cannot_be_approved(
@@ -85,13 +124,11 @@ async def test_a_recommended_rejection_cannot_be_approved(
 ) -> None:
     application = await _m6(eligibility, live_registry_client)
     path = f"/v1/applications/{application['id']}"
-    await eligibility.post(path + "/reviews", json={"reviewer": "wang", "verdict": "reject", "reason": "诊断报告不符"})
-    grant = await eligibility.post(path + "/approvals", json={"approver": "li", "verdict": "approve", "reason": "同意"})
+    await eligibility.post(path + "/reviews", json={"verdict": "reject", "reason": "诊断报告不符"}, headers=WANG)
+    grant = await eligibility.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=LI)
     assert grant.status_code == 409
     assert grant.json()["code"] == "review_recommended_rejection"
-    rejected = await eligibility.post(
-        path + "/approvals", json={"approver": "li", "verdict": "reject", "reason": "同意驳回"}
-    )
+    rejected = await eligibility.post(path + "/approvals", json={"verdict": "reject", "reason": "同意驳回"}, headers=LI)
     assert rejected.json()["status"] == "rejected"
 
 
@@ -116,17 +153,18 @@ async def test_needs_review_requires_an_amount_within_the_proposal(
     assert decision["outcome"] == "needs_review"
     assert decision["amount_fen"] == 5_000_000 * YUAN  # the cap, as a proposal
     path = f"/v1/applications/{response.json()['id']}/reviews"
-    missing = await eligibility.post(path, json={"reviewer": "wang", "verdict": "approve", "reason": "ok"})
+    missing = await eligibility.post(path, json={"verdict": "approve", "reason": "ok"}, headers=WANG)
     assert missing.json()["code"] == "amount_required"
     too_much = await eligibility.post(
-        path, json={"reviewer": "wang", "verdict": "approve", "reason": "ok", "amount_fen": 5_000_000 * YUAN + 1}
+        path, json={"verdict": "approve", "reason": "ok", "amount_fen": 5_000_000 * YUAN + 1}, headers=WANG
     )
     assert too_much.status_code == 422
     assert too_much.json()["code"] == "amount_not_allowed"
     fine = await eligibility.post(
-        path, json={"reviewer": "wang", "verdict": "approve", "reason": "ok", "amount_fen": 3_000_000 * YUAN}
+        path, json={"verdict": "approve", "reason": "ok", "amount_fen": 3_000_000 * YUAN}, headers=WANG
     )
     assert fine.status_code == 200
+    assert fine.json()["reviews"][0]["amount_fen"] == 3_000_000 * YUAN
 
 
 async def test_a1_is_a_marked_manual_decision(
@@ -134,24 +172,50 @@ async def test_a1_is_a_marked_manual_decision(
 ) -> None:
     application = await _m6(eligibility, live_registry_client)
     path = f"/v1/applications/{application['id']}/manual-decisions"
-    no_reason = await eligibility.post(path, json={"approver": "director", "amount_fen": 100})
+    no_reason = await eligibility.post(path, json={"amount_fen": 100}, headers=DIRECTOR)
     assert no_reason.status_code == 422
     assert no_reason.json()["errors"][0]["field"] == "body.reason"
-    decided = await eligibility.post(
-        path, json={"approver": "director", "amount_fen": 2_500_000 * YUAN, "reason": "区政府常务会议决定（一事一议）"}
-    )
+    reason = "区政府常务会议决定（一事一议）"
+    officer = await eligibility.post(path, json={"amount_fen": 100, "reason": reason}, headers=WANG)
+    assert (officer.status_code, officer.json()["code"]) == (403, "forbidden")
+    decided = await eligibility.post(path, json={"amount_fen": 2_500_000 * YUAN, "reason": reason}, headers=DIRECTOR)
     assert decided.status_code == 200, decided.text
     body = decided.json()
     assert body["status"] == "approved"
     assert body["decision"]["kind"] == "manual_a1"
+    assert body["decision"]["decided_by"] == "director"
     assert body["decision"]["trace"][0]["clause"] == "A1"
+    assert body["decision"]["trace"][0]["inputs"]["approver"] == "director"
     assert body["decision"]["trace"][0]["inputs"]["supersedes"] == application["decision"]["id"]
+    assert [(r["step"], r["actor"], r["client_id"]) for r in body["reviews"]] == [
+        ("approval", "director", client_id(DIRECTOR))
+    ]
+    # the A1 decision links to the audit log's record of its request
+    assert body["decision"]["request_id"] == decided.headers["x-request-id"]
+    logged = await audit_row(eligibility, body["decision"]["request_id"])
+    assert (logged["client_id"], logged["path"], logged["status"]) == (client_id(DIRECTOR), path, 200)
     approved = await eligibility.get(f"/v1/approved-decisions/{body['decision']['id']}")
     assert approved.json()["amount_fen"] == 2_500_000 * YUAN
+    assert approved.json()["approved_by"] == "director"
     superseded = await eligibility.get(f"/v1/approved-decisions/{application['decision']['id']}")
     assert superseded.status_code == 404
     automatic = await eligibility.get(f"/v1/decisions/{application['decision']['id']}")
     assert automatic.json()["amount_fen"] == 1_000_000 * YUAN  # never rewritten
+
+
+async def test_a1_is_not_for_the_reviewer_of_the_decision(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    application = await _m6(eligibility, live_registry_client)
+    path = f"/v1/applications/{application['id']}"
+    await eligibility.post(path + "/reviews", json={"verdict": "approve", "reason": "材料齐全"}, headers=WANG_BOTH)
+    payload = {"amount_fen": 2_000_000 * YUAN, "reason": "区政府常务会议决定（一事一议）"}
+    own = await eligibility.post(path + "/manual-decisions", json=payload, headers=WANG_BOTH)
+    assert (own.status_code, own.json()["code"]) == (403, "self_approval")
+    assert (await eligibility.get(path)).json()["decision"]["kind"] == "automatic"
+    other = await eligibility.post(path + "/manual-decisions", json=payload, headers=DIRECTOR)
+    assert other.status_code == 200, other.text
+    assert other.json()["decision"]["kind"] == "manual_a1"
 
 
 @pytest.mark.parametrize(
@@ -268,14 +332,15 @@ async def test_registry_stopped_means_503_and_nothing_stored(
     databases: DatabaseFactory, database_url: str, live_registry_client: httpx.AsyncClient
 ) -> None:
     with running_service(databases.create("longgang_registry_stop"), "registry") as registry_url:
-        async with httpx.AsyncClient(base_url=registry_url) as registry:
+        async with httpx.AsyncClient(base_url=registry_url, headers=admin()) as registry:
             applicant = await seed.organisation(registry)
         app = create_app(
             EligibilitySettings(database_url=database_url, registry_url=registry_url, peer_timeout_seconds=0.5)
         )
     # the registry process has stopped: its port refuses connections
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as client:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://e", headers=admin()) as client:
             before = (await client.get("/v1/applications", params={"applicant": applicant})).json()["items"]
             response = await client.post(
                 "/v1/applications",

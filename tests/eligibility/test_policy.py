@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from services.eligibility.app import create_app
 from services.eligibility.parameters import (
@@ -24,7 +25,11 @@ from services.eligibility.parameters import (
     parse_parameter_document,
 )
 from services.eligibility.settings import EligibilitySettings
+from shared.auth import ADMIN, APPROVER, OFFICER
+from shared.db import get_session
+from tests.auth import admin, auth
 from tests.eligibility import seed
+from tests.eligibility.actors import client_id
 
 YUAN = 100
 
@@ -170,7 +175,11 @@ def test_the_service_refuses_to_start_on_a_bad_file(
 
 
 async def test_a_changed_provisional_parameter_changes_the_result_without_code(
-    tmp_path: Path, document: dict[str, Any], database_url: str, live_registry_client: httpx.AsyncClient
+    tmp_path: Path,
+    document: dict[str, Any],
+    database_url: str,
+    live_registry_client: httpx.AsyncClient,
+    service_auth_env: dict[str, str],
 ) -> None:
     """M1 tiers are provisional: a new file changes the compute voucher, nothing else changes."""
     applicant = await seed.organisation(live_registry_client)
@@ -196,11 +205,17 @@ async def test_a_changed_provisional_parameter_changes_the_result_without_code(
     for policy_file in (DEFAULT_FILE, alternative):
         app = create_app(
             EligibilitySettings(
-                database_url=database_url, registry_url=str(live_registry_client.base_url), policy_file=policy_file
+                database_url=database_url,
+                registry_url=str(live_registry_client.base_url),
+                policy_file=policy_file,
+                client_id=service_auth_env["ELIGIBILITY_CLIENT_ID"],
+                client_secret=service_auth_env["ELIGIBILITY_CLIENT_SECRET"],  # type: ignore[arg-type]
+                auth_token_url=service_auth_env["AUTH_TOKEN_URL"],
             )
         )
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as client:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://e", headers=admin()) as client:
                 response = await client.post(
                     "/v1/applications", json={"applicant": applicant, "as_of": "2026-03-01", "evidence": evidence}
                 )
@@ -252,8 +267,22 @@ def clock(eligibility_app: FastAPI) -> Iterator[Callable[[date], None]]:
     eligibility_app.state.policy = original
 
 
+async def _latest_version_row(app: FastAPI) -> dict[str, Any]:
+    """The newest stored parameter version, read inside the rollback client's transaction."""
+    sessions = app.dependency_overrides[get_session]()
+    session = await anext(sessions)
+    try:
+        query = "SELECT created_by, client_id, request_id FROM eligibility.parameter_versions ORDER BY id DESC LIMIT 1"
+        return dict((await session.execute(text(query))).mappings().one())
+    finally:
+        await sessions.aclose()
+
+
 async def test_a_future_version_is_audited_and_changes_only_later_decisions(
-    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, clock: Callable[[date], None]
+    eligibility: httpx.AsyncClient,
+    eligibility_app: FastAPI,
+    live_registry_client: httpx.AsyncClient,
+    clock: Callable[[date], None],
 ) -> None:
     applicant = await seed.organisation(live_registry_client)
     evidence = {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 1_000_000 * YUAN}
@@ -271,8 +300,12 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
         "status": "provisional",
         "source": "实施细则（征求意见稿）",
         "reason": "财政预算调整",
-        "created_by": "admin-zhang",
     }
+    named = await eligibility.post("/v1/policy/parameters/M6.ratio/versions", json={**version, "created_by": "zhang"})
+    assert named.status_code == 422, "who loads a version comes from the token, never from the body"
+    for role in (OFFICER, APPROVER):
+        refused = await eligibility.post("/v1/policy/parameters/M6.ratio/versions", json=version, headers=auth(role))
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
     past = await eligibility.post(
         "/v1/policy/parameters/M6.ratio/versions", json={**version, "effective_from": "2026-11-27"}
     )
@@ -282,8 +315,15 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
     unknown = await eligibility.post("/v1/policy/parameters/M6.nothing/versions", json=version)
     assert unknown.status_code == 404
 
-    added = await eligibility.post("/v1/policy/parameters/M6.ratio/versions", json=version)
+    zhang = auth(ADMIN, name="admin-zhang")
+    added = await eligibility.post("/v1/policy/parameters/M6.ratio/versions", json=version, headers=zhang)
     assert added.status_code == 201, added.text
+    stored = await _latest_version_row(eligibility_app)
+    assert stored == {
+        "created_by": "admin-zhang",
+        "client_id": client_id(zhang),
+        "request_id": added.headers["x-request-id"],
+    }
     history = added.json()["history"]
     assert [(h["effective_from"], h["effective_to"], h["value"]) for h in history] == [
         ("2024-01-01", "2026-12-31", "0.50"),

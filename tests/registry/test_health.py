@@ -6,6 +6,7 @@ import httpx
 
 from services.registry.app import create_app
 from services.registry.settings import RegistrySettings
+from shared.migrations import head_revision
 from tests.conftest import DatabaseFactory
 
 
@@ -13,7 +14,7 @@ async def test_ready_when_migrated(registry: httpx.AsyncClient) -> None:
     assert (await registry.get("/healthz")).json() == {"status": "ok", "service": "registry"}
     ready = await registry.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["migration"] == "0001"
+    assert ready.json()["migration"] == head_revision("registry")
 
 
 async def _readyz(database_url: str) -> httpx.Response:

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from shared.auth import APPROVER, OFFICER
+from tests.auth import as_vendor, auth
 from tests.eligibility import seed
 
 YUAN = 100
@@ -59,15 +61,26 @@ async def submit(
     return body
 
 
+def vendor_call(vendor: str, key: str, **extra: str) -> dict[str, str]:
+    """Headers of a vendor client's mutating call: its token (the vendor) and an Idempotency-Key."""
+    return as_vendor(vendor, **{"Idempotency-Key": key, **extra})
+
+
+#: The officers who act in these tests (their tokens name them; the ledger records the name).
+OFFICER_CHEN = auth(OFFICER, name="officer-chen")
+REVIEWER = auth(OFFICER, name="wang")
+APPROVER_LI = auth(APPROVER, name="li")
+
+
 async def approve(eligibility: httpx.AsyncClient, application: dict[str, Any]) -> str:
-    """Officer wang reviews, approver li approves; returns the approved decision id."""
+    """Officer wang reviews, approver li approves (two clients: four eyes); returns the decision id."""
     path = f"/v1/applications/{application['id']}"
     reviewed = await eligibility.post(
-        path + "/reviews", json={"reviewer": "wang", "verdict": "approve", "reason": "合规"}
+        path + "/reviews", json={"verdict": "approve", "reason": "合规"}, headers=REVIEWER
     )
     assert reviewed.status_code == 200, reviewed.text
     approved = await eligibility.post(
-        path + "/approvals", json={"approver": "li", "verdict": "approve", "reason": "同意"}
+        path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=APPROVER_LI
     )
     assert approved.status_code == 200, approved.text
     return str(application["decision"]["id"])
@@ -88,7 +101,8 @@ async def approved_m3(
 
 
 async def issue(vouchers: httpx.AsyncClient, decision_id: str) -> httpx.Response:
-    return await vouchers.post("/v1/vouchers", json={"decision_id": decision_id, "issued_by": "officer-chen"})
+    """Officer chen issues (the token names the officer recorded as `issued_by`)."""
+    return await vouchers.post("/v1/vouchers", json={"decision_id": decision_id}, headers=OFFICER_CHEN)
 
 
 async def redeem(
@@ -97,5 +111,28 @@ async def redeem(
     return await vouchers.post(
         f"/v1/vouchers/{code}/redemptions",
         json={"amount_fen": amount_fen, "invoice_number": invoice},
-        headers={"Idempotency-Key": key, "X-Vendor-Id": vendor},
+        headers=vendor_call(vendor, key),
     )
+
+
+async def m1_decision(registry: httpx.AsyncClient, eligibility: httpx.AsyncClient) -> tuple[str, str, dict[str, Any]]:
+    """Class C1 (cap 500,000), 3,000,000 of compute fees → 500,000 (capped)."""
+    holder = await seed.organisation(registry)
+    await seed.revenue(registry, holder, 2025, 5_000_000 * YUAN)
+    provider = await seed.vendor(registry, is_compute_vendor=True)
+    evidence = {
+        "measure": "M1",
+        "fiscal_year": 2025,
+        "purpose": "healthcare",
+        "invoices": [
+            {
+                "invoice_number": "GPU-2025-01",
+                "provider_credit_code": provider,
+                "paid_on": "2025-03-31",
+                "lines": [{"kind": "compute", "description": "A800 租用", "amount_fen": 3_000_000 * YUAN}],
+            }
+        ],
+    }
+    application = await submit(eligibility, holder, evidence, as_of="2026-02-01")
+    assert application["decision"]["amount_fen"] == 500_000 * YUAN
+    return holder, provider, application

@@ -37,8 +37,10 @@ from services.vouchers.chain import (
     seal,
     verify_ledger,
 )
+from shared.auth import AUDITOR, OFFICER
+from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory
-from tests.vouchers.flow import YUAN, approved_m3, issue, redeem
+from tests.vouchers.flow import YUAN, approved_m3, issue, redeem, vendor_call
 
 REPO = Path(__file__).resolve().parents[2]
 WRITER = {"role": "vouchers_writer"}
@@ -118,7 +120,9 @@ class Ledger:
 
 
 @pytest_asyncio.fixture
-async def isolated(databases: DatabaseFactory, live_eligibility: str, live_registry: str) -> AsyncIterator[Ledger]:
+async def isolated(
+    databases: DatabaseFactory, live_eligibility: str, live_registry: str, service_auth_env: dict[str, str]
+) -> AsyncIterator[Ledger]:
     """A second vouchers app on a database of its own, without a background sealer (tests seal)."""
     from services.vouchers.app import create_app
     from services.vouchers.settings import VouchersSettings
@@ -130,12 +134,18 @@ async def isolated(databases: DatabaseFactory, live_eligibility: str, live_regis
             "eligibility_url": live_eligibility,
             "registry_url": live_registry,
             "sealer_interval_seconds": 0,
+            # the service's own client: it reads approved decisions from eligibility with a token
+            "client_id": service_auth_env["VOUCHERS_CLIENT_ID"],
+            "client_secret": service_auth_env["VOUCHERS_CLIENT_SECRET"],
+            "auth_token_url": service_auth_env["AUTH_TOKEN_URL"],
         }
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=60) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://vouchers", timeout=60, headers=admin()
+        ) as client:
             yield Ledger(url, app, client)
 
 
@@ -149,16 +159,19 @@ async def activity(
     code = str(issued.json()["code"])
     redeemed = await redeem(vouchers, code, supply.vendor, 100_000 * YUAN, f"{code}-r", "FP-1")
     assert redeemed.status_code == 201, redeemed.text
-    headers = {"Idempotency-Key": f"{code}-h", "X-Vendor-Id": supply.vendor}
     held = await vouchers.post(
-        f"/v1/vouchers/{code}/holds", json={"amount_fen": 50_000 * YUAN, "invoice_number": "FP-2"}, headers=headers
+        f"/v1/vouchers/{code}/holds",
+        json={"amount_fen": 50_000 * YUAN, "invoice_number": "FP-2"},
+        headers=vendor_call(supply.vendor, f"{code}-h"),
     )
     assert held.status_code == 201, held.text
     captured = await vouchers.post(
-        f"/v1/holds/{held.json()['id']}/capture", headers={**headers, "Idempotency-Key": f"{code}-c"}
+        f"/v1/holds/{held.json()['id']}/capture", headers=vendor_call(supply.vendor, f"{code}-c")
     )
     assert captured.status_code == 200, captured.text
-    voided = await vouchers.post(f"/v1/vouchers/{code}/void", json={"officer": ODD_OFFICER, "reason": ODD_REASON})
+    voided = await vouchers.post(
+        f"/v1/vouchers/{code}/void", json={"reason": ODD_REASON}, headers=auth(OFFICER, name=ODD_OFFICER)
+    )
     assert voided.status_code == 200, voided.text
     return {"code": code, "vendor": supply.vendor, "redeem_entry": redeemed.json()["entry_id"]}
 
@@ -468,7 +481,9 @@ async def test_the_sealer_never_passes_a_transaction_in_flight(
     isolated: Ledger, live_registry_client: httpx.AsyncClient, live_eligibility_client: httpx.AsyncClient
 ) -> None:
     supply, decision_id = await approved_m3(live_registry_client, live_eligibility_client)
-    code = (await issue(isolated.client, decision_id)).json()["code"]
+    issued = await issue(isolated.client, decision_id)
+    assert issued.status_code == 201, issued.text
+    code = issued.json()["code"]
     sealer = await asyncpg.connect(isolated.url, server_settings=WRITER)  # as the service seals
     slow = await asyncpg.connect(isolated.url)
     try:
@@ -563,7 +578,7 @@ async def test_a_changed_entry_is_named_by_the_service_and_by_the_cli(
     assert output.startswith(f"FAILED: entry {first['redeem_entry']} (seq {row['seq']}"), output
     assert "entry_changed" in output
 
-    refused = await isolated.client.post("/v1/ledger/checkpoints", json={"signed_off_by": "审计-王"})
+    refused = await isolated.client.post("/v1/ledger/checkpoints", json={}, headers=auth(AUDITOR, name="审计-王"))
     assert refused.status_code == 409
     assert refused.headers["content-type"] == "application/problem+json"
     assert (refused.json()["code"], refused.json()["entry_id"]) == ("chain_broken", first["redeem_entry"])
@@ -617,27 +632,29 @@ async def test_checkpoints_pin_the_head_even_against_a_rewritten_chain(
     now = datetime.now(UTC)
     isolated.app.state.clock = lambda: now
     today = now.astimezone(ZoneInfo("Asia/Shanghai")).date()
-    empty = await client.post("/v1/ledger/checkpoints", json={"signed_off_by": "审计-王"})
+    empty = await client.post("/v1/ledger/checkpoints", json={}, headers=auth(AUDITOR, name="审计-王"))
     assert (empty.status_code, empty.json()["code"]) == (409, "ledger_empty")
 
     first = await activity(client, live_registry_client, live_eligibility_client)
     await settled(client)
-    published = await client.post("/v1/ledger/checkpoints", json={"signed_off_by": "审计-王"})
+    published = await client.post("/v1/ledger/checkpoints", json={}, headers=auth(AUDITOR, name="审计-王"))
     assert published.status_code == 201, published.text
     one = published.json()
     report = await verify(client)
     assert (one["day"], one["entries"], one["signed_off_by"]) == (today.isoformat(), 5, "审计-王")
     assert (one["entry_id"], one["chain_hash"]) == (report["head"]["entry_id"], report["head"]["chain_hash"])
 
-    again = await client.post("/v1/ledger/checkpoints", json={"signed_off_by": "审计-李", "day": today.isoformat()})
+    again = await client.post(
+        "/v1/ledger/checkpoints", json={"day": today.isoformat()}, headers=auth(AUDITOR, name="审计-李")
+    )
     assert (again.status_code, again.json()["code"]) == (409, "checkpoint_exists")
     assert again.headers["content-type"] == "application/problem+json"
     future = (today + timedelta(days=1)).isoformat()
-    ahead = await client.post("/v1/ledger/checkpoints", json={"signed_off_by": "x", "day": future})
+    ahead = await client.post("/v1/ledger/checkpoints", json={"day": future}, headers=auth(AUDITOR, name="x"))
     assert (ahead.status_code, ahead.json()["code"]) == (422, "checkpoint_day_in_future")
     past = (today - timedelta(days=1)).isoformat()
     behind = await client.post(
-        "/v1/ledger/checkpoints", json={"signed_off_by": "x", "day": past}, headers={"Accept-Language": "en"}
+        "/v1/ledger/checkpoints", json={"day": past}, headers=auth(AUDITOR, name="x", **{"Accept-Language": "en"})
     )
     assert (behind.status_code, behind.json()["code"]) == (409, "checkpoint_out_of_order")
     assert "later day" in behind.json()["detail"]
@@ -645,7 +662,7 @@ async def test_checkpoints_pin_the_head_even_against_a_rewritten_chain(
     await activity(client, live_registry_client, live_eligibility_client)
     await settled(client)
     isolated.app.state.clock = lambda: now + timedelta(days=1)
-    two = (await client.post("/v1/ledger/checkpoints", json={"signed_off_by": "审计-李"})).json()
+    two = (await client.post("/v1/ledger/checkpoints", json={}, headers=auth(AUDITOR, name="审计-李"))).json()
     assert (two["day"], two["entries"]) == (future, 10)
     page = (await client.get("/v1/ledger/checkpoints", params={"limit": 1})).json()
     assert [c["id"] for c in page["items"]] == [one["id"]]

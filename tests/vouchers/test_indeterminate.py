@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from shared.devrun import Stack, start_service, stop_services, wait_ready
+from tests.auth import admin
 from tests.conftest import DatabaseFactory, free_port
-from tests.vouchers.flow import YUAN, approved_m3, issue
+from tests.vouchers.flow import YUAN, approved_m3, issue, vendor_call
 
 
 class CuttingProxy:
@@ -69,13 +70,12 @@ class CuttingProxy:
 
 @pytest.fixture(scope="module")
 def vouchers_process(
-    databases: DatabaseFactory, live_eligibility: str, live_registry: str
+    databases: DatabaseFactory, live_eligibility: str, live_registry: str, service_auth_env: dict[str, str]
 ) -> Iterator[tuple[str, int]]:
     url = databases.create("longgang_vouchers_cut")
     stack = Stack(url, "127.0.0.1", {"vouchers": free_port()})
-    process = start_service(
-        stack, "vouchers", extra_env={"ELIGIBILITY_URL": live_eligibility, "REGISTRY_URL": live_registry}
-    )
+    environment = {"ELIGIBILITY_URL": live_eligibility, "REGISTRY_URL": live_registry, **service_auth_env}
+    process = start_service(stack, "vouchers", extra_env=environment)
     try:
         wait_ready(stack, {"vouchers": process}, timeout=60)
         yield url, stack.ports["vouchers"]
@@ -85,7 +85,9 @@ def vouchers_process(
 
 @pytest.fixture
 async def direct(vouchers_process: tuple[str, int]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{vouchers_process[1]}", timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{vouchers_process[1]}", timeout=10, headers=admin()
+    ) as client:
         yield client
 
 
@@ -99,7 +101,7 @@ async def test_a_lost_reply_after_commit_is_safe_to_retry(
     supply, decision_id = await approved_m3(live_registry_client, live_eligibility_client)
     code = (await issue(direct, decision_id)).json()["code"]
     request = {"amount_fen": 700_000 * YUAN, "invoice_number": "FP-LOST"}
-    headers = {"Idempotency-Key": "lost-reply-1", "X-Vendor-Id": supply.vendor, "Connection": "close"}
+    headers = vendor_call(supply.vendor, "lost-reply-1", Connection="close")
 
     async with CuttingProxy(port) as proxy:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy.port}", timeout=10) as through_proxy:

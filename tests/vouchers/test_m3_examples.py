@@ -12,6 +12,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from shared.auth import APPROVER
+from tests.auth import auth
 from tests.factories import new_credit_code
 from tests.vouchers.flow import YUAN, approved_m3, issue, m3_evidence, model_supply, redeem, submit
 
@@ -83,7 +85,8 @@ async def test_m3_2_a_contract_is_claimed_once(
     # ... and by the ledger itself, even for a decision taken outside the formulas (A1)
     manual = await live_eligibility_client.post(
         f"/v1/applications/{second['id']}/manual-decisions",
-        json={"approver": "director", "amount_fen": 100 * YUAN, "reason": "测试：一事一议"},
+        json={"amount_fen": 100 * YUAN, "reason": "测试：一事一议"},
+        headers=auth(APPROVER, name="director"),
     )
     refused = await issue(vouchers, manual.json()["decision"]["id"])
     assert (refused.status_code, refused.json()["code"]) == (409, "contract_already_claimed")
@@ -117,7 +120,8 @@ async def test_m3_3_the_ledger_refuses_over_30_percent_even_under_a1(
     )
     manual = await live_eligibility_client.post(
         f"/v1/applications/{application['id']}/manual-decisions",
-        json={"approver": "director", "amount_fen": 3_000_000 * YUAN + 1, "reason": "测试：超过30%"},
+        json={"amount_fen": 3_000_000 * YUAN + 1, "reason": "测试：超过30%"},
+        headers=auth(APPROVER, name="director"),
     )
     refused = await issue(vouchers, manual.json()["decision"]["id"])
     assert (refused.status_code, refused.json()["code"]) == (422, "over_contract_share")
@@ -308,13 +312,21 @@ async def test_m3_12_the_same_key_with_another_body_is_a_conflict(
     assert [e["amount_fen"] for e in await _entries(vouchers_database, code)] == [3_000_000 * YUAN, 100_000 * YUAN]
 
 
-async def test_m3_13_another_vendor_is_forbidden(
+async def test_m3_13_another_vendor_is_refused_without_learning_the_voucher_exists(
     vouchers: httpx.AsyncClient, voucher: tuple[str, str], vouchers_database: str
 ) -> None:
     code, _ = voucher
     stranger = new_credit_code()
     refused = await redeem(vouchers, code, stranger, 100 * YUAN, "w-1")
-    assert (refused.status_code, refused.json()["code"]) == (403, "vendor_not_allowed")
+    unknown_code = code[:-1] + ("A" if code[-1] != "A" else "B")
+    unknown = await redeem(vouchers, unknown_code, stranger, 100 * YUAN, "w-2")
+    assert (refused.status_code, refused.json()["code"]) == (404, "voucher_not_found")
+    # the same answer as for a voucher that does not exist (but for the code it names)
+    varying = ("detail", "instance", "request_id")
+    assert {k: v for k, v in refused.json().items() if k not in varying} == {
+        k: v for k, v in unknown.json().items() if k not in varying
+    }
+    assert refused.json()["detail"] == unknown.json()["detail"].replace(unknown_code, code)
     assert "available" not in str(refused.json())  # nothing about the voucher leaks
     assert [e["kind"] for e in await _entries(vouchers_database, code)] == ["issue"]
 

@@ -14,9 +14,21 @@ import asyncpg
 import httpx
 import pytest
 
+from shared.auth import OFFICER
+from tests.auth import auth
 from tests.eligibility import seed
 from tests.factories import new_credit_code
-from tests.vouchers.flow import YUAN, ModelSupply, approve, approved_m3, issue, redeem, submit
+from tests.vouchers.flow import (
+    OFFICER_CHEN,
+    YUAN,
+    ModelSupply,
+    approve,
+    approved_m3,
+    issue,
+    redeem,
+    submit,
+    vendor_call,
+)
 
 _keys = itertools.count(1)
 
@@ -61,25 +73,24 @@ async def hold(vouchers: httpx.AsyncClient, code: str, vendor: str, amount_fen: 
     response = await vouchers.post(
         f"/v1/vouchers/{code}/holds",
         json={"amount_fen": amount_fen, "invoice_number": invoice},
-        headers={"Idempotency-Key": key(), "X-Vendor-Id": vendor},
+        headers=vendor_call(vendor, key()),
     )
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
 
 
 async def finish(vouchers: httpx.AsyncClient, hold_id: int, vendor: str, action: str) -> None:
-    response = await vouchers.post(
-        f"/v1/holds/{hold_id}/{action}", headers={"Idempotency-Key": key(), "X-Vendor-Id": vendor}
-    )
+    response = await vouchers.post(f"/v1/holds/{hold_id}/{action}", headers=vendor_call(vendor, key()))
     assert response.status_code == 200, response.text
 
 
 async def create_batch(vouchers: httpx.AsyncClient, vendor: str, officer: str = "officer-zhao") -> httpx.Response:
-    return await vouchers.post("/v1/settlement-batches", json={"vendor": vendor, "created_by": officer})
+    """The officer is the token's client (recorded as `created_by`)."""
+    return await vouchers.post("/v1/settlement-batches", json={"vendor": vendor}, headers=auth(OFFICER, name=officer))
 
 
 async def close_batch(vouchers: httpx.AsyncClient, batch_id: int, officer: str = "officer-qian") -> httpx.Response:
-    return await vouchers.post(f"/v1/settlement-batches/{batch_id}/close", json={"closed_by": officer})
+    return await vouchers.post(f"/v1/settlement-batches/{batch_id}/close", headers=auth(OFFICER, name=officer))
 
 
 async def walk(client: httpx.AsyncClient, path: str, **params: Any) -> tuple[list[dict[str, Any]], int]:
@@ -162,8 +173,8 @@ async def test_a_batch_gathers_exactly_the_vendors_captured_unbatched_redemption
     assert "没有待结算" in empty["detail"]
     english = await vouchers.post(
         "/v1/settlement-batches",
-        json={"vendor": vendor, "created_by": "officer-zhao"},
-        headers={"Accept-Language": "en"},
+        json={"vendor": vendor},
+        headers=auth(OFFICER, name="officer-zhao", **{"Accept-Language": "en"}),
     )
     assert "no captured redemptions awaiting settlement" in assert_problem(english, 409, "nothing_to_settle")["detail"]
     never_redeemed = assert_problem(await create_batch(vouchers, new_credit_code()), 409, "nothing_to_settle")
@@ -181,10 +192,11 @@ async def test_a_batch_gathers_exactly_the_vendors_captured_unbatched_redemption
 
 async def test_bad_input_is_refused_and_changes_nothing(vouchers: httpx.AsyncClient, vouchers_database: str) -> None:
     before = await fetch(vouchers_database, "SELECT count(*) AS n FROM vouchers.settlement_batches")
-    bad_code = await vouchers.post("/v1/settlement-batches", json={"vendor": "9144030071526726XA", "created_by": "x"})
+    bad_code = await vouchers.post("/v1/settlement-batches", json={"vendor": "9144030071526726XA"})
     assert assert_problem(bad_code, 422, "validation_failed")["errors"][0]["field"] == "body.vendor"
-    no_officer = await vouchers.post("/v1/settlement-batches", json={"vendor": new_credit_code()})
-    assert assert_problem(no_officer, 422, "validation_failed")["errors"][0]["field"] == "body.created_by"
+    # the officer is the token's client: naming one in the body is refused
+    named = await vouchers.post("/v1/settlement-batches", json={"vendor": new_credit_code(), "created_by": "x"})
+    assert assert_problem(named, 422, "validation_failed")["errors"][0]["field"] == "body.created_by"
     assert_problem(await close_batch(vouchers, 2**61), 404, "settlement_batch_not_found")
     assert_problem(await vouchers.get(f"/v1/settlement-batches/{2**61}"), 404, "settlement_batch_not_found")
     assert_problem(await vouchers.get("/v1/settlement-batches", params={"cursor": "nonsense"}), 400, "invalid_cursor")
@@ -487,7 +499,8 @@ async def test_the_enterprise_year_statement_adds_up(
     )
     granted = await vouchers.post(
         "/v1/grants",
-        json={"decision_id": await approve(live_eligibility_client, application), "issued_by": "officer-chen"},
+        json={"decision_id": await approve(live_eligibility_client, application)},
+        headers=OFFICER_CHEN,
     )
     assert granted.status_code == 201, granted.text
     year = (await vouchers.get(f"/v1/vouchers/{first}")).json()["year"]

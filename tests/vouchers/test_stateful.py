@@ -40,7 +40,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from services.vouchers.invariants import check_invariants
+from shared.auth import OFFICER
 from shared.devrun import Stack, start_service, stop_services, wait_ready
+from tests.auth import admin, as_vendor, auth
 from tests.conftest import DatabaseFactory, free_port
 from tests.eligibility import seed as registry_seed
 from tests.vouchers.flow import YUAN, approve, m3_evidence, model_supply, submit
@@ -193,8 +195,8 @@ def comparable(answer: dict[str, Any]) -> dict[str, Any]:
 
 async def _prepare(registry_url: str, eligibility_url: str) -> tuple[list[PoolDecision], list[str]]:
     async with (
-        httpx.AsyncClient(base_url=registry_url, timeout=30) as registry,
-        httpx.AsyncClient(base_url=eligibility_url, timeout=30) as eligibility,
+        httpx.AsyncClient(base_url=registry_url, timeout=30, headers=admin()) as registry,
+        httpx.AsyncClient(base_url=eligibility_url, timeout=30, headers=admin()) as eligibility,
     ):
         supplies = [await model_supply(registry) for _ in range(2)]
         stranger = await registry_seed.vendor(registry, is_model_vendor=True)
@@ -214,7 +216,11 @@ async def _prepare(registry_url: str, eligibility_url: str) -> tuple[list[PoolDe
 
 @pytest.fixture(scope="module")
 def world(
-    databases: DatabaseFactory, live_eligibility: str, live_registry: str, tmp_path_factory: pytest.TempPathFactory
+    databases: DatabaseFactory,
+    live_eligibility: str,
+    live_registry: str,
+    service_auth_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
     database_url = databases.create("longgang_vouchers_stateful")
     stack = Stack(database_url, "127.0.0.1", {"vouchers": free_port()})
@@ -224,14 +230,19 @@ def world(
             stack,
             "vouchers",
             log=output,
-            extra_env={"ELIGIBILITY_URL": live_eligibility, "REGISTRY_URL": live_registry},
+            extra_env={
+                "ELIGIBILITY_URL": live_eligibility,
+                "REGISTRY_URL": live_registry,
+                **service_auth_env,
+                "VOUCHERS_RATE_LIMIT_BURST": "1000000",  # not about rate limits (test_roles.py is)
+            },
         )
     background = Background()
     try:
         wait_ready(stack, {"vouchers": process}, timeout=60)
         decisions, vendors = background.run(_prepare(live_registry, live_eligibility))
         database = background.run(asyncpg.connect(database_url))
-        with httpx.Client(base_url=stack.url("vouchers"), timeout=30) as client:
+        with httpx.Client(base_url=stack.url("vouchers"), timeout=30, headers=admin()) as client:
             yield World(client, database, background, decisions, vendors, untried=list(decisions))
         background.run(database.close())
     finally:
@@ -284,9 +295,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def post(
         self, path: str, body: dict[str, Any] | None, vendor: str | None = None, key: str | None = None
     ) -> tuple[int, dict[str, Any]]:
-        headers = {}
-        if vendor:
-            headers["X-Vendor-Id"] = vendor
+        # a vendor client's token for vendors' calls, an officer's for the rest
+        headers = as_vendor(vendor) if vendor else auth(OFFICER, name="officer-zhao")
         if key:
             headers["Idempotency-Key"] = key
         response = self.world.client.post(path, json=body, headers=headers)
@@ -362,7 +372,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def claim(self, decision: PoolDecision) -> None:
         world = self.world
-        status, answer = self.post("/v1/vouchers", {"decision_id": decision.id, "issued_by": "officer-chen"})
+        status, answer = self.post("/v1/vouchers", {"decision_id": decision.id})
         used = world.claimed_fen.get(decision.holder, 0)
         if decision.id in world.issued:
             self.refused(None, status, answer, (409, "already_issued"))
@@ -415,7 +425,7 @@ class LedgerMachine(RuleBasedStateMachine):
         world.keys += 1
         counted = world.counted_fen.get(voucher.holder, 0)
         if caller != voucher.vendor:
-            self.refused(voucher.code, status, answer, (403, "vendor_not_allowed"))
+            self.refused(voucher.code, status, answer, (404, "voucher_not_found"))  # not revealed
         elif voucher.voided:
             self.refused(voucher.code, status, answer, (409, "voucher_voided"))
         elif fen > voucher.available_fen:
@@ -547,9 +557,7 @@ class LedgerMachine(RuleBasedStateMachine):
         with_holds = [v for v in self.world.vouchers.values() if v.held_fen]
         if with_holds and pick % 2:  # half the voids meet open holds
             voucher = with_holds[pick % len(with_holds)]
-        status, answer = self.post(
-            f"/v1/vouchers/{voucher.code}/void", {"officer": "officer-zhao", "reason": "状态机测试：作废"}
-        )
+        status, answer = self.post(f"/v1/vouchers/{voucher.code}/void", {"reason": "状态机测试：作废"})
         if voucher.state in ("voided", "redeemed"):
             self.refused(voucher.code, status, answer, (409, "voucher_not_active"))
         elif voucher.held_fen:

@@ -1,0 +1,45 @@
+"""The registry's events: `registry.<entity>.created` and `registry.<entity>.changed`.
+
+Written by `records.py` in the same transaction as the change (single writes and imports
+alike), one per new version. The payload is the record's key, its new version and the
+snapshot that version records (as `GET …/history` shows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import TYPE_CHECKING, Any, Literal
+
+from shared.events import NewEvent
+
+if TYPE_CHECKING:
+    from .records import Resource
+
+Change = Literal["created", "changed"]
+
+
+def record_event(
+    resource: Resource,
+    change: Change,
+    snapshot: Mapping[str, Any],
+    row_keys: Mapping[str, Any],
+    version: int,
+    valid_from: date,
+) -> NewEvent:
+    data = {**snapshot, **row_keys}
+    organisation = data.get("credit_code") or data.get("vendor_credit_code")
+    vendor = data.get("credit_code") if resource.entity == "vendor" else data.get("vendor_credit_code")
+    return NewEvent(
+        type=f"registry.{resource.entity}.{change}",
+        subject=resource.key_label(data),
+        payload={
+            "entity": resource.entity,
+            "key": {name: data[name] for name in resource.key},
+            "version": version,
+            "valid_from": valid_from,
+            "data": dict(snapshot),
+        },
+        organisation=str(organisation) if organisation else None,
+        vendor=str(vendor) if vendor else None,
+    )
