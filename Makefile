@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger \
+	bench-export \
 	token client
 
 $(BIN)/python:
@@ -63,6 +64,10 @@ bench-ledger: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		echo "wrk could not be installed: bench-ledger falls back to its Python load generator"
 	$(BIN)/python -m bench.ledger_bench
+
+# 1,000,000 ledger entries exported as NDJSON and CSV over HTTP: rate and the service's peak memory
+bench-export: $(STAMP)
+	$(BIN)/python -m bench.export_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

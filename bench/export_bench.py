@@ -20,6 +20,8 @@ One run, on this machine, all on 127.0.0.1:
    - **baseline**: `COPY (SELECT * FROM vouchers.entries ORDER BY id) TO STDOUT (FORMAT csv)`
      through asyncpg in this process, the bytes counted and dropped;
    - the export's own query through the same COPY, without HTTP (NDJSON and CSV);
+   - the alternative to COPY: the same rows through a server-side cursor, `json.dumps` per
+     row in Python (this process, no HTTP);
    - `GET /v1/exports/ledger-entries?format=ndjson` and `?format=csv` over HTTP with the
      platform token (httpx, streamed, bytes and newlines counted): rows/s, MB/s, time to first
      byte, and the vouchers process's peak resident memory during that export (its VmHWM, reset
@@ -66,6 +68,7 @@ from bench.common import (
 from shared import devauth
 from shared.auth import PLATFORM
 from shared.devrun import Stack, start_service, stop_services, wait_ready
+from shared.exports import ExportFormat, copy_options
 from shared.migrations import upgrade_all
 from shared.tokens import TokenSigner
 
@@ -78,6 +81,7 @@ STEP_SECONDS = 20  # between two filler entries: 1,000,000 entries span about 23
 SEED = 20261127
 ROUTE = "/v1/exports/ledger-entries"
 BASELINE_SQL = "SELECT * FROM vouchers.entries ORDER BY id"
+FORMATS: tuple[ExportFormat, ...] = ("ndjson", "csv")
 
 
 # --- the ledger, filled with SQL ---------------------------------------------------------------
@@ -203,8 +207,14 @@ class Run:
     first_byte: float = 0.0
     peak_rss: int | None = None  # kB, the vouchers process's VmHWM during the run
     rss_after: int | None = None  # kB
-    client_cpu: float = 0.0  # CPU seconds of this process (the client) during the run
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds during the run: postgres, vouchers, client
     problems: list[str] = field(default_factory=list)
+
+    def cpu_per_million(self) -> str:
+        if not self.rows or not self.cpu:
+            return ""
+        scale = 1e6 / self.rows
+        return " / ".join(f"{self.cpu.get(who, 0.0) * scale:.1f} s" for who in ("postgres", "vouchers", "client"))
 
     @property
     def rate(self) -> float:
@@ -238,6 +248,59 @@ def proc_status(pid: int) -> dict[str, int]:
     return found
 
 
+def _cpu_seconds(stat: str, children: bool = False) -> float:
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(service_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far: the PostgreSQL server's processes (the postmaster with its reaped
+    children, so a backend that ends during the run still counts, and its live children), the
+    vouchers process, and this process (the client)."""
+    postgres = 0.0
+    service = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid != service_pid and POSTMASTER[0] is None:
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if pid == service_pid:
+            service = _cpu_seconds(stat)
+        elif pid == POSTMASTER[0]:
+            postgres += _cpu_seconds(stat, children=True)
+        elif parent == POSTMASTER[0]:
+            postgres += _cpu_seconds(stat)
+    return {"postgres": postgres, "vouchers": service, "client": time.process_time()}
+
+
+#: the PostgreSQL server's postmaster, when it runs on this machine (found through a backend)
+POSTMASTER: list[int | None] = [None]
+
+
+async def find_postmaster(database_url: str) -> None:
+    connection = await _connect(database_url)
+    try:
+        backend = int(await connection.fetchval("SELECT pg_backend_pid()"))
+        stat = await asyncio.to_thread(Path(f"/proc/{backend}/stat").read_text)  # while the backend lives
+    except OSError:
+        return  # not a local server: no PostgreSQL CPU figures
+    finally:
+        await connection.close()
+    POSTMASTER[0] = int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def cpu_since(before: dict[str, float], service_pid: int | None) -> dict[str, float]:
+    after = cpu_snapshot(service_pid)
+    return {who: after[who] - before[who] for who in before}
+
+
 def reset_peak(pid: int) -> bool:
     """Reset a process's peak RSS (VmHWM) to its current RSS (Linux ≥ 4.0: clear_refs, value 5)."""
     try:
@@ -253,8 +316,8 @@ async def copy_directly(database_url: str, sql: str, options: dict[str, Any], ru
     try:
         seen = 0
         first: float | None = None
+        cpu = cpu_snapshot(None)
         started = time.perf_counter()
-        cpu = time.process_time()
 
         async def sink(data: bytes) -> None:
             nonlocal seen, first
@@ -264,7 +327,7 @@ async def copy_directly(database_url: str, sql: str, options: dict[str, Any], ru
 
         status = await connection.copy_from_query(sql, output=sink, **options)
         run.seconds = time.perf_counter() - started
-        run.client_cpu = time.process_time() - cpu
+        run.cpu = cpu_since(cpu, None)
         run.first_byte = first or run.seconds
         run.bytes = seen
         run.rows = int(str(status).rsplit(" ", 1)[-1])
@@ -272,10 +335,38 @@ async def copy_directly(database_url: str, sql: str, options: dict[str, Any], ru
         await connection.close()
 
 
-def export_sql(export_format: str) -> str:
+async def cursor_in_python(database_url: str, run: Run) -> None:
+    """The alternative to COPY: a server-side cursor (asyncpg, prefetch 2,000) and `json.dumps`
+    per row in Python, the lines built and dropped; the same columns and order as the export."""
+    from services.vouchers.exports import ENTRY_COLUMNS, ENTRY_SOURCE
+
+    select = ", ".join(f"{column.sql} AS {column.name}" for column in ENTRY_COLUMNS)
+    sql = f"SELECT {select} FROM {ENTRY_SOURCE} ORDER BY e.id"
+    connection = await _connect(database_url)
+    try:
+        cpu = cpu_snapshot(None)
+        started = time.perf_counter()
+        async with connection.transaction():
+            async for row in connection.cursor(sql, prefetch=2_000):
+                record = dict(row)
+                record["created_at"] = record["created_at"].isoformat()
+                if record["decision_id"] is not None:
+                    record["decision_id"] = str(record["decision_id"])
+                line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+                if not run.rows:
+                    run.first_byte = time.perf_counter() - started
+                run.rows += 1
+                run.bytes += len(line)
+        run.seconds = time.perf_counter() - started
+        run.cpu = cpu_since(cpu, None)
+    finally:
+        await connection.close()
+
+
+def export_sql(export_format: ExportFormat) -> str:
     from services.vouchers.exports import entries_query
 
-    return entries_query().select_sql("csv" if export_format == "csv" else "ndjson")
+    return entries_query().select_sql(export_format)
 
 
 def over_http(url: str, token: str, export_format: str, pid: int, size: Size, run: Run) -> None:
@@ -283,8 +374,8 @@ def over_http(url: str, token: str, export_format: str, pid: int, size: Size, ru
     peak_resettable = reset_peak(pid)
     newlines = 0
     tail = b""
+    cpu = cpu_snapshot(pid)
     started = time.perf_counter()
-    cpu = time.process_time()
     with (
         httpx.Client(timeout=httpx.Timeout(60.0), headers={"Authorization": f"Bearer {token}"}) as client,
         client.stream("GET", url + ROUTE, params={"format": export_format}) as response,
@@ -300,7 +391,7 @@ def over_http(url: str, token: str, export_format: str, pid: int, size: Size, ru
             newlines += chunk.count(b"\n")
             tail = (tail + chunk)[-4096:]
     run.seconds = time.perf_counter() - started
-    run.client_cpu = time.process_time() - cpu
+    run.cpu = cpu_since(cpu, pid)
     status = proc_status(pid)
     run.peak_rss = status.get("VmHWM") if peak_resettable else None
     run.rss_after = status.get("VmRSS")
@@ -322,22 +413,58 @@ def over_http(url: str, token: str, export_format: str, pid: int, size: Size, ru
             run.problems.append(f"{run.label}: {run.rows:,} CSV records for {size.entries:,} entries")
 
 
-def measure(database_url: str, url: str, token: str, pid: int, size: Size) -> None:
+def slow_reader(url: str, token: str, pid: int, run: Run, seconds: float = 5.0) -> None:
+    """A client that reads 64 KiB every 10 ms (about 6 MB/s) through a small socket buffer, then
+    leaves: the export waits for it (backpressure) and the process's memory must not grow."""
+    import socket
+
+    peak_resettable = reset_peak(pid)
+    transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)])
+    started = time.perf_counter()
+    with (
+        httpx.Client(transport=transport, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client,
+        client.stream("GET", url + ROUTE) as response,
+    ):
+        if response.status_code != 200:
+            run.problems.append(f"{run.label}: answered {response.status_code}")
+            return
+        for chunk in response.iter_raw(64 * 1024):
+            if not run.bytes:
+                run.first_byte = time.perf_counter() - started
+            run.bytes += len(chunk)
+            run.rows += chunk.count(b"\n")
+            if time.perf_counter() - started > seconds:
+                break
+            time.sleep(0.01)
+    run.seconds = time.perf_counter() - started
+    status = proc_status(pid)
+    run.peak_rss = status.get("VmHWM") if peak_resettable else None
+    run.rss_after = status.get("VmRSS")
+
+
+def measure(database_url: str, url: str, token: str, pid: int, size: Size, slow: bool) -> None:
     baseline = Run("baseline: COPY (SELECT * FROM vouchers.entries ORDER BY id) TO STDOUT (FORMAT csv), asyncpg")
     asyncio.run(copy_directly(database_url, BASELINE_SQL, {"format": "csv"}, baseline))
     size.runs.append(baseline)
-    from shared.exports import copy_options
-
-    for export_format in ("ndjson", "csv"):
+    for export_format in FORMATS:
         direct = Run(f"export query, {export_format}, COPY through asyncpg (no HTTP)")
-        asyncio.run(copy_directly(database_url, export_sql(export_format), copy_options(export_format), direct))  # type: ignore[arg-type]
+        asyncio.run(copy_directly(database_url, export_sql(export_format), copy_options(export_format), direct))
         size.runs.append(direct)
-    for export_format in ("ndjson", "csv"):
+    alternative = Run("alternative: server-side cursor + json.dumps per row in Python (no HTTP)")
+    asyncio.run(cursor_in_python(database_url, alternative))
+    size.runs.append(alternative)
+    for export_format in FORMATS:
         run = Run(f"GET {ROUTE}?format={export_format}")
         over_http(url, token, export_format, pid, size, run)
         size.runs.append(run)
+    if slow:
+        run = Run(f"GET {ROUTE}?format=ndjson, slow client (~6 MB/s for 5 s, then gone)")
+        slow_reader(url, token, pid, run)
+        size.runs.append(run)
     for run in size.runs:
         peak = f", peak RSS {run.peak_rss / 1024:,.1f} MiB" if run.peak_rss else ""
+        if run.cpu:
+            peak += f", CPU per 1M rows (postgres / vouchers / client) {run.cpu_per_million()}"
         say(
             f"  {run.label}: {run.rows:,} rows in {run.seconds:.2f} s = {run.rate:,.0f} rows/s, "
             f"{run.mb_per_s:,.1f} MB/s, first byte {run.first_byte * 1000:,.0f} ms{peak}"
@@ -374,13 +501,26 @@ def markdown(argv: list[str], sizes: list[Size], results: dict[str, Any]) -> str
         "(filled with SQL) |",
         "",
         "| entries | table + indexes | filled in | run | rows/s | MB/s | bytes | first byte | "
-        "ratio to baseline | vouchers peak RSS during the export |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "ratio to baseline | ratio to the same query through COPY | CPU per 1M rows: postgres / vouchers / client "
+        "| vouchers peak RSS during the export |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         baseline = size.runs[0]
+        direct = {
+            fmt: next((r for r in size.runs if r.label.startswith(f"export query, {fmt}")), None) for fmt in FORMATS
+        }
         for index, run in enumerate(size.runs):
-            ratio = f"{run.rate / baseline.rate:.2f}" if baseline.rate and index else ("1" if not index else "")
+            slow = "slow client" in run.label
+            ratio = (
+                f"{run.rate / baseline.rate:.2f}"
+                if baseline.rate and index and not slow
+                else ("1" if not index else "")
+            )
+            same = next(
+                (direct[f] for f in FORMATS if run.label.startswith("GET") and f"format={f}" in run.label), None
+            )
+            http_ratio = f"{run.rate / same.rate:.2f}" if same and same.rate and not slow else ""
             peak = (
                 f"**{run.peak_rss / 1024:,.1f} MiB**" if run.peak_rss else ("—" if run.label.startswith("GET") else "")
             )
@@ -395,7 +535,8 @@ def markdown(argv: list[str], sizes: list[Size], results: dict[str, Any]) -> str
             )
             lines.append(
                 f"| {' | '.join(head)} | {run.label} | {run.rate:,.0f} | {run.mb_per_s:,.1f} | "
-                f"{run.bytes / 2**20:,.1f} MiB | {run.first_byte * 1000:,.0f} ms | {ratio} | {peak} |"
+                f"{run.bytes / 2**20:,.1f} MiB | {run.first_byte * 1000:,.0f} ms | {ratio} | {http_ratio} | "
+                f"{'' if slow else run.cpu_per_million()} | {peak} |"
             )
     checks = results["checks"]
     lines += ["", f"Checks: {checks}."]
@@ -451,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"database {name}: migrating")
         upgrade_all(database_url)
         postgres = asyncio.run(_version(database_url))
+        asyncio.run(find_postmaster(database_url))
 
         keys, jwks = devauth.ensure_keys(work / "auth")
         signer = TokenSigner(keys, issuer="longgang-ai-identity", audience="longgang-ai", lifetime_seconds=3600)
@@ -477,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             entries, breaks, table_bytes = asyncio.run(ledger_facts(database_url))
             size = Size(entries, breaks, table_bytes, added, seconds)
             say(f"  {entries:,} entries ({table_bytes / 2**20:,.0f} MiB with indexes), {breaks:,} memos with a newline")
-            measure(database_url, stack.url("vouchers"), token, pid, size)
+            measure(database_url, stack.url("vouchers"), token, pid, size, slow=target == args.sizes[-1])
             sizes.append(size)
             for run in size.runs:
                 problems += run.problems

@@ -133,7 +133,6 @@ def m3_application(holder: str, vendor: str, model_id: str, number: str) -> dict
     return {
         "applicant": holder,
         "as_of": AS_OF,
-        "submitted_by": "bench",
         "evidence": {
             "measure": "M3",
             "claim_fen": CLAIM_FEN,

@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(database_url, host, ports)
         auth_dir = Path(os.environ.get("AUTH_DIR", ROOT / ".data" / "auth"))
         os.environ.update(prepare_auth(auth_dir, database_url, stack.url("registry")))
+        # a developer's webhook receiver runs on this machine: allow loopback targets locally
+        os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
         busy = [f"{s} ({p})" for s, p in ports.items() if port_in_use(host, p)]
         if busy:
             raise RuntimeError(

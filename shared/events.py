@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import random
@@ -381,6 +382,23 @@ class WebhookSettings(BaseSettings):
     concurrency: int = Field(default=4, ge=1, le=64, description="Subscriptions served at once per process")
     batch: int = Field(default=100, ge=1, le=1000, description="Events sent to one subscription per claim")
     max_per_client: int = Field(default=25, ge=1, description="Subscriptions a client may have (not deactivated)")
+    allow_private_networks: bool = Field(
+        default=False,
+        description="Deliver to loopback, private and link-local addresses too (local development and tests only: "
+        "otherwise a subscriber could make the service call its internal network)",
+    )
+
+
+async def address_allowed(url: str, allow_private: bool) -> bool:
+    """False if the URL's host is or resolves to a non-public address (loopback, private, link-local…)."""
+    if allow_private:
+        return True
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return True  # does not resolve (now): the delivery fails, and is retried
+    return all(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]).is_global for info in infos)
 
 
 # --- the dispatcher ------------------------------------------------------------------------------
@@ -417,6 +435,7 @@ class Dispatcher:
         self._http: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._token: uuid.UUID | None = None
         s = f'"{schema}"'
         self.lease_seconds = settings.timeout_seconds * 2 + 30
         self._claim_sql = f"""
@@ -472,6 +491,9 @@ class Dispatcher:
                    lease_token = NULL, lease_until = NULL, updated_at = clock_timestamp()
              WHERE id = $1 AND lease_token = $2
         """
+        self._unlease_sql = f"""
+            UPDATE {s}.webhook_subscriptions SET lease_token = NULL, lease_until = NULL WHERE lease_token = $1
+        """
         self._release_sql = f"""
             UPDATE {s}.webhook_subscriptions
                SET cursor_txid = $3, cursor_id = $4, lease_token = NULL, lease_until = NULL
@@ -498,6 +520,10 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._pool is not None and self._token is not None:
+            # hand back what this process was serving: another process continues at once (not after the lease)
+            with contextlib.suppress(Exception):
+                await self._pool.execute(self._unlease_sql, self._token)
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -541,7 +567,7 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Claim the due subscriptions that have events waiting and serve them; how many were claimed."""
         pool = await self._ensure_pool()
-        token = uuid.uuid4()
+        token = self._token = uuid.uuid4()
         claimed = await pool.fetch(self._claim_sql, self.settings.concurrency, token, self.lease_seconds)
         if not claimed:
             return 0
@@ -612,6 +638,8 @@ class Dispatcher:
     async def send(self, url: str, secret: str, event: Mapping[str, Any], attempt: int) -> DeliveryResult:
         """One signed POST of one event; never raises for the receiver's failures."""
         body = envelope(self.schema, event)
+        if not await address_allowed(url, self.settings.allow_private_networks):
+            return DeliveryResult(False, None, "the URL's host is not a public address (not sent)", 0)
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -818,6 +846,14 @@ def _validate_types(service: str, patterns: Iterable[str], field: str) -> list[s
     if problems:
         raise validation_problem(problems)
     return result
+
+
+_PRIVATE_ADDRESS = FieldError(
+    "body.url",
+    "url_not_allowed",
+    "Webhook 地址必须是公网地址（不能是本机、内网或链路本地地址）",
+    "A webhook URL must point to a public address (not loopback, private or link-local)",
+)
 
 
 def _check_url(url: str) -> str:
@@ -1030,6 +1066,8 @@ def events_router(service: str, *, webhook_roles: Sequence[str] = WEBHOOK_ROLES)
         ] = None,
     ) -> WebhookCreated:
         url = _check_url(payload.url)
+        if not await address_allowed(url, settings_of(request.app).allow_private_networks):
+            raise validation_problem([_PRIVATE_ADDRESS])
         patterns = _validate_types(service, payload.event_types, "body.event_types")
         digest = _request_hash(payload)
         if idempotency_key:

@@ -8,12 +8,15 @@ vouchers ledger's entries. This module is what they share.
 `COPY (SELECT …) TO STDOUT` on a connection of its own (as the service's database role,
 read-only) and PostgreSQL formats every row itself: CSV with its own quoting, NDJSON as
 one `row_to_json(…)` text per row. The bytes go from the database socket to the
-HTTP response through a bounded queue (`QUEUE_CHUNKS` chunks of asyncpg's reads, yielded
-in pieces of up to `CHUNK_BYTES`). When the client reads slowly the queue fills, asyncpg
-stops reading the socket and PostgreSQL waits: the process's memory does not grow with
-the row count (`bench/export_bench.py` prints its peak resident memory at 10k, 100k and
-1M rows). One statement is one snapshot: an export is consistent as of its start, even
-while rows are being written.
+HTTP response through a bounded queue (`QUEUE_CHUNKS` of asyncpg's socket reads, sent on in
+pieces of up to `CHUNK_BYTES`). When the client reads slowly the queue fills, asyncpg
+stops reading the socket and PostgreSQL waits: an export holds a few MiB of the process's
+memory whatever its row count (`bench/export_bench.py` prints the peak resident memory at
+10k, 100k and 1M rows, and with a slow client). One statement is one snapshot: an export
+is consistent as of its start, even while rows are being written. Each export has its own
+database connection (not one of the request pool's); at most 4 run at a time per process
+and one may last an hour (its statement timeout). A service's settings may change both
+with the fields `export_max_concurrent` and `export_timeout_seconds`.
 
 **Formats** (`format=ndjson`, the default, or `format=csv`):
 
@@ -31,7 +34,9 @@ while rows are being written.
   in LF (as PostgreSQL writes them; RFC 4180 readers accept it). NULL is an empty field,
   an empty string is `""`. `bom=true` starts the file with a UTF-8 byte order mark, for
   Excel, which otherwise reads a CSV file in the local code page and garbles Chinese.
-  CSV has no trailer: completeness is the HTTP transfer's (below).
+  CSV has no trailer: completeness is the HTTP transfer's (below). Values are written as
+  stored: a text starting with `=`, `+`, `-` or `@` is not altered, so import CSV into a
+  spreadsheet as text rather than opening it as formulas.
 
 **Date ranges** (`from`, `to`, both optional): the half-open interval [from, to) of the
 export's time column (each export names it). A bound is either a date, `2026-11-01`,
@@ -42,8 +47,8 @@ dates), or an ISO 8601 instant with a UTC offset, `2026-11-01T08:00:00+08:00` or
 unparseable bound or `to` not after `from` is a 422.
 
 **Errors.** Before the first byte: problem+json as everywhere (401, 403, 422 for bad
-parameters, 429 `exports_busy` when `EXPORT_MAX_CONCURRENT` exports already run in this
-process, 503 when the database cannot be reached). The first byte is sent once
+parameters, 429 `exports_busy` when the maximum of exports already run in this process,
+503 when the database cannot be reached). The first byte is sent once
 PostgreSQL has produced output (the CSV header, or the first row, or the end of an empty
 export), so a query that fails to start is still a problem+json answer. After that a
 failure aborts the connection without the final chunk of the chunked encoding (HTTP/1.1):
@@ -199,6 +204,10 @@ class ExportQuery:
         given, else the value); the filter is echoed in the NDJSON trailer."""
         if value is None:
             return
+        if isinstance(value, str) and "\x00" in value:  # PostgreSQL text cannot hold it: a 422, not a 500
+            raise validation_problem(
+                [FieldError(f"query.{name}", "invalid_character", "不能包含空字符（NUL）", "must not contain NUL")]
+            )
         self.filters[name] = value if isinstance(value, bool | int | str) else str(value)
         self.where(condition(self.param(value if bind is None else bind(value))))
 
@@ -389,7 +398,7 @@ class _Finished:
     status: str
 
 
-Item = bytes | _Finished | BaseException
+Item = bytes | bytearray | _Finished | BaseException
 
 
 class ExportInterrupted(RuntimeError):
@@ -407,8 +416,8 @@ def _rows(status: str) -> int:
 async def _copy(connection: Any, sql: str, args: Sequence[Any], options: dict[str, Any], queue: Any) -> None:
     """Run the COPY into the queue; its last item says how it ended (finished, or the error)."""
 
-    async def sink(data: bytes | bytearray) -> None:
-        await queue.put(bytes(data))  # asyncpg hands over a bytearray
+    async def sink(data: bytearray) -> None:
+        await queue.put(data)  # a new bytearray each time (asyncpg's consume_messages): no copy needed
 
     try:
         status = await connection.copy_from_query(sql, *args, output=sink, **options)
@@ -459,7 +468,13 @@ class ExportResponse(StreamingResponse):
 
 
 def _translate_early(exc: BaseException) -> BaseException:
-    """A COPY that failed before its first byte: a problem+json answer where one fits."""
+    """A COPY that failed before its first byte: a problem+json answer where one fits. The
+    query is ours, so a data exception (SQLSTATE class 22, or asyncpg refusing to encode an
+    argument) comes from a parameter's value: a 422."""
+    if isinstance(exc, asyncpg.DataError):
+        return validation_problem(
+            [FieldError("query", "invalid_value", "参数取值无法使用", "a parameter's value cannot be used")]
+        )
     if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
         return ProblemError(DATABASE_UNAVAILABLE, headers={"Retry-After": "2"})
     if isinstance(exc, asyncpg.QueryCanceledError | asyncpg.AdminShutdownError | asyncpg.CannotConnectNowError):
@@ -529,15 +544,18 @@ async def _body(
     stream: _Stream, first: Item, prefix: bytes, trailer: Callable[[int], bytes] | None, kind: str
 ) -> AsyncIterator[bytes]:
     """The response body: what COPY sends, joined into pieces of up to CHUNK_BYTES; then the trailer."""
-    buffer = bytearray(prefix)
+    pieces: list[bytes | bytearray] = [prefix] if prefix else []
+    pending = len(prefix)
     sent = 0
     item = first
-    while isinstance(item, bytes):
-        buffer += item
-        if len(buffer) >= CHUNK_BYTES or stream.queue.empty():
-            sent += len(buffer)
-            yield bytes(buffer)
-            buffer.clear()
+    while isinstance(item, bytes | bytearray):
+        pieces.append(item)
+        pending += len(item)
+        if pending >= CHUNK_BYTES or stream.queue.empty():
+            sent += pending
+            yield b"".join(pieces)
+            pieces.clear()
+            pending = 0
         item = await stream.queue.get()
     if isinstance(item, BaseException):
         logger.error(
@@ -556,6 +574,6 @@ async def _body(
     except Exception:
         stream.connection.terminate()
     if trailer is not None:
-        buffer += trailer(_rows(item.status))
-    if buffer:
-        yield bytes(buffer)
+        pieces.append(trailer(_rows(item.status)))
+    if pieces:
+        yield b"".join(pieces)

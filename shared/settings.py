@@ -61,6 +61,9 @@ class ServiceSettings(BaseSettings):
     auth_clients_file: str = Field(
         default="", validation_alias="AUTH_CLIENTS_FILE", description="JSON file of client secrets (local stacks)"
     )
+    # bulk exports (shared/exports.py)
+    export_max_concurrent: int = Field(default=4, ge=1, le=64, description="Exports streaming at once, per process")
+    export_timeout_seconds: int = Field(default=3600, ge=10, description="Longest one export may run")
     # vendor-facing routes: a token bucket per client, per process (0 disables)
     rate_limit_per_second: float = Field(default=200.0, ge=0)
     rate_limit_burst: int = Field(default=400, ge=1)

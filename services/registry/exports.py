@@ -158,6 +158,20 @@ def records_query(resource: Resource, filters: dict[str, Any], *, versions: bool
     return query
 
 
+def _query_type(resource: Resource, spec: Filter) -> Any:
+    """A filter's parameter type; integers bounded by their column (a year is a smallint)."""
+    column = resource.table.__table__.c.get(spec.name)
+    if spec.value_type is int and column is not None:
+        bits = 16 if isinstance(column.type, sqltypes.SmallInteger) else 64
+        if isinstance(column.type, sqltypes.Integer) and not isinstance(
+            column.type, sqltypes.SmallInteger | sqltypes.BigInteger
+        ):
+            bits = 32
+        limit = 2 ** (bits - 1)
+        return Annotated[int | None, Query(ge=-limit, le=limit - 1, description=spec.description)]
+    return Annotated[spec.value_type | None, Query(description=spec.description)]
+
+
 def _filters(resource: Resource) -> Callable[..., Awaitable[dict[str, Any]]]:
     """The kind's list filters as query parameters (as `GET /v1/{records}` takes them)."""
 
@@ -169,7 +183,7 @@ def _filters(resource: Resource) -> Callable[..., Awaitable[dict[str, Any]]]:
             inspect.Parameter(
                 spec.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                annotation=Annotated[spec.value_type | None, Query(description=spec.description)],
+                annotation=_query_type(resource, spec),
                 default=None,
             )
             for spec in resource.filters

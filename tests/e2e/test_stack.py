@@ -90,7 +90,6 @@ def test_eligibility_reads_the_registry_it_was_given(stack: Stack) -> None:
 async def test_a_vendor_client_redeems_with_a_token_from_the_token_endpoint(stack: Stack, tmp_path: Path) -> None:
     """Over real HTTP: an officer issues, the vendor's own system gets a token (client credentials)
     from the registry and redeems; another vendor's client is told the voucher does not exist."""
-
     async with (
         httpx.AsyncClient(base_url=stack.url("registry"), timeout=10, headers=admin()) as registry,
         httpx.AsyncClient(base_url=stack.url("eligibility"), timeout=30, headers=admin()) as eligibility,
@@ -102,7 +101,8 @@ async def test_a_vendor_client_redeems_with_a_token_from_the_token_endpoint(stac
         code = issued.json()["code"]
         stranger = await seed_vendor(registry, is_model_vendor=True)
 
-    clients = devauth.ensure_clients(
+    clients = await asyncio.to_thread(  # (it runs its own event loop)
+        devauth.ensure_clients,
         stack.database_url,
         tmp_path / "clients.json",
         {

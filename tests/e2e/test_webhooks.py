@@ -36,6 +36,7 @@ FAST_WEBHOOKS = {
     "WEBHOOK_BACKOFF_CAP_SECONDS": "0.5",
     "WEBHOOK_POLL_SECONDS": "0.1",
     "WEBHOOK_TIMEOUT_SECONDS": "3",
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the receiver listens on 127.0.0.1
 }
 
 

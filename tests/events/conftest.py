@@ -37,6 +37,7 @@ def fast_settings(**overrides: Any) -> WebhookSettings:
         "poll_seconds": 0.05,
         "timeout_seconds": 3.0,
         "retry_for_seconds": 3600.0,
+        "allow_private_networks": True,  # the receivers of these tests listen on 127.0.0.1
         **overrides,
     }
     return WebhookSettings(**values)

@@ -232,3 +232,18 @@ async def test_a_deactivated_subscription_gets_nothing_more(
     await emit_committed(connection, new_subject("AFTER"), type="vouchers.grant.disbursed")
     await asyncio.sleep(0.5)
     assert receiver.accepted_subjects() == [before]
+
+
+async def test_a_private_address_is_not_called_when_not_allowed(
+    client: httpx.AsyncClient, connect: Connect, receiver: Receiver, events_app: FastAPI
+) -> None:
+    """Checked again at delivery (a name may resolve elsewhere later): nothing is sent, the failure is logged."""
+    vendor = new_credit_code()
+    hook = await subscribe(client, as_vendor(vendor), receiver.url)
+    dispatcher: Dispatcher = events_app.state.dispatcher
+    dispatcher.settings = fast_settings(allow_private_networks=False)
+    connection = await connect()
+    await emit_committed(connection, new_subject("PRIVATE"), vendor=vendor)
+    failures = await eventually(lambda: _failures(client, as_vendor(vendor), hook["id"], 1))
+    assert failures[0]["error"] == "the URL's host is not a public address (not sent)"
+    assert receiver.requests == []

@@ -156,3 +156,23 @@ async def test_start_position(client: httpx.AsyncClient) -> None:
     assert resumed.json()["delivered_up_to"] == now.json()["delivered_up_to"]
     bad = await create(client, auth(PLATFORM), after="not-a-cursor")
     assert (bad.status_code, bad.json()["code"]) == (400, "invalid_cursor")
+
+
+async def test_private_addresses_are_refused_unless_allowed(client: httpx.AsyncClient, events_app: FastAPI) -> None:
+    """Otherwise a subscriber could make the service call (and, by the log, probe) its internal network."""
+    dispatcher: Dispatcher = events_app.state.dispatcher
+    dispatcher.settings = fast_settings(allow_private_networks=False)
+    for url in (
+        "http://127.0.0.1:8080/hooks",
+        "http://localhost/hooks",
+        "http://10.1.2.3/hooks",
+        "http://192.168.0.10/hooks",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hooks",
+        "http://0.0.0.0/hooks",
+    ):
+        refused = await create(client, auth(PLATFORM), url=url)
+        assert refused.status_code == 422, (url, refused.text)
+        assert refused.json()["errors"][0]["code"] == "url_not_allowed"
+    assert (await create(client, auth(PLATFORM), url="https://203.0.113.9/hooks")).status_code == 422  # TEST-NET
+    assert (await create(client, auth(PLATFORM), url="https://8.8.8.8/hooks")).status_code == 201

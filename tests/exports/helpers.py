@@ -60,7 +60,8 @@ def csv_rows(response: httpx.Response, *, bom: bool = False) -> tuple[list[str],
 
 def instant(text: str) -> datetime:
     """An exported instant (always UTC with microseconds and a Z)."""
-    assert text.endswith("Z") and len(text) == len("2026-11-27T02:45:05.953712Z"), text
+    assert text.endswith("Z"), text
+    assert len(text) == len("2026-11-27T02:45:05.953712Z"), text
     return datetime.fromisoformat(text)
 
 

@@ -75,7 +75,7 @@ async def stored(eligibility_database: str) -> dict[str, Any]:
                 json.dumps([{"code": "growth_below_minimum", "clause": "M9"}] if index % 2 else []),
                 json.dumps({"base_fen": 100_000 * (index + 1)}),
                 json.dumps([{"step": "cap", "clause": measure, "note": "上限，按30%"}], ensure_ascii=False),
-                json.dumps({"registry": {"name": "龙岗\t科技, \"有限\""}}, ensure_ascii=False),
+                json.dumps({"registry": {"name": '龙岗\t科技, "有限"'}}, ensure_ascii=False),
                 None if index != 3 else "approver 李科长",
                 None if index != 3 else "A1: 特殊情况, 见附件\n第二页",
                 decided_at,
@@ -175,7 +175,8 @@ async def test_decided_at_bounds_are_half_open_shenzhen_days(client: httpx.Async
 
 async def test_filters(client: httpx.AsyncClient, stored: dict[str, Any]) -> None:
     m9, trailer = ndjson(await client.get("/v1/exports/decisions", params={"measure": "M9"}))
-    assert {r["measure"] for r in m9} == {"M9"} and len(m9) == 2
+    assert {r["measure"] for r in m9} == {"M9"}
+    assert len(m9) == 2
     assert trailer["filters"] == {"measure": "M9"}
     a1, _ = ndjson(await client.get("/v1/exports/decisions", params={"kind": "manual_a1"}))
     assert [r["reason"] for r in a1] == ["A1: 特殊情况, 见附件\n第二页"]
@@ -183,7 +184,8 @@ async def test_filters(client: httpx.AsyncClient, stored: dict[str, Any]) -> Non
     assert {r["outcome"] for r in ineligible} == {"ineligible"}
     first = stored["applicants"][0]
     own, _ = ndjson(await client.get("/v1/exports/applications", params={"applicant": first, "status": "in_review"}))
-    assert {(r["applicant"], r["status"]) for r in own} == {(first, "in_review")} and len(own) == 3
+    assert {(r["applicant"], r["status"]) for r in own} == {(first, "in_review")}
+    assert len(own) == 3
 
 
 @pytest.mark.parametrize("path", ["/v1/exports/decisions", "/v1/exports/applications"])

@@ -85,8 +85,8 @@ async def ledger(ledger_database: str) -> dict[str, Any]:
             voucher_id = await connection.fetchval(
                 "INSERT INTO vouchers.vouchers (code, kind, holder, decision_id, year, amount_fen, available_fen, "
                 "held_fen, redeemed_fen, returned_fen, valid_until, account_id, hold_account_id, budget_account_id) "
-                "VALUES ($1, 'M1', '9144030071526726XG', $2, 2026, 1000000, 1000000, 0, 0, 0, '2027-12-31', $3, $4, $5) "
-                "RETURNING id",
+                "VALUES ($1, 'M1', '9144030071526726XG', $2, 2026, 1000000, 1000000, 0, 0, 0, '2027-12-31', "
+                "$3, $4, $5) RETURNING id",
                 code,
                 decision,
                 holding,
@@ -180,10 +180,12 @@ async def test_ndjson_round_trip(client: httpx.AsyncClient, ledger: dict[str, An
     response = await client.get(ROUTE, headers=PLATFORM_HEADERS)
     records, trailer = ndjson(response)
     assert [parsed(r) for r in records] == [expected(row) for row in ledger["rows"]]
-    assert [list(r) for r in records][0] == [c.name for c in ENTRY_COLUMNS]  # keys in column order
+    assert next(list(r) for r in records) == [c.name for c in ENTRY_COLUMNS]  # keys in column order
     assert trailer["kind"] == "ledger-entries"
     assert trailer["rows"] == len(ledger["rows"])
-    assert trailer["from"] is None and trailer["to"] is None and trailer["filters"] == {}
+    assert trailer["from"] is None
+    assert trailer["to"] is None
+    assert trailer["filters"] == {}
     instant(trailer["exported_at"])
     assert response.headers["content-disposition"].startswith('attachment; filename="vouchers-ledger-entries-')
     assert response.headers["content-disposition"].endswith('.ndjson"')
@@ -273,7 +275,8 @@ async def test_filters(client: httpx.AsyncClient, ledger: dict[str, Any]) -> Non
     assert trailer["filters"] == {"kind": "issue"}
     voucher_b = ledger["vouchers"]["EXPORT-B"]["id"]
     of_b, _ = ndjson(await client.get(ROUTE, params={"voucher": "EXPORT-B"}, headers=PLATFORM_HEADERS))
-    assert of_b and {r["voucher_id"] for r in of_b} == {voucher_b}
+    assert of_b
+    assert {r["voucher_id"] for r in of_b} == {voucher_b}
     assert {r["to_ref"] for r in of_b if r["kind"] == "issue"} == {"EXPORT-B"}
     unknown, _ = ndjson(await client.get(ROUTE, params={"voucher": "NO-SUCH"}, headers=PLATFORM_HEADERS))
     assert unknown == []
@@ -305,6 +308,9 @@ async def test_roles(client: httpx.AsyncClient, who: str, headers: dict[str, str
         ({"after_id": "-1"}, "query.after_id", "greater_than_equal"),
         ({"after_id": "1e3"}, "query.after_id", "int_parsing"),
         ({"from": "2026-03-01" * 10}, "query.from", "string_too_long"),
+        ({"from": "0001-01-01"}, "query.from", "invalid_bound"),  # before year 1 in UTC
+        ({"to": "9999-12-31T23:00:00-14:00"}, "query.to", "invalid_bound"),  # after year 9999 in UTC
+        ({"voucher": "EXPORT-A\x00"}, "query.voucher", "invalid_character"),
     ],
 )
 async def test_invalid_parameters_are_422_problems(
@@ -312,3 +318,18 @@ async def test_invalid_parameters_are_422_problems(
 ) -> None:
     body = assert_problem(await client.get(ROUTE, params=params, headers=PLATFORM_HEADERS), 422, "validation_failed")
     assert [(e["field"], e["code"]) for e in body["errors"]] == [(field, code)]
+
+
+async def test_database_unavailable_before_the_first_byte_is_a_503(ledger_database: str) -> None:
+    """The export's own connection cannot be made: problem+json, nothing streamed."""
+    from services.vouchers.app import create_app
+    from services.vouchers.settings import VouchersSettings
+
+    missing = ledger_database.rsplit("/", 1)[0] + "/no_such_database_for_exports"
+    app = create_app(VouchersSettings(database_url=missing, sealer_interval_seconds=0))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vouchers") as http:
+        response = await http.get(ROUTE, headers=PLATFORM_HEADERS)
+    assert_problem(response, 503, "database_unavailable")
+    assert response.headers["retry-after"] == "2"
+    await app.state.database.dispose()

@@ -37,6 +37,9 @@ WRITE = frozenset({ADMIN, OFFICER, PLATFORM})
 AUDIT = frozenset({ADMIN, AUDITOR})
 #: The change feed and webhooks: registry changes go to the bureau and the data platform only.
 INTEGRATORS = frozenset({ADMIN, AUDITOR, PLATFORM})
+#: Bulk exports: the data platform, auditors and administrators.
+EXPORT = frozenset({ADMIN, AUDITOR, PLATFORM})
+KINDS = ("organisations", "revenues", "affiliations", "vendors", "models", "filings", "recognitions")
 
 
 def _records(plural: str, key: str) -> dict[tuple[str, str], frozenset[str]]:
@@ -62,6 +65,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/imports/revenues"): WRITE,
     ("POST", "/v1/imports/filings"): WRITE,
     ("GET", "/v1/audit"): AUDIT,
+    **{("GET", f"/v1/exports/{kind}"): EXPORT for kind in KINDS},
     ("GET", "/v1/events"): INTEGRATORS,
     ("GET", "/v1/events/types"): INTEGRATORS,
     ("POST", "/v1/webhooks"): INTEGRATORS,

@@ -168,8 +168,8 @@ def test_the_matrix_covers_every_route_and_says_what_the_code_declares(vouchers_
         f"in the matrix but not served: {sorted(set(MATRIX) - set(served))}"
     )
     # the declarations agree with the matrix (this also covers the documented twin of the hot route)
-    for route, declared in served.items():
-        assert declared == {tuple(sorted(MATRIX[route]))}, route
+    for route, declarations in served.items():
+        assert declarations == {tuple(sorted(MATRIX[route]))}, route
     assert all(DASHBOARD not in allowed for allowed in MATRIX.values())  # no per-enterprise detail
 
 
