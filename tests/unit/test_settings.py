@@ -13,6 +13,8 @@ def test_prefixed_url_wins_over_the_shared_one(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DATABASE_URL", "postgresql://shared@db/x")
     monkeypatch.setenv("REGISTRY_DATABASE_URL", "postgres://own@db/y")
     monkeypatch.setenv("REGISTRY_PORT", "9001")
+    monkeypatch.delenv("ELIGIBILITY_PORT", raising=False)  # `make run` users may have set it
+    monkeypatch.delenv("ELIGIBILITY_DATABASE_URL", raising=False)
     settings = RegistrySettings()
     assert settings.async_database_url == "postgresql+asyncpg://own@db/y"
     assert settings.port == 9001
