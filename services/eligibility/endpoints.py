@@ -22,13 +22,14 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from shared.app import state_dependency
 from shared.auth import (
     ADMIN,
-    ALL_SCOPES,
     APPLICANT,
     APPROVER,
     AUDITOR,
     DECISIONS_READ,
     OFFICER,
     PLATFORM,
+    REGISTRY_READ,
+    ROLES,
     Principal,
     require,
 )
@@ -59,6 +60,8 @@ from .schemas import (
 from .service import Policy
 
 router = APIRouter()
+#: The policy is public information: every role and peer service may read it (not the add-on grants).
+POLICY_READERS = (*ROLES, REGISTRY_READ, DECISIONS_READ)
 Pages = Annotated[PageParams, Depends(page_params)]
 Status = Literal["in_review", "reviewed", "approved", "rejected", "ineligible"]
 Measure = Annotated[str, Query(pattern=r"^M(1[0-3]|[1-9])$")]
@@ -273,14 +276,14 @@ def _policy_read(parameters: ParameterSet) -> PolicyRead:
     summary="Clauses, their rules and every parameter with its value history",
 )
 async def get_policy_document(
-    _: Annotated[Principal, require(*ALL_SCOPES)], session: SessionDep, policy: PolicyDep
+    _: Annotated[Principal, require(*POLICY_READERS)], session: SessionDep, policy: PolicyDep
 ) -> PolicyRead:
     return _policy_read(await service.current_parameters(session, policy.parameters))
 
 
 @router.get("/v1/policy/parameters/{parameter_id}", response_model=ParameterRead, tags=["policy"])
 async def get_parameter(
-    _: Annotated[Principal, require(*ALL_SCOPES)],
+    _: Annotated[Principal, require(*POLICY_READERS)],
     session: SessionDep,
     policy: PolicyDep,
     parameter_id: Annotated[str, Path(max_length=100)],
