@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger \
 	bench-export \
-	token client
+	token client backup restore browser
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required (found %s)" % sys.version.split()[0]'
@@ -38,6 +38,15 @@ token: $(STAMP)
 client: $(STAMP)
 	@$(BIN)/python -m shared.devrun --identity $(ARGS)
 
+# pg_dump / pg_restore of the three schemas (DATABASE_URL, or the local stack's database)
+backup: $(STAMP)
+	$(BIN)/python -m shared.backup dump $(FILE)
+
+# into a fresh database only: make restore FILE=backups/longgang-….dump DATABASE_URL=…
+restore: $(STAMP)
+	@test -n "$(FILE)" || (echo "usage: make restore FILE=backups/longgang-….dump" && exit 2)
+	$(BIN)/python -m shared.backup restore $(FILE)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,7 +54,16 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# Debian's Chromium (and a CJK font for its screenshots) for the dashboard's browser test, installed once when
+# absent (about 25 s). Playwright drives /usr/bin/chromium and never downloads a browser. If it cannot be
+# installed (not root, no apt), tests/dashboard fails and says so: it is never skipped.
+browser:
+	@test -x /usr/bin/chromium && fc-list :lang=zh 2>/dev/null | grep -q . || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei \
+			>/dev/null) || \
+		echo "chromium could not be installed (apt-get install chromium): the dashboard's browser test will fail"
+
+pytest: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint types pytest

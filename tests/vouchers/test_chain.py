@@ -38,6 +38,7 @@ from services.vouchers.chain import (
     verify_ledger,
 )
 from shared.auth import AUDITOR, OFFICER
+from shared.migrations import head_revision
 from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory
 from tests.vouchers.flow import YUAN, approved_m3, issue, redeem, vendor_call
@@ -730,3 +731,56 @@ async def test_verification_in_small_batches_gives_the_same_report(
     assert small.entries_verified == whole["entries_verified"] == 10
     assert small.head is not None
     assert small.head.model_dump() == whole["head"]
+
+
+# --- backup and restore (issue #7) -------------------------------------------------------------
+
+
+async def test_a_restored_backup_verifies_against_the_last_published_checkpoint(
+    isolated: Ledger,
+    databases: DatabaseFactory,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    """`make backup` / `make restore` (shared/backup.py): the restored ledger is the published one."""
+    from shared import backup
+
+    client = isolated.client
+    await activity(client, live_registry_client, live_eligibility_client)
+    await settled(client)
+    published = await client.post("/v1/ledger/checkpoints", json={}, headers=auth(AUDITOR, name="审计-王"))
+    assert published.status_code == 201, published.text
+    checkpoint = published.json()  # what the auditors keep outside the database
+
+    dump = await asyncio.to_thread(backup.dump, isolated.url, tmp_path / "ledger.dump")
+    fresh = databases.create("longgang_restored", migrate=False)
+    await asyncio.to_thread(backup.restore, fresh, dump)
+
+    connection = await asyncpg.connect(fresh.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute("SET ROLE vouchers_writer")
+        report = await verify_ledger(connection)
+        assert report.ok, report
+        assert report.unsealed == 0
+        assert report.entries_verified == checkpoint["entries"]
+        assert report.head is not None
+        assert report.head.chain_hash == checkpoint["chain_hash"]
+        sealed_at_checkpoint = await connection.fetchval(
+            "SELECT chain_hash FROM vouchers.seals WHERE entry_id = $1", checkpoint["entry_id"]
+        )
+        assert sealed_at_checkpoint == checkpoint["chain_hash"]
+        # the append-only guarantees came back with the data
+        with pytest.raises(asyncpg.PostgresError):
+            await connection.execute("UPDATE vouchers.entries SET amount_fen = amount_fen + 1")
+        # and every service's schema is at its migration head, ready to serve
+        await connection.execute("RESET ROLE")
+        for service in ("registry", "eligibility", "vouchers"):
+            version = await connection.fetchval(f"SELECT version_num FROM {service}.alembic_version")
+            assert version == head_revision(service)
+    finally:
+        await connection.close()
+
+    # restoring over an existing ledger is refused, nothing is touched
+    with pytest.raises(RuntimeError, match="already has the schemas"):
+        await asyncio.to_thread(backup.restore, fresh, dump)

@@ -1,0 +1,123 @@
+"""`make backup` / `make restore`: pg_dump and pg_restore of the three services' schemas.
+
+    python -m shared.backup dump [FILE]        # default: backups/longgang-<UTC time>.dump
+    python -m shared.backup restore FILE       # into DATABASE_URL, which must not hold the schemas yet
+
+The dump is PostgreSQL's custom format (compressed, restorable table by table) of the
+schemas `registry`, `eligibility` and `vouchers` — data, indexes, triggers (the ledger's
+append-only triggers come back with it), functions and grants. Roles are cluster-wide and
+not in a dump: restore creates the service role `vouchers_writer` (NOLOGIN) if the target
+server lacks it. The binaries are the embedded PostgreSQL 18's, which read servers from
+PostgreSQL 9.2 on.
+
+After a restore, prove the ledger is the one that was backed up: `GET /v1/ledger/verify`
+recomputes the hash chain from genesis and checks every checkpoint, and the chain hash at
+the last *published* checkpoint (kept outside the database by the auditors) must be the
+same (docs/operations.md, restore drill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from shared import devdb
+from shared.migrations import ROOT, SERVICES
+
+SERVICE_ROLE = "vouchers_writer"
+
+
+def _bin(name: str) -> str:
+    return str(devdb._install_dir() / "bin" / name)
+
+
+def _libpq_url(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def dump(database_url: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    command = [_bin("pg_dump"), "--format=custom", "--no-owner", f"--file={target}"]
+    command += [f"--schema={schema}" for schema in SERVICES]
+    subprocess.run([*command, _libpq_url(database_url)], check=True)
+    return target
+
+
+async def _prepare_target(url: str) -> int:
+    """Refuse a target that already has the schemas; make sure the service role exists. The server's version."""
+    connection = await asyncpg.connect(url)
+    try:
+        present = await connection.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])", list(SERVICES)
+        )
+        if present:
+            names = ", ".join(row["nspname"] for row in present)
+            raise RuntimeError(f"the target database already has the schemas {names}: restore into a fresh one")
+        exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE_ROLE)
+        if not exists:
+            await connection.execute(f"CREATE ROLE {SERVICE_ROLE} NOLOGIN")
+        await connection.execute(f"GRANT {SERVICE_ROLE} TO CURRENT_USER")
+        version: int = await connection.fetchval("SELECT current_setting('server_version_num')::int")
+        return version
+    finally:
+        await connection.close()
+
+
+#: Settings pg_restore 18 emits that older servers do not know (a server older than the tools).
+_NEWER_SETTINGS = ("SET transaction_timeout",)
+
+
+def restore(database_url: str, source: Path) -> None:
+    """All or nothing (one transaction). Onto an older server, through psql without the settings it lacks."""
+    url = _libpq_url(database_url)
+    version = asyncio.run(_prepare_target(url))
+    if version >= 170000:
+        command = [_bin("pg_restore"), "--exit-on-error", "--no-owner", "--single-transaction", f"--dbname={url}"]
+        subprocess.run([*command, str(source)], check=True)
+        return
+    script = subprocess.run(
+        [_bin("pg_restore"), "--no-owner", "--file=-", str(source)], check=True, capture_output=True
+    ).stdout
+    kept = b"\n".join(
+        line for line in script.split(b"\n") if not line.startswith(tuple(s.encode() for s in _NEWER_SETTINGS))
+    )
+    psql = [_bin("psql"), "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--single-transaction", url]
+    subprocess.run(psql, input=kept, check=True, stdout=subprocess.DEVNULL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    url = os.environ.get("DATABASE_URL")
+    started: list[devdb.EmbeddedPostgres] = []
+    try:
+        if not url:  # the local stack's database, as `make run` uses it
+            from shared.devrun import resolve_database
+
+            url = resolve_database(started)
+        if args[:1] == ["dump"]:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            target = Path(args[1]) if len(args) > 1 else ROOT / "backups" / f"longgang-{stamp}.dump"
+            print(dump(url, target))
+            return 0
+        if args[:1] == ["restore"] and len(args) == 2:
+            restore(url, Path(args[1]))
+            print(f"restored {args[1]}; now check the ledger: GET /v1/ledger/verify (docs/operations.md)")
+            return 0
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for server in started:
+            server.stop()
+    print("usage: python -m shared.backup dump [FILE] | restore FILE", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
