@@ -380,7 +380,7 @@ def connection_settings(app: FastAPI) -> tuple[str, dict[str, str]]:
     role = getattr(settings, "db_role", None)
     if role:
         server_settings["role"] = str(role)
-    dsn = str(settings.async_database_url).replace("postgresql+asyncpg://", "postgresql://")
+    dsn = str(settings.async_read_database_url).replace("postgresql+asyncpg://", "postgresql://")
     return dsn, server_settings
 
 

@@ -33,6 +33,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     database_url: PostgresDsn
+    read_database_url: PostgresDsn | None = Field(
+        default=None,
+        description="A read-only replica for exports and dashboards (<PREFIX>READ_DATABASE_URL); default: the primary",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
@@ -68,7 +72,7 @@ class ServiceSettings(BaseSettings):
     rate_limit_per_second: float = Field(default=200.0, ge=0)
     rate_limit_burst: int = Field(default=400, ge=1)
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "read_database_url", mode="before")
     @classmethod
     def _normalise_scheme(cls, value: object) -> object:
         """Accept postgres:// and postgresql:// as well as the asyncpg form."""
@@ -81,3 +85,8 @@ class ServiceSettings(BaseSettings):
     @property
     def async_database_url(self) -> str:
         return str(self.database_url)
+
+    @property
+    def async_read_database_url(self) -> str:
+        """Where bulk reads go: the replica when one is configured (they tolerate its small lag)."""
+        return str(self.read_database_url or self.database_url)

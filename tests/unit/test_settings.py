@@ -27,3 +27,13 @@ def test_no_database_url_means_no_start(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("REGISTRY_DATABASE_URL", raising=False)
     with pytest.raises(ValidationError):
         RegistrySettings()
+
+
+def test_bulk_reads_go_to_the_replica_when_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://primary@db/x")
+    monkeypatch.delenv("REGISTRY_DATABASE_URL", raising=False)
+    monkeypatch.delenv("REGISTRY_READ_DATABASE_URL", raising=False)
+    assert RegistrySettings().async_read_database_url == "postgresql+asyncpg://primary@db/x"
+    monkeypatch.setenv("REGISTRY_READ_DATABASE_URL", "postgres://replica@db-ro/x")
+    assert RegistrySettings().async_read_database_url == "postgresql+asyncpg://replica@db-ro/x"
+    assert RegistrySettings().async_database_url == "postgresql+asyncpg://primary@db/x"
