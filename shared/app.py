@@ -21,7 +21,8 @@ from shared.errors import install_error_handlers
 from shared.health import router as health_router
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import RequestContextMiddleware, configure_logging
-from shared.migrations import head_revision
+from shared.metrics import install_metrics
+from shared.migrations import head_revision, known_revisions
 from shared.settings import ServiceSettings
 
 Hook = Callable[[FastAPI], Awaitable[None]]
@@ -115,13 +116,14 @@ def create_service_app(
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
         # FastAPI's native OpenTelemetry looks up the global providers on every request;
-        # we export nothing through it (metrics are issue #6), so it stays off
+        # we export nothing through it (Prometheus metrics: shared/metrics.py), so it stays off
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.service_name = service_name
     app.state.schema = schema
     app.state.settings = settings
     app.state.migration_head = head_revision(service_name)
+    app.state.known_revisions = known_revisions(service_name)
     app.state.database = Database(
         settings.async_database_url,
         application_name=service_name,
@@ -135,6 +137,7 @@ def create_service_app(
     install_audit(app, settings.async_database_url, schema, role=audit_role)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestContextMiddleware, log_successes=settings.access_log == "all")
+    install_metrics(app)  # outermost middleware, and GET /metrics
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)

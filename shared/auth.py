@@ -67,11 +67,21 @@ BEARER = HTTPBearer(
     "`POST /oauth/token` on the registry service",
 )
 
-#: Paths anyone may call without a token.
+#: Paths anyone may call without a token. The dashboard page and its static files are public (like
+#: /docs): they show nothing until the page is given a token, with which it calls the aggregates API.
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/oauth/token"}
+    {
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/oauth/token",
+        "/dashboard",
+    }
 )
-PUBLIC_PREFIXES = ("/.well-known/",)
+PUBLIC_PREFIXES = ("/.well-known/", "/dashboard/assets/")
 
 UNAUTHENTICATED = ErrorCode(
     "unauthenticated",

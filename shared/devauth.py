@@ -18,7 +18,18 @@ from typing import Any
 import asyncpg
 import httpx
 
-from shared.auth import ADMIN, APPROVER, AUDITOR, DECISIONS_READ, OFFICER, PLATFORM, REGISTRY_READ, VENDOR
+from shared.auth import (
+    ADMIN,
+    APPROVER,
+    AUDITOR,
+    DASHBOARD,
+    DECISIONS_READ,
+    METRICS_READ,
+    OFFICER,
+    PLATFORM,
+    REGISTRY_READ,
+    VENDOR,
+)
 from shared.tokens import generate_key, write_jwks
 
 #: Peer identities: the least each service needs (shared/auth.py).
@@ -36,6 +47,8 @@ def demo_clients(vendor_credit_code: str) -> dict[str, dict[str, Any]]:
         "dev-auditor": {"name": "demo auditor", "scopes": [AUDITOR]},
         "dev-platform": {"name": "municipal data platform (local)", "scopes": [PLATFORM]},
         "dev-vendor": {"name": "demo compute vendor", "scopes": [VENDOR], "organisation": vendor_credit_code},
+        "dev-dashboard": {"name": "programme dashboard (local)", "scopes": [DASHBOARD]},
+        "dev-prometheus": {"name": "Prometheus (local)", "scopes": [METRICS_READ]},
     }
 
 

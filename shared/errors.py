@@ -17,6 +17,7 @@ from dataclasses import field as dataclass_field
 from http import HTTPStatus
 from typing import Any, Literal
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.context import request_id_var
+from shared.metrics import count_problem
 
 logger = logging.getLogger("shared.errors")
 
@@ -188,6 +190,7 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **params: Any,
 ) -> JSONResponse:
+    count_problem(error.code, error.status, error.clause)
     language = request_language(request)
     request_id = request_id_var.get()
     params = {"request_id": request_id, **params}
@@ -334,8 +337,37 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, INTERNAL_ERROR)
 
 
+#: asyncpg's errors that mean "the database cannot serve us right now": the connection is gone or broken (class
+#: 08), the server is starting up, shutting down or in recovery (57P01-57P03), or it has no connection left
+#: (53300). The redemption path uses asyncpg directly, and SQLAlchemy wraps these without marking them as
+#: disconnects when they happen on connect; either way the answer is 503 + Retry-After, never a 500.
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def _is_dead_connection(exc: BaseException) -> bool:
+    """asyncpg's symptom of a session the server ended while the connection sat idle in a pool: the unsolicited
+    FATAL error leaves its protocol waiting, and the next query fails with `InternalClientError: cannot switch to
+    state 12; another operation (2) is in progress` (MagicStack/asyncpg#1069). Other InternalClientErrors are bugs."""
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) and str(exc).startswith("cannot switch to state")
+
+
+async def _client_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if _is_dead_connection(exc):
+        return await _database_handler(request, exc)
+    return await _unexpected_handler(request, exc)
+
+
 def _is_connection_problem(exc: DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return True
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    return any(isinstance(e, DATABASE_UNAVAILABLE_ERRORS) or _is_dead_connection(e) for e in (exc.orig, cause) if e)
 
 
 async def _dbapi_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -352,4 +384,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _dbapi_handler)
     app.add_exception_handler(ConnectionError, _database_handler)
     app.add_exception_handler(TimeoutError, _database_handler)
+    for error in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _database_handler)
+    app.add_exception_handler(asyncpg.exceptions.InternalClientError, _client_error_handler)
     app.add_exception_handler(Exception, _unexpected_handler)

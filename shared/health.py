@@ -1,4 +1,4 @@
-"""`/healthz` (the process is alive) and `/readyz` (database reachable and migrated to head)."""
+"""`/healthz` (the process is alive) and `/readyz` (database reachable and migrated to head or newer)."""
 
 from __future__ import annotations
 
@@ -34,11 +34,18 @@ async def readyz(request: Request) -> JSONResponse:
         return problem_response(
             request, NOT_READY, headers={"Retry-After": "2"}, reason=reason, cause=type(exc).__name__
         )
-    if current != expected:
+    known: frozenset[str] = request.app.state.known_revisions
+    if current != expected and (current is None or current in known):
+        # behind this code (or not migrated): not ready. A revision this code does not know is
+        # newer — migrations are expand/contract, so the previous release keeps serving during a
+        # rolling upgrade and after a rollback (docs/operations.md)
         return problem_response(
             request,
             NOT_READY,
             headers={"Retry-After": "2"},
             reason=f"schema {schema} at {current}, expected {expected}",
         )
-    return JSONResponse({"status": "ready", "service": request.app.state.service_name, "migration": current})
+    body = {"status": "ready", "service": request.app.state.service_name, "migration": current}
+    if current != expected:
+        body["note"] = f"schema ahead of this release (expects {expected})"
+    return JSONResponse(body)

@@ -41,6 +41,13 @@ def head_revision(service: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(service)).get_current_head()
 
 
+def known_revisions(service: str) -> frozenset[str]:
+    """Every revision of the service's tree this code knows (a database at another one is newer)."""
+    return frozenset(
+        script.revision for script in ScriptDirectory.from_config(alembic_config(service)).walk_revisions()
+    )
+
+
 def upgrade(service: str, database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, database_url), revision)
 

@@ -16,15 +16,34 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import httpx
 
 from shared.context import request_id_var
 from shared.errors import PEER_UNAVAILABLE, ProblemError
+from shared.metrics import observe_peer_call
+from shared.tokens import TokenUnavailable
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: 4xx answers counted as failed calls (metrics): the calling service's credentials or rate, not the peer's
+#: domain answer (a 404 "not approved" is an answer)
+COUNTED_REJECTIONS = frozenset({401, 403, 429})
+
+
+def failure_reason(exc: httpx.HTTPError) -> str:
+    """A bounded label for a failed call (shared/metrics.py)."""
+    if isinstance(exc, TokenUnavailable):
+        return "token"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    if isinstance(exc, httpx.TransportError):
+        return "transport"
+    return "error"
 
 
 class PeerError(Exception):
@@ -112,18 +131,24 @@ class PeerClient:
         self.client = client
 
     async def request_json(self, method: str, url: str, **kwargs: Any) -> Any:
+        started = time.perf_counter()
         try:
             response = await self.client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
+            observe_peer_call(self.name, time.perf_counter() - started, failure_reason(exc))
             raise PeerUnavailable(self.name, type(exc).__name__) from exc
-        if response.status_code >= 500:
-            raise PeerUnavailable(self.name, f"HTTP {response.status_code}")
+        status = response.status_code
+        failure = f"http_{status}" if status >= 500 or status in COUNTED_REJECTIONS else None
         try:
-            body = response.json() if response.content else None
+            body = response.json() if response.content and status < 500 else None
         except ValueError as exc:
+            observe_peer_call(self.name, time.perf_counter() - started, failure or "invalid_json")
             raise PeerUnavailable(self.name, "invalid JSON") from exc
-        if response.status_code >= 400:
-            raise PeerRejected(self.name, response.status_code, body)
+        observe_peer_call(self.name, time.perf_counter() - started, failure)
+        if status >= 500:
+            raise PeerUnavailable(self.name, f"HTTP {status}")
+        if status >= 400:
+            raise PeerRejected(self.name, status, body)
         return body
 
     async def get_json(self, url: str, **kwargs: Any) -> Any:

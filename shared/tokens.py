@@ -71,10 +71,18 @@ def write_jwks(directory: Path, target: Path) -> None:
 class TokenSigner:
     """Signs access tokens with the newest key in a directory."""
 
-    def __init__(self, directory: Path, *, issuer: str, audience: str, lifetime_seconds: int) -> None:
+    def __init__(
+        self, directory: Path, *, issuer: str, audience: str, lifetime_seconds: int, kid: str | None = None
+    ) -> None:
+        """`kid` names the signing key; default the newest file (mounted secrets have arbitrary mtimes: name it)."""
         keys = _private_keys(directory)
         if not keys:
             raise RuntimeError(f"no signing key in {directory} (python -m shared.tokens generate {directory})")
+        if kid is not None:
+            chosen = [pair for pair in keys if pair[0] == kid]
+            if not chosen:
+                raise RuntimeError(f"no signing key {kid}.pem in {directory}")
+            keys = chosen
         self.kid, self._key = keys[-1]
         self.directory = directory
         self.issuer = issuer

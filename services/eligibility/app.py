@@ -13,7 +13,7 @@ from shared.events import events_router, start_dispatcher, stop_dispatcher
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
-from . import exports
+from . import aggregates, exports
 from .endpoints import router
 from .facts import RegistryFacts
 from .models import SCHEMA
@@ -50,7 +50,12 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         settings=settings,
         # applicants get their own applications' events; vendors read no applications
-        routers=[router, events_router(SCHEMA, webhook_roles=(PLATFORM, ADMIN, AUDITOR, APPLICANT)), exports.router],
+        routers=[
+            router,
+            events_router(SCHEMA, webhook_roles=(PLATFORM, ADMIN, AUDITOR, APPLICANT)),
+            exports.router,
+            aggregates.router,
+        ],
         on_startup=[start_dispatcher],
         on_shutdown=[stop_dispatcher, close_registry],
     )

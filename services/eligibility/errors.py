@@ -15,6 +15,13 @@ DECISION_NOT_APPROVED = ErrorCode(
 AS_OF_IN_FUTURE = ErrorCode(
     "as_of_in_future", 422, "申请日期 {as_of} 晚于今天", "The application date {as_of} is in the future"
 )
+AS_OF_BEFORE_POLICY = ErrorCode(
+    "as_of_before_policy",
+    422,
+    "申请日期 {as_of} 早于政策参数的起始日期 {first}",
+    "The application date {as_of} is before the policy's parameters begin ({first})",
+    clause="A4",
+)
 INVALID_STATE = ErrorCode(
     "invalid_state",
     409,

@@ -3,6 +3,8 @@
 Applications carry a `status` projection for the review queue; decisions, reviews and
 administrator parameter versions are immutable (triggers refuse UPDATE/DELETE/TRUNCATE):
 an approval or a correction is always a new record that references the old one.
+`application_counts` is the dashboard's projection of applications, kept by triggers in
+the same transaction (migration 0006 says what a consistent row set is).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, Index, SmallInteger, Text, func
+from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, Index, SmallInteger, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -29,6 +31,13 @@ class Application(Base):
     __table_args__ = (
         Index("ix_applications_queue", "status", "priority", "seq"),
         Index("ix_applications_applicant_measure", "applicant", "measure"),
+        # the review queue's ages (GET /v1/aggregates/review-queue): only the waiting applications
+        Index(
+            "ix_applications_waiting",
+            "measure",
+            "submitted_at",
+            postgresql_where=text("status IN ('in_review', 'reviewed')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
@@ -109,3 +118,20 @@ class ParameterVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     request_id: Mapped[str | None] = mapped_column(Text)
     client_id: Mapped[str | None] = mapped_column(Text)
+
+
+class ApplicationCount(Base):
+    """Applications per submission year (Shenzhen time), measure and status or automatic outcome.
+
+    Written only by triggers on `applications` and `decisions` (migration 0006), in the
+    transaction of the change; `eligibility.rebuild_application_counts()` recounts it.
+    """
+
+    __tablename__ = "application_counts"
+
+    year: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    measure: Mapped[str] = mapped_column(Text, primary_key=True)
+    #: `status` (the application's current status) or `outcome` (of its automatic decision)
+    dimension: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, nullable=False)

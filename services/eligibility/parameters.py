@@ -154,6 +154,11 @@ class ParameterSet:
         return parameter, found
 
     @cached_property
+    def covered_from(self) -> date:
+        """The first day on which every parameter has a value: nothing can be decided as of an earlier day."""
+        return max((p.history[0].effective_from for p in self.parameters.values()), default=date(1970, 1, 1))
+
+    @cached_property
     def digest(self) -> str:
         """A short hash of every value: two sets with the same digest decide alike."""
         canonical = json.dumps(

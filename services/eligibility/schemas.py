@@ -123,6 +123,11 @@ class ApprovedDecisionRead(BaseModel):
     limits: dict[str, int] = Field(
         default_factory=dict, description="Ceilings the ledger enforces with it (M1: class_cap_fen)"
     )
+    facets: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Facts of the trace the ledger records for reporting (M1: revenue_class, compute_base_fen, "
+        "compute_paid_to {district, domestic, both})",
+    )
     evidence: dict[str, Any]
     policy_version: str
     parameters_digest: str

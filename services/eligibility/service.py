@@ -28,6 +28,7 @@ from .errors import (
     AMOUNT_REQUIRED,
     APPLICATION_NOT_FOUND,
     APPROVE_REJECTED_REVIEW,
+    AS_OF_BEFORE_POLICY,
     AS_OF_IN_FUTURE,
     DECISION_NOT_APPROVED,
     DECISION_NOT_FOUND,
@@ -195,6 +196,9 @@ async def submit(
         raise ProblemError(ORGANISATION_MISMATCH, org=principal.organisation or "-")
     if payload.as_of > policy.today():
         raise ProblemError(AS_OF_IN_FUTURE, as_of=payload.as_of.isoformat())
+    if payload.as_of < policy.parameters.covered_from:
+        first = policy.parameters.covered_from.isoformat()
+        raise ProblemError(AS_OF_BEFORE_POLICY, as_of=payload.as_of.isoformat(), first=first)
     evidence: Evidence = payload.evidence
     measure: str = evidence.measure  # type: ignore[attr-defined]
     await repository.lock_applicant_measure(session, payload.applicant, measure)
@@ -430,14 +434,43 @@ def _limits(decision: Decision) -> dict[str, int]:
     return limits
 
 
+def _facets(decision: Decision) -> dict[str, Any]:
+    """What the ledger records with a voucher for reporting (issue #6): M1's revenue class and compute base split."""
+    facets: dict[str, Any] = {}
+    for step in decision.trace:
+        inputs, amounts = step.get("inputs", {}), step.get("amounts", {})
+        if step.get("clause") != "M1":
+            continue
+        if "class" in inputs and "class_cap_fen" in amounts:
+            facets["revenue_class"] = str(inputs["class"])
+        if isinstance(inputs.get("paid_to"), dict) and "base_fen" in amounts and "compute_base_fen" not in facets:
+            facets["compute_base_fen"] = int(amounts["base_fen"])
+            facets["compute_paid_to"] = {str(k): int(v) for k, v in inputs["paid_to"].items()}
+    return facets
+
+
+async def _superseded(session: AsyncSession, decision: Decision) -> Decision | None:
+    if decision.kind != "manual_a1" or not decision.trace:
+        return None
+    superseded = decision.trace[0].get("inputs", {}).get("supersedes")
+    return await repository.get_decision(session, uuid.UUID(superseded)) if superseded else None
+
+
 async def _limits_with_superseded(session: AsyncSession, decision: Decision) -> dict[str, int]:
     """An A1 decision replaces the amount, not the ceilings: it carries those of the decision it supersedes."""
     limits = _limits(decision)
-    if limits or decision.kind != "manual_a1" or not decision.trace:
+    if limits:
         return limits
-    superseded = decision.trace[0].get("inputs", {}).get("supersedes")
-    previous = await repository.get_decision(session, uuid.UUID(superseded)) if superseded else None
+    previous = await _superseded(session, decision)
     return _limits(previous) if previous else {}
+
+
+async def _facets_with_superseded(session: AsyncSession, decision: Decision) -> dict[str, Any]:
+    facets = _facets(decision)
+    if facets:
+        return facets
+    previous = await _superseded(session, decision)
+    return _facets(previous) if previous else {}
 
 
 async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> ApprovedDecisionRead:
@@ -461,6 +494,7 @@ async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> Ap
         amount_fen=approval.amount_fen if approval.amount_fen is not None else (decision.amount_fen or 0),
         components=decision.components,
         limits=await _limits_with_superseded(session, decision),
+        facets=await _facets_with_superseded(session, decision),
         evidence=application.evidence,
         policy_version=decision.policy_version,
         parameters_digest=decision.parameters_digest,

@@ -41,6 +41,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             issuer=settings.auth_issuer,
             audience=settings.auth_audience,
             lifetime_seconds=settings.token_lifetime_seconds,
+            kid=settings.signing_kid,
         )
         routers.append(identity.router)
     app = create_service_app(

@@ -138,6 +138,14 @@ class Voucher(Base):
     parameters_digest: Mapped[str | None] = mapped_column(Text)
     issued_by: Mapped[str | None] = mapped_column(Text)
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    # M1, from the decision's trace, for reporting (issue #6; NULL before migration 0008: "unknown"):
+    #: the revenue class (C1…C5) that set the class cap
+    revenue_class: Mapped[str | None] = mapped_column(Text)
+    #: the compute base and the parts of it paid to district compute (including compute that is
+    #: both district and domestic) and to domestic-only compute; the rest is "other"
+    compute_base_fen: Mapped[int | None] = mapped_column(BigInteger)
+    compute_district_fen: Mapped[int | None] = mapped_column(BigInteger)
+    compute_domestic_fen: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Allowance(Base):

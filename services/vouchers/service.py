@@ -202,6 +202,21 @@ async def _m1_class_cap(session: AsyncSession, decision: dict[str, Any]) -> None
         raise ProblemError(CLASS_CAP, year=year, limit_yuan=format_yuan(limit), headroom_yuan=format_yuan(limit - used))
 
 
+def m1_facets(decision: dict[str, Any]) -> dict[str, Any]:
+    """What an M1 decision's trace says about the voucher, for the aggregates (absent: "unknown")."""
+    facets = decision.get("facets") or {}
+    paid_to = facets.get("compute_paid_to") or {}
+    base = facets.get("compute_base_fen")
+    split: dict[str, Any] = {}
+    if isinstance(base, int) and base > 0 and isinstance(paid_to, dict):
+        district = int(paid_to.get("district", 0)) + int(paid_to.get("both", 0))  # district compute, domestic or not
+        domestic = int(paid_to.get("domestic", 0))
+        if min(district, domestic) >= 0 and district + domestic <= base:
+            split = {"compute_base_fen": base, "compute_district_fen": district, "compute_domestic_fen": domestic}
+    revenue_class = facets.get("revenue_class")
+    return {"revenue_class": revenue_class if isinstance(revenue_class, str) else None, **split}
+
+
 async def _lock_decision(session: AsyncSession, decision_id: uuid.UUID) -> None:
     """Claims of one decision take turns, so the loser hears `already_issued`, not another refusal."""
     await session.execute(
@@ -262,6 +277,7 @@ async def issue_voucher(
         budget_account_id=budget,
         parameters_digest=decision["parameters_digest"],
         issued_by=actor,
+        **(m1_facets(decision) if measure == "M1" else {}),
     )
     session.add(voucher)
     try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, PostgresDsn
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings, database_url_field, peer_url_field
+
+from .policy.budgets import DEFAULT_FILE as BUDGET_FILE
 
 
 class VouchersSettings(ServiceSettings):
@@ -34,3 +37,12 @@ class VouchersSettings(ServiceSettings):
     sealer_interval_seconds: float = Field(
         default=0.5, ge=0, le=3600, description="How often the background sealer hashes new entries (0: never)"
     )
+    # the read side (issue #6): projections, reconciliation, budgets
+    projector_interval_seconds: float = Field(
+        default=0.5, ge=0, le=3600, description="How often new entries are folded into the projections (0: never)"
+    )
+    projector_batch_size: int = Field(default=20_000, ge=1, le=1_000_000, description="Entries per projector batch")
+    reconciliation_interval_seconds: float = Field(
+        default=3600, ge=0, description="How often the projections are checked against the ledger (0: never)"
+    )
+    budget_file: Path = Field(default=BUDGET_FILE, description="Budgets per measure and year (clause A2)")

@@ -79,6 +79,11 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): SUBSCRIBERS,
     ("GET", "/v1/exports/decisions"): INTEGRATORS,
     ("GET", "/v1/exports/applications"): INTEGRATORS,
+    # the dashboards' aggregates: no enterprise named in them (issue #6)
+    ("GET", "/v1/aggregates/applications"): frozenset({DASHBOARD, ADMIN, AUDITOR, OFFICER, APPROVER}),
+    ("GET", "/v1/aggregates/review-queue"): frozenset({DASHBOARD, ADMIN, AUDITOR, OFFICER, APPROVER}),
+    # Prometheus, with its own client (metrics:read), and administrators
+    ("GET", "/metrics"): frozenset({METRICS_READ, ADMIN}),
 }
 
 #: the organisation the matrix's applicant and vendor clients are bound to

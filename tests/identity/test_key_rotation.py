@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import jwt
 import pytest
 
 from shared.auth import ADMIN, OFFICER, TokenVerifier
@@ -103,3 +104,14 @@ def test_a_broken_jwks_file_keeps_the_keys_already_loaded(keys: Path, tmp_path: 
 def test_an_inline_jwks_document(keys: Path) -> None:
     verifier = TokenVerifier(json.dumps(jwks(keys)), issuer=ISSUER, audience=AUDIENCE)
     assert verifier.verify(_signer(keys).sign("c1", [OFFICER])).scopes == {OFFICER}
+
+
+def test_the_signing_key_can_be_named(tmp_path: Path) -> None:
+    """Mounted secrets have arbitrary modification times: REGISTRY_SIGNING_KID picks the key."""
+    first = generate_key(tmp_path, "k-first")
+    generate_key(tmp_path, "k-second")
+    named = TokenSigner(tmp_path, issuer="i", audience="a", lifetime_seconds=60, kid=first)
+    assert named.kid == "k-first"
+    assert jwt.get_unverified_header(named.sign("c", ["admin"]))["kid"] == "k-first"
+    with pytest.raises(RuntimeError, match="no signing key k-missing"):
+        TokenSigner(tmp_path, issuer="i", audience="a", lifetime_seconds=60, kid="k-missing")

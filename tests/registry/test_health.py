@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import httpx
 
 from services.registry.app import create_app
@@ -37,3 +40,25 @@ async def test_not_ready_when_the_database_is_unreachable() -> None:
     response = await _readyz("postgresql://postgres@127.0.0.1:9/nowhere")
     assert response.status_code == 503
     assert response.json()["code"] == "not_ready"
+
+
+async def test_not_ready_behind_the_code_but_ready_ahead_of_it(databases: DatabaseFactory) -> None:
+    """A rolling upgrade migrates first: the old release stays ready on the newer schema; a database
+    behind the code is not ready."""
+    from shared.migrations import upgrade
+
+    url = databases.create("longgang_versions", migrate=False)
+    await asyncio.to_thread(upgrade, "registry", url, "0001")
+    behind = await _readyz(url)
+    assert behind.status_code == 503
+    assert "0001" in behind.json()["detail"]
+
+    await asyncio.to_thread(upgrade, "registry", url)
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute("UPDATE registry.alembic_version SET version_num = 'zz_from_the_future'")
+    finally:
+        await connection.close()
+    ahead = await _readyz(url)
+    assert ahead.status_code == 200
+    assert ahead.json()["migration"] == "zz_from_the_future"

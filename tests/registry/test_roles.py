@@ -21,6 +21,7 @@ from shared.auth import (
     APPLICANT,
     APPROVER,
     AUDITOR,
+    METRICS_READ,
     OFFICER,
     PLATFORM,
     REGISTRY_READ,
@@ -54,6 +55,8 @@ def _records(plural: str, key: str) -> dict[tuple[str, str], frozenset[str]]:
 
 
 MATRIX: dict[tuple[str, str], frozenset[str]] = {
+    # Prometheus, with its own client (metrics:read), and administrators
+    ("GET", "/metrics"): frozenset({METRICS_READ, ADMIN}),
     **_records("organisations", "{credit_code}"),
     **_records("revenues", "{credit_code}/{year}"),
     **_records("affiliations", "{id}"),

@@ -28,6 +28,8 @@ from shared.auth import (
     APPROVER,
     AUDITOR,
     DASHBOARD,
+    DASHBOARD_DETAIL,
+    METRICS_READ,
     OFFICER,
     PLATFORM,
     VENDOR,
@@ -42,6 +44,7 @@ from tests.factories import new_credit_code
 from tests.vouchers.flow import YUAN, approve, approved_m3, issue, m1_decision, redeem, vendor_call
 
 BUREAU_READERS = {OFFICER, APPROVER, ADMIN, AUDITOR}
+AGGREGATE_READERS = {DASHBOARD} | BUREAU_READERS
 WEBHOOK_CLIENTS = {PLATFORM, AUDITOR, ADMIN, APPLICANT, VENDOR}
 
 #: (method, path template) → the roles and scopes that may call it (issue #5's matrix).
@@ -89,6 +92,27 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/webhooks/{webhook_id}/resume"): WEBHOOK_CLIENTS,
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): WEBHOOK_CLIENTS,
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): WEBHOOK_CLIENTS,
+    # the aggregates API (issue #6): the programme's figures, no enterprise named (the last two are
+    # forwarded to the eligibility service, which checks the same roles)
+    ("GET", "/v1/aggregates/summary"): AGGREGATE_READERS,
+    ("GET", "/v1/aggregates/monthly"): AGGREGATE_READERS,
+    ("GET", "/v1/aggregates/revenue-classes"): AGGREGATE_READERS,
+    ("GET", "/v1/aggregates/compute-share"): AGGREGATE_READERS,
+    ("GET", "/v1/aggregates/vendors"): AGGREGATE_READERS,
+    ("GET", "/v1/aggregates/budget"): AGGREGATE_READERS,
+    ("GET", "/v1/aggregates/ceiling-headroom"): AGGREGATE_READERS,
+    ("GET", "/v1/aggregates/applications"): AGGREGATE_READERS,
+    ("GET", "/v1/aggregates/review-queue"): AGGREGATE_READERS,
+    # per enterprise: the bureau; a dashboard client only with the dashboard:detail grant (COMBINED)
+    ("GET", "/v1/aggregates/top-enterprises"): BUREAU_READERS,
+    ("GET", "/v1/aggregates/reconciliation"): {AUDITOR, ADMIN, DASHBOARD},
+    # Prometheus, with its own client (metrics:read), and administrators
+    ("GET", "/metrics"): {METRICS_READ, ADMIN},
+}
+
+#: routes a role may call only together with a grant: route → {role: the grant it also needs}
+COMBINED: dict[tuple[str, str], dict[str, str]] = {
+    ("GET", "/v1/aggregates/top-enterprises"): {DASHBOARD: DASHBOARD_DETAIL},
 }
 
 NO_VOUCHER = "M3-ROLES-NONE"
@@ -169,8 +193,11 @@ def test_the_matrix_covers_every_route_and_says_what_the_code_declares(vouchers_
     )
     # the declarations agree with the matrix (this also covers the documented twin of the hot route)
     for route, declarations in served.items():
-        assert declarations == {tuple(sorted(MATRIX[route]))}, route
-    assert all(DASHBOARD not in allowed for allowed in MATRIX.values())  # no per-enterprise detail
+        assert declarations == {tuple(sorted(MATRIX[route] | set(COMBINED.get(route, {}))))}, route
+    # a dashboard reads aggregates only, never an enterprise's detail
+    assert all(
+        DASHBOARD not in allowed for (_, path), allowed in MATRIX.items() if not path.startswith("/v1/aggregates")
+    )
 
 
 @pytest.mark.parametrize(("method", "template", "scope", "allowed"), list(_cases()))
@@ -185,6 +212,18 @@ async def test_each_role_against_each_route(
     else:
         assert (response.status_code, response.json()["code"]) == (403, "forbidden"), response.text
         assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(("method", "template"), list(COMBINED))
+async def test_a_role_with_its_grant(vouchers: httpx.AsyncClient, method: str, template: str) -> None:
+    """A dashboard client sees per-enterprise figures only with `dashboard:detail`; the grant alone is no role."""
+    method, path, _ = _request(method, template)
+    for role, grant in COMBINED[(method, template)].items():
+        allowed = await vouchers.request(method, path, headers=auth(role, grant, name="roles-combined"))
+        assert allowed.status_code == 200, allowed.text
+        for alone in (role, grant):
+            refused = await vouchers.request(method, path, headers=auth(alone, name=f"roles-{alone}"))
+            assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text
 
 
 @pytest.mark.parametrize(("method", "template"), list(MATRIX))

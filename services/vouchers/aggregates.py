@@ -1,0 +1,606 @@
+"""The aggregates API (issue #6): where the programme's money goes, at a glance.
+
+Every answer is read from the projections (`projections.py`), never by scanning the ledger,
+and says how fresh it is: `as_of` = the last entry projected, when, and how many entries lie
+beyond it. Money is integer fen; `year` is the calendar year, in Shenzhen time, of the event
+(an entry's time), as the ledger's annual ceilings count it, except in `budget`, where it is
+the budget's year (the budget account the money left or returned to).
+
+Flows (issued, redeemed, settled, expired, voided, granted) are what happened in the year;
+`held_fen` and `remaining_fen` are stocks at the end of the year (or now, for the current
+year): what holds still reserve, and what vouchers still hold, over this year and the years
+before it (remaining = issued − redeemed − expired − voided − held). `granted_fen` is net of
+reversed grants. Nothing here names an enterprise except `top-enterprises`, which a dashboard
+client may read only with the `dashboard:detail` grant.
+
+Two endpoints are the eligibility service's, forwarded with the caller's own token so a
+dashboard reads one origin: `applications` and `review-queue`. Eligibility down → 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import ROUND_DOWN, Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from shared.auth import (
+    ADMIN,
+    APPROVER,
+    AUDITOR,
+    DASHBOARD,
+    DASHBOARD_DETAIL,
+    FORBIDDEN,
+    OFFICER,
+    Principal,
+    require,
+)
+from shared.db import SessionDep
+from shared.errors import ProblemError
+from shared.peers import PeerClient, PeerRejected, PeerUnavailable, make_peer_client
+
+from .chain import _close, connect
+from .endpoints import Now
+from .hotpath import HotPath, local_today
+from .policy.budgets import Budgets, load_budget_file
+from .projections import AsOf, Reconciler, Reconciliation, as_of
+from .settings import VouchersSettings
+
+router = APIRouter(tags=["aggregates"])
+
+#: who reads the programme's aggregates (nothing per enterprise)
+READERS = (DASHBOARD, ADMIN, AUDITOR, OFFICER, APPROVER)
+#: who reads per-enterprise figures outright; a dashboard client needs `dashboard:detail` as well
+DETAIL_READERS = (OFFICER, APPROVER, ADMIN, AUDITOR)
+Reader = Annotated[Principal, require(*READERS)]
+Year = Annotated[int | None, Query(ge=2000, le=2100, description="Calendar year (Shenzhen time); default: this year")]
+MeasureFilter = Annotated[str | None, Query(pattern=r"^M(1[0-5]|[1-9])$", description="One measure, e.g. M1")]
+VOUCHER_MEASURES = ("M1", "M3")
+SHARES = ("district", "domestic", "other")
+
+
+# --- answers ----------------------------------------------------------------------------------------
+
+
+class AsOfRead(BaseModel):
+    entry_id: int = Field(description="The last ledger entry projected (in commit-safe (txid, id) order)")
+    projected_at: datetime = Field(description="When the projector last advanced")
+    lag_entries: int = Field(description="Entries written after it, not yet projected (estimated above 10,000)")
+
+
+class Totals(BaseModel):
+    issued_fen: int
+    redeemed_fen: int
+    held_fen: int = Field(description="Still reserved by holds at the end of the year (a stock)")
+    settled_fen: int
+    expired_fen: int
+    voided_fen: int
+    granted_fen: int = Field(description="Grants disbursed, net of reversed grants")
+    remaining_fen: int = Field(description="Still in vouchers at the end of the year (a stock)")
+
+
+class MeasureTotals(Totals):
+    measure: str
+
+
+class SummaryRead(BaseModel):
+    year: int
+    totals: Totals
+    by_measure: list[MeasureTotals]
+    as_of: AsOfRead
+
+
+class MonthRead(BaseModel):
+    month: int
+    issued_fen: int
+    redeemed_fen: int
+    settled_fen: int
+    expired_fen: int
+    granted_fen: int
+
+
+class MonthlyRead(BaseModel):
+    year: int
+    measure: str | None
+    months: list[MonthRead]
+    as_of: AsOfRead
+
+
+class RevenueClassRead(BaseModel):
+    revenue_class: str = Field(description="M1 revenue class (C1…C5), `unknown` when the voucher did not record it")
+    issued_fen: int
+    redeemed_fen: int
+    vouchers: int
+
+
+class RevenueClassesRead(BaseModel):
+    year: int
+    classes: list[RevenueClassRead]
+    as_of: AsOfRead
+
+
+class ShareRead(BaseModel):
+    share: str = Field(description="district (incl. district and domestic), domestic (only), other; unknown if any")
+    redeemed_fen: int
+    issued_fen: int
+
+
+class ComputeShareRead(BaseModel):
+    year: int
+    shares: list[ShareRead]
+    as_of: AsOfRead
+
+
+class VendorRead(BaseModel):
+    vendor: str
+    redeemed_fen: int
+    settled_fen: int
+    redemptions: int
+
+
+class VendorsRead(BaseModel):
+    year: int
+    measure: str | None
+    vendors: list[VendorRead]
+    as_of: AsOfRead
+
+
+class BudgetLine(BaseModel):
+    measure: str
+    budget_fen: int | None = Field(description="None: no budget stands for this measure and year")
+    used_fen: int = Field(description="issued + granted − returned (voided, expired, reversed) on the budget account")
+    remaining_fen: int | None
+    used_ratio: str | None = Field(description="used ÷ budget, rounded down to 4 places")
+    budget_source: str | None
+    budget_status: str | None = Field(description="given, provisional or interpretation")
+
+
+class BudgetRead(BaseModel):
+    year: int
+    budget_file_version: str
+    measures: list[BudgetLine]
+    as_of: AsOfRead
+
+
+class Bucket(BaseModel):
+    from_fen: int
+    to_fen: int = Field(description="Exclusive, except for the last bucket")
+    enterprises: int
+
+
+class HeadroomRead(BaseModel):
+    year: int
+    ceiling: Literal["claims", "redemptions"]
+    limit_fen: int | None = Field(description="The ceiling (the highest, if it changed during the year)")
+    buckets: list[Bucket]
+    enterprises: int
+    at_ceiling: int
+    as_of: AsOfRead
+
+
+class EnterpriseRead(BaseModel):
+    credit_code: str
+    issued_fen: int
+    redeemed_fen: int
+    granted_fen: int
+
+
+class TopEnterprisesRead(BaseModel):
+    year: int
+    enterprises: list[EnterpriseRead]
+    as_of: AsOfRead
+
+
+class DifferenceRead(BaseModel):
+    projection: str = Field(description="table.column (counts for entries, redemptions, vouchers)")
+    key: str
+    projected_fen: int | None
+    ledger_fen: int | None
+
+
+class ReconciliationRead(BaseModel):
+    ok: bool
+    checked_through_entry_id: int
+    differences: list[DifferenceRead] = Field(description="At most 1,000")
+    differences_total: int
+    checked_at: datetime
+    seconds: float
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+async def _raw(session: Any) -> Any:
+    raw = await (await session.connection()).get_raw_connection()
+    return raw.driver_connection
+
+
+def _as_of(found: AsOf) -> AsOfRead:
+    return AsOfRead(entry_id=found.entry_id, projected_at=found.projected_at, lag_entries=found.lag_entries)
+
+
+def _year(year: int | None, moment: datetime) -> int:
+    return year if year is not None else local_today(moment).year
+
+
+def _measure_order(measure: str) -> tuple[int, str]:
+    digits = measure[1:]
+    return (int(digits), measure) if digits.isdigit() else (999, measure)
+
+
+def _ratio(used: int, budget: int | None) -> str | None:
+    if not budget:
+        return None
+    return str((Decimal(used) / Decimal(budget)).quantize(Decimal("0.0001"), rounding=ROUND_DOWN))
+
+
+# --- the projected aggregates --------------------------------------------------------------------------
+
+SUMMARY_SQL = """
+    SELECT measure, year = $1 AS this_year, flow, sum(amount_fen)::bigint AS fen
+    FROM vouchers.agg_flows WHERE year <= $1 GROUP BY measure, year = $1, flow
+"""
+
+
+@router.get("/v1/aggregates/summary", response_model=SummaryRead, summary="Totals of the year, by measure")
+async def summary(_: Reader, session: SessionDep, moment: Now, year: Year = None) -> SummaryRead:
+    year = _year(year, moment)
+    connection = await _raw(session)
+    rows = await connection.fetch(SUMMARY_SQL, year)
+    freshness = await as_of(connection)
+    flows: dict[str, dict[str, int]] = {}
+    stock: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if row["this_year"]:
+            flows.setdefault(row["measure"], {})[row["flow"]] = int(row["fen"])
+        bucket = stock.setdefault(row["measure"], {})
+        bucket[row["flow"]] = bucket.get(row["flow"], 0) + int(row["fen"])
+    lines = []
+    for measure in sorted(set(flows) | {m for m, s in stock.items() if any(s.values())}, key=_measure_order):
+        now, ever = flows.get(measure, {}), stock.get(measure, {})
+        held = ever.get("held", 0)
+        remaining = ever.get("issued", 0) - sum(ever.get(f, 0) for f in ("redeemed", "expired", "voided")) - held
+        if not now and not held and not remaining:
+            continue
+        lines.append(
+            MeasureTotals(
+                measure=measure,
+                issued_fen=now.get("issued", 0),
+                redeemed_fen=now.get("redeemed", 0),
+                held_fen=held,
+                settled_fen=now.get("settled", 0),
+                expired_fen=now.get("expired", 0),
+                voided_fen=now.get("voided", 0),
+                granted_fen=now.get("granted", 0) - now.get("reversed", 0),
+                remaining_fen=remaining,
+            )
+        )
+    totals = Totals(**{name: sum(getattr(line, name) for line in lines) for name in Totals.model_fields})
+    return SummaryRead(year=year, totals=totals, by_measure=lines, as_of=_as_of(freshness))
+
+
+@router.get("/v1/aggregates/monthly", response_model=MonthlyRead, summary="The year month by month")
+async def monthly(
+    _: Reader, session: SessionDep, moment: Now, year: Year = None, measure: MeasureFilter = None
+) -> MonthlyRead:
+    year = _year(year, moment)
+    connection = await _raw(session)
+    rows = await connection.fetch(
+        "SELECT month, flow, sum(amount_fen)::bigint AS fen FROM vouchers.agg_flows "
+        "WHERE year = $1 AND ($2::text IS NULL OR measure = $2) GROUP BY month, flow",
+        year,
+        measure,
+    )
+    freshness = await as_of(connection)
+    months: dict[int, dict[str, int]] = {m: {} for m in range(1, 13)}
+    for row in rows:
+        months[int(row["month"])][row["flow"]] = int(row["fen"])
+    return MonthlyRead(
+        year=year,
+        measure=measure,
+        months=[
+            MonthRead(
+                month=m,
+                issued_fen=f.get("issued", 0),
+                redeemed_fen=f.get("redeemed", 0),
+                settled_fen=f.get("settled", 0),
+                expired_fen=f.get("expired", 0),
+                granted_fen=f.get("granted", 0) - f.get("reversed", 0),
+            )
+            for m, f in months.items()
+        ],
+        as_of=_as_of(freshness),
+    )
+
+
+@router.get(
+    "/v1/aggregates/revenue-classes",
+    response_model=RevenueClassesRead,
+    summary="Compute vouchers (M1) by the holder's revenue class",
+)
+async def revenue_classes(_: Reader, session: SessionDep, moment: Now, year: Year = None) -> RevenueClassesRead:
+    year = _year(year, moment)
+    connection = await _raw(session)
+    rows = await connection.fetch(
+        "SELECT revenue_class, issued_fen, redeemed_fen, vouchers FROM vouchers.agg_m1_classes WHERE year = $1 "
+        "ORDER BY revenue_class = 'unknown', revenue_class",
+        year,
+    )
+    freshness = await as_of(connection)
+    return RevenueClassesRead(
+        year=year, classes=[RevenueClassRead.model_validate(dict(row)) for row in rows], as_of=_as_of(freshness)
+    )
+
+
+@router.get(
+    "/v1/aggregates/compute-share",
+    response_model=ComputeShareRead,
+    summary="Compute vouchers (M1) by district / domestic compute, apportioned by each voucher's compute base",
+)
+async def compute_share(_: Reader, session: SessionDep, moment: Now, year: Year = None) -> ComputeShareRead:
+    year = _year(year, moment)
+    connection = await _raw(session)
+    rows = await connection.fetch(
+        "SELECT share, issued_fen, redeemed_fen FROM vouchers.agg_m1_shares WHERE year = $1", year
+    )
+    freshness = await as_of(connection)
+    found = {row["share"]: row for row in rows}
+    shares = [*SHARES, *(["unknown"] if "unknown" in found else [])]
+    return ComputeShareRead(
+        year=year,
+        shares=[
+            ShareRead(
+                share=share,
+                redeemed_fen=int(found[share]["redeemed_fen"]) if share in found else 0,
+                issued_fen=int(found[share]["issued_fen"]) if share in found else 0,
+            )
+            for share in shares
+        ],
+        as_of=_as_of(freshness),
+    )
+
+
+@router.get("/v1/aggregates/vendors", response_model=VendorsRead, summary="Vendors ranked by the amount redeemed")
+async def vendors(
+    _: Reader,
+    session: SessionDep,
+    moment: Now,
+    year: Year = None,
+    measure: MeasureFilter = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> VendorsRead:
+    year = _year(year, moment)
+    connection = await _raw(session)
+    rows = await connection.fetch(
+        "SELECT vendor, sum(redeemed_fen)::bigint AS redeemed_fen, sum(settled_fen)::bigint AS settled_fen, "
+        "sum(redemptions)::bigint AS redemptions FROM vouchers.agg_vendors "
+        "WHERE year = $1 AND ($2::text IS NULL OR measure = $2) GROUP BY vendor "
+        "ORDER BY redeemed_fen DESC, vendor LIMIT $3",
+        year,
+        measure,
+        limit,
+    )
+    freshness = await as_of(connection)
+    return VendorsRead(
+        year=year,
+        measure=measure,
+        vendors=[VendorRead.model_validate(dict(row)) for row in rows],
+        as_of=_as_of(freshness),
+    )
+
+
+@router.get(
+    "/v1/aggregates/budget",
+    response_model=BudgetRead,
+    summary="Budget used against the budget, per measure (clause A2; figures from policy/budgets.yaml)",
+)
+async def budget(request: Request, _: Reader, session: SessionDep, moment: Now, year: Year = None) -> BudgetRead:
+    year = _year(year, moment)
+    budgets: Budgets = request.app.state.budgets
+    connection = await _raw(session)
+    rows = await connection.fetch(
+        "SELECT measure, (issued_fen + granted_fen - returned_fen - reversed_fen)::bigint AS used_fen "
+        "FROM vouchers.agg_budget WHERE year = $1",
+        year,
+    )
+    freshness = await as_of(connection)
+    used = {row["measure"]: int(row["used_fen"]) for row in rows}
+    today = local_today(moment)
+    standing = {m: b for m in budgets.measures() if (b := budgets.budget(m, year, today)) is not None}
+    lines = []
+    for measure in sorted(set(used) | set(standing), key=_measure_order):
+        figure = standing.get(measure)
+        spent = used.get(measure, 0)
+        amount = figure.budget_fen if figure else None
+        lines.append(
+            BudgetLine(
+                measure=measure,
+                budget_fen=amount,
+                used_fen=spent,
+                remaining_fen=None if amount is None else amount - spent,
+                used_ratio=_ratio(spent, amount),
+                budget_source=figure.source if figure else None,
+                budget_status=figure.status if figure else None,
+            )
+        )
+    return BudgetRead(year=year, budget_file_version=budgets.version, measures=lines, as_of=_as_of(freshness))
+
+
+HEADROOM_SQL = """
+    WITH a AS (
+        SELECT limit_fen, limit_fen - used_fen AS headroom FROM vouchers.allowances WHERE kind = $2 AND year = $1
+    ), top AS (SELECT max(limit_fen) AS top FROM a),
+    width AS (SELECT greatest(1, ceil(top::numeric / $3))::bigint AS width FROM top)
+    SELECT (SELECT top FROM top) AS top, (SELECT width FROM width) AS width,
+           least(a.headroom / (SELECT width FROM width), $3 - 1) AS bucket,
+           count(*) AS enterprises, count(*) FILTER (WHERE a.headroom <= 0) AS at_ceiling
+    FROM a GROUP BY 3
+"""
+
+
+@router.get(
+    "/v1/aggregates/ceiling-headroom",
+    response_model=HeadroomRead,
+    summary="M3 annual ceilings: how many enterprises have how much headroom left (live, from the ceilings)",
+)
+async def ceiling_headroom(
+    _: Reader,
+    session: SessionDep,
+    moment: Now,
+    year: Year = None,
+    ceiling: Annotated[Literal["claims", "redemptions"], Query(description="Which M3 annual ceiling")] = "claims",
+    buckets: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> HeadroomRead:
+    """Read from the ceiling rows themselves (changed in the claim's or redemption's own transaction): live."""
+    year = _year(year, moment)
+    connection = await _raw(session)
+    rows = await connection.fetch(HEADROOM_SQL, year, f"M3.{ceiling}", buckets)
+    newest = await connection.fetchval("SELECT coalesce(max(id), 0) FROM vouchers.entries")
+    top = int(rows[0]["top"]) if rows else None
+    width = int(rows[0]["width"]) if rows else 0
+    counts = {int(row["bucket"]): int(row["enterprises"]) for row in rows}
+    edges = [min(i * width, top) for i in range(buckets)] + [top] if top is not None else []
+    return HeadroomRead(
+        year=year,
+        ceiling=ceiling,
+        limit_fen=top,
+        buckets=[Bucket(from_fen=edges[i], to_fen=edges[i + 1], enterprises=counts.get(i, 0)) for i in range(buckets)]
+        if top is not None
+        else [],
+        enterprises=sum(counts.values()),
+        at_ceiling=sum(int(row["at_ceiling"]) for row in rows),
+        as_of=AsOfRead(entry_id=int(newest), projected_at=datetime.now(UTC), lag_entries=0),
+    )
+
+
+@router.get(
+    "/v1/aggregates/top-enterprises",
+    response_model=TopEnterprisesRead,
+    summary="Enterprises with the largest amounts awarded (vouchers issued + grants); per-enterprise detail",
+)
+async def top_enterprises(
+    principal: Annotated[Principal, require(*DETAIL_READERS, DASHBOARD)],
+    session: SessionDep,
+    moment: Now,
+    year: Year = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> TopEnterprisesRead:
+    if not principal.has(*DETAIL_READERS) and not principal.has(DASHBOARD_DETAIL):
+        raise ProblemError(FORBIDDEN, needed=f"{', '.join(DETAIL_READERS)}, {DASHBOARD} + {DASHBOARD_DETAIL}")
+    year = _year(year, moment)
+    connection = await _raw(session)
+    rows = await connection.fetch(
+        "SELECT holder AS credit_code, issued_fen, redeemed_fen, granted_fen FROM vouchers.agg_holders "
+        "WHERE year = $1 AND (awarded_fen <> 0 OR redeemed_fen <> 0) ORDER BY awarded_fen DESC, holder LIMIT $2",
+        year,
+        limit,
+    )
+    freshness = await as_of(connection)
+    return TopEnterprisesRead(
+        year=year, enterprises=[EnterpriseRead.model_validate(dict(row)) for row in rows], as_of=_as_of(freshness)
+    )
+
+
+# --- reconciliation ------------------------------------------------------------------------------------
+
+
+def _reconciliation_read(result: Reconciliation) -> ReconciliationRead:
+    return ReconciliationRead(
+        ok=result.ok,
+        checked_through_entry_id=result.checked_through_entry_id,
+        differences=[DifferenceRead.model_validate(vars(d)) for d in result.differences],
+        differences_total=result.differences_total,
+        checked_at=result.checked_at,
+        seconds=round(result.seconds, 3),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _own_connection(request: Request, timeout_ms: int) -> AsyncIterator[Any]:
+    hotpath: HotPath = request.app.state.hotpath
+    connection = await connect(hotpath.dsn, hotpath.role, "vouchers-reconciliation", timeout_ms)
+    try:
+        yield connection
+    finally:
+        await _close(connection)
+
+
+@router.get(
+    "/v1/aggregates/reconciliation",
+    response_model=ReconciliationRead,
+    summary="The projections checked against the ledger: the last check (or a new one with fresh=true)",
+    dependencies=[require(AUDITOR, ADMIN, DASHBOARD)],
+)
+async def reconciliation(
+    request: Request,
+    fresh: Annotated[bool, Query(description="Check now (a scan of the ledger) instead of showing the last check")] = (
+        False
+    ),
+) -> ReconciliationRead:
+    reconciler: Reconciler = request.app.state.reconciler
+    result = reconciler.last
+    if fresh or result is None:
+        async with _own_connection(request, reconciler.statement_timeout_ms) as connection:
+            result = await reconciler.check(connection)
+    return _reconciliation_read(result)
+
+
+# --- forwarded to the eligibility service --------------------------------------------------------------
+
+
+async def _forward(request: Request, path: str) -> Response:
+    """The eligibility service's answer, asked with the caller's own token (its roles apply there too)."""
+    forwarder: PeerClient = request.app.state.eligibility_forwarder
+    headers = {"Authorization": request.headers.get("authorization", "")}
+    if "accept-language" in request.headers:
+        headers["Accept-Language"] = request.headers["accept-language"]
+    try:
+        body = await forwarder.get_json(path, params=dict(request.query_params), headers=headers)
+    except PeerRejected as exc:  # its refusal, as it gave it (401, 403, 422 …)
+        return JSONResponse(exc.body, status_code=exc.status, media_type="application/problem+json")
+    except PeerUnavailable as exc:
+        raise exc.as_problem() from exc
+    return JSONResponse(body)
+
+
+FORWARDED: dict[int | str, dict[str, Any]] = {200: {"description": "The eligibility service's answer (see its API)"}}
+
+
+@router.get(
+    "/v1/aggregates/applications",
+    summary="Applications by measure and outcome (the eligibility service's, forwarded)",
+    responses=FORWARDED,
+)
+async def applications(request: Request, _: Reader, year: Year = None) -> Response:
+    return await _forward(request, "/v1/aggregates/applications")
+
+
+@router.get(
+    "/v1/aggregates/review-queue",
+    summary="The review queue's size and age (the eligibility service's, forwarded)",
+    responses=FORWARDED,
+)
+async def review_queue(request: Request, _: Reader) -> Response:
+    return await _forward(request, "/v1/aggregates/review-queue")
+
+
+# --- wiring -------------------------------------------------------------------------------------------
+
+
+def configure(app: FastAPI, settings: VouchersSettings) -> None:
+    """Load the budgets (a bad file stops the service here) and the forwarding client."""
+    app.state.budgets = load_budget_file(settings.budget_file)
+    app.state.eligibility_forwarder = PeerClient(
+        "eligibility", make_peer_client(settings.eligibility_url, timeout_seconds=settings.peer_timeout_seconds)
+    )
+
+
+async def close(app: FastAPI) -> None:
+    forwarder: PeerClient | None = getattr(app.state, "eligibility_forwarder", None)
+    if forwarder is not None:
+        await forwarder.aclose()
