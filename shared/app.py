@@ -68,6 +68,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "The token's role may not do this",
         404: "Not found",
         409: "Conflict",
+        413: "Request body too large",
         422: "Invalid input (problem+json with per-field `errors`)",
         503: "A dependency is unavailable; retry after `Retry-After` seconds",
     }.items()

@@ -6,6 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.context import request_id_var
 from shared.errors import PAYLOAD_TOO_LARGE, PROBLEM_JSON
 
 
@@ -18,7 +19,8 @@ class BodySizeLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        # every field of the documented Problem (shared/app.py), as the exception handlers answer
         body = {
             "type": "urn:longgang-ai:problem:" + PAYLOAD_TOO_LARGE.code,
             "title": PAYLOAD_TOO_LARGE.en.format(limit=self.max_bytes),
@@ -27,6 +29,8 @@ class BodySizeLimitMiddleware:
             "detail": PAYLOAD_TOO_LARGE.zh.format(limit=self.max_bytes)
             + " / "
             + PAYLOAD_TOO_LARGE.en.format(limit=self.max_bytes),
+            "instance": scope.get("path", ""),
+            "request_id": request_id_var.get(),
         }
         payload = json.dumps(body, ensure_ascii=False).encode()
         await send(
@@ -44,7 +48,7 @@ class BodySizeLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
         seen = 0
 
@@ -60,4 +64,4 @@ class BodySizeLimitMiddleware:
         try:
             await self.app(scope, limited_receive, send)
         except BodyTooLarge:
-            await self._refuse(send)
+            await self._refuse(scope, send)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
@@ -197,7 +198,9 @@ def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
 
 
 def _url_key(resource: records.Resource, read: BaseModel) -> dict[str, str]:
-    return {name: str(getattr(read, name)) for name in resource.key}
+    """The record's key as path segments for `url_for`: percent-encoded, since a key may hold any character
+    (a filing number in Chinese, say) and a header is latin-1 only."""
+    return {name: quote(str(getattr(read, name)), safe="") for name in resource.key}
 
 
 router = APIRouter()

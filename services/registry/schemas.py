@@ -235,7 +235,8 @@ class FilingState(Input):
 
 
 class FilingCreate(EffectiveFrom):
-    number: Annotated[str, Field(min_length=3, max_length=120)]
+    # the number is the record's key in its URL (/v1/filings/{number}): a "/" would make it unreachable
+    number: Annotated[str, Field(min_length=3, max_length=120, pattern=r"^[^/]+$")]
     model_id: uuid.UUID
     kind: FilingKind
     status: FilingStatus | None = Field(default=None, description="Defaults to filed / registered by kind")

@@ -2,11 +2,11 @@
 
 Every operation each service documents is called with requests generated from its OpenAPI
 document (valid ones and deliberately invalid ones: schemathesis' positive and negative
-modes, its coverage phase's boundary values, and the documents' examples), as a client that
-may call it: the route's own `require(...)` scopes (shared.auth.route_scopes) pick the
-token, an admin's where admin is allowed, else the first role the route accepts (a vendor
-or applicant token is bound to an organisation that exists in the live registry). Each
-answer must hold:
+modes, its coverage phase's boundary values and other methods on each path, and the
+documents' examples), as a client that may call it: the route's own `require(...)` scopes
+(shared.auth.route_scopes) pick the token, an admin's where admin is allowed, else the first
+role the route accepts (vendor and applicant tokens are bound to organisations that exist).
+Each answer must hold:
 
 - no 5xx (`not_a_server_error`): a 500 on any input is a bug;
 - the status code is one the operation documents, with a documented content type, and the
@@ -15,11 +15,19 @@ answer must hold:
 - every 4xx is `application/problem+json` with a stable `code`, the `status` and a `detail`
   (`problem_details`, below).
 
-The apps run in this process over ASGI (schemathesis' own client: one event loop thread for
-every app), each on a throw-away database of its own, so that random writes never reach
-another test's data; their peers are the session's live registry and eligibility processes.
-Generation is derandomized with a fixed seed and a modest number of examples per operation,
-so CI replays the same requests every run.
+Random identifiers find nothing, so each service is first given real data (organisations,
+a filed model, applications, approved decisions, issued vouchers with a hold, a redemption
+and a settlement batch, a grant, a webhook), and every other generated case of an operation
+gets those identifiers in place of the generated ones (`Known`): the happy paths and the
+conflicts are checked too, with every other field still generated.
+
+The apps run in this process over ASGI (schemathesis' client: one event loop thread for every
+app), each on a throw-away database of its own, so random writes never reach another test's
+data; their peers are the session's live registry and eligibility processes. Generation is
+derandomized (Hypothesis' fixed seed per test) with a modest number of examples per
+operation, so CI sends the same requests every run: about 10,000 requests, 2 minutes.
+`SCHEMATHESIS_MAX_EXAMPLES=200` explores further; `SCHEMATHESIS_TRACE=file` appends every
+request's operation and answer to a file (to see what was reached).
 
 Excluded operations and why: none.
 """
@@ -27,13 +35,16 @@ Excluded operations and why: none.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
@@ -46,11 +57,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shared.auth import ADMIN, APPLICANT, VENDOR, iter_routes, route_scopes
+from shared.auth import ADMIN, APPLICANT, APPROVER, OFFICER, VENDOR, iter_routes, route_scopes
 from shared.events import WebhookSettings
 from tests.auth import admin, as_applicant, as_vendor, auth
 from tests.conftest import DatabaseFactory
 from tests.factories import new_credit_code, organisation_payload
+from tests.vouchers.flow import YUAN, approve, approved_m3, m1_decision, submit
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -131,9 +143,11 @@ def problem_details(ctx: Any, response: schemathesis.Response, case: schemathesi
     except ValueError as exc:
         raise AssertionError(f"{response.status_code}: the problem body is not JSON") from exc
     assert isinstance(body, dict), f"{response.status_code}: the problem body is not an object"
-    assert isinstance(body.get("code"), str) and body["code"], f"no stable `code` in {body}"
+    assert isinstance(body.get("code"), str), f"no stable `code` in {body}"
+    assert body["code"], f"an empty `code` in {body}"
     assert body.get("status") == response.status_code, f"`status` {body.get('status')} != {response.status_code}"
-    assert isinstance(body.get("detail"), str) and body["detail"], f"no `detail` in {body}"
+    assert isinstance(body.get("detail"), str), f"no `detail` in {body}"
+    assert body["detail"], f"an empty `detail` in {body}"
 
 
 CHECKS = [
@@ -146,19 +160,19 @@ CHECKS = [
 ]
 
 
-# --- who calls ---------------------------------------------------------------------------------------
+# --- who calls, and on what -------------------------------------------------------------------------
 
 
 class Callers:
     """The token for each operation: from the route's declared scopes."""
 
-    def __init__(self, app: FastAPI, *, applicant: str, vendor: str) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self.scopes: dict[tuple[str, str], tuple[str, ...] | None] = {}
         for context in iter_routes(app):
             for method in context.methods or ():
                 self.scopes[(method, str(context.path))] = route_scopes(context)
-        self.applicant = applicant
-        self.vendor = vendor
+        self.applicant = ""  # organisations the bound tokens act for (set when the data is seeded)
+        self.vendor = ""
 
     def headers(self, case: schemathesis.Case) -> dict[str, str]:
         # the operation's own method: the coverage phase also sends other methods to its path (expecting 405)
@@ -169,10 +183,26 @@ class Callers:
             return {}
         role = ADMIN if ADMIN in scopes else scopes[0]
         if role == VENDOR:
+            assert self.vendor
             return as_vendor(self.vendor)
         if role == APPLICANT:
+            assert self.applicant
             return as_applicant(self.applicant)
-        return auth(role, name="schemathesis")
+        return auth(role, name="schemathesis")  # the seeding's admin too: webhooks are per client
+
+
+@dataclass
+class Known:
+    """Values that exist in the service's data, by parameter name (path, query) or top-level body field.
+
+    Random identifiers find nothing, so every other generated case of an operation gets these
+    in place of the generated ones (in turn): the happy paths and the conflicts are reached
+    too, with everything else still generated.
+    """
+
+    path: dict[str, list[Any]] = field(default_factory=dict)
+    query: dict[str, list[Any]] = field(default_factory=dict)
+    body: dict[str, list[Any]] = field(default_factory=dict)
 
 
 class Resident:
@@ -240,59 +270,112 @@ class Resident:
 
 
 class Fuzzed:
-    def __init__(self, app: FastAPI, callers: Callers) -> None:
+    """One service under test: its app, who calls, and the values its data holds."""
+
+    def __init__(self, app: FastAPI) -> None:
+        # no webhook is ever delivered (the dispatcher is off) and no URL is resolved: fuzzed URLs stay unreached
+        app.state.webhook_settings = WebhookSettings(poll_seconds=0, allow_private_networks=True)
         self.app = Resident(app)
-        self.callers = callers
+        self.callers = Callers(app)
+        self.known = Known()
+        self._turns: dict[str, itertools.count[int]] = {}
+
+    def client(self, **headers: str) -> Any:
+        """A client of the app for seeding (the same event loop as the tests' requests); admin by default."""
+        client = asgi.get_client(self.app)
+        client.headers.update(headers or auth(ADMIN, name="schemathesis"))
+        return client
+
+    def _use_known(self, case: schemathesis.Case) -> None:
+        turn = next(self._turns.setdefault(case.operation.label, itertools.count()))
+        if turn % 2 == 0:
+            return
+
+        def pick(values: list[Any]) -> Any:
+            return values[(turn // 2) % len(values)]
+
+        for container, known in ((case.path_parameters, self.known.path), (case.query, self.known.query)):
+            if isinstance(container, dict):
+                for name, values in known.items():
+                    if values and name in container:
+                        container[name] = pick(values)
+        if isinstance(case.body, dict):
+            for name, values in self.known.body.items():
+                if values and name in case.body:
+                    case.body[name] = pick(values)
 
     def run(self, case: schemathesis.Case) -> None:
+        self._use_known(case)
         response = case.call_and_validate(app=self.app, headers=self.callers.headers(case), checks=CHECKS)
-        if os.environ.get("PROBE"):
-            with open(os.environ["PROBE"], "a") as f:
-                f.write(f"{case.method} {case.operation.path} {response.status_code} {response.content[:150]!r}\n")
+        trace = os.environ.get("SCHEMATHESIS_TRACE")
+        if trace:
+            with open(trace, "a", encoding="utf-8") as log:
+                log.write(f"{case.method} {case.operation.path} {response.status_code} {response.content[:150]!r}\n")
 
 
-# --- the apps under test ---------------------------------------------------------------------------
+# --- the data the requests find ------------------------------------------------------------------------
 
 
-class Organisations:
-    """An applicant and a vendor (compute and model) in the live registry, for bound tokens."""
-
-    def __init__(self, applicant: str, vendor: str) -> None:
-        self.applicant = applicant
-        self.vendor = vendor
-
-
-def _post(client: Any, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    response = client.post(path, json=payload)
+def _created(response: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
-def _seed_registry(client: Any) -> Organisations:
-    """A few real records (organisations, revenue, a vendor with a model and a filing, a recognition)."""
-    applicant = _post(client, "/v1/organisations", organisation_payload(registered_on="2021-01-04"))["credit_code"]
-    vendor = _post(client, "/v1/organisations", organisation_payload(registered_on="2021-01-04"))["credit_code"]
-    _post(client, "/v1/revenues", {"credit_code": applicant, "year": 2024, "revenue_fen": 300_000_000})
-    _post(
-        client,
-        "/v1/vendors",
-        {"credit_code": vendor, "effective_from": "2021-01-04", "is_model_vendor": True, "is_compute_vendor": True},
+def _seed_registry(client: Any) -> dict[str, Any]:
+    """Real records: two organisations (an applicant with revenue; a compute and model vendor with a filed
+    model), an affiliation and a recognition. `client` is httpx or requests, with an admin's token."""
+
+    def post(path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return _created(client.post(path, json=payload))
+
+    applicant = post("/v1/organisations", organisation_payload(registered_on="2021-01-04"))["credit_code"]
+    vendor = post("/v1/organisations", organisation_payload(registered_on="2021-01-04"))["credit_code"]
+    for year in (2024, 2025):
+        post("/v1/revenues", {"credit_code": applicant, "year": year, "revenue_fen": 500_000_000})
+    flags = {"is_model_vendor": True, "is_compute_vendor": True}
+    post("/v1/vendors", {"credit_code": vendor, "effective_from": "2021-01-04", **flags})
+    model = post("/v1/models", {"vendor_credit_code": vendor, "name": "龙岗模型-fuzz", "effective_from": "2021-01-04"})
+    number = f"Guangdong-Fuzz{new_credit_code()[-8:]}-202403010001"
+    post("/v1/filings", {"number": number, "model_id": model["id"], "kind": "filing", "filed_on": "2024-03-01"})
+    affiliation = post(
+        "/v1/affiliations",
+        {"credit_code_a": applicant, "credit_code_b": vendor, "relation": "control", "effective_from": "2022-01-01"},
     )
-    model = _post(
-        client, "/v1/models", {"vendor_credit_code": vendor, "name": "龙岗模型-schemathesis", "effective_from": "2021-01-04"}
-    )
-    _post(
-        client,
-        "/v1/filings",
+    recognition = post(
+        "/v1/recognitions",
         {
-            "number": f"Guangdong-Fuzz{new_credit_code()[-8:]}-202403010001",
-            "model_id": model["id"],
-            "kind": "filing",
-            "filed_on": "2024-03-01",
+            "credit_code": applicant,
+            "recognised_on": "2025-05-01",
+            "details": {"kind": "major_ai_project", "project": "龙岗工业大模型"},
         },
     )
-    return Organisations(applicant, vendor)
+    return {
+        "applicant": applicant,
+        "vendor": vendor,
+        "model": model["id"],
+        "filing": number,
+        "affiliation": affiliation["id"],
+        "recognition": recognition["id"],
+    }
+
+
+WEBHOOK_URL = "https://hooks.example.com/longgang"  # never called: the fuzzed apps deliver no webhook
+
+
+def _webhook(client: Any) -> Known:
+    """A webhook subscription of the fuzzing client (webhooks are per client)."""
+    webhook = _created(client.post("/v1/webhooks", json={"url": WEBHOOK_URL}))
+    return Known(path={"webhook_id": [webhook["id"]]}, body={"url": [WEBHOOK_URL], "event_types": [[]]})
+
+
+def _merge(*parts: Known) -> Known:
+    merged = Known()
+    for part in parts:
+        merged.path.update(part.path)
+        merged.query.update(part.query)
+        merged.body.update(part.body)
+    return merged
 
 
 @pytest.fixture(scope="module")
@@ -305,17 +388,10 @@ def _residents() -> Iterator[list[Resident]]:
 
 
 @pytest.fixture(scope="module")
-def live_organisations(live_registry: str) -> Organisations:
+def live_records(live_registry: str) -> dict[str, Any]:
+    """Records in the live registry, which the eligibility and vouchers apps read."""
     with httpx.Client(base_url=live_registry, headers=admin(), timeout=30) as client:
         return _seed_registry(client)
-
-
-def _fuzzed(app: FastAPI, residents: list[Resident], organisations: Organisations) -> Fuzzed:
-    # no webhook is ever delivered (the dispatcher is off) and no URL is resolved: fuzzed URLs stay unreached
-    app.state.webhook_settings = WebhookSettings(poll_seconds=0, allow_private_networks=True)
-    fuzzed = Fuzzed(app, Callers(app, applicant=organisations.applicant, vendor=organisations.vendor))
-    residents.append(fuzzed.app)
-    return fuzzed
 
 
 def _peer_settings(env: dict[str, str], service: str) -> dict[str, Any]:
@@ -328,13 +404,56 @@ def _peer_settings(env: dict[str, str], service: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def registry_fuzz(databases: DatabaseFactory, _residents: list[Resident]) -> Fuzzed:
-    app = _build_app("registry", databases.create("longgang_fuzz_registry"))
-    fuzzed = _fuzzed(app, _residents, Organisations(applicant="", vendor=""))
-    with asgi.get_client(fuzzed.app) as client:
-        client.headers.update(admin())
+    fuzzed = Fuzzed(_build_app("registry", databases.create("longgang_fuzz_registry")))
+    _residents.append(fuzzed.app)
+    with fuzzed.client() as client:
         own = _seed_registry(client)
-    fuzzed.callers.applicant, fuzzed.callers.vendor = own.applicant, own.vendor
+        webhook = _webhook(client)
+    fuzzed.callers.applicant, fuzzed.callers.vendor = own["applicant"], own["vendor"]
+    fuzzed.known = _merge(
+        webhook,
+        Known(
+            path={
+                "credit_code": [own["applicant"], own["vendor"]],
+                "year": [2024],
+                "id": [own["model"], own["affiliation"], own["recognition"]],
+                "number": [own["filing"]],
+            },
+            query={"credit_code": [own["applicant"]], "vendor_credit_code": [own["vendor"]]},
+            body={
+                "credit_code": [own["applicant"], own["vendor"]],
+                "vendor_credit_code": [own["vendor"]],
+                "model_id": [own["model"]],
+                "credit_code_a": [own["applicant"]],
+                "credit_code_b": [own["vendor"]],
+            },
+        ),
+    )
     return fuzzed
+
+
+M1_EVIDENCE = {
+    "measure": "M1",
+    "fiscal_year": 2025,
+    "purpose": "healthcare",
+    "invoices": [
+        {
+            "invoice_number": "GPU-2025-01",
+            "provider_credit_code": "",  # the live vendor
+            "paid_on": "2025-03-31",
+            "lines": [{"kind": "compute", "description": "A800 租用", "amount_fen": 300_000_000}],
+        }
+    ],
+}
+
+
+M6_EVIDENCE = {"measure": "M6", "diagnosis_reference": "深工信诊断〔2025〕031号", "audited_investment_fen": 300_000_000}
+
+
+def _m1_evidence(provider: str) -> dict[str, Any]:
+    evidence = json.loads(json.dumps(M1_EVIDENCE))
+    evidence["invoices"][0]["provider_credit_code"] = provider
+    return evidence
 
 
 @pytest.fixture(scope="module")
@@ -342,7 +461,7 @@ def eligibility_fuzz(
     databases: DatabaseFactory,
     live_registry: str,
     service_auth_env: dict[str, str],
-    live_organisations: Organisations,
+    live_records: dict[str, Any],
     _residents: list[Resident],
 ) -> Fuzzed:
     app = _build_app(
@@ -351,18 +470,67 @@ def eligibility_fuzz(
         registry_url=live_registry,
         **_peer_settings(service_auth_env, "eligibility"),
     )
-    return _fuzzed(app, _residents, live_organisations)
+    fuzzed = Fuzzed(app)
+    _residents.append(fuzzed.app)
+    applicant, vendor = live_records["applicant"], live_records["vendor"]
+    fuzzed.callers.applicant, fuzzed.callers.vendor = applicant, vendor
+    with fuzzed.client() as client:
+        body = {"applicant": applicant, "as_of": "2026-02-01", "evidence": _m1_evidence(vendor)}
+        waiting = _created(client.post("/v1/applications", json=body))
+        body = {"applicant": applicant, "as_of": "2026-03-02", "evidence": M6_EVIDENCE}
+        approved = _created(client.post("/v1/applications", json=body))
+        path = f"/v1/applications/{approved['id']}"
+        verdict = {"verdict": "approve", "reason": "合规"}
+        assert client.post(f"{path}/reviews", json=verdict, headers=auth(OFFICER, name="wang")).status_code == 200
+        assert client.post(f"{path}/approvals", json=verdict, headers=auth(APPROVER, name="li")).status_code == 200
+        webhook = _webhook(client)
+    fuzzed.known = _merge(
+        webhook,
+        Known(
+            path={
+                "application_id": [waiting["id"], approved["id"]],
+                "decision_id": [waiting["decision"]["id"], approved["decision"]["id"]],
+                "parameter_id": ["M1.revenue_classes", "M13.cap_fen"],
+            },
+            query={"applicant": [applicant]},
+            body={
+                "applicant": [applicant],
+                "as_of": ["2026-02-01", "2025-05-01"],
+                "application_ids": [[waiting["id"], approved["id"]]],
+            },
+        ),
+    )
+    return fuzzed
 
 
-@pytest.fixture(scope="module")
-def vouchers_fuzz(
+@pytest_asyncio.fixture(scope="module")
+async def vouchers_fuzz(
     databases: DatabaseFactory,
     live_registry: str,
     live_eligibility: str,
     service_auth_env: dict[str, str],
-    live_organisations: Organisations,
     _residents: list[Resident],
 ) -> Fuzzed:
+    """Decisions approved in the live eligibility service; a model voucher (with a hold, a captured
+    redemption and a settlement batch), a compute voucher and a grant issued in this vouchers app."""
+    async with (
+        httpx.AsyncClient(base_url=live_registry, headers=admin(), timeout=30) as registry,
+        httpx.AsyncClient(base_url=live_eligibility, headers=admin(), timeout=30) as eligibility,
+    ):
+        supply, m3_issued = await approved_m3(registry, eligibility)
+        # small enough to stay under the M3 claim ceiling with the first: the fuzzing may issue it once
+        _, m3_unissued = await approved_m3(
+            registry, eligibility, contract_fen=1_000_000 * YUAN, claim_fen=300_000 * YUAN, supply=supply
+        )
+        m1_holder, _, m1_application = await m1_decision(registry, eligibility)
+        m1 = await approve(eligibility, m1_application)
+        m6_application = await submit(
+            eligibility,
+            supply.holder,
+            M6_EVIDENCE,
+            as_of="2026-03-02",
+        )
+        m6 = await approve(eligibility, m6_application)
     app = _build_app(
         "vouchers",
         databases.create("longgang_fuzz_vouchers"),
@@ -370,7 +538,45 @@ def vouchers_fuzz(
         eligibility_url=live_eligibility,
         **_peer_settings(service_auth_env, "vouchers"),
     )
-    return _fuzzed(app, _residents, live_organisations)
+    fuzzed = Fuzzed(app)
+    _residents.append(fuzzed.app)
+    fuzzed.callers.applicant, fuzzed.callers.vendor = supply.holder, supply.vendor
+    vendor = as_vendor(supply.vendor)
+    with fuzzed.client() as client:
+        m3_code = _created(client.post("/v1/vouchers", json={"decision_id": m3_issued}))["code"]
+        m1_code = _created(client.post("/v1/vouchers", json={"decision_id": m1}))["code"]
+        grant = _created(client.post("/v1/grants", json={"decision_id": m6}))
+        redemption = {"amount_fen": 100_000, "invoice_number": "FP-FUZZ-1"}
+        _created(
+            client.post(
+                f"/v1/vouchers/{m3_code}/redemptions", json=redemption, headers={**vendor, "Idempotency-Key": "fuzz-1"}
+            )
+        )
+        hold = _created(
+            client.post(
+                f"/v1/vouchers/{m3_code}/holds",
+                json={"amount_fen": 50_000, "invoice_number": "FP-FUZZ-2"},
+                headers={**vendor, "Idempotency-Key": "fuzz-2"},
+            )
+        )
+        batch = _created(client.post("/v1/settlement-batches", json={"vendor": supply.vendor}))
+        webhook = _webhook(client)
+    fuzzed.known = _merge(
+        webhook,
+        Known(
+            path={
+                "code": [m3_code, m1_code],
+                "hold_id": [hold["id"]],
+                "batch_id": [batch["id"]],
+                "grant_id": [grant["id"]],
+                "credit_code": [supply.holder, supply.vendor, m1_holder],
+                "year": [2025, 2026],
+            },
+            query={"vendor": [supply.vendor], "holder": [supply.holder]},
+            body={"decision_id": [m3_unissued, m3_issued, m1, m6], "vendor": [supply.vendor]},
+        ),
+    )
+    return fuzzed
 
 
 # --- the tests: one per documented operation -----------------------------------------------------------

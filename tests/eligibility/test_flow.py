@@ -247,6 +247,13 @@ async def test_future_dates_and_bad_codes(eligibility: httpx.AsyncClient) -> Non
         "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2999-01-01", "evidence": evidence}
     )
     assert future.json()["code"] == "as_of_in_future"
+    # before the first day the parameter file covers, nothing can be decided (this was a 500, found by schemathesis)
+    ancient = await eligibility.post(
+        "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2000-01-01", "evidence": evidence}
+    )
+    assert ancient.status_code == 422
+    assert ancient.json()["code"] == "as_of_before_policy"
+    assert ancient.headers["content-type"] == "application/problem+json"
     bad_code = await eligibility.post(
         "/v1/applications", json={"applicant": "9144030071526726XA", "as_of": "2026-03-01", "evidence": evidence}
     )

@@ -86,4 +86,9 @@ async def test_oversized_bodies_are_refused_before_reading(registry: httpx.Async
         "/v1/organisations", content=b"x", headers={"Content-Type": "application/json", "Content-Length": str(10**9)}
     )
     assert response.status_code == 413
-    assert response.json()["code"] == "payload_too_large"
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "payload_too_large"
+    # the documented Problem (shared/app.py PROBLEM_RESPONSES), like every other refusal
+    assert problem["instance"] == "/v1/organisations"
+    assert problem["request_id"] == response.headers["x-request-id"]

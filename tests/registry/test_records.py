@@ -57,6 +57,27 @@ async def test_models_belong_to_vendors(registry: httpx.AsyncClient) -> None:
     assert bad_rank.json()["errors"][0]["field"] == "body.national_filing_rank"
 
 
+async def test_filing_numbers_in_any_script_are_reachable_by_their_location(registry: httpx.AsyncClient) -> None:
+    """The key goes into the Location header percent-encoded (a header is latin-1: this was a 500)."""
+    model = await make_model(registry)
+    number = "粤网信备440307-龙岗大模型-202403010001"
+    created = await registry.post(
+        "/v1/filings", json={"number": number, "model_id": model["id"], "kind": "filing", "filed_on": "2024-03-01"}
+    )
+    assert created.status_code == 201, created.text
+    location = created.headers["location"]
+    assert location.isascii()
+    fetched = await registry.get(location)
+    assert fetched.status_code == 200
+    assert fetched.json()["number"] == number
+    with_slash = await registry.post(
+        "/v1/filings",
+        json={"number": "Beijing/X-202403010001", "model_id": model["id"], "kind": "filing", "filed_on": "2024-03-01"},
+    )
+    assert with_slash.status_code == 422  # a key with "/" could never be read back by its URL
+    assert with_slash.json()["errors"][0]["field"] == "body.number"
+
+
 async def test_affiliations_are_symmetric_and_can_end(registry: httpx.AsyncClient) -> None:
     a = (await make_organisation(registry))["credit_code"]
     b = (await make_organisation(registry))["credit_code"]

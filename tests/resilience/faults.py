@@ -20,7 +20,6 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from tests.resilience.cluster import Cluster
 from tests.resilience.history import Op
@@ -106,9 +105,3 @@ class Injector:
             f"PostgreSQL started again after {fault.seconds:.1f} s down (up in {time.monotonic() - started:.1f} s)"
         )
         self.note(f"all six processes ready again after {await self._ready(list(self.cluster.processes)):.1f} s")
-
-    def describe(self) -> list[dict[str, Any]]:
-        return [
-            {"at": round(f.at, 1), "kind": f.kind, "seconds": round(f.seconds, 1), "target": f.target}
-            for f in self.schedule
-        ]

@@ -3,7 +3,7 @@
 Everything the checker needs is read here, after the run: the rows of the ledger's tables, the
 ledger's own invariant checks (`services.vouchers.invariants.check_database`), the hash chain
 (`services.vouchers.chain.verify_ledger`, as the service role) and the projections'
-reconciliation (`GET /v1/aggregates/reconciliation?fresh=true`, when the service has it). The
+reconciliation (`GET /v1/aggregates/reconciliation?fresh=true`: required). The
 checker itself does no I/O.
 """
 
@@ -84,12 +84,6 @@ async def read_ledger(database_url: str, role: str = "vouchers_writer") -> Snaps
     finally:
         await _close(ledger)
     return snapshot
-
-
-async def has_reconciliation(base_url: str, headers: dict[str, str]) -> bool:
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as client:
-        paths = (await client.get("/openapi.json")).json().get("paths", {})
-    return RECONCILIATION_PATH in paths
 
 
 async def reconcile(base_url: str, headers: dict[str, str], last_entry_id: int, wait: float = 60.0) -> dict[str, Any]:
