@@ -192,7 +192,9 @@ class AuditMiddleware:
                     sorted(principal.scopes) if principal else [],
                     principal.organisation if principal else None,
                     scope["method"],
-                    scope["path"][:500],
+                    # a path may carry U+0000 (percent-encoded), which PostgreSQL cannot store: one such row
+                    # would fail every COPY of its batch, and the batch is retried forever
+                    scope["path"][:500].replace("\x00", "\ufffd"),
                     status,
                     outcome,
                     int((time.perf_counter() - started) * 1000),

@@ -117,6 +117,12 @@ PEER_UNAVAILABLE = ErrorCode(
     "依赖服务 {peer} 暂不可用，未做任何更改，请稍后重试",
     "The {peer} service is unavailable; nothing was changed, retry later",
 )
+UNSTORABLE_TEXT = ErrorCode(
+    "unstorable_text",
+    422,
+    "文本中含有无法保存的字符（如 U+0000 空字符）：请求未做任何更改",
+    "The text contains a character that cannot be stored (such as U+0000, NUL); nothing was changed",
+)
 INTERNAL_ERROR = ErrorCode(
     "internal_error",
     500,
@@ -370,10 +376,30 @@ def _is_connection_problem(exc: DBAPIError) -> bool:
     return any(isinstance(e, DATABASE_UNAVAILABLE_ERRORS) or _is_dead_connection(e) for e in (exc.orig, cause) if e)
 
 
+#: PostgreSQL refuses text it cannot store: NUL in a text value (character_not_in_repertoire, 22021) or in a JSON
+#: string (untranslatable_character, 22P05). JSON and URLs can carry U+0000, so this is the client's input: a
+#: 422, whichever query it reached (a filter, a key, a stored field), and the transaction is rolled back.
+UNSTORABLE_TEXT_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
+
+
+def _is_unstorable_text(exc: DBAPIError) -> bool:
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    return any(isinstance(e, UNSTORABLE_TEXT_ERRORS) for e in (exc.orig, cause) if e)
+
+
+async def _unstorable_text_handler(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(request, UNSTORABLE_TEXT)
+
+
 async def _dbapi_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     if _is_connection_problem(exc):
         return await _database_handler(request, exc)
+    if _is_unstorable_text(exc):
+        return await _unstorable_text_handler(request, exc)
     return await _unexpected_handler(request, exc)
 
 
@@ -387,4 +413,6 @@ def install_error_handlers(app: FastAPI) -> None:
     for error in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, _database_handler)
     app.add_exception_handler(asyncpg.exceptions.InternalClientError, _client_error_handler)
+    for error in UNSTORABLE_TEXT_ERRORS:  # the redemption path uses asyncpg directly
+        app.add_exception_handler(error, _unstorable_text_handler)
     app.add_exception_handler(Exception, _unexpected_handler)

@@ -78,7 +78,7 @@ REVENUES = Resource(
     update=schemas.RevenueUpdate,
     read=schemas.RevenueRead,
     key=("credit_code", "year"),
-    filters=(Filter("credit_code", str, "organisation"), Filter("year", int, "calendar year")),
+    filters=(Filter("credit_code", str, "organisation"), Filter("year", schemas.Year, "calendar year")),
     references=(_organisation_ref(),),
     # a year's revenue is a fact once the year is over
     natural_date=lambda state: date(state.year + 1, 1, 1),

@@ -22,6 +22,8 @@ DivisionCode = Annotated[str, Field(pattern=r"^\d{6}$", examples=["440307"], des
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 Year = Annotated[int, Field(ge=1990, le=2100)]
+#: a rank in a published list (the national model filings, the leading units of a standard); stored as integer
+Rank = Annotated[int, Field(ge=1, le=1_000_000)]
 
 OrganisationKind = Literal["enterprise", "university", "research_institute"]
 FourAboveCategory = Literal[
@@ -189,7 +191,7 @@ class ModelState(Input):
     vendor_credit_code: CreditCode
     name: Name
     national_filing_date: date | None = Field(default=None, description="国家大模型备案登记 date (M2(b))")
-    national_filing_rank: int | None = Field(default=None, ge=1, description="Rank in the national filing (M2(b))")
+    national_filing_rank: Rank | None = Field(default=None, description="Rank in the national filing (M2(b))")
 
 
 class ModelCreate(ModelState, EffectiveFrom):
@@ -199,7 +201,7 @@ class ModelCreate(ModelState, EffectiveFrom):
 class ModelUpdate(EffectiveFrom):
     name: Name | None = None
     national_filing_date: date | None = None
-    national_filing_rank: int | None = Field(default=None, ge=1)
+    national_filing_rank: Rank | None = None
 
 
 class ModelRead(ModelState, RecordMeta):
@@ -304,7 +306,7 @@ class AiStandard(Input):
     standard: Name
     standard_code: Name | None = None
     level: Literal["international", "national", "industry"]
-    rank: int = Field(ge=1, description="Rank of the organisation among the leading units")
+    rank: Rank = Field(description="Rank of the organisation among the leading units")
 
 
 class MajorAiProject(Input):

@@ -23,7 +23,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -175,7 +175,6 @@ class Bucket(BaseModel):
 
 class HeadroomRead(BaseModel):
     year: int
-    ceiling: Literal["claims", "redemptions"]
     limit_fen: int | None = Field(description="The ceiling (the highest, if it changed during the year)")
     buckets: list[Bucket]
     enterprises: int
@@ -251,8 +250,8 @@ SUMMARY_SQL = """
 async def summary(_: Reader, session: SessionDep, moment: Now, year: Year = None) -> SummaryRead:
     year = _year(year, moment)
     connection = await _raw(session)
+    freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(SUMMARY_SQL, year)
-    freshness = await as_of(connection)
     flows: dict[str, dict[str, int]] = {}
     stock: dict[str, dict[str, int]] = {}
     for row in rows:
@@ -290,13 +289,13 @@ async def monthly(
 ) -> MonthlyRead:
     year = _year(year, moment)
     connection = await _raw(session)
+    freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(
         "SELECT month, flow, sum(amount_fen)::bigint AS fen FROM vouchers.agg_flows "
         "WHERE year = $1 AND ($2::text IS NULL OR measure = $2) GROUP BY month, flow",
         year,
         measure,
     )
-    freshness = await as_of(connection)
     months: dict[int, dict[str, int]] = {m: {} for m in range(1, 13)}
     for row in rows:
         months[int(row["month"])][row["flow"]] = int(row["fen"])
@@ -326,12 +325,12 @@ async def monthly(
 async def revenue_classes(_: Reader, session: SessionDep, moment: Now, year: Year = None) -> RevenueClassesRead:
     year = _year(year, moment)
     connection = await _raw(session)
+    freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(
         "SELECT revenue_class, issued_fen, redeemed_fen, vouchers FROM vouchers.agg_m1_classes WHERE year = $1 "
         "ORDER BY revenue_class = 'unknown', revenue_class",
         year,
     )
-    freshness = await as_of(connection)
     return RevenueClassesRead(
         year=year, classes=[RevenueClassRead.model_validate(dict(row)) for row in rows], as_of=_as_of(freshness)
     )
@@ -345,10 +344,10 @@ async def revenue_classes(_: Reader, session: SessionDep, moment: Now, year: Yea
 async def compute_share(_: Reader, session: SessionDep, moment: Now, year: Year = None) -> ComputeShareRead:
     year = _year(year, moment)
     connection = await _raw(session)
+    freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(
         "SELECT share, issued_fen, redeemed_fen FROM vouchers.agg_m1_shares WHERE year = $1", year
     )
-    freshness = await as_of(connection)
     found = {row["share"]: row for row in rows}
     shares = [*SHARES, *(["unknown"] if "unknown" in found else [])]
     return ComputeShareRead(
@@ -376,6 +375,7 @@ async def vendors(
 ) -> VendorsRead:
     year = _year(year, moment)
     connection = await _raw(session)
+    freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(
         "SELECT vendor, sum(redeemed_fen)::bigint AS redeemed_fen, sum(settled_fen)::bigint AS settled_fen, "
         "sum(redemptions)::bigint AS redemptions FROM vouchers.agg_vendors "
@@ -385,7 +385,6 @@ async def vendors(
         measure,
         limit,
     )
-    freshness = await as_of(connection)
     return VendorsRead(
         year=year,
         measure=measure,
@@ -403,12 +402,12 @@ async def budget(request: Request, _: Reader, session: SessionDep, moment: Now, 
     year = _year(year, moment)
     budgets: Budgets = request.app.state.budgets
     connection = await _raw(session)
+    freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(
         "SELECT measure, (issued_fen + granted_fen - returned_fen - reversed_fen)::bigint AS used_fen "
         "FROM vouchers.agg_budget WHERE year = $1",
         year,
     )
-    freshness = await as_of(connection)
     used = {row["measure"]: int(row["used_fen"]) for row in rows}
     today = local_today(moment)
     standing = {m: b for m in budgets.measures() if (b := budgets.budget(m, year, today)) is not None}
@@ -431,50 +430,61 @@ async def budget(request: Request, _: Reader, session: SessionDep, moment: Now, 
     return BudgetRead(year=year, budget_file_version=budgets.version, measures=lines, as_of=_as_of(freshness))
 
 
+#: one pass over the year's M3 claim ceilings (a partial index on year finds them); `$4` the bucket width
 HEADROOM_SQL = """
-    WITH a AS (
-        SELECT limit_fen, limit_fen - used_fen AS headroom FROM vouchers.allowances WHERE kind = $2 AND year = $1
-    ), top AS (SELECT max(limit_fen) AS top FROM a),
-    width AS (SELECT greatest(1, ceil(top::numeric / $3))::bigint AS width FROM top)
-    SELECT (SELECT top FROM top) AS top, (SELECT width FROM width) AS width,
-           least(a.headroom / (SELECT width FROM width), $3 - 1) AS bucket,
-           count(*) AS enterprises, count(*) FILTER (WHERE a.headroom <= 0) AS at_ceiling
-    FROM a GROUP BY 3
+    SELECT least((limit_fen - used_fen) / $2::bigint, $3::int - 1) AS bucket, count(*) AS enterprises,
+           count(*) FILTER (WHERE used_fen >= limit_fen) AS at_ceiling, max(limit_fen) AS top
+    FROM vouchers.allowances WHERE kind = 'M3.claims' AND year = $1
+    GROUP BY 1
 """
+CEILING_SQL = "SELECT limit_fen FROM vouchers.allowances WHERE kind = 'M3.claims' AND year = $1 LIMIT 1"
+
+
+def _width(top: int, buckets: int) -> int:
+    return max(1, -(-top // buckets))
 
 
 @router.get(
     "/v1/aggregates/ceiling-headroom",
     response_model=HeadroomRead,
-    summary="M3 annual ceilings: how many enterprises have how much headroom left (live, from the ceilings)",
+    summary="M3's annual claim ceiling: how many enterprises have how much headroom left (live, from the ceilings)",
 )
 async def ceiling_headroom(
     _: Reader,
     session: SessionDep,
     moment: Now,
     year: Year = None,
-    ceiling: Annotated[Literal["claims", "redemptions"], Query(description="Which M3 annual ceiling")] = "claims",
     buckets: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> HeadroomRead:
-    """Read from the ceiling rows themselves (changed in the claim's or redemption's own transaction): live."""
+    """Read from the ceiling rows themselves (each changed in its claim's own transaction): live, not projected.
+
+    An enterprise counts once it has claimed in the year (the ceiling row is created by its first
+    claim); its headroom is the ceiling less what it claimed (voiding gives none back, M3-6).
+    Buckets divide 0 … the ceiling into equal parts (the highest ceiling, if it changed in the year).
+    """
     year = _year(year, moment)
     connection = await _raw(session)
-    rows = await connection.fetch(HEADROOM_SQL, year, f"M3.{ceiling}", buckets)
     newest = await connection.fetchval("SELECT coalesce(max(id), 0) FROM vouchers.entries")
-    top = int(rows[0]["top"]) if rows else None
-    width = int(rows[0]["width"]) if rows else 0
+    as_of_now = AsOfRead(entry_id=int(newest), projected_at=datetime.now(UTC), lag_entries=0)
+    ceiling = await connection.fetchval(CEILING_SQL, year)
+    if ceiling is None:
+        return HeadroomRead(year=year, limit_fen=None, buckets=[], enterprises=0, at_ceiling=0, as_of=as_of_now)
+    top = int(ceiling)
+    rows = await connection.fetch(HEADROOM_SQL, year, _width(top, buckets), buckets)
+    highest = max(int(row["top"]) for row in rows) if rows else top
+    if highest != top:  # the ceiling changed during the year: buckets over the highest
+        top = highest
+        rows = await connection.fetch(HEADROOM_SQL, year, _width(top, buckets), buckets)
+    width = _width(top, buckets)
     counts = {int(row["bucket"]): int(row["enterprises"]) for row in rows}
-    edges = [min(i * width, top) for i in range(buckets)] + [top] if top is not None else []
+    edges = [min(i * width, top) for i in range(buckets)] + [top]
     return HeadroomRead(
         year=year,
-        ceiling=ceiling,
         limit_fen=top,
-        buckets=[Bucket(from_fen=edges[i], to_fen=edges[i + 1], enterprises=counts.get(i, 0)) for i in range(buckets)]
-        if top is not None
-        else [],
+        buckets=[Bucket(from_fen=edges[i], to_fen=edges[i + 1], enterprises=counts.get(i, 0)) for i in range(buckets)],
         enterprises=sum(counts.values()),
         at_ceiling=sum(int(row["at_ceiling"]) for row in rows),
-        as_of=AsOfRead(entry_id=int(newest), projected_at=datetime.now(UTC), lag_entries=0),
+        as_of=as_of_now,
     )
 
 
@@ -494,13 +504,13 @@ async def top_enterprises(
         raise ProblemError(FORBIDDEN, needed=f"{', '.join(DETAIL_READERS)}, {DASHBOARD} + {DASHBOARD_DETAIL}")
     year = _year(year, moment)
     connection = await _raw(session)
+    freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(
         "SELECT holder AS credit_code, issued_fen, redeemed_fen, granted_fen FROM vouchers.agg_holders "
         "WHERE year = $1 AND (awarded_fen <> 0 OR redeemed_fen <> 0) ORDER BY awarded_fen DESC, holder LIMIT $2",
         year,
         limit,
     )
-    freshness = await as_of(connection)
     return TopEnterprisesRead(
         year=year, enterprises=[EnterpriseRead.model_validate(dict(row)) for row in rows], as_of=_as_of(freshness)
     )

@@ -80,16 +80,16 @@ _FLOW_VALUES = ", ".join(f"('{kind}', '{flow}', {sign})" for kind, flow, sign in
 _BUDGET_REF = "CASE WHEN e.from_kind = 'budget' THEN e.from_ref WHEN e.to_kind = 'budget' THEN e.to_ref END"
 
 
-def facts_sql(lower: str, upper: str) -> str:
-    """CTEs ending in `facts`: one row per (entry, flow) (settle: per measure) in the (txid, id) range."""
+def facts_sql(entries: str) -> str:
+    """CTEs ending in `facts`: one row per (entry, flow) (settle: per measure) of `entries` (a FROM item `e`)."""
     return f"""
     e AS (
-        SELECT e.id, e.kind, e.amount_fen, e.voucher_id, e.created_at AT TIME ZONE 'Asia/Shanghai' AS local_at,
+        SELECT e.id, e.txid, e.kind, e.amount_fen, e.voucher_id,
+               e.created_at AT TIME ZONE 'Asia/Shanghai' AS local_at,
                fa.kind AS from_kind, fa.ref AS from_ref, ta.kind AS to_kind, ta.ref AS to_ref
-        FROM vouchers.entries e
+        FROM {entries}
         JOIN vouchers.accounts fa ON fa.id = e.from_account_id
         JOIN vouchers.accounts ta ON ta.id = e.to_account_id
-        WHERE (e.txid, e.id) > {lower} AND (e.txid, e.id) <= {upper}
     ),
     moves AS (
         SELECT e.id AS entry_id,
@@ -212,27 +212,34 @@ PROJECTIONS: tuple[Projection, ...] = (
 )
 
 CURSOR_SQL = "SELECT txid, entry_id, entries, projected_at FROM vouchers.projection_cursor WHERE id = 1"
-#: the next batch: how many entries, and the last of them in (txid, id) order
-BATCH_SQL = """
-    WITH b AS (
-        SELECT txid, id FROM vouchers.entries
-        WHERE txid < $1 AND (txid, id) > ($2, $3)
+#: the next batch: the first $4 entries after the cursor ($2, $3) of transactions below the watermark ($1)
+BATCH = """(
+        SELECT id, txid, kind, amount_fen, voucher_id, created_at, from_account_id, to_account_id
+        FROM vouchers.entries
+        WHERE txid < $1 AND (txid, id) > ($2::bigint, $3::bigint)
         ORDER BY txid, id LIMIT $4
-    )
-    SELECT count(*) AS n, max(txid) AS txid, max(id) FILTER (WHERE txid = (SELECT max(txid) FROM b)) AS id FROM b
-"""
-#: one statement: the facts of the batch, every projection, the cursor
+    ) e"""
+#: one statement: the batch's facts, every projection, and the cursor moved to the batch's last entry
 PROJECT_SQL = (
     "WITH "
-    + facts_sql("($1::bigint, $2::bigint)", "($3::bigint, $4::bigint)")
+    + facts_sql(BATCH)
     + "".join(f",\n    p_{p.table} AS ({p.upsert} RETURNING 1)" for p in PROJECTIONS)
     + """,
+    last AS (SELECT txid, id FROM e ORDER BY txid DESC, id DESC LIMIT 1),
     moved AS (
-        UPDATE vouchers.projection_cursor SET txid = $3, entry_id = $4, entries = entries + $5,
+        UPDATE vouchers.projection_cursor c
+           SET txid = last.txid, entry_id = last.id, entries = c.entries + (SELECT count(*) FROM e),
                projected_at = clock_timestamp()
-        WHERE id = 1 AND txid = $1 AND entry_id = $2
-        RETURNING entries)
-    SELECT (SELECT entries FROM moved) AS entries, (SELECT count(*) FROM facts) AS facts"""
+          FROM last
+         WHERE c.id = 1 AND c.txid = $2 AND c.entry_id = $3
+        RETURNING c.entries)
+    SELECT (SELECT count(*) FROM e) AS batch, (SELECT entries FROM moved) AS entries"""
+)
+#: a batch is small: index lookups of its accounts and vouchers beat hashing whole tables, which the
+#: planner (estimating a range of (txid, id) badly) would otherwise choose
+BATCH_SETTINGS = (
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL work_mem = '64MB'; "
+    "SET LOCAL plan_cache_mode = force_custom_plan"
 )
 
 
@@ -251,13 +258,10 @@ class ProjectRun:
 async def project_batch(connection: Any, watermark: int, batch_size: int) -> int:
     """Project the next batch below `watermark` in the caller's transaction; returns its size."""
     cursor = await connection.fetchrow(CURSOR_SQL)
-    after = (int(cursor["txid"]), int(cursor["entry_id"]))
-    batch = await connection.fetchrow(BATCH_SQL, watermark, after[0], after[1], batch_size)
-    count = int(batch["n"])
-    if count == 0:
-        return 0
-    row = await connection.fetchrow(PROJECT_SQL, after[0], after[1], int(batch["txid"]), int(batch["id"]), count)
-    if row["entries"] is None:
+    await connection.execute(BATCH_SETTINGS)
+    row = await connection.fetchrow(PROJECT_SQL, watermark, int(cursor["txid"]), int(cursor["entry_id"]), batch_size)
+    count = int(row["batch"])
+    if count and row["entries"] is None:
         raise CursorMoved("the projection cursor moved during the batch")
     return count
 
@@ -324,6 +328,7 @@ async def as_of(connection: Any) -> AsOf:
 # --- reconciliation -------------------------------------------------------------------------------
 
 MAX_DIFFERENCES = 1_000
+RECONCILE_WORK_MEM = "128MB"
 
 
 def _comparison(p: Projection) -> str:
@@ -341,7 +346,7 @@ _KNOWN_KINDS = ", ".join(f"'{kind}'" for kind in ENTRY_KINDS)
 #: one statement, one snapshot: the cursor, the projections, and the ledger up to the cursor
 RECONCILE_SQL = (
     "WITH cur AS (SELECT txid, entry_id, entries FROM vouchers.projection_cursor WHERE id = 1), "
-    + facts_sql("(-1::bigint, -1::bigint)", "(SELECT txid, entry_id FROM cur)")
+    + facts_sql("(SELECT * FROM vouchers.entries WHERE (txid, id) <= (SELECT txid, entry_id FROM cur)) e")
     + "".join(f",\n    x_{p.table} ({', '.join((*p.keys, *p.values))}) AS ({p.select})" for p in PROJECTIONS)
     + ",\n    differences AS (\n        "
     + "\n        UNION ALL ".join(_comparison(p) for p in PROJECTIONS)
@@ -384,7 +389,9 @@ class Reconciliation:
 async def reconcile(connection: Any) -> Reconciliation:
     """Recompute every projection from the ledger up to the cursor and list where they differ."""
     started = time.perf_counter()
-    rows = await connection.fetch(RECONCILE_SQL)
+    async with connection.transaction(readonly=True):
+        await connection.execute(f"SET LOCAL work_mem = '{RECONCILE_WORK_MEM}'")  # one scan, hashed in memory
+        rows = await connection.fetch(RECONCILE_SQL)
     found = [
         Difference(
             str(row["projection"]),
@@ -430,7 +437,6 @@ class ProjectorStats:
     last_projected: int = 0
     last_run_at: datetime | None = None
     watermark: int | None = None
-    last_error: str | None = None
 
 
 class _Periodic:
@@ -522,7 +528,6 @@ class Projector(_Periodic):
 
     async def step(self, connection: Any) -> None:
         await self.run_once(connection)
-        self.stats.last_error = None
 
 
 class Reconciler(_Periodic):

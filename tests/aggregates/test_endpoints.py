@@ -16,7 +16,7 @@ from shared.peers import PeerClient, make_peer_client
 from tests.aggregates.conftest import fetch, project
 from tests.aggregates.data import m1_voucher, m3_voucher, this_year
 from tests.auth import auth
-from tests.vouchers.flow import YUAN, redeem
+from tests.vouchers.flow import YUAN, approved_m3, issue, redeem
 
 DASHBOARD_CLIENT = auth(DASHBOARD, name="dashboard")
 AS_OF = {"entry_id", "projected_at", "lag_entries"}
@@ -164,9 +164,21 @@ async def test_budget(agg: httpx.AsyncClient, agg_database: str) -> None:
 
 
 @pytest.mark.usefixtures("some_activity")
-async def test_ceiling_headroom(agg: httpx.AsyncClient, agg_database: str) -> None:
+async def test_ceiling_headroom(
+    agg: httpx.AsyncClient,
+    agg_database: str,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+) -> None:
+    # an enterprise that claims its whole annual ceiling at once (30% of a 17,000,000 yuan contract ≥ 5,000,000)
+    _, decision = await approved_m3(
+        live_registry_client, live_eligibility_client, contract_fen=17_000_000 * YUAN, claim_fen=5_000_000 * YUAN
+    )
+    assert (await issue(agg, decision)).status_code == 201
     body = await get(agg, "/v1/aggregates/ceiling-headroom", year=this_year(), buckets=5)
-    assert set(body) == {"year", "ceiling", "limit_fen", "buckets", "enterprises", "at_ceiling", "as_of"}
+    assert body["at_ceiling"] >= 1
+    assert body["buckets"][0]["enterprises"] >= body["at_ceiling"]
+    assert set(body) == {"year", "limit_fen", "buckets", "enterprises", "at_ceiling", "as_of"}
     assert body["limit_fen"] == 5_000_000 * YUAN
     assert len(body["buckets"]) == 5
     assert body["buckets"][0]["from_fen"] == 0
@@ -179,8 +191,6 @@ async def test_ceiling_headroom(agg: httpx.AsyncClient, agg_database: str) -> No
         this_year(),
     )
     assert body["enterprises"] == sum(b["enterprises"] for b in body["buckets"]) == row[0] > 0
-    redemptions = await get(agg, "/v1/aggregates/ceiling-headroom", year=this_year(), ceiling="redemptions")
-    assert redemptions["ceiling"] == "redemptions"
     nothing = await get(agg, "/v1/aggregates/ceiling-headroom", year=2001)
     assert (nothing["buckets"], nothing["enterprises"], nothing["limit_fen"]) == ([], 0, None)
 
@@ -208,7 +218,6 @@ async def test_top_enterprises_only_with_the_detail_grant(agg: httpx.AsyncClient
         ("/v1/aggregates/monthly", {"measure": "M99"}),
         ("/v1/aggregates/vendors", {"limit": "0"}),
         ("/v1/aggregates/vendors", {"limit": "101"}),
-        ("/v1/aggregates/ceiling-headroom", {"ceiling": "grants"}),
         ("/v1/aggregates/ceiling-headroom", {"buckets": "0"}),
         ("/v1/aggregates/top-enterprises", {"limit": "-1"}),
         ("/v1/aggregates/applications", {"year": "3000"}),

@@ -125,7 +125,7 @@ async def test_the_aggregates_equal_plain_sql_over_the_ledger_after_random_activ
     want = await assert_answers_match_the_ledger(agg, agg_database, this_year())
     assert {"M1", "M3", "M6"} <= set(want["by_measure"]), done.counts
     assert want["by_measure"]["M6"]["granted_fen"] > 0
-    assert set(want["classes"]) == {"C1", "C2"}  # the two M1 vouchers' revenue classes
+    assert {"C1", "C2"} <= set(want["classes"])  # the two M1 vouchers' revenue classes (and other tests')
     assert want["shares"]["district"]["issued"] > 0
     assert want["shares"]["domestic"]["issued"] > 0
 

@@ -254,6 +254,12 @@ async def test_future_dates_and_bad_codes(eligibility: httpx.AsyncClient) -> Non
     assert ancient.status_code == 422
     assert ancient.json()["code"] == "as_of_before_policy"
     assert ancient.headers["content-type"] == "application/problem+json"
+    # U+0000 in the evidence (stored as JSONB, which cannot hold it): 422, nothing stored (this was a 500 too)
+    nul = {**evidence, "diagnosis_reference": "深工信\u0000诊断"}
+    refused = await eligibility.post(
+        "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2026-03-01", "evidence": nul}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (422, "unstorable_text")
     bad_code = await eligibility.post(
         "/v1/applications", json={"applicant": "9144030071526726XA", "as_of": "2026-03-01", "evidence": evidence}
     )

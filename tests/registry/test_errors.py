@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.factories import organisation_payload
 
@@ -92,3 +93,23 @@ async def test_oversized_bodies_are_refused_before_reading(registry: httpx.Async
     # the documented Problem (shared/app.py PROBLEM_RESPONSES), like every other refusal
     assert problem["instance"] == "/v1/organisations"
     assert problem["request_id"] == response.headers["x-request-id"]
+
+
+async def test_text_postgresql_cannot_store_is_a_422_and_changes_nothing(registry: httpx.AsyncClient) -> None:
+    """U+0000 travels in JSON and URLs but not into PostgreSQL text: a 422 wherever it reaches the database
+    (a stored field, a filter, a key), never a 500 (found by schemathesis, tests/api/)."""
+    payload = organisation_payload(name="深圳\u0000科技")
+    stored = await registry.post("/v1/organisations", json=payload)
+    _assert_problem(stored, 422, "unstorable_text")
+    assert (await registry.get(f"/v1/organisations/{payload['credit_code']}")).status_code == 404
+    _assert_problem(await registry.get("/v1/organisations", params={"kind": "a\u0000"}), 422, "unstorable_text")
+    _assert_problem(await registry.get("/v1/filings/ab%00cd"), 422, "unstorable_text")
+
+
+async def test_a_nul_in_a_path_does_not_jam_the_audit_log(registry: httpx.AsyncClient, registry_app: FastAPI) -> None:
+    """The audit row of a mutating request keeps its path: one with U+0000 would fail every COPY of its batch."""
+    refused = await registry.patch("/v1/filings/ab%00cd", json={})
+    _assert_problem(refused, 422, "unstorable_text")
+    assert await registry_app.state.audit.flush() >= 1  # 0: the batch was refused and kept for a retry
+    rows = (await registry.get("/v1/audit", params={"request_id": refused.headers["x-request-id"]})).json()["items"]
+    assert [row["path"] for row in rows] == ["/v1/filings/ab\ufffdcd"]

@@ -376,6 +376,8 @@ GOOD = {"amount_fen": 1, "invoice_number": "x"}
         (vendor_call(VENDOR_G, "k"), {"amount_fen": 1.5, "invoice_number": "x"}, 422, "validation_failed"),
         (vendor_call(VENDOR_G, "k"), {"amount_fen": 1}, 422, "validation_failed"),
         (vendor_call(VENDOR_G, "k"), {**GOOD, "tip": 5}, 422, "validation_failed"),
+        # JSON can carry U+0000, PostgreSQL text cannot (this was a 500, found by schemathesis)
+        (vendor_call(VENDOR_G, "k"), {"amount_fen": 1, "invoice_number": "x\u0000"}, 422, "unstorable_text"),
     ],
 )
 async def test_garbage_from_vendors_is_refused_cleanly(
