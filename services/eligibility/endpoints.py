@@ -46,8 +46,10 @@ from .schemas import (
     ApplicationRead,
     ApprovalCreate,
     ApprovedDecisionRead,
+    AwardRead,
     ClauseRead,
     DecisionRead,
+    DoubleAwardsRead,
     ManualDecisionCreate,
     ParameterRead,
     ParameterValueRead,
@@ -143,6 +145,48 @@ async def review_queue(
     rows = rows[: page.limit]
     cursor = encode_cursor("review-queue", list(repository.queue_key(rows[-1]))) if has_more and rows else None
     return Page[ApplicationRead](items=await service.read_applications(session, rows), next_cursor=cursor)
+
+
+#: who may read the award register (it names applicants: not the applicants themselves, not vendors)
+REGISTER_READERS = (OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM)
+
+
+@router.get(
+    "/v1/awards",
+    response_model=Page[AwardRead],
+    tags=["awards"],
+    summary="The award register: one row per claim key an approved award pays for (docs/awards.md)",
+)
+async def list_awards(
+    _: Annotated[Principal, require(*REGISTER_READERS)],
+    session: SessionDep,
+    page: Pages,
+    measure: Measure | None = None,
+    applicant: Annotated[CreditCode | None, Query()] = None,
+    claim_key: Annotated[str | None, Query(min_length=3, max_length=600)] = None,
+    application_id: uuid.UUID | None = None,
+) -> Page[AwardRead]:
+    after = decode_cursor("awards", page.cursor) if page.cursor else 0
+    filters = {"measure": measure, "applicant": applicant, "claim_key": claim_key, "application_id": application_id}
+    rows = await repository.awards(session, filters, after, page.limit)
+    listed = make_page("awards", rows, page.limit, lambda a: a.id)
+    return Page[AwardRead](
+        items=[AwardRead.model_validate(a, from_attributes=True) for a in listed.items], next_cursor=listed.next_cursor
+    )
+
+
+@router.get(
+    "/v1/awards/double",
+    response_model=DoubleAwardsRead,
+    tags=["awards"],
+    summary="Keys awarded more than once: A1 overrides (with their reasons) and doubles found in history",
+)
+async def double_awards(_: Annotated[Principal, require(*REGISTER_READERS)], session: SessionDep) -> DoubleAwardsRead:
+    rows = await repository.double_awards(session)
+    return DoubleAwardsRead(
+        keys=len({row.claim_key for row in rows}),
+        items=[AwardRead.model_validate(row, from_attributes=True) for row in rows],
+    )
 
 
 @router.get("/v1/applications/{application_id}", response_model=ApplicationRead, tags=["applications"])

@@ -7,7 +7,7 @@ and source) into the next trace step, so the trace cannot forget a parameter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
 
@@ -40,6 +40,20 @@ class Result:
     failures: tuple[Reason, ...] = ()
     review_reasons: tuple[Reason, ...] = ()
     components: dict[str, int] = field(default_factory=dict)
+    #: the award register (rules/claims.py): the keys this award pays for, the annual caps it
+    #: uses, and the figures a later application of the same year builds on (year totals)
+    claims: tuple[str, ...] = ()
+    caps: tuple[dict[str, Any], ...] = ()
+    basis: dict[str, Any] = field(default_factory=dict)
+
+    def registering(
+        self,
+        claims: tuple[str, ...] | list[str] = (),
+        caps: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
+        basis: dict[str, Any] | None = None,
+    ) -> Result:
+        """The same result, saying what it pays for (claim keys), which caps it uses and its basis."""
+        return replace(self, claims=tuple(claims), caps=tuple(caps), basis=basis or {})
 
     @staticmethod
     def eligible(amount_fen: int, components: dict[str, int] | None = None) -> Result:

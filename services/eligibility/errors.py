@@ -68,3 +68,25 @@ SIMULATION_SCOPE = ErrorCode(
     "请给出 application_ids，或 measure 与 year",
     "Give application_ids, or measure and year",
 )
+ALREADY_AWARDED = ErrorCode(
+    "already_awarded",
+    409,
+    "{claim_key} 已由申请 {holder} 获得扶持（{clause}：一次性）；"
+    "如确需再次扶持，须经一事一议（A1）写明所覆盖的键及理由",
+    "{claim_key} was already awarded to application {holder} ({clause}: once only); paying it again needs an A1 "
+    "decision that names the key it overrides and why",
+)
+ANNUAL_CAP_REACHED = ErrorCode(
+    "annual_cap_reached",
+    409,
+    "{clause} {year} 年度上限 {limit_yuan} 元：已用 {used_yuan} 元，尚余 {remaining_yuan} 元，本次需 {amount_yuan} 元",
+    "The {clause} cap for {year} is {limit_yuan} yuan: {used_yuan} used, {remaining_yuan} remaining, "
+    "{amount_yuan} needed",
+)
+OVERRIDE_NOT_CLAIMED = ErrorCode(
+    "override_not_claimed",
+    422,
+    "一事一议只能覆盖本决定所扶持的键：{claim_key} 不在其中",
+    "An A1 decision can only override keys it pays for: {claim_key} is not one of them",
+    clause="A1",
+)

@@ -10,7 +10,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from shared.identifiers import CreditCode
 from shared.money import FenAmount, PositiveFenAmount
@@ -62,6 +62,17 @@ class M1Evidence(Evidence):
     purpose: IndustryField
     invoices: Annotated[list[ComputeInvoice], Field(min_length=1, max_length=1000)]
     compute_for_equity: bool = Field(default=False, description="算力作价入股: recorded only, computes nothing")
+
+    @model_validator(mode="after")
+    def _each_invoice_once(self) -> M1Evidence:
+        """M1: fees actually paid count once; the same invoice listed twice would count twice."""
+        seen: set[tuple[str, str]] = set()
+        for invoice in self.invoices:
+            identity = (invoice.provider_credit_code, invoice.invoice_number)
+            if identity in seen:
+                raise ValueError(f"invoice {invoice.invoice_number} of {invoice.provider_credit_code} is listed twice")
+            seen.add(identity)
+        return self
 
 
 # --- M2 ------------------------------------------------------------------------------------
@@ -218,3 +229,6 @@ AnyEvidence = Annotated[
 ]
 
 MEASURES = ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8", "M9", "M10", "M11", "M12", "M13")
+
+#: parses any stored or submitted evidence by its `measure`
+EVIDENCE: TypeAdapter[Evidence] = TypeAdapter(AnyEvidence)

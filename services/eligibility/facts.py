@@ -74,10 +74,19 @@ class PriorAward(BaseModel):
     year: int
     amount_fen: int
     components: dict[str, int] = Field(default_factory=dict)
+    basis: dict[str, Any] = Field(default_factory=dict, description="what year totals build on (e.g. M1 base)")
+
+
+class ClaimHolder(BaseModel):
+    """Who holds a claim key already: an approved award, or an application still in review."""
+
+    application_id: str
+    status: str = Field(description="awarded | pending")
 
 
 class Facts(BaseModel):
     as_of: date
+    applicant: str | None = None
     organisation: OrganisationFacts | None = None
     revenues: dict[int, int] = Field(default_factory=dict, description="year → audited revenue in fen")
     affiliates: list[str] = Field(default_factory=list, description="credit codes affiliated on as_of")
@@ -88,6 +97,9 @@ class Facts(BaseModel):
     referenced: dict[str, RecognitionFacts | None] = Field(default_factory=dict, description="by id, on as_of")
     ranked_models: list[ModelFacts] = Field(default_factory=list, description="models with a national filing")
     prior_awards: list[PriorAward] = Field(default_factory=list)
+    claimed: dict[str, ClaimHolder] = Field(
+        default_factory=dict, description="claim keys of this application already held elsewhere (award register)"
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,7 @@ class RegistryFacts:
 
     async def fetch(self, applicant: str, as_of: date, request: FactsRequest) -> Facts:
         day = as_of.isoformat()
-        facts = Facts(as_of=as_of)
+        facts = Facts(as_of=as_of, applicant=applicant)
         organisation = await self._get(f"/v1/organisations/{applicant}", as_of=day)
         if organisation is None:
             return facts

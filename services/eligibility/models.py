@@ -13,8 +13,21 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, Index, SmallInteger, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import service_metadata
@@ -57,6 +70,7 @@ class Application(Base):
 
 class Decision(Base):
     __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_claims", "claims", postgresql_using="gin"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), nullable=False, index=True)
@@ -77,6 +91,63 @@ class Decision(Base):
     #: A1 decisions: the deciding client and the request (its audit row has the same request id)
     client_id: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(Text)
+    #: the award register (rules/claims.py): keys this decision pays for, annual caps it uses, year-total basis
+    claims: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    caps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'"))
+    basis: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+
+
+class Award(Base):
+    """The award register: one row per claim key an approved award pays for (append-only).
+
+    A key can be awarded once (partial unique index on `claim_key` where `overrides_id` is
+    null); an A1 decision that deliberately pays again names the award it overrides and
+    why, and each award can be overridden once (unique `overrides_id`), so two concurrent
+    approvals or overrides on one key can never both succeed.
+    """
+
+    __tablename__ = "awards"
+    __table_args__ = (
+        Index("uq_awards_claim_key", "claim_key", unique=True, postgresql_where=text("overrides_id IS NULL")),
+        UniqueConstraint("overrides_id"),
+        CheckConstraint("(overrides_id IS NULL) = (override_reason IS NULL)", name="override_has_reason"),
+        Index("ix_awards_application", "application_id"),
+        Index("ix_awards_applicant_measure", "applicant", "measure"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    claim_key: Mapped[str] = mapped_column(Text, nullable=False)
+    clause: Mapped[str] = mapped_column(Text, nullable=False)
+    measure: Mapped[str] = mapped_column(Text, nullable=False)
+    applicant: Mapped[str] = mapped_column(Text, nullable=False)
+    benefit_year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), nullable=False)
+    decision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("decisions.id"), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: automatic (review + approval) | manual_a1 | history (built by migration 0007 from earlier approvals)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    overrides_id: Mapped[int | None] = mapped_column(ForeignKey("awards.id"))
+    override_reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+    )
+
+
+class YearCap(Base):
+    """An annual cap of one enterprise's year (M1 class cap, M5, M7, M10 …): awards take it atomically."""
+
+    __tablename__ = "year_caps"
+    __table_args__ = (CheckConstraint("used_fen >= 0 AND used_fen <= limit_fen", name="within_limit"),)
+
+    applicant: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    year: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    limit_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    used_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    clause: Mapped[str] = mapped_column(Text, nullable=False)
+    parameter: Mapped[str] = mapped_column(Text, nullable=False)
 
 
 class Review(Base):

@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .facts import PriorAward
-from .models import Application, Decision, ParameterVersion, Review
+from .facts import ClaimHolder, PriorAward
+from .models import Application, Award, Decision, ParameterVersion, Review, YearCap
 
 STANDING = ("in_review", "reviewed", "approved")
 
@@ -32,7 +33,14 @@ async def prior_awards(session: AsyncSession, applicant: str, measure: str) -> l
         .scalar_subquery()
     )
     statement = (
-        select(Decision.id, Application.benefit_year, Decision.amount_fen, Decision.components, approved_amount)
+        select(
+            Decision.id,
+            Application.benefit_year,
+            Decision.amount_fen,
+            Decision.components,
+            Decision.basis,
+            approved_amount,
+        )
         .join(Application, Application.current_decision_id == Decision.id)
         .where(
             Application.applicant == applicant,
@@ -42,10 +50,12 @@ async def prior_awards(session: AsyncSession, applicant: str, measure: str) -> l
         )
     )
     awards: list[PriorAward] = []
-    for decision_id, year, amount, components, approved in (await session.execute(statement)).all():
+    for decision_id, year, amount, components, basis, approved in (await session.execute(statement)).all():
         value = approved if approved is not None else amount
         if value:
-            awards.append(PriorAward(decision_id=decision_id, year=year, amount_fen=value, components=components))
+            awards.append(
+                PriorAward(decision_id=decision_id, year=year, amount_fen=value, components=components, basis=basis)
+            )
     return awards
 
 
@@ -120,3 +130,109 @@ async def applications_for_simulation(
 
 def queue_key(application: Application) -> tuple[int, int]:
     return application.priority, application.seq
+
+
+# --- the award register (rules/claims.py) ------------------------------------------------------
+
+
+async def claim_holders(session: AsyncSession, keys: Sequence[str]) -> dict[str, ClaimHolder]:
+    """Who holds each key already: an award in the register, else an application still in review."""
+    if not keys:
+        return {}
+    holders: dict[str, ClaimHolder] = {}
+    pending = await session.execute(
+        text(
+            """
+            SELECT k.key, a.id FROM eligibility.applications a
+            JOIN eligibility.decisions d ON d.id = a.current_decision_id
+            CROSS JOIN LATERAL unnest(d.claims) AS k(key)
+            WHERE a.status IN ('in_review', 'reviewed') AND d.claims && CAST(:keys AS text[])
+              AND k.key = ANY(CAST(:keys AS text[]))
+            ORDER BY a.seq
+            """
+        ),
+        {"keys": list(keys)},
+    )
+    for claim_key, application_id in pending.all():
+        holders.setdefault(claim_key, ClaimHolder(application_id=str(application_id), status="pending"))
+    awarded = await session.execute(
+        select(Award.claim_key, Award.application_id).where(Award.claim_key.in_(keys)).order_by(Award.id)
+    )
+    for claim_key, application_id in awarded.all():
+        holders[claim_key] = ClaimHolder(application_id=str(application_id), status="awarded")
+    return holders
+
+
+async def register_awards(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert one award row per key; returns the keys that were already awarded (nothing inserted for them)."""
+    if not rows:
+        return set()
+    statement = (
+        insert(Award)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["claim_key"], index_where=text("overrides_id IS NULL"))
+        .returning(Award.claim_key)
+    )
+    inserted = set((await session.execute(statement)).scalars())
+    return {row["claim_key"] for row in rows} - inserted
+
+
+async def register_override(session: AsyncSession, row: dict[str, Any]) -> bool:
+    """An A1 award on a key already held: one row naming the award it overrides (each overridden once)."""
+    statement = insert(Award).values(row).on_conflict_do_nothing().returning(Award.id)
+    return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def standing_award(session: AsyncSession, claim_key: str) -> Award | None:
+    """The award that holds a key now: the last of its chain (the one no other award overrides)."""
+    overridden = select(Award.overrides_id).where(Award.overrides_id.is_not(None)).scalar_subquery()
+    statement = select(Award).where(Award.claim_key == claim_key, Award.id.not_in(overridden)).order_by(Award.id)
+    return (await session.execute(statement.limit(1))).scalar_one_or_none()
+
+
+async def take_year_cap(session: AsyncSession, applicant: str, cap: dict[str, Any]) -> YearCap | None:
+    """The atomic annual-cap check: one conditional UPDATE; None if the year's total would exceed the cap."""
+    await session.execute(
+        insert(YearCap)
+        .values(
+            applicant=applicant,
+            kind=cap["kind"],
+            year=cap["year"],
+            limit_fen=cap["limit_fen"],
+            used_fen=0,
+            clause=cap["clause"],
+            parameter=cap["parameter"],
+        )
+        .on_conflict_do_nothing()
+    )
+    statement = (
+        update(YearCap)
+        .where(
+            YearCap.applicant == applicant,
+            YearCap.kind == cap["kind"],
+            YearCap.year == cap["year"],
+            YearCap.used_fen + cap["amount_fen"] <= YearCap.limit_fen,
+        )
+        .values(used_fen=YearCap.used_fen + cap["amount_fen"])
+        .returning(YearCap)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def year_cap(session: AsyncSession, applicant: str, kind: str, year: int) -> YearCap | None:
+    return await session.get(YearCap, (applicant, kind, year))
+
+
+async def awards(session: AsyncSession, filters: dict[str, Any], after: int, limit: int) -> list[Award]:
+    statement = select(Award).where(Award.id > after)
+    for name in ("applicant", "measure", "claim_key", "application_id"):
+        if filters.get(name) is not None:
+            statement = statement.where(getattr(Award, name) == filters[name])
+    return list((await session.execute(statement.order_by(Award.id).limit(limit + 1))).scalars())
+
+
+async def double_awards(session: AsyncSession) -> list[Award]:
+    """Every award row on a key held more than once (A1 overrides and doubles found in history), by key."""
+    twice = select(Award.claim_key).group_by(Award.claim_key).having(func.count() > 1).scalar_subquery()
+    statement = select(Award).where(Award.claim_key.in_(twice)).order_by(Award.claim_key, Award.id)
+    return list((await session.execute(statement)).scalars())

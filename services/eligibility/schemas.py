@@ -52,6 +52,43 @@ class DecisionRead(BaseModel):
     request_id: str | None = Field(
         default=None, description="The request that made it (submission or A1), as in the audit log (GET /v1/audit)"
     )
+    claims: list[str] = Field(
+        default_factory=list, description="Claim keys this decision pays for (award register, docs/awards.md)"
+    )
+    caps: list[dict[str, Any]] = Field(
+        default_factory=list, description="Annual caps of the enterprise's year that an award of it uses"
+    )
+
+
+class AwardRead(BaseModel):
+    """One row of the award register: a key an approved award pays for."""
+
+    id: int
+    claim_key: str
+    clause: str
+    measure: str
+    applicant: str
+    benefit_year: int
+    application_id: uuid.UUID
+    decision_id: uuid.UUID
+    amount_fen: int = Field(description="The approved amount of the award this key belongs to")
+    path: Literal["automatic", "manual_a1", "history"]
+    overrides_id: int | None = Field(description="The award this one deliberately pays again (A1), if any")
+    override_reason: str | None
+    actor: str | None
+    created_at: datetime
+
+
+class AwardPage(BaseModel):
+    items: list[AwardRead]
+    next_cursor: str | None
+
+
+class DoubleAwardsRead(BaseModel):
+    """Keys held by more than one award: deliberate A1 overrides and doubles found in history."""
+
+    keys: int
+    items: list[AwardRead]
 
 
 class ReviewRead(BaseModel):
@@ -101,11 +138,25 @@ class ApprovalCreate(Input):
     reason: WrittenReason
 
 
+class KeyOverride(Input):
+    """An A1 decision that deliberately pays a key again names it and says why."""
+
+    claim_key: Annotated[str, Field(min_length=3, max_length=600)]
+    reason: WrittenReason = Field(description="Why this key is paid again (required, audited)")
+
+
 class ManualDecisionCreate(Input):
-    """A1 一事一议: a case-by-case decision outside the formulas, by the authenticated approver."""
+    """A1 一事一议: a case-by-case decision outside the formulas, by the authenticated approver.
+
+    It pays for the same claim keys as the decision it supersedes and counts against the
+    same annual caps; a key already awarded is refused unless named in `overrides`.
+    """
 
     amount_fen: FenAmount
     reason: WrittenReason = Field(description="The written reason (required, audited)")
+    overrides: Annotated[list[KeyOverride], Field(max_length=100)] = Field(
+        default_factory=list, description="Claim keys already awarded that this decision deliberately pays again"
+    )
 
 
 class ApprovedDecisionRead(BaseModel):

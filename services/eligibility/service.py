@@ -20,12 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.auth import ADMIN, OFFICER, ORGANISATION_MISMATCH, Principal
 from shared.context import request_id_var
 from shared.errors import ProblemError
+from shared.money import format_yuan
 from shared.peers import PeerUnavailable
 
 from . import events, repository
 from .errors import (
+    ALREADY_AWARDED,
     AMOUNT_NOT_ALLOWED,
     AMOUNT_REQUIRED,
+    ANNUAL_CAP_REACHED,
     APPLICATION_NOT_FOUND,
     APPROVE_REJECTED_REVIEW,
     AS_OF_BEFORE_POLICY,
@@ -33,6 +36,7 @@ from .errors import (
     DECISION_NOT_APPROVED,
     DECISION_NOT_FOUND,
     INVALID_STATE,
+    OVERRIDE_NOT_CLAIMED,
     PARAMETER_INVALID,
     PARAMETER_NOT_FOUND,
     PARAMETER_NOT_FUTURE,
@@ -44,7 +48,8 @@ from .facts import Facts, RegistryFacts
 from .models import Application, Decision, ParameterVersion, Review
 from .parameters import SPECS, ParameterFileError, ParameterSet, Value, jsonable, parse_value
 from .priority import PriorityRubric
-from .rules import Evaluation, evaluate_application, facts_needed
+from .rules import Evaluation, claim_keys, evaluate_application, facts_needed
+from .rules.claims import allocate, cap_uses, kind_of
 from .schemas import (
     ApplicationCreate,
     ApplicationRead,
@@ -186,6 +191,9 @@ def _decision_row(application_id: uuid.UUID, evaluation: Evaluation, facts: Fact
         engine_version=evaluation.engine_version,
         client_id=principal.client_id,
         request_id=request_id(),
+        claims=list(result.claims),
+        caps=list(result.caps),
+        basis=result.basis,
     )
 
 
@@ -210,6 +218,8 @@ async def submit(
     if request.prior_awards:
         facts.prior_awards = await repository.prior_awards(session, payload.applicant, measure)
     parameters = await current_parameters(session, policy.parameters)
+    keys = claim_keys(evidence, payload.applicant, parameters, payload.as_of)
+    facts.claimed = await repository.claim_holders(session, keys)
     evaluation = evaluate_application(evidence, payload.as_of, facts, parameters)
     application = Application(
         id=uuid.uuid4(),
@@ -313,6 +323,10 @@ async def approve(
         raise ProblemError(SELF_APPROVAL, actor=principal.actor)
     if payload.verdict == "approve" and last_review.verdict != "approve":
         raise ProblemError(APPROVE_REJECTED_REVIEW)
+    if payload.verdict == "approve":
+        decision = await repository.get_decision(session, last_review.decision_id)
+        assert decision is not None
+        await _award(session, application, decision, last_review.amount_fen or 0, principal, "automatic", {})
     session.add(
         Review(
             application_id=application.id,
@@ -359,7 +373,7 @@ async def manual_decision(
         amount_fen=payload.amount_fen,
         failures=[],
         review_reasons=[],
-        components={"a1": payload.amount_fen},
+        components=allocate(payload.amount_fen, previous.components if previous else {}),
         trace=[
             {
                 "clause": "A1",
@@ -371,6 +385,8 @@ async def manual_decision(
                     "approver": principal.actor,
                     "reason": payload.reason,
                     "supersedes": str(previous.id) if previous else None,
+                    "claims": list(previous.claims) if previous else [],
+                    "overrides": {o.claim_key: o.reason for o in payload.overrides},
                 },
                 "parameters": [],
                 "amounts": {"amount_fen": payload.amount_fen},
@@ -385,9 +401,15 @@ async def manual_decision(
         reason=payload.reason,
         client_id=principal.client_id,
         request_id=request_id(),
+        # A1 pays for what the superseded decision asked for, within the same annual caps
+        claims=list(previous.claims) if previous else [],
+        caps=list(previous.caps) if previous else [],
+        basis=previous.basis if previous else {},
     )
     session.add(decision)
     await session.flush()
+    overrides = {o.claim_key: o.reason for o in payload.overrides}
+    await _award(session, application, decision, payload.amount_fen, principal, "manual_a1", overrides)
     session.add(
         Review(
             application_id=application.id,
@@ -407,6 +429,76 @@ async def manual_decision(
     read = await read_application(session, application.id)
     await events.application_changed(session, read, "a1_decided")
     return read
+
+
+# --- the award register ---------------------------------------------------------------------------
+
+
+async def _award(
+    session: AsyncSession,
+    application: Application,
+    decision: Decision,
+    amount_fen: int,
+    principal: Principal,
+    path: str,
+    overrides: dict[str, str],
+) -> None:
+    """Register what an approval pays for: its claim keys (once each) and its share of the year's caps.
+
+    The database decides: the unique key index makes a second award on a key impossible
+    (a concurrent approval waits for the first and then finds the key taken), and each cap
+    is taken by one conditional UPDATE. Any refusal rolls the whole approval back.
+    """
+    unknown = sorted(set(overrides) - set(decision.claims))
+    if unknown:
+        raise ProblemError(OVERRIDE_NOT_CLAIMED, claim_key=unknown[0])
+    row = {
+        "measure": application.measure,
+        "applicant": application.applicant,
+        "benefit_year": application.benefit_year,
+        "application_id": application.id,
+        "decision_id": decision.id,
+        "amount_fen": amount_fen,
+        "path": path,
+        "actor": principal.actor,
+        "request_id": request_id(),
+    }
+    plain = [
+        {**row, "claim_key": key, "clause": kind_of(key).clause} for key in decision.claims if key not in overrides
+    ]
+    taken = await repository.register_awards(session, plain)
+    for key in sorted(taken):
+        holder = await repository.standing_award(session, key)
+        raise ProblemError(
+            ALREADY_AWARDED,
+            claim_key=key,
+            clause=kind_of(key).clause,
+            holder=str(holder.application_id) if holder else "?",
+        )
+    for key, why in sorted(overrides.items()):
+        holder = await repository.standing_award(session, key)
+        overriding = {"overrides_id": holder.id, "override_reason": why} if holder else {}
+        if not await repository.register_override(
+            session, {**row, "claim_key": key, "clause": kind_of(key).clause, **overriding}
+        ):
+            raise ProblemError(
+                ALREADY_AWARDED, claim_key=key, clause=kind_of(key).clause, holder="(a concurrent decision)"
+            )
+    for use in cap_uses(amount_fen, decision.components, decision.caps):
+        if await repository.take_year_cap(session, application.applicant, use) is None:
+            cap = await repository.year_cap(session, application.applicant, use["kind"], use["year"])
+            limit, used = (cap.limit_fen, cap.used_fen) if cap else (use["limit_fen"], 0)
+            raise ProblemError(
+                ANNUAL_CAP_REACHED,
+                clause=use["clause"],
+                year=use["year"],
+                cap=use["kind"],
+                limit_yuan=format_yuan(limit),
+                used_yuan=format_yuan(used),
+                remaining_yuan=format_yuan(limit - used),
+                remaining_fen=limit - used,
+                amount_yuan=format_yuan(use["amount_fen"]),
+            )
 
 
 async def get_decision(session: AsyncSession, decision_id: uuid.UUID, principal: Principal) -> DecisionRead:

@@ -182,8 +182,12 @@ async def test_a_changed_provisional_parameter_changes_the_result_without_code(
     service_auth_env: dict[str, str],
 ) -> None:
     """M1 tiers are provisional: a new file changes the compute voucher, nothing else changes."""
-    applicant = await seed.organisation(live_registry_client)
-    await seed.revenue(live_registry_client, applicant, 2025, 30_000_000 * YUAN)
+    # two enterprises in the same situation: one enterprise's second application would build on its first
+    applicants = []
+    for _ in range(2):
+        applicant = await seed.organisation(live_registry_client)
+        await seed.revenue(live_registry_client, applicant, 2025, 30_000_000 * YUAN)
+        applicants.append(applicant)
     provider = await seed.vendor(live_registry_client, is_compute_vendor=True)
     evidence = {
         "measure": "M1",
@@ -202,7 +206,7 @@ async def test_a_changed_provisional_parameter_changes_the_result_without_code(
     alternative = tmp_path / "parameters.yaml"
     alternative.write_text(yaml.safe_dump(changed, allow_unicode=True))
     amounts = []
-    for policy_file in (DEFAULT_FILE, alternative):
+    for applicant, policy_file in zip(applicants, (DEFAULT_FILE, alternative), strict=True):
         app = create_app(
             EligibilitySettings(
                 database_url=database_url,

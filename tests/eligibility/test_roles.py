@@ -66,6 +66,9 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/policy/parameters/{parameter_id}"): EVERYONE,
     ("POST", "/v1/policy/parameters/{parameter_id}/versions"): frozenset({ADMIN}),
     ("POST", "/v1/simulations"): frozenset({OFFICER, APPROVER, ADMIN, AUDITOR}),
+    # the award register names enterprises: the bureau, auditors and the data platform, not applicants
+    ("GET", "/v1/awards"): frozenset({OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM}),
+    ("GET", "/v1/awards/double"): frozenset({OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM}),
     # the routers every service shares: the audit log, the change feed and webhooks; and the exports
     ("GET", "/v1/audit"): frozenset({AUDITOR, ADMIN}),
     ("GET", "/v1/events"): INTEGRATORS,
@@ -285,6 +288,7 @@ async def test_dashboard_and_vendor_clients_read_nothing_per_enterprise(
         f"/v1/decisions/{decision_id}",
         f"/v1/approved-decisions/{decision_id}",
         "/v1/review-queue",
+        f"/v1/awards?applicant={applicant}",
     ]
     for headers in (auth(DASHBOARD, name="dashboard"), as_vendor(applicant)):
         for read in reads:

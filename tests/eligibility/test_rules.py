@@ -95,8 +95,12 @@ def referenced(*recognitions: RecognitionFacts) -> dict[str, RecognitionFacts | 
     return {str(r.id): r for r in recognitions}
 
 
-def prior(year: int, amount_fen: int, components: dict[str, int] | None = None) -> PriorAward:
-    return PriorAward(decision_id=uuid.uuid4(), year=year, amount_fen=amount_fen, components=components or {})
+def prior(
+    year: int, amount_fen: int, components: dict[str, int] | None = None, basis: dict[str, Any] | None = None
+) -> PriorAward:
+    return PriorAward(
+        decision_id=uuid.uuid4(), year=year, amount_fen=amount_fen, components=components or {}, basis=basis or {}
+    )
 
 
 def run(evidence: Any, facts: Facts, parameters: ParameterSet = PARAMS) -> Evaluation:
@@ -476,8 +480,10 @@ def test_m5_only_library_products_paid_in_the_year() -> None:
     ],
 )
 def test_m5_annual_cap(spend: int, earlier: int, expected: int) -> None:
+    """The year's spend (this and the earlier award's, 666,666.67 yuan → 200,000) earns the cap's share, less the earlier."""
     good = product()
-    awards = [prior(2024, earlier), prior(2023, yuan(300_000))] if earlier else [prior(2023, yuan(300_000))]
+    this_year = prior(2024, earlier, {"subsidy": earlier}, {"spend_fen": 66_666_667})
+    awards = [this_year, prior(2023, yuan(300_000))] if earlier else [prior(2023, yuan(300_000))]
     evidence = M5Evidence(measure="M5", year=2024, purchases=[purchase(good, spend)])
     assert_eligible(run(evidence, make_facts(referenced=referenced(good), prior_awards=awards)), expected)
 
@@ -522,7 +528,7 @@ def test_m6_half_the_audited_investment_capped(investment: int, expected: int) -
     evaluation = run(m6(investment), make_facts())
     assert_eligible(evaluation, expected)
     assert {"M6.ratio", "M6.cap_fen"} <= parameters_read(evaluation)
-    cap_step = evaluation.trace[-1]
+    cap_step = [step for step in evaluation.trace if step["clause"] == "M6"][-1]
     assert cap_step["amounts"]["before_cap_fen"] == investment // 2
     assert cap_step["amounts"]["after_cap_fen"] == expected
 

@@ -7,13 +7,13 @@ registration) and returns the result with its trace. No I/O happens here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from types import ModuleType
 from typing import Any
 
 from ..engine import ENGINE_VERSION, ParamView, Result, Trace
-from ..evidence import Evidence
+from ..evidence import EVIDENCE, Evidence
 from ..facts import Facts, FactsRequest
 from ..parameters import ParameterSet
 from . import (
@@ -31,6 +31,7 @@ from . import (
     m12_public_platforms,
     m13_major_events,
 )
+from .claims import claim_reasons, held
 from .common import check_applicant, check_validity
 
 RULES: dict[str, ModuleType] = {
@@ -65,6 +66,93 @@ class Evaluation:
     engine_version: str = ENGINE_VERSION
 
 
+def claim_keys(evidence: Evidence, applicant: str, parameters: ParameterSet, as_of: date) -> list[str]:
+    """The claim keys an application asks for (rules/claims.py), from its evidence: looked up before the rules run."""
+    measure: str = evidence.measure  # type: ignore[attr-defined]
+
+    def value(parameter_id: str) -> Any:
+        return parameters.value(parameter_id, as_of)[1].value
+
+    keys: list[str] = RULES[measure].claim_keys(evidence, applicant, value)
+    return list(dict.fromkeys(keys))
+
+
+def annual_caps(evidence: Evidence, facts: Facts, parameters: ParameterSet, as_of: date) -> list[dict[str, Any]]:
+    """The annual caps an award of this application uses, whatever its outcome (an A1 decision keeps them)."""
+    module = RULES[evidence.measure]  # type: ignore[attr-defined]
+    if not hasattr(module, "annual_caps"):
+        return []
+
+    def value(parameter_id: str) -> Any:
+        return parameters.value(parameter_id, as_of)[1].value
+
+    return [cap.as_dict() for cap in module.annual_caps(evidence, facts, value)]
+
+
+def claims_of_record(
+    measure: str, applicant: str, evidence: dict[str, Any], components: dict[str, int], trace: list[dict[str, Any]]
+) -> list[str]:
+    """The keys an award decided before the register paid for, from what its decision recorded (migration 0007)."""
+    try:
+        parsed: Evidence = EVIDENCE.validate_python(evidence)
+    except ValueError:
+        return []
+    if measure == "M9":
+        keys = [
+            m9_growth.threshold_claim(applicant, int(name.removeprefix(m9_growth.THRESHOLD_PREFIX)))
+            for name in components
+            if name.startswith(m9_growth.THRESHOLD_PREFIX)
+        ]
+        if components.get("growth"):
+            keys.append(m9_growth.growth_claim(applicant, parsed.year))  # type: ignore[attr-defined]
+        return keys
+    if measure == "M7":
+        return [m7_ai_standards.standard_key(name) for name in components]
+    excluded = {
+        str(row.get("invoice"))
+        for step in trace
+        for row in step.get("inputs", {}).get("excluded", [])
+        if isinstance(row, dict) and "invoice" in row and "line" not in row
+    }
+    keys = RULES[measure].claim_keys(parsed, applicant, None)
+    if measure == "M1":
+        keys = [k for k in keys if k.rsplit("|", 1)[-1] not in excluded]
+    return list(dict.fromkeys(keys))
+
+
+def _registered(result: Result, candidates: list[str], facts: Facts, trace: Trace) -> Result:
+    """Check the keys the result pays for against the register; a result always names its keys.
+
+    A key already awarded makes the application ineligible; one another application is
+    waiting on sends it to review (whichever is approved first holds it: the database
+    refuses the second). An ineligible result keeps every key asked for, so an A1
+    decision on it pays for — and is checked against — the same keys.
+    """
+    if result.outcome == "ineligible":
+        claims = tuple(dict.fromkeys((*result.claims, *candidates)))
+    else:
+        claims = result.claims or tuple(candidates)
+    holders = held(facts.claimed, claims)
+    failures, reviews = claim_reasons(holders)
+    trace.step(
+        "register",
+        "登记簿：本申请所扶持事项（一次性键）不得已获扶持",
+        "Award register: what this application pays for must not have been awarded already",
+        inputs={"claims": list(claims), "held": {k: v.model_dump() for k, v in holders.items()}},
+        outcome="fail" if failures else ("review" if reviews else "pass"),
+    )
+    result = replace(result, claims=claims)
+    if failures and result.outcome != "ineligible":
+        return replace(Result.ineligible(*failures), claims=claims, basis=result.basis)
+    if failures:
+        return replace(result, failures=(*result.failures, *failures))
+    if reviews and result.outcome == "eligible":
+        return replace(result, outcome="needs_review", review_reasons=(*result.review_reasons, *reviews))
+    if reviews:
+        return replace(result, review_reasons=(*result.review_reasons, *reviews))
+    return result
+
+
 def facts_needed(evidence: Evidence) -> FactsRequest:
     request: Callable[[Any], FactsRequest] = RULES[evidence.measure].facts_needed  # type: ignore[attr-defined]
     return request(evidence)
@@ -84,16 +172,14 @@ def evaluate_application(evidence: Evidence, as_of: date, facts: Facts, paramete
     else:
         rule: Result = RULES[measure].evaluate(evidence, facts, params, trace)
         if failures or rule.outcome == "ineligible":
-            result = Result.ineligible(*failures, *rule.failures)
+            result = replace(Result.ineligible(*failures, *rule.failures), claims=rule.claims)
         elif reviews or rule.outcome == "needs_review":
-            result = Result(
-                "needs_review",
-                rule.amount_fen,
-                review_reasons=(*reviews, *rule.review_reasons),
-                components=rule.components,
-            )
+            result = replace(rule, outcome="needs_review", review_reasons=(*reviews, *rule.review_reasons))
         else:
             result = rule
+    candidates = claim_keys(evidence, facts.applicant or "", parameters, as_of)
+    result = _registered(result, candidates, facts, trace)
+    result = replace(result, caps=tuple(annual_caps(evidence, facts, parameters, as_of)))
     return Evaluation(
         result=result,
         trace=trace.as_list(),

@@ -12,15 +12,28 @@ Amounts round down to the fen. Components: track → amount.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M10Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import check_recognition, share, yuan
 from .common import awarded_in, reason
 
 MEASURE = "M10"
 TITLE = {"zh": "人工智能产品首版次销售", "en": "First-version AI software sales"}
 KIND = "first_version_software"
+
+
+def claim_keys(evidence: M10Evidence, applicant: str, p: Any) -> list[str]:
+    if evidence.track == "first_sale":
+        return [claims.key("M10.first_sale", evidence.recognition_id)]
+    return [claims.key("M10.city_matching", applicant, evidence.year)]
+
+
+def annual_caps(evidence: M10Evidence, facts: Facts, p: Any) -> list[claims.Cap]:
+    return [claims.Cap(f"M10.{evidence.track}", evidence.year, p("M10.annual_cap_fen"), (evidence.track,))]
 
 
 def facts_needed(evidence: M10Evidence) -> FactsRequest:

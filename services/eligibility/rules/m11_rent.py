@@ -9,16 +9,22 @@ exceeded the threshold): at most 50% of the rent actually paid for that area, an
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M11Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import floor_fen
 from .common import awarded_in, reason
 
 MEASURE = "M11"
 TITLE = {"zh": "产业用房租金补贴", "en": "Rent subsidies"}
 ABOVE_SCALE = ("above_scale_industrial", "above_scale_services")
+
+
+def claim_keys(evidence: M11Evidence, applicant: str, p: Any) -> list[str]:
+    return [claims.key("M11.rent", applicant, evidence.year)]
 
 
 def facts_needed(evidence: M11Evidence) -> FactsRequest:

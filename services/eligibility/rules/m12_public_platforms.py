@@ -10,15 +10,22 @@ component key makes it ineligible.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..engine import ParamView, Result, Trace
 from ..evidence import M12Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import check_recognition, was_awarded
 from .common import reason
 
 MEASURE = "M12"
 TITLE = {"zh": "人工智能公共平台建设", "en": "Public platforms"}
 KIND = "public_platform"
+
+
+def claim_keys(evidence: M12Evidence, applicant: str, p: Any) -> list[str]:
+    return [claims.key("M12.platform", evidence.recognition_id)]
 
 
 def facts_needed(evidence: M12Evidence) -> FactsRequest:

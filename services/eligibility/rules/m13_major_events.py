@@ -10,9 +10,12 @@ must have taken place by the application date.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M13Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import share, was_awarded
 from .common import reason
 
@@ -20,6 +23,14 @@ MEASURE = "M13"
 TITLE = {"zh": "人工智能领域重大活动开办", "en": "Major AI events held in Longgang"}
 #: 具有重大国际、国内影响力: the influence levels that qualify (evidence vocabulary).
 MAJOR_INFLUENCE = ("international", "national")
+
+
+def claim_keys(evidence: M13Evidence, applicant: str, p: Any) -> list[str]:
+    """The event by date and name (co-organisers share it) and the organiser's day (a new name is no new event)."""
+    return [
+        claims.key("M13.event", evidence.held_on.isoformat(), claims.normalised(evidence.event_name)),
+        claims.key("M13.organiser_day", applicant, evidence.held_on.isoformat()),
+    ]
 
 
 def facts_needed(evidence: M13Evidence) -> FactsRequest:

@@ -2,9 +2,15 @@
 
 Only compute lines paid last year to non-affiliated providers enter the base (M1-1, M1-2).
 The base is subsidised at marginal tier ratios, plus bonus points on the part paid to
-district or domestic compute (M1-4), capped at the revenue class's cap less what the
-enterprise already received for that year (M1-3). A recognised major AI project earns
-an extra share, outside the class cap by default (M1-5, interpretation).
+district or domestic compute (M1-4), capped at the revenue class's cap (M1-3). A
+recognised major AI project earns an extra share, outside the class cap by default (M1-5,
+interpretation), at most `M1.major_project_extra_cap_fen` for the year.
+
+Tiers and caps apply to the enterprise's year as a whole: the year's base is this
+application's plus the bases of its earlier standing applications for the same year, and
+this application gets the award for that total less what they were given — so fees split
+over several applications never earn more than one application would. Each invoice is a
+claim key (`M1.invoice`): one held by another application is left out of the base.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from shared.money import format_yuan
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M1Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import floor_fen
-from .common import awarded_in, reason
+from .common import reason
 
 MEASURE = "M1"
 TITLE = {"zh": "算力券", "en": "Compute vouchers"}
@@ -32,6 +39,33 @@ def facts_needed(evidence: M1Evidence) -> FactsRequest:
         recognitions=True,
         prior_awards=True,
     )
+
+
+def invoice_key(applicant: str, year: int, provider: str, number: str) -> str:
+    return claims.key("M1.invoice", applicant, year, provider, number)
+
+
+def claim_keys(evidence: M1Evidence, applicant: str, p: Any) -> list[str]:
+    return [
+        invoice_key(applicant, evidence.fiscal_year, i.provider_credit_code, i.invoice_number)
+        for i in evidence.invoices
+    ]
+
+
+def annual_caps(evidence: M1Evidence, facts: Facts, p: Any) -> list[claims.Cap]:
+    """The class cap of the benefit year (the highest class's when revenue is unknown) and the extra's cap."""
+    classes = p("M1.revenue_classes")
+    revenue = facts.revenues.get(evidence.fiscal_year)
+    limit = revenue_class(revenue, classes)["cap_fen"] if revenue is not None else max(c["cap_fen"] for c in classes)
+    return [
+        claims.Cap("M1.class_cap", evidence.fiscal_year, limit, ("capped",)),
+        claims.Cap(
+            "M1.major_project_extra",
+            evidence.fiscal_year,
+            p("M1.major_project_extra_cap_fen"),
+            ("major_project_extra",),
+        ),
+    ]
 
 
 def tiered_subsidy(base_fen: int, tiers: tuple[dict[str, Any], ...]) -> tuple[Decimal, list[dict[str, Any]]]:
@@ -74,12 +108,18 @@ def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
     base = 0
     by_provider_kind = {"district": 0, "domestic": 0, "both": 0}
     excluded: list[dict[str, Any]] = []
+    applicant = facts.applicant or ""
+    counted_keys: list[str] = []
     for invoice in evidence.invoices:
         provider = invoice.provider_credit_code
         vendor = facts.vendors.get(provider)
         invoice_total = sum(line.amount_fen for line in invoice.lines)
+        claim = invoice_key(applicant, evidence.fiscal_year, provider, invoice.invoice_number)
+        holder = facts.claimed.get(claim)
         why = None
-        if provider in facts.affiliates:
+        if holder is not None:
+            why = f"invoice_already_claimed:{holder.status}:{holder.application_id}"
+        elif provider in facts.affiliates:
             why = "affiliated_provider"
         elif vendor is None or not vendor.is_compute_vendor:
             why = "not_a_registered_compute_vendor"
@@ -91,6 +131,7 @@ def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
             )
             continue
         assert vendor is not None
+        counted_keys.append(claim)
         for line in invoice.lines:
             if line.kind not in counted_kinds:
                 excluded.append(
@@ -125,6 +166,30 @@ def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
     if failures:
         return Result.ineligible(*failures)
 
+    year = evidence.fiscal_year
+    earlier = [award for award in facts.prior_awards if award.year == year]
+    earlier_base = sum(int(award.basis.get("base_fen", 0)) for award in earlier)
+    year_paid_to = dict(by_provider_kind)
+    for award in earlier:
+        for kind, amount in (award.basis.get("paid_to") or {}).items():
+            year_paid_to[kind] = year_paid_to.get(kind, 0) + int(amount)
+    year_base = earlier_base + base
+    earlier_capped = sum(award.components.get("capped", 0) for award in earlier)
+    earlier_extra = sum(award.components.get("major_project_extra", 0) for award in earlier)
+    trace.step(
+        "M1",
+        "年度合计：本申请的基数加上同年度在审或已核准申请的基数（梯度与上限按年度整体计算）",
+        "Year total: this base plus the bases of the year's standing applications (tiers and caps apply to the year)",
+        inputs={"year": year, "earlier_decisions": [str(award.decision_id) for award in earlier]},
+        amounts={
+            "application_base_fen": base,
+            "earlier_base_fen": earlier_base,
+            "year_base_fen": year_base,
+            "earlier_capped_fen": earlier_capped,
+            "earlier_extra_fen": earlier_extra,
+        },
+    )
+
     revenue = facts.revenues.get(evidence.fiscal_year)
     if revenue is None:
         trace.step(
@@ -152,34 +217,41 @@ def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         amounts={"class_cap_fen": cls["cap_fen"]},
     )
 
-    exact, parts = tiered_subsidy(base, p("M1.tiers"))
+    exact, parts = tiered_subsidy(year_base, p("M1.tiers"))
     trace.step(
         "M1",
-        "按梯度比例计算（边际）",
-        "Tiered ratios (marginal)",
+        "按梯度比例计算（边际，按年度合计基数）",
+        "Tiered ratios (marginal, on the year's base)",
         inputs={"tiers": parts},
-        amounts={"base_fen": base, "tiered_fen": floor_fen(exact)},
+        amounts={"base_fen": year_base, "tiered_fen": floor_fen(exact)},
     )
 
     bonus_ratios: dict[str, Decimal] = p("M1.bonus_ratios")
-    bonus = sum((Decimal(amount) * bonus_ratios[kind] for kind, amount in by_provider_kind.items()), Decimal(0))
+    bonus = sum(
+        (Decimal(amount) * bonus_ratios[kind] for kind, amount in year_paid_to.items() if kind in bonus_ratios),
+        Decimal(0),
+    )
     trace.step(
         "M1",
-        "本区/国产算力加成（仅对相应部分）",
-        "District / domestic compute bonus (on that part only)",
-        inputs={"paid_to": by_provider_kind},
+        "本区/国产算力加成（仅对相应部分，按年度合计）",
+        "District / domestic compute bonus (on that part only, for the year)",
+        inputs={"paid_to": year_paid_to},
         amounts={"bonus_fen": floor_fen(bonus)},
     )
 
-    before_cap = floor_fen(exact + bonus)
-    already = awarded_in(facts.prior_awards, evidence.fiscal_year, "capped")
-    room = max(0, cls["cap_fen"] - already)
-    capped = min(before_cap, room)
+    year_before_cap = floor_fen(exact + bonus)
+    year_capped = min(year_before_cap, cls["cap_fen"])
+    capped = max(0, year_capped - earlier_capped)
     trace.step(
         "M1",
-        "按企业类别上限封顶（扣除同年度已获补贴）",
-        "Capped at the class cap, less this year's earlier awards",
-        amounts={"before_cap_fen": before_cap, "already_awarded_fen": already, "after_cap_fen": capped},
+        "按企业类别上限封顶：年度金额减去同年度已获补贴",
+        "Capped at the class cap: the year's amount less this year's earlier awards",
+        amounts={
+            "before_cap_fen": year_before_cap,
+            "year_after_cap_fen": year_capped,
+            "already_awarded_fen": earlier_capped,
+            "after_cap_fen": capped,
+        },
     )
 
     extra = 0
@@ -188,18 +260,25 @@ def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         extra_ratio: Decimal = p("M1.major_project_extra_ratio")
         extra_cap: int = p("M1.major_project_extra_cap_fen")
         outside: bool = p("M1.major_project_extra_outside_cap")
-        extra_before = floor_fen(Decimal(base) * extra_ratio)
-        extra = min(extra_before, extra_cap)
+        extra_before = floor_fen(Decimal(year_base) * extra_ratio)
+        year_extra = min(extra_before, extra_cap)
         if not outside:
-            extra = min(extra, max(0, room - capped))
+            year_extra = min(year_extra, max(0, cls["cap_fen"] - year_capped))
+        extra = max(0, year_extra - earlier_extra)
         trace.step(
             "M1",
-            "重大人工智能项目额外补贴",
-            "Extra for a recognised major AI project",
+            "重大人工智能项目额外补贴：年度金额减去同年度已获额外补贴",
+            "Extra for a recognised major AI project: the year's amount less this year's earlier extras",
             inputs={"projects": [str(r.id) for r in projects], "outside_class_cap": outside},
-            amounts={"before_cap_fen": extra_before, "after_cap_fen": extra},
+            amounts={
+                "before_cap_fen": extra_before,
+                "year_after_cap_fen": year_extra,
+                "already_awarded_fen": earlier_extra,
+                "after_cap_fen": extra,
+            },
         )
     total = capped + extra
+    basis = {"base_fen": base, "paid_to": by_provider_kind}
     if evidence.compute_for_equity:
         trace.step(
             "M1",
@@ -218,4 +297,5 @@ def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
             )
         )
     trace.step("M1", "算力券金额", "Compute voucher amount", amounts={"amount_fen": total}, outcome="eligible")
-    return Result.eligible(total, {"capped": capped, "major_project_extra": extra})
+    components = {"capped": capped, "major_project_extra": extra}
+    return Result.eligible(total, components).registering(counted_keys, basis=basis)

@@ -24,12 +24,19 @@ from typing import Any
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M2Evidence
 from ..facts import Facts, FactsRequest, ModelFacts
+from . import claims
 from .checks import was_awarded, yuan
 from .common import reason
 
 MEASURE = "M2"
 TITLE = {"zh": "支持自主开发大模型", "en": "Self-developed large models"}
 APPLICANT_KINDS = ("enterprise", "university", "research_institute")
+
+
+def claim_keys(evidence: M2Evidence, applicant: str, p: Any) -> list[str]:
+    if evidence.track == "a":
+        return [claims.key("M2a.entity", applicant)]
+    return [claims.key("M2b.model", evidence.model_id)]
 
 
 def facts_needed(evidence: M2Evidence) -> FactsRequest:

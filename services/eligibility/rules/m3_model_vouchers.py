@@ -19,9 +19,12 @@ ledger counts claims when they happen (M3-6 / M3-7).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M3Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import share, was_awarded, yuan
 from .common import awarded_in, reason
 
@@ -29,6 +32,10 @@ MEASURE = "M3"
 TITLE = {"zh": "模型券", "en": "Model vouchers"}
 #: Filing statuses (registry vocabulary) that mean the filing / registration is in force.
 IN_FORCE = ("filed", "registered")
+
+
+def claim_keys(evidence: M3Evidence, applicant: str, p: Any) -> list[str]:
+    return [claims.key("M3.contract", evidence.contract.vendor_credit_code, evidence.contract.number)]
 
 
 def facts_needed(evidence: M3Evidence) -> FactsRequest:

@@ -9,15 +9,22 @@ recognition's id as a component key makes it ineligible.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..engine import ParamView, Result, Trace
 from ..evidence import M4Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import check_recognition, was_awarded
 from .common import reason
 
 MEASURE = "M4"
 TITLE = {"zh": "人工智能软件应用示范项目", "en": "AI software application demonstration projects"}
 KIND = "demonstration_project"
+
+
+def claim_keys(evidence: M4Evidence, applicant: str, p: Any) -> list[str]:
+    return [claims.key("M4.project", evidence.recognition_id)]
 
 
 def facts_needed(evidence: M4Evidence) -> FactsRequest:

@@ -13,14 +13,29 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import ParamView, Reason, Result, Trace
-from ..evidence import M5Evidence
+from ..evidence import LibraryPurchase, M5Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import recognition_failures, share, yuan
 from .common import awarded_in, reason
 
 MEASURE = "M5"
 TITLE = {"zh": "四上企业人工智能等方向数字化转型", "en": "Digital transformation of four-above enterprises"}
 KIND = "digital_product"
+
+
+def purchase_key(applicant: str, purchase: LibraryPurchase) -> str:
+    return claims.key(
+        "M5.purchase", applicant, purchase.product_recognition_id, purchase.paid_on.isoformat(), purchase.amount_fen
+    )
+
+
+def claim_keys(evidence: M5Evidence, applicant: str, p: Any) -> list[str]:
+    return [purchase_key(applicant, purchase) for purchase in evidence.purchases]
+
+
+def annual_caps(evidence: M5Evidence, facts: Facts, p: Any) -> list[claims.Cap]:
+    return [claims.Cap("M5.annual", evidence.year, p("M5.annual_cap_fen"), ("subsidy",))]
 
 
 def facts_needed(evidence: M5Evidence) -> FactsRequest:
@@ -56,6 +71,7 @@ def evaluate(evidence: M5Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
     counted: list[dict[str, Any]] = []
     excluded: list[dict[str, Any]] = []
     in_library = 0
+    counted_keys: list[str] = []
     for purchase in evidence.purchases:
         rid = purchase.product_recognition_id
         recognition = facts.referenced.get(str(rid))
@@ -72,6 +88,13 @@ def evaluate(evidence: M5Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         if purchase.paid_on.year != evidence.year:
             excluded.append(row | {"reason": "not_paid_in_year"})
             continue
+        claim = purchase_key(facts.applicant or "", purchase)
+        holder = facts.claimed.get(claim)
+        if holder is not None or claim in counted_keys:
+            held_by = holder.application_id if holder else "this application"
+            excluded.append(row | {"reason": "purchase_already_claimed", "held_by": held_by})
+            continue
+        counted_keys.append(claim)
         spend += purchase.amount_fen
         counted.append(row)
     trace.step(
@@ -104,21 +127,28 @@ def evaluate(evidence: M5Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         return Result.ineligible(*failures)
 
     ratio = p("M5.ratio")
-    before_cap = share(spend, ratio)
+    earlier = [award for award in facts.prior_awards if award.year == evidence.year]
+    earlier_spend = sum(int(award.basis.get("spend_fen", 0)) for award in earlier)
+    year_spend = earlier_spend + spend
+    before_cap = share(year_spend, ratio)
     trace.step(
         "M5",
-        "按采购金额比例补贴，向下取整到分",
-        "Share of the spend, rounded down to the fen",
-        amounts={"spend_fen": spend, "before_cap_fen": before_cap},
+        "按年度合计采购金额（本申请加同年度在审或已核准申请）的比例补贴，向下取整到分",
+        "Share of the year's spend (this application's and the year's standing applications'), rounded down",
+        amounts={
+            "spend_fen": spend,
+            "earlier_spend_fen": earlier_spend,
+            "year_spend_fen": year_spend,
+            "before_cap_fen": before_cap,
+        },
     )
     cap: int = p("M5.annual_cap_fen")
     already = awarded_in(facts.prior_awards, evidence.year)
-    room = max(0, cap - already)
-    amount = min(before_cap, room)
+    amount = max(0, min(before_cap, cap) - already)
     trace.step(
         "M5",
-        "每年补贴上限（扣除同年度已获补贴）",
-        "Annual cap, less this year's earlier awards",
+        "每年补贴上限：年度金额减去同年度已获补贴",
+        "Annual cap: the year's amount less this year's earlier awards",
         inputs={"year": evidence.year},
         amounts={
             "before_cap_fen": before_cap,
@@ -137,4 +167,4 @@ def evaluate(evidence: M5Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
                 f"The {evidence.year} cap of {yuan(cap)} yuan has been reached",
             )
         )
-    return Result.eligible(amount)
+    return Result.eligible(amount, {"subsidy": amount}).registering(counted_keys, basis={"spend_fen": spend})

@@ -7,14 +7,21 @@ down, and at most `M6.cap_fen` (EXAMPLES M6-1: 3,000,000 → 1,000,000).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..engine import ParamView, Result, Trace
 from ..evidence import M6Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import share, was_awarded
 from .common import reason
 
 MEASURE = "M6"
 TITLE = {"zh": "人工智能数字化转型标杆项目", "en": "Benchmark digital-transformation projects"}
+
+
+def claim_keys(evidence: M6Evidence, applicant: str, p: Any) -> list[str]:
+    return [claims.key("M6.project", applicant, claims.normalised(evidence.diagnosis_reference))]
 
 
 def facts_needed(evidence: M6Evidence) -> FactsRequest:

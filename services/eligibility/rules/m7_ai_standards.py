@@ -20,12 +20,25 @@ from typing import Any
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M7Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import recognition_failures, recognition_inputs, share, was_awarded, yuan
 from .common import awarded_in, reason
 
 MEASURE = "M7"
 TITLE = {"zh": "人工智能技术标准制定", "en": "AI standards"}
 KIND = "ai_standard"
+
+
+def standard_key(recognition_id: object) -> str:
+    return claims.key("M7.standard", recognition_id)
+
+
+def claim_keys(evidence: M7Evidence, applicant: str, p: Any) -> list[str]:
+    return [standard_key(rid) for rid in dict.fromkeys(evidence.standard_recognition_ids)]
+
+
+def annual_caps(evidence: M7Evidence, facts: Facts, p: Any) -> list[claims.Cap]:
+    return [claims.Cap("M7.annual", evidence.year, p("M7.annual_cap_fen"), (claims.EVERY_COMPONENT,))]
 
 
 def facts_needed(evidence: M7Evidence) -> FactsRequest:
@@ -84,7 +97,7 @@ def evaluate(evidence: M7Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         }
         if recognition.recognised_on.year != evidence.year:
             not_rewarded.append(row | {"reason": "not_published_in_year"})
-        elif was_awarded(facts.prior_awards, key):
+        elif was_awarded(facts.prior_awards, key) or standard_key(key) in facts.claimed:
             not_rewarded.append(row | {"reason": "already_rewarded"})
         elif level not in level_rewards:
             not_rewarded.append(row | {"reason": "unknown_level"})
@@ -130,7 +143,7 @@ def evaluate(evidence: M7Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         outcome="eligible" if amount > 0 else "fail",
     )
     if amount > 0:
-        return Result.eligible(amount, components)
+        return Result.eligible(amount, components).registering([standard_key(k) for k in components])
 
     why = {row["reason"] for row in not_rewarded}
     if "not_published_in_year" in why:

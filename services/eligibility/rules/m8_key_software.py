@@ -8,15 +8,22 @@ any earlier standing M8 decision makes the application ineligible.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..engine import ParamView, Result, Trace
 from ..evidence import M8Evidence
 from ..facts import Facts, FactsRequest
+from . import claims
 from .checks import check_recognition, ever_awarded
 from .common import reason
 
 MEASURE = "M8"
 TITLE = {"zh": "重点软件企业认定", "en": "Key software enterprises"}
 KIND = "key_software_enterprise"
+
+
+def claim_keys(evidence: M8Evidence, applicant: str, p: Any) -> list[str]:
+    return [claims.key("M8.enterprise", applicant)]
 
 
 def facts_needed(evidence: M8Evidence) -> FactsRequest:

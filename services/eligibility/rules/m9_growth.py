@@ -26,6 +26,7 @@ from typing import Any
 from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M9Evidence
 from ..facts import Facts, FactsRequest, PriorAward
+from . import claims
 from .checks import share, yuan
 from .common import awarded_in, reason
 
@@ -40,6 +41,22 @@ def facts_needed(evidence: M9Evidence) -> FactsRequest:
 
 def threshold_key(over_fen: int) -> str:
     return f"{THRESHOLD_PREFIX}{over_fen}"
+
+
+def threshold_claim(applicant: str, over_fen: int) -> str:
+    return claims.key("M9.threshold", applicant, over_fen)
+
+
+def growth_claim(applicant: str, year: int) -> str:
+    return claims.key("M9.growth", applicant, year)
+
+
+def claim_keys(evidence: M9Evidence, applicant: str, p: Any) -> list[str]:
+    """Every threshold of the parameter set (which ones are crossed depends on revenue) and the year's growth."""
+    thresholds: tuple[dict[str, int], ...] = p("M9.thresholds")
+    return [threshold_claim(applicant, row["over_fen"]) for row in thresholds] + [
+        growth_claim(applicant, evidence.year)
+    ]
 
 
 def rewarded_thresholds(prior: list[PriorAward]) -> dict[int, int]:
@@ -61,6 +78,9 @@ def _threshold_part(
     mode: str = p("M9.multiple_thresholds")
     earlier = {y: r for y, r in sorted(facts.revenues.items()) if y < year}
     before = rewarded_thresholds(facts.prior_awards)
+    for row in thresholds:  # the register also knows thresholds paid by A1 decisions or other paths
+        if threshold_claim(facts.applicant or "", row["over_fen"]) in facts.claimed:
+            before.setdefault(row["over_fen"], row["award_fen"])
     rows: list[dict[str, Any]] = []
     newly: list[dict[str, int]] = []
     for row in thresholds:
@@ -160,6 +180,8 @@ def _growth_part(
     before_cap = share(increase, p("M9.growth_award_ratio"))
     cap: int = p("M9.growth_cap_fen")
     already = awarded_in(facts.prior_awards, year, "growth")
+    if growth_claim(facts.applicant or "", year) in facts.claimed:
+        already = max(already, cap)  # the year's growth reward is held by another award (register)
     # the year's growth reward is paid once: a later application for the same year gets only
     # what an earlier one did not (e.g. after a corrected revenue figure), never the same again
     amount = max(0, min(before_cap, cap) - already)
@@ -238,4 +260,8 @@ def evaluate(evidence: M9Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         failures += [r for r in (threshold_reason, growth_reason) if r is not None]
     if failures:
         return Result.ineligible(*failures)
-    return Result.eligible(amount, components)
+    applicant = facts.applicant or ""
+    keys = [threshold_claim(applicant, int(k.removeprefix(THRESHOLD_PREFIX))) for k in components if k != "growth"]
+    if growth > 0:
+        keys.append(growth_claim(applicant, year))
+    return Result.eligible(amount, components).registering(keys)
