@@ -61,6 +61,10 @@ _M3_COMPONENTS = ("private_deployment", "cloud_deployment", "api_calls", "applia
 SPECS: dict[str, Spec] = {
     "A4.start_date": Spec("date"),
     "A4.validity_years": Spec("integer"),
+    "M5.claim_years_back": Spec("integer"),
+    "M7.claim_years_back": Spec("integer"),
+    "M9.claim_years_back": Spec("integer"),
+    "M13.claim_years_back": Spec("integer"),
     "common.district_code": Spec("code"),
     "M1.revenue_classes": Spec("classes"),
     "M1.tiers": Spec("tiers"),

@@ -480,7 +480,7 @@ def test_m5_only_library_products_paid_in_the_year() -> None:
     ],
 )
 def test_m5_annual_cap(spend: int, earlier: int, expected: int) -> None:
-    """The year's spend (this and the earlier award's, 666,666.67 yuan → 200,000) earns the cap's share, less the earlier."""
+    """The year's spend (this and the earlier award's 666,666.67 yuan) earns its share, less the earlier award."""
     good = product()
     this_year = prior(2024, earlier, {"subsidy": earlier}, {"spend_fen": 66_666_667})
     awards = [this_year, prior(2023, yuan(300_000))] if earlier else [prior(2023, yuan(300_000))]
@@ -648,6 +648,11 @@ def test_m8_recognition_must_be_active_and_the_right_kind() -> None:
 # --- M9 growth ------------------------------------------------------------------------------------
 
 
+def m9_facts(**fields: Any) -> Facts:
+    """M9 rewards the latest complete year: the 2025 revenue is claimed in 2026."""
+    return make_facts(as_of=date(2026, 3, 1), **fields)
+
+
 def m9(year: int = 2025) -> M9Evidence:
     return M9Evidence(measure="M9", year=year)
 
@@ -658,7 +663,7 @@ def revenues(**by_year: int | str) -> dict[int, int]:
 
 def test_m9_1_highest_new_threshold_plus_growth() -> None:
     """M9-1: 18,000,000 in 2024, 120,000,000 in 2025 → 1,000,000 + 1,020,000."""
-    evaluation = run(m9(), make_facts(revenues=revenues(y2024=18_000_000, y2025=120_000_000)))
+    evaluation = run(m9(), m9_facts(revenues=revenues(y2024=18_000_000, y2025=120_000_000)))
     assert_eligible(evaluation, yuan(2_020_000))
     assert evaluation.result.components == {"threshold_10000000000": yuan(1_000_000), "growth": yuan(1_020_000)}
     assert {
@@ -683,7 +688,7 @@ def test_m9_1_highest_new_threshold_plus_growth() -> None:
 )
 def test_m9_2_a_threshold_is_rewarded_once(by_year: dict[str, int], awards: list[PriorAward]) -> None:
     """M9-2: a threshold already crossed or rewarded in an earlier year → not rewarded again (growth still is)."""
-    evaluation = run(m9(), make_facts(revenues=revenues(**by_year), prior_awards=awards))
+    evaluation = run(m9(), m9_facts(revenues=revenues(**by_year), prior_awards=awards))
     assert_eligible(evaluation, yuan(120_000))  # growth only: 1% of 12,000,000
     assert evaluation.result.components == {"growth": yuan(120_000)}
 
@@ -694,7 +699,7 @@ def test_m9_2_a_threshold_is_rewarded_once(by_year: dict[str, int], awards: list
     ids=["exactly-20M-does-not-exceed", "one-fen-more-exceeds"],
 )
 def test_m9_threshold_is_strictly_greater(revenue_2025: str, expected: int | None) -> None:
-    facts = make_facts(revenues=revenues(y2024=19_000_000, y2025=revenue_2025))  # growth 5%: no growth reward
+    facts = m9_facts(revenues=revenues(y2024=19_000_000, y2025=revenue_2025))  # growth 5%: no growth reward
     evaluation = run(m9(), facts)
     if expected is None:
         assert_ineligible(evaluation, "no_new_threshold", "growth_below_minimum")
@@ -709,7 +714,7 @@ def test_m9_threshold_is_strictly_greater(revenue_2025: str, expected: int | Non
     ids=["exactly-20pct-counts", "just-below-20pct"],
 )
 def test_m9_growth_of_twenty_percent_counts(revenue_2025: str, expected: int | None) -> None:
-    facts = make_facts(revenues=revenues(y2024=10_000_000, y2025=revenue_2025))
+    facts = m9_facts(revenues=revenues(y2024=10_000_000, y2025=revenue_2025))
     evaluation = run(m9(), facts)
     if expected is None:
         assert_ineligible(evaluation, "no_new_threshold", "growth_below_minimum")
@@ -719,7 +724,7 @@ def test_m9_growth_of_twenty_percent_counts(revenue_2025: str, expected: int | N
 
 
 def test_m9_growth_is_capped() -> None:
-    facts = make_facts(revenues=revenues(y2024=600_000_000, y2025=900_000_000))
+    facts = m9_facts(revenues=revenues(y2024=600_000_000, y2025=900_000_000))
     evaluation = run(m9(), facts)
     assert_eligible(evaluation, yuan(2_000_000))
     step = next(s for s in evaluation.trace if "after_cap_fen" in s["amounts"])
@@ -729,11 +734,11 @@ def test_m9_growth_is_capped() -> None:
 
 def test_m9_growth_for_a_year_is_paid_once() -> None:
     """A second application for the same year gets no second growth reward."""
-    facts = make_facts(revenues=revenues(y2024=50_000_000, y2025=80_000_000))
+    facts = m9_facts(revenues=revenues(y2024=50_000_000, y2025=80_000_000))
     first = run(m9(), facts)
     assert_eligible(first, yuan(300_000))
     again = run(
-        m9(), make_facts(revenues=facts.revenues, prior_awards=[prior(2025, yuan(300_000), {"growth": yuan(300_000)})])
+        m9(), m9_facts(revenues=facts.revenues, prior_awards=[prior(2025, yuan(300_000), {"growth": yuan(300_000)})])
     )
     assert_ineligible(again, "no_new_threshold", "growth_already_awarded")
 
@@ -753,7 +758,7 @@ def with_mode(mode: str) -> ParameterSet:
 )
 def test_m9_several_thresholds_in_one_year(mode: str, threshold_components: dict[str, int]) -> None:
     awards = [prior(2024, yuan(200_000), {"threshold_2000000000": yuan(200_000)})]
-    facts = make_facts(revenues=revenues(y2024=50_000_000, y2025=600_000_000), prior_awards=awards)
+    facts = m9_facts(revenues=revenues(y2024=50_000_000, y2025=600_000_000), prior_awards=awards)
     evaluation = run(m9(), facts, with_mode(mode))
     growth = yuan(2_000_000)  # 1% of 550,000,000, capped
     assert evaluation.result.components == {**threshold_components, "growth": growth}
@@ -761,13 +766,13 @@ def test_m9_several_thresholds_in_one_year(mode: str, threshold_components: dict
 
 
 def test_m9_without_last_years_revenue_growth_is_not_computed() -> None:
-    evaluation = run(m9(), make_facts(revenues=revenues(y2025=30_000_000)))
+    evaluation = run(m9(), m9_facts(revenues=revenues(y2025=30_000_000)))
     assert_eligible(evaluation, yuan(200_000))
     assert any(s["outcome"] == "not_computed" for s in evaluation.trace)
 
 
 def test_m9_missing_revenue_needs_review() -> None:
-    evaluation = run(m9(), make_facts(revenues=revenues(y2024=30_000_000)))
+    evaluation = run(m9(), m9_facts(revenues=revenues(y2024=30_000_000)))
     assert evaluation.result.outcome == "needs_review"
     assert review_codes(evaluation) == ["revenue_missing"]
 
@@ -784,7 +789,7 @@ def test_m9_missing_revenue_needs_review() -> None:
     ],
 )
 def test_m9_software_and_internet_enterprises_only(by_year: dict[str, int], expected: list[str]) -> None:
-    facts = make_facts(org=organisation(is_software_internet=False), revenues=revenues(**by_year))
+    facts = m9_facts(org=organisation(is_software_internet=False), revenues=revenues(**by_year))
     assert_ineligible(run(m9(), facts), *expected)
 
 
@@ -792,7 +797,9 @@ def test_m9_software_and_internet_enterprises_only(by_year: dict[str, int], expe
 
 
 def catalogue_entry(**kw: Any) -> RecognitionFacts:
-    return recognition("first_version_software", product="AI 视觉平台", catalogue_year=2024, **kw)
+    return recognition(
+        "first_version_software", product="AI 视觉平台", catalogue_year=2024, first_sale_on="2024-11-01", **kw
+    )
 
 
 @pytest.mark.parametrize(
@@ -837,8 +844,8 @@ def test_m10_first_sale_needs_the_applicants_catalogue_entry() -> None:
     ],
 )
 def test_m10_city_matching_and_its_own_cap(earlier: dict[str, int], expected: int) -> None:
-    awards = [prior(2025, sum(earlier.values()), earlier)] if earlier else []
-    evidence = M10Evidence(measure="M10", track="city_matching", year=2025, city_support_fen=yuan(5_000_000))
+    awards = [prior(2024, sum(earlier.values()), earlier)] if earlier else []
+    evidence = M10Evidence(measure="M10", track="city_matching", year=2024, city_support_fen=yuan(5_000_000))
     evaluation = run(evidence, make_facts(prior_awards=awards))
     assert_eligible(evaluation, expected)
     assert evaluation.result.components == {"city_matching": expected}
@@ -846,8 +853,8 @@ def test_m10_city_matching_and_its_own_cap(earlier: dict[str, int], expected: in
 
 
 def test_m10_cap_reached() -> None:
-    awards = [prior(2025, yuan(3_000_000), {"city_matching": yuan(3_000_000)})]
-    evidence = M10Evidence(measure="M10", track="city_matching", year=2025, city_support_fen=yuan(5_000_000))
+    awards = [prior(2024, yuan(3_000_000), {"city_matching": yuan(3_000_000)})]
+    evidence = M10Evidence(measure="M10", track="city_matching", year=2024, city_support_fen=yuan(5_000_000))
     assert_ineligible(run(evidence, make_facts(prior_awards=awards)), "annual_cap_reached")
 
 

@@ -44,6 +44,67 @@ def check_validity(as_of: date, p: ParamView, trace: Trace) -> list[Reason]:
     ]
 
 
+def check_benefit_year(
+    clause: str,
+    year: int,
+    as_of: date,
+    p: ParamView,
+    trace: Trace,
+    *,
+    back: tuple[int, int] | None,
+    text: tuple[str, str],
+) -> list[Reason]:
+    """The year an award pays for must be the one its clause names and fall in the measures' validity (A4).
+
+    `back` is (nearest, furthest) years before the application's year: (1, 1) is 上年度, the
+    year before; (0, 1) this year or the last; None when another check fixes the year. A year
+    overlaps the validity window when any day of it is inside (the measures start on a day
+    within their first year).
+    """
+    start, end = validity_window(p)
+    nearest, furthest = (as_of.year - back[0], as_of.year - back[1]) if back else (year, year)
+    named = furthest <= year <= nearest
+    inside = start.year <= year <= end.year
+    trace.step(
+        clause,
+        f"受益年度须为{text[0]}，且在措施有效期内",
+        f"The benefit year must be {text[1]}, inside the validity window",
+        inputs={
+            "year": year,
+            "allowed_years": [furthest, nearest],
+            "window": [start.isoformat(), end.isoformat()],
+        },
+        outcome="pass" if named and inside else "fail",
+    )
+    failures: list[Reason] = []
+    if not named:
+        allowed = str(nearest) if nearest == furthest else f"{furthest}–{nearest}"
+        failures.append(
+            reason(
+                clause,
+                "benefit_year_not_allowed",
+                f"{clause}：受益年度须为{text[0]}（{allowed}），申报为 {year}",
+                f"{clause}: the benefit year must be {text[1]} ({allowed}), not {year}",
+            )
+        )
+    if not inside:
+        failures.append(
+            reason(
+                clause,
+                "benefit_year_outside_validity",
+                f"{clause}：受益年度 {year} 不在措施有效期（{start} 至 {end}，A4）内",
+                f"{clause}: the benefit year {year} is outside the validity window ({start} to {end}, A4)",
+            )
+        )
+    return failures
+
+
+def inside_validity(day: date, p: ParamView) -> bool:
+    """A4: the day is inside the measures' validity window."""
+    start, end = validity_window(p)
+    return start <= day <= end
+
+
 def check_applicant(
     facts: Facts, p: ParamView, trace: Trace, *, require_district: bool = True
 ) -> tuple[list[Reason], list[Reason]]:

@@ -12,6 +12,7 @@ Amounts round down to the fen. Components: track → amount.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from ..engine import ParamView, Reason, Result, Trace
@@ -19,7 +20,7 @@ from ..evidence import M10Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import check_recognition, share, yuan
-from .common import awarded_in, reason
+from .common import awarded_in, check_benefit_year, inside_validity, reason
 
 MEASURE = "M10"
 TITLE = {"zh": "人工智能产品首版次销售", "en": "First-version AI software sales"}
@@ -42,16 +43,71 @@ def facts_needed(evidence: M10Evidence) -> FactsRequest:
     return FactsRequest(prior_awards=True)
 
 
+def _first_sale_failures(raw: Any, facts: Facts, p: ParamView, trace: Trace) -> list[Reason]:
+    """实现首次销售: the catalogue entry's first sale happened by the application date, inside the validity (A4)."""
+    try:
+        first_sale_on = date.fromisoformat(str(raw))
+    except ValueError:
+        trace.step("M10", "首次销售日期", "Date of the first sale", inputs={"first_sale_on": raw}, outcome="fail")
+        return [
+            reason(
+                "M10",
+                "first_sale_date_missing",
+                "登记簿中该首版次目录记录没有首次销售日期（first_sale_on）",
+                "The registry's catalogue entry has no date of first sale (first_sale_on)",
+            )
+        ]
+    happened = first_sale_on <= facts.as_of
+    inside = inside_validity(first_sale_on, p)
+    trace.step(
+        "M10",
+        "首次销售须已实现，且在措施有效期内",
+        "The first sale must have happened, inside the validity window",
+        inputs={"first_sale_on": first_sale_on.isoformat(), "as_of": facts.as_of.isoformat()},
+        outcome="pass" if happened and inside else "fail",
+    )
+    failures: list[Reason] = []
+    if not happened:
+        failures.append(
+            reason(
+                "M10",
+                "first_sale_not_yet",
+                f"首次销售日期 {first_sale_on} 晚于申请日期 {facts.as_of}",
+                f"The first sale on {first_sale_on} is after the application date {facts.as_of}",
+            )
+        )
+    if not inside:
+        failures.append(
+            reason(
+                "M10",
+                "first_sale_outside_validity",
+                f"首次销售日期 {first_sale_on} 不在措施有效期内（A4）",
+                f"The first sale on {first_sale_on} is outside the validity window (A4)",
+            )
+        )
+    return failures
+
+
 def evaluate(evidence: M10Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
     organisation = facts.organisation
     assert organisation is not None
-    failures: list[Reason] = []
     if evidence.track == "first_sale":
         assert evidence.recognition_id is not None
         assert evidence.received_within_year_fen is not None
-        _, failures = check_recognition(
+        entry, failures = check_recognition(
             "M10", facts, evidence.recognition_id, KIND, trace, owner=organisation.credit_code
         )
+        failures += check_benefit_year(
+            "M10",
+            evidence.year,
+            facts.as_of,
+            p,
+            trace,
+            back=(0, 1),
+            text=("申请当年或上年度", "this year or last year"),
+        )
+        first_sale_on = entry.details.get("first_sale_on") if entry is not None else None
+        failures += _first_sale_failures(first_sale_on, facts, p, trace)
         if failures:
             return Result.ineligible(*failures)
         base = evidence.received_within_year_fen
@@ -65,6 +121,12 @@ def evaluate(evidence: M10Evidence, facts: Facts, p: ParamView, trace: Trace) ->
         )
     else:
         assert evidence.city_support_fen is not None
+        # 对上一年度获得深圳市首版次软件扶持项目的企业: the city's support of last year
+        failures = check_benefit_year(
+            "M10", evidence.year, facts.as_of, p, trace, back=(1, 1), text=("上一年度", "last year")
+        )
+        if failures:
+            return Result.ineligible(*failures)
         base = evidence.city_support_fen
         before_cap = share(base, p("M10.city_matching_ratio"))
         trace.step(

@@ -16,7 +16,7 @@ from ..evidence import M11Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import floor_fen
-from .common import awarded_in, reason
+from .common import awarded_in, check_benefit_year, reason
 
 MEASURE = "M11"
 TITLE = {"zh": "产业用房租金补贴", "en": "Rent subsidies"}
@@ -36,6 +36,10 @@ def evaluate(evidence: M11Evidence, facts: Facts, p: ParamView, trace: Trace) ->
     assert organisation is not None
     failures: list[Reason] = []
     reviews: list[Reason] = []
+    # 租用产业用房上年度 … 实际支付租金: last year's rent
+    failures += check_benefit_year(
+        "M11", evidence.year, facts.as_of, p, trace, back=(1, 1), text=("上年度", "last year")
+    )
     if evidence.innovative_housing:
         failures.append(
             reason(

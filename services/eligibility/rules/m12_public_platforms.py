@@ -17,7 +17,7 @@ from ..evidence import M12Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import check_recognition, was_awarded
-from .common import reason
+from .common import check_benefit_year, reason
 
 MEASURE = "M12"
 TITLE = {"zh": "人工智能公共平台建设", "en": "Public platforms"}
@@ -62,6 +62,10 @@ def evaluate(evidence: M12Evidence, facts: Facts, p: ParamView, trace: Trace) ->
                     f"公共平台认定年度为 {raw_year}，不是上年度（{expected_year}）",
                     f"The platform was recognised in {raw_year}, not last year ({expected_year})",
                 )
+            )
+        if last_year and isinstance(raw_year, int):  # 上年度 is checked above; the year must also be in A4's window
+            failures += check_benefit_year(
+                "M12", raw_year, facts.as_of, p, trace, back=None, text=("上年度", "last year")
             )
         if not known_level:
             failures.append(

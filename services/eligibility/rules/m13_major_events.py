@@ -17,7 +17,7 @@ from ..evidence import M13Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import share, was_awarded
-from .common import reason
+from .common import check_benefit_year, inside_validity, reason
 
 MEASURE = "M13"
 TITLE = {"zh": "人工智能领域重大活动开办", "en": "Major AI events held in Longgang"}
@@ -65,6 +65,24 @@ def evaluate(evidence: M13Evidence, facts: Facts, p: ParamView, trace: Trace) ->
                 f"活动日期 {evidence.held_on} 晚于申请日期 {facts.as_of}：补贴按审计金额计算",
                 f"The event date {evidence.held_on} is after the application date {facts.as_of}: "
                 "the subsidy is on the audited cost",
+            )
+        )
+    failures += check_benefit_year(
+        "M13",
+        evidence.held_on.year,
+        facts.as_of,
+        p,
+        trace,
+        back=(0, p("M13.claim_years_back")),
+        text=("申请当年或此前可申报的年度", "the application's year or one it may still claim"),
+    )
+    if not inside_validity(evidence.held_on, p):
+        failures.append(
+            reason(
+                "M13",
+                "event_outside_validity",
+                f"活动日期 {evidence.held_on} 不在措施有效期内（A4）",
+                f"The event date {evidence.held_on} is outside the validity window (A4)",
             )
         )
     if was_awarded(facts.prior_awards, event_key(evidence)):

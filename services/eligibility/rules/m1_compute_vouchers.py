@@ -20,12 +20,12 @@ from typing import Any
 
 from shared.money import format_yuan
 
-from ..engine import ParamView, Reason, Result, Trace
+from ..engine import ParamView, Result, Trace
 from ..evidence import M1Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import floor_fen
-from .common import reason
+from .common import check_benefit_year, reason
 
 MEASURE = "M1"
 TITLE = {"zh": "算力券", "en": "Compute vouchers"}
@@ -92,17 +92,10 @@ def revenue_class(revenue_fen: int, classes: tuple[dict[str, Any], ...]) -> dict
 
 
 def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
-    failures: list[Reason] = []
-    expected_year = facts.as_of.year - 1
-    if evidence.fiscal_year != expected_year:
-        failures.append(
-            reason(
-                "M1",
-                "not_last_year",
-                f"补贴基数为上年度（{expected_year}）实际支付的费用，申报年度为 {evidence.fiscal_year}",
-                f"The base is the fees paid last year ({expected_year}), not {evidence.fiscal_year}",
-            )
-        )
+    # 按照上年度实际支付算力服务费用: the fees paid in the year before the application
+    failures = check_benefit_year(
+        "M1", evidence.fiscal_year, facts.as_of, p, trace, back=(1, 1), text=("上年度", "last year")
+    )
 
     counted_kinds: tuple[str, ...] = p("M1.eligible_line_kinds")
     base = 0

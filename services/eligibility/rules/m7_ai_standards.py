@@ -17,12 +17,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ..engine import ParamView, Reason, Result, Trace
+from ..engine import ParamView, Result, Trace
 from ..evidence import M7Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import recognition_failures, recognition_inputs, share, was_awarded, yuan
-from .common import awarded_in, reason
+from .common import awarded_in, check_benefit_year, reason
 
 MEASURE = "M7"
 TITLE = {"zh": "人工智能技术标准制定", "en": "AI standards"}
@@ -48,7 +48,15 @@ def facts_needed(evidence: M7Evidence) -> FactsRequest:
 def evaluate(evidence: M7Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
     organisation = facts.organisation
     assert organisation is not None
-    failures: list[Reason] = []
+    failures = check_benefit_year(
+        "M7",
+        evidence.year,
+        facts.as_of,
+        p,
+        trace,
+        back=(0, p("M7.claim_years_back")),
+        text=("申请当年或此前可申报的年度", "the application's year or one it may still claim"),
+    )
     software = organisation.is_software_internet
     trace.step(
         "M7",

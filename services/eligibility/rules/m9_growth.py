@@ -28,7 +28,7 @@ from ..evidence import M9Evidence
 from ..facts import Facts, FactsRequest, PriorAward
 from . import claims
 from .checks import share, yuan
-from .common import awarded_in, reason
+from .common import awarded_in, check_benefit_year, reason
 
 MEASURE = "M9"
 TITLE = {"zh": "支持人工智能企业发展壮大", "en": "Growth rewards"}
@@ -229,6 +229,15 @@ def evaluate(evidence: M9Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
             )
         )
     year = evidence.year
+    failures += check_benefit_year(
+        "M9",
+        year,
+        facts.as_of,
+        p,
+        trace,
+        back=(1, p("M9.claim_years_back")),
+        text=("上年度（最近一个完整年度）", "last year (the latest complete year)"),
+    )
     revenue = facts.revenues.get(year)
     if revenue is None:
         trace.step("M9", "申报年度营业收入", "Revenue of the year", inputs={"year": year}, outcome="review")
