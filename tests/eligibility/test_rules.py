@@ -34,6 +34,7 @@ from services.eligibility.evidence import (
     ModelContract,
 )
 from services.eligibility.facts import (
+    ClaimHolder,
     Facts,
     FilingFacts,
     ModelFacts,
@@ -43,6 +44,7 @@ from services.eligibility.facts import (
 )
 from services.eligibility.parameters import DEFAULT_FILE, ParameterSet, Value, load_parameter_file
 from services.eligibility.rules import RULES, Evaluation, evaluate_application, facts_needed
+from services.eligibility.rules.claims import key
 from shared.money import yuan
 
 APPLICANT = "9144030071526726XG"
@@ -70,7 +72,13 @@ def organisation(**overrides: Any) -> OrganisationFacts:
 
 
 def make_facts(as_of: date = AS_OF, org: OrganisationFacts | None = None, **fields: Any) -> Facts:
-    return Facts(as_of=as_of, organisation=org or organisation(), **fields)
+    org = org or organisation()
+    return Facts(as_of=as_of, organisation=org, applicant=org.credit_code, **fields)
+
+
+def awarded(*claim_keys: str) -> dict[str, ClaimHolder]:
+    """The award register already holds these keys (an earlier approved award)."""
+    return {k: ClaimHolder(application_id="earlier", status="awarded") for k in claim_keys}
 
 
 def recognition(
@@ -173,7 +181,7 @@ def test_m2_b_facts_needed() -> None:
     request = facts_needed(M2Evidence(measure="M2", track="b", model_id=model_id))
     assert request.model_id == model_id
     assert request.ranked_models
-    assert request.prior_awards
+    assert not request.prior_awards  # once per model: the award register says (facts.claimed)
 
 
 @pytest.mark.parametrize(("earlier", "outcome"), [(0, "eligible"), (9, "eligible"), (10, "ineligible")])
@@ -214,7 +222,7 @@ def test_m2_b_the_registry_rank_wins_over_dates(rank: int, outcome: str) -> None
 
 def test_m2_b_collects_every_failed_condition() -> None:
     model = filed_model(owner=OTHER, filed=None)
-    facts = make_facts(model=model, ranked_models=[], prior_awards=[prior(2024, yuan(2_000_000), {"b": 1})])
+    facts = make_facts(model=model, ranked_models=[], claimed=awarded(key("M2b.model", model.id)))
     assert_ineligible(run(m2b(model), facts), "model_not_applicants", "not_nationally_filed", "already_awarded")
 
 
@@ -240,10 +248,10 @@ def test_m2_a_goes_to_review_with_the_cap(kind: str) -> None:
 
 
 def test_m2_a_is_one_time_per_entity() -> None:
-    facts = make_facts(prior_awards=[prior(2024, yuan(5_000_000), {"a": yuan(5_000_000)})])
+    facts = make_facts(claimed=awarded(key("M2a.entity", APPLICANT)))
     assert_ineligible(run(m2a(), facts), "already_awarded")
     # a track-b award does not use up track a
-    facts = make_facts(prior_awards=[prior(2024, yuan(2_000_000), {"b": yuan(2_000_000)})])
+    facts = make_facts(claimed=awarded(key("M2b.model", uuid.uuid4())))
     assert run(m2a(), facts).result.outcome == "needs_review"
 
 
@@ -421,7 +429,7 @@ def test_m4_award_per_project() -> None:
         ({"owner": OTHER}, ["recognition_not_applicants"]),
         ({"active": False, "owner": OTHER}, ["recognition_inactive", "recognition_not_applicants"]),
         ({"missing": True}, ["recognition_not_found"]),
-        ({"awarded": True}, ["project_already_awarded"]),
+        ({"awarded": True}, ["already_awarded"]),
     ],
 )
 def test_m4_failures(change: dict[str, Any], expected: list[str]) -> None:
@@ -430,8 +438,8 @@ def test_m4_failures(change: dict[str, Any], expected: list[str]) -> None:
         owner=change.get("owner", APPLICANT),
         active=change.get("active", True),
     )
-    awards = [prior(2024, yuan(300_000), {str(project.id): yuan(300_000)})] if change.get("awarded") else []
-    facts = make_facts(referenced={} if change.get("missing") else referenced(project), prior_awards=awards)
+    claimed = awarded(key("M4.project", project.id)) if change.get("awarded") else {}
+    facts = make_facts(referenced={} if change.get("missing") else referenced(project), claimed=claimed)
     assert_ineligible(run(M4Evidence(measure="M4", recognition_id=project.id), facts), *expected)
 
 
@@ -635,7 +643,7 @@ def test_m8_one_time_reward() -> None:
     evaluation = run(evidence, make_facts(referenced=referenced(listed)))
     assert_eligible(evaluation, yuan(300_000))
     assert "M8.award_fen" in parameters_read(evaluation)
-    again = make_facts(referenced=referenced(listed), prior_awards=[prior(2024, yuan(300_000))])
+    again = make_facts(referenced=referenced(listed), claimed=awarded(key("M8.enterprise", APPLICANT)))
     assert_ineligible(run(evidence, again), "already_awarded")
 
 
@@ -880,12 +888,11 @@ def test_m12_reward_by_level(level: str, expected: int) -> None:
 
 def test_m12_last_year_only_and_once() -> None:
     platform = recognition("public_platform", platform="模数空间", level="national", year=2023)
-    awards = [prior(2024, yuan(500_000), {str(platform.id): yuan(500_000)})]
-    facts = make_facts(referenced=referenced(platform), prior_awards=awards)
+    facts = make_facts(referenced=referenced(platform), claimed=awarded(key("M12.platform", platform.id)))
     assert_ineligible(
         run(M12Evidence(measure="M12", recognition_id=platform.id), facts),
         "not_recognised_last_year",
-        "platform_already_awarded",
+        "already_awarded",
     )
 
 
@@ -937,9 +944,16 @@ def test_m6_and_m13_support_a_project_or_event_once() -> None:
     m6 = M6Evidence(measure="M6", diagnosis_reference="深工信诊断〔2025〕12号", audited_investment_fen=yuan(100_000))
     first = run(m6, make_facts())
     assert_eligible(first, yuan(50_000))
-    again = run(m6, make_facts(prior_awards=[prior(2026, yuan(50_000), dict(first.result.components))]))
+    assert first.result.claims == (key("M6.project", APPLICANT, "深工信诊断〔2025〕12号"),)
+    again = run(m6, make_facts(claimed=awarded(*first.result.claims)))
     assert_ineligible(again, "already_awarded")
     other = M6Evidence(measure="M6", diagnosis_reference="深工信诊断〔2025〕13号", audited_investment_fen=yuan(100_000))
-    assert_eligible(
-        run(other, make_facts(prior_awards=[prior(2026, yuan(50_000), dict(first.result.components))])), yuan(50_000)
-    )
+    assert_eligible(run(other, make_facts(claimed=awarded(*first.result.claims))), yuan(50_000))
+    # the same reference written with other spaces or case is the same project
+    spaced = M6Evidence(measure="M6", diagnosis_reference=" 深工信诊断 〔2025〕12号", audited_investment_fen=yuan(1))
+    assert_ineligible(run(spaced, make_facts(claimed=awarded(*first.result.claims))), "already_awarded")
+    # a key another application is waiting on sends this one to review, with the amount
+    pending = {first.result.claims[0]: ClaimHolder(application_id="waiting", status="pending")}
+    review = run(m6, make_facts(claimed=pending))
+    assert (review.result.outcome, review.result.amount_fen) == ("needs_review", yuan(50_000))
+    assert review_codes(review) == ["claimed_by_pending_application"]

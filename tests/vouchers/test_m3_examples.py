@@ -82,12 +82,16 @@ async def test_m3_2_a_contract_is_claimed_once(
     second = await submit(live_eligibility_client, supply.holder, {**evidence, "claim_fen": 100 * YUAN})
     assert second["decision"]["outcome"] == "ineligible"
     assert "contract_already_claimed" in {f["code"] for f in second["decision"]["failures"]}
-    # ... and by the ledger itself, even for a decision taken outside the formulas (A1)
-    manual = await live_eligibility_client.post(
-        f"/v1/applications/{second['id']}/manual-decisions",
-        json={"amount_fen": 100 * YUAN, "reason": "测试：一事一议"},
-        headers=auth(APPROVER, name="director"),
-    )
+    # ... by the award register for a decision taken outside the formulas (A1) ...
+    path = f"/v1/applications/{second['id']}/manual-decisions"
+    director = auth(APPROVER, name="director")
+    a1 = {"amount_fen": 100 * YUAN, "reason": "测试：一事一议"}
+    register = await live_eligibility_client.post(path, json=a1, headers=director)
+    assert (register.status_code, register.json()["code"]) == (409, "already_awarded")
+    # ... and by the ledger itself, even when the A1 decision deliberately overrides the register
+    overrides = [{"claim_key": k, "reason": "测试：覆盖"} for k in second["decision"]["claims"]]
+    manual = await live_eligibility_client.post(path, json={**a1, "overrides": overrides}, headers=director)
+    assert manual.status_code == 200, manual.text
     refused = await issue(vouchers, manual.json()["decision"]["id"])
     assert (refused.status_code, refused.json()["code"]) == (409, "contract_already_claimed")
     connection = await asyncpg.connect(vouchers_database)

@@ -88,18 +88,20 @@ async def test_m1_class_cap_holds_across_vouchers_even_for_a1_decisions(
 ) -> None:
     holder, _provider, application = await m1_decision(live_registry_client, live_eligibility_client)
     assert (await issue(vouchers, await approve(live_eligibility_client, application))).status_code == 201
-    # a second application for 2025: the eligibility service sees the cap is used up
-    again = await submit(live_eligibility_client, holder, application["evidence"], as_of="2026-02-02")
+    # a second application for 2025 on new fees: the eligibility service sees the cap is used up
+    evidence = application["evidence"]
+    more = {**evidence, "invoices": [{**evidence["invoices"][0], "invoice_number": "INV-MORE"}]}
+    again = await submit(live_eligibility_client, holder, more, as_of="2026-02-02")
     assert again["decision"]["outcome"] == "ineligible"
     assert [f["code"] for f in again["decision"]["failures"]] == ["class_cap_reached"]
-    # an A1 decision for it all the same: the ledger's class-cap row still refuses
+    # an A1 decision for it all the same: the year's cap refuses it (eligibility's register) ...
     manual = await live_eligibility_client.post(
         f"/v1/applications/{again['id']}/manual-decisions",
         json={"amount_fen": 100_000 * YUAN, "reason": "测试：一事一议"},
         headers=auth(APPROVER, name="director"),
     )
-    refused = await issue(vouchers, manual.json()["decision"]["id"])
-    assert (refused.status_code, refused.json()["code"]) == (409, "class_cap")
+    assert (manual.status_code, manual.json()["code"], manual.json()["clause"]) == (409, "annual_cap_reached", "M1")
+    # ... and nothing reached the ledger: its class-cap row is as the first voucher left it
     [allowance] = await _fetch(
         vouchers_database,
         "SELECT limit_fen, used_fen FROM vouchers.allowances WHERE holder = $1 AND kind = 'M1.class_cap'",

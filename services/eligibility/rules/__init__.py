@@ -120,16 +120,19 @@ def claims_of_record(
     return list(dict.fromkeys(keys))
 
 
-def _registered(result: Result, candidates: list[str], facts: Facts, trace: Trace) -> Result:
+def _registered(result: Result, candidates: list[str], facts: Facts, trace: Trace, *, lookup_only: bool) -> Result:
     """Check the keys the result pays for against the register; a result always names its keys.
 
     A key already awarded makes the application ineligible; one another application is
     waiting on sends it to review (whichever is approved first holds it: the database
     refuses the second). An ineligible result keeps every key asked for, so an A1
-    decision on it pays for — and is checked against — the same keys.
+    decision on it pays for — and is checked against — the same keys (M9 asks for
+    every threshold only to look them up: there, the keys that stood in the way).
     """
-    if result.outcome == "ineligible":
-        claims = tuple(dict.fromkeys((*result.claims, *candidates)))
+    if result.outcome == "ineligible" and result.claims:
+        claims = result.claims
+    elif result.outcome == "ineligible" and lookup_only:  # M9: only the keys that stood in the way
+        claims = tuple(key for key in candidates if key in facts.claimed)
     else:
         claims = result.claims or tuple(candidates)
     holders = held(facts.claimed, claims)
@@ -178,7 +181,8 @@ def evaluate_application(evidence: Evidence, as_of: date, facts: Facts, paramete
         else:
             result = rule
     candidates = claim_keys(evidence, facts.applicant or "", parameters, as_of)
-    result = _registered(result, candidates, facts, trace)
+    lookup_only = getattr(RULES[measure], "CANDIDATE_KEYS_ARE_LOOKUPS", False)
+    result = _registered(result, candidates, facts, trace, lookup_only=lookup_only)
     result = replace(result, caps=tuple(annual_caps(evidence, facts, parameters, as_of)))
     return Evaluation(
         result=result,

@@ -32,13 +32,6 @@ def yuan(amount_fen: int) -> str:
     return format_yuan(amount_fen)
 
 
-def ever_awarded(prior: list[PriorAward], component: str | None = None) -> int:
-    """What earlier standing decisions gave in any year (optionally one component): one-time rewards."""
-    if component is None:
-        return sum(award.amount_fen for award in prior)
-    return sum(award.components.get(component, 0) for award in prior)
-
-
 def was_awarded(prior: list[PriorAward], component: str) -> bool:
     """True if an earlier standing decision carries this component key (whatever its amount)."""
     return any(component in award.components for award in prior)

@@ -16,7 +16,7 @@ from ..evidence import M11Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import floor_fen
-from .common import awarded_in, check_benefit_year, reason
+from .common import check_benefit_year, reason
 
 MEASURE = "M11"
 TITLE = {"zh": "产业用房租金补贴", "en": "Rent subsidies"}
@@ -28,7 +28,7 @@ def claim_keys(evidence: M11Evidence, applicant: str, p: Any) -> list[str]:
 
 
 def facts_needed(evidence: M11Evidence) -> FactsRequest:
-    return FactsRequest(revenues=True, prior_awards=True)
+    return FactsRequest(revenues=True)
 
 
 def evaluate(evidence: M11Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
@@ -91,15 +91,6 @@ def evaluate(evidence: M11Evidence, facts: Facts, p: ParamView, trace: Trace) ->
                 "own_housing_unknown",
                 "登记簿未记录是否有自有产业用房",
                 "The registry does not say whether it owns industrial housing",
-            )
-        )
-    if awarded_in(facts.prior_awards, evidence.year) > 0:
-        failures.append(
-            reason(
-                "M11",
-                "already_awarded",
-                f"{evidence.year} 年度租金已获补贴",
-                f"Rent for {evidence.year} was already subsidised",
             )
         )
     trace.step(

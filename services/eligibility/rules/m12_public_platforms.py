@@ -16,7 +16,7 @@ from ..engine import ParamView, Result, Trace
 from ..evidence import M12Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
-from .checks import check_recognition, was_awarded
+from .checks import check_recognition
 from .common import check_benefit_year, reason
 
 MEASURE = "M12"
@@ -29,7 +29,7 @@ def claim_keys(evidence: M12Evidence, applicant: str, p: Any) -> list[str]:
 
 
 def facts_needed(evidence: M12Evidence) -> FactsRequest:
-    return FactsRequest(recognition_ids=(evidence.recognition_id,), prior_awards=True)
+    return FactsRequest(recognition_ids=(evidence.recognition_id,))
 
 
 def evaluate(evidence: M12Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
@@ -76,23 +76,6 @@ def evaluate(evidence: M12Evidence, facts: Facts, p: ParamView, trace: Trace) ->
                     f"The recognition level {level or '(none)'} earns no reward ({', '.join(awards)})",
                 )
             )
-    already = was_awarded(facts.prior_awards, key)
-    trace.step(
-        "M12",
-        "每个平台一次性奖励",
-        "One-time reward per platform",
-        inputs={"prior_award_component": key, "already_awarded": already},
-        outcome="fail" if already else "pass",
-    )
-    if already:
-        failures.append(
-            reason(
-                "M12",
-                "platform_already_awarded",
-                f"公共平台 {key} 已获一次性奖励",
-                f"The platform {key} already received its one-time reward",
-            )
-        )
     if failures:
         return Result.ineligible(*failures)
     amount = awards[level]

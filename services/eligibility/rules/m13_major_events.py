@@ -16,7 +16,7 @@ from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M13Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
-from .checks import share, was_awarded
+from .checks import share
 from .common import check_benefit_year, inside_validity, reason
 
 MEASURE = "M13"
@@ -34,7 +34,7 @@ def claim_keys(evidence: M13Evidence, applicant: str, p: Any) -> list[str]:
 
 
 def facts_needed(evidence: M13Evidence) -> FactsRequest:
-    return FactsRequest(prior_awards=True)
+    return FactsRequest()
 
 
 def event_key(evidence: M13Evidence) -> str:
@@ -83,15 +83,6 @@ def evaluate(evidence: M13Evidence, facts: Facts, p: ParamView, trace: Trace) ->
                 "event_outside_validity",
                 f"活动日期 {evidence.held_on} 不在措施有效期内（A4）",
                 f"The event date {evidence.held_on} is outside the validity window (A4)",
-            )
-        )
-    if was_awarded(facts.prior_awards, event_key(evidence)):
-        failures.append(
-            reason(
-                "M13",
-                "already_awarded",
-                f"活动“{evidence.event_name}”（{evidence.held_on}）已获补贴",
-                f"The event “{evidence.event_name}” ({evidence.held_on}) was already subsidised",
             )
         )
     trace.step(

@@ -25,7 +25,7 @@ from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M2Evidence
 from ..facts import Facts, FactsRequest, ModelFacts
 from . import claims
-from .checks import was_awarded, yuan
+from .checks import yuan
 from .common import reason
 
 MEASURE = "M2"
@@ -41,8 +41,8 @@ def claim_keys(evidence: M2Evidence, applicant: str, p: Any) -> list[str]:
 
 def facts_needed(evidence: M2Evidence) -> FactsRequest:
     if evidence.track == "b":
-        return FactsRequest(model_id=evidence.model_id, ranked_models=True, prior_awards=True)
-    return FactsRequest(prior_awards=True)
+        return FactsRequest(model_id=evidence.model_id, ranked_models=True)
+    return FactsRequest()
 
 
 def filing_rank(model: ModelFacts, ranked: list[ModelFacts]) -> tuple[int, str]:
@@ -85,31 +85,8 @@ def _kind_failures(facts: Facts, trace: Trace) -> list[Reason]:
     ]
 
 
-def _once(facts: Facts, trace: Trace, track: str) -> list[Reason]:
-    """Each track's reward is one-time per entity: an earlier standing award of it refuses."""
-    already = was_awarded(facts.prior_awards, track)
-    trace.step(
-        "M2",
-        f"（{track}）每个单位一次性奖励",
-        f"({track}) One-time reward per entity",
-        inputs={"prior_award_component": track, "already_awarded": already},
-        outcome="fail" if already else "pass",
-    )
-    if not already:
-        return []
-    return [
-        reason(
-            "M2",
-            "already_awarded",
-            f"申请人已获得本条（{track}）项一次性奖励",
-            f"The applicant already received the one-time reward under M2({track})",
-        )
-    ]
-
-
 def _track_a(evidence: M2Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
     failures = _kind_failures(facts, trace)
-    failures.extend(_once(facts, trace, "a"))
     if failures:
         return Result.ineligible(*failures)
     cap: int = p("M2.a_cap_fen")
@@ -209,7 +186,6 @@ def _track_b(evidence: M2Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
                 )
             )
 
-    failures.extend(_once(facts, trace, "b"))
     if failures:
         return Result.ineligible(*failures)
     award: int = p("M2.b_award_fen")

@@ -15,8 +15,7 @@ from ..engine import ParamView, Result, Trace
 from ..evidence import M4Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
-from .checks import check_recognition, was_awarded
-from .common import reason
+from .checks import check_recognition
 
 MEASURE = "M4"
 TITLE = {"zh": "人工智能软件应用示范项目", "en": "AI software application demonstration projects"}
@@ -28,7 +27,7 @@ def claim_keys(evidence: M4Evidence, applicant: str, p: Any) -> list[str]:
 
 
 def facts_needed(evidence: M4Evidence) -> FactsRequest:
-    return FactsRequest(recognition_ids=(evidence.recognition_id,), prior_awards=True)
+    return FactsRequest(recognition_ids=(evidence.recognition_id,))
 
 
 def evaluate(evidence: M4Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
@@ -36,23 +35,6 @@ def evaluate(evidence: M4Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
     assert organisation is not None
     _, failures = check_recognition("M4", facts, evidence.recognition_id, KIND, trace, owner=organisation.credit_code)
     key = str(evidence.recognition_id)
-    already = was_awarded(facts.prior_awards, key)
-    trace.step(
-        "M4",
-        "每个项目扶持一次",
-        "One award per project",
-        inputs={"prior_award_component": key, "already_awarded": already},
-        outcome="fail" if already else "pass",
-    )
-    if already:
-        failures.append(
-            reason(
-                "M4",
-                "project_already_awarded",
-                f"示范项目 {key} 已获扶持",
-                f"The demonstration project {key} was already awarded",
-            )
-        )
     if failures:
         return Result.ineligible(*failures)
     award: int = p("M4.award_fen")

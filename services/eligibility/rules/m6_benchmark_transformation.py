@@ -13,8 +13,7 @@ from ..engine import ParamView, Result, Trace
 from ..evidence import M6Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
-from .checks import share, was_awarded
-from .common import reason
+from .checks import share
 
 MEASURE = "M6"
 TITLE = {"zh": "人工智能数字化转型标杆项目", "en": "Benchmark digital-transformation projects"}
@@ -25,7 +24,7 @@ def claim_keys(evidence: M6Evidence, applicant: str, p: Any) -> list[str]:
 
 
 def facts_needed(evidence: M6Evidence) -> FactsRequest:
-    return FactsRequest(prior_awards=True)
+    return FactsRequest()
 
 
 def project_key(evidence: M6Evidence) -> str:
@@ -34,22 +33,6 @@ def project_key(evidence: M6Evidence) -> str:
 
 
 def evaluate(evidence: M6Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
-    if was_awarded(facts.prior_awards, project_key(evidence)):
-        trace.step(
-            "M6",
-            "同一项目仅资助一次",
-            "A project is supported once",
-            inputs={"diagnosis_reference": evidence.diagnosis_reference},
-            outcome="fail",
-        )
-        return Result.ineligible(
-            reason(
-                "M6",
-                "already_awarded",
-                f"项目（{evidence.diagnosis_reference}）已获资助",
-                f"The project ({evidence.diagnosis_reference}) was already supported",
-            )
-        )
     ratio = p("M6.ratio")
     before_cap = share(evidence.audited_investment_fen, ratio)
     trace.step(

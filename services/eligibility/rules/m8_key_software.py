@@ -14,8 +14,7 @@ from ..engine import ParamView, Result, Trace
 from ..evidence import M8Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
-from .checks import check_recognition, ever_awarded
-from .common import reason
+from .checks import check_recognition
 
 MEASURE = "M8"
 TITLE = {"zh": "重点软件企业认定", "en": "Key software enterprises"}
@@ -27,31 +26,13 @@ def claim_keys(evidence: M8Evidence, applicant: str, p: Any) -> list[str]:
 
 
 def facts_needed(evidence: M8Evidence) -> FactsRequest:
-    return FactsRequest(recognition_ids=(evidence.recognition_id,), prior_awards=True)
+    return FactsRequest(recognition_ids=(evidence.recognition_id,))
 
 
 def evaluate(evidence: M8Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
     organisation = facts.organisation
     assert organisation is not None
     _, failures = check_recognition("M8", facts, evidence.recognition_id, KIND, trace, owner=organisation.credit_code)
-    already = bool(facts.prior_awards)
-    trace.step(
-        "M8",
-        "一次性奖励",
-        "One-time reward",
-        inputs={"prior_awards": len(facts.prior_awards)},
-        amounts={"already_awarded_fen": ever_awarded(facts.prior_awards)},
-        outcome="fail" if already else "pass",
-    )
-    if already:
-        failures.append(
-            reason(
-                "M8",
-                "already_awarded",
-                "申请人已获得重点软件企业一次性奖励",
-                "The applicant already received the one-time key software enterprise reward",
-            )
-        )
     if failures:
         return Result.ineligible(*failures)
     award: int = p("M8.award_fen")

@@ -33,6 +33,8 @@ from .common import awarded_in, check_benefit_year, reason
 MEASURE = "M9"
 TITLE = {"zh": "支持人工智能企业发展壮大", "en": "Growth rewards"}
 THRESHOLD_PREFIX = "threshold_"
+#: `claim_keys` names every threshold so the register can be asked; an award pays for those it crosses
+CANDIDATE_KEYS_ARE_LOOKUPS = True
 
 
 def facts_needed(evidence: M9Evidence) -> FactsRequest:
@@ -72,7 +74,8 @@ def rewarded_thresholds(prior: list[PriorAward]) -> dict[int, int]:
 
 def _threshold_part(
     evidence: M9Evidence, facts: Facts, revenue: int, p: ParamView, trace: Trace
-) -> tuple[dict[str, int], Reason | None]:
+) -> tuple[dict[str, int], list[int], Reason | None]:
+    """The threshold reward, the thresholds it uses up (every one newly crossed, paid or not), or why none."""
     year = evidence.year
     thresholds: tuple[dict[str, int], ...] = p("M9.thresholds")
     mode: str = p("M9.multiple_thresholds")
@@ -130,12 +133,16 @@ def _threshold_part(
         outcome="pass" if amount > 0 else "none",
     )
     if amount > 0:
-        return components, None
-    return {}, reason(
-        "M9",
-        "no_new_threshold",
-        f"{year} 年度营业收入 {yuan(revenue)} 元没有首次超过尚未奖励的门槛",
-        f"The {year} revenue of {yuan(revenue)} yuan did not first exceed any threshold not yet rewarded",
+        return components, [row["over_fen"] for row in newly], None
+    return (
+        {},
+        [],
+        reason(
+            "M9",
+            "no_new_threshold",
+            f"{year} 年度营业收入 {yuan(revenue)} 元没有首次超过尚未奖励的门槛",
+            f"The {year} revenue of {yuan(revenue)} yuan did not first exceed any threshold not yet rewarded",
+        ),
     )
 
 
@@ -252,7 +259,7 @@ def evaluate(evidence: M9Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
             )
         )
 
-    components, threshold_reason = _threshold_part(evidence, facts, revenue, p, trace)
+    components, crossed, threshold_reason = _threshold_part(evidence, facts, revenue, p, trace)
     growth, growth_reason = _growth_part(evidence, facts, revenue, p, trace)
     if growth > 0:
         components["growth"] = growth
@@ -270,7 +277,8 @@ def evaluate(evidence: M9Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
     if failures:
         return Result.ineligible(*failures)
     applicant = facts.applicant or ""
-    keys = [threshold_claim(applicant, int(k.removeprefix(THRESHOLD_PREFIX))) for k in components if k != "growth"]
+    # "highest": the lower thresholds crossed in the same year are used up by the highest one's award
+    keys = [threshold_claim(applicant, over) for over in crossed]
     if growth > 0:
         keys.append(growth_claim(applicant, year))
     return Result.eligible(amount, components).registering(keys)
