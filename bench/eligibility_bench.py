@@ -152,6 +152,7 @@ def application_payloads(rng: random.Random, codes: list[str], count: int) -> li
             {
                 "applicant": codes[(i // len(MEASURES)) % len(codes)],
                 "as_of": AS_OF,
+                "as_of_reason": "逾期登记的纸质申请",
                 "evidence": evidence(measure, i + 1, rng),
             }
         )

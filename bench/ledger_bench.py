@@ -133,6 +133,7 @@ def m3_application(holder: str, vendor: str, model_id: str, number: str) -> dict
     return {
         "applicant": holder,
         "as_of": AS_OF,
+        "as_of_reason": "逾期登记的纸质申请",
         "evidence": {
             "measure": "M3",
             "claim_fen": CLAIM_FEN,

@@ -328,7 +328,10 @@ def _submit_once(
     if existing:
         application: Json = existing[0]
         return application
-    created = client.post("/v1/applications", json={"applicant": applicant, "as_of": as_of, "evidence": evidence})
+    created = client.post(
+        "/v1/applications",
+        json={"applicant": applicant, "as_of": as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence},
+    )
     application = _json_object(created)
     if created.status_code != 201:
         raise RuntimeError(f"demo data: application of {applicant} failed: {created.text}")

@@ -15,6 +15,20 @@ DECISION_NOT_APPROVED = ErrorCode(
 AS_OF_IN_FUTURE = ErrorCode(
     "as_of_in_future", 422, "申请日期 {as_of} 晚于今天", "The application date {as_of} is in the future"
 )
+AS_OF_OFFICER_ONLY = ErrorCode(
+    "as_of_officer_only",
+    403,
+    "申请日期为收件当日（{today}）；只有工作人员可登记更早的日期（{as_of}）",
+    "The application date is the day it is received ({today}); only an officer may record an earlier one ({as_of})",
+    clause="A4",
+)
+AS_OF_REASON_REQUIRED = ErrorCode(
+    "as_of_reason_required",
+    422,
+    "登记早于今天（{today}）的申请日期 {as_of} 须写明理由（as_of_reason）",
+    "Recording an application date ({as_of}) before today ({today}) needs a written reason (as_of_reason)",
+    clause="A4",
+)
 AS_OF_BEFORE_POLICY = ErrorCode(
     "as_of_before_policy",
     422,

@@ -58,6 +58,9 @@ class Application(Base):
     measure: Mapped[str] = mapped_column(Text, nullable=False)
     applicant: Mapped[str] = mapped_column(Text, nullable=False)
     as_of: Mapped[date] = mapped_column(Date, nullable=False)
+    #: an earlier date recorded by an officer (a late-registered paper application): why, and who
+    as_of_reason: Mapped[str | None] = mapped_column(Text)
+    as_of_recorded_by: Mapped[str | None] = mapped_column(Text)
     benefit_year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     submitted_by: Mapped[str | None] = mapped_column(Text)

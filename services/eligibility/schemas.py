@@ -21,8 +21,22 @@ class Input(BaseModel):
 
 
 class ApplicationCreate(Input):
+    """An application; its date is the day the service receives it (server clock, Shenzhen time).
+
+    Only an officer may record an earlier date — a paper application registered late — and
+    must say why (`as_of_reason`); the date, the officer and the reason are kept with the
+    application, audited and shown in the decision's trace.
+    """
+
     applicant: CreditCode
-    as_of: date = Field(description="The application date: facts and parameters are taken as of this day")
+    as_of: date | None = Field(
+        default=None,
+        description="Omit: today (Shenzhen). An earlier day: officers only, with as_of_reason. "
+        "Facts and parameters are taken as of this day",
+    )
+    as_of_reason: WrittenReason | None = Field(
+        default=None, description="Why an officer records an earlier application date (required then)"
+    )
     evidence: AnyEvidence = Field(description="Typed by `measure` (M1 … M13)")
 
 
@@ -111,6 +125,8 @@ class ApplicationRead(BaseModel):
     measure: str
     applicant: str
     as_of: date
+    as_of_reason: str | None = Field(default=None, description="Why an officer recorded an earlier date, if one did")
+    as_of_recorded_by: str | None = Field(default=None, description="The officer who recorded an earlier date")
     benefit_year: int
     evidence: dict[str, Any]
     submitted_by: str | None

@@ -24,6 +24,7 @@ from shared.money import format_yuan
 from shared.peers import PeerUnavailable
 
 from . import events, repository
+from .engine import Trace
 from .errors import (
     ALREADY_AWARDED,
     AMOUNT_NOT_ALLOWED,
@@ -33,6 +34,8 @@ from .errors import (
     APPROVE_REJECTED_REVIEW,
     AS_OF_BEFORE_POLICY,
     AS_OF_IN_FUTURE,
+    AS_OF_OFFICER_ONLY,
+    AS_OF_REASON_REQUIRED,
     DECISION_NOT_APPROVED,
     DECISION_NOT_FOUND,
     INVALID_STATE,
@@ -136,6 +139,8 @@ def application_read(application: Application, decision: Decision | None, review
         measure=application.measure,
         applicant=application.applicant,
         as_of=application.as_of,
+        as_of_reason=application.as_of_reason,
+        as_of_recorded_by=application.as_of_recorded_by,
         benefit_year=application.benefit_year,
         evidence=application.evidence,
         submitted_by=application.submitted_by,
@@ -197,36 +202,79 @@ def _decision_row(application_id: uuid.UUID, evaluation: Evaluation, facts: Fact
     )
 
 
+def _application_date(payload: ApplicationCreate, received_on: date, principal: Principal, policy: Policy) -> date:
+    """A4: the application is dated the day it is received; only an officer records an earlier day, saying why."""
+    as_of = payload.as_of or received_on
+    if as_of > received_on:
+        raise ProblemError(AS_OF_IN_FUTURE, as_of=as_of.isoformat())
+    if as_of < received_on:
+        if not principal.has(OFFICER, ADMIN):
+            raise ProblemError(AS_OF_OFFICER_ONLY, as_of=as_of.isoformat(), today=received_on.isoformat())
+        if payload.as_of_reason is None:
+            raise ProblemError(AS_OF_REASON_REQUIRED, as_of=as_of.isoformat(), today=received_on.isoformat())
+    if as_of < policy.parameters.covered_from:
+        first = policy.parameters.covered_from.isoformat()
+        raise ProblemError(AS_OF_BEFORE_POLICY, as_of=as_of.isoformat(), first=first)
+    return as_of
+
+
+def _dated(received_on: date, as_of: date, payload: ApplicationCreate, principal: Principal) -> list[dict[str, Any]]:
+    """The trace's first step: which day the application counts as made, and who decided it if not today."""
+    trace = Trace()
+    if as_of == received_on:
+        trace.step(
+            "A4",
+            "申请日期：收件当日（服务器时间，深圳）",
+            "Application date: the day received (server clock, Shenzhen time)",
+            inputs={"received_on": received_on.isoformat(), "as_of": as_of.isoformat()},
+        )
+    else:
+        trace.step(
+            "A4",
+            "申请日期由工作人员登记为更早的日期（逾期登记的纸质申请）",
+            "Application date recorded earlier by an officer (a paper application registered late)",
+            inputs={
+                "received_on": received_on.isoformat(),
+                "as_of": as_of.isoformat(),
+                "recorded_by": principal.actor,
+                "reason": payload.as_of_reason,
+            },
+            outcome="review",
+        )
+    return trace.as_list()
+
+
 async def submit(
     session: AsyncSession, policy: Policy, registry: RegistryFacts, payload: ApplicationCreate, principal: Principal
 ) -> ApplicationRead:
     if not principal.has(OFFICER, ADMIN) and payload.applicant != principal.applicant:
         raise ProblemError(ORGANISATION_MISMATCH, org=principal.organisation or "-")
-    if payload.as_of > policy.today():
-        raise ProblemError(AS_OF_IN_FUTURE, as_of=payload.as_of.isoformat())
-    if payload.as_of < policy.parameters.covered_from:
-        first = policy.parameters.covered_from.isoformat()
-        raise ProblemError(AS_OF_BEFORE_POLICY, as_of=payload.as_of.isoformat(), first=first)
+    received_on = policy.today()
+    as_of = _application_date(payload, received_on, principal, policy)
     evidence: Evidence = payload.evidence
     measure: str = evidence.measure  # type: ignore[attr-defined]
     await repository.lock_applicant_measure(session, payload.applicant, measure)
     request = facts_needed(evidence)
     try:
-        facts = await registry.fetch(payload.applicant, payload.as_of, request)
+        facts = await registry.fetch(payload.applicant, as_of, request)
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc
     if request.prior_awards:
         facts.prior_awards = await repository.prior_awards(session, payload.applicant, measure)
     parameters = await current_parameters(session, policy.parameters)
-    keys = claim_keys(evidence, payload.applicant, parameters, payload.as_of)
+    keys = claim_keys(evidence, payload.applicant, parameters, as_of)
     facts.claimed = await repository.claim_holders(session, keys)
-    evaluation = evaluate_application(evidence, payload.as_of, facts, parameters)
+    evaluation = evaluate_application(evidence, as_of, facts, parameters)
+    evaluation = replace(evaluation, trace=_dated(received_on, as_of, payload, principal) + evaluation.trace)
+    back_dated = as_of != received_on
     application = Application(
         id=uuid.uuid4(),
         measure=measure,
         applicant=payload.applicant,
-        as_of=payload.as_of,
-        benefit_year=benefit_year(evidence, payload.as_of),
+        as_of=as_of,
+        as_of_reason=payload.as_of_reason if back_dated else None,
+        as_of_recorded_by=principal.actor if back_dated else None,
+        benefit_year=benefit_year(evidence, as_of),
         evidence=evidence.model_dump(mode="json"),
         submitted_by=principal.actor,
         status="ineligible" if evaluation.result.outcome == "ineligible" else "in_review",

@@ -477,9 +477,19 @@ def eligibility_fuzz(
     applicant, vendor = live_records["applicant"], live_records["vendor"]
     fuzzed.callers.applicant, fuzzed.callers.vendor = applicant, vendor
     with fuzzed.client() as client:
-        body = {"applicant": applicant, "as_of": "2026-02-01", "evidence": _m1_evidence(vendor)}
+        body = {
+            "applicant": applicant,
+            "as_of": "2026-02-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": _m1_evidence(vendor),
+        }
         waiting = _created(client.post("/v1/applications", json=body))
-        body = {"applicant": applicant, "as_of": "2026-03-02", "evidence": M6_EVIDENCE}
+        body = {
+            "applicant": applicant,
+            "as_of": "2026-03-02",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": M6_EVIDENCE,
+        }
         approved = _created(client.post("/v1/applications", json=body))
         path = f"/v1/applications/{approved['id']}"
         verdict = {"verdict": "approve", "reason": "合规"}
@@ -498,6 +508,7 @@ def eligibility_fuzz(
             body={
                 "applicant": [applicant],
                 "as_of": ["2026-02-01", "2025-05-01"],
+                "as_of_reason": ["逾期登记的纸质申请"],
                 "application_ids": [[waiting["id"], approved["id"]]],
             },
         ),

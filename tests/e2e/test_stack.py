@@ -77,6 +77,7 @@ def test_eligibility_reads_the_registry_it_was_given(stack: Stack) -> None:
         json={
             "applicant": payload["credit_code"],
             "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
             "evidence": {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 300_000_000},
         },
         timeout=10,

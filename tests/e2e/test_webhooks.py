@@ -135,6 +135,7 @@ def approved_m3_decision(running: Running) -> tuple[ModelSupply, str]:
                 json={
                     "applicant": supply.holder,
                     "as_of": "2025-05-01",
+                    "as_of_reason": "逾期登记的纸质申请",
                     "evidence": m3_evidence(supply, 10_000_000 * YUAN, 3_000_000 * YUAN),
                 },
             )

@@ -65,7 +65,8 @@ async def api_and_db(eligibility_app: FastAPI) -> AsyncIterator[tuple[httpx.Asyn
 
 async def _submit(client: httpx.AsyncClient, applicant: str, evidence: dict[str, Any], as_of: str) -> dict[str, Any]:
     response = await client.post(
-        "/v1/applications", json={"applicant": applicant, "as_of": as_of, "evidence": evidence}
+        "/v1/applications",
+        json={"applicant": applicant, "as_of": as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence},
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -202,7 +203,13 @@ async def test_a_request_that_fails_after_writing_changes_no_count(
 
     monkeypatch.setattr("services.eligibility.events.application_changed", fail)
     failed_submission = await client.post(
-        "/v1/applications", json={"applicant": applicant, "as_of": "2026-03-02", "evidence": M6_EVIDENCE}
+        "/v1/applications",
+        json={
+            "applicant": applicant,
+            "as_of": "2026-03-02",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": M6_EVIDENCE,
+        },
     )
     failed_review = await client.post(
         f"/v1/applications/{application['id']}/reviews", json={"verdict": "approve", "reason": "合规"}, headers=WANG

@@ -40,7 +40,8 @@ async def submit(
     eligibility: httpx.AsyncClient, applicant: str, evidence: dict[str, Any], as_of: str = "2026-03-01"
 ) -> dict[str, Any]:
     response = await eligibility.post(
-        "/v1/applications", json={"applicant": applicant, "as_of": as_of, "evidence": evidence}
+        "/v1/applications",
+        json={"applicant": applicant, "as_of": as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence},
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -302,7 +303,12 @@ async def test_m1_fees_split_over_two_applications_earn_exactly_what_one_earns(
     # the same invoice listed twice in one application is refused; in a later application it is left out
     twice = await eligibility.post(
         "/v1/applications",
-        json={"applicant": split, "as_of": "2026-03-01", "evidence": m1(fees[0], fees[0])},
+        json={
+            "applicant": split,
+            "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": m1(fees[0], fees[0]),
+        },
     )
     assert twice.status_code == 422
     assert "listed twice" in twice.text

@@ -309,7 +309,8 @@ async def test_worked_example(
     as_of = date.fromisoformat(case.as_of)
     clock(max(as_of, date.today()))
     response = await eligibility.post(
-        "/v1/applications", json={"applicant": applicant, "as_of": case.as_of, "evidence": evidence}
+        "/v1/applications",
+        json={"applicant": applicant, "as_of": case.as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence},
     )
     assert response.status_code == 201, response.text
     application = response.json()

@@ -31,6 +31,7 @@ async def _m6(
         json={
             "applicant": applicant,
             "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
             "evidence": {
                 "measure": "M6",
                 "diagnosis_reference": "诊断-1",
@@ -141,6 +142,7 @@ async def test_needs_review_requires_an_amount_within_the_proposal(
         json={
             "applicant": applicant,
             "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
             "evidence": {
                 "measure": "M2",
                 "track": "a",
@@ -233,7 +235,13 @@ async def test_bad_evidence_is_a_422_naming_the_field_and_stores_nothing(
     eligibility: httpx.AsyncClient, evidence: dict[str, Any], field: str
 ) -> None:
     response = await eligibility.post(
-        "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2026-03-01", "evidence": evidence}
+        "/v1/applications",
+        json={
+            "applicant": "9144030071526726XG",
+            "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": evidence,
+        },
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -244,12 +252,24 @@ async def test_bad_evidence_is_a_422_naming_the_field_and_stores_nothing(
 async def test_future_dates_and_bad_codes(eligibility: httpx.AsyncClient) -> None:
     evidence = {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100}
     future = await eligibility.post(
-        "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2999-01-01", "evidence": evidence}
+        "/v1/applications",
+        json={
+            "applicant": "9144030071526726XG",
+            "as_of": "2999-01-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": evidence,
+        },
     )
     assert future.json()["code"] == "as_of_in_future"
     # before the first day the parameter file covers, nothing can be decided (this was a 500, found by schemathesis)
     ancient = await eligibility.post(
-        "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2000-01-01", "evidence": evidence}
+        "/v1/applications",
+        json={
+            "applicant": "9144030071526726XG",
+            "as_of": "2000-01-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": evidence,
+        },
     )
     assert ancient.status_code == 422
     assert ancient.json()["code"] == "as_of_before_policy"
@@ -257,11 +277,23 @@ async def test_future_dates_and_bad_codes(eligibility: httpx.AsyncClient) -> Non
     # U+0000 in the evidence (stored as JSONB, which cannot hold it): 422, nothing stored (this was a 500 too)
     nul = {**evidence, "diagnosis_reference": "深工信\u0000诊断"}
     refused = await eligibility.post(
-        "/v1/applications", json={"applicant": "9144030071526726XG", "as_of": "2026-03-01", "evidence": nul}
+        "/v1/applications",
+        json={
+            "applicant": "9144030071526726XG",
+            "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": nul,
+        },
     )
     assert (refused.status_code, refused.json()["code"]) == (422, "unstorable_text")
     bad_code = await eligibility.post(
-        "/v1/applications", json={"applicant": "9144030071526726XA", "as_of": "2026-03-01", "evidence": evidence}
+        "/v1/applications",
+        json={
+            "applicant": "9144030071526726XA",
+            "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": evidence,
+        },
     )
     assert bad_code.json()["errors"][0]["code"] == "invalid_credit_code"
     assert (await eligibility.get("/v1/applications")).json()["items"] == []
@@ -275,6 +307,7 @@ async def test_unknown_applicant_needs_review(eligibility: httpx.AsyncClient) ->
         json={
             "applicant": new_credit_code(),
             "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
             "evidence": {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100},
         },
     )
@@ -360,6 +393,7 @@ async def test_registry_stopped_means_503_and_nothing_stored(
                 json={
                     "applicant": applicant,
                     "as_of": "2026-03-01",
+                    "as_of_reason": "逾期登记的纸质申请",
                     "evidence": {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100},
                 },
             )

@@ -221,7 +221,13 @@ async def test_a_changed_provisional_parameter_changes_the_result_without_code(
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://e", headers=admin()) as client:
                 response = await client.post(
-                    "/v1/applications", json={"applicant": applicant, "as_of": "2026-03-01", "evidence": evidence}
+                    "/v1/applications",
+                    json={
+                        "applicant": applicant,
+                        "as_of": "2026-03-01",
+                        "as_of_reason": "逾期登记的纸质申请",
+                        "evidence": evidence,
+                    },
                 )
                 assert response.status_code == 201, response.text
                 decision = response.json()["decision"]
@@ -293,7 +299,13 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
     clock(date(2026, 11, 27))
     before = (
         await eligibility.post(
-            "/v1/applications", json={"applicant": applicant, "as_of": "2026-11-01", "evidence": evidence}
+            "/v1/applications",
+            json={
+                "applicant": applicant,
+                "as_of": "2026-11-01",
+                "as_of_reason": "逾期登记的纸质申请",
+                "evidence": evidence,
+            },
         )
     ).json()
     assert before["decision"]["amount_fen"] == 500_000 * YUAN
@@ -342,6 +354,7 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
             json={
                 "applicant": applicant,
                 "as_of": "2027-02-01",
+                "as_of_reason": "逾期登记的纸质申请",
                 "evidence": {**evidence, "diagnosis_reference": "诊断-2027"},
             },
         )
@@ -363,6 +376,7 @@ async def test_what_if_reports_differences_and_stores_nothing(
             json={
                 "applicant": applicant,
                 "as_of": "2026-03-01",
+                "as_of_reason": "逾期登记的纸质申请",
                 "evidence": {"measure": "M6", "diagnosis_reference": "d", "audited_investment_fen": investment * YUAN},
             },
         )

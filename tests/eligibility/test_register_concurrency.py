@@ -62,7 +62,13 @@ async def clients(two_processes: tuple[str, list[str]]) -> AsyncIterator[list[ht
 
 async def submit(client: httpx.AsyncClient, applicant: str, evidence: dict[str, Any]) -> dict[str, Any]:
     response = await client.post(
-        "/v1/applications", json={"applicant": applicant, "as_of": "2026-03-01", "evidence": evidence}
+        "/v1/applications",
+        json={
+            "applicant": applicant,
+            "as_of": "2026-03-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": evidence,
+        },
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()

@@ -95,7 +95,12 @@ M6 = {"measure": "M6", "diagnosis_reference": "诊断-1", "audited_investment_fe
 
 #: bodies that pass validation but change nothing (a future date, a past effective date, no scope)
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/v1/applications"): {"applicant": ORG, "as_of": "2999-01-01", "evidence": M6},
+    ("POST", "/v1/applications"): {
+        "applicant": ORG,
+        "as_of": "2999-01-01",
+        "as_of_reason": "逾期登记的纸质申请",
+        "evidence": M6,
+    },
     ("POST", "/v1/applications/{application_id}/reviews"): {"verdict": "approve", "reason": "材料齐全"},
     ("POST", "/v1/applications/{application_id}/approvals"): {"verdict": "approve", "reason": "同意"},
     ("POST", "/v1/applications/{application_id}/manual-decisions"): {"amount_fen": 100, "reason": "一事一议"},
@@ -180,10 +185,10 @@ async def test_every_role_against_the_route(eligibility: httpx.AsyncClient, meth
 
 
 async def _own_application(eligibility: httpx.AsyncClient, applicant: str) -> dict[str, Any]:
-    """An application the applicant client files for itself."""
+    """An application the applicant client files for itself (dated the day it is received)."""
     response = await eligibility.post(
         "/v1/applications",
-        json={"applicant": applicant, "as_of": "2026-03-01", "evidence": M6},
+        json={"applicant": applicant, "evidence": M6},
         headers=as_applicant(applicant),
     )
     assert response.status_code == 201, response.text
@@ -241,7 +246,7 @@ async def test_an_applicant_files_only_for_its_own_organisation(
     b = await seed.organisation(live_registry_client)
     for_b = await eligibility.post(
         "/v1/applications",
-        json={"applicant": b, "as_of": "2026-03-01", "evidence": M6},
+        json={"applicant": b, "as_of": "2026-03-01", "as_of_reason": "逾期登记的纸质申请", "evidence": M6},
         headers=as_applicant(a),
     )
     assert (for_b.status_code, for_b.json()["code"]) == (403, "organisation_mismatch")
@@ -249,7 +254,9 @@ async def test_an_applicant_files_only_for_its_own_organisation(
     assert (await eligibility.get("/v1/applications", params={"applicant": b})).json()["items"] == []
     # an officer enters applications for anyone
     entered = await eligibility.post(
-        "/v1/applications", json={"applicant": b, "as_of": "2026-03-01", "evidence": M6}, headers=WANG
+        "/v1/applications",
+        json={"applicant": b, "as_of": "2026-03-01", "as_of_reason": "逾期登记的纸质申请", "evidence": M6},
+        headers=WANG,
     )
     assert entered.status_code == 201, entered.text
     assert entered.json()["submitted_by"] == "wang"

@@ -175,7 +175,13 @@ async def test_eligibility_with_a_broken_registry_answers_503_and_stores_no_appl
     async def apply() -> httpx.Response:
         evidence = m3_evidence(supply, 10_000_000 * YUAN, 1_000_000 * YUAN)
         return await eligibility.post(
-            "/v1/applications", json={"applicant": supply.holder, "as_of": "2025-05-01", "evidence": evidence}
+            "/v1/applications",
+            json={
+                "applicant": supply.holder,
+                "as_of": "2025-05-01",
+                "as_of_reason": "逾期登记的纸质申请",
+                "evidence": evidence,
+            },
         )
 
     for name, fault in FAILURES.items():

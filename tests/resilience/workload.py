@@ -85,7 +85,13 @@ class KnownHold:
 
 async def _submit(eligibility: httpx.AsyncClient, applicant: str, evidence: dict[str, Any]) -> dict[str, Any]:
     response = await eligibility.post(
-        "/v1/applications", json={"applicant": applicant, "as_of": "2025-05-01", "evidence": evidence}
+        "/v1/applications",
+        json={
+            "applicant": applicant,
+            "as_of": "2025-05-01",
+            "as_of_reason": "逾期登记的纸质申请",
+            "evidence": evidence,
+        },
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()

@@ -54,7 +54,8 @@ async def submit(
     eligibility: httpx.AsyncClient, applicant: str, evidence: dict[str, Any], as_of: str = "2025-05-01"
 ) -> dict[str, Any]:
     response = await eligibility.post(
-        "/v1/applications", json={"applicant": applicant, "as_of": as_of, "evidence": evidence}
+        "/v1/applications",
+        json={"applicant": applicant, "as_of": as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence},
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
