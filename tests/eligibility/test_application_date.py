@@ -7,31 +7,17 @@ kept with the application, shown in the decision's trace and in the audit log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import httpx
-import pytest
-from fastapi import FastAPI
 
 from tests.auth import as_applicant
 from tests.eligibility import seed
 from tests.eligibility.actors import WANG, audit_row
 
 M6 = {"measure": "M6", "diagnosis_reference": "诊断-日期", "audited_investment_fen": 100_000_00}
-
-
-@pytest.fixture
-def clock(eligibility_app: FastAPI) -> Iterator[Callable[[date], None]]:
-    original = eligibility_app.state.policy
-
-    def set_today(day: date) -> None:
-        eligibility_app.state.policy = replace(original, today=lambda: day)
-
-    yield set_today
-    eligibility_app.state.policy = original
 
 
 async def count(eligibility: httpx.AsyncClient, applicant: str) -> int:

@@ -30,6 +30,7 @@ from tests.eligibility.test_examples import (
     m12,
     m13,
 )
+from tests.vouchers import flow
 from tests.vouchers.flow import m3_evidence, model_supply
 
 YUAN = 100
@@ -39,13 +40,7 @@ Setup = Callable[[httpx.AsyncClient], Awaitable[tuple[str, dict[str, Any]]]]
 async def submit(
     eligibility: httpx.AsyncClient, applicant: str, evidence: dict[str, Any], as_of: str = "2026-03-01"
 ) -> dict[str, Any]:
-    response = await eligibility.post(
-        "/v1/applications",
-        json={"applicant": applicant, "as_of": as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence},
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return await flow.submit(eligibility, applicant, evidence, as_of=as_of)
 
 
 async def review(eligibility: httpx.AsyncClient, application: dict[str, Any]) -> None:

@@ -6,14 +6,13 @@ it (fresh credit codes), then submits an application to the eligibility service.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from tests.eligibility import seed
 
@@ -284,18 +283,6 @@ CASES = [
     Case("A4 last day", "A4", m6_1, "eligible", 1_000_000 * YUAN, as_of="2027-09-30"),
     Case("A4-1", "A4", m6_1, "ineligible", failure_codes=("outside_validity_window",), as_of="2027-10-01"),
 ]
-
-
-@pytest.fixture
-def clock(eligibility_app: FastAPI) -> Iterator[Callable[[date], None]]:
-    """Set the eligibility service's 'today' (applications cannot be dated in the future)."""
-    original = eligibility_app.state.policy
-
-    def set_today(day: date) -> None:
-        eligibility_app.state.policy = replace(original, today=lambda: day)
-
-    yield set_today
-    eligibility_app.state.policy = original
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -27,9 +27,10 @@ from services.eligibility.parameters import (
 from services.eligibility.settings import EligibilitySettings
 from shared.auth import ADMIN, APPROVER, OFFICER
 from shared.db import get_session
-from tests.auth import admin, auth
+from tests.auth import auth
 from tests.eligibility import seed
 from tests.eligibility.actors import client_id
+from tests.eligibility.conftest import eligibility_on
 
 YUAN = 100
 
@@ -207,37 +208,23 @@ async def test_a_changed_provisional_parameter_changes_the_result_without_code(
     alternative.write_text(yaml.safe_dump(changed, allow_unicode=True))
     amounts = []
     for applicant, policy_file in zip(applicants, (DEFAULT_FILE, alternative), strict=True):
-        app = create_app(
-            EligibilitySettings(
-                database_url=database_url,
-                registry_url=str(live_registry_client.base_url),
-                policy_file=policy_file,
-                client_id=service_auth_env["ELIGIBILITY_CLIENT_ID"],
-                client_secret=service_auth_env["ELIGIBILITY_CLIENT_SECRET"],  # type: ignore[arg-type]
-                auth_token_url=service_auth_env["AUTH_TOKEN_URL"],
+        registry_url = str(live_registry_client.base_url)
+        async with eligibility_on(database_url, registry_url, service_auth_env, policy_file) as client:
+            response = await client.post(
+                "/v1/applications",
+                json={
+                    "applicant": applicant,
+                    "as_of": "2026-03-01",
+                    "as_of_reason": "逾期登记的纸质申请",
+                    "evidence": evidence,
+                },
             )
-        )
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://e", headers=admin()) as client:
-                response = await client.post(
-                    "/v1/applications",
-                    json={
-                        "applicant": applicant,
-                        "as_of": "2026-03-01",
-                        "as_of_reason": "逾期登记的纸质申请",
-                        "evidence": evidence,
-                    },
-                )
-                assert response.status_code == 201, response.text
-                decision = response.json()["decision"]
-                amounts.append(decision["amount_fen"])
-                [tier_read] = [p for step in decision["trace"] for p in step["parameters"] if p["id"] == "M1.tiers"]
-                assert tier_read["status"] == "provisional"
-                assert tier_read["value"][0]["ratio"] == ("0.30" if policy_file == DEFAULT_FILE else "0.25")
-        finally:
-            await app.state.registry_facts.registry.aclose()
-            await app.state.database.dispose()
+            assert response.status_code == 201, response.text
+            decision = response.json()["decision"]
+            amounts.append(decision["amount_fen"])
+            [tier_read] = [p for step in decision["trace"] for p in step["parameters"] if p["id"] == "M1.tiers"]
+            assert tier_read["status"] == "provisional"
+            assert tier_read["value"][0]["ratio"] == ("0.30" if policy_file == DEFAULT_FILE else "0.25")
     assert amounts == [300_000 * YUAN, 250_000 * YUAN]
 
 
@@ -264,17 +251,6 @@ async def test_policy_document_lists_clauses_rules_and_parameters(eligibility: h
     assert "30%" in ratio["history"][0]["source"]
     missing = await eligibility.get("/v1/policy/parameters/M3.nothing")
     assert (missing.status_code, missing.json()["code"]) == (404, "parameter_not_found")
-
-
-@pytest.fixture
-def clock(eligibility_app: FastAPI) -> Iterator[Callable[[date], None]]:
-    original = eligibility_app.state.policy
-
-    def set_today(day: date) -> None:
-        eligibility_app.state.policy = replace(original, today=lambda: day)
-
-    yield set_today
-    eligibility_app.state.policy = original
 
 
 async def _latest_version_row(app: FastAPI) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from tests.auth import admin
 from tests.conftest import DatabaseFactory, free_port
 from tests.eligibility import seed
 from tests.eligibility.actors import DIRECTOR, LI, WANG
-from tests.eligibility.test_award_register import m4, m5
+from tests.eligibility.test_award_register import m4, m5, submit
 from tests.eligibility.test_examples import m13
 
 YUAN = 100
@@ -58,21 +58,6 @@ async def clients(two_processes: tuple[str, list[str]]) -> AsyncIterator[list[ht
         httpx.AsyncClient(base_url=urls[1], timeout=30, headers=admin()) as b,
     ):
         yield [a, b]
-
-
-async def submit(client: httpx.AsyncClient, applicant: str, evidence: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(
-        "/v1/applications",
-        json={
-            "applicant": applicant,
-            "as_of": "2026-03-01",
-            "as_of_reason": "逾期登记的纸质申请",
-            "evidence": evidence,
-        },
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def reviewed(client: httpx.AsyncClient, application: dict[str, Any]) -> None:

@@ -15,13 +15,10 @@ import uuid
 from typing import Any
 
 import asyncpg
-import httpx
 
-from services.eligibility.app import create_app
-from services.eligibility.settings import EligibilitySettings
 from shared.migrations import upgrade
-from tests.auth import admin
 from tests.conftest import DatabaseFactory
+from tests.eligibility.conftest import eligibility_on
 
 YUAN = 100
 APPLICANT = "9144030071526726XG"
@@ -118,21 +115,7 @@ async def test_the_register_is_built_from_history_and_doubles_are_reported(
     assert double["overrides_id"] is not None
     assert "history" in double["override_reason"]
 
-    app = create_app(
-        EligibilitySettings(
-            database_url=url,
-            registry_url=live_registry,
-            client_id=service_auth_env["ELIGIBILITY_CLIENT_ID"],
-            client_secret=service_auth_env["ELIGIBILITY_CLIENT_SECRET"],  # type: ignore[arg-type]
-            auth_token_url=service_auth_env["AUTH_TOKEN_URL"],
-        )
-    )
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://e", headers=admin()) as client:
-            report = (await client.get("/v1/awards/double")).json()
-    finally:
-        await app.state.registry_facts.registry.aclose()
-        await app.state.database.dispose()
+    async with eligibility_on(url, live_registry, service_auth_env) as client:
+        report = (await client.get("/v1/awards/double")).json()
     assert report["keys"] == 1
     assert [item["application_id"] for item in report["items"]] == [str(first), str(twice)]

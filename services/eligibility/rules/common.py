@@ -44,6 +44,10 @@ def check_validity(as_of: date, p: ParamView, trace: Trace) -> list[Reason]:
     ]
 
 
+#: how the benefit-year check names "this year or one still claimable" (M5, M7, M13: `*.claim_years_back`)
+RECENT_YEAR = ("申请当年或此前可申报的年度", "the application's year or one it may still claim")
+
+
 def check_benefit_year(
     clause: str,
     year: int,

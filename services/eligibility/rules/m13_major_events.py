@@ -17,7 +17,7 @@ from ..evidence import M13Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import share
-from .common import check_benefit_year, inside_validity, reason
+from .common import RECENT_YEAR, check_benefit_year, inside_validity, reason
 
 MEASURE = "M13"
 TITLE = {"zh": "人工智能领域重大活动开办", "en": "Major AI events held in Longgang"}
@@ -74,7 +74,7 @@ def evaluate(evidence: M13Evidence, facts: Facts, p: ParamView, trace: Trace) ->
         p,
         trace,
         back=(0, p("M13.claim_years_back")),
-        text=("申请当年或此前可申报的年度", "the application's year or one it may still claim"),
+        text=RECENT_YEAR,
     )
     if not inside_validity(evidence.held_on, p):
         failures.append(

@@ -17,7 +17,7 @@ from ..evidence import LibraryPurchase, M5Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import recognition_failures, share, yuan
-from .common import awarded_in, check_benefit_year, reason
+from .common import RECENT_YEAR, awarded_in, check_benefit_year, reason
 
 MEASURE = "M5"
 TITLE = {"zh": "四上企业人工智能等方向数字化转型", "en": "Digital transformation of four-above enterprises"}
@@ -74,7 +74,7 @@ def evaluate(evidence: M5Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         p,
         trace,
         back=(0, p("M5.claim_years_back")),
-        text=("申请当年或此前可申报的年度", "the application's year or one it may still claim"),
+        text=RECENT_YEAR,
     )
     spend = 0
     counted: list[dict[str, Any]] = []

@@ -22,7 +22,7 @@ from ..evidence import M7Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import recognition_failures, recognition_inputs, share, was_awarded, yuan
-from .common import awarded_in, check_benefit_year, reason
+from .common import RECENT_YEAR, awarded_in, check_benefit_year, reason
 
 MEASURE = "M7"
 TITLE = {"zh": "人工智能技术标准制定", "en": "AI standards"}
@@ -55,7 +55,7 @@ def evaluate(evidence: M7Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
         p,
         trace,
         back=(0, p("M7.claim_years_back")),
-        text=("申请当年或此前可申报的年度", "the application's year or one it may still claim"),
+        text=RECENT_YEAR,
     )
     software = organisation.is_software_internet
     trace.step(
