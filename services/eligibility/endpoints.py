@@ -41,12 +41,15 @@ from . import repository, service
 from .facts import RegistryFacts
 from .parameters import SPECS, ParameterSet
 from .rules import RULES
+from .rules.claims import CAP_KINDS, CLAIM_KINDS
 from .schemas import (
     ApplicationCreate,
     ApplicationRead,
     ApprovalCreate,
     ApprovedDecisionRead,
     AwardRead,
+    CapKindRead,
+    ClaimKindRead,
     ClauseRead,
     DecisionRead,
     DoubleAwardsRead,
@@ -310,6 +313,14 @@ def _policy_read(parameters: ParameterSet) -> PolicyRead:
         validity_window=(parameters.validity_start, parameters.validity_end),
         clauses=clauses,
         parameters=[_parameter_read(parameters, pid) for pid in sorted(parameters.parameters)],
+        claim_kinds=[
+            ClaimKindRead(kind=k.kind, clause=k.clause, parts=list(k.parts), once_only={"zh": k.zh, "en": k.en})
+            for k in CLAIM_KINDS.values()
+        ],
+        cap_kinds=[
+            CapKindRead(kind=c.kind, clause=c.clause, parameter=c.parameter, label={"zh": c.zh, "en": c.en})
+            for c in CAP_KINDS.values()
+        ],
     )
 
 

@@ -230,6 +230,24 @@ class ClauseRead(BaseModel):
     parameters: list[str]
 
 
+class ClaimKindRead(BaseModel):
+    """What one kind of claim key names, and the clause that makes it once-only (docs/awards.md)."""
+
+    kind: str
+    clause: str
+    parts: list[str]
+    once_only: dict[str, str] = Field(description="Why, in Chinese and English")
+
+
+class CapKindRead(BaseModel):
+    """An annual cap on an enterprise's year, across all its applications."""
+
+    kind: str
+    clause: str
+    parameter: str
+    label: dict[str, str]
+
+
 class PolicyRead(BaseModel):
     policy: str
     version: str
@@ -237,6 +255,8 @@ class PolicyRead(BaseModel):
     validity_window: tuple[date, date]
     clauses: list[ClauseRead]
     parameters: list[ParameterRead]
+    claim_kinds: list[ClaimKindRead] = Field(description="The award register's keys: what each award pays for")
+    cap_kinds: list[CapKindRead] = Field(description="Caps that apply to an enterprise's year as a whole")
 
 
 class ParameterVersionCreate(Input):

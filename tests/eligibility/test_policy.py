@@ -236,6 +236,21 @@ async def test_policy_document_lists_clauses_rules_and_parameters(eligibility: h
     assert clauses["M11"]["rule_module"] == "services.eligibility.rules.m11_rent"
     assert "M11.rent_ratio" in clauses["M11"]["parameters"]
     assert len(policy["parameters"]) == len(SPECS)
+    # the award register's vocabulary: every paying measure names what it pays for, with the clause
+    kinds = {kind["kind"]: kind for kind in policy["claim_kinds"]}
+    assert {kind["clause"] for kind in kinds.values()} == {f"M{n}" for n in range(1, 14)}
+    assert kinds["M1.invoice"]["parts"] == ["enterprise", "benefit_year", "provider", "invoice_number"]
+    assert "上年度" in kinds["M1.invoice"]["once_only"]["zh"]
+    caps = {cap["kind"]: cap for cap in policy["cap_kinds"]}
+    assert caps["M5.annual"]["parameter"] == "M5.annual_cap_fen"
+    assert set(caps) == {
+        "M1.class_cap",
+        "M1.major_project_extra",
+        "M5.annual",
+        "M7.annual",
+        "M10.first_sale",
+        "M10.city_matching",
+    }
     ratio = (await eligibility.get("/v1/policy/parameters/M3.contract_ratio")).json()
     assert ratio["clause"] == "M3"
     assert ratio["history"] == [
