@@ -190,21 +190,50 @@ async def standing_award(session: AsyncSession, claim_key: str) -> Award | None:
     return (await session.execute(statement.limit(1))).scalar_one_or_none()
 
 
-async def take_year_cap(session: AsyncSession, applicant: str, cap: dict[str, Any]) -> YearCap | None:
-    """The atomic annual-cap check: one conditional UPDATE; None if the year's total would exceed the cap."""
+async def awards_before_register(
+    session: AsyncSession, applicant: str, measure: str, year: int
+) -> list[tuple[int, dict[str, int]]]:
+    """Approved awards decided before the register (their decisions name no caps): (amount, components)."""
+    approved_amount = (
+        select(Review.amount_fen)
+        .where(Review.application_id == Application.id, Review.step == "approval", Review.verdict == "approve")
+        .order_by(Review.created_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    statement = (
+        select(func.coalesce(approved_amount, Decision.amount_fen, 0), Decision.components)
+        .join(Application, Application.current_decision_id == Decision.id)
+        .where(
+            Application.applicant == applicant,
+            Application.measure == measure,
+            Application.benefit_year == year,
+            Application.status == "approved",
+            Decision.caps == text("'[]'::jsonb"),
+        )
+    )
+    return [(int(amount), dict(components)) for amount, components in (await session.execute(statement)).all()]
+
+
+async def open_year_cap(session: AsyncSession, applicant: str, cap: dict[str, Any], used_fen: int) -> None:
+    """The year's cap row, counting what was approved before it existed (never below what is used)."""
     await session.execute(
         insert(YearCap)
         .values(
             applicant=applicant,
             kind=cap["kind"],
             year=cap["year"],
-            limit_fen=cap["limit_fen"],
-            used_fen=0,
+            limit_fen=max(cap["limit_fen"], used_fen),
+            used_fen=used_fen,
             clause=cap["clause"],
             parameter=cap["parameter"],
         )
         .on_conflict_do_nothing()
     )
+
+
+async def take_year_cap(session: AsyncSession, applicant: str, cap: dict[str, Any]) -> YearCap | None:
+    """The atomic annual-cap check: one conditional UPDATE; None if the year's total would exceed the cap."""
     statement = (
         update(YearCap)
         .where(

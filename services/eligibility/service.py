@@ -533,6 +533,8 @@ async def _award(
                 ALREADY_AWARDED, claim_key=key, clause=kind_of(key).clause, holder="(a concurrent decision)"
             )
     for use in cap_uses(amount_fen, decision.components, decision.caps):
+        if await repository.year_cap(session, application.applicant, use["kind"], use["year"]) is None:
+            await _open_year_cap(session, application, decision, use)
         if await repository.take_year_cap(session, application.applicant, use) is None:
             cap = await repository.year_cap(session, application.applicant, use["kind"], use["year"])
             limit, used = (cap.limit_fen, cap.used_fen) if cap else (use["limit_fen"], 0)
@@ -547,6 +549,20 @@ async def _award(
                 remaining_fen=limit - used,
                 amount_yuan=format_yuan(use["amount_fen"]),
             )
+
+
+async def _open_year_cap(
+    session: AsyncSession, application: Application, decision: Decision, use: dict[str, Any]
+) -> None:
+    """A year's first approval opens its cap row, counting the awards approved before the register existed."""
+    earlier = await repository.awards_before_register(session, application.applicant, application.measure, use["year"])
+    used = sum(
+        part["amount_fen"]
+        for amount, components in earlier
+        for part in cap_uses(amount, components, decision.caps)
+        if part["kind"] == use["kind"]
+    )
+    await repository.open_year_cap(session, application.applicant, use, used)
 
 
 async def get_decision(session: AsyncSession, decision_id: uuid.UUID, principal: Principal) -> DecisionRead:

@@ -15,10 +15,14 @@ import uuid
 from typing import Any
 
 import asyncpg
+import httpx
 
 from shared.migrations import upgrade
+from tests.auth import admin
 from tests.conftest import DatabaseFactory
+from tests.eligibility.actors import DIRECTOR
 from tests.eligibility.conftest import eligibility_on
+from tests.eligibility.test_award_register import m5, submit
 
 YUAN = 100
 APPLICANT = "9144030071526726XG"
@@ -32,15 +36,17 @@ async def _approved(
     *,
     status: str = "approved",
     benefit_year: int = 2025,
+    applicant: str = APPLICANT,
+    amount_fen: int | None = None,
 ) -> uuid.UUID:
     application_id, decision_id = uuid.uuid4(), uuid.uuid4()
-    amount = sum(components.values())
+    amount = sum(components.values()) if amount_fen is None else amount_fen
     await connection.execute(
         "INSERT INTO eligibility.applications (id, measure, applicant, as_of, benefit_year, evidence, submitted_by,"
         " status, priority) VALUES ($1, $2, $3, '2026-03-01', $4, $5, 'history', $6, 50)",
         application_id,
         measure,
-        APPLICANT,
+        applicant,
         benefit_year,
         json.dumps(evidence),
         status,
@@ -119,3 +125,31 @@ async def test_the_register_is_built_from_history_and_doubles_are_reported(
         report = (await client.get("/v1/awards/double")).json()
     assert report["keys"] == 1
     assert [item["application_id"] for item in report["items"]] == [str(first), str(twice)]
+
+
+async def test_a_years_cap_counts_what_was_approved_before_the_register(
+    databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]
+) -> None:
+    """An M5 award of 250,000 for 2025 approved before migration 0007 (it recorded no caps, no components)
+    still counts against the 2025 cap of 300,000 when the year's first approval after it opens the cap row."""
+    async with httpx.AsyncClient(base_url=live_registry, headers=admin()) as registry:
+        applicant, evidence = await m5(200_000)(registry)
+    url = databases.create("longgang_register_caps", migrate=False)
+    await asyncio.to_thread(upgrade, "eligibility", url, "0006")
+    connection = await asyncpg.connect(url)
+    try:
+        await _approved(connection, "M5", evidence, {}, applicant=applicant, amount_fen=250_000 * YUAN)
+    finally:
+        await connection.close()
+    await asyncio.to_thread(upgrade, "eligibility", url, "head")
+
+    async with eligibility_on(url, live_registry, service_auth_env) as client:
+        [purchase] = evidence["purchases"]
+        another = {**purchase, "paid_on": "2025-08-20"}  # another purchase of the same year
+        later = await submit(client, applicant, {**evidence, "purchases": [another]})
+        a1 = f"/v1/applications/{later['id']}/manual-decisions"
+        refused = await client.post(a1, json={"amount_fen": 100_000 * YUAN, "reason": "一事一议"}, headers=DIRECTOR)
+        assert refused.status_code == 409, refused.text
+        assert (refused.json()["code"], refused.json()["remaining_fen"]) == ("annual_cap_reached", 50_000 * YUAN)
+        paid = await client.post(a1, json={"amount_fen": 50_000 * YUAN, "reason": "一事一议"}, headers=DIRECTOR)
+        assert paid.status_code == 200, paid.text
