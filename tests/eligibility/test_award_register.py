@@ -358,31 +358,95 @@ async def test_an_a1_award_cannot_pass_the_years_cap(
 # --- benefit years --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("clause", "evidence_of", "code"),
-    [
-        ("M9", lambda e: {**e, "year": 2016}, "benefit_year_not_allowed"),
-        ("M11", lambda e: {**e, "year": 2024}, "benefit_year_not_allowed"),
-        ("M13", lambda e: {**e, "held_on": "2023-05-01"}, "event_outside_validity"),
-        ("M10", lambda e: {**e, "year": 2026}, "benefit_year_not_allowed"),
-    ],
-    ids=["M9 a year in the 2010s", "M11 not last year's rent", "M13 before the measures", "M10 city not last year"],
-)
-async def test_benefit_years_outside_the_text_are_refused(
-    clause: str,
-    evidence_of: Callable[[dict[str, Any]], dict[str, Any]],
-    code: str,
-    eligibility: httpx.AsyncClient,
-    live_registry_client: httpx.AsyncClient,
-) -> None:
-    setups: dict[str, Setup] = {
-        "M9": m9_revenues((2015, 10_000_000 * YUAN), (2016, 30_000_000 * YUAN)),
-        "M11": m11(80_000_000 * YUAN),
-        "M13": m13(800_000),
-        "M10": m10_city(1_000_000),
+async def m12_of_2023(r: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
+    """A platform recognised in 2023: last year for an application of November 2024, before the measures."""
+    applicant = await seed.organisation(r)
+    platform = await seed.recognition(
+        r, applicant, "2023-09-01", kind="public_platform", platform="算力平台", level="national", year=2023
+    )
+    return applicant, {"measure": "M12", "recognition_id": platform}
+
+
+async def m10_sold_before(r: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
+    """A catalogue product whose first sale (2024-01-15) came before the measures took effect."""
+    applicant = await seed.organisation(r)
+    entry = await seed.recognition(
+        r,
+        applicant,
+        "2024-01-10",
+        kind="first_version_software",
+        product="龙岗调度软件",
+        catalogue_year=2024,
+        first_sale_on="2024-01-15",
+    )
+    evidence = {
+        "measure": "M10",
+        "track": "first_sale",
+        "year": 2025,
+        "recognition_id": entry,
+        "received_within_year_fen": 1_000_000 * YUAN,
     }
-    applicant, evidence = await setups[clause](live_registry_client)
-    application = await submit(eligibility, applicant, evidence_of(evidence))
+    return applicant, evidence
+
+
+def unchanged(evidence: dict[str, Any]) -> dict[str, Any]:
+    return evidence
+
+
+#: (clause, setup, how the evidence is changed, application date, the refusal's code)
+OUT_OF_YEAR: dict[str, tuple[str, Setup, Callable[[dict[str, Any]], dict[str, Any]], str, str]] = {
+    "M1 fees of two years ago": ("M1", m1_room, lambda e: {**e, "fiscal_year": 2024}, "2026-03-01", "not_allowed"),
+    "M5 purchases of years ago": ("M5", m5(100_000), lambda e: {**e, "year": 2023}, "2026-03-01", "not_allowed"),
+    "M7 standards of years ago": ("M7", m7, lambda e: {**e, "year": 2023}, "2026-03-01", "not_allowed"),
+    "M9 a year in the 2010s": (
+        "M9",
+        m9_revenues((2015, 10_000_000 * YUAN), (2016, 30_000_000 * YUAN)),
+        lambda e: {**e, "year": 2016},
+        "2026-03-01",
+        "not_allowed",
+    ),
+    "M10 city support not of last year": (
+        "M10",
+        m10_city(1_000_000),
+        lambda e: {**e, "year": 2026},
+        "2026-03-01",
+        "not_allowed",
+    ),
+    "M10 first sale before the measures": (
+        "M10",
+        m10_sold_before,
+        unchanged,
+        "2026-03-01",
+        "first_sale_outside_validity",
+    ),
+    "M11 not last year's rent": (
+        "M11",
+        m11(80_000_000 * YUAN),
+        lambda e: {**e, "year": 2024},
+        "2026-03-01",
+        "not_allowed",
+    ),
+    "M12 recognised before the measures": ("M12", m12_of_2023, unchanged, "2024-11-01", "outside_validity"),
+    "M13 an event before the measures": (
+        "M13",
+        m13(800_000),
+        lambda e: {**e, "held_on": "2023-05-01"},
+        "2026-03-01",
+        "event_outside_validity",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OUT_OF_YEAR))
+async def test_benefit_years_outside_the_text_are_refused(
+    case: str, eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    clause, setup, change, as_of, code = OUT_OF_YEAR[case]
+    code = {"not_allowed": "benefit_year_not_allowed", "outside_validity": "benefit_year_outside_validity"}.get(
+        code, code
+    )
+    applicant, evidence = await setup(live_registry_client)
+    application = await submit(eligibility, applicant, change(evidence), as_of=as_of)
     assert application["decision"]["outcome"] == "ineligible"
     failures = [f for f in application["decision"]["failures"] if f["code"] == code]
     assert failures, application["decision"]["failures"]
