@@ -515,7 +515,8 @@ async def _award(
         {**row, "claim_key": key, "clause": kind_of(key).clause} for key in decision.claims if key not in overrides
     ]
     taken = await repository.register_awards(session, plain)
-    for key in sorted(taken):
+    if taken:
+        key = min(taken)
         holder = await repository.standing_award(session, key)
         raise ProblemError(
             ALREADY_AWARDED,

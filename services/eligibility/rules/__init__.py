@@ -66,14 +66,15 @@ class Evaluation:
     engine_version: str = ENGINE_VERSION
 
 
+def _values(parameters: ParameterSet, as_of: date) -> Callable[[str], Any]:
+    """Parameter values on a day, untraced: for keys and caps, which the trace records as such."""
+    return lambda parameter_id: parameters.value(parameter_id, as_of)[1].value
+
+
 def claim_keys(evidence: Evidence, applicant: str, parameters: ParameterSet, as_of: date) -> list[str]:
     """The claim keys an application asks for (rules/claims.py), from its evidence: looked up before the rules run."""
     measure: str = evidence.measure  # type: ignore[attr-defined]
-
-    def value(parameter_id: str) -> Any:
-        return parameters.value(parameter_id, as_of)[1].value
-
-    keys: list[str] = RULES[measure].claim_keys(evidence, applicant, value)
+    keys: list[str] = RULES[measure].claim_keys(evidence, applicant, _values(parameters, as_of))
     return list(dict.fromkeys(keys))
 
 
@@ -82,11 +83,7 @@ def annual_caps(evidence: Evidence, facts: Facts, parameters: ParameterSet, as_o
     module = RULES[evidence.measure]  # type: ignore[attr-defined]
     if not hasattr(module, "annual_caps"):
         return []
-
-    def value(parameter_id: str) -> Any:
-        return parameters.value(parameter_id, as_of)[1].value
-
-    return [cap.as_dict() for cap in module.annual_caps(evidence, facts, value)]
+    return [cap.as_dict() for cap in module.annual_caps(evidence, facts, _values(parameters, as_of))]
 
 
 def claims_of_record(
@@ -108,14 +105,14 @@ def claims_of_record(
         return keys
     if measure == "M7":
         return [m7_ai_standards.standard_key(name) for name in components]
-    excluded = {
-        str(row.get("invoice"))
-        for step in trace
-        for row in step.get("inputs", {}).get("excluded", [])
-        if isinstance(row, dict) and "invoice" in row and "line" not in row
-    }
     keys = RULES[measure].claim_keys(parsed, applicant, None)
-    if measure == "M1":
+    if measure == "M1":  # whole invoices the decision left out (affiliated, not a compute vendor …) were not paid
+        excluded = {
+            str(row.get("invoice"))
+            for step in trace
+            for row in step.get("inputs", {}).get("excluded", [])
+            if isinstance(row, dict) and "invoice" in row and "line" not in row
+        }
         keys = [k for k in keys if k.rsplit("|", 1)[-1] not in excluded]
     return list(dict.fromkeys(keys))
 
