@@ -10,12 +10,13 @@ future-dated versions on top (stored in the database, see `service.py`);
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
@@ -284,7 +285,10 @@ def _check_value(where: str, spec: Spec, value: Any) -> Any:
             raise _fail(where, f"expected a non-negative integer, got {value!r}")
         return value
     if kind == "date":
-        if not isinstance(value, date):
+        if isinstance(value, str):  # JSON has no dates: an administrator's version arrives as "YYYY-MM-DD"
+            with contextlib.suppress(ValueError):  # not a date: refused below, naming the value
+                value = date.fromisoformat(value) if len(value) == 10 else value
+        if not isinstance(value, date) or isinstance(value, datetime):
             raise _fail(where, f"expected a date (YYYY-MM-DD), got {value!r}")
         return value
     if kind == "boolean":

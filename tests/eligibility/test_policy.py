@@ -395,3 +395,28 @@ async def test_what_if_reports_differences_and_stores_nothing(
     assert bad.json()["code"] == "simulation_scope"
     bad_value = await eligibility.post("/v1/simulations", json={"application_ids": ids, "overrides": {"M6.ratio": 2}})
     assert bad_value.json()["code"] == "parameter_invalid"
+
+
+async def test_date_parameters_are_versioned_and_simulated_through_the_api(
+    eligibility: httpx.AsyncClient, clock: Callable[[date], None]
+) -> None:
+    """JSON has no dates: "YYYY-MM-DD" loads the real start date of the measures (A4) or M11's registration date."""
+    clock(date(2026, 11, 27))
+    version = {
+        "effective_from": "2027-01-01",
+        "value": "2021-01-01",
+        "status": "given",
+        "source": "实施细则（测试）",
+        "reason": "载入实施细则的注册日期",
+    }
+    created = await eligibility.post("/v1/policy/parameters/M11.registered_on_or_after/versions", json=version)
+    assert created.status_code == 201, created.text
+    history = (await eligibility.get("/v1/policy/parameters/M11.registered_on_or_after")).json()["history"]
+    assert [v["value"] for v in history] == ["2020-01-01", "2021-01-01"]
+    for bad in ("2027-02-30", "next year", "2027-01-01T00:00:00"):
+        refused = await eligibility.post("/v1/policy/parameters/A4.start_date/versions", json={**version, "value": bad})
+        assert (refused.status_code, refused.json()["code"]) == (422, "parameter_invalid"), bad
+    simulated = await eligibility.post(
+        "/v1/simulations", json={"measure": "M6", "year": 2026, "overrides": {"A4.start_date": "2024-07-01"}}
+    )
+    assert simulated.status_code == 200, simulated.text
