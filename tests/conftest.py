@@ -270,16 +270,23 @@ def vouchers_database(databases: DatabaseFactory) -> str:
 
 @pytest_asyncio.fixture(scope="session")
 async def vouchers_app(
-    vouchers_database: str, live_eligibility: str, live_registry: str, service_auth_env: dict[str, str]
+    vouchers_database: str,
+    live_eligibility: str,
+    live_registry: str,
+    service_auth_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[FastAPI]:
     from services.vouchers.app import create_app
     from services.vouchers.settings import VouchersSettings
+    from tests.vouchers.ample_budgets import ample_budget_file
 
     app = create_app(
         VouchersSettings(
             database_url=vouchers_database,
             eligibility_url=live_eligibility,
             registry_url=live_registry,
+            # budgets are ceilings (A2): the shared ledger's tests together claim more than the placeholders
+            budget_file=ample_budget_file(tmp_path_factory.mktemp("budgets")),
             **_settings_auth(service_auth_env, "vouchers"),  # type: ignore[arg-type]
         )
     )

@@ -153,8 +153,19 @@ class VendorsRead(BaseModel):
 class BudgetLine(BaseModel):
     measure: str
     budget_fen: int | None = Field(description="None: no budget stands for this measure and year")
-    used_fen: int = Field(description="issued + granted − returned (voided, expired, reversed) on the budget account")
-    remaining_fen: int | None
+    used_fen: int = Field(
+        description="issued + granted − returned (voided, expired, reversed) on the budget account, as projected"
+    )
+    committed_fen: int = Field(
+        description="What the budget's ceiling row (A2) has committed, live: issued + granted − returned. "
+        "Equals used_fen once the projection has caught up; before the year's first commitment since "
+        "migration 0009 (no row yet) it is used_fen"
+    )
+    remaining_fen: int | None = Field(description="budget − committed, never below 0 (None: no budget)")
+    over_budget: bool = Field(
+        description="More committed than the budget standing today (a figure lowered below what was already "
+        "committed, or history from before the budget was a ceiling); new commitments are refused (A2)"
+    )
     used_ratio: str | None = Field(description="used ÷ budget, rounded down to 4 places")
     budget_source: str | None
     budget_status: str | None = Field(description="given, provisional or interpretation")
@@ -393,12 +404,23 @@ async def vendors(
     )
 
 
+#: the budget ceiling rows of the year (A2, services/vouchers/budget_ceilings.py)
+BUDGET_ROWS_SQL = (
+    "SELECT kind, used_fen FROM vouchers.allowances WHERE holder = 'programme' AND year = $1 AND kind LIKE 'budget.%'"
+)
+
+
 @router.get(
     "/v1/aggregates/budget",
     response_model=BudgetRead,
-    summary="Budget used against the budget, per measure (clause A2; figures from policy/budgets.yaml)",
+    summary="Budget committed against the budget, per measure (clause A2; figures from policy/budgets.yaml)",
 )
 async def budget(request: Request, _: Reader, session: SessionDep, moment: Now, year: Year = None) -> BudgetRead:
+    """The budget is a ceiling (A2): `committed_fen` is read live from its row, `used_fen` from the projection.
+
+    The two agree once the projector has caught up (`as_of`); `remaining_fen` is what may still be
+    committed today, `over_budget` a year committed beyond the figure standing today.
+    """
     year = _year(year, moment)
     budgets: Budgets = request.app.state.budgets
     connection = await _raw(session)
@@ -409,19 +431,24 @@ async def budget(request: Request, _: Reader, session: SessionDep, moment: Now, 
         year,
     )
     used = {row["measure"]: int(row["used_fen"]) for row in rows}
+    ceilings = await connection.fetch(BUDGET_ROWS_SQL, year)  # live: each changed with its commitment
+    committed = {row["kind"].removeprefix("budget."): int(row["used_fen"]) for row in ceilings}
     today = local_today(moment)
     standing = {m: b for m in budgets.measures() if (b := budgets.budget(m, year, today)) is not None}
     lines = []
-    for measure in sorted(set(used) | set(standing), key=_measure_order):
+    for measure in sorted(set(used) | set(committed) | set(standing), key=_measure_order):
         figure = standing.get(measure)
         spent = used.get(measure, 0)
+        taken = committed.get(measure, spent)
         amount = figure.budget_fen if figure else None
         lines.append(
             BudgetLine(
                 measure=measure,
                 budget_fen=amount,
                 used_fen=spent,
-                remaining_fen=None if amount is None else amount - spent,
+                committed_fen=taken,
+                remaining_fen=None if amount is None else max(0, amount - taken),
+                over_budget=taken > (amount or 0),
                 used_ratio=_ratio(spent, amount),
                 budget_source=figure.source if figure else None,
                 budget_status=figure.status if figure else None,

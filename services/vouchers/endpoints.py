@@ -49,6 +49,7 @@ from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
 from .models import Voucher
 from .peers import Eligibility, Registry, VendorCheck
+from .policy.budgets import Budgets
 from .schemas import (
     GrantRead,
     HoldRequest,
@@ -75,11 +76,20 @@ async def now(request: Request) -> datetime:
 
 eligibility = state_dependency("eligibility", Eligibility)
 hot = state_dependency("hotpath", HotPath)
+programme_budgets = state_dependency("budgets", Budgets)
 
 
 Now = Annotated[datetime, Depends(now)]
 EligibilityDep = Annotated[Eligibility, Depends(eligibility)]
 HotDep = Annotated[HotPath, Depends(hot)]
+#: the programme budgets (A2, policy/budgets.yaml): issuance and grants are held to them
+BudgetsDep = Annotated[Budgets, Depends(programme_budgets)]
+
+BUDGET_NOTE = (
+    "The amount is taken from the programme budget of the measure and this year (clause A2, "
+    "`policy/budgets.yaml`) in the same transaction: `no_budget` (409) when no figure stands, "
+    "`budget_exhausted` (409, with `remaining_fen`) when the budget would be exceeded; nothing is written."
+)
 
 #: Bureau staff who issue and void (officers) and administrators.
 Officer = Annotated[Principal, require(OFFICER, ADMIN)]
@@ -370,12 +380,18 @@ async def finish_hold(
     response_model=VoucherRead,
     tags=["vouchers"],
     summary="Issue a compute (M1) or model (M3) voucher from an approved decision (officers)",
+    description=BUDGET_NOTE,
 )
 async def issue(
-    session: SessionDep, client: EligibilityDep, moment: Now, principal: Officer, payload: IssueRequest
+    session: SessionDep,
+    client: EligibilityDep,
+    budgets: BudgetsDep,
+    moment: Now,
+    principal: Officer,
+    payload: IssueRequest,
 ) -> VoucherRead:
     try:
-        return await service.issue_voucher(session, client, payload, principal.actor, moment)
+        return await service.issue_voucher(session, client, budgets, payload, principal.actor, moment)
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc
 
@@ -386,12 +402,18 @@ async def issue(
     response_model=GrantRead,
     tags=["vouchers"],
     summary="Disburse another measure's grant (M2, M4–M13) from an approved decision (officers)",
+    description=BUDGET_NOTE,
 )
 async def grant(
-    session: SessionDep, client: EligibilityDep, moment: Now, principal: Officer, payload: IssueRequest
+    session: SessionDep,
+    client: EligibilityDep,
+    budgets: BudgetsDep,
+    moment: Now,
+    principal: Officer,
+    payload: IssueRequest,
 ) -> GrantRead:
     try:
-        return await service.grant(session, client, payload, principal.actor, moment)
+        return await service.grant(session, client, budgets, payload, principal.actor, moment)
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc
 
@@ -405,11 +427,13 @@ async def grant(
 )
 async def reverse_grant(
     session: SessionDep,
+    budgets: BudgetsDep,
+    moment: Now,
     principal: Annotated[Principal, require(APPROVER, ADMIN)],
     grant_id: Annotated[int, Path(ge=1, le=2**62)],
     payload: ReversalRequest,
 ) -> GrantRead:
-    return await service.reverse_grant(session, grant_id, payload, principal.actor)
+    return await service.reverse_grant(session, budgets, grant_id, payload, principal.actor, moment)
 
 
 @router.get(
@@ -433,9 +457,9 @@ async def get_voucher(
     summary="Void a voucher: its unused amount returns to the budget (officers)",
 )
 async def void(
-    session: SessionDep, moment: Now, principal: Officer, code: VoucherCode, payload: VoidRequest
+    session: SessionDep, budgets: BudgetsDep, moment: Now, principal: Officer, code: VoucherCode, payload: VoidRequest
 ) -> VoucherRead:
-    return await service.void(session, code, payload, principal.actor, moment)
+    return await service.void(session, budgets, code, payload, principal.actor, moment)
 
 
 @router.post(
@@ -444,8 +468,8 @@ async def void(
     summary="Release expired holds and expire vouchers past their date (officers)",
     dependencies=[require(OFFICER, ADMIN)],
 )
-async def expire(session: SessionDep, moment: Now) -> dict[str, int]:
-    return {"expired_vouchers": await service.expire_due(session, moment)}
+async def expire(session: SessionDep, budgets: BudgetsDep, moment: Now) -> dict[str, int]:
+    return {"expired_vouchers": await service.expire_due(session, budgets, moment)}
 
 
 @router.get(

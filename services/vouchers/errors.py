@@ -125,3 +125,21 @@ ALREADY_REVERSED = ErrorCode(
     "该笔已被冲正（冲正分录 {entry_id}）",
     "This was already reversed (reversing entry {entry_id})",
 )
+#: A2: the programme budget of a measure and year is a ceiling (services/vouchers/budget_ceilings.py).
+BUDGET_EXHAUSTED = ErrorCode(
+    "budget_exhausted",
+    409,
+    "超出 {measure}（{_label_zh}）{year} 年度专项资金预算 {budget_yuan} 元（A2）：尚余 {remaining_yuan} 元，"
+    "本次需 {requested_yuan} 元，未做任何更改",
+    "Over the {year} programme budget of {measure} ({_label_en}), {budget_yuan} yuan (clause A2): "
+    "{remaining_yuan} yuan remains, {requested_yuan} requested; nothing was changed",
+    clause="A2",
+)
+NO_BUDGET = ErrorCode(
+    "no_budget",
+    409,
+    "{measure}（{_label_zh}）{year} 年度尚无专项资金预算（A2，预算文件 {budget_file_version}），不能发放，未做任何更改",
+    "No programme budget stands for {measure} ({_label_en}) in {year} (clause A2, budget file "
+    "{budget_file_version}): nothing can be issued; nothing was changed",
+    clause="A2",
+)

@@ -7,7 +7,7 @@ ledger is consistent:
 - the sum over all accounts is zero, and no voucher or hold account is negative;
 - every voucher's stored amounts (the projection) equal what its entries say;
 - every ceiling's `used_fen` equals the claims / redemptions it counts, and none exceeds
-  its limit;
+  its limit; every programme budget row (A2) equals what its budget account committed;
 - every redemption has exactly the entries its status implies.
 """
 
@@ -73,6 +73,15 @@ CHECKS: dict[str, str] = {
         WHERE a.kind = 'M3.redemptions'
         GROUP BY a.id
         HAVING a.used_fen <> coalesce(sum(r.amount_fen), 0) OR a.used_fen > a.limit_fen
+    """,
+    # A2: a budget row counts what its budget account (measure:year) committed: issued + granted − returned
+    "budget_ceilings": """
+        SELECT year, kind, limit_fen, used_fen, ledger_fen FROM (
+            SELECT a.year, a.kind, a.limit_fen, a.used_fen,
+                   vouchers.budget_committed(split_part(a.kind, '.', 2) || ':' || a.year) AS ledger_fen
+            FROM vouchers.allowances a
+            WHERE a.holder = 'programme' AND a.kind LIKE 'budget.%') rows
+        WHERE used_fen <> ledger_fen OR used_fen > limit_fen
     """,
     "redemption_entries": """
         SELECT r.id, r.status, array_agg(e.kind ORDER BY e.id) FILTER (WHERE e.id IS NOT NULL) AS kinds

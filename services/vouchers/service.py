@@ -2,9 +2,11 @@
 
 Issuance reads the approved decision and the policy parameters from the eligibility
 service *before* writing anything (unreachable → 503, nothing written). Then, in one
-transaction: the ceilings (one `allowances` row each, conditional UPDATE), the voucher,
-its accounts and the entry from the budget. A refused claim rolls everything back and
-says why, with the headroom left (M3-6).
+transaction: the ceilings (one `allowances` row each, conditional UPDATE), the programme
+budget of the measure and year (A2, `budget_ceilings.py`), the voucher, its accounts and
+the entry from the budget. A refused claim rolls everything back and says why, with the
+headroom left (M3-6, A2). Voiding, expiry and a grant's reversal give the amount back to
+the budget in the same transaction as their entry.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from shared.context import request_id_var
 from shared.errors import ProblemError
 from shared.money import format_yuan
 
-from . import events
+from . import budget_ceilings, events
 from .errors import (
     ALREADY_ISSUED,
     ALREADY_REVERSED,
@@ -41,6 +43,7 @@ from .errors import (
 from .hotpath import local_today
 from .models import Account, Allowance, Entry, Grant, Voucher
 from .peers import Eligibility
+from .policy.budgets import Budgets
 from .schemas import GrantRead, IssueRequest, ReversalRequest, VoidRequest, VoucherRead
 
 VOUCHER_MEASURES = ("M1", "M3")
@@ -233,7 +236,12 @@ async def _already_issued(session: AsyncSession, decision_id: uuid.UUID) -> str 
 
 
 async def issue_voucher(
-    session: AsyncSession, eligibility: Eligibility, payload: IssueRequest, actor: str, now: datetime
+    session: AsyncSession,
+    eligibility: Eligibility,
+    budgets: Budgets,
+    payload: IssueRequest,
+    actor: str,
+    now: datetime,
 ) -> VoucherRead:
     today = local_today(now)
     decision = await eligibility.approved_decision(payload.decision_id)
@@ -244,6 +252,7 @@ async def issue_voucher(
     existing = await _already_issued(session, payload.decision_id)
     if existing:
         raise ProblemError(ALREADY_ISSUED, reference=existing)
+    figure = budget_ceilings.standing(budgets, measure, today.year, today)  # A2: none → refused before any write
     validity = str(await eligibility.parameter("vouchers.validity", today))
     amount = int(decision["amount_fen"])
     holder = decision["applicant"]
@@ -252,8 +261,9 @@ async def issue_voucher(
         contract_key, vendor = await _m3_ceilings(session, eligibility, decision, amount, today)
     else:
         await _m1_class_cap(session, decision)
+    await budget_ceilings.take(session, budgets, figure, amount)  # last ceiling: its row is the most contended
     code = new_code(measure)
-    budget = await account(session, "budget", f"{measure}:{today.year}")
+    budget = await account(session, "budget", budget_ceilings.account_ref(measure, today.year))
     holding = await account(session, "voucher", code)
     hold = await account(session, "hold", code)
     if vendor:
@@ -308,7 +318,12 @@ async def issue_voucher(
 
 
 async def grant(
-    session: AsyncSession, eligibility: Eligibility, payload: IssueRequest, actor: str, now: datetime
+    session: AsyncSession,
+    eligibility: Eligibility,
+    budgets: Budgets,
+    payload: IssueRequest,
+    actor: str,
+    now: datetime,
 ) -> GrantRead:
     """Other measures (M2, M4–M13): a disbursement from the budget, once per decision."""
     today = local_today(now)
@@ -320,8 +335,10 @@ async def grant(
     existing = await _already_issued(session, payload.decision_id)
     if existing:
         raise ProblemError(ALREADY_ISSUED, reference=existing)
+    figure = budget_ceilings.standing(budgets, measure, today.year, today)
     amount = int(decision["amount_fen"])
-    budget = await account(session, "budget", f"{measure}:{today.year}")
+    await budget_ceilings.take(session, budgets, figure, amount)
+    budget = await account(session, "budget", budget_ceilings.account_ref(measure, today.year))
     paid = await account(session, "grant_paid", decision["applicant"])
     entry = Entry(
         kind="grant",
@@ -361,8 +378,14 @@ async def _grant_read(session: AsyncSession, row: Grant) -> GrantRead:
     return read.model_copy(update={"reversed_by_entry_id": reversal})
 
 
-async def reverse_grant(session: AsyncSession, grant_id: int, payload: ReversalRequest, actor: str) -> GrantRead:
-    """A mistaken disbursement is corrected by a reversing entry that references it (never an edit)."""
+async def reverse_grant(
+    session: AsyncSession, budgets: Budgets, grant_id: int, payload: ReversalRequest, actor: str, now: datetime
+) -> GrantRead:
+    """A mistaken disbursement is corrected by a reversing entry that references it (never an edit).
+
+    The amount goes back to the budget it left (A2), after the entry: a concurrent reversal of
+    the same grant has then already lost on the unique index, and gives nothing back.
+    """
     # no row lock (the role may not UPDATE grants): the unique index on reverses_entry_id decides races
     row = (await session.execute(select(Grant).where(Grant.id == grant_id))).scalar_one_or_none()
     if row is None:
@@ -389,6 +412,9 @@ async def reverse_grant(session: AsyncSession, grant_id: int, payload: ReversalR
         await session.flush()
     except IntegrityError as exc:  # a concurrent reversal of the same entry
         raise ProblemError(ALREADY_REVERSED, entry_id=original.id) from exc
+    ref = await budget_ceilings.budget_ref(session, original.from_account_id)
+    if ref is not None:
+        await budget_ceilings.give_back(session, budgets, ref, original.amount_fen, local_today(now))
     reversed_grant = await _grant_read(session, row)
     await events.grant_changed(session, "reversed", reversed_grant, reason=payload.reason, reversed_by=actor)
     return reversed_grant
@@ -404,7 +430,8 @@ async def get_voucher(session: AsyncSession, code: str, *, lock: bool = False) -
     return voucher
 
 
-async def _return_to_budget(session: AsyncSession, voucher: Voucher, kind: str, actor: str | None, memo: str) -> None:
+async def _return_to_budget(session: AsyncSession, voucher: Voucher, kind: str, actor: str | None, memo: str) -> int:
+    """The unused amount goes back to the budget account (the entry); the caller gives it back to the row (A2)."""
     amount = voucher.available_fen
     voucher.returned_fen += amount
     voucher.available_fen = 0
@@ -422,9 +449,19 @@ async def _return_to_budget(session: AsyncSession, voucher: Voucher, kind: str, 
                 memo=memo,
             )
         )
+    return amount
 
 
-async def void(session: AsyncSession, code: str, payload: VoidRequest, actor: str, now: datetime) -> VoucherRead:
+async def _give_back(session: AsyncSession, budgets: Budgets, returned: dict[int, int], today: date) -> None:
+    """Amounts returned per budget account, given back to their budget rows in one order (no deadlock)."""
+    refs = {account_id: await budget_ceilings.budget_ref(session, account_id) for account_id in returned}
+    for account_id, ref in sorted(((a, r) for a, r in refs.items() if r is not None), key=lambda pair: pair[1]):
+        await budget_ceilings.give_back(session, budgets, ref, returned[account_id], today)
+
+
+async def void(
+    session: AsyncSession, budgets: Budgets, code: str, payload: VoidRequest, actor: str, now: datetime
+) -> VoucherRead:
     voucher = await get_voucher(session, code, lock=True)
     state = state_of(voucher, local_today(now))
     if state in ("voided", "expired", "redeemed"):
@@ -432,7 +469,8 @@ async def void(session: AsyncSession, code: str, payload: VoidRequest, actor: st
         raise ProblemError(VOUCHER_NOT_ACTIVE, state=state, state_zh=zh)
     if voucher.held_fen:
         raise ProblemError(VOUCHER_HAS_HOLDS, held_yuan=format_yuan(voucher.held_fen))
-    await _return_to_budget(session, voucher, "void", actor, payload.reason)
+    returned = await _return_to_budget(session, voucher, "void", actor, payload.reason)
+    await _give_back(session, budgets, {voucher.budget_account_id: returned}, local_today(now))
     voucher.voided_at = now
     await session.flush()
     voided = voucher_read(voucher, local_today(now))
@@ -440,7 +478,7 @@ async def void(session: AsyncSession, code: str, payload: VoidRequest, actor: st
     return voided
 
 
-async def expire_due(session: AsyncSession, now: datetime) -> int:
+async def expire_due(session: AsyncSession, budgets: Budgets, now: datetime) -> int:
     """Release expired holds, then return the unused amount of vouchers past their date."""
     await session.execute(select(func.vouchers.expire_holds(now)))
     today = local_today(now)
@@ -453,12 +491,15 @@ async def expire_due(session: AsyncSession, now: datetime) -> int:
         )
     ).scalars()
     expired: list[Voucher] = []
+    returned: dict[int, int] = {}
     for voucher in due:
         if voucher.held_fen:
             continue  # a hold still open (not yet expired): next run
-        await _return_to_budget(session, voucher, "expire", None, f"expired after {voucher.valid_until}")
+        amount = await _return_to_budget(session, voucher, "expire", None, f"expired after {voucher.valid_until}")
+        returned[voucher.budget_account_id] = returned.get(voucher.budget_account_id, 0) + amount
         voucher.expired_at = now
         expired.append(voucher)
+    await _give_back(session, budgets, returned, today)
     await session.flush()
     await events.vouchers_expired(session, [voucher_read(voucher, today) for voucher in expired])
     return len(expired)

@@ -142,7 +142,9 @@ async def test_budget(agg: httpx.AsyncClient, agg_database: str) -> None:
             "measure",
             "budget_fen",
             "used_fen",
+            "committed_fen",
             "remaining_fen",
+            "over_budget",
             "used_ratio",
             "budget_source",
             "budget_status",
@@ -150,6 +152,7 @@ async def test_budget(agg: httpx.AsyncClient, agg_database: str) -> None:
     m1 = lines["M1"]
     assert (m1["budget_fen"], m1["budget_status"]) == (10_000_000_000, "provisional")
     assert m1["remaining_fen"] == m1["budget_fen"] - m1["used_fen"]
+    assert (m1["committed_fen"], m1["over_budget"]) == (m1["used_fen"], False)  # the ceiling row agrees (A2)
     assert re.fullmatch(r"\d+\.\d{4}", m1["used_ratio"])
     # used = what left the 2026 budget accounts (issued, granted) less what came back
     [row] = await fetch(

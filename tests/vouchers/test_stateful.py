@@ -586,8 +586,14 @@ class LedgerMachine(RuleBasedStateMachine):
         assert snapshot["redemptions"] == {r.id: r.status for r in world.redemptions.values()}
         claims = {(h, "M3.claims"): fen for h, fen in world.claimed_fen.items()}
         counted = {(h, "M3.redemptions"): fen for h, fen in world.counted_fen.items()}
+        # A2: the M3 budget of the year has committed what the vouchers were issued for, less what voids returned
+        budget = {("programme", "budget.M3"): sum(v.amount_fen - v.returned_fen for v in world.vouchers.values())}
         allowances = {k: v for k, v in snapshot["allowances"].items() if v or k[1] == "M3.claims"}
-        assert allowances == {**claims, **{k: v for k, v in counted.items() if v}}
+        assert allowances == {
+            **claims,
+            **{k: v for k, v in counted.items() if v},
+            **{k: v for k, v in budget.items() if v},
+        }
         assert (snapshot["entries"], snapshot["keys"]) == (world.entries, world.keys)
         for fen in (*world.claimed_fen.values(), *world.counted_fen.values()):
             assert 0 <= fen <= CEILING_FEN

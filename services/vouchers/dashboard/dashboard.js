@@ -73,6 +73,7 @@
       ofRedeemed: "占核销 {pct}",
       usedOfBudget: "{used} / {budget}",
       noBudget: "未设预算",
+      overBudget: "超出预算：{measures}",
       chartMonthly: "每月发放与核销",
       chartMeasures: "按措施",
       chartBudget: "各措施预算与已用",
@@ -159,6 +160,7 @@
       ofRedeemed: "{pct} of redeemed",
       usedOfBudget: "{used} of {budget}",
       noBudget: "no budget set",
+      overBudget: "over budget: {measures}",
       chartMonthly: "Issued and redeemed per month",
       chartMeasures: "By measure",
       chartBudget: "Budget and used, per measure",
@@ -566,15 +568,19 @@
     var used = 0;
     var usedBudgeted = 0;
     var total = 0;
+    var over = [];
     (budget.measures || []).forEach(function (row) {
-      used += Number(row.used_fen || 0);
+      used += committed(row);
+      if (row.over_budget) over.push(measureLabel(row.measure));
       if (row.budget_fen !== null && row.budget_fen !== undefined) {
-        usedBudgeted += Number(row.used_fen || 0);
+        usedBudgeted += committed(row);
         total += Number(row.budget_fen);
       }
     });
+    var note = over.length ? t("overBudget", { measures: over.join(", ") }) : "";
     if (total > 0) {
-      setKpi("budget", used, percent(usedBudgeted / total), t("usedOfBudget", { used: money(usedBudgeted), budget: money(total) }));
+      var share = t("usedOfBudget", { used: money(usedBudgeted), budget: money(total) });
+      setKpi("budget", used, percent(usedBudgeted / total), note ? share + " · " + note : share);
     } else {
       setKpi("budget", used, money(used), t("noBudget"));
     }
@@ -710,6 +716,12 @@
     panel("measures", error, !anyPositive(datasets), barConfig(labels, datasets));
   }
 
+  // what the budget's ceiling row has committed (A2, live); the ledger's projected figure from older services
+  function committed(row) {
+    var value = row.committed_fen !== undefined && row.committed_fen !== null ? row.committed_fen : row.used_fen;
+    return Number(value || 0);
+  }
+
   function renderBudget(data, error) {
     var rows = (data && data.measures) || [];
     var labels = rows.map(function (row) {
@@ -725,7 +737,7 @@
       dataset(
         "used",
         rows.map(function (row) {
-          return yuan(row.used_fen);
+          return yuan(committed(row));
         })
       )
     ];

@@ -10,7 +10,8 @@ without a source, two values for the same year and date.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class Budgets:
     version: str
     source_file: str
     values: tuple[Budget, ...]
+    #: measure → {"zh": …, "en": …}, for messages
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def budget(self, measure: str, year: int, today: date) -> Budget | None:
         """The figure standing on `today` for the measure and year (the latest dated one), if any."""
@@ -52,6 +55,10 @@ class Budgets:
 
     def measures(self) -> list[str]:
         return sorted({b.measure for b in self.values}, key=lambda m: int(m[1:]))
+
+    def label(self, measure: str, language: str) -> str:
+        """The measure's name in the file (the measure id itself when the file does not name it)."""
+        return self.labels.get(measure, {}).get(language, measure)
 
 
 def _keys(where: str, raw: Any, allowed: set[str]) -> dict[str, Any]:
@@ -89,6 +96,7 @@ def parse_budget_document(document: Any, source: str) -> Budgets:
     if not isinstance(raw_budgets, dict) or not raw_budgets:
         raise BudgetFileError(f"{source}: budgets: expected a mapping of measures")
     values: list[Budget] = []
+    labels: dict[str, dict[str, str]] = {}
     for measure, raw in raw_budgets.items():
         where = f"{source}: budgets.{measure}"
         if not isinstance(measure, str) or not MEASURE.match(measure):
@@ -99,6 +107,7 @@ def parse_budget_document(document: Any, source: str) -> Budgets:
         label = entry["label"]
         if not isinstance(label, dict) or set(label) != {"zh", "en"}:
             raise BudgetFileError(f"{where}.label: expected {{zh: …, en: …}}")
+        labels[measure] = {language: str(text) for language, text in label.items()}
         history = entry["history"]
         if not isinstance(history, list) or not history:
             raise BudgetFileError(f"{where}.history: expected a non-empty list")
@@ -111,7 +120,7 @@ def parse_budget_document(document: Any, source: str) -> Budgets:
                 )
             seen.add((value.year, value.effective_from))
             values.append(value)
-    return Budgets(version=top["version"], source_file=source, values=tuple(values))
+    return Budgets(version=top["version"], source_file=source, values=tuple(values), labels=labels)
 
 
 def load_budget_file(path: Path | str = DEFAULT_FILE) -> Budgets:
