@@ -1,42 +1,59 @@
-"""Property (issue #11): whatever the sequence of applications, reviews, approvals and A1 decisions,
-no key is awarded twice (but by a named A1 override) and no enterprise's year passes a clause's cap.
+"""Property (issue #11): whatever the sequence of applications, reviews, approvals, A1 decisions,
+grants and reversals, no key is awarded twice (but by a named A1 override), no enterprise's year
+passes a clause's cap, and the money committed never passes the programme's budget.
 
-Hypothesis draws sequences of operations against a real eligibility process (its own
-database, committed data) and a real registry. Each example has its own enterprises and
-things to claim: demonstration projects (M4, once each), events that two co-organisers
-may both claim (M13, once each) and library purchases (M5, at most 300,000 yuan a year).
-Operations: submit an application for a thing, review, approve, both (settle), an A1
-decision of a drawn amount (sometimes naming the keys it overrides), in any order,
-refusals included. After
-each example the outcome is checked from what the API told (approved applications and
-their amounts), not from the tables that enforce it:
+Hypothesis draws sequences of operations against real processes — registry, eligibility
+and vouchers (each its own database, committed data; the vouchers process reads a small
+budget file). Each example has its own enterprises and things to claim: demonstration
+projects (M4, once each), events that two co-organisers may both claim (M13, once each)
+and library purchases (M5, at most 300,000 yuan a year). Operations: submit an
+application for a thing, review, approve, both (settle), an A1 decision of a drawn amount
+(sometimes naming the keys it overrides), a grant of an approved decision, the reversal
+of a grant; in any order, refusals included. After each example the outcome is checked
+from what the API told (approved applications and their amounts, grants and reversals),
+not from the tables that enforce it:
 
 - per claim key: at most one approved award, plus one per A1 decision that named it;
-- per enterprise and year: the approved M5 amounts add up to at most the cap.
+- per enterprise and year: the approved M5 amounts add up to at most the cap;
+- per measure and budget year: granted − reversed ≤ the budget, over all examples so far
+  (the ledger is the world's: it carries over from one example to the next).
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.auth import admin
+from shared.auth import APPROVER, OFFICER
+from tests.auth import admin, auth
+from tests.conftest import DatabaseFactory, running_service
 from tests.eligibility.actors import DIRECTOR, LI, WANG
 from tests.factories import new_credit_code, organisation_payload
 
 YUAN = 100
 M5_CAP_FEN = 300_000 * YUAN
 THINGS = 2  # per kind and example: few, so that applications meet on the same key
+#: the vouchers process's budgets (A2), small enough to run out within the run, per measure and any year
+BUDGET_FEN = {"M4": 500_000 * YUAN, "M5": 200_000 * YUAN, "M13": 400_000 * YUAN}
+SHENZHEN = ZoneInfo("Asia/Shanghai")
+GRANTOR = auth(OFFICER, name="grantor")
+REVERSER = auth(APPROVER, name="reverser")
 
 Operation = tuple[str, int, int, int, bool]
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["submit", "submit", "submit", "review", "approve", "settle", "settle", "a1", "a1"]),
+        st.sampled_from(["submit"] * 3 + ["review", "approve"] + ["settle", "a1", "grant"] * 2 + ["reverse"]),
         st.integers(0, 1),  # enterprise
         st.integers(0, 3 * THINGS - 1),  # thing (kind = thing // THINGS) or application index
         st.sampled_from([1_000, 50_000, 150_000, 250_000, 400_000]),  # yuan: an A1 amount or a purchase
@@ -54,11 +71,51 @@ def post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any
     return created
 
 
+@dataclass
+class Ledger:
+    """The vouchers process and what it answered, over all examples (its database persists)."""
+
+    client: httpx.Client
+    committed: Counter[tuple[str, int]] = field(default_factory=Counter)  # (measure, budget year) → fen
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)
+
+    @staticmethod
+    def budget_of(granted: dict[str, Any]) -> tuple[str, int]:
+        """A grant leaves the budget of its measure and of the year it was made (Shenzhen time)."""
+        issued_at = datetime.fromisoformat(granted["issued_at"].replace("Z", "+00:00"))
+        return granted["measure"], issued_at.astimezone(SHENZHEN).year
+
+    def grant(self, decision_id: str) -> None:
+        response = self.client.post("/v1/grants", json={"decision_id": decision_id}, headers=GRANTOR)
+        assert response.status_code in (201, 409), response.text
+        if response.status_code == 409:
+            self.refused[response.json()["code"]] += 1
+            return
+        granted = response.json()
+        self.grants.append(granted)
+        self.committed[self.budget_of(granted)] += granted["amount_fen"]
+
+    def reverse(self, index: int) -> None:
+        if not self.grants:
+            return
+        granted = self.grants[index % len(self.grants)]
+        path = f"/v1/grants/{granted['id']}/reversal"
+        response = self.client.post(path, json={"reason": "性质测试：撤销"}, headers=REVERSER)
+        assert response.status_code in (201, 409), response.text
+        if response.status_code == 201:
+            self.committed[self.budget_of(granted)] -= granted["amount_fen"]
+
+    def check(self) -> None:
+        for (measure, year), committed in self.committed.items():
+            assert committed <= BUDGET_FEN[measure], (measure, year, committed)
+
+
 class Example:
     """One example's world: two enterprises, the things they may claim, what the API answered."""
 
-    def __init__(self, registry: httpx.Client, eligibility: httpx.Client) -> None:
-        self.registry, self.eligibility = registry, eligibility
+    def __init__(self, registry: httpx.Client, eligibility: httpx.Client, ledger: Ledger) -> None:
+        self.registry, self.eligibility, self.ledger = registry, eligibility, ledger
         self.enterprises = [
             post(registry, "/v1/organisations", organisation_payload(four_above_category="above_scale_industrial"))[
                 "credit_code"
@@ -101,6 +158,9 @@ class Example:
 
     def run(self, operation: Operation) -> None:
         name, enterprise, thing, amount_yuan, override = operation
+        if name == "reverse":
+            self.ledger.reverse(thing)
+            return
         if name == "submit":
             body = {
                 "applicant": self.enterprises[enterprise],
@@ -111,6 +171,11 @@ class Example:
             self.applications.append(post(self.eligibility, "/v1/applications", body))
             return
         if not self.applications:
+            return
+        if name == "grant":  # one of the approved decisions (granted before or not)
+            approved = [a for a in self.applications if a["id"] in self.approved]
+            if approved:
+                self.ledger.grant(approved[thing % len(approved)]["decision"]["id"])
             return
         application = self.applications[thing % len(self.applications)]
         if name == "settle":
@@ -154,15 +219,58 @@ class Example:
             assert count <= 1 + self.overridden[key], (key, count, self.overridden[key])
         for applicant, total in year_totals.items():
             assert total <= M5_CAP_FEN, (applicant, total)
+        self.ledger.check()
+
+
+def small_budgets(directory: Path) -> Path:
+    measures = {
+        measure: {
+            "clause": "A2",
+            "label": {"zh": measure, "en": measure},
+            "history": [
+                {
+                    "year": year,
+                    "budget_fen": budget,
+                    "effective_from": date(2024, 1, 1),
+                    "status": "interpretation",
+                    "source": "tests: small, so that it runs out",
+                }
+                for year in range(2024, 2031)
+            ],
+        }
+        for measure, budget in BUDGET_FEN.items()
+    }
+    path = directory / "budgets.yaml"
+    document = {"version": "tests-small", "published": date(2024, 1, 1), "budgets": measures}
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
-def clients(live_registry: str, live_eligibility: str) -> Any:
+def clients(
+    databases: DatabaseFactory,
+    live_registry: str,
+    live_eligibility: str,
+    service_auth_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[httpx.Client, httpx.Client, Ledger]]:
+    environment = {
+        "ELIGIBILITY_URL": live_eligibility,
+        "REGISTRY_URL": live_registry,
+        "VOUCHERS_BUDGET_FILE": str(small_budgets(tmp_path_factory.mktemp("budgets"))),
+        **service_auth_env,
+    }
+    vouchers_database = databases.create("longgang_vouchers_properties")
     with (
+        running_service(vouchers_database, "vouchers", environment) as vouchers,
         httpx.Client(base_url=live_registry, timeout=30, headers=admin()) as registry,
         httpx.Client(base_url=live_eligibility, timeout=30, headers=admin()) as eligibility,
+        httpx.Client(base_url=vouchers, timeout=30, headers=admin()) as ledger,
     ):
-        yield registry, eligibility
+        world = Ledger(ledger)
+        yield registry, eligibility, world
+        # the run reached the budget: refusals by it were seen, so the property was put to the test
+        assert world.refused["budget_exhausted"] > 0, world.refused
 
 
 @settings(
@@ -173,9 +281,11 @@ def clients(live_registry: str, live_eligibility: str) -> Any:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(sequence=operations)
-def test_no_key_twice_and_no_year_over_its_cap(clients: Any, sequence: list[Operation]) -> None:
-    registry, eligibility = clients
-    example = Example(registry, eligibility)
+def test_no_key_twice_no_year_over_its_cap_no_budget_passed(
+    clients: tuple[httpx.Client, httpx.Client, Ledger], sequence: list[Operation]
+) -> None:
+    registry, eligibility, ledger = clients
+    example = Example(registry, eligibility, ledger)
     for operation in sequence:
         example.run(operation)
     example.check()
