@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from shared.auth import APPROVER, OFFICER
@@ -281,6 +281,17 @@ def clients(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(sequence=operations)
+# first, two demonstration projects approved and granted: 300,000 + 300,000 passes the M4 budget of 500,000
+@example(
+    sequence=[
+        ("submit", 0, 0, 1_000, False),
+        ("settle", 0, 0, 1_000, False),
+        ("grant", 0, 0, 1_000, False),
+        ("submit", 1, 0, 1_000, False),
+        ("settle", 0, 1, 1_000, False),
+        ("grant", 0, 1, 1_000, False),
+    ]
+)
 def test_no_key_twice_no_year_over_its_cap_no_budget_passed(
     clients: tuple[httpx.Client, httpx.Client, Ledger], sequence: list[Operation]
 ) -> None:
