@@ -330,7 +330,12 @@ def _submit_once(
         return application
     created = client.post(
         "/v1/applications",
-        json={"applicant": applicant, "as_of": as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence},
+        json={
+            "applicant": applicant,
+            "as_of": as_of,
+            "as_of_reason": "演示数据：按示例的申请日期登记",
+            "evidence": evidence,
+        },
     )
     application = _json_object(created)
     if created.status_code != 201:
