@@ -16,10 +16,11 @@ Fen = NewType("Fen", int)
 FEN_PER_YUAN = 100
 FEN_PER_WAN_YUAN = 10_000 * FEN_PER_YUAN
 
-#: A non-negative amount in fen, as it appears in API payloads.
-FenAmount = Annotated[int, Field(ge=0, le=10**15, description="amount in fen (1 yuan = 100 fen)")]
-#: A strictly positive amount in fen.
-PositiveFenAmount = Annotated[int, Field(gt=0, le=10**15, description="amount in fen (> 0)")]
+#: A non-negative amount in fen, as it appears in API payloads. Strict: only an integer JSON number
+#: is money; `"100"`, `100.0`, `1e2` and `true` are refused (422 `int_type`), not converted.
+FenAmount = Annotated[int, Field(strict=True, ge=0, le=10**15, description="amount in fen (1 yuan = 100 fen)")]
+#: A strictly positive amount in fen (as strict as `FenAmount`).
+PositiveFenAmount = Annotated[int, Field(strict=True, gt=0, le=10**15, description="amount in fen (> 0)")]
 
 
 def fen(value: int) -> Fen:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import date
 from typing import Any
 
@@ -26,6 +27,17 @@ from .records import Resource, today
 from .schemas import ImportReport, ImportRowError
 
 MAX_ROWS = 20_000
+#: A CSV cell holding an amount in fen: digits only (money is strict, shared/money.py; in JSON an
+#: amount must be an integer number, and CSV has only text, so here it must be an integer's digits)
+_FEN_CELL = re.compile(r"^[0-9]{1,16}$")
+
+
+def _cell(name: str, value: str) -> Any:
+    """A CSV cell as JSON would carry it: an amount in fen written as digits becomes that integer
+    (anything else, `100.0`, `1e2`, stays text and is refused by the strict money type)."""
+    if name.endswith("_fen") and _FEN_CELL.match(value):
+        return int(value)
+    return value
 
 
 def _parse_csv(body: bytes, allowed: set[str]) -> list[dict[str, Any]]:
@@ -44,7 +56,7 @@ def _parse_csv(body: bytes, allowed: set[str]) -> list[dict[str, Any]]:
             if None in record:  # more cells than header columns
                 rows.append({"__malformed__": "more cells than columns"})
                 continue
-            rows.append({name: value for name, value in record.items() if value not in ("", None)})
+            rows.append({name: _cell(name, value) for name, value in record.items() if value not in ("", None)})
     except csv.Error as exc:
         raise ProblemError(IMPORT_UNREADABLE, reason=str(exc)) from exc
     return rows

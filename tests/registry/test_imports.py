@@ -121,7 +121,7 @@ async def test_json_import_of_revenues_checks_references(registry: httpx.AsyncCl
     rejected = await registry.post("/v1/imports/revenues", json=revenues)
     assert rejected.status_code == 422
     codes = {r["row"]: r["errors"][0]["code"] for r in rejected.json()["rows"]}
-    assert codes == {3: "reference_not_found", 4: "duplicate_in_file", 5: "int_from_float"}
+    assert codes == {3: "reference_not_found", 4: "duplicate_in_file", 5: "int_type"}  # money is strict
 
     accepted = await registry.post("/v1/imports/revenues", json=revenues[:2])
     assert accepted.json()["created"] == 2

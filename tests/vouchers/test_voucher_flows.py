@@ -506,7 +506,11 @@ async def test_the_hot_redemption_route_keeps_the_documented_contract(
         ("M3-AAAAA", vendor, {"amount_fen": 1.5, "invoice_number": 7, "contract_number": None}),
         ("M3-AAAAA-NOPE", None, GOOD),  # to the ledger: unknown voucher
         ("M3-AAAAA-NOPE", {**vendor_call(VENDOR_G, "json+"), "Content-Type": "application/vnd.x+json"}, GOOD),
-        ("M3-AAAAA-NOPE", None, {"amount_fen": "12", "invoice_number": "x"}),  # lax, as FastAPI
+        # money is strict in both (issue #12): a string, a float, an exponent, a boolean are not fen
+        ("M3-AAAAA-NOPE", None, {"amount_fen": "12", "invoice_number": "x"}),
+        ("M3-AAAAA-NOPE", None, {"amount_fen": 12.0, "invoice_number": "x"}),
+        ("M3-AAAAA-NOPE", {**vendor, **as_json}, b'{"amount_fen": 1e2, "invoice_number": "x"}'),
+        ("M3-AAAAA-NOPE", None, {"amount_fen": True, "invoice_number": "x"}),
     ]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=twin), base_url="http://twin") as documented:
 
