@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import ADMIN, AUDITOR, Principal, require
 from shared.context import request_id_var
 from shared.db import SessionDep
+from shared.instants import Instant
 from shared.migrations import append_only_sql
 from shared.pagination import Page, decode_cursor, make_page
 
@@ -231,8 +232,8 @@ async def list_audit(
     _: Annotated[Principal, require(AUDITOR, ADMIN)],
     request_id: Annotated[str | None, Query(max_length=128)] = None,
     client_id: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[datetime | None, Query(description="From this instant (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="Before this instant (ISO 8601)")] = None,
+    since: Annotated[Instant | None, Query(description="From this instant (ISO 8601 with a UTC offset)")] = None,
+    until: Annotated[Instant | None, Query(description="Before this instant (ISO 8601 with a UTC offset)")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[AuditRead]:

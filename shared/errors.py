@@ -243,6 +243,7 @@ _PYDANTIC_ZH: dict[str, str] = {
     "date_from_datetime_parsing": "日期格式应为 YYYY-MM-DD",
     "datetime_parsing": "时间格式应为 ISO 8601",
     "datetime_from_date_parsing": "时间格式应为 ISO 8601",
+    "timezone_aware": "时间须带时区偏移（如 +08:00 或 Z）",
     "uuid_parsing": "应为 UUID",
     "uuid_type": "应为 UUID",
     "list_type": "应为数组",

@@ -17,7 +17,7 @@ rule here: whoever may read one record may read them all.
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from shared.auth import ADMIN, APPROVER, AUDITOR, OFFICER, PLATFORM, REGISTRY_READ, require
 from shared.db import SessionDep
 from shared.identifiers import CreditCode
+from shared.instants import Instant
 from shared.pagination import Page, PageParams, page_params
 
 from . import imports, records, schemas
@@ -45,8 +46,11 @@ AsOf = Annotated[
     Query(description="Read the record as it was in effect on this date (YYYY-MM-DD)"),
 ]
 KnownAt = Annotated[
-    datetime | None,
-    Query(description="Ignore changes recorded after this instant (ISO 8601): what the registry said then"),
+    Instant | None,
+    Query(
+        description="Ignore changes recorded after this instant (ISO 8601 with a UTC offset): what the registry "
+        "said then"
+    ),
 ]
 
 
