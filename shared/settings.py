@@ -2,6 +2,12 @@
 
 Secrets have no defaults: a service without a database URL refuses to start. The bare
 `DATABASE_URL` is accepted as a fallback so one variable can serve a whole local stack.
+
+Secrets never appear in errors or logs (issue #12): a settings error names the variables that
+are wrong, never a value (`hide_input_in_errors`: pydantic would otherwise print every variable
+it read, `<PREFIX>CLIENT_SECRET` included, in one "missing field" message); the client secret is a
+`SecretStr` (`**********` in any repr), and the database URLs, which carry a password, are left
+out of the settings' repr.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 def database_url_field(prefix: str) -> Any:
     """`<PREFIX>DATABASE_URL`, or the shared `DATABASE_URL` when that is unset."""
-    return Field(validation_alias=AliasChoices(f"{prefix}DATABASE_URL", "DATABASE_URL"))
+    return Field(validation_alias=AliasChoices(f"{prefix}DATABASE_URL", "DATABASE_URL"), repr=False)
 
 
 def peer_url_field(prefix: str, peer: str, default: str) -> Any:
@@ -30,11 +36,12 @@ class ServiceSettings(BaseSettings):
     """What every service needs; subclasses set the prefix and add their own."""
 
     service_name: ClassVar[str] = "service"
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True, hide_input_in_errors=True)
 
-    database_url: PostgresDsn
+    database_url: PostgresDsn = Field(repr=False)
     read_database_url: PostgresDsn | None = Field(
         default=None,
+        repr=False,
         description="A read-only replica for exports and dashboards (<PREFIX>READ_DATABASE_URL); default: the primary",
     )
     host: str = "127.0.0.1"
