@@ -10,6 +10,11 @@ Token claims: `iss`, `aud`, `sub` (the client id), `exp`, `iat`, `jti`, `scope` 
 separated roles), `org` (the credit code an `applicant` or `vendor` client is bound to)
 and `name` (who the client is, as recorded in decisions and the audit log).
 
+A token must also be short-lived: one whose lifetime (`exp − iat`) is above
+`AUTH_MAX_TOKEN_LIFETIME_SECONDS`, or that is still valid further ahead than that (`exp − now`,
+beyond the clock-skew leeway), is refused however well signed (issue #12: a stolen signing
+key, or an identity provider misconfigured, must not mint tokens that live for years).
+
 Each route declares who may call it with `require(...)`; `check_routes_protected` refuses
 to start an app with a route that declares nothing. Wrong role → 403; a token that is
 missing, expired, tampered with, from another issuer or for another audience → 401.
@@ -36,6 +41,7 @@ from fastapi.security import HTTPBearer
 from starlette.routing import Route
 
 from shared.errors import ErrorCode, ProblemError
+from shared.settings import MAX_TOKEN_LIFETIME_SECONDS
 
 # --- roles (OAuth2 scopes) -----------------------------------------------------------------
 
@@ -164,11 +170,20 @@ class TokenVerifier:
     #: within this time (a new key is picked up at once, on the first token naming it).
     RECHECK_SECONDS = 5.0
 
-    def __init__(self, jwks_source: str, *, issuer: str, audience: str, leeway_seconds: int = 30) -> None:
+    def __init__(
+        self,
+        jwks_source: str,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_seconds: int = 30,
+        max_lifetime_seconds: int = MAX_TOKEN_LIFETIME_SECONDS,
+    ) -> None:
         self.jwks_source = jwks_source
         self.issuer = issuer
         self.audience = audience
         self.leeway_seconds = leeway_seconds
+        self.max_lifetime_seconds = max_lifetime_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
         self._loaded_stamp: tuple[int, int, int] | None = None
         self._checked_at = 0.0
@@ -253,11 +268,24 @@ class TokenVerifier:
             raise _invalid("wrong issuer") from exc
         except jwt.PyJWTError as exc:
             raise _invalid("signature or claims rejected") from exc
+        self._check_lifetime(claims, now)
         principal = principal_from_claims(claims)
         if len(self._cache) >= self.CACHE_LIMIT:
             self._cache.clear()
         self._cache[token] = principal
         return principal
+
+    def _check_lifetime(self, claims: dict[str, Any], now: float) -> None:
+        """At most `max_lifetime_seconds` from issue to expiry, and from now to expiry (with the leeway).
+
+        PyJWT has checked that `int()` takes `exp` and `iat` and that `iat` is not in the future.
+        """
+        expires, issued = int(claims["exp"]), int(claims["iat"])
+        if (
+            expires - issued > self.max_lifetime_seconds
+            or expires - now > self.max_lifetime_seconds + self.leeway_seconds
+        ):
+            raise _invalid(f"lifetime above {self.max_lifetime_seconds} s")
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
@@ -424,4 +452,5 @@ def verifier_from_settings(settings: Any) -> TokenVerifier:
         issuer=settings.auth_issuer,
         audience=settings.auth_audience,
         leeway_seconds=settings.auth_leeway_seconds,
+        max_lifetime_seconds=settings.auth_max_token_lifetime_seconds,
     )

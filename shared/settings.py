@@ -17,6 +17,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, PostgresDsn, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The longest token lifetime the verifier accepts by default: the longest the registry's token
+#: endpoint may be configured to issue (REGISTRY_TOKEN_LIFETIME_SECONDS ≤ 3600). Clock skew is the
+#: leeway's business (AUTH_LEEWAY_SECONDS), added where `now` is compared.
+MAX_TOKEN_LIFETIME_SECONDS = 3600
+
 
 def database_url_field(prefix: str) -> Any:
     """`<PREFIX>DATABASE_URL`, or the shared `DATABASE_URL` when that is unset."""
@@ -63,6 +68,13 @@ class ServiceSettings(BaseSettings):
     auth_issuer: str = Field(default="longgang-ai-identity", validation_alias="AUTH_ISSUER")
     auth_audience: str = Field(default="longgang-ai", validation_alias="AUTH_AUDIENCE")
     auth_leeway_seconds: int = Field(default=30, ge=0, le=300, validation_alias="AUTH_LEEWAY_SECONDS")
+    auth_max_token_lifetime_seconds: int = Field(
+        default=MAX_TOKEN_LIFETIME_SECONDS,
+        ge=60,
+        le=24 * 3600,
+        validation_alias="AUTH_MAX_TOKEN_LIFETIME_SECONDS",
+        description="Tokens that live longer (exp − iat, or exp − now beyond the leeway) are refused",
+    )
     auth_token_url: str = Field(
         default="", validation_alias="AUTH_TOKEN_URL", description="Where this service gets its own tokens"
     )

@@ -114,6 +114,12 @@ def _bad_tokens(tmp_path: Path) -> dict[str, str]:
     return {
         "expired": _sign(_claims(iat=now - 7200, exp=now - 3600)),
         "not yet valid": _sign(_claims(nbf=now + 3600)),
+        # issue #12: a validly signed token must also be short-lived (AUTH_MAX_TOKEN_LIFETIME_SECONDS, 3600)
+        "a ten-year lifetime": _sign(_claims(iat=now, exp=now + 10 * 365 * 86400)),
+        "a lifetime one second above the maximum": _sign(_claims(iat=now - 60, exp=now - 60 + 3601)),
+        "a ten-year lifetime, issued long ago": _sign(_claims(iat=now - 5 * 365 * 86400, exp=now + 5 * 365 * 86400)),
+        "a ten-year lifetime, as strings": _sign(_claims(iat=str(now), exp=str(now + 10 * 365 * 86400))),
+        "issued in the future, so the lifetime looks short": _sign(_claims(iat=now + 86400, exp=now + 86400 + 300)),
         "no expiry": _sign(_claims(exp=None)),
         "no subject": _sign(_claims(sub=None)),
         "tampered payload": _tamper_payload(good, scope=ADMIN),
@@ -144,6 +150,11 @@ def _bad_tokens(tmp_path: Path) -> dict[str, str]:
 CASES = [
     "expired",
     "not yet valid",
+    "a ten-year lifetime",
+    "a lifetime one second above the maximum",
+    "a ten-year lifetime, issued long ago",
+    "a ten-year lifetime, as strings",
+    "issued in the future, so the lifetime looks short",
     "no expiry",
     "no subject",
     "tampered payload",
@@ -179,6 +190,21 @@ async def test_the_good_tokens_the_bad_ones_are_made_from_work(anonymous: httpx.
     assert_problem(dashboard, 403, "forbidden")
     applicant = _sign(_claims(scope=APPLICANT, org="9144030071526726XG"))
     assert_problem(await anonymous.get(PROTECTED, headers={"Authorization": f"Bearer {applicant}"}), 403, "forbidden")
+
+
+async def test_a_token_of_the_longest_accepted_lifetime_works(anonymous: httpx.AsyncClient) -> None:
+    """The maximum itself is allowed (the refusals above are of one second more), with the clock-skew leeway."""
+    now = int(time.time())
+    for claims in (_claims(iat=now, exp=now + 3600), _claims(iat=now - 3600 + 60, exp=now + 60)):
+        response = await anonymous.get(PROTECTED, headers={"Authorization": f"Bearer {_sign(claims)}"})
+        assert response.status_code == 200, response.text
+
+
+async def test_a_lifetime_refusal_says_why(anonymous: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    token = _sign(_claims(iat=now, exp=now + 10 * 365 * 86400))
+    response = await anonymous.get(PROTECTED, headers={"Authorization": f"Bearer {token}", "Accept-Language": "en"})
+    assert assert_problem(response, 401, "invalid_token")["detail"] == "The token is invalid: lifetime above 3600 s"
 
 
 def test_every_bad_token_is_tested(tmp_path: Path) -> None:

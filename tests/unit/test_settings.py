@@ -37,3 +37,14 @@ def test_bulk_reads_go_to_the_replica_when_one_is_set(monkeypatch: pytest.Monkey
     monkeypatch.setenv("REGISTRY_READ_DATABASE_URL", "postgres://replica@db-ro/x")
     assert RegistrySettings().async_read_database_url == "postgresql+asyncpg://replica@db-ro/x"
     assert RegistrySettings().async_database_url == "postgresql+asyncpg://primary@db/x"
+
+
+def test_the_registry_issues_no_token_the_services_would_refuse() -> None:
+    """Tokens living longer than the verifiers accept (AUTH_MAX_TOKEN_LIFETIME_SECONDS, issue #12) are never issued."""
+    with pytest.raises(ValidationError, match="AUTH_MAX_TOKEN_LIFETIME_SECONDS"):
+        RegistrySettings(
+            database_url="postgresql://db/x",  # type: ignore[arg-type]
+            token_lifetime_seconds=3600,
+            auth_max_token_lifetime_seconds=600,
+        )
+    assert RegistrySettings(database_url="postgresql://db/x").auth_max_token_lifetime_seconds == 3600  # type: ignore[arg-type]
