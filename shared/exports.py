@@ -34,9 +34,13 @@ with the fields `export_max_concurrent` and `export_timeout_seconds`.
   in LF (as PostgreSQL writes them; RFC 4180 readers accept it). NULL is an empty field,
   an empty string is `""`. `bom=true` starts the file with a UTF-8 byte order mark, for
   Excel, which otherwise reads a CSV file in the local code page and garbles Chinese.
-  CSV has no trailer: completeness is the HTTP transfer's (below). Values are written as
-  stored: a text starting with `=`, `+`, `-` or `@` is not altered, so import CSV into a
-  spreadsheet as text rather than opening it as formulas.
+  CSV has no trailer: completeness is the HTTP transfer's (below). **Formula injection**: a
+  spreadsheet opening the file would run a text cell starting with `=`, `+`, `-`, `@`, a tab or
+  a carriage return as a formula (`=HYPERLINK(…)` in a vendor's contract number), so in CSV
+  such a *text* cell gets a single quote in front (`'=HYPERLINK(…)`, the OWASP advice); a
+  consumer that wants the stored text removes the leading `'` of a text cell that starts with
+  `'` followed by one of those characters. Numbers, dates, instants, booleans, UUIDs and JSON
+  cells are never changed (a negative number stays a number); NDJSON is never altered.
 
 **Date ranges** (`from`, `to`, both optional): the half-open interval [from, to) of the
 export's time column (each export names it). A bound is either a date, `2026-11-01`,
@@ -134,6 +138,8 @@ class Column:
             raise ValueError(f"not a usable export column name: {self.name!r}")
 
     def csv_expression(self) -> str:
+        if self.kind == "text":
+            return _neutralised(self.csv_sql if self.csv_sql is not None else self.sql)
         if self.csv_sql is not None:
             return self.csv_sql
         if self.kind == "timestamp":
@@ -148,6 +154,17 @@ class Column:
         if self.kind == "timestamp":
             return f"to_char(({self.sql}) AT TIME ZONE 'UTC', {_UTC_MICROSECONDS})"
         return self.sql
+
+
+#: What makes a spreadsheet read a cell as a formula: `=`, `+`, `-`, `@`, tab, carriage return (OWASP)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS_SQL = ", ".join(f"chr({ord(c)})" for c in FORMULA_STARTS)
+
+
+def _neutralised(sql: str) -> str:
+    """A text cell for CSV, with a `'` in front when a spreadsheet would take it for a formula."""
+    value = f"({sql})::text"
+    return f"CASE WHEN left({value}, 1) IN ({_FORMULA_STARTS_SQL}) THEN '''' || {value} ELSE {value} END"
 
 
 @dataclass(frozen=True)

@@ -65,12 +65,18 @@ def instant(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def as_csv(value: Any) -> str:
-    """How a JSON value of a record reads in the CSV export."""
+#: A text cell starting with one of these gets a `'` in front in CSV (formula injection, shared/exports.py)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_csv(value: Any, *, text: bool = False) -> str:
+    """How a JSON value of a record reads in the CSV export (`text`: a text column's, neutralised)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if text and isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return str(value)
 
 

