@@ -9,7 +9,9 @@ loses at most the last batch of audit rows (never ledger entries: a redemption's
 key and outcome are stored with the redemption itself). A clean shutdown flushes.
 
 Decisions made by officers (reviews, approvals, A1 manual decisions) store the request
-id; `GET /v1/audit?request_id=` finds the audit row for one (role `auditor`).
+id; `GET /v1/audit?request_id=` finds the audit row for one (role `auditor`). The request id is
+the server's (shared/logs.py); what the caller sent to follow its request is the row's
+`correlation_id` (`?correlation_id=` finds it), which is the caller's word only.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import ADMIN, AUDITOR, Principal, require
-from shared.context import request_id_var
+from shared.context import correlation_id_var, request_id_var
 from shared.db import SessionDep
 from shared.instants import Instant
 from shared.migrations import append_only_sql
@@ -40,6 +42,7 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 COLUMNS = (
     "at",
     "request_id",
+    "correlation_id",
     "client_id",
     "actor",
     "roles",
@@ -82,6 +85,19 @@ def audit_table_sql(schema: str, grant_to: str | None = None) -> list[str]:
             f'GRANT USAGE ON SEQUENCE "{schema}".audit_log_id_seq TO {grant_to}',
         ]
     return statements
+
+
+def audit_correlation_sql(schema: str) -> list[str]:
+    """Migration statements adding `correlation_id` (the caller's own id for its request, issue #12)."""
+    return [
+        f'ALTER TABLE "{schema}".audit_log ADD COLUMN correlation_id text',
+        f'CREATE INDEX ix_audit_log_correlation_id ON "{schema}".audit_log (correlation_id) '
+        "WHERE correlation_id IS NOT NULL",
+    ]
+
+
+def drop_audit_correlation_sql(schema: str) -> list[str]:
+    return [f'ALTER TABLE "{schema}".audit_log DROP COLUMN correlation_id']
 
 
 class AuditWriter:
@@ -188,6 +204,7 @@ class AuditMiddleware:
                 (
                     at,
                     request_id_var.get(),
+                    correlation_id_var.get(),
                     principal.client_id if principal else None,
                     principal.actor if principal else None,
                     sorted(principal.scopes) if principal else [],
@@ -210,7 +227,10 @@ class AuditRead(BaseModel):
     id: int
     at: datetime
     recorded_at: datetime
-    request_id: str
+    request_id: str = Field(description="The id this service assigned to the request")
+    correlation_id: str | None = Field(
+        description="What the caller sent to follow its request (X-Correlation-ID or X-Request-ID): its word only"
+    )
     client_id: str | None
     actor: str | None
     roles: list[str]
@@ -231,6 +251,7 @@ async def list_audit(
     session: SessionDep,
     _: Annotated[Principal, require(AUDITOR, ADMIN)],
     request_id: Annotated[str | None, Query(max_length=128)] = None,
+    correlation_id: Annotated[str | None, Query(max_length=128)] = None,
     client_id: Annotated[str | None, Query(max_length=200)] = None,
     since: Annotated[Instant | None, Query(description="From this instant (ISO 8601 with a UTC offset)")] = None,
     until: Annotated[Instant | None, Query(description="Before this instant (ISO 8601 with a UTC offset)")] = None,
@@ -244,6 +265,7 @@ async def list_audit(
     args: dict[str, Any] = {"after": after, "limit": limit + 1}
     for name, column, value, operator in (
         ("request_id", "request_id", request_id, "="),
+        ("correlation_id", "correlation_id", correlation_id, "="),
         ("client_id", "client_id", client_id, "="),
         ("since", "at", since, ">="),
         ("until", "at", until, "<"),

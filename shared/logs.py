@@ -1,8 +1,16 @@
 """Structured JSON logs (one object per line) and the request-id middleware.
 
-Every log line carries the service name and the request id; the request id comes from
-the caller's `X-Request-ID` when it is sane, otherwise a new one, and is echoed back
-and forwarded on peer calls so one request can be followed across the three services.
+Every log line carries the service name and the request id. **The server assigns the request
+id, always** (a random 32-hex-digit id): it is what the audit log, ledger entries, decisions and
+registry versions record, so no caller can file its actions under another's request (issue #12).
+It is answered in `X-Request-ID` and in every problem's `request_id`.
+
+What the caller sent to follow its own request is its **correlation id**: `X-Correlation-ID`, or
+else `X-Request-ID` (what clients sent before the server assigned ids), when it is sane
+(`[A-Za-z0-9._:-]`, at most 128 characters; otherwise it is ignored). It is echoed in
+`X-Correlation-ID`, logged as `correlation_id` and stored beside the request id in the audit
+log; peer calls send the calling request's id as their correlation id, so one request can be
+followed across the three services.
 """
 
 from __future__ import annotations
@@ -18,9 +26,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.context import request_id_var
+from shared.context import correlation_id_var, request_id_var
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the whole value (fullmatch)
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -38,6 +46,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
         }
+        correlation_id = correlation_id_var.get()
+        if correlation_id is not None:
+            entry["correlation_id"] = correlation_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
@@ -64,8 +75,24 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def correlation_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The caller's correlation id: `X-Correlation-ID`, else `X-Request-ID`, when sane."""
+    correlation = requested = None
+    for name, value in headers:
+        if name == b"x-correlation-id":
+            correlation = value
+        elif name == b"x-request-id":
+            requested = value
+    found = correlation if correlation is not None else requested
+    if found is None:
+        return None
+    text = found.decode("latin-1")
+    return text if _SAFE_REQUEST_ID.fullmatch(text) else None
+
+
 class RequestContextMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware overhead): request id in, out, and one access log line."""
+    """Pure ASGI (no BaseHTTPMiddleware overhead): a new request id, the caller's correlation id, and one
+    access log line."""
 
     def __init__(self, app: ASGIApp, log_successes: bool = True, slow_ms: float = 500.0) -> None:
         self.app = app
@@ -77,13 +104,13 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else new_request_id()
+        request_id = new_request_id()
+        correlation_id = correlation_of(scope["headers"])
         token = request_id_var.set(request_id)
+        correlation_token = correlation_id_var.set(correlation_id)
+        added = [(b"x-request-id", request_id.encode("latin-1"))]
+        if correlation_id is not None:
+            added.append((b"x-correlation-id", correlation_id.encode("latin-1")))
         started = time.perf_counter()
         status = 500
 
@@ -91,9 +118,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", []), *added]
             await send(message)
 
         try:
@@ -112,3 +137,4 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+            correlation_id_var.reset(correlation_token)

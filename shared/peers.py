@@ -97,9 +97,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
 
 
 async def _forward_request_id(request: httpx.Request) -> None:
+    """The calling request's id goes along as the peer call's correlation id (the peer assigns its own
+    request id, shared/logs.py): the peer's log lines and audit rows name the request that caused them."""
     request_id = request_id_var.get()
     if request_id != "-":
-        request.headers.setdefault("X-Request-ID", request_id)
+        request.headers.setdefault("X-Correlation-ID", request_id)
 
 
 def make_peer_client(

@@ -74,12 +74,18 @@ async def test_bad_query_values(registry: httpx.AsyncClient) -> None:
     _assert_problem(bad_uuid, 422, "validation_failed")
 
 
-async def test_request_ids_are_echoed_or_created(registry: httpx.AsyncClient) -> None:
+async def test_request_ids_are_the_servers_and_the_callers_is_echoed_as_correlation(
+    registry: httpx.AsyncClient,
+) -> None:
+    """The server assigns the request id (issue #12); a caller's sane X-Request-ID comes back as X-Correlation-ID."""
     mine = await registry.get("/healthz", headers={"X-Request-ID": "platform-batch-42"})
-    assert mine.headers["x-request-id"] == "platform-batch-42"
+    assert mine.headers["x-request-id"] != "platform-batch-42"
+    assert len(mine.headers["x-request-id"]) == 32
+    assert mine.headers["x-correlation-id"] == "platform-batch-42"
     hostile = await registry.get("/healthz", headers={"X-Request-ID": "x" * 500})
     assert hostile.headers["x-request-id"] != "x" * 500
     assert len(hostile.headers["x-request-id"]) == 32
+    assert "x-correlation-id" not in hostile.headers
 
 
 async def test_oversized_bodies_are_refused_before_reading(registry: httpx.AsyncClient) -> None:

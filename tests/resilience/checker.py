@@ -4,10 +4,13 @@
 the history is what the clients recorded (tests/resilience/history.py), the snapshot what was
 read from the database and the service afterwards (tests/resilience/snapshot.py). What it proves:
 
-- **attribution**: every ledger entry carries the `X-Request-ID` of the attempt that wrote it;
-  each must belong to an attempt of an operation of the matching kind, on the same target, that
-  was not refused (a 4xx, or a 503 `peer_unavailable`, which promises nothing was written). An
-  entry no attempt explains is a phantom.
+- **attribution**: every ledger entry carries the request id the service assigned to the attempt
+  that wrote it (its answer's `X-Request-ID`, or the audit log's row for the attempt's
+  correlation id); each must belong to an attempt of an operation of the matching kind, on the
+  same target, that was not refused (a 4xx, or a 503 `peer_unavailable`, which promises nothing
+  was written). An entry whose request id no attempt has (no answer, and the audit row lost
+  with a killed process) is attributed to an unanswered attempt of an operation of its kind on
+  its target; an entry no attempt explains is a phantom.
 - **exactly once**: every `ok` operation is in the ledger once — vouchers by decision id,
   redemptions and holds by their id and Idempotency-Key, captures, releases and voids by their
   target — no `refused` one is, each `indeterminate` one at most once; keyed operations all
@@ -134,6 +137,23 @@ class _Ledger:
             writer,
         )
 
+    def attribute_unanswered(self, history: History, report: Report) -> None:
+        """Entries whose request id no attempt knows: an attempt without an answer whose audit row was lost
+        (SIGKILL) wrote it, if an operation of the entry's kind on its target had one."""
+        known = {id(attempt) for _, attempt in self.writer.values()}
+        for entry in self.snapshot.entries:
+            if entry["id"] in self.writer or ENTRY_OPS.get(entry["kind"]) is None:
+                continue
+            for op in history.ops:
+                if op.kind != ENTRY_OPS[entry["kind"]] or not _same_target(self, entry, op):
+                    continue
+                unanswered = [a for a in op.attempts if not a.answered and id(a) not in known]
+                if unanswered:
+                    self.writer[entry["id"]] = (op, unanswered[0])
+                    known.add(id(unanswered[0]))
+                    report.counts["entries attributed by target (no answer, audit row lost)"] += 1
+                    break
+
     def entries_of(self, voucher: dict[str, Any], kind: str) -> list[dict[str, Any]]:
         return [e for e in self.entries_by_voucher.get(voucher["id"], []) if e["kind"] == kind]
 
@@ -145,8 +165,9 @@ def _limited(report: Report, check: str, details: Iterable[str]) -> None:
 
 def check(history: History, snapshot: Snapshot, expect: Expectations) -> Report:
     report = Report()
-    attempts = history.attempts_by_request_id()
+    attempts = history.attempts_by_request_id(snapshot.audit)
     ledger = _Ledger.index(snapshot, attempts)
+    ledger.attribute_unanswered(history, report)
     _count(history, snapshot, report)
     _refusals(history, report)
     _outages(history, expect, report)
@@ -209,7 +230,9 @@ def _attribution(ledger: _Ledger, report: Report) -> None:
             continue
         found = ledger.writer.get(entry["id"])
         if found is None:
-            report.add("phantom_entry", f"{where}: no attempt of any operation has this request id")
+            report.add(
+                "phantom_entry", f"{where}: no attempt of any operation has this request id, nor lost its answer"
+            )
             continue
         op, attempt = found
         if attempt.outcome == "indeterminate":

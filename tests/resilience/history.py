@@ -1,9 +1,14 @@
 """The history of a resilience run: every operation a client invoked, and every attempt at it.
 
 An operation (`Op`) is one thing a client wants done: claim a decision, redeem, hold,
-capture, release, void, read. It is sent one or more times (`Attempt`); each attempt has its
-own `X-Request-ID`, which the vouchers service writes into every ledger entry it makes (and
-echoes back), so the checker can tell which attempt of which operation made which entry.
+capture, release, void, read. It is sent one or more times (`Attempt`); each attempt sends its
+own `X-Correlation-ID`. The vouchers service assigns the request id (issue #12) and writes it into
+every ledger entry it makes; an answered attempt learns it from the answer's `X-Request-ID`, an
+unanswered one through the audit log, which keeps each request id with its correlation id (read
+with the ledger, tests/resilience/snapshot.py). So the checker can tell which attempt of which
+operation made which entry: the audit rows of a process killed with SIGKILL may be lost (the
+last ~200 ms), and an entry whose attempt had no answer and no audit row is attributed to an
+unanswered attempt of an operation of its kind on its target (tests/resilience/checker.py).
 
 An attempt ends
 
@@ -19,6 +24,7 @@ An operation's outcome is its first `ok` or `refused` attempt, else `indetermina
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +37,8 @@ OFFICER_KINDS = frozenset({"claim", "void"})
 
 @dataclass
 class Attempt:
+    #: the service's id of the request once known (the answer's X-Request-ID, or the audit log's), else the
+    #: correlation id the attempt sent
     request_id: str
     process: str
     started: float  # seconds since the start of the run
@@ -39,6 +47,11 @@ class Attempt:
     status: int | None = None
     code: str | None = None  # the problem's code, or the transport error's class name
     body: Any = None  # the JSON answer
+    correlation_id: str | None = None  # what the attempt sent as X-Correlation-ID
+
+    @property
+    def answered(self) -> bool:
+        return self.status is not None
 
     @property
     def wrote_nothing_promised(self) -> bool:
@@ -126,8 +139,17 @@ class History:
         self.ops.append(op)
         return op
 
-    def attempts_by_request_id(self) -> dict[str, tuple[Op, Attempt]]:
-        return {a.request_id: (op, a) for op in self.ops for a in op.attempts}
+    def attempts_by_request_id(self, audit: Mapping[str, str] | None = None) -> dict[str, tuple[Op, Attempt]]:
+        """By the service's request id: an unanswered attempt's is found in the audit log (correlation id → request
+        id) when its row was written."""
+        found: dict[str, tuple[Op, Attempt]] = {}
+        for op in self.ops:
+            for attempt in op.attempts:
+                request_id = attempt.request_id
+                if not attempt.answered and attempt.correlation_id is not None and audit:
+                    request_id = audit.get(attempt.correlation_id, request_id)
+                found[request_id] = (op, attempt)
+        return found
 
 
 #: what the resilience tests have to say, printed at the end of the pytest session (tests/resilience/conftest.py):

@@ -34,6 +34,8 @@ class Snapshot:
     idempotency: list[dict[str, Any]] = field(default_factory=list)
     allowances: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    #: the vouchers audit log's correlation ids (what the clients sent) → request ids (what the service assigned)
+    audit: dict[str, str] = field(default_factory=dict)
     invariant_violations: list[str] = field(default_factory=list)
     chain: dict[str, Any] | None = None  # verify_ledger's report
     reconciliation: dict[str, Any] | None = None  # None: the service has no such endpoint
@@ -75,6 +77,10 @@ async def read_ledger(database_url: str, role: str = "vouchers_writer") -> Snaps
                     if isinstance(row.get(column), str):
                         row[column] = json.loads(row[column])
             setattr(snapshot, name, rows)
+        audit = await connection.fetch(
+            "SELECT correlation_id, request_id FROM vouchers.audit_log WHERE correlation_id IS NOT NULL"
+        )
+        snapshot.audit = {row["correlation_id"]: row["request_id"] for row in audit}
     finally:
         await connection.close()
     snapshot.invariant_violations = [str(v) for v in await check_database(database_url)]

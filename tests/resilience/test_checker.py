@@ -184,6 +184,35 @@ def test_an_entry_no_attempt_explains() -> None:
     assert "phantom_entry" in checks(world.check())
 
 
+def _unanswered_claim(world: World) -> Attempt:
+    """The claim's answer was lost: the client knows only the correlation id it sent; the entry has the service's id."""
+    lost = attempt("c-claim", None)
+    lost.correlation_id = "c-claim"
+    world.history.ops[0].attempts[0] = lost
+    world.snapshot.entries[0]["request_id"] = "0123456789abcdef0123456789abcdef"
+    return lost
+
+
+def test_an_unanswered_attempt_is_found_through_the_audit_log() -> None:
+    world = World()
+    _unanswered_claim(world)
+    world.snapshot.audit = {"c-claim": "0123456789abcdef0123456789abcdef"}
+    report = world.check()
+    assert report.ok, [str(v) for v in report.violations]
+    assert report.counts["entries attributed by target (no answer, audit row lost)"] == 0
+
+
+def test_an_unanswered_attempt_whose_audit_row_was_lost_is_found_by_target() -> None:
+    world = World()
+    _unanswered_claim(world)  # and no audit row: the process was killed
+    report = world.check()
+    assert report.ok, [str(v) for v in report.violations]
+    assert report.counts["entries attributed by target (no answer, audit row lost)"] == 1
+    # an entry that no operation of its kind on its target could have written is still a phantom
+    world.entry("void", 2, 1, 500, "fedcba9876543210fedcba9876543210")
+    assert "phantom_entry" in checks(world.check())
+
+
 def test_a_voucher_issued_twice_and_a_claim_refused_without_reason() -> None:
     world = World()
     again = world.history.new("claim", "c", "officer", DECISION, body={"decision_id": DECISION})

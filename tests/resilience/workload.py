@@ -190,17 +190,18 @@ class Workload:
     async def attempt(
         self, op: Op, instance: int, method: str, path: str, headers: dict[str, str], patience: httpx.Timeout
     ) -> Attempt:
-        request_id = f"rs-{self.seed}-{op.id}-{len(op.attempts)}-{uuid.uuid4().hex[:8]}"
-        attempt = Attempt(request_id, self.process_name(instance), self.now())
+        correlation_id = f"rs-{self.seed}-{op.id}-{len(op.attempts)}-{uuid.uuid4().hex[:8]}"
+        attempt = Attempt(correlation_id, self.process_name(instance), self.now(), correlation_id=correlation_id)
         op.attempts.append(attempt)
         try:
             response = await self._clients[instance].request(
-                method, path, json=op.body, headers={**headers, "X-Request-ID": request_id}, timeout=patience
+                method, path, json=op.body, headers={**headers, "X-Correlation-ID": correlation_id}, timeout=patience
             )
         except httpx.TransportError as exc:  # timeouts included: the effect is unknown
             attempt.outcome, attempt.code = "indeterminate", type(exc).__name__
         else:
             attempt.status, attempt.outcome = response.status_code, classify(response.status_code)
+            attempt.request_id = response.headers.get("x-request-id", correlation_id)  # the service's id
             try:
                 attempt.body = response.json()
             except ValueError:

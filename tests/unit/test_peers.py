@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from shared.context import request_id_var
 from shared.peers import PeerClient, PeerRejected, PeerUnavailable, make_peer_client
 
 
@@ -76,3 +77,16 @@ def test_clients_always_have_timeouts() -> None:
     client = make_peer_client("http://x", timeout_seconds=1.5)
     assert client.timeout.read == 1.5
     assert client.timeout.connect == 1.0
+
+
+async def test_a_peer_call_carries_the_calling_requests_id_as_its_correlation_id() -> None:
+    """The peer assigns its own request id (issue #12); ours goes along so its logs and audit rows name it."""
+    recorder = Recorder(200)
+    token = request_id_var.set("0123456789abcdef0123456789abcdef")
+    try:
+        await _client(recorder).get_json("/v1/x")
+    finally:
+        request_id_var.reset(token)
+    [call] = recorder.calls
+    assert call.headers["X-Correlation-ID"] == "0123456789abcdef0123456789abcdef"
+    assert "X-Request-ID" not in call.headers
