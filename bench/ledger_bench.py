@@ -167,6 +167,8 @@ class BenchAuth:
         clients = devauth.ensure_clients(database_url, directory / "clients.json", devauth.SERVICE_CLIENTS)
         #: for every service process (AUTH_JWKS, the signing keys, the services' client ids and secrets)
         self.env = devauth.service_env(directory, registry_url, clients)
+        # its tokens live as long as the run: the stack's verifiers accept that lifetime (and no longer)
+        self.env["AUTH_MAX_TOKEN_LIFETIME_SECONDS"] = str(lifetime_seconds)
         self.signer = TokenSigner(
             keys,
             issuer=os.environ.get("AUTH_ISSUER", "longgang-ai-identity"),
