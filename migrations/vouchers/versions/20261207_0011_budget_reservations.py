@@ -1,4 +1,4 @@
-"""approval reserves the programme budget (clause A2): one reservation per approved decision
+"""approval reserves the programme budget (clause A2): a reservation per approval attempt
 
 Revision ID: 0011
 Revises: 0010
@@ -10,9 +10,11 @@ voucher or disbursing the grant consumes the reservation instead of taking again
 abandoned approval releases it. The budget row then counts committed + reserved, so the bureau
 cannot approve more than the year's budget.
 
-States move one way only (reserved → consumed | released; released → reserved when the same
-decision is approved again after a failed attempt), enforced by a trigger; rows are never
-deleted. The service role may insert rows and update only the state columns.
+Each approval attempt reserves under its own id (the eligibility service records the id with
+the approval), and a decision has at most one live reservation (reserved or consumed: a partial
+unique index), so a failed attempt releases only what it reserved itself. States move one way
+(reserved → consumed | released), enforced by a trigger; rows are never deleted. The service
+role may insert rows and update only the state columns.
 """
 
 from collections.abc import Sequence
@@ -28,7 +30,8 @@ SERVICE_ROLE = "vouchers_writer"
 
 TABLE = """
 CREATE TABLE vouchers.budget_reservations (
-    decision_id uuid PRIMARY KEY,
+    id uuid PRIMARY KEY,
+    decision_id uuid NOT NULL,
     measure text NOT NULL,
     year integer NOT NULL,
     amount_fen bigint NOT NULL CHECK (amount_fen > 0),
@@ -51,15 +54,14 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RAISE EXCEPTION 'budget reservations are never deleted (A2)' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF NEW.decision_id <> OLD.decision_id OR NEW.measure <> OLD.measure OR NEW.year <> OLD.year
+    IF NEW.id <> OLD.id OR NEW.decision_id <> OLD.decision_id OR NEW.measure <> OLD.measure OR NEW.year <> OLD.year
        OR NEW.amount_fen <> OLD.amount_fen OR NEW.reserved_by <> OLD.reserved_by
        OR NEW.reserved_at <> OLD.reserved_at THEN
         RAISE EXCEPTION 'a budget reservation''s decision, measure, year and amount never change (A2)'
             USING ERRCODE = 'check_violation';
     END IF;
-    IF NOT ((OLD.state = 'reserved' AND NEW.state IN ('reserved', 'consumed', 'released'))
-            OR (OLD.state = 'released' AND NEW.state = 'reserved')) THEN
-        RAISE EXCEPTION 'budget reservation % cannot go from % to %', OLD.decision_id, OLD.state, NEW.state
+    IF NOT (OLD.state = 'reserved' AND NEW.state IN ('reserved', 'consumed', 'released')) THEN
+        RAISE EXCEPTION 'budget reservation % cannot go from % to %', OLD.id, OLD.state, NEW.state
             USING ERRCODE = 'check_violation';
     END IF;
     RETURN NEW;
@@ -74,6 +76,10 @@ def upgrade() -> None:
         "CREATE INDEX ix_budget_reservations_open ON vouchers.budget_reservations (reserved_at) "
         "WHERE state = 'reserved'"
     )
+    op.execute(
+        "CREATE UNIQUE INDEX uq_budget_reservations_live_decision ON vouchers.budget_reservations (decision_id) "
+        "WHERE state IN ('reserved', 'consumed')"
+    )
     op.execute("CREATE INDEX ix_budget_reservations_year ON vouchers.budget_reservations (measure, year, state)")
     op.execute(ONE_WAY)
     op.execute(
@@ -86,7 +92,7 @@ def upgrade() -> None:
     )
     op.execute(f"GRANT SELECT, INSERT ON vouchers.budget_reservations TO {SERVICE_ROLE}")
     op.execute(
-        "GRANT UPDATE (state, settled_at, settled_by, settled_reason, confirmed_at, request_id) "
+        "GRANT UPDATE (state, settled_at, settled_by, settled_reason, confirmed_at) "
         f"ON vouchers.budget_reservations TO {SERVICE_ROLE}"
     )
 
