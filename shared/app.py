@@ -15,14 +15,15 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from shared.audit import install_audit
-from shared.auth import RateLimiter, check_routes_protected, verifier_from_settings
+from shared.auth import check_routes_protected, verifier_from_settings
 from shared.db import Database
 from shared.errors import install_error_handlers
 from shared.health import router as health_router
-from shared.limits import BodySizeLimitMiddleware
+from shared.limits import DEFAULT_MAX_BODY_BYTES, install_request_guard
 from shared.logs import RequestContextMiddleware, configure_logging
 from shared.metrics import install_metrics
 from shared.migrations import head_revision, known_revisions
+from shared.ratelimit import InFlightMiddleware, limiter_from_settings
 from shared.settings import ServiceSettings
 
 Hook = Callable[[FastAPI], Awaitable[None]]
@@ -70,6 +71,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "Conflict",
         413: "Request body too large",
         422: "Invalid input (problem+json with per-field `errors`)",
+        429: "Too many requests from this client (rate or requests at once); retry after `Retry-After` seconds",
         503: "A dependency is unavailable; retry after `Retry-After` seconds",
     }.items()
 }
@@ -85,15 +87,21 @@ def create_service_app(
     routers: Sequence[APIRouter],
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
-    max_body_bytes: int = 32 * 1024 * 1024,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     db_server_settings: dict[str, str] | None = None,
     audit_role: str | None = None,
 ) -> FastAPI:
-    """Every route must declare who may call it (`shared.auth.require`): checked here."""
+    """Every route must declare who may call it (`shared.auth.require`): checked here.
+
+    `max_body_bytes` bounds the body of a route that declares no limit of its own (`shared.limits.max_body`).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.audit.start()
+        await app.state.rate_limiter.start(
+            settings.async_database_url, schema, role=audit_role, interval=settings.rate_limit_sync_seconds
+        )
         for hook in on_startup:
             await hook(app)
         # Everything alive now lives as long as the process: keep it out of the collector's
@@ -107,6 +115,7 @@ def create_service_app(
             for hook in on_shutdown:
                 await hook(app)
             await app.state.audit.stop()
+            await app.state.rate_limiter.stop()
             await app.state.database.dispose()
 
     configure_logging(service_name, settings.log_level)
@@ -131,12 +140,14 @@ def create_service_app(
         pool_size=settings.db_pool_size,
         statement_timeout_ms=settings.db_statement_timeout_ms,
         server_settings=db_server_settings,
+        pool_timeout=settings.db_pool_timeout_seconds,
     )
     app.state.verifier = verifier_from_settings(settings)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.rate_limiter = limiter_from_settings(settings)
     install_error_handlers(app)
+    install_request_guard(app, max_body_bytes)  # token, then the body: inside the audit log, which records refusals
     install_audit(app, settings.async_database_url, schema, role=audit_role)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(InFlightMiddleware)  # frees what `authorize` counted in flight
     app.add_middleware(RequestContextMiddleware, log_successes=settings.access_log == "all")
     install_metrics(app)  # outermost middleware, and GET /metrics
     app.include_router(health_router)

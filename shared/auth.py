@@ -41,6 +41,17 @@ from fastapi.security import HTTPBearer
 from starlette.routing import Route
 
 from shared.errors import ErrorCode, ProblemError
+from shared.ratelimit import (
+    APPLICANT_CLASS,
+    BUREAU_CLASS,
+    PLATFORM_CLASS,
+    SERVICE_CLASS,
+    SLOT_KEY,
+    VENDOR_READ,
+    VENDOR_WRITE,
+    InFlightSlot,
+    RateLimiter,
+)
 from shared.settings import MAX_TOKEN_LIFETIME_SECONDS
 
 # --- roles (OAuth2 scopes) -----------------------------------------------------------------
@@ -56,12 +67,13 @@ AUDITOR = "auditor"  # reads everything, verifies the ledger
 # service identities: the least a peer service needs
 REGISTRY_READ = "registry:read"  # eligibility and vouchers read registry facts
 DECISIONS_READ = "decisions:read"  # vouchers reads approved decisions
+BUDGET_RESERVE = "budget:reserve"  # eligibility reserves the programme budget when it approves (A2)
 # grants on top of a role
 DASHBOARD_DETAIL = "dashboard:detail"  # a dashboard client may also see per-enterprise figures
 METRICS_READ = "metrics:read"  # Prometheus scrapes /metrics (it speaks client credentials)
 
 ROLES: tuple[str, ...] = (ADMIN, OFFICER, APPROVER, APPLICANT, VENDOR, PLATFORM, DASHBOARD, AUDITOR)
-SERVICE_SCOPES: tuple[str, ...] = (REGISTRY_READ, DECISIONS_READ, DASHBOARD_DETAIL, METRICS_READ)
+SERVICE_SCOPES: tuple[str, ...] = (REGISTRY_READ, DECISIONS_READ, BUDGET_RESERVE, DASHBOARD_DETAIL, METRICS_READ)
 ALL_SCOPES: tuple[str, ...] = ROLES + SERVICE_SCOPES
 BOUND_ROLES = frozenset({APPLICANT, VENDOR})  # these need an `org` claim
 
@@ -107,6 +119,12 @@ ORGANISATION_MISMATCH = ErrorCode(
 )
 RATE_LIMITED = ErrorCode(
     "rate_limited", 429, "请求过于频繁，请在 {retry_after} 秒后重试", "Too many requests; retry in {retry_after} s"
+)
+TOO_MANY_IN_FLIGHT = ErrorCode(
+    "too_many_in_flight",
+    429,
+    "该客户端同时进行的请求过多，请在 {retry_after} 秒后重试",
+    "Too many requests from this client at once; retry in {retry_after} s",
 )
 
 
@@ -315,38 +333,70 @@ def _invalid(reason: str) -> ProblemError:
 # --- per request ----------------------------------------------------------------------------
 
 
-def authenticate(request: Request) -> Principal:
-    """The request's principal (verified once per request, kept in the request state)."""
-    state = request.scope.setdefault("state", {})
-    principal: Principal | None = state.get("principal")
-    if principal is not None:
-        return principal
-    header = request.headers.get("authorization")
+def verify_authorization(verifier: TokenVerifier, header: str | None) -> Principal:
+    """The principal of an `Authorization: Bearer …` header, or a 401 problem."""
     if not header:
         raise ProblemError(UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ProblemError(UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
-    verifier: TokenVerifier = request.app.state.verifier
-    principal = verifier.verify(token.strip())
+    return verifier.verify(token.strip())
+
+
+def authenticate(request: Request) -> Principal:
+    """The request's principal (verified once per request, kept in the request state).
+
+    `shared.limits.RequestGuardMiddleware` has verified it before the body was read; this
+    verifies only where that middleware is not installed.
+    """
+    state = request.scope.setdefault("state", {})
+    principal: Principal | None = state.get("principal")
+    if principal is not None:
+        return principal
+    principal = verify_authorization(request.app.state.verifier, request.headers.get("authorization"))
     state["principal"] = principal
     return principal
 
 
 def authorize(request: Request, scopes: Iterable[str], *, rate_limited: bool = False) -> Principal:
-    """Authenticate, then check the role (403) and, on vendor-facing routes, the rate (429)."""
+    """Authenticate, then check the role (403), then the client's rate and requests in flight (429).
+
+    Every route is limited by its class (`route_class`; shared/ratelimit.py) since issue #12:
+    `rate_limited` is kept for the callers that still pass it.
+    """
     principal = authenticate(request)
     needed = tuple(scopes)
     if not principal.has(*needed):
         raise ProblemError(FORBIDDEN, needed=", ".join(needed))
-    if rate_limited:
-        limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-        if limiter is not None:
-            wait = limiter.acquire(principal.client_id)
-            if wait:
-                seconds = max(1, math.ceil(wait))
-                raise ProblemError(RATE_LIMITED, headers={"Retry-After": str(seconds)}, retry_after=seconds)
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    slot: InFlightSlot | None = request.scope.get(SLOT_KEY)
+    if limiter is not None and (slot is None or slot.limiter is None):  # once per request
+        kind = route_class(principal, request.method)
+        wait = limiter.acquire(principal.client_id, kind)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            raise ProblemError(RATE_LIMITED, headers={"Retry-After": str(seconds)}, retry_after=seconds)
+        if slot is not None:
+            entered = limiter.enter(principal.client_id, kind)
+            if entered is False:
+                raise ProblemError(TOO_MANY_IN_FLIGHT, headers={"Retry-After": "1"}, retry_after=1)
+            slot.limiter = limiter
+            if entered:
+                slot.key = (principal.client_id, kind)
     return principal
+
+
+def route_class(principal: Principal, method: str) -> str:
+    """Which limits a request counts against: the most restricted role of its token decides."""
+    if VENDOR in principal.scopes:
+        return VENDOR_READ if method in ("GET", "HEAD") else VENDOR_WRITE
+    if APPLICANT in principal.scopes:
+        return APPLICANT_CLASS
+    if PLATFORM in principal.scopes:
+        return PLATFORM_CLASS
+    if principal.has(ADMIN, OFFICER, APPROVER, AUDITOR, DASHBOARD):
+        return BUREAU_CLASS
+    return SERVICE_CLASS
 
 
 def require(*scopes: str, rate_limited: bool = False) -> Any:
@@ -413,32 +463,6 @@ def check_routes_protected(app: FastAPI) -> None:
     ]
     if missing:
         raise RuntimeError("routes without an authorisation rule: " + "; ".join(missing))
-
-
-# --- rate limits ----------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """A token bucket per client, in this process (N processes allow N times the rate)."""
-
-    def __init__(self, rate_per_second: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate_per_second
-        self.burst = float(burst)
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def acquire(self, client: str) -> float:
-        """0 if the request may go ahead, else the seconds until it could."""
-        if self.rate <= 0:
-            return 0.0
-        now = self.clock()
-        tokens, last = self._buckets.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[client] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[client] = (tokens, now)
-        return (1.0 - tokens) / self.rate
 
 
 # --- settings helpers -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.context import request_id_var
@@ -110,6 +111,12 @@ PAYLOAD_TOO_LARGE = ErrorCode(
 HTTP_ERROR = ErrorCode("http_error", 400, "请求无法处理", "The request cannot be processed")
 DATABASE_UNAVAILABLE = ErrorCode(
     "database_unavailable", 503, "数据库暂不可用，请稍后重试", "The database is unavailable; retry later"
+)
+SERVICE_BUSY = ErrorCode(
+    "service_busy",
+    503,
+    "服务繁忙（暂无空闲的数据库连接），请稍后重试",
+    "The service is busy (no database connection is free); retry later",
 )
 PEER_UNAVAILABLE = ErrorCode(
     "peer_unavailable",
@@ -339,6 +346,12 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, DATABASE_UNAVAILABLE, headers={"Retry-After": "2"})
 
 
+async def _pool_timeout_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Every pooled connection stayed busy for `<PREFIX>DB_POOL_TIMEOUT_SECONDS`: overload, not a bug."""
+    logger.warning("no database connection free: %s", exc)
+    return problem_response(request, SERVICE_BUSY, headers={"Retry-After": "1"})
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error", exc_info=exc)
     return problem_response(request, INTERNAL_ERROR)
@@ -411,6 +424,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _dbapi_handler)
     app.add_exception_handler(ConnectionError, _database_handler)
     app.add_exception_handler(TimeoutError, _database_handler)
+    app.add_exception_handler(PoolTimeoutError, _pool_timeout_handler)
     for error in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, _database_handler)
     app.add_exception_handler(asyncpg.exceptions.InternalClientError, _client_error_handler)

@@ -43,9 +43,10 @@ import json
 import logging
 import random
 import secrets
+import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -97,6 +98,7 @@ EVENT_TYPES: dict[str, str] = {
     "vouchers.grant.reversed": "A mistaken grant was reversed",
     "vouchers.settlement_batch.created": "A vendor's captured redemptions were gathered into a settlement batch",
     "vouchers.settlement_batch.closed": "A settlement batch was closed and settled",
+    "vouchers.ledger.checkpoint": "An auditor published the ledger's head for a day, signed with the service's key",
 }
 
 SERVICE_SCHEMAS = ("registry", "eligibility", "vouchers")
@@ -379,7 +381,12 @@ class WebhookSettings(BaseSettings):
     )
     timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Per delivery (connect to last byte)")
     poll_seconds: float = Field(default=1.0, ge=0, description="How often the dispatcher looks for work (0: off)")
-    concurrency: int = Field(default=4, ge=1, le=64, description="Subscriptions served at once per process")
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Subscriptions served at once per process, each in its own task (a slow receiver holds one)",
+    )
     batch: int = Field(default=100, ge=1, le=1000, description="Events sent to one subscription per claim")
     max_per_client: int = Field(default=25, ge=1, description="Subscriptions a client may have (not deactivated)")
     allow_private_networks: bool = Field(
@@ -389,16 +396,100 @@ class WebhookSettings(BaseSettings):
     )
 
 
-async def address_allowed(url: str, allow_private: bool) -> bool:
+#: IPv6 forms that carry an IPv4 address: a forbidden IPv4 address is forbidden in any of them
+#: (Python's `is_global` says yes to `64:ff9b::7f00:1`, loopback through NAT64).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052, the well-known prefix: the last 32 bits
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215, local-use: never a delivery address
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated `::a.b.c.d` (and `::`, `::1`): never
+_TEREDO = ipaddress.IPv6Network("2001::/32")  # the client's IPv4 address is hidden in it: never
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def is_public_address(address: Address) -> bool:
+    """True only for a unicast address on the public internet, whatever IPv6 form wraps an IPv4 one."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL or address in _TEREDO or address in _IPV4_COMPATIBLE:
+            return False
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:  # reaches that IPv4 address: it decides
+            return is_public_address(embedded)
+    return bool(
+        address.is_global
+        and not (address.is_multicast or address.is_reserved or address.is_unspecified or address.is_loopback)
+        and not address.is_link_local
+    )
+
+
+def _parse_address(text: str) -> Address:
+    return ipaddress.ip_address(text.split("%", 1)[0])
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to now (an IP literal is itself); raises OSError if none."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def address_allowed(url: str, allow_private: bool, resolver: Resolver = resolve_host) -> bool:
     """False if the URL's host is or resolves to a non-public address (loopback, private, link-local…)."""
     if allow_private:
         return True
-    host = urlsplit(url).hostname or ""
+    parts = urlsplit(url)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-    except (OSError, UnicodeError):
+        addresses = await resolver(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    except (OSError, UnicodeError, ValueError):
         return True  # does not resolve (now): the delivery fails, and is retried
-    return all(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]).is_global for info in infos)
+    return all(is_public_address(_parse_address(address)) for address in addresses)
+
+
+class AddressRefused(Exception):
+    """The URL's host is (or resolves to) an address a webhook must not reach."""
+
+
+@dataclass(frozen=True)
+class PinnedRequest:
+    """A delivery's URL with the host replaced by the checked address, and what keeps the name for HTTP and TLS."""
+
+    url: str
+    host_header: str
+    sni_hostname: str | None
+    address: str
+
+
+async def pin(url: str, allow_private: bool, resolver: Resolver = resolve_host) -> PinnedRequest:
+    """Resolve the URL's host once, check every address, and name the one to connect to.
+
+    The delivery connects to that address (the `Host` header and TLS's SNI and certificate
+    check keep the name): a name cannot resolve to a public address for the check and to an
+    internal one for the connection (DNS rebinding).
+    """
+    target = httpx.URL(url)
+    host = target.host
+    port = target.port or (443 if target.scheme == "https" else 80)
+    addresses = await resolver(host, port)  # OSError: does not resolve (now)
+    if not addresses:
+        raise OSError(f"{host} does not resolve")
+    parsed = [_parse_address(address) for address in addresses]
+    if not allow_private and not all(is_public_address(address) for address in parsed):
+        raise AddressRefused(host)
+    chosen = parsed[0]
+    literal = host.strip("[]")
+    try:
+        is_literal = _parse_address(literal) == chosen
+    except ValueError:
+        is_literal = False
+    return PinnedRequest(
+        url=str(target.copy_with(host=str(chosen))),
+        host_header=target.netloc.decode("ascii"),
+        sni_hostname=None if is_literal or target.scheme != "https" else host,
+        address=str(chosen),
+    )
 
 
 # --- the dispatcher ------------------------------------------------------------------------------
@@ -423,7 +514,13 @@ def subscription_matches(subscription: Mapping[str, Any], event: Mapping[str, An
 
 
 class Dispatcher:
-    """Sends each subscription's events in feed order, one at a time, with retries (see module doc)."""
+    """Sends each subscription's events in feed order, one at a time, with retries (see module doc).
+
+    Each claimed subscription is served by its own task, and the loop claims more as soon as
+    a slot is free: it never waits for a group, so a receiver that hangs holds one slot for
+    one timeout, and others' deliveries go on (issue #12). Subscriptions that are failing
+    get at most half of the slots, so many broken receivers cannot take them all.
+    """
 
     def __init__(self, dsn: str, schema: str, settings: WebhookSettings, *, role: str | None = None) -> None:
         self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
@@ -435,7 +532,9 @@ class Dispatcher:
         self._http: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._token: uuid.UUID | None = None
+        self._token = uuid.uuid4()  # this process's leases
+        self._serving: dict[int, tuple[asyncio.Task[int], bool]] = {}  # subscription → (task, was failing)
+        self.resolver: Resolver = resolve_host
         s = f'"{schema}"'
         self.lease_seconds = settings.timeout_seconds * 2 + 30
         self._claim_sql = f"""
@@ -443,6 +542,7 @@ class Dispatcher:
                 SELECT w.id FROM {s}.webhook_subscriptions w
                 WHERE w.status = 'active' AND w.next_attempt_at <= clock_timestamp()
                   AND (w.lease_until IS NULL OR w.lease_until < clock_timestamp())
+                  AND (w.attempts > 0) = $4 AND w.id <> ALL($5::bigint[])
                   AND EXISTS (SELECT 1 FROM {s}.outbox o
                               WHERE o.txid < pg_snapshot_xmin(pg_current_snapshot())
                                 AND (o.txid, o.id) > (w.cursor_txid, w.cursor_id))
@@ -520,7 +620,12 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._pool is not None and self._token is not None:
+        serving = [task for task, _ in self._serving.values()]
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
+        self._serving.clear()
+        if self._pool is not None:
             # hand back what this process was serving: another process continues at once (not after the lease)
             with contextlib.suppress(Exception):
                 await self._pool.execute(self._unlease_sql, self._token)
@@ -542,7 +647,7 @@ class Dispatcher:
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=0,
-                max_size=self.settings.concurrency + 1,
+                max_size=min(self.settings.concurrency, 4) + 1,  # short statements only
                 server_settings=server_settings,
                 command_timeout=30,
             )
@@ -565,19 +670,38 @@ class Dispatcher:
     # work
 
     async def run_once(self) -> int:
-        """Claim the due subscriptions that have events waiting and serve them; how many were claimed."""
-        pool = await self._ensure_pool()
-        token = self._token = uuid.uuid4()
-        claimed = await pool.fetch(self._claim_sql, self.settings.concurrency, token, self.lease_seconds)
-        if not claimed:
+        """Claim due subscriptions with events waiting for the free slots, each served by its own task; how many."""
+        free = self.settings.concurrency - len(self._serving)
+        if free <= 0:
             return 0
-        outcomes = await asyncio.gather(*(self._serve(pool, row, token) for row in claimed), return_exceptions=True)
-        for row, outcome in zip(claimed, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if isinstance(outcome, asyncio.CancelledError):
-                    raise outcome
-                logger.warning("webhook %s: %s: %s", row["id"], type(outcome).__name__, outcome)
+        pool = await self._ensure_pool()
+        busy = list(self._serving)
+        claimed = list(await pool.fetch(self._claim_sql, free, self._token, self.lease_seconds, False, busy))
+        failing_slots = max(1, self.settings.concurrency // 2) - sum(1 for _, f in self._serving.values() if f)
+        room = min(free - len(claimed), failing_slots)
+        if room > 0:
+            claimed += await pool.fetch(self._claim_sql, room, self._token, self.lease_seconds, True, busy)
+        for row in claimed:
+            sub_id = int(row["id"])
+            task = asyncio.create_task(self._serve_logged(pool, row, self._token), name=f"webhook-{sub_id}")
+            self._serving[sub_id] = (task, int(row["attempts"]) > 0)
+            task.add_done_callback(self._done)
         return len(claimed)
+
+    def _done(self, task: asyncio.Task[int]) -> None:
+        for sub_id, (serving, _) in list(self._serving.items()):
+            if serving is task:
+                del self._serving[sub_id]
+        self._wake.set()  # a slot is free
+
+    async def _serve_logged(self, pool: asyncpg.Pool, subscription: Mapping[str, Any], token: uuid.UUID) -> int:
+        try:
+            return await self._serve(pool, subscription, token)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the lease runs out and another round (or process) takes it up
+            logger.warning("webhook %s: %s: %s", subscription["id"], type(exc).__name__, exc)
+            return 0
 
     async def _serve(self, pool: asyncpg.Pool, subscription: Mapping[str, Any], token: uuid.UUID) -> int:
         """Send this subscription's waiting events in order until one fails or the batch is done."""
@@ -636,12 +760,21 @@ class Dispatcher:
         return sent
 
     async def send(self, url: str, secret: str, event: Mapping[str, Any], attempt: int) -> DeliveryResult:
-        """One signed POST of one event; never raises for the receiver's failures."""
+        """One signed POST of one event to the address checked for it; never raises for the receiver's failures."""
         body = envelope(self.schema, event)
-        if not await address_allowed(url, self.settings.allow_private_networks):
+        started = time.perf_counter()
+        try:
+            target = await asyncio.wait_for(
+                pin(url, self.settings.allow_private_networks, self.resolver), self.settings.timeout_seconds
+            )
+        except AddressRefused:
             return DeliveryResult(False, None, "the URL's host is not a public address (not sent)", 0)
+        except (OSError, UnicodeError, ValueError, httpx.InvalidURL) as exc:  # TimeoutError is an OSError
+            elapsed = int((time.perf_counter() - started) * 1000)
+            return DeliveryResult(False, None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
         timestamp = int(time.time())
         headers = {
+            "Host": target.host_header,
             "Content-Type": "application/json",
             "User-Agent": "longgang-ai-webhooks/1",
             EVENT_ID_HEADER: event_id(self.schema, int(event["id"])),
@@ -649,9 +782,11 @@ class Dispatcher:
             "Longgang-Delivery-Attempt": str(attempt),
             SIGNATURE_HEADER: signature_header(secret, timestamp, body),
         }
-        started = time.perf_counter()
+        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
         try:
-            async with self.http.stream("POST", url, content=body, headers=headers) as response:
+            async with self.http.stream(
+                "POST", target.url, content=body, headers=headers, extensions=extensions
+            ) as response:
                 status = response.status_code  # the body is not read: a receiver's answer is its status
         except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
             elapsed = int((time.perf_counter() - started) * 1000)
@@ -1303,7 +1438,9 @@ def events_router(service: str, *, webhook_roles: Sequence[str] = WEBHOOK_ROLES)
                 event=event["id"],
             )
         )
-        # only reads so far: no transaction id is held while the receiver is called
+        # only reads so far: end the transaction and hand the connection back before the receiver is
+        # called (it may take WEBHOOK_TIMEOUT_SECONDS); the result is recorded in a new short transaction
+        await session.commit()
         dispatcher: Dispatcher | None = getattr(request.app.state, "dispatcher", None)
         own = dispatcher is None
         if dispatcher is None:

@@ -57,6 +57,9 @@ class ServiceSettings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=30_000, ge=100)
+    db_pool_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Wait for a free connection this long, then answer 503 service_busy"
+    )
     peer_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
     # authentication (shared/auth.py): the same for every service, hence no prefix
@@ -87,9 +90,26 @@ class ServiceSettings(BaseSettings):
     # bulk exports (shared/exports.py)
     export_max_concurrent: int = Field(default=4, ge=1, le=64, description="Exports streaming at once, per process")
     export_timeout_seconds: int = Field(default=3600, ge=10, description="Longest one export may run")
-    # vendor-facing routes: a token bucket per client, per process (0 disables)
-    rate_limit_per_second: float = Field(default=200.0, ge=0)
+    # rate limits per client and route class, shared by the service's processes (shared/ratelimit.py; 0: off)
+    rate_limit_per_second: float = Field(default=200.0, ge=0, description="Vendor writes (redemptions, holds…)")
     rate_limit_burst: int = Field(default=400, ge=1)
+    rate_limit_read_per_second: float = Field(default=100.0, ge=0, description="Vendor reads (statements…)")
+    rate_limit_read_burst: int = Field(default=200, ge=1)
+    rate_limit_applicant_per_second: float = Field(default=50.0, ge=0)
+    rate_limit_applicant_burst: int = Field(default=100, ge=1)
+    rate_limit_platform_per_second: float = Field(default=50.0, ge=0, description="Imports, exports, change feed")
+    rate_limit_platform_burst: int = Field(default=100, ge=1)
+    rate_limit_bureau_per_second: float = Field(
+        default=500.0, ge=0, description="Officers, approvers, administrators, auditors, dashboards"
+    )
+    rate_limit_bureau_burst: int = Field(default=1000, ge=1)
+    rate_limit_max_in_flight: int = Field(
+        default=16, ge=0, description="Requests one vendor, applicant or platform client may have at once (0: any)"
+    )
+    rate_limit_bureau_max_in_flight: int = Field(default=64, ge=0)
+    rate_limit_sync_seconds: float = Field(
+        default=0.2, ge=0, le=10, description="How often processes share their counts (0: each process alone)"
+    )
 
     @field_validator("database_url", "read_database_url", mode="before")
     @classmethod
