@@ -67,13 +67,12 @@ AUDITOR = "auditor"  # reads everything, verifies the ledger
 # service identities: the least a peer service needs
 REGISTRY_READ = "registry:read"  # eligibility and vouchers read registry facts
 DECISIONS_READ = "decisions:read"  # vouchers reads approved decisions
-BUDGET_RESERVE = "budget:reserve"  # eligibility reserves the programme budget when it approves (A2)
 # grants on top of a role
 DASHBOARD_DETAIL = "dashboard:detail"  # a dashboard client may also see per-enterprise figures
 METRICS_READ = "metrics:read"  # Prometheus scrapes /metrics (it speaks client credentials)
 
 ROLES: tuple[str, ...] = (ADMIN, OFFICER, APPROVER, APPLICANT, VENDOR, PLATFORM, DASHBOARD, AUDITOR)
-SERVICE_SCOPES: tuple[str, ...] = (REGISTRY_READ, DECISIONS_READ, BUDGET_RESERVE, DASHBOARD_DETAIL, METRICS_READ)
+SERVICE_SCOPES: tuple[str, ...] = (REGISTRY_READ, DECISIONS_READ, DASHBOARD_DETAIL, METRICS_READ)
 ALL_SCOPES: tuple[str, ...] = ROLES + SERVICE_SCOPES
 BOUND_ROLES = frozenset({APPLICANT, VENDOR})  # these need an `org` claim
 
@@ -333,27 +332,20 @@ def _invalid(reason: str) -> ProblemError:
 # --- per request ----------------------------------------------------------------------------
 
 
-def verify_authorization(verifier: TokenVerifier, header: str | None) -> Principal:
-    """The principal of an `Authorization: Bearer …` header, or a 401 problem."""
+def authenticate(request: Request) -> Principal:
+    """The request's principal (verified once per request, kept in the request state)."""
+    state = request.scope.setdefault("state", {})
+    principal: Principal | None = state.get("principal")
+    if principal is not None:
+        return principal
+    header = request.headers.get("authorization")
     if not header:
         raise ProblemError(UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ProblemError(UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
-    return verifier.verify(token.strip())
-
-
-def authenticate(request: Request) -> Principal:
-    """The request's principal (verified once per request, kept in the request state).
-
-    `shared.limits.RequestGuardMiddleware` has verified it before the body was read; this
-    verifies only where that middleware is not installed.
-    """
-    state = request.scope.setdefault("state", {})
-    principal: Principal | None = state.get("principal")
-    if principal is not None:
-        return principal
-    principal = verify_authorization(request.app.state.verifier, request.headers.get("authorization"))
+    verifier: TokenVerifier = request.app.state.verifier
+    principal = verifier.verify(token.strip())
     state["principal"] = principal
     return principal
 
