@@ -52,6 +52,13 @@ def demo_clients(vendor_credit_code: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def ensure_checkpoint_key(directory: Path) -> Path:
+    """The vouchers service's checkpoint signing key (made once; not the token key); returns the directory."""
+    if not any(directory.glob("*.pem")):
+        generate_key(directory)
+    return directory
+
+
 def ensure_keys(directory: Path) -> tuple[Path, Path]:
     """A signing key (made once) and the JWKS file; returns (keys dir, jwks path)."""
     keys = directory / "keys"
@@ -139,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
         directory = Path(args[1])
         ensure_keys(directory)
+        ensure_checkpoint_key(directory / "checkpoint-keys")
         ensure_clients(args[2], directory / "clients.json", {**SERVICE_CLIENTS, **demo_clients(DEMO_VENDOR)})
         print(f"keys and clients in {directory}")
         return 0

@@ -181,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(database_url, host, ports)
         auth_dir = Path(os.environ.get("AUTH_DIR", ROOT / ".data" / "auth"))
         os.environ.update(prepare_auth(auth_dir, database_url, stack.url("registry")))
+        # ledger checkpoints are signed with the vouchers service's own key and appended to a file
+        # outside the database (docs/security.md: Checkpoints anchored outside the database)
+        ledger_dir = ROOT / ".data" / "vouchers"
+        keys_dir = Path(os.environ.get("VOUCHERS_CHECKPOINT_KEYS_DIR", ledger_dir / "checkpoint-keys"))
+        os.environ["VOUCHERS_CHECKPOINT_KEYS_DIR"] = str(devauth.ensure_checkpoint_key(keys_dir))
+        os.environ.setdefault("VOUCHERS_CHECKPOINT_SINK", str(ledger_dir / "ledger-checkpoints.jsonl"))
         # a developer's webhook receiver runs on this machine: allow loopback targets locally
         os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
         busy = [f"{s} ({p})" for s, p in ports.items() if port_in_use(host, p)]

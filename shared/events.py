@@ -98,6 +98,7 @@ EVENT_TYPES: dict[str, str] = {
     "vouchers.grant.reversed": "A mistaken grant was reversed",
     "vouchers.settlement_batch.created": "A vendor's captured redemptions were gathered into a settlement batch",
     "vouchers.settlement_batch.closed": "A settlement batch was closed and settled",
+    "vouchers.ledger.checkpoint": "An auditor published the ledger's head for a day, signed with the service's key",
 }
 
 SERVICE_SCHEMAS = ("registry", "eligibility", "vouchers")

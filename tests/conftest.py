@@ -44,6 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
     keys, jwks = devauth.ensure_keys(AUTH_DIR)
     os.environ["AUTH_JWKS"] = str(jwks)
     os.environ["REGISTRY_SIGNING_KEYS_DIR"] = str(keys)
+    # the vouchers service signs ledger checkpoints with a key of its own (its sink is per test)
+    os.environ["VOUCHERS_CHECKPOINT_KEYS_DIR"] = str(devauth.ensure_checkpoint_key(AUTH_DIR / "checkpoint-keys"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -68,6 +68,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     )
     install_dashboard(app)  # GET /dashboard: the page that reads the aggregates API
     aggregates.configure(app, settings)  # budgets (checked here: a bad file stops the service)
+    chain.configure_checkpoints(app, settings)  # the checkpoint signing key (a key dir without one stops it)
     app.state.hotpath = hotpath
     app.state.eligibility = Eligibility(eligibility)
     app.state.registry = Registry(registry, settings.vendor_check_ttl_seconds)

@@ -31,7 +31,10 @@ names the first entry that does not match. It also finds committed entries below
 watermark that are not in the chain (hidden, e.g. inserted with a forged old `txid`),
 seals whose entry is gone, and checkpoints that no longer match. **Checkpoints**
 (`POST /v1/ledger/checkpoints`, one a day) publish the head: someone able to rewrite
-entries *and* recompute every seal after them is still caught by an earlier checkpoint.
+entries *and* recompute every seal after them is still caught by an earlier checkpoint;
+and since the database's owner can rewrite the stored checkpoint too, each one is signed and
+written outside the database as it is made (`anchor.py`), and verification compares the chain
+with those signed heads as well.
 **Export** (`GET /v1/ledger/export`) streams NDJSON that `python -m services.vouchers.verify`
 checks offline with the very functions below.
 """
@@ -49,6 +52,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import asyncpg
@@ -60,8 +64,18 @@ from sqlalchemy import select
 from shared.auth import ADMIN, AUDITOR, PLATFORM, Principal, require
 from shared.db import SessionDep
 from shared.errors import ErrorCode, ProblemError
+from shared.events import emit
 from shared.pagination import Page, PageParams, decode_cursor, make_page, page_params
 
+from .anchor import (
+    CheckpointSigner,
+    SignedCheckpoints,
+    SignedMark,
+    append_to_sink,
+    public_keys_by_kid,
+    read_signed,
+    sink_line,
+)
 from .endpoints import Now
 from .hotpath import HotPath, local_today
 from .models import Checkpoint
@@ -197,7 +211,9 @@ MismatchReason = Literal[
     "checkpoint_mismatch",  # a published checkpoint differs from the recomputed chain at its entry
     "checkpoint_count",  # … or counts a different number of entries
     "checkpoint_not_in_chain",  # a published checkpoint names an entry the chain does not contain
+    "checkpoint_signature_invalid",  # a line of the checkpoint sink whose signature does not verify
 ]
+CheckpointSource = Literal["database", "external"]
 
 
 class Mismatch(BaseModel):
@@ -209,6 +225,10 @@ class Mismatch(BaseModel):
     expected: str | None = Field(default=None, description="What the chain (or checkpoint) says it should be")
     found: str | None = Field(default=None, description="What is there now")
     checkpoint_day: date | None = None
+    checkpoint_source: CheckpointSource | None = Field(
+        default=None,
+        description="For a checkpoint: the stored one (`database`) or a signed one kept outside it (`external`)",
+    )
     detail: str | None = None
 
 
@@ -218,6 +238,7 @@ class CheckpointMark:
     entry_id: int
     chain_hash: str
     entries: int
+    source: CheckpointSource = "database"
 
 
 class ChainVerifier:
@@ -270,10 +291,11 @@ class ChainVerifier:
         if order is not None:
             self._last_order = order
         for mark in self._pending.pop(entry_id, ()):
+            where = {"checkpoint_day": mark.day, "checkpoint_source": mark.source}
             if mark.chain_hash != link:
-                return mismatch("checkpoint_mismatch", mark.chain_hash, link, checkpoint_day=mark.day)
+                return mismatch("checkpoint_mismatch", mark.chain_hash, link, **where)
             if mark.entries != self.verified:
-                return mismatch("checkpoint_count", str(mark.entries), str(self.verified), checkpoint_day=mark.day)
+                return mismatch("checkpoint_count", str(mark.entries), str(self.verified), **where)
         return None
 
     def finish(self) -> Mismatch | None:
@@ -288,6 +310,7 @@ class ChainVerifier:
             seq=None,
             expected=first.chain_hash,
             checkpoint_day=first.day,
+            checkpoint_source=first.source,
         )
 
 
@@ -613,6 +636,42 @@ class ChainHead(BaseModel):
     chain_hash: str
 
 
+class SignedCheckpointRead(BaseModel):
+    line: int = Field(description="Its line in the sink")
+    day: date
+    entry_id: int
+    chain_hash: str
+    entries: int
+    kid: str = Field(description="The key that signed it (/.well-known/ledger-checkpoint-keys.json)")
+
+
+class ExternalCheckpoints(BaseModel):
+    """The signed checkpoints kept outside the database (VOUCHERS_CHECKPOINT_SINK)."""
+
+    sink_configured: bool
+    lines: int = Field(description="Lines in the sink")
+    verified: int = Field(description="Lines whose signature verified; each was compared with the chain")
+    latest: SignedCheckpointRead | None = Field(description="The furthest signed head")
+    problems: list[str] = Field(description="Lines whose signature does not verify (any makes `ok` false)")
+
+
+def _external_report(signed: SignedCheckpoints | None) -> ExternalCheckpoints:
+    if signed is None:
+        return ExternalCheckpoints(sink_configured=False, lines=0, verified=0, latest=None, problems=[])
+    latest = signed.latest
+    return ExternalCheckpoints(
+        sink_configured=True,
+        lines=signed.lines,
+        verified=len(signed.marks),
+        latest=None if latest is None else SignedCheckpointRead.model_validate(vars(latest)),
+        problems=[f"line {bad.line}: {bad.problem}" for bad in signed.bad],
+    )
+
+
+def external_mark(mark: SignedMark) -> CheckpointMark:
+    return CheckpointMark(mark.day, mark.entry_id, mark.chain_hash, mark.entries, "external")
+
+
 class VerifyReport(BaseModel):
     ok: bool
     entries_verified: int = Field(description="Entries whose seal and chain link were recomputed and matched")
@@ -620,17 +679,23 @@ class VerifyReport(BaseModel):
     unsealed: int = Field(description="Entries not (yet) in the chain after sealing")
     first_mismatch: Mismatch | None
     sealed_now: int = Field(description="Entries this verification sealed first")
+    external: ExternalCheckpoints = Field(description="The signed checkpoints outside the database, checked too")
     canonical: str = CANONICAL_VERSION
 
 
-async def verify_ledger(connection: Any, *, batch_size: int = VERIFY_BATCH_SIZE) -> VerifyReport:
-    """Seal, then recompute the whole chain from genesis and check every checkpoint against it."""
+async def verify_ledger(
+    connection: Any, *, batch_size: int = VERIFY_BATCH_SIZE, signed: SignedCheckpoints | None = None
+) -> VerifyReport:
+    """Seal, then recompute the whole chain from genesis and check every checkpoint against it:
+    the stored ones and the signed ones of the sink (`signed`), which the database owner cannot rewrite."""
     run = await _seal_before_reading(connection, batch_size)
     # checkpoints before the head: each one names an entry at or below the head read next
     marks = [
         _mark(row)
         for row in await connection.fetch("SELECT day, entry_id, chain_hash, entries FROM vouchers.checkpoints")
     ]
+    if signed is not None:
+        marks.extend(external_mark(mark) for mark in signed.marks)
     head = await connection.fetchrow(LAST_SEAL_SQL)
     verifier = ChainVerifier(marks)
     mismatch: Mismatch | None = None
@@ -646,6 +711,17 @@ async def verify_ledger(connection: Any, *, batch_size: int = VERIFY_BATCH_SIZE)
             mismatch = Mismatch(reason="not_in_chain", entry_id=int(hidden["id"]), seq=None, found=digest)
     if mismatch is None:
         mismatch = verifier.finish()
+    if mismatch is None and signed is not None and signed.bad:
+        bad = signed.bad[0]
+        mismatch = Mismatch(
+            reason="checkpoint_signature_invalid",
+            entry_id=bad.entry_id,
+            seq=None,
+            checkpoint_source="external",
+            detail=f"checkpoint sink line {bad.line}: {bad.problem}",
+        )
+    if mismatch is not None:  # loudly: whoever watches the logs learns it before anyone asks
+        logger.error("ledger verification failed: %s", mismatch.model_dump_json())
     lag = await seal_lag(connection, exact=True)
     return VerifyReport(
         ok=mismatch is None,
@@ -654,6 +730,7 @@ async def verify_ledger(connection: Any, *, batch_size: int = VERIFY_BATCH_SIZE)
         unsealed=lag.unsealed,
         first_mismatch=mismatch,
         sealed_now=run.sealed,
+        external=_external_report(signed),
     )
 
 
@@ -694,6 +771,7 @@ async def verified_head(
                     expected=since.chain_hash,
                     found=None if start is None else str(start["chain_hash"]),
                     checkpoint_day=since.day,
+                    checkpoint_source=since.source,
                 )
             )
         after = int(start["seq"])
@@ -735,6 +813,24 @@ CHAIN_BROKEN = ErrorCode(
     409,
     "哈希链校验未通过（条目 {entry_id}：{reason}），未发布检查点",
     "The hash chain does not verify (entry {entry_id}: {reason}); no checkpoint was published",
+)
+CHECKPOINT_KEY_MISSING = ErrorCode(
+    "checkpoint_key_missing",
+    409,
+    "未配置检查点签名密钥（VOUCHERS_CHECKPOINT_KEYS_DIR），未发布检查点",
+    "No checkpoint signing key is configured (VOUCHERS_CHECKPOINT_KEYS_DIR); no checkpoint was published",
+)
+CHECKPOINT_SINK_INVALID = ErrorCode(
+    "checkpoint_sink_invalid",
+    409,
+    "检查点存证文件第 {line} 行无法验证（{problem}），未发布检查点",
+    "Line {line} of the checkpoint sink does not verify ({problem}); no checkpoint was published",
+)
+CHECKPOINT_SINK_UNAVAILABLE = ErrorCode(
+    "checkpoint_sink_unavailable",
+    503,
+    "无法写入检查点存证文件，未发布检查点，请稍后重试",
+    "The checkpoint could not be written to its sink; nothing was published, try again later",
 )
 
 NDJSON = "application/x-ndjson"
@@ -791,6 +887,28 @@ class CheckpointRead(BaseModel):
     created_at: datetime
 
 
+class PublishedCheckpoint(CheckpointRead):
+    kid: str = Field(description="The key that signed it (/.well-known/ledger-checkpoint-keys.json)")
+    signature: str = Field(description="Compact JWS (EdDSA) of the checkpoint: what the sink and the event carry")
+
+
+def configure_checkpoints(app: FastAPI, settings: VouchersSettings) -> None:
+    """The checkpoint signer (a configured directory without a key stops the service) and the sink."""
+    directory = settings.checkpoint_keys_dir
+    app.state.checkpoint_signer = None if directory is None else CheckpointSigner(directory)
+    app.state.checkpoint_sink = settings.checkpoint_sink
+
+
+async def read_sink(request: Request) -> SignedCheckpoints | None:
+    """The sink's lines, each signature checked with the service's published keys (None: no sink)."""
+    sink: Path | None = request.app.state.checkpoint_sink
+    if sink is None:
+        return None
+    signer: CheckpointSigner | None = request.app.state.checkpoint_signer
+    keys = {} if signer is None else public_keys_by_kid(signer.public_keys())
+    return await asyncio.to_thread(read_signed, sink, keys)
+
+
 @router.get(
     "/v1/ledger/verify",
     response_model=VerifyReport,
@@ -798,8 +916,18 @@ class CheckpointRead(BaseModel):
     dependencies=[require(AUDITOR, ADMIN)],
 )
 async def verify(request: Request) -> VerifyReport:
+    signed = await read_sink(request)
     async with _ledger_connection(request, "verify") as connection:
-        return await verify_ledger(connection)
+        return await verify_ledger(connection, signed=signed)
+
+
+@router.get(
+    "/.well-known/ledger-checkpoint-keys.json",
+    summary="The public keys that sign ledger checkpoints (JWKS; public, for auditors to keep a copy of)",
+)
+async def checkpoint_keys(request: Request) -> dict[str, Any]:
+    signer: CheckpointSigner | None = request.app.state.checkpoint_signer
+    return {"keys": []} if signer is None else signer.public_keys()
 
 
 @router.get(
@@ -831,16 +959,21 @@ def _refuse_day(day: date, latest: date | None) -> None:
 @router.post(
     "/v1/ledger/checkpoints",
     status_code=201,
-    response_model=CheckpointRead,
-    summary="Publish the head of the chain for a day (verified since the previous checkpoint first)",
+    response_model=PublishedCheckpoint,
+    summary="Publish the head of the chain for a day (verified since the previous checkpoint first), "
+    "signed, written to the sink and to the change feed",
 )
 async def create_checkpoint(
     request: Request, moment: Now, principal: Auditor, payload: CheckpointRequest
-) -> CheckpointRead:
+) -> PublishedCheckpoint:
     today = local_today(moment)
     day = payload.day or today
     if day > today:
         raise ProblemError(CHECKPOINT_DAY_IN_FUTURE, day=day.isoformat(), today=today.isoformat())
+    signer: CheckpointSigner | None = request.app.state.checkpoint_signer
+    if signer is None:
+        raise ProblemError(CHECKPOINT_KEY_MISSING)
+    sink: Path | None = request.app.state.checkpoint_sink
     # one connection, one publisher at a time: the head published is the head verified, and
     # heads only move forward with the days; the INSERT commits before the answer is sent
     async with _ledger_connection(request, "checkpoint") as connection:
@@ -850,8 +983,18 @@ async def create_checkpoint(
                 "SELECT day, entry_id, chain_hash, entries FROM vouchers.checkpoints ORDER BY day DESC LIMIT 1"
             )
             _refuse_day(day, None if latest is None else latest["day"])
+            since = None if latest is None else _mark(latest)
+            # continue from the furthest signed head outside the database: the stored one may be rewritten
+            signed = await read_sink(request)
+            if signed is not None:
+                if signed.bad:
+                    bad = signed.bad[0]
+                    raise ProblemError(CHECKPOINT_SINK_INVALID, line=bad.line, problem=bad.problem)
+                outside = signed.latest
+                if outside is not None and (since is None or outside.entries >= since.entries):
+                    since = external_mark(outside)
             try:
-                head = await verified_head(connection, None if latest is None else _mark(latest))
+                head = await verified_head(connection, since)
             except ChainBroken as exc:
                 found = exc.mismatch
                 raise ProblemError(
@@ -859,21 +1002,45 @@ async def create_checkpoint(
                 ) from exc
             if head is None:
                 raise ProblemError(LEDGER_EMPTY)
-            row = await connection.fetchrow(
-                "INSERT INTO vouchers.checkpoints (day, entry_id, chain_hash, entries, signed_off_by) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (day) DO NOTHING "
-                f"RETURNING {CHECKPOINT_COLUMNS}",
-                day,
-                head.entry_id,
-                head.chain_hash,
-                head.entries,
-                principal.actor,
-            )
+            checkpoint = {
+                "day": day.isoformat(),
+                "entry_id": head.entry_id,
+                "chain_hash": head.chain_hash,
+                "entries": head.entries,
+                "signed_off_by": principal.actor,
+                "canonical": CANONICAL_VERSION,
+            }
+            signature = signer.sign(checkpoint)
+            # out of the database first: a sink line without its row is still a true head of the chain
+            if sink is not None:
+                try:
+                    await asyncio.to_thread(append_to_sink, sink, sink_line(checkpoint, signer.kid, signature))
+                except OSError as exc:
+                    logger.error("checkpoint sink %s: %s", sink, exc)
+                    raise ProblemError(CHECKPOINT_SINK_UNAVAILABLE) from exc
+            async with connection.transaction():
+                row = await connection.fetchrow(
+                    "INSERT INTO vouchers.checkpoints (day, entry_id, chain_hash, entries, signed_off_by) "
+                    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (day) DO NOTHING "
+                    f"RETURNING {CHECKPOINT_COLUMNS}",
+                    day,
+                    head.entry_id,
+                    head.chain_hash,
+                    head.entries,
+                    principal.actor,
+                )
+                if row is not None:  # to the change feed and the platform's webhooks, in the same transaction
+                    await emit(
+                        connection,
+                        "vouchers.ledger.checkpoint",
+                        day.isoformat(),
+                        {**checkpoint, "kid": signer.kid, "signature": signature},
+                    )
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", CHECKPOINT_LOCK_KEY)
     if row is None:
         raise ProblemError(CHECKPOINT_EXISTS, day=day.isoformat())
-    return CheckpointRead.model_validate(dict(row))
+    return PublishedCheckpoint.model_validate({**dict(row), "kid": signer.kid, "signature": signature})
 
 
 @router.get(

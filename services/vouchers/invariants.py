@@ -8,7 +8,8 @@ ledger is consistent:
 - every voucher's stored amounts (the projection) equal what its entries say;
 - every ceiling's `used_fen` equals the claims / redemptions it counts, and none exceeds
   its limit; every programme budget row (A2) equals what its budget account committed;
-- every redemption has exactly the entries its status implies.
+- every redemption has exactly the entries its status implies, and says what they moved
+  (amount, voucher, vendor: settlement pays from the redemption rows).
 """
 
 from __future__ import annotations
@@ -93,6 +94,25 @@ CHECKS: dict[str, str] = {
                                         OR array_agg(e.kind ORDER BY e.id) = ARRAY['hold', 'capture']))
             OR (r.status = 'held' AND array_agg(e.kind ORDER BY e.id) = ARRAY['hold'])
             OR (r.status IN ('released', 'expired') AND array_agg(e.kind ORDER BY e.id) = ARRAY['hold', 'release']))
+    """,
+    # the redemption row is what settlement pays from: it must say what its entries moved
+    # (amount, voucher, and the vendor's receivable or the voucher's own accounts, by kind)
+    "redemption_matches_entries": """
+        SELECT r.id, r.voucher_id, r.vendor, r.amount_fen, e.id AS entry_id, e.kind, e.voucher_id AS entry_voucher,
+               e.amount_fen AS entry_fen, e.from_account_id, e.to_account_id
+        FROM vouchers.redemptions r
+        JOIN vouchers.entries e ON e.redemption_id = r.id
+        LEFT JOIN vouchers.vouchers v ON v.id = r.voucher_id
+        LEFT JOIN vouchers.accounts va ON va.kind = 'vendor_receivable' AND va.ref = r.vendor
+        WHERE e.amount_fen <> r.amount_fen
+           OR e.voucher_id IS DISTINCT FROM r.voucher_id
+           OR v.id IS NULL
+           OR NOT CASE e.kind
+                WHEN 'redeem' THEN e.from_account_id = v.account_id AND e.to_account_id = va.id
+                WHEN 'hold' THEN e.from_account_id = v.account_id AND e.to_account_id = v.hold_account_id
+                WHEN 'capture' THEN e.from_account_id = v.hold_account_id AND e.to_account_id = va.id
+                WHEN 'release' THEN e.from_account_id = v.hold_account_id AND e.to_account_id = v.account_id
+                ELSE false END IS TRUE
     """,
 }
 

@@ -1,4 +1,5 @@
-"""Verify a ledger export offline: `python -m services.vouchers.verify FILE.ndjson [--checkpoint HASH]`.
+"""Verify a ledger export offline: `python -m services.vouchers.verify FILE.ndjson [--checkpoint HASH]
+[--signed-checkpoints SINK.jsonl --keys KEYS.json]`.
 
 The file is what `GET /v1/ledger/export` streams: a header, one line per sealed entry
 in seq order (the entry's fields with its `entry_hash` and `chain_hash`), the published
@@ -6,7 +7,12 @@ checkpoints, and an end line. Every entry hash and the chain from genesis are re
 with the functions the service itself uses (`services/vouchers/chain.py`), no database
 needed; every checkpoint in the file must match the recomputed chain at its entry, and
 each `--checkpoint HASH` (a head published elsewhere, e.g. a signed daily checkpoint)
-must be on the chain. Prints `OK` and the head, or the first entry that does not match.
+must be on the chain. `--signed-checkpoints` is the service's checkpoint sink (or the
+`vouchers.ledger.checkpoint` events' lines): every line's signature is checked with the
+public keys in `--keys` (the JWKS of `/.well-known/ledger-checkpoint-keys.json`, kept by the
+auditor), and the chain must carry each signed head at its entry, with its count: a chain
+rewritten and re-sealed by the database's owner fails here. Prints `OK` and the head, or the
+first entry that does not match.
 
 Exit status: 0 verified, 1 does not verify (or not a complete export), 2 cannot read the file.
 """
@@ -22,7 +28,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .chain import CANONICAL_VERSION, EXPORT_FORMAT, ChainVerifier, CheckpointMark, Mismatch
+from .anchor import SignedCheckpoints, public_keys_by_kid, read_signed
+from .chain import CANONICAL_VERSION, EXPORT_FORMAT, ChainVerifier, CheckpointMark, Mismatch, external_mark
 
 
 class ExportError(Exception):
@@ -109,9 +116,19 @@ def _scan(path: Path) -> tuple[list[CheckpointMark], dict[str, Any]]:
     return marks, end
 
 
-def verify_export(path: Path, published: Sequence[str] = ()) -> Result:
-    """Recompute the chain of an export; `published` are chain hashes that must be on it."""
+def verify_export(path: Path, published: Sequence[str] = (), signed: SignedCheckpoints | None = None) -> Result:
+    """Recompute the chain of an export; `published` are chain hashes that must be on it, `signed`
+    checkpoints kept outside the database (each must be on it at its entry)."""
     marks, end = _scan(path)
+    if signed is not None:
+        if signed.bad:
+            bad = signed.bad[0]
+            return Result(
+                False,
+                problem=f"signed checkpoint line {bad.line} does not verify: {bad.problem}"
+                + (f" (it claims entry {bad.entry_id})" if bad.entry_id is not None else ""),
+            )
+        marks.extend(external_mark(mark) for mark in signed.marks)
     verifier = ChainVerifier(marks)
     wanted = {value.strip().lower() for value in published}
     found: dict[str, tuple[int, int]] = {}
@@ -159,7 +176,8 @@ def _describe(mismatch: Mismatch, line: int | None) -> str:
     where = f"entry {mismatch.entry_id}" + (f" ({', '.join(place)})" if place else "")
     text = f"FAILED: {where}: {mismatch.reason}"
     if mismatch.checkpoint_day is not None:
-        text += f" (checkpoint of {mismatch.checkpoint_day.isoformat()})"
+        source = "signed " if mismatch.checkpoint_source == "external" else ""
+        text += f" ({source}checkpoint of {mismatch.checkpoint_day.isoformat()})"
     text += f"\n  expected: {mismatch.expected}\n  found:    {mismatch.found}"
     if mismatch.detail:
         text += f"\n  detail:   {mismatch.detail}"
@@ -178,14 +196,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="HASH",
         help="a published chain hash that must be on the chain (repeatable)",
     )
+    parser.add_argument(
+        "--signed-checkpoints",
+        type=Path,
+        metavar="SINK",
+        help="signed checkpoints kept outside the database (the VOUCHERS_CHECKPOINT_SINK file, JSON lines)",
+    )
+    parser.add_argument(
+        "--keys", type=Path, metavar="JWKS", help="the public keys that sign checkpoints (a JWKS file you trust)"
+    )
     arguments = parser.parse_args(argv)
+    if (arguments.signed_checkpoints is None) != (arguments.keys is None):
+        parser.error("--signed-checkpoints and --keys go together")
     try:
-        result = verify_export(arguments.file, arguments.checkpoint)
+        signed = None
+        if arguments.signed_checkpoints is not None:
+            keys = public_keys_by_kid(json.loads(arguments.keys.read_text(encoding="utf-8")))
+            if not arguments.signed_checkpoints.exists():
+                raise OSError(f"{arguments.signed_checkpoints}: no such file")
+            signed = read_signed(arguments.signed_checkpoints, keys)
+        result = verify_export(arguments.file, arguments.checkpoint, signed)
     except ExportError as exc:
         print(f"FAILED: {exc}")
         return 1
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"cannot read {arguments.file}: {exc}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"cannot read the input: {exc}", file=sys.stderr)
         return 2
     if result.mismatch is not None:
         print(_describe(result.mismatch, result.line))
@@ -201,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"OK: {result.entries} entries verified; head seq {seq}, entry {entry_id}, chain_hash {head}")
     for value, (entry_id, seq) in sorted(result.found_checkpoints.items(), key=lambda item: item[1][1]):
         print(f"checkpoint {value} is on the chain at entry {entry_id} (seq {seq})")
+    if signed is not None:
+        print(f"{len(signed.marks)} signed checkpoints verified and on the chain")
     return 0
 
 
