@@ -235,6 +235,7 @@ def world(
                 "REGISTRY_URL": live_registry,
                 **service_auth_env,
                 "VOUCHERS_RATE_LIMIT_BURST": "1000000",  # not about rate limits (test_roles.py is)
+                "VOUCHERS_RATE_LIMIT_MAX_IN_FLIGHT": "0",
             },
         )
     background = Background()
