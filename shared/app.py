@@ -19,7 +19,7 @@ from shared.auth import check_routes_protected, verifier_from_settings
 from shared.db import Database
 from shared.errors import install_error_handlers
 from shared.health import router as health_router
-from shared.limits import BodySizeLimitMiddleware
+from shared.limits import DEFAULT_MAX_BODY_BYTES, install_request_guard
 from shared.logs import RequestContextMiddleware, configure_logging
 from shared.metrics import install_metrics
 from shared.migrations import head_revision, known_revisions
@@ -87,11 +87,14 @@ def create_service_app(
     routers: Sequence[APIRouter],
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
-    max_body_bytes: int = 32 * 1024 * 1024,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     db_server_settings: dict[str, str] | None = None,
     audit_role: str | None = None,
 ) -> FastAPI:
-    """Every route must declare who may call it (`shared.auth.require`): checked here."""
+    """Every route must declare who may call it (`shared.auth.require`): checked here.
+
+    `max_body_bytes` bounds the body of a route that declares no limit of its own (`shared.limits.max_body`).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,8 +145,8 @@ def create_service_app(
     app.state.verifier = verifier_from_settings(settings)
     app.state.rate_limiter = limiter_from_settings(settings)
     install_error_handlers(app)
+    install_request_guard(app, max_body_bytes)  # token, then the body: inside the audit log, which records refusals
     install_audit(app, settings.async_database_url, schema, role=audit_role)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(InFlightMiddleware)  # frees what `authorize` counted in flight
     app.add_middleware(RequestContextMiddleware, log_successes=settings.access_log == "all")
     install_metrics(app)  # outermost middleware, and GET /metrics

@@ -332,20 +332,27 @@ def _invalid(reason: str) -> ProblemError:
 # --- per request ----------------------------------------------------------------------------
 
 
-def authenticate(request: Request) -> Principal:
-    """The request's principal (verified once per request, kept in the request state)."""
-    state = request.scope.setdefault("state", {})
-    principal: Principal | None = state.get("principal")
-    if principal is not None:
-        return principal
-    header = request.headers.get("authorization")
+def verify_authorization(verifier: TokenVerifier, header: str | None) -> Principal:
+    """The principal of an `Authorization: Bearer …` header, or a 401 problem."""
     if not header:
         raise ProblemError(UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ProblemError(UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
-    verifier: TokenVerifier = request.app.state.verifier
-    principal = verifier.verify(token.strip())
+    return verifier.verify(token.strip())
+
+
+def authenticate(request: Request) -> Principal:
+    """The request's principal (verified once per request, kept in the request state).
+
+    `shared.limits.RequestGuardMiddleware` has verified it before the body was read; this
+    verifies only where that middleware is not installed.
+    """
+    state = request.scope.setdefault("state", {})
+    principal: Principal | None = state.get("principal")
+    if principal is not None:
+        return principal
+    principal = verify_authorization(request.app.state.verifier, request.headers.get("authorization"))
     state["principal"] = principal
     return principal
 

@@ -35,6 +35,7 @@ from shared.auth import (
 )
 from shared.db import SessionDep
 from shared.identifiers import CreditCode
+from shared.limits import KiB, MiB, max_body
 from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_keys, encode_cursor, make_page, page_params
 
 from . import repository, service
@@ -92,6 +93,7 @@ Approver = Annotated[Principal, require(APPROVER, ADMIN)]
     tags=["applications"],
     summary="Submit an application: evaluated at once against the registry's facts as of its date",
 )
+@max_body(4 * MiB)  # M1 evidence lists invoices line by line: some 20,000 lines
 async def submit_application(
     principal: Submitter,
     session: SessionDep,
@@ -360,6 +362,7 @@ async def get_parameter(
     tags=["policy"],
     summary="Load a new version of a parameter, effective from a future date (audited)",
 )
+@max_body(256 * KiB)  # a parameter's value may be a table
 async def add_parameter_version(
     principal: Annotated[Principal, require(ADMIN)],
     session: SessionDep,
@@ -377,6 +380,7 @@ async def add_parameter_version(
     tags=["policy"],
     summary="What if: re-evaluate stored applications under other parameters (nothing is stored)",
 )
+@max_body(8 * MiB)  # up to 100,000 application ids
 async def simulate(
     _: Annotated[Principal, require(OFFICER, APPROVER, ADMIN, AUDITOR)],
     session: SessionDep,

@@ -28,6 +28,7 @@ from shared.auth import ADMIN, APPROVER, AUDITOR, OFFICER, PLATFORM, REGISTRY_RE
 from shared.db import SessionDep
 from shared.identifiers import CreditCode
 from shared.instants import Instant
+from shared.limits import MiB, max_body
 from shared.pagination import Page, PageParams, page_params
 
 from . import imports, records, schemas
@@ -227,7 +228,7 @@ def _import_route(resource: records.Resource) -> None:
 
     router.add_api_route(
         f"/v1/imports/{resource.plural}",
-        import_,
+        max_body(32 * MiB)(import_),  # up to 20,000 rows (imports.MAX_ROWS)
         methods=["POST"],
         response_model=schemas.ImportReport,
         name=f"import_{resource.plural}",

@@ -42,6 +42,7 @@ from shared.auth import ALL_SCOPES, BOUND_ROLES
 from shared.db import SessionDep
 from shared.errors import ErrorCode, problem_response
 from shared.identifiers import credit_code_error
+from shared.limits import KiB, max_body
 from shared.tokens import TokenSigner, jwks
 
 INVALID_CLIENT = ErrorCode(
@@ -153,6 +154,7 @@ async def _authenticate_client(
     summary="Get an access token (OAuth2 client-credentials grant, RFC 6749 §4.4)",
     responses={200: {"description": "`access_token` (a signed JWT), `token_type`, `expires_in`, `scope`"}},
 )
+@max_body(8 * KiB)  # public: a client id, a secret and a scope
 async def token(
     request: Request,
     session: SessionDep,

@@ -260,9 +260,10 @@ async def redeem_hot(request: Request) -> Response:
 
     Vendors' redemptions are the hot path: resolving four dependencies per request cost a
     measurable share of the process's CPU (docs/benchmarks.md). The answers are FastAPI's,
-    in FastAPI's order: a body that is not JSON (422), the token (401, 403, 429; verified
-    tokens are cached, so this is a dictionary lookup), the Idempotency-Key (400), then the
-    header, path and body rules together (one 422 with every field), with the same models.
+    in FastAPI's order: the token (401, verified before the body is read by
+    `shared.limits.RequestGuardMiddleware`, which leaves the principal in the request state),
+    a body that is not JSON (422), the role and rate (403, 429), the Idempotency-Key (400), then
+    the header, path and body rules together (one 422 with every field), with the same models.
     The FastAPI route below documents it in OpenAPI (a test sends both the same requests).
     """
     received = await _read_body(request)

@@ -18,6 +18,7 @@ from services.vouchers.endpoints import redeem as documented_redeem
 from services.vouchers.settings import VouchersSettings
 from shared.auth import APPROVER, OFFICER
 from shared.errors import install_error_handlers
+from shared.limits import install_request_guard
 from tests.auth import as_vendor, auth
 from tests.conftest import free_port
 from tests.eligibility import seed
@@ -478,6 +479,7 @@ async def test_the_hot_redemption_route_keeps_the_documented_contract(
 
     twin = FastAPI()
     install_error_handlers(twin)
+    install_request_guard(twin)  # as every service app: the token before the body (issue #12)
     twin.add_api_route("/v1/vouchers/{code}/redemptions", documented_redeem, methods=["POST"], status_code=201)
     for name in ("verifier", "rate_limiter", "hotpath", "clock", "settings", "registry"):
         setattr(twin.state, name, getattr(vouchers_app.state, name))
@@ -495,7 +497,7 @@ async def test_the_hot_redemption_route_keeps_the_documented_contract(
         ("M3-" + "A" * 62, vendor, GOOD),
         ("m3-lower", vendor_call(VENDOR_G, "k" * 201), bad),  # every field at once
         ("M3-AAAAA", {**vendor, **as_json}, b"{"),
-        ("M3-AAAAA", {"Authorization": "", **as_json}, b"{"),  # FastAPI reads the body first
+        ("M3-AAAAA", {"Authorization": "", **as_json}, b"{"),  # the token is checked before the body is read
         ("M3-AAAAA", {**vendor, **as_json}, b"null"),
         ("M3-AAAAA", {**vendor, **as_json}, "\u91d1\u989d".encode("utf-16")),
         ("M3-AAAAA", vendor, b""),
