@@ -67,12 +67,13 @@ AUDITOR = "auditor"  # reads everything, verifies the ledger
 # service identities: the least a peer service needs
 REGISTRY_READ = "registry:read"  # eligibility and vouchers read registry facts
 DECISIONS_READ = "decisions:read"  # vouchers reads approved decisions
+BUDGET_RESERVE = "budget:reserve"  # eligibility reserves the programme budget when it approves (A2)
 # grants on top of a role
 DASHBOARD_DETAIL = "dashboard:detail"  # a dashboard client may also see per-enterprise figures
 METRICS_READ = "metrics:read"  # Prometheus scrapes /metrics (it speaks client credentials)
 
 ROLES: tuple[str, ...] = (ADMIN, OFFICER, APPROVER, APPLICANT, VENDOR, PLATFORM, DASHBOARD, AUDITOR)
-SERVICE_SCOPES: tuple[str, ...] = (REGISTRY_READ, DECISIONS_READ, DASHBOARD_DETAIL, METRICS_READ)
+SERVICE_SCOPES: tuple[str, ...] = (REGISTRY_READ, DECISIONS_READ, BUDGET_RESERVE, DASHBOARD_DETAIL, METRICS_READ)
 ALL_SCOPES: tuple[str, ...] = ROLES + SERVICE_SCOPES
 BOUND_ROLES = frozenset({APPLICANT, VENDOR})  # these need an `org` claim
 

@@ -22,6 +22,7 @@ from shared.auth import (
     ADMIN,
     APPROVER,
     AUDITOR,
+    BUDGET_RESERVE,
     DASHBOARD,
     DECISIONS_READ,
     METRICS_READ,
@@ -34,7 +35,8 @@ from shared.tokens import generate_key, write_jwks
 
 #: Peer identities: the least each service needs (shared/auth.py).
 SERVICE_CLIENTS: dict[str, dict[str, Any]] = {
-    "svc-eligibility": {"name": "eligibility service", "scopes": [REGISTRY_READ]},
+    # approvals reserve the programme budget in the vouchers service (A2)
+    "svc-eligibility": {"name": "eligibility service", "scopes": [REGISTRY_READ, BUDGET_RESERVE]},
     "svc-vouchers": {"name": "vouchers service", "scopes": [REGISTRY_READ, DECISIONS_READ]},
 }
 
@@ -79,6 +81,12 @@ async def _ensure_clients(database_url: str, wanted: dict[str, dict[str, Any]], 
                 "SELECT revoked_at IS NULL FROM registry.clients WHERE client_id = $1", client_id
             )
             if exists and client_id in known:
+                # a local stack made before a service needed a new scope: give its client the scopes it needs now
+                await connection.execute(
+                    "UPDATE registry.clients SET scopes = $2 WHERE client_id = $1 AND NOT scopes @> $2",
+                    client_id,
+                    list(spec["scopes"]),
+                )
                 continue
             if exists:
                 secret = await identity.rotate_secret(connection, client_id)

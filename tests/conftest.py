@@ -218,9 +218,51 @@ def _settings_auth(env: dict[str, str], service: str) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="session")
+def live_ports() -> dict[str, int]:
+    """Ports of the live eligibility and vouchers processes, chosen first: each calls the other."""
+    return {"eligibility": free_port(), "vouchers": free_port()}
+
+
+@pytest.fixture(scope="session")
+def ample_budgets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.vouchers.ample_budgets import ample_budget_file
+
+    return ample_budget_file(tmp_path_factory.mktemp("budgets"))
+
+
+@pytest.fixture(scope="session")
+def live_vouchers(
+    vouchers_database: str,
+    live_registry: str,
+    service_auth_env: dict[str, str],
+    live_ports: dict[str, int],
+    ample_budgets: Path,
+) -> Iterator[str]:
+    """A real vouchers process on the vouchers tests' database, where approvals reserve the budget (A2).
+
+    The live eligibility process and the in-process eligibility app reserve here; the in-process
+    vouchers app (same database) consumes those reservations when it issues. Its reconciler asks
+    the live eligibility process, so reservations of rolled-back test approvals are released.
+    """
+    stack = Stack(vouchers_database, "127.0.0.1", {"vouchers": live_ports["vouchers"]})
+    environment = {
+        "REGISTRY_URL": live_registry,
+        "ELIGIBILITY_URL": f"http://127.0.0.1:{live_ports['eligibility']}",
+        "VOUCHERS_BUDGET_FILE": str(ample_budgets),
+        **service_auth_env,
+    }
+    process = start_service(stack, "vouchers", extra_env=environment)
+    try:
+        wait_ready(stack, {"vouchers": process}, timeout=60)
+        yield stack.url("vouchers")
+    finally:
+        stop_services({"vouchers": process})
+
+
 @pytest_asyncio.fixture(scope="session")
 async def eligibility_app(
-    database_url: str, live_registry: str, service_auth_env: dict[str, str]
+    database_url: str, live_registry: str, live_vouchers: str, service_auth_env: dict[str, str]
 ) -> AsyncIterator[FastAPI]:
     from services.eligibility.app import create_app
     from services.eligibility.settings import EligibilitySettings
@@ -229,11 +271,13 @@ async def eligibility_app(
         EligibilitySettings(
             database_url=database_url,
             registry_url=live_registry,
+            vouchers_url=live_vouchers,
             **_settings_auth(service_auth_env, "eligibility"),  # type: ignore[arg-type]
         )
     )
     yield app
     await app.state.registry_facts.registry.aclose()
+    await app.state.programme_budget.aclose()
     await app.state.database.dispose()
 
 
@@ -251,11 +295,17 @@ async def live_registry_client(live_registry: str) -> AsyncIterator[httpx.AsyncC
 
 
 @pytest.fixture(scope="session")
-def live_eligibility(databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]) -> Iterator[str]:
-    """A real eligibility process (own database) reading the live registry."""
+def live_eligibility(
+    databases: DatabaseFactory,
+    live_registry: str,
+    live_vouchers: str,
+    live_ports: dict[str, int],
+    service_auth_env: dict[str, str],
+) -> Iterator[str]:
+    """A real eligibility process (own database) reading the live registry; it reserves budget in live_vouchers."""
     url = databases.create("longgang_eligibility_live")
-    stack = Stack(url, "127.0.0.1", {"eligibility": free_port()})
-    environment = {"REGISTRY_URL": live_registry, **service_auth_env}
+    stack = Stack(url, "127.0.0.1", {"eligibility": live_ports["eligibility"]})
+    environment = {"REGISTRY_URL": live_registry, "VOUCHERS_URL": live_vouchers, **service_auth_env}
     process = start_service(stack, "eligibility", extra_env=environment)
     try:
         wait_ready(stack, {"eligibility": process}, timeout=60)
@@ -276,11 +326,10 @@ async def vouchers_app(
     live_eligibility: str,
     live_registry: str,
     service_auth_env: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    ample_budgets: Path,
 ) -> AsyncIterator[FastAPI]:
     from services.vouchers.app import create_app
     from services.vouchers.settings import VouchersSettings
-    from tests.vouchers.ample_budgets import ample_budget_file
 
     app = create_app(
         VouchersSettings(
@@ -288,7 +337,7 @@ async def vouchers_app(
             eligibility_url=live_eligibility,
             registry_url=live_registry,
             # budgets are ceilings (A2): the shared ledger's tests together claim more than the placeholders
-            budget_file=ample_budget_file(tmp_path_factory.mktemp("budgets")),
+            budget_file=ample_budgets,
             **_settings_auth(service_auth_env, "vouchers"),  # type: ignore[arg-type]
         )
     )

@@ -745,6 +745,7 @@ ALLOWED = {
     ("eligibility", "registry", 8001),
     ("vouchers", "registry", 8001),
     ("vouchers", "eligibility", 8002),
+    ("eligibility", "vouchers", 8003),  # budget reservations at approval (A2)
     *{("ingress", service, port) for service, port in SERVICES.items()},
     *{("prometheus", service, port) for service, port in SERVICES.items()},
     *{(service, pooler, 5432) for service in SERVICES for pooler in (POOLER_RW, POOLER_RO)},

@@ -14,6 +14,7 @@ from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
 from . import aggregates, exports
+from .budget import ProgrammeBudget
 from .endpoints import router
 from .facts import RegistryFacts
 from .models import SCHEMA
@@ -40,8 +41,13 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
         "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth)
     )
 
+    vouchers = PeerClient(
+        "vouchers", make_peer_client(settings.vouchers_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth)
+    )
+
     async def close_registry(app: FastAPI) -> None:
         await registry.aclose()
+        await vouchers.aclose()
 
     app = create_service_app(
         service_name="eligibility",
@@ -61,4 +67,5 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
     )
     app.state.policy = policy
     app.state.registry_facts = RegistryFacts(registry)
+    app.state.programme_budget = ProgrammeBudget(vouchers)
     return app

@@ -39,6 +39,7 @@ from shared.limits import KiB, MiB, max_body
 from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_keys, encode_cursor, make_page, page_params
 
 from . import repository, service
+from .budget import ProgrammeBudget, with_reservation
 from .facts import RegistryFacts
 from .parameters import SPECS, ParameterSet
 from .rules import RULES
@@ -77,6 +78,7 @@ get_policy = state_dependency("policy", Policy)
 get_registry = state_dependency("registry_facts", RegistryFacts)
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 RegistryDep = Annotated[RegistryFacts, Depends(get_registry)]
+BudgetDep = Annotated[ProgrammeBudget, Depends(state_dependency("programme_budget", ProgrammeBudget))]
 
 #: who may read applications and decisions (applicants only their own)
 READERS = (APPLICANT, OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM)
@@ -218,9 +220,16 @@ async def review_application(
     summary="An approver's decision on the review; the approver is the caller, never the reviewer",
 )
 async def approve_application(
-    principal: Approver, session: SessionDep, application_id: uuid.UUID, payload: ApprovalCreate
+    principal: Approver, session: SessionDep, budget: BudgetDep, application_id: uuid.UUID, payload: ApprovalCreate
 ) -> ApplicationRead:
-    return await service.approve(session, application_id, payload, principal)
+    """An approval reserves its amount from the programme budget before it commits (A2, budget.py)."""
+    need = await service.approval_budget(session, application_id, payload, principal)
+    return await with_reservation(
+        session,
+        budget,
+        need,
+        lambda reservation: service.approve(session, application_id, payload, principal, reservation),
+    )
 
 
 @router.post(
@@ -235,8 +244,19 @@ async def manual_decision(
     policy: PolicyDep,
     application_id: uuid.UUID,
     payload: ManualDecisionCreate,
+    budget: BudgetDep,
 ) -> ApplicationRead:
-    return await service.manual_decision(session, policy, application_id, payload, principal)
+    """An A1 decision reserves its amount from the programme budget before it commits (A2, budget.py)."""
+    decision_id = uuid.uuid4()
+    need = await service.manual_decision_budget(session, application_id, payload, principal, decision_id)
+    return await with_reservation(
+        session,
+        budget,
+        need,
+        lambda reservation: service.manual_decision(
+            session, policy, application_id, payload, principal, decision_id, reservation
+        ),
+    )
 
 
 @router.get("/v1/decisions/{decision_id}", response_model=DecisionRead, tags=["decisions"])

@@ -104,3 +104,28 @@ OVERRIDE_NOT_CLAIMED = ErrorCode(
     "An A1 decision can only override keys it pays for: {claim_key} is not one of them",
     clause="A1",
 )
+#: A2: an approval reserves its amount from the programme budget (vouchers service) before it commits
+BUDGET_EXHAUSTED = ErrorCode(
+    "budget_exhausted",
+    409,
+    "超出 {measure} {year} 年度专项资金预算 {budget_yuan} 元（A2）：尚余 {remaining_yuan} 元，"
+    "本次需 {requested_yuan} 元；未批准，未做任何更改",
+    "Over the {year} programme budget of {measure}, {budget_yuan} yuan (clause A2): {remaining_yuan} yuan remains, "
+    "{requested_yuan} requested; not approved, nothing was changed",
+    clause="A2",
+)
+NO_BUDGET = ErrorCode(
+    "no_budget",
+    409,
+    "{measure} {year} 年度尚无专项资金预算（A2）：未批准，未做任何更改",
+    "No programme budget stands for {measure} in {year} (clause A2): not approved, nothing was changed",
+    clause="A2",
+)
+BUDGET_ALREADY_RESERVED = ErrorCode(
+    "budget_already_reserved",
+    409,
+    "该决定的另一审批正在进行或已完成（预算预留 {reservation_state}，{reserved_at}）：请稍后重试",
+    "Another approval of this decision is in progress or done (budget reservation {reservation_state}, "
+    "{reserved_at}): retry later",
+    clause="A2",
+)

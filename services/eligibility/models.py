@@ -174,6 +174,8 @@ class Review(Base):
     #: the acting client (four eyes compare these) and the request (its audit row has the same request id)
     client_id: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(Text)
+    #: A2: the programme budget this approval reserved in the vouchers service (null before reservations)
+    budget_reservation_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
 
 
 class ParameterVersion(Base):

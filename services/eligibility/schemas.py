@@ -200,6 +200,11 @@ class ApprovedDecisionRead(BaseModel):
     parameters_digest: str
     approved_by: str
     approved_at: datetime
+    budget_reservation_id: uuid.UUID | None = Field(
+        default=None,
+        description="A2: the programme budget the approval reserved in the vouchers service; issuance consumes it "
+        "(null: approved before reservations, issuance takes from the budget)",
+    )
 
 
 # --- policy ---------------------------------------------------------------------------------

@@ -361,9 +361,18 @@ def _own_review(review: Review | None, principal: Principal) -> bool:
     return review.actor == principal.actor
 
 
-async def approve(
+@dataclass(frozen=True)
+class BudgetNeed:
+    """What an approval will pay: reserved from the programme budget before the approval commits (A2)."""
+
+    decision_id: uuid.UUID
+    measure: str
+    amount_fen: int
+
+
+async def _approval_checks(
     session: AsyncSession, application_id: uuid.UUID, payload: ApprovalCreate, principal: Principal
-) -> ApplicationRead:
+) -> tuple[Application, Review]:
     application = await _locked(session, application_id, ("reviewed",), "approve")
     reviews = (await repository.reviews_of(session, [application.id])).get(application.id, [])
     last_review = [r for r in reviews if r.step == "review"][-1]
@@ -371,6 +380,28 @@ async def approve(
         raise ProblemError(SELF_APPROVAL, actor=principal.actor)
     if payload.verdict == "approve" and last_review.verdict != "approve":
         raise ProblemError(APPROVE_REJECTED_REVIEW)
+    return application, last_review
+
+
+async def approval_budget(
+    session: AsyncSession, application_id: uuid.UUID, payload: ApprovalCreate, principal: Principal
+) -> BudgetNeed | None:
+    """The approval's own refusals first (nothing is reserved for them), then what it would pay."""
+    application, last_review = await _approval_checks(session, application_id, payload, principal)
+    if payload.verdict != "approve" or not last_review.amount_fen:
+        return None
+    return BudgetNeed(last_review.decision_id, application.measure, last_review.amount_fen)
+
+
+async def approve(
+    session: AsyncSession,
+    application_id: uuid.UUID,
+    payload: ApprovalCreate,
+    principal: Principal,
+    reservation_id: uuid.UUID | None = None,
+) -> ApplicationRead:
+    """Approve (or reject) the review; `reservation_id` is the budget reserved for it (A2)."""
+    application, last_review = await _approval_checks(session, application_id, payload, principal)
     if payload.verdict == "approve":
         decision = await repository.get_decision(session, last_review.decision_id)
         assert decision is not None
@@ -387,6 +418,7 @@ async def approve(
             reason=payload.reason,
             client_id=principal.client_id,
             request_id=request_id(),
+            budget_reservation_id=reservation_id if payload.verdict == "approve" else None,
         )
     )
     application.status = "approved" if payload.verdict == "approve" else "rejected"
@@ -396,25 +428,48 @@ async def approve(
     return read
 
 
-async def manual_decision(
-    session: AsyncSession,
-    policy: Policy,
-    application_id: uuid.UUID,
-    payload: ManualDecisionCreate,
-    principal: Principal,
-) -> ApplicationRead:
-    """A1 一事一议: an approver decides outside the formulas, with a written reason.
-
-    Four eyes as for approvals: whoever reviewed the current decision cannot also decide it under A1.
-    """
+async def _a1_checks(
+    session: AsyncSession, application_id: uuid.UUID, principal: Principal
+) -> tuple[Application, Decision | None]:
+    """Four eyes as for approvals: whoever reviewed the current decision cannot also decide it under A1."""
     application = await _locked(session, application_id, ("in_review", "reviewed", "ineligible", "rejected"), "a1")
     previous = await repository.get_decision(session, application.current_decision_id)  # type: ignore[arg-type]
     reviews = (await repository.reviews_of(session, [application.id])).get(application.id, [])
     current_reviews = [r for r in reviews if r.step == "review" and previous and r.decision_id == previous.id]
     if _own_review(current_reviews[-1] if current_reviews else None, principal):
         raise ProblemError(SELF_APPROVAL, actor=principal.actor)
+    return application, previous
+
+
+async def manual_decision_budget(
+    session: AsyncSession,
+    application_id: uuid.UUID,
+    payload: ManualDecisionCreate,
+    principal: Principal,
+    decision_id: uuid.UUID,
+) -> BudgetNeed | None:
+    """The A1 decision's own refusals first (nothing is reserved for them), then what it would pay."""
+    application, _ = await _a1_checks(session, application_id, principal)
+    return BudgetNeed(decision_id, application.measure, payload.amount_fen) if payload.amount_fen else None
+
+
+async def manual_decision(
+    session: AsyncSession,
+    policy: Policy,
+    application_id: uuid.UUID,
+    payload: ManualDecisionCreate,
+    principal: Principal,
+    decision_id: uuid.UUID | None = None,
+    reservation_id: uuid.UUID | None = None,
+) -> ApplicationRead:
+    """A1 一事一议: an approver decides outside the formulas, with a written reason.
+
+    `decision_id` is the new decision's id (chosen before its budget was reserved), and
+    `reservation_id` the budget reserved for it (A2).
+    """
+    application, previous = await _a1_checks(session, application_id, principal)
     decision = Decision(
-        id=uuid.uuid4(),
+        id=decision_id or uuid.uuid4(),
         application_id=application.id,
         kind="manual_a1",
         outcome="eligible",
@@ -469,6 +524,7 @@ async def manual_decision(
             reason=payload.reason,
             client_id=principal.client_id,
             request_id=request_id(),
+            budget_reservation_id=reservation_id,
         )
     )
     application.current_decision_id = decision.id
@@ -657,6 +713,7 @@ async def approved_decision(session: AsyncSession, decision_id: uuid.UUID) -> Ap
         parameters_digest=decision.parameters_digest,
         approved_by=approval.actor,
         approved_at=approval.created_at,
+        budget_reservation_id=approval.budget_reservation_id,
     )
 
 

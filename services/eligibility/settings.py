@@ -21,5 +21,7 @@ class EligibilitySettings(ServiceSettings):
     database_url: PostgresDsn = database_url_field("ELIGIBILITY_")
     port: int = 8002
     registry_url: str = peer_url_field("ELIGIBILITY_", "REGISTRY", "http://127.0.0.1:8001")
+    #: A2: approvals reserve the programme budget in the vouchers service before they commit
+    vouchers_url: str = peer_url_field("ELIGIBILITY_", "VOUCHERS", "http://127.0.0.1:8003")
     policy_file: Path = Field(default=DEFAULT_FILE, description="The dated parameter file (YAML)")
     priority_file: Path = Field(default=DEFAULT_RUBRIC, description="The review-queue priority rubric (YAML)")

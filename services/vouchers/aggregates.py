@@ -157,9 +157,13 @@ class BudgetLine(BaseModel):
         description="issued + granted − returned (voided, expired, reversed) on the budget account, as projected"
     )
     committed_fen: int = Field(
-        description="What the budget's ceiling row (A2) has committed, live: issued + granted − returned. "
-        "Equals used_fen once the projection has caught up; before the year's first commitment since "
-        "migration 0009 (no row yet) it is used_fen"
+        description="What the budget's ceiling row (A2) has committed, live: issued + granted − returned, plus "
+        "reserved_fen. Equals used_fen + reserved_fen once the projection has caught up; before the year's first "
+        "commitment since migration 0009 (no row yet) it is used_fen"
+    )
+    reserved_fen: int = Field(
+        default=0,
+        description="Reserved by approvals whose voucher or grant is not issued yet (A2; part of committed_fen)",
     )
     remaining_fen: int | None = Field(description="budget − committed, never below 0 (None: no budget)")
     over_budget: bool = Field(
@@ -409,6 +413,12 @@ BUDGET_ROWS_SQL = (
     "SELECT kind, used_fen FROM vouchers.allowances WHERE holder = 'programme' AND year = $1 AND kind LIKE 'budget.%'"
 )
 
+#: what approvals reserved and issuance has not consumed yet (A2, services/vouchers/reservations.py)
+RESERVED_SQL = (
+    "SELECT measure, sum(amount_fen)::bigint AS reserved_fen FROM vouchers.budget_reservations "
+    "WHERE year = $1 AND state = 'reserved' GROUP BY measure"
+)
+
 
 @router.get(
     "/v1/aggregates/budget",
@@ -433,6 +443,10 @@ async def budget(request: Request, _: Reader, session: SessionDep, moment: Now, 
     used = {row["measure"]: int(row["used_fen"]) for row in rows}
     ceilings = await connection.fetch(BUDGET_ROWS_SQL, year)  # live: each changed with its commitment
     committed = {row["kind"].removeprefix("budget."): int(row["used_fen"]) for row in ceilings}
+    reserved = {
+        row["measure"]: int(row["reserved_fen"])
+        for row in await connection.fetch(RESERVED_SQL, year)  # live, as the rows: reserved, not yet issued
+    }
     today = local_today(moment)
     standing = {m: b for m in budgets.measures() if (b := budgets.budget(m, year, today)) is not None}
     lines = []
@@ -447,6 +461,7 @@ async def budget(request: Request, _: Reader, session: SessionDep, moment: Now, 
                 budget_fen=amount,
                 used_fen=spent,
                 committed_fen=taken,
+                reserved_fen=reserved.get(measure, 0),
                 remaining_fen=None if amount is None else max(0, amount - taken),
                 over_budget=taken > (amount or 0),
                 used_ratio=_ratio(spent, amount),

@@ -14,7 +14,7 @@ from shared.events import events_router, start_dispatcher, stop_dispatcher
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
-from . import aggregates, chain, exports, projections, settlement
+from . import aggregates, chain, exports, projections, reservations, settlement
 from .dashboard import install_dashboard
 from .endpoints import router
 from .hotpath import HotPath
@@ -60,9 +60,30 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         title="Longgang AI measures — vouchers (算力券 / 模型券)",
         description=DESCRIPTION,
         settings=settings,
-        routers=[router, chain.router, settlement.router, events_router(SCHEMA), exports.router, aggregates.router],
-        on_startup=[start, chain.start_sealer, projections.start_read_side, start_dispatcher],
-        on_shutdown=[stop_dispatcher, projections.stop_read_side, aggregates.close, chain.stop_sealer, stop],
+        routers=[
+            router,
+            chain.router,
+            settlement.router,
+            reservations.router,
+            events_router(SCHEMA),
+            exports.router,
+            aggregates.router,
+        ],
+        on_startup=[
+            start,
+            chain.start_sealer,
+            projections.start_read_side,
+            start_dispatcher,
+            reservations.start_reconciler,
+        ],
+        on_shutdown=[
+            reservations.stop_reconciler,
+            stop_dispatcher,
+            projections.stop_read_side,
+            aggregates.close,
+            chain.stop_sealer,
+            stop,
+        ],
         db_server_settings={"role": settings.db_role},
         audit_role=settings.db_role,
     )

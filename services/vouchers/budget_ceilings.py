@@ -22,21 +22,37 @@ migration cannot read budgets.yaml), race-safe: `INSERT … ON CONFLICT DO NOTHI
 entries, other transactions' only). Every later commitment or return goes through the row, so
 the row and the ledger move together. History that already exceeds the budget is kept: the row
 is created with limit = max(figure, used).
+
+**Approval reserves** (vouchers migration 0011): the eligibility service reserves a decision's
+amount before its approval commits, under an id of its own per attempt that the approval records.
+The reservation takes from the same row, so the row counts committed + reserved and the bureau
+cannot approve past the budget. Issuing the voucher or the grant consumes the reservation instead of
+taking again, from the reservation's budget year; a failed approval releases it; a reservation no
+approval recorded is released by the reconciler (`reservations.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import date
+import uuid
+from datetime import date, datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ProblemError
 from shared.money import format_yuan
 
-from .errors import BUDGET_EXHAUSTED, NO_BUDGET
-from .models import Account, Allowance
+from .errors import (
+    BUDGET_ALREADY_RESERVED,
+    BUDGET_EXHAUSTED,
+    NO_BUDGET,
+    RESERVATION_CONFLICT,
+    RESERVATION_CONSUMED,
+    RESERVATION_NOT_FOUND,
+)
+from .models import Account, Allowance, BudgetReservation
 from .policy.budgets import Budget, Budgets
 
 logger = logging.getLogger("services.vouchers.budget_ceilings")
@@ -173,3 +189,156 @@ async def budget_ref(session: AsyncSession, account_id: int) -> str | None:
     """The `measure:year` of a budget account (None if the account is not a budget)."""
     ref = await session.scalar(select(Account.ref).where(Account.id == account_id, Account.kind == "budget"))
     return None if ref is None else str(ref)
+
+
+# --- approval reserves (A2) -----------------------------------------------------------------------
+
+
+def _reservation_fields(row: BudgetReservation) -> dict[str, object]:
+    return {"decision_id": row.decision_id, "measure": row.measure, "amount_fen": row.amount_fen}
+
+
+async def reserve(
+    session: AsyncSession,
+    budgets: Budgets,
+    reservation_id: uuid.UUID,
+    decision_id: uuid.UUID,
+    measure: str,
+    amount: int,
+    today: date,
+    actor: str,
+    request_id: str | None,
+) -> BudgetReservation:
+    """Take `amount` of this year's budget for an approval attempt; idempotent on the attempt's id.
+
+    A repeated call with the same content answers the reservation as it stands; different content
+    is `reservation_conflict`. Another live reservation of the decision (a concurrent approval, or
+    one already issued) is `budget_already_reserved`. Over the budget: `budget_exhausted`, nothing
+    written.
+    """
+    existing = await session.get(BudgetReservation, reservation_id)
+    if existing is not None:
+        if _reservation_fields(existing) != {"decision_id": decision_id, "measure": measure, "amount_fen": amount}:
+            raise ProblemError(RESERVATION_CONFLICT, id=str(reservation_id))
+        return existing
+    live = (
+        await session.execute(
+            select(BudgetReservation).where(
+                BudgetReservation.decision_id == decision_id, BudgetReservation.state != "released"
+            )
+        )
+    ).scalar_one_or_none()
+    if live is not None:
+        raise _already_reserved(live)
+    figure = standing(budgets, measure, today.year, today)
+    inserted = (
+        await session.execute(
+            insert(BudgetReservation)
+            .values(
+                id=reservation_id,
+                decision_id=decision_id,
+                measure=measure,
+                year=today.year,
+                amount_fen=amount,
+                state="reserved",
+                reserved_by=actor,
+                request_id=request_id,
+            )
+            .on_conflict_do_nothing()
+            .returning(BudgetReservation.id)
+        )
+    ).first()
+    if inserted is None:  # a concurrent call won: the same attempt retried, or another attempt on the decision
+        again = await session.get(BudgetReservation, reservation_id, populate_existing=True)
+        if again is not None:
+            return await reserve(session, budgets, reservation_id, decision_id, measure, amount, today, actor, None)
+        other = (
+            await session.execute(
+                select(BudgetReservation).where(
+                    BudgetReservation.decision_id == decision_id, BudgetReservation.state != "released"
+                )
+            )
+        ).scalar_one()
+        raise _already_reserved(other)
+    await take(session, budgets, figure, amount)
+    row = await session.get(BudgetReservation, reservation_id, populate_existing=True)
+    assert row is not None
+    return row
+
+
+def _already_reserved(live: BudgetReservation) -> ProblemError:
+    return ProblemError(
+        BUDGET_ALREADY_RESERVED,
+        headers={"Retry-After": "30"},
+        decision_id=str(live.decision_id),
+        reservation_state=live.state,
+        reserved_at=live.reserved_at.isoformat(),
+    )
+
+
+async def _settle(
+    session: AsyncSession, reservation_id: uuid.UUID, state: str, actor: str, reason: str, now: datetime
+) -> bool:
+    """Move a reserved row to `state`; False if it was not reserved any more (a concurrent settlement won)."""
+    moved = await session.execute(
+        update(BudgetReservation)
+        .where(BudgetReservation.id == reservation_id, BudgetReservation.state == "reserved")
+        .values(state=state, settled_at=now, settled_by=actor, settled_reason=reason)
+        .returning(BudgetReservation.id)
+    )
+    return moved.first() is not None
+
+
+async def release(
+    session: AsyncSession, budgets: Budgets, reservation_id: uuid.UUID, actor: str, reason: str, now: datetime
+) -> BudgetReservation:
+    """Give a reservation's amount back to its year's budget (a failed or abandoned approval); idempotent."""
+    row = await session.get(BudgetReservation, reservation_id)
+    if row is None:
+        raise ProblemError(RESERVATION_NOT_FOUND, id=str(reservation_id))
+    if row.state == "reserved" and await _settle(session, reservation_id, "released", actor, reason, now):
+        await give_back(session, budgets, account_ref(row.measure, row.year), row.amount_fen, now.date())
+    await session.refresh(row)
+    if row.state == "consumed":
+        raise ProblemError(RESERVATION_CONSUMED, id=str(reservation_id))
+    return row
+
+
+async def consume(
+    session: AsyncSession,
+    budgets: Budgets,
+    reservation_id: uuid.UUID | None,
+    decision_id: uuid.UUID,
+    measure: str,
+    amount: int,
+    actor: str,
+    now: datetime,
+) -> int | None:
+    """Issuance or grant of an approved decision: use the budget its approval reserved.
+
+    Returns the reservation's budget year (the entry leaves that year's budget account), or None
+    when there is nothing to consume (an approval from before reservations, or one whose
+    reservation was released): the caller then takes from today's budget as before.
+    """
+    if reservation_id is None:
+        return None
+    row = (
+        await session.execute(select(BudgetReservation).where(BudgetReservation.id == reservation_id).with_for_update())
+    ).scalar_one_or_none()
+    if row is None or row.state != "reserved":
+        return None
+    if _reservation_fields(row) != {"decision_id": decision_id, "measure": measure, "amount_fen": amount}:
+        # not what was approved: give it back and let the caller take what is being paid
+        await release(session, budgets, reservation_id, actor, "issued amount differs from the reservation", now)
+        return None
+    await _settle(session, reservation_id, "consumed", actor, "issued", now)
+    return row.year
+
+
+async def confirm(session: AsyncSession, reservation_id: uuid.UUID, now: datetime) -> None:
+    """The reconciler found the approval that recorded this reservation: stop asking about it."""
+    await session.execute(
+        update(BudgetReservation)
+        .where(BudgetReservation.id == reservation_id, BudgetReservation.state == "reserved")
+        .values(confirmed_at=now)
+    )

@@ -75,14 +75,18 @@ CHECKS: dict[str, str] = {
         GROUP BY a.id
         HAVING a.used_fen <> coalesce(sum(r.amount_fen), 0) OR a.used_fen > a.limit_fen
     """,
-    # A2: a budget row counts what its budget account (measure:year) committed: issued + granted − returned
+    # A2: a budget row counts what its budget account (measure:year) committed — issued + granted −
+    # returned — plus what approvals reserved and issuance has not consumed yet
     "budget_ceilings": """
-        SELECT year, kind, limit_fen, used_fen, ledger_fen FROM (
+        SELECT year, kind, limit_fen, used_fen, ledger_fen, reserved_fen FROM (
             SELECT a.year, a.kind, a.limit_fen, a.used_fen,
-                   vouchers.budget_committed(split_part(a.kind, '.', 2) || ':' || a.year) AS ledger_fen
+                   vouchers.budget_committed(split_part(a.kind, '.', 2) || ':' || a.year) AS ledger_fen,
+                   (SELECT coalesce(sum(b.amount_fen), 0) FROM vouchers.budget_reservations b
+                    WHERE b.state = 'reserved' AND b.year = a.year
+                      AND 'budget.' || b.measure = a.kind) AS reserved_fen
             FROM vouchers.allowances a
             WHERE a.holder = 'programme' AND a.kind LIKE 'budget.%') rows
-        WHERE used_fen <> ledger_fen OR used_fen > limit_fen
+        WHERE used_fen <> ledger_fen + reserved_fen OR used_fen > limit_fen
     """,
     "redemption_entries": """
         SELECT r.id, r.status, array_agg(e.kind ORDER BY e.id) FILTER (WHERE e.id IS NOT NULL) AS kinds

@@ -288,3 +288,28 @@ Index(
     Redemption.id,
     postgresql_where=Redemption.settlement_batch_id.isnot(None),
 )
+
+
+class BudgetReservation(Base):
+    """A2: the budget an approval reserved for its decision, until issuance consumes it or it is released.
+
+    One row per approval attempt (its id is recorded with the approval); a decision has at most
+    one live reservation (reserved or consumed). States move one way (reserved → consumed |
+    released): a trigger holds it (vouchers migration 0011).
+    """
+
+    __tablename__ = "budget_reservations"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    decision_id: Mapped[uuid.UUID] = mapped_column(UUID, nullable=False)
+    measure: Mapped[str] = mapped_column(Text, nullable=False)
+    year: Mapped[int] = mapped_column(Integer, nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    state: Mapped[str] = mapped_column(Text, nullable=False)
+    reserved_by: Mapped[str] = mapped_column(Text, nullable=False)
+    reserved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    request_id: Mapped[str | None] = mapped_column(Text)
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    settled_by: Mapped[str | None] = mapped_column(Text)
+    settled_reason: Mapped[str | None] = mapped_column(Text)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -220,6 +220,12 @@ def m1_facets(decision: dict[str, Any]) -> dict[str, Any]:
     return {"revenue_class": revenue_class if isinstance(revenue_class, str) else None, **split}
 
 
+def reserved_by_approval(decision: dict[str, Any]) -> uuid.UUID | None:
+    """The budget reservation the decision's approval recorded (A2), if any."""
+    reservation = decision.get("budget_reservation_id")
+    return uuid.UUID(str(reservation)) if reservation else None
+
+
 async def _lock_decision(session: AsyncSession, decision_id: uuid.UUID) -> None:
     """Claims of one decision take turns, so the loser hears `already_issued`, not another refusal."""
     await session.execute(
@@ -252,18 +258,23 @@ async def issue_voucher(
     existing = await _already_issued(session, payload.decision_id)
     if existing:
         raise ProblemError(ALREADY_ISSUED, reference=existing)
-    figure = budget_ceilings.standing(budgets, measure, today.year, today)  # A2: none → refused before any write
-    validity = str(await eligibility.parameter("vouchers.validity", today))
     amount = int(decision["amount_fen"])
+    # A2: the budget the approval reserved; without one, today's figure (none → refused before any write)
+    reserved_year = await budget_ceilings.consume(
+        session, budgets, reserved_by_approval(decision), payload.decision_id, measure, amount, actor, now
+    )
+    figure = None if reserved_year else budget_ceilings.standing(budgets, measure, today.year, today)
+    validity = str(await eligibility.parameter("vouchers.validity", today))
     holder = decision["applicant"]
     contract_key = vendor = None
     if measure == "M3":
         contract_key, vendor = await _m3_ceilings(session, eligibility, decision, amount, today)
     else:
         await _m1_class_cap(session, decision)
-    await budget_ceilings.take(session, budgets, figure, amount)  # last ceiling: its row is the most contended
+    if figure is not None:
+        await budget_ceilings.take(session, budgets, figure, amount)  # last ceiling: its row is the most contended
     code = new_code(measure)
-    budget = await account(session, "budget", budget_ceilings.account_ref(measure, today.year))
+    budget = await account(session, "budget", budget_ceilings.account_ref(measure, reserved_year or today.year))
     holding = await account(session, "voucher", code)
     hold = await account(session, "hold", code)
     if vendor:
@@ -335,10 +346,15 @@ async def grant(
     existing = await _already_issued(session, payload.decision_id)
     if existing:
         raise ProblemError(ALREADY_ISSUED, reference=existing)
-    figure = budget_ceilings.standing(budgets, measure, today.year, today)
     amount = int(decision["amount_fen"])
-    await budget_ceilings.take(session, budgets, figure, amount)
-    budget = await account(session, "budget", budget_ceilings.account_ref(measure, today.year))
+    reserved_year = await budget_ceilings.consume(
+        session, budgets, reserved_by_approval(decision), payload.decision_id, measure, amount, actor, now
+    )
+    if reserved_year is None:
+        await budget_ceilings.take(
+            session, budgets, budget_ceilings.standing(budgets, measure, today.year, today), amount
+        )
+    budget = await account(session, "budget", budget_ceilings.account_ref(measure, reserved_year or today.year))
     paid = await account(session, "grant_paid", decision["applicant"])
     entry = Entry(
         kind="grant",

@@ -34,6 +34,15 @@ class VouchersSettings(ServiceSettings):
     vendor_check_ttl_seconds: float = Field(
         default=60.0, ge=0, description="How long a compute vendor's registry check is reused"
     )
+    reservation_grace_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="A2: how old an unconfirmed budget reservation must be before the reconciler asks eligibility "
+        "whether an approval recorded it (longer than any approval takes)",
+    )
+    reservation_reconcile_seconds: float = Field(
+        default=60.0, ge=0, le=3600, description="How often the budget-reservation reconciler runs (0: never)"
+    )
     sealer_interval_seconds: float = Field(
         default=0.5, ge=0, le=3600, description="How often the background sealer hashes new entries (0: never)"
     )

@@ -31,13 +31,21 @@ def clock(eligibility_app: FastAPI) -> Iterator[Callable[[date], None]]:
 
 @asynccontextmanager
 async def eligibility_on(
-    database_url: str, registry_url: str, auth_env: dict[str, str], policy_file: Path | None = None
+    database_url: str,
+    registry_url: str,
+    auth_env: dict[str, str],
+    policy_file: Path | None = None,
+    vouchers_url: str | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An eligibility app of its own on a given database (committing), as an administrator's client."""
+    """An eligibility app of its own on a given database (committing), as an administrator's client.
+
+    Approvals reserve the budget in the vouchers service at `vouchers_url` (A2): pass the live one
+    where the test approves."""
     app = create_app(
         EligibilitySettings(
             database_url=database_url,
             registry_url=registry_url,
+            **({"vouchers_url": vouchers_url} if vouchers_url else {}),
             client_id=auth_env["ELIGIBILITY_CLIENT_ID"],
             client_secret=auth_env["ELIGIBILITY_CLIENT_SECRET"],  # type: ignore[arg-type]
             auth_token_url=auth_env["AUTH_TOKEN_URL"],
@@ -50,4 +58,5 @@ async def eligibility_on(
             yield client
     finally:
         await app.state.registry_facts.registry.aclose()
+        await app.state.programme_budget.aclose()
         await app.state.database.dispose()

@@ -34,10 +34,10 @@ ROUNDS = 6
 
 @pytest.fixture(scope="module")
 def two_processes(
-    databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]
+    databases: DatabaseFactory, live_registry: str, live_vouchers: str, service_auth_env: dict[str, str]
 ) -> Iterator[tuple[str, list[str]]]:
     database_url = databases.create("longgang_eligibility_twice")
-    environment = {"REGISTRY_URL": live_registry, **service_auth_env}
+    environment = {"REGISTRY_URL": live_registry, "VOUCHERS_URL": live_vouchers, **service_auth_env}
     stacks = [Stack(database_url, "127.0.0.1", {"eligibility": free_port()}) for _ in range(2)]
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:

@@ -128,7 +128,7 @@ async def test_the_register_is_built_from_history_and_doubles_are_reported(
 
 
 async def test_a_years_cap_counts_what_was_approved_before_the_register(
-    databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]
+    databases: DatabaseFactory, live_registry: str, live_vouchers: str, service_auth_env: dict[str, str]
 ) -> None:
     """An M5 award of 250,000 for 2025 approved before migration 0007 (it recorded no caps, no components)
     still counts against the 2025 cap of 300,000 when the year's first approval after it opens the cap row."""
@@ -143,7 +143,7 @@ async def test_a_years_cap_counts_what_was_approved_before_the_register(
         await connection.close()
     await asyncio.to_thread(upgrade, "eligibility", url, "head")
 
-    async with eligibility_on(url, live_registry, service_auth_env) as client:
+    async with eligibility_on(url, live_registry, service_auth_env, vouchers_url=live_vouchers) as client:
         [purchase] = evidence["purchases"]
         another = {**purchase, "paid_on": "2025-08-20"}  # another purchase of the same year
         later = await submit(client, applicant, {**evidence, "purchases": [another]})

@@ -27,6 +27,7 @@ from shared.auth import (
     APPLICANT,
     APPROVER,
     AUDITOR,
+    BUDGET_RESERVE,
     DASHBOARD,
     DASHBOARD_DETAIL,
     DECISIONS_READ,
@@ -44,7 +45,19 @@ from tests.eligibility.actors import LI, WANG
 from tests.factories import new_credit_code
 
 EVERYONE = frozenset(
-    {ADMIN, OFFICER, APPROVER, APPLICANT, VENDOR, PLATFORM, DASHBOARD, AUDITOR, REGISTRY_READ, DECISIONS_READ}
+    {
+        ADMIN,
+        OFFICER,
+        APPROVER,
+        APPLICANT,
+        VENDOR,
+        PLATFORM,
+        DASHBOARD,
+        AUDITOR,
+        REGISTRY_READ,
+        DECISIONS_READ,
+        BUDGET_RESERVE,
+    }
 )
 READERS = frozenset({APPLICANT, OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM})
 INTEGRATORS = frozenset({PLATFORM, AUDITOR, ADMIN})  # the change feed and bulk exports

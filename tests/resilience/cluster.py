@@ -40,14 +40,15 @@ Topology = dict[tuple[str, int], dict[str, tuple[str, int]]]
 TOPOLOGY: Topology = {
     ("registry", 0): {},
     ("registry", 1): {},
-    ("eligibility", 0): {"REGISTRY_URL": ("registry", 0)},
-    ("eligibility", 1): {"REGISTRY_URL": ("registry", 1)},
+    # approvals reserve the budget (A2) in the vouchers service
+    ("eligibility", 0): {"REGISTRY_URL": ("registry", 0), "VOUCHERS_URL": ("vouchers", 1)},
+    ("eligibility", 1): {"REGISTRY_URL": ("registry", 1), "VOUCHERS_URL": ("vouchers", 0)},
     ("vouchers", 0): {"ELIGIBILITY_URL": ("eligibility", 0), "REGISTRY_URL": ("registry", 1)},
     ("vouchers", 1): {"ELIGIBILITY_URL": ("eligibility", 1), "REGISTRY_URL": ("registry", 0)},
 }
 ONE_EACH: Topology = {
     ("registry", 0): {},
-    ("eligibility", 0): {"REGISTRY_URL": ("registry", 0)},
+    ("eligibility", 0): {"REGISTRY_URL": ("registry", 0), "VOUCHERS_URL": ("vouchers", 0)},
     ("vouchers", 0): {"ELIGIBILITY_URL": ("eligibility", 0), "REGISTRY_URL": ("registry", 0)},
 }
 

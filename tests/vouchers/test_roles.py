@@ -27,6 +27,7 @@ from shared.auth import (
     APPLICANT,
     APPROVER,
     AUDITOR,
+    BUDGET_RESERVE,
     DASHBOARD,
     DASHBOARD_DETAIL,
     METRICS_READ,
@@ -59,6 +60,12 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/grants/{grant_id}/reversal"): {APPROVER, ADMIN},
     ("POST", "/v1/vouchers/{code}/void"): {OFFICER, ADMIN},
     ("POST", "/v1/expiries"): {OFFICER, ADMIN},
+    # the bureau releases a vendor's hold, with a reason (issue #12, finding 7)
+    ("POST", "/v1/holds/{hold_id}/bureau-release"): {OFFICER, ADMIN},
+    # budget reservations (A2): the eligibility service reserves when it approves; administrators may release
+    ("PUT", "/v1/budget-reservations/{reservation_id}"): {BUDGET_RESERVE},
+    ("DELETE", "/v1/budget-reservations/{reservation_id}"): {BUDGET_RESERVE, ADMIN},
+    ("GET", "/v1/budget-reservations"): {BUDGET_RESERVE} | BUREAU_READERS,
     # one voucher: its holder, a vendor that may redeem it, the bureau and the data platform
     ("GET", "/v1/vouchers/{code}"): {APPLICANT, VENDOR, PLATFORM} | BUREAU_READERS,
     # the ledger's integrity: auditors; the export also for the data platform
