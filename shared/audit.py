@@ -12,6 +12,12 @@ Decisions made by officers (reviews, approvals, A1 manual decisions) store the r
 id; `GET /v1/audit?request_id=` finds the audit row for one (role `auditor`). The request id is
 the server's (shared/logs.py); what the caller sent to follow its request is the row's
 `correlation_id` (`?correlation_id=` finds it), which is the caller's word only.
+
+The token endpoint has no bearer token to name its caller: it records the client it
+authenticated (as the principal), or, when it refuses, the client id as presented
+(`note_presented_client`; an unknown id is kept as sent, never the secret). Clients
+administered outside HTTP (the CLI, `make run`) are audited by `services.registry.identity`
+itself, in the same transaction as the change: method `CLI`, path `/clients/<id>/<action>`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from shared.pagination import Page, decode_cursor, make_page
 logger = logging.getLogger("shared.audit")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Request-state key of the client id a refused token request presented (not authenticated).
+PRESENTED_CLIENT = "audit_presented_client_id"
 COLUMNS = (
     "at",
     "request_id",
@@ -53,6 +61,18 @@ COLUMNS = (
     "outcome",
     "duration_ms",
 )
+
+
+def storable(text: str, limit: int) -> str:
+    """What an audit row can hold of a caller's text: PostgreSQL stores no U+0000 (one such row would
+    fail every COPY of its batch, retried forever), and a caller's text is cut to `limit` characters."""
+    return text[:limit].replace("\x00", "\ufffd")
+
+
+def note_presented_client(request: Request, client_id: str | None) -> None:
+    """Record who a refused request claimed to be, in its audit row (`client_id`; no actor, no roles)."""
+    if client_id:
+        request.scope.setdefault("state", {})[PRESENTED_CLIENT] = storable(client_id, 200)
 
 
 def audit_table_sql(schema: str, grant_to: str | None = None) -> list[str]:
@@ -198,21 +218,20 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            principal: Principal | None = scope.get("state", {}).get("principal")
+            state = scope.get("state", {})
+            principal: Principal | None = state.get("principal")
             outcome = "ok" if status < 400 else "refused" if status < 500 else "error"
             self.writer.record(
                 (
                     at,
                     request_id_var.get(),
                     correlation_id_var.get(),
-                    principal.client_id if principal else None,
+                    principal.client_id if principal else state.get(PRESENTED_CLIENT),
                     principal.actor if principal else None,
                     sorted(principal.scopes) if principal else [],
                     principal.organisation if principal else None,
                     scope["method"],
-                    # a path may carry U+0000 (percent-encoded), which PostgreSQL cannot store: one such row
-                    # would fail every COPY of its batch, and the batch is retried forever
-                    scope["path"][:500].replace("\x00", "\ufffd"),
+                    storable(scope["path"], 500),  # a path may carry U+0000 (percent-encoded)
                     status,
                     outcome,
                     int((time.perf_counter() - started) * 1000),

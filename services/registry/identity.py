@@ -12,6 +12,12 @@ there is nothing to brute-force). Revoking a client stops new tokens at once; to
 already issued end with their short lifetime (`REGISTRY_TOKEN_LIFETIME_SECONDS`).
 Production may use an external identity provider instead: the services only need its
 issuer and public keys (`AUTH_ISSUER`, `AUTH_JWKS`).
+
+Audit (issue #12): every token request is in the registry's audit log with the client id —
+the authenticated client's, or as presented when refused (never the secret). Creating,
+rotating and revoking a client writes an audit row in the same transaction as the change
+(method `CLI`, path `/clients/<id>/<action>`, the actor `cli:<--actor or the OS user>`);
+refused attempts (unknown client, invalid request) are recorded too.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import getpass
 import hashlib
 import hmac
 import json
@@ -38,11 +45,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.auth import ALL_SCOPES, BOUND_ROLES
+from shared.audit import note_presented_client, storable
+from shared.auth import ALL_SCOPES, BOUND_ROLES, Principal
 from shared.db import SessionDep
 from shared.errors import ErrorCode, problem_response
 from shared.identifiers import credit_code_error
 from shared.limits import KiB, max_body
+from shared.logs import new_request_id
 from shared.tokens import TokenSigner, jwks
 
 INVALID_CLIENT = ErrorCode(
@@ -166,7 +175,13 @@ async def token(
     try:
         row, granted = await _authenticate_client(request, session, grant_type, scope, client_id, client_secret)
     except _Refused as refusal:
+        basic = _basic_credentials(request)
+        note_presented_client(request, basic[0] if basic else client_id)
         return _oauth_problem(request, refusal)
+    # the audit row names the client (it has no bearer token to be named by)
+    request.scope.setdefault("state", {})["principal"] = Principal(
+        client_id=row["client_id"], name=row["name"], scopes=frozenset(granted), organisation=row["organisation"]
+    )
     signer: TokenSigner = request.app.state.token_signer
     access_token = signer.sign(row["client_id"], granted, name=row["name"], organisation=row["organisation"])
     return JSONResponse(
@@ -191,6 +206,29 @@ async def jwks_document(request: Request) -> dict[str, Any]:
 
 #: As the `registry.clients` table checks it.
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{3,100}")
+
+
+def cli_actor(name: str | None = None) -> str:
+    """Who administers clients outside HTTP, as the audit log names them: `cli:<name or OS user>`."""
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (OSError, KeyError):  # no login name in this container
+            name = f"uid {os.getuid()}"
+    return "cli:" + name
+
+
+async def _audit(connection: Any, actor: str, action: str, target: str, status: int) -> None:
+    """One row of the registry's audit log for a client administered outside HTTP."""
+    await connection.execute(
+        "INSERT INTO registry.audit_log (at, request_id, actor, method, path, status, outcome, duration_ms) "
+        "VALUES (clock_timestamp(), $1, $2, 'CLI', $3, $4, $5, 0)",
+        new_request_id(),
+        storable(actor, 200),
+        storable(f"/clients/{target}/{action}", 500),
+        status,
+        "ok" if status < 400 else "refused",
+    )
 
 
 @dataclass
@@ -220,46 +258,74 @@ async def create_client(
     organisation: str | None = None,
     client_id: str | None = None,
     client_secret: str | None = None,
+    actor: str | None = None,
 ) -> NewClient:
-    _check_scopes(scopes, organisation)
+    """Audited, with `actor` (default: `cli_actor()`), refusals included."""
+    actor = actor or cli_actor()
     client_id = client_id or "c-" + secrets.token_hex(8)
-    if not CLIENT_ID.fullmatch(client_id):
-        raise ValueError("a client id is 3 to 100 of A-Z a-z 0-9 . _ : -")
+    try:
+        _check_scopes(scopes, organisation)
+        if not CLIENT_ID.fullmatch(client_id):
+            raise ValueError("a client id is 3 to 100 of A-Z a-z 0-9 . _ : -")
+    except ValueError:
+        await _audit(connection, actor, "create", client_id, 422)
+        raise
     client_secret = client_secret or secrets.token_urlsafe(32)
-    await connection.execute(
-        "INSERT INTO registry.clients (client_id, name, scopes, organisation, secret_sha256) "
-        "VALUES ($1, $2, $3, $4, $5)",
-        client_id,
-        name,
-        scopes,
-        organisation,
-        secret_digest(client_secret),
-    )
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                "INSERT INTO registry.clients (client_id, name, scopes, organisation, secret_sha256) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                client_id,
+                name,
+                scopes,
+                organisation,
+                secret_digest(client_secret),
+            )
+            await _audit(connection, actor, "create", client_id, 201)
+    except asyncpg.UniqueViolationError:
+        await _audit(connection, actor, "create", client_id, 409)
+        raise
     return NewClient(client_id, client_secret, scopes, organisation)
 
 
-async def rotate_secret(connection: Any, client_id: str, *, grace: timedelta = timedelta(0)) -> str:
+async def _change(connection: Any, actor: str | None, action: str, client_id: str, sql: str, *args: Any) -> None:
+    """Change an active client and audit it in one transaction; an unknown or revoked one is audited as refused."""
+    async with connection.transaction():
+        status = await connection.execute(sql, client_id, *args)
+        found = not status.endswith(" 0")
+        await _audit(connection, actor or cli_actor(), action, client_id, 200 if found else 404)
+    if not found:
+        raise LookupError(f"no active client {client_id}")
+
+
+async def rotate_secret(
+    connection: Any, client_id: str, *, grace: timedelta = timedelta(0), actor: str | None = None
+) -> str:
     """A new secret; the old one keeps working for `grace` (so a deployment can roll over)."""
     secret = secrets.token_urlsafe(32)
-    status = await connection.execute(
+    await _change(
+        connection,
+        actor,
+        "rotate",
+        client_id,
         "UPDATE registry.clients SET previous_secret_sha256 = secret_sha256, "
         "previous_secret_expires_at = now() + $3::interval, secret_sha256 = $2, secret_rotated_at = now() "
         "WHERE client_id = $1 AND revoked_at IS NULL",
-        client_id,
         secret_digest(secret),
         grace,
     )
-    if status.endswith(" 0"):
-        raise LookupError(f"no active client {client_id}")
     return secret
 
 
-async def revoke(connection: Any, client_id: str) -> None:
-    status = await connection.execute(
-        "UPDATE registry.clients SET revoked_at = now() WHERE client_id = $1 AND revoked_at IS NULL", client_id
+async def revoke(connection: Any, client_id: str, *, actor: str | None = None) -> None:
+    await _change(
+        connection,
+        actor,
+        "revoke",
+        client_id,
+        "UPDATE registry.clients SET revoked_at = now() WHERE client_id = $1 AND revoked_at IS NULL",
     )
-    if status.endswith(" 0"):
-        raise LookupError(f"no active client {client_id}")
 
 
 async def list_clients(connection: Any) -> list[dict[str, Any]]:
@@ -275,6 +341,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m services.registry.identity",
         description="Manage OAuth2 clients (REGISTRY_DATABASE_URL or DATABASE_URL names the database)",
     )
+    parser.add_argument("--actor", help="who runs this, as the audit log records it (default: the OS user)")
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="create a client; prints its id and secret (shown once)")
     create.add_argument("--name", required=True, help="who the client is (recorded in the audit log)")
@@ -299,15 +366,20 @@ def _database_url() -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     connection = await asyncpg.connect(_database_url())
+    actor = cli_actor(args.actor)
     try:
         if args.command == "create":
-            client = await create_client(connection, args.name, args.scope, organisation=args.org, client_id=args.id)
+            client = await create_client(
+                connection, args.name, args.scope, organisation=args.org, client_id=args.id, actor=actor
+            )
             print(json.dumps(client.__dict__, ensure_ascii=False))
         elif args.command == "rotate":
-            secret = await rotate_secret(connection, args.client_id, grace=timedelta(hours=args.grace_hours))
+            secret = await rotate_secret(
+                connection, args.client_id, grace=timedelta(hours=args.grace_hours), actor=actor
+            )
             print(json.dumps({"client_id": args.client_id, "client_secret": secret}))
         elif args.command == "revoke":
-            await revoke(connection, args.client_id)
+            await revoke(connection, args.client_id, actor=actor)
             print(json.dumps({"client_id": args.client_id, "revoked": True}))
         else:
             for row in await list_clients(connection):
