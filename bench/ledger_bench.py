@@ -1380,7 +1380,11 @@ def target_line(args: argparse.Namespace, results: Results) -> str:
 def service_env(args: argparse.Namespace) -> dict[str, str]:
     # one vendor client sends thousands of redemptions a second over many connections here: the
     # per-client limits (shared/ratelimit.py) are raised so that they never refuse, but they still run
-    env: dict[str, str] = {"VOUCHERS_RATE_LIMIT_PER_SECOND": "1000000000", "VOUCHERS_RATE_LIMIT_MAX_IN_FLIGHT": "0"}
+    env: dict[str, str] = {
+        "VOUCHERS_RATE_LIMIT_PER_SECOND": "1000000000",
+        "VOUCHERS_RATE_LIMIT_MAX_IN_FLIGHT": "0",
+        "VOUCHERS_RATE_LIMIT_WRITE_MAX_IN_FLIGHT": "0",
+    }
     if args.hot_pool_size:
         env["VOUCHERS_HOT_POOL_SIZE"] = str(args.hot_pool_size)
     if args.log_level:

@@ -311,7 +311,9 @@ def limiter_from_settings(settings: Any) -> RateLimiter:
     """The classes' limits from a service's settings (`<PREFIX>RATE_LIMIT_*`)."""
     in_flight = settings.rate_limit_max_in_flight
     classes = {
-        VENDOR_WRITE: Limit(settings.rate_limit_per_second, float(settings.rate_limit_burst), in_flight),
+        VENDOR_WRITE: Limit(
+            settings.rate_limit_per_second, float(settings.rate_limit_burst), settings.rate_limit_write_max_in_flight
+        ),
         VENDOR_READ: Limit(settings.rate_limit_read_per_second, float(settings.rate_limit_read_burst), in_flight),
         APPLICANT_CLASS: Limit(
             settings.rate_limit_applicant_per_second, float(settings.rate_limit_applicant_burst), in_flight

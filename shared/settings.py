@@ -104,7 +104,12 @@ class ServiceSettings(BaseSettings):
     )
     rate_limit_bureau_burst: int = Field(default=1000, ge=1)
     rate_limit_max_in_flight: int = Field(
-        default=16, ge=0, description="Requests one vendor, applicant or platform client may have at once (0: any)"
+        default=16,
+        ge=0,
+        description="Requests one vendor (reads), applicant or platform client may have at once (0: any)",
+    )
+    rate_limit_write_max_in_flight: int = Field(
+        default=64, ge=0, description="Vendor writes one client may have at once (redemptions use their own pool)"
     )
     rate_limit_bureau_max_in_flight: int = Field(default=64, ge=0)
     rate_limit_sync_seconds: float = Field(

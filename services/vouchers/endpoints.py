@@ -48,7 +48,7 @@ from .errors import IDEMPOTENCY_KEY_REQUIRED, VENDOR_AFFILIATED, VENDOR_NOT_COMP
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
 from .models import Voucher
-from .peers import Eligibility, Registry, VendorCheck
+from .peers import ISSUE_PARAMETERS, Eligibility, Registry, VendorCheck
 from .policy.budgets import Budgets
 from .schemas import (
     GrantRead,
@@ -392,6 +392,7 @@ async def issue(
     payload: IssueRequest,
 ) -> VoucherRead:
     try:
+        client = await client.prefetched(ISSUE_PARAMETERS)  # no peer call inside the transaction
         return await service.issue_voucher(session, client, budgets, payload, principal.actor, moment)
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc

@@ -9,6 +9,7 @@ Failures raise `PeerUnavailable`: the caller answers 503 and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,10 +21,43 @@ from shared.peers import PeerClient, PeerRejected, PeerUnavailable
 
 from .errors import DECISION_NOT_APPROVED, PARAMETER_MISSING
 
+#: The policy parameters issuing reads (service.issue_voucher, _m3_ceilings): read before its transaction.
+ISSUE_PARAMETERS = (
+    "vouchers.validity",
+    "M3.contract_ratio",
+    "M3.eligible_cost_components",
+    "M3.annual_claim_ceiling_fen",
+    "M3.annual_redemption_ceiling_fen",
+)
+
 
 class Eligibility:
-    def __init__(self, client: PeerClient) -> None:
+    def __init__(self, client: PeerClient, histories: dict[str, dict[str, Any]] | None = None) -> None:
         self.client = client
+        self._histories: dict[str, dict[str, Any]] = histories or {}
+
+    async def prefetched(self, parameter_ids: tuple[str, ...]) -> Eligibility:
+        """A client for one request that has read these parameters already (in parallel).
+
+        Issuing reads them inside its transaction, which holds the decision's lock: asked here,
+        before the transaction, no peer call is made while it is open (issue #12). One that
+        cannot be read now is asked again where it is needed, as before.
+        """
+        found = await asyncio.gather(*(self._history(i) for i in parameter_ids), return_exceptions=True)
+        histories = dict(self._histories)
+        for parameter_id, history in zip(parameter_ids, found, strict=True):
+            if isinstance(history, dict):
+                histories[parameter_id] = history
+        return Eligibility(self.client, histories)
+
+    async def _history(self, parameter_id: str) -> dict[str, Any]:
+        if parameter_id in self._histories:
+            return self._histories[parameter_id]
+        try:
+            parameter: dict[str, Any] = await self.client.get_json(f"/v1/policy/parameters/{parameter_id}")
+        except PeerRejected as exc:
+            raise PeerUnavailable(self.client.name, f"HTTP {exc.status} for {parameter_id}") from exc
+        return parameter
 
     async def approved_decision(self, decision_id: uuid.UUID) -> dict[str, Any]:
         try:
@@ -36,10 +70,7 @@ class Eligibility:
 
     async def parameter(self, parameter_id: str, day: date) -> Any:
         """The value in effect on `day` (the claim date)."""
-        try:
-            parameter = await self.client.get_json(f"/v1/policy/parameters/{parameter_id}")
-        except PeerRejected as exc:
-            raise PeerUnavailable(self.client.name, f"HTTP {exc.status} for {parameter_id}") from exc
+        parameter = await self._history(parameter_id)
         for value in parameter["history"]:
             start = date.fromisoformat(value["effective_from"])
             end = date.fromisoformat(value["effective_to"]) if value["effective_to"] else None

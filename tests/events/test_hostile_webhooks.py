@@ -79,6 +79,7 @@ def small_app(database_url: str, **settings: Any) -> FastAPI:
         database_url=database_url,  # type: ignore[arg-type]
         db_pool_size=2,
         db_pool_timeout_seconds=1.0,
+        rate_limit_write_max_in_flight=16,
         **settings,
     )
     app = create_service_app(

@@ -53,6 +53,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "resilience
 SERVICE_ENV = {
     "VOUCHERS_RATE_LIMIT_BURST": "1000000",  # the run is not about rate limits
     "VOUCHERS_RATE_LIMIT_MAX_IN_FLIGHT": "0",
+    "VOUCHERS_RATE_LIMIT_WRITE_MAX_IN_FLIGHT": "0",
     "VOUCHERS_PEER_TIMEOUT_SECONDS": "1.0",
     "ELIGIBILITY_PEER_TIMEOUT_SECONDS": "1.0",
     "REGISTRY_ACCESS_LOG": "errors_and_slow",

@@ -180,6 +180,7 @@ def two_instances(
         # the run is not about rate limits (tests/vouchers/test_roles.py is): never in the way here
         "VOUCHERS_RATE_LIMIT_BURST": "1000000",
         "VOUCHERS_RATE_LIMIT_MAX_IN_FLIGHT": "0",
+        "VOUCHERS_RATE_LIMIT_WRITE_MAX_IN_FLIGHT": "0",
     }
     logs_dir = tmp_path_factory.mktemp("vouchers_mixed")
     stacks = [Stack(database_url, "127.0.0.1", {"vouchers": free_port()}) for _ in range(2)]

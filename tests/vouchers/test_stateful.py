@@ -236,6 +236,7 @@ def world(
                 **service_auth_env,
                 "VOUCHERS_RATE_LIMIT_BURST": "1000000",  # not about rate limits (test_roles.py is)
                 "VOUCHERS_RATE_LIMIT_MAX_IN_FLIGHT": "0",
+                "VOUCHERS_RATE_LIMIT_WRITE_MAX_IN_FLIGHT": "0",
             },
         )
     background = Background()
