@@ -371,18 +371,19 @@ def authorize(request: Request, scopes: Iterable[str], *, rate_limited: bool = F
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     slot: InFlightSlot | None = request.scope.get(SLOT_KEY)
     if limiter is not None and (slot is None or slot.limiter is None):  # once per request
-        kind = route_class(principal, request.method)
-        wait = limiter.acquire(principal.client_id, kind)
+        key = (principal.client_id, route_class(principal, request.method))
+        entered = limiter.enter(*key) if slot is not None else None
+        if entered is False:  # refused before it takes a token
+            raise ProblemError(TOO_MANY_IN_FLIGHT, headers={"Retry-After": "1"}, retry_after=1)
+        wait = limiter.acquire(*key)
         if wait:
+            if entered:
+                limiter.leave(key)
             seconds = max(1, math.ceil(wait))
             raise ProblemError(RATE_LIMITED, headers={"Retry-After": str(seconds)}, retry_after=seconds)
         if slot is not None:
-            entered = limiter.enter(principal.client_id, kind)
-            if entered is False:
-                raise ProblemError(TOO_MANY_IN_FLIGHT, headers={"Retry-After": "1"}, retry_after=1)
             slot.limiter = limiter
-            if entered:
-                slot.key = (principal.client_id, kind)
+            slot.key = key if entered else None
     return principal
 
 
