@@ -508,9 +508,9 @@ def test_database_urls_go_through_the_poolers(overlay: tuple[str, list[Obj]]) ->
         assert (read.scheme, read.hostname, read.port, read.path) == ("postgresql", POOLER_RO, 5432, f"/{database}")
 
 
-#: Connections one process may open besides its pools (shared/audit.py, services/vouchers/chain.py
-#: sealer and ad hoc ledger connections, services/vouchers/projections.py)
-BACKGROUND_CONNECTIONS = {"registry": 1, "eligibility": 1, "vouchers": 1 + 1 + 1 + 2}
+#: Connections one process may open besides its pools (shared/audit.py, shared/ratelimit.py,
+#: services/vouchers/chain.py sealer and ad hoc ledger connections, services/vouchers/projections.py)
+BACKGROUND_CONNECTIONS = {"registry": 1 + 1, "eligibility": 1 + 1, "vouchers": 1 + 1 + 1 + 1 + 2}
 #: superuser_reserved_connections, the operator, the poolers' auth queries, monitoring
 RESERVED_CONNECTIONS = 20
 
@@ -535,7 +535,8 @@ def connections_per_pod(service: str, env: dict[str, str]) -> int:
 
     total = 2 * setting("db_pool_size")  # SQLAlchemy's pool and its overflow (shared/db.py)
     total += setting("export_max_concurrent")  # streaming exports, one connection each
-    total += int(env.get("WEBHOOK_CONCURRENCY", WebhookSettings.model_fields["concurrency"].default)) + 1
+    concurrency = int(env.get("WEBHOOK_CONCURRENCY", WebhookSettings.model_fields["concurrency"].default))
+    total += min(concurrency, 4) + 1  # the dispatcher's pool (shared/events.py: short statements only)
     if service == "vouchers":
         total += setting("hot_pool_size")
     return total + BACKGROUND_CONNECTIONS[service]
