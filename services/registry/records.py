@@ -325,11 +325,19 @@ async def _apply_version(
         )
     ).scalar_one()
     if effective_from >= row.valid_from:
-        await session.execute(
-            update(resource.table)
-            .where(table.id == row.id)
-            .values(**resource.columns(state), version=version, valid_from=effective_from, updated_at=recorded_at)
-        )
+        try:
+            await session.execute(
+                update(resource.table)
+                .where(table.id == row.id)
+                .values(**resource.columns(state), version=version, valid_from=effective_from, updated_at=recorded_at)
+            )
+        except IntegrityError as exc:  # e.g. a model renamed to a name its vendor already uses: the request rolls back
+            raise ProblemError(
+                RECORD_EXISTS,
+                entity=resource.entity,
+                entity_zh=resource.entity_zh,
+                key=resource.key_label(state.model_dump(), resource.unique_fields),
+            ) from exc
     event = record_event(resource, "changed", _snapshot(state), _row_keys(resource, row), version, effective_from)
     await emit_many(session, [event])
     return version, recorded_at

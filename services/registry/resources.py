@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, or_
 
-from shared.identifiers import filing_number_warnings
+from shared.identifiers import CreditCode, filing_number_warnings
 
 from . import schemas
 from .models import Affiliation, Base, Filing, Model, Organisation, Recognition, Revenue, Vendor
@@ -78,7 +78,7 @@ REVENUES = Resource(
     update=schemas.RevenueUpdate,
     read=schemas.RevenueRead,
     key=("credit_code", "year"),
-    filters=(Filter("credit_code", str, "organisation"), Filter("year", schemas.Year, "calendar year")),
+    filters=(Filter("credit_code", CreditCode, "organisation"), Filter("year", schemas.Year, "calendar year")),
     references=(_organisation_ref(),),
     # a year's revenue is a fact once the year is over
     natural_date=lambda state: date(state.year + 1, 1, 1),
@@ -98,7 +98,7 @@ AFFILIATIONS = Resource(
     natural_key=("credit_code_a", "credit_code_b"),
     row_keys={"id": "uid"},
     filters=(
-        Filter("organisation", str, "affiliations involving this credit code", _involving, _involving_snapshot),
+        Filter("organisation", CreditCode, "affiliations involving this credit code", _involving, _involving_snapshot),
         Filter("active", bool, "active (true) or ended (false)"),
     ),
     references=(_organisation_ref("credit_code_a"), _organisation_ref("credit_code_b")),
@@ -138,7 +138,7 @@ MODELS = Resource(
     key=("id",),
     natural_key=("vendor_credit_code", "name"),
     row_keys={"id": "uid"},
-    filters=(Filter("vendor_credit_code", str, "models of this vendor"),),
+    filters=(Filter("vendor_credit_code", CreditCode, "models of this vendor"),),
     references=(Reference("vendor_credit_code", Vendor, "credit_code", "vendor", "供应商"),),
     natural_date=lambda state: state.national_filing_date,
     description="Large models of model vendors (M2(b) national filing date and rank).",
@@ -177,7 +177,7 @@ RECOGNITIONS = Resource(
     key=("id",),
     row_keys={"id": "uid"},
     filters=(
-        Filter("credit_code", str, "recognitions of this organisation"),
+        Filter("credit_code", CreditCode, "recognitions of this organisation"),
         Filter(
             "kind",
             str,
