@@ -81,7 +81,15 @@ PEER_SETTINGS = {
 }
 
 
+#: not about rate limits (tests/hostile/test_rate_limits_shared.py is): one client per role sends every request
+UNLIMITED = {
+    f"rate_limit_{name}": 0.0
+    for name in ("per_second", "read_per_second", "applicant_per_second", "platform_per_second", "bureau_per_second")
+}
+
+
 def _build_app(service: str, database_url: str, **extra: Any) -> FastAPI:
+    extra = {**UNLIMITED, **extra}
     if service == "registry":
         from services.registry.app import create_app as registry_app
         from services.registry.settings import RegistrySettings
