@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 
+from shared.apidocs import install_api_docs
 from shared.audit import install_audit
 from shared.auth import check_routes_protected, verifier_from_settings
 from shared.db import Database
@@ -125,6 +126,10 @@ def create_service_app(
         version="0.1.0",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        # /docs is served from this package with a CSP (shared/apidocs); no ReDoc, no OAuth2 redirect page
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         # FastAPI's native OpenTelemetry looks up the global providers on every request;
         # we export nothing through it (Prometheus metrics: shared/metrics.py), so it stays off
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -151,6 +156,7 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware, log_successes=settings.access_log == "all")
     install_metrics(app)  # outermost middleware, and GET /metrics
     app.include_router(health_router)
+    install_api_docs(app)
     for router in routers:
         app.include_router(router)
     check_routes_protected(app)

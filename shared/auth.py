@@ -93,13 +93,11 @@ PUBLIC_PATHS = frozenset(
         "/readyz",
         "/openapi.json",
         "/docs",
-        "/docs/oauth2-redirect",
-        "/redoc",
         "/oauth/token",
         "/dashboard",
     }
 )
-PUBLIC_PREFIXES = ("/.well-known/", "/dashboard/assets/")
+PUBLIC_PREFIXES = ("/.well-known/", "/dashboard/assets/", "/docs/assets/")
 
 UNAUTHENTICATED = ErrorCode(
     "unauthenticated",

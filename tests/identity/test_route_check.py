@@ -13,7 +13,9 @@ from shared.auth import ADMIN, AUDITOR, VENDOR, Principal, check_routes_protecte
 
 
 def _app(*routers: APIRouter, **include: object) -> FastAPI:
-    app = FastAPI()
+    # as create_service_app builds it: FastAPI's own /docs, /redoc and OAuth2 redirect page are off
+    # (shared/apidocs serves /docs); left on, they are routes without a rule, and refused
+    app = FastAPI(docs_url=None, redoc_url=None)
     for router in routers:
         app.include_router(router, **include)  # type: ignore[arg-type]
     return app
@@ -90,6 +92,8 @@ def test_public_paths_need_no_rule() -> None:
         return {}
 
     check_routes_protected(_app(router))
+    with pytest.raises(RuntimeError, match=r"/redoc"):  # FastAPI's ReDoc page (a CDN's code) is not public
+        check_routes_protected(FastAPI(docs_url=None))
 
 
 def test_require_refuses_unknown_scopes() -> None:
