@@ -58,7 +58,7 @@ HOLD_NOT_ACTIVE = ErrorCode(
 )
 DECISION_NOT_APPROVED = ErrorCode(
     "decision_not_approved",
-    422,
+    409,
     "资格审核系统中没有已核准的决定 {decision_id}，不能发券",
     "The eligibility service has no approved decision {decision_id}: nothing can be issued",
 )
@@ -83,7 +83,7 @@ CONTRACT_ALREADY_CLAIMED = ErrorCode(
 )
 OVER_CONTRACT_SHARE = ErrorCode(
     "over_contract_share",
-    422,
+    409,
     "申领金额 {claim_yuan} 元超过合同金额的 {ratio} 上限 {maximum_yuan} 元",
     "The claim of {claim_yuan} yuan exceeds {ratio} of the contract: at most {maximum_yuan} yuan",
     clause="M3",

@@ -128,7 +128,7 @@ async def test_m3_3_the_ledger_refuses_over_30_percent_even_under_a1(
         headers=auth(APPROVER, name="director"),
     )
     refused = await issue(vouchers, manual.json()["decision"]["id"])
-    assert (refused.status_code, refused.json()["code"]) == (422, "over_contract_share")
+    assert (refused.status_code, refused.json()["code"]) == (409, "over_contract_share")
 
 
 async def test_m3_4_thirty_percent_rounds_down_to_the_fen(

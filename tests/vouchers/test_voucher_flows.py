@@ -290,7 +290,7 @@ async def test_not_approved_decisions_issue_nothing(
     supply = await model_supply(live_registry_client)
     application = await submit(live_eligibility_client, supply.holder, m3_evidence(supply, 1_000_000 * YUAN, None))
     pending = await issue(vouchers, application["decision"]["id"])
-    assert (pending.status_code, pending.json()["code"]) == (422, "decision_not_approved")
+    assert (pending.status_code, pending.json()["code"]) == (409, "decision_not_approved")
     unknown = await issue(vouchers, "00000000-0000-0000-0000-000000000000")
     assert unknown.json()["code"] == "decision_not_approved"
 
