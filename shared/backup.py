@@ -6,9 +6,10 @@
 The dump is PostgreSQL's custom format (compressed, restorable table by table) of the
 schemas `registry`, `eligibility` and `vouchers` — data, indexes, triggers (the ledger's
 append-only triggers come back with it), functions and grants. Roles are cluster-wide and
-not in a dump: restore creates the service role `vouchers_writer` (NOLOGIN) if the target
-server lacks it. The binaries are the embedded PostgreSQL 18's, which read servers from
-PostgreSQL 9.2 on.
+not in a dump: restore creates the services' group roles (`registry_writer`,
+`eligibility_writer`, `vouchers_writer`, NOLOGIN) if the target server lacks them, and their
+logins afterwards (shared/dbroles.py; passwords from `<SERVICE>_DB_PASSWORD`). The binaries
+are the embedded PostgreSQL 18's, which read servers from PostgreSQL 9.2 on.
 
 After a restore, prove the ledger is the one that was backed up: `GET /v1/ledger/verify`
 recomputes the hash chain from genesis and checks every checkpoint, and the chain hash at
@@ -28,9 +29,10 @@ from pathlib import Path
 import asyncpg
 
 from shared import devdb
+from shared.dbroles import GROUP_ROLES, ensure_logins
 from shared.migrations import ROOT, SERVICES
 
-SERVICE_ROLE = "vouchers_writer"
+SERVICE_ROLE = "vouchers_writer"  # the vouchers tree grants it to the owner (migration 0002)
 
 
 def _bin(name: str) -> str:
@@ -59,9 +61,9 @@ async def _prepare_target(url: str) -> int:
         if present:
             names = ", ".join(row["nspname"] for row in present)
             raise RuntimeError(f"the target database already has the schemas {names}: restore into a fresh one")
-        exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE_ROLE)
-        if not exists:
-            await connection.execute(f"CREATE ROLE {SERVICE_ROLE} NOLOGIN")
+        for role in GROUP_ROLES.values():
+            if not await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await connection.execute(f"CREATE ROLE {role} NOLOGIN")
         await connection.execute(f"GRANT {SERVICE_ROLE} TO CURRENT_USER")
         version: int = await connection.fetchval("SELECT current_setting('server_version_num')::int")
         return version
@@ -77,6 +79,11 @@ def restore(database_url: str, source: Path) -> None:
     """All or nothing (one transaction). Onto an older server, through psql without the settings it lacks."""
     url = _libpq_url(database_url)
     version = asyncio.run(_prepare_target(url))
+    _restore(url, version, source)
+    ensure_logins(url)
+
+
+def _restore(url: str, version: int, source: Path) -> None:
     if version >= 170000:
         command = [_bin("pg_restore"), "--exit-on-error", "--no-owner", "--single-transaction", f"--dbname={url}"]
         subprocess.run([*command, str(source)], check=True)

@@ -26,7 +26,7 @@ from typing import IO
 
 import httpx
 
-from shared import devauth, devdb
+from shared import dbroles, devauth, devdb
 from shared.migrations import SERVICES, upgrade_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +44,21 @@ class Stack:
         return f"http://{self.host}:{self.ports[service]}"
 
     def service_env(self) -> dict[str, str]:
+        """`DATABASE_URL` is the owner's; each service logs in as its own role (shared/dbroles.py)."""
         env = dict(os.environ)
         env["DATABASE_URL"] = self.database_url
+        env.update(self.login_env())
         for service in self.ports:
             env[f"{service.upper()}_URL"] = self.url(service)
         return env
+
+    def login_env(self) -> dict[str, str]:
+        """`<SERVICE>_DATABASE_URL`: the owner's URL with the service's login (and `<SERVICE>_DB_PASSWORD`)."""
+        passwords = dbroles.passwords_from_environment()
+        return {
+            f"{service.upper()}_DATABASE_URL": dbroles.login_url(self.database_url, service, passwords.get(service))
+            for service in SERVICES
+        }
 
 
 async def ensure_database(server_url: str, name: str) -> str:

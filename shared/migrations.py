@@ -52,19 +52,26 @@ def upgrade(service: str, database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, database_url), revision)
 
 
-def upgrade_all(database_url: str) -> None:
+def upgrade_all(database_url: str, *, logins: bool = True) -> None:
+    """Every tree to head, as the owner; then the services' logins exist (shared/dbroles.py)."""
     for service in SERVICES:
         upgrade(service, database_url)
+    if logins:
+        from shared.dbroles import ensure_logins
+
+        ensure_logins(database_url)
 
 
 def _configured_url(service: str) -> str:
+    """The owner's URL: `<SERVICE>_DATABASE_URL` is the service's own login, which may not migrate."""
     url = context.config.attributes.get("database_url")
     if url:
         return str(url)
-    for name in (f"{service.upper()}_DATABASE_URL", "DATABASE_URL"):
+    names = (f"{service.upper()}_MIGRATION_DATABASE_URL", "MIGRATION_DATABASE_URL", "DATABASE_URL")
+    for name in (*names, f"{service.upper()}_DATABASE_URL"):
         if os.environ.get(name):
             return async_url(os.environ[name])
-    raise RuntimeError(f"set {service.upper()}_DATABASE_URL or DATABASE_URL to migrate {service}")
+    raise RuntimeError(f"set MIGRATION_DATABASE_URL or DATABASE_URL (the schema owner's) to migrate {service}")
 
 
 def run_env(service: str, schema: str, metadata: MetaData) -> None:
@@ -119,4 +126,45 @@ def append_only_sql(schema: str, table: str) -> list[str]:
         f"FOR EACH ROW EXECUTE FUNCTION {function}()",
         f'CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON "{schema}"."{table}" '
         f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+    ]
+
+
+def writer_grants_sql(schema: str, group: str, append_only: tuple[str, ...]) -> list[str]:
+    """The service's NOLOGIN group role and its privileges on the schema (issue #12, finding 2).
+
+    Read, insert, update and delete rows: no TRUNCATE, no DDL, no trigger (only the owner may
+    `ALTER TABLE`); append-only tables get SELECT and INSERT only, `alembic_version` SELECT.
+    Tables later migrations create get the same by default (the owner runs every migration);
+    an append-only one must REVOKE UPDATE, DELETE itself. The role is created here only when
+    missing (CREATEROLE: the superuser locally; deploy/k8s creates it at initdb).
+    """
+    statements = [
+        f"""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{group}') THEN
+                BEGIN
+                    CREATE ROLE {group} NOLOGIN;
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                END;
+            END IF;
+        END $$
+        """,
+        f'GRANT USAGE ON SCHEMA "{schema}" TO {group}',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO {group}',
+        f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO {group}',
+        f'REVOKE INSERT, UPDATE, DELETE ON "{schema}".alembic_version FROM {group}',
+        f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {group}',
+        f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT USAGE, SELECT ON SEQUENCES TO {group}',
+    ]
+    statements += [f'REVOKE UPDATE, DELETE ON "{schema}"."{table}" FROM {group}' for table in append_only]
+    return statements
+
+
+def writer_grants_downgrade_sql(schema: str, group: str) -> list[str]:
+    return [
+        f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" REVOKE ALL ON TABLES FROM {group}',
+        f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" REVOKE ALL ON SEQUENCES FROM {group}',
+        f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM {group}',
+        f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA "{schema}" FROM {group}',
+        f'REVOKE USAGE ON SCHEMA "{schema}" FROM {group}',
     ]

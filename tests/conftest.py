@@ -2,8 +2,11 @@
 
 The server is the one named by DATABASE_URL, or else the embedded PostgreSQL 18 (the
 same as `make run`). Each test session creates its own database, migrates every
-service's tree to head, and drops it at the end. Each test runs inside a transaction
-that is rolled back: the app's request transactions become savepoints in it.
+service's tree to head (as the owner, DATABASE_URL's user), and drops it at the end. The
+services, in process or as processes, log in as their own least-privileged roles
+(shared/dbroles.py: `login_url`), so every test runs with the privileges production has.
+Each test runs inside a transaction that is rolled back: the app's request transactions
+become savepoints in it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import devauth, devdb
 from shared.db import get_session
+from shared.dbroles import login_url
 from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 from tests.auth import admin
@@ -132,7 +136,7 @@ async def registry_app(database_url: str) -> AsyncIterator[FastAPI]:
     from services.registry.app import create_app
     from services.registry.settings import RegistrySettings
 
-    app = create_app(RegistrySettings(database_url=database_url))
+    app = create_app(RegistrySettings(database_url=login_url(database_url, "registry")))
     yield app
     await app.state.database.dispose()
 
@@ -269,7 +273,7 @@ async def eligibility_app(
 
     app = create_app(
         EligibilitySettings(
-            database_url=database_url,
+            database_url=login_url(database_url, "eligibility"),
             registry_url=live_registry,
             vouchers_url=live_vouchers,
             **_settings_auth(service_auth_env, "eligibility"),  # type: ignore[arg-type]
@@ -333,7 +337,7 @@ async def vouchers_app(
 
     app = create_app(
         VouchersSettings(
-            database_url=vouchers_database,
+            database_url=login_url(vouchers_database, "vouchers"),
             eligibility_url=live_eligibility,
             registry_url=live_registry,
             # budgets are ceilings (A2): the shared ledger's tests together claim more than the placeholders

@@ -84,8 +84,8 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
             chain.stop_sealer,
             stop,
         ],
-        db_server_settings={"role": settings.db_role},
-        audit_role=settings.db_role,
+        db_server_settings={"role": settings.db_role} if settings.db_role else None,
+        audit_role=settings.db_role or None,
     )
     install_dashboard(app)  # GET /dashboard: the page that reads the aggregates API
     aggregates.configure(app, settings)  # budgets (checked here: a bad file stops the service)

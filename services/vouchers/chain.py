@@ -458,16 +458,15 @@ async def seal_lag(connection: Any, *, exact: bool = False) -> Lag:
 
 
 async def connect(dsn: str, role: str, application_name: str, statement_timeout_ms: int = 30_000) -> Any:
-    """A connection of its own, acting as the service role (like the hot path's pool)."""
-    return await asyncpg.connect(
-        dsn,
-        server_settings={
-            "role": role,
-            "application_name": application_name,
-            "statement_timeout": str(statement_timeout_ms),
-            "idle_in_transaction_session_timeout": str(statement_timeout_ms * 2),
-        },
-    )
+    """A connection of its own, as the service's login (like the hot path's pool); `role` switches only if set."""
+    server_settings = {
+        "application_name": application_name,
+        "statement_timeout": str(statement_timeout_ms),
+        "idle_in_transaction_session_timeout": str(statement_timeout_ms * 2),
+    }
+    if role:
+        server_settings["role"] = role
+    return await asyncpg.connect(dsn, server_settings=server_settings)
 
 
 async def _close(connection: Any) -> None:

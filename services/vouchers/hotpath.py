@@ -115,7 +115,7 @@ def render(request: Request, status_code: int, body: str) -> Response:
 
 
 class HotPath:
-    """The redemption path's own small asyncpg pool (acting as the service role)."""
+    """The redemption path's own small asyncpg pool (as the service's login, `vouchers_app`)."""
 
     def __init__(self, dsn: str, role: str, size: int) -> None:
         self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
@@ -128,7 +128,7 @@ class HotPath:
             self.dsn,
             min_size=1,
             max_size=self.size,
-            server_settings={"role": self.role, "application_name": "vouchers-hotpath"},
+            server_settings={"application_name": "vouchers-hotpath", **({"role": self.role} if self.role else {})},
             command_timeout=10,
         )
 

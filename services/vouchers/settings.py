@@ -24,8 +24,9 @@ class VouchersSettings(ServiceSettings):
     eligibility_url: str = peer_url_field("VOUCHERS_", "ELIGIBILITY", "http://127.0.0.1:8002")
     registry_url: str = peer_url_field("VOUCHERS_", "REGISTRY", "http://127.0.0.1:8001")
     db_role: str = Field(
-        default="vouchers_writer",
-        description="The role the service acts as: it may not UPDATE, DELETE or TRUNCATE the ledger",
+        default="",
+        description="A role to switch to by startup parameter (empty: none; the login itself is the "
+        "least-privileged role, `vouchers_app`: docs/security.md)",
     )
     hot_pool_size: int = Field(
         default=10, ge=1, le=200, description="Connections of the redemption path (about 5 per core is best)"

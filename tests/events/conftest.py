@@ -1,8 +1,8 @@
 """Fixtures for the events tests: a committed database, a small app serving the vouchers schema's
 feed and webhooks with its dispatcher running, real HTTP receivers, and direct connections.
 
-The app is the shared events router on the vouchers schema (the service role
-`vouchers_writer`, as in production); events are written with `shared.events.emit` on
+The app is the shared events router on the vouchers schema (as the service's login
+`vouchers_app`, as in production); events are written with `shared.events.emit` on
 plain asyncpg connections, so each test decides exactly which transaction holds what.
 """
 
@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from services.vouchers.settings import VouchersSettings
 from shared.app import create_service_app
+from shared.dbroles import login_url
 from shared.events import WebhookSettings, emit, events_router, start_dispatcher, stop_dispatcher
 from tests.auth import admin
 from tests.conftest import DatabaseFactory
@@ -53,7 +54,7 @@ def events_database(databases: DatabaseFactory) -> str:
 
 
 def make_events_app(database_url: str, settings: WebhookSettings) -> FastAPI:
-    service_settings = VouchersSettings(database_url=database_url)  # type: ignore[arg-type]
+    service_settings = VouchersSettings(database_url=login_url(database_url, "vouchers"))  # type: ignore[arg-type]
     app = create_service_app(
         service_name="vouchers",
         schema="vouchers",
@@ -63,8 +64,6 @@ def make_events_app(database_url: str, settings: WebhookSettings) -> FastAPI:
         routers=[events_router("vouchers")],
         on_startup=[start_dispatcher],
         on_shutdown=[stop_dispatcher],
-        db_server_settings={"role": service_settings.db_role},
-        audit_role=service_settings.db_role,
     )
     app.state.webhook_settings = settings
     return app

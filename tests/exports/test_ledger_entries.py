@@ -85,35 +85,38 @@ async def ledger(ledger_database: str) -> dict[str, Any]:
         codes = ["EXPORT-A", "EXPORT-B"]
         vouchers: dict[str, dict[str, Any]] = {}
         for code in codes:
-            holding = await connection.fetchval(
-                "INSERT INTO vouchers.accounts (kind, ref) VALUES ('voucher', $1) RETURNING id", code
-            )
-            hold = await connection.fetchval(
-                "INSERT INTO vouchers.accounts (kind, ref) VALUES ('hold', $1) RETURNING id", code
-            )
-            decision = uuid.uuid4()
-            voucher_id = await connection.fetchval(
-                "INSERT INTO vouchers.vouchers (code, kind, holder, decision_id, year, amount_fen, available_fen, "
-                "held_fen, redeemed_fen, returned_fen, valid_until, account_id, hold_account_id, budget_account_id) "
-                "VALUES ($1, 'M1', '9144030071526726XG', $2, 2026, 1000000, 1000000, 0, 0, 0, '2027-12-31', "
-                "$3, $4, $5) RETURNING id",
-                code,
-                decision,
-                holding,
-                hold,
-                budget,
-            )
-            vouchers[code] = {"id": voucher_id, "account": holding, "decision": decision}
-            await connection.execute(
-                "INSERT INTO vouchers.entries (created_at, kind, from_account_id, to_account_id, amount_fen, "
-                "voucher_id, decision_id, actor, request_id, parameters_digest) "
-                "VALUES ($1, 'issue', $2, $3, 1000000, $4, $5, 'officer 王科员', 'req-issue', 'sha256:abc')",
-                SHANGHAI_MARCH_1 - timedelta(days=10),
-                budget,
-                holding,
-                voucher_id,
-                decision,
-            )
+            # a voucher commits with its issue entry (vouchers 0013 checks it at commit)
+            async with connection.transaction():
+                holding = await connection.fetchval(
+                    "INSERT INTO vouchers.accounts (kind, ref) VALUES ('voucher', $1) RETURNING id", code
+                )
+                hold = await connection.fetchval(
+                    "INSERT INTO vouchers.accounts (kind, ref) VALUES ('hold', $1) RETURNING id", code
+                )
+                decision = uuid.uuid4()
+                voucher_id = await connection.fetchval(
+                    "INSERT INTO vouchers.vouchers (code, kind, holder, decision_id, year, amount_fen, "
+                    "available_fen, held_fen, redeemed_fen, returned_fen, valid_until, account_id, hold_account_id, "
+                    "budget_account_id) "
+                    "VALUES ($1, 'M1', '9144030071526726XG', $2, 2026, 1000000, 1000000, 0, 0, 0, '2027-12-31', "
+                    "$3, $4, $5) RETURNING id",
+                    code,
+                    decision,
+                    holding,
+                    hold,
+                    budget,
+                )
+                vouchers[code] = {"id": voucher_id, "account": holding, "decision": decision}
+                await connection.execute(
+                    "INSERT INTO vouchers.entries (created_at, kind, from_account_id, to_account_id, amount_fen, "
+                    "voucher_id, decision_id, actor, request_id, parameters_digest) "
+                    "VALUES ($1, 'issue', $2, $3, 1000000, $4, $5, 'officer 王科员', 'req-issue', 'sha256:abc')",
+                    SHANGHAI_MARCH_1 - timedelta(days=10),
+                    budget,
+                    holding,
+                    voucher_id,
+                    decision,
+                )
         for index, moment in enumerate(MOMENTS):
             code = codes[index % 2]
             memo = MEMOS[index % len(MEMOS)]

@@ -38,13 +38,13 @@ from services.vouchers.chain import (
     verify_ledger,
 )
 from shared.auth import AUDITOR, OFFICER
+from shared.dbroles import login_url
 from shared.migrations import head_revision
 from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory
 from tests.vouchers.flow import YUAN, approved_m3, issue, redeem, vendor_call
 
 REPO = Path(__file__).resolve().parents[2]
-WRITER = {"role": "vouchers_writer"}
 #: odd Unicode that must never break verification: NFD accents, RTL override, zero-width, emoji, quotes
 ODD_OFFICER = "officer-e\u0301\u200b"
 ODD_REASON = 'Cafe\u0301 作废 \u202eTLR\u202c \U0001f680 ﬁ "引号" \\ back-slash\n第二行'
@@ -131,7 +131,7 @@ async def isolated(
     url = databases.create("longgang_chain_tamper")
     settings = VouchersSettings.model_validate(
         {
-            "database_url": url,
+            "database_url": login_url(url, "vouchers"),
             "eligibility_url": live_eligibility,
             "registry_url": live_registry,
             "sealer_interval_seconds": 0,
@@ -423,9 +423,9 @@ async def test_the_service_role_cannot_rewrite_the_ledger(
     table: str, statement: str, vouchers_app: FastAPI, vouchers_database: str
 ) -> None:
     column = {"entries": "amount_fen", "seals": "chain_hash", "checkpoints": "chain_hash"}[table]
-    connection = await asyncpg.connect(vouchers_database, server_settings=WRITER)
+    connection = await asyncpg.connect(login_url(vouchers_database, "vouchers"))
     try:
-        assert await connection.fetchval("SELECT current_user") == "vouchers_writer"
+        assert await connection.fetchval("SELECT current_user") == "vouchers_app"
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match=f"permission denied for table {table}"):
             await connection.execute(statement.format(table=table, column=column))
     finally:
@@ -485,7 +485,7 @@ async def test_the_sealer_never_passes_a_transaction_in_flight(
     issued = await issue(isolated.client, decision_id)
     assert issued.status_code == 201, issued.text
     code = issued.json()["code"]
-    sealer = await asyncpg.connect(isolated.url, server_settings=WRITER)  # as the service seals
+    sealer = await asyncpg.connect(login_url(isolated.url, "vouchers"))  # as the service seals
     slow = await asyncpg.connect(isolated.url)
     try:
         assert (await settled(isolated.client))["entries_verified"] == 1  # the issue entry
@@ -591,7 +591,7 @@ async def test_hidden_and_vanished_entries_are_found(
     await activity(isolated.client, live_registry_client, live_eligibility_client)
     assert (await settled(isolated.client))["ok"] is True
     # the service role may insert: an entry dated into the sealed past (a forged old txid) is never sealed ...
-    writer = await asyncpg.connect(isolated.url, server_settings=WRITER)
+    writer = await asyncpg.connect(login_url(isolated.url, "vouchers"))
     try:
         accounts = [
             await writer.fetchval("INSERT INTO vouchers.accounts (kind, ref) VALUES ('settled', $1) RETURNING id", ref)
@@ -722,7 +722,7 @@ async def test_verification_in_small_batches_gives_the_same_report(
     for _ in range(2):
         await activity(isolated.client, live_registry_client, live_eligibility_client)
     whole = await settled(isolated.client)
-    connection = await asyncpg.connect(isolated.url, server_settings=WRITER)
+    connection = await asyncpg.connect(login_url(isolated.url, "vouchers"))
     try:
         small = await verify_ledger(connection, batch_size=3)
     finally:

@@ -1,0 +1,103 @@
+"""The database logins the services run as (issue #12, finding 2; docs/security.md).
+
+Migrations run as the schema owner (`MIGRATION_DATABASE_URL`, else `DATABASE_URL`) and grant
+each service's privileges to a NOLOGIN group role (`registry_writer`, `eligibility_writer`,
+`vouchers_writer`). A service logs in as its own role (`registry_app`, `eligibility_app`,
+`vouchers_app`): not a superuser, not the owner, a member of its group only, so nothing it can
+run — `SET ROLE`, `RESET ROLE`, `ALTER TABLE` — leads to more than the group's grants. No
+startup parameter switches roles (PgBouncer may drop those).
+
+The logins are the tooling's business, never a migration's (their passwords would be in the
+repository): `ensure_logins` creates a missing one (the owner needs CREATEROLE: true locally
+and in compose; in deploy/k8s CloudNativePG's managed roles create them) and sets the
+password from `<SERVICE>_DB_PASSWORD` when one is given. `login_url` is the owner's URL with
+the login's name and password: what `make run` and the tests give each service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+SERVICES = ("registry", "eligibility", "vouchers")
+#: The NOLOGIN role each service's privileges are granted to (by its migrations).
+GROUP_ROLES = {service: f"{service}_writer" for service in SERVICES}
+#: The role each service logs in as: a member of its group and of nothing else.
+LOGIN_ROLES = {service: f"{service}_app" for service in SERVICES}
+
+
+def password_variable(service: str) -> str:
+    return f"{service.upper()}_DB_PASSWORD"
+
+
+def passwords_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`<SERVICE>_DB_PASSWORD` of each service that has one (local trust authentication needs none)."""
+    environ = os.environ if environ is None else environ
+    return {s: environ[password_variable(s)] for s in SERVICES if environ.get(password_variable(s))}
+
+
+def login_url(owner_url: str, service: str, password: str | None = None) -> str:
+    """`owner_url` with the service's login (and its password, if any) instead of the owner's."""
+    parts = urlsplit(owner_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = LOGIN_ROLES[service]
+    credentials = f"{user}:{quote(password, safe='')}" if password else user
+    return urlunsplit((parts.scheme, f"{credentials}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def login_sql(service: str) -> str:
+    """Create the login if it is missing, least-privileged; a concurrent creator is no error."""
+    login, group = LOGIN_ROLES[service], GROUP_ROLES[service]
+    return f"""
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{login}') THEN
+            BEGIN
+                CREATE ROLE {login} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+            END;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{group}') THEN
+            BEGIN
+                CREATE ROLE {group} NOLOGIN;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+            END;
+        END IF;
+        IF NOT pg_has_role('{login}', '{group}', 'MEMBER') THEN
+            GRANT {group} TO {login};
+        END IF;
+    END $$
+    """
+
+
+async def ensure_logins_async(owner_url: str, passwords: Mapping[str, str] | None = None) -> None:
+    import asyncpg
+
+    passwords = passwords_from_environment() if passwords is None else passwords
+    connection = await asyncpg.connect(owner_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        for service in SERVICES:
+            for attempt in range(5):
+                try:
+                    await connection.execute(login_sql(service))
+                    break
+                except asyncpg.PostgresError as exc:  # "tuple concurrently updated": another session did it
+                    if attempt == 4 or "concurrently" not in str(exc):
+                        raise
+                    await asyncio.sleep(0.1 * (attempt + 1))
+            if passwords.get(service):
+                # a parameter cannot carry a role's password: quote it as a literal
+                literal = await connection.fetchval("SELECT quote_literal($1::text)", passwords[service])
+                await connection.execute(f"ALTER ROLE {LOGIN_ROLES[service]} PASSWORD {literal}")
+    finally:
+        await connection.close()
+
+
+def ensure_logins(owner_url: str, passwords: Mapping[str, str] | None = None) -> None:
+    """Blocking: the services' logins exist and are members of their groups (see the module doc)."""
+    asyncio.run(ensure_logins_async(owner_url, passwords))
