@@ -43,7 +43,7 @@ from shared.db import SessionDep
 from shared.errors import FieldError, ProblemError, field_errors_from_pydantic, validation_problem
 from shared.peers import PeerUnavailable
 
-from . import service
+from . import replay, service
 from .errors import IDEMPOTENCY_KEY_REQUIRED, VENDOR_AFFILIATED, VENDOR_NOT_COMPUTE_VENDOR, VOUCHER_NOT_FOUND
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
@@ -390,10 +390,19 @@ async def issue(
     moment: Now,
     principal: Officer,
     payload: IssueRequest,
-) -> VoucherRead:
+    key: KeyHeader = None,
+) -> VoucherRead | Response:
+    """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
     try:
         client = await client.prefetched(ISSUE_PARAMETERS)  # no peer call inside the transaction
-        return await service.issue_voucher(session, client, budgets, payload, principal.actor, moment)
+        return await replay.once(
+            session,
+            principal.client_id,
+            key,
+            "issue",
+            payload.model_dump(mode="json"),
+            lambda: service.issue_voucher(session, client, budgets, payload, principal.actor, moment),
+        )
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc
 
@@ -413,9 +422,18 @@ async def grant(
     moment: Now,
     principal: Officer,
     payload: IssueRequest,
-) -> GrantRead:
+    key: KeyHeader = None,
+) -> GrantRead | Response:
+    """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
     try:
-        return await service.grant(session, client, budgets, payload, principal.actor, moment)
+        return await replay.once(
+            session,
+            principal.client_id,
+            key,
+            "grant",
+            payload.model_dump(mode="json"),
+            lambda: service.grant(session, client, budgets, payload, principal.actor, moment),
+        )
     except PeerUnavailable as exc:
         raise exc.as_problem() from exc
 
