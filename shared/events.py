@@ -470,7 +470,7 @@ async def pin(url: str, allow_private: bool, resolver: Resolver = resolve_host) 
     internal one for the connection (DNS rebinding).
     """
     target = httpx.URL(url)
-    host = target.host
+    host = target.raw_host.decode("ascii")  # IDNA-encoded: what DNS, `Host` and SNI carry
     port = target.port or (443 if target.scheme == "https" else 80)
     addresses = await resolver(host, port)  # OSError: does not resolve (now)
     if not addresses:

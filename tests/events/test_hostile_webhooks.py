@@ -26,9 +26,11 @@ from services.vouchers.settings import VouchersSettings
 from shared.app import create_service_app
 from shared.auth import ADMIN, PLATFORM
 from shared.events import (
+    AddressRefused,
     Dispatcher,
     events_router,
     is_public_address,
+    pin,
     resolve_host,
     start_dispatcher,
     stop_dispatcher,
@@ -313,3 +315,25 @@ async def test_a_name_that_resolves_to_nat64_loopback_at_delivery_is_not_called(
     failures = await eventually(failed)
     assert failures[0]["error"] == "the URL's host is not a public address (not sent)"
     assert receiver.requests == []
+
+
+async def test_the_pinned_request_keeps_the_name_for_host_and_tls() -> None:
+    """https: the connection goes to the checked address; `Host`, SNI and the certificate check use the name."""
+
+    async def public(host: str, port: int) -> list[str]:
+        return {"xn--mnchen-3ya.example": ["203.0.113.7"], "hooks.example": ["2001:db8::7", "8.8.4.4"]}[host]
+
+    pinned = await pin("https://münchen.example:8443/hooks?x=1", True, public)
+    assert pinned.url == "https://203.0.113.7:8443/hooks?x=1"
+    assert pinned.host_header == "xn--mnchen-3ya.example:8443"
+    assert pinned.sni_hostname == "xn--mnchen-3ya.example"
+    six = await pin("https://hooks.example/in", True, public)
+    assert (six.url, six.host_header, six.sni_hostname) == (
+        "https://[2001:db8::7]/in",
+        "hooks.example",
+        "hooks.example",
+    )
+    literal = await pin("http://[2606:4700::1111]:81/in", False, resolve_host)
+    assert (literal.url, literal.sni_hostname) == ("http://[2606:4700::1111]:81/in", None)
+    with pytest.raises(AddressRefused):  # one forbidden address (documentation range) beside a public one is enough
+        await pin("https://hooks.example/in", False, public)
