@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger \
 	bench-export bench-aggregates \
-	token client backup restore browser test-resilience
+	token client backup restore browser compose-tool test-resilience
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required (found %s)" % sys.version.split()[0]'
@@ -63,7 +63,14 @@ browser:
 			>/dev/null) || \
 		echo "chromium could not be installed (apt-get install chromium): the dashboard's browser test will fail"
 
-pytest: $(STAMP) browser
+# Debian's docker-compose (1.29) reads and validates docker-compose.yml without a Docker engine: tests/test_compose.py
+# runs it. Installed once when absent; if it cannot be (not root, no apt), that test fails and says so.
+compose-tool:
+	@command -v docker-compose >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) || \
+		echo "docker-compose could not be installed (apt-get install docker-compose): tests/test_compose.py will fail"
+
+pytest: $(STAMP) browser compose-tool
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint types pytest

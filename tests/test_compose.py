@@ -1,12 +1,15 @@
 """docker-compose.yml and deploy/Dockerfile, checked without a Docker engine.
 
-Static checks always run. `docker compose config -q` runs only where the Docker CLI
-and its compose plugin exist; elsewhere that one test is skipped.
+Static checks, and a real compose implementation reading the file: Debian's `docker-compose`
+(1.29, installed by `make test` like the browser: `make compose-tool`) validates and resolves
+a compose file without a Docker engine. It must be there: the test fails, never skips, without it.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -153,3 +156,40 @@ def test_only_the_migrate_step_logs_in_as_the_owner(compose: dict[str, Any]) -> 
         # the login's password in the service's URL is the one the migrate step gives the login
         password = migrate[f"{name.upper()}_DB_PASSWORD"]
         assert f"{name}_app:{password}@" in environment[f"{name.upper()}_DATABASE_URL"], name
+
+
+def _compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose is not installed: `make compose-tool` (apt-get install docker-compose) installs it"
+    return subprocess.run(
+        [tool, "-f", str(file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)},
+        check=False,
+    )
+
+
+def test_a_real_compose_implementation_validates_and_resolves_the_file() -> None:
+    checked = _compose("config", "-q")
+    assert checked.returncode == 0, checked.stderr
+    resolved = _compose("config")
+    assert resolved.returncode == 0, resolved.stderr
+    services = yaml.safe_load(resolved.stdout)["services"]
+    assert set(services) == SERVICES
+    for name, port in APP_PORTS.items():
+        assert port in _published_ports(services[name]), name
+
+
+def test_the_compose_check_refuses_a_broken_file(tmp_path: Path) -> None:
+    """The check can fail: the same file with a misspelt service key is refused."""
+    broken = tmp_path / "docker-compose.yml"
+    text = COMPOSE_FILE.read_text(encoding="utf-8").replace("depends_on:", "depend_on:", 1)
+    assert text != COMPOSE_FILE.read_text(encoding="utf-8")
+    broken.write_text(text, encoding="utf-8")
+    (tmp_path / "deploy").symlink_to(ROOT / "deploy")
+    refused = _compose("config", "-q", file=broken)
+    assert refused.returncode != 0
+    assert "depend_on" in refused.stderr
