@@ -161,6 +161,11 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_STARTS_SQL = ", ".join(f"chr({ord(c)})" for c in FORMULA_STARTS)
 
 
+def neutral_text(value: str) -> str:
+    """A text cell written from Python, with the `'` the SQL exports put before a would-be formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 def _neutralised(sql: str) -> str:
     """A text cell for CSV, with a `'` in front when a spreadsheet would take it for a formula."""
     value = f"({sql})::text"

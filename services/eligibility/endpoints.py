@@ -14,8 +14,9 @@ Who may call what (roles are token scopes, shared/auth.py):
 Whoever acts is the authenticated client, never a name in the request body.
 """
 
+import json
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
@@ -34,11 +35,12 @@ from shared.auth import (
     require,
 )
 from shared.db import SessionDep
+from shared.errors import FieldError, validation_problem
 from shared.identifiers import CreditCode
 from shared.limits import KiB, MiB, max_body
 from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_keys, encode_cursor, make_page, page_params
 
-from . import repository, service
+from . import repository, service, simulation
 from .budget import ProgrammeBudget, with_reservation
 from .facts import RegistryFacts
 from .parameters import SPECS, ParameterSet
@@ -63,6 +65,7 @@ from .schemas import (
     ReviewCreate,
     SimulationCreate,
     SimulationRead,
+    SimulationStatus,
 )
 from .service import Policy
 
@@ -407,4 +410,68 @@ async def simulate(
     policy: PolicyDep,
     payload: SimulationCreate,
 ) -> SimulationRead:
-    return await service.simulate(session, policy, payload)
+    return await simulation.simulate(session, policy, payload)
+
+
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "UTF-8, a header row, one row per application (columns in docs/simulations.md)",
+    }
+}
+
+
+def _csv(report: SimulationRead) -> Response:
+    return Response(
+        simulation.as_csv(report),
+        media_type="text/csv; charset=utf-8; header=present",
+        headers={"Content-Disposition": 'attachment; filename="simulation.csv"'},
+    )
+
+
+@router.post(
+    "/v1/simulations/export",
+    response_class=Response,
+    responses=CSV_RESPONSE,
+    tags=["policy"],
+    summary="What if, as CSV: the per-application table of the same simulation (nothing is stored)",
+)
+@max_body(8 * MiB)  # up to 100,000 application ids
+async def export_simulation(
+    _: Annotated[Principal, require(OFFICER, APPROVER, ADMIN, AUDITOR)],
+    session: SessionDep,
+    policy: PolicyDep,
+    payload: SimulationCreate,
+) -> Response:
+    return _csv(await simulation.simulate(session, policy, payload))
+
+
+@router.get(
+    "/v1/simulations/export",
+    response_class=Response,
+    responses=CSV_RESPONSE,
+    tags=["policy"],
+    summary="What if, as CSV, from a link: measure and year (or application ids), status, overrides as JSON",
+)
+async def export_simulation_link(
+    _: Annotated[Principal, require(OFFICER, APPROVER, ADMIN, AUDITOR)],
+    session: SessionDep,
+    policy: PolicyDep,
+    measure: Annotated[str | None, Query(pattern=r"^M(1[0-3]|[1-9])$")] = None,
+    year: Annotated[int | None, Query(ge=2000, le=2100, description="benefit year, with measure")] = None,
+    application_id: Annotated[list[uuid.UUID] | None, Query(max_length=1000)] = None,
+    status: Annotated[SimulationStatus, Query()] = "all",
+    overrides: Annotated[str, Query(max_length=16_384, description='a JSON object, e.g. {"M5.ratio": "0.4"}')] = "{}",
+) -> Response:
+    try:
+        parsed = json.loads(overrides)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise validation_problem(
+            [FieldError("query.overrides", "json_object", "应为 JSON 对象", "overrides must be a JSON object", {})]
+        )
+    payload = SimulationCreate(
+        application_ids=application_id, measure=measure, year=year, status=status, overrides=parsed
+    )
+    return _csv(await simulation.simulate(session, policy, payload))

@@ -82,6 +82,13 @@ SIMULATION_SCOPE = ErrorCode(
     "请给出 application_ids，或 measure 与 year",
     "Give application_ids, or measure and year",
 )
+SIMULATION_TRACE = ErrorCode(
+    "simulation_trace_scope",
+    422,
+    "trace_of 须为本次模拟范围内的申请（{id}）；include_trace 只用于恰好一个 application_ids",
+    "trace_of must name an application of the simulation's scope ({id}); include_trace needs exactly one "
+    "application id",
+)
 ALREADY_AWARDED = ErrorCode(
     "already_awarded",
     409,

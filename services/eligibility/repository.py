@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, Uuid, and_, bindparam, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .facts import ClaimHolder, PriorAward
@@ -116,16 +116,58 @@ async def review_queue(session: AsyncSession, after: tuple[int, int] | None, lim
     return list((await session.execute(statement)).scalars())
 
 
+SimulationRow = tuple[Application, Decision, int | None]
+
+
+def _approved_amount() -> Any:
+    """The amount of the application's latest approving review (its approval, or its A1 decision)."""
+    return (
+        select(Review.amount_fen)
+        .where(Review.application_id == Application.id, Review.step == "approval", Review.verdict == "approve")
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 async def applications_for_simulation(
-    session: AsyncSession, ids: Sequence[uuid.UUID] | None, measure: str | None, year: int | None
-) -> list[tuple[Application, Decision]]:
-    statement = select(Application, Decision).join(Decision, Decision.id == Application.current_decision_id)
+    session: AsyncSession,
+    ids: Sequence[uuid.UUID] | None,
+    measure: str | None,
+    year: int | None,
+    statuses: Sequence[str],
+) -> list[SimulationRow]:
+    """The applications a what-if covers, with their current decision and the approved amount (if approved)."""
+    statement = select(Application, Decision, _approved_amount()).join(
+        Decision, Decision.id == Application.current_decision_id
+    )
     if ids is not None:
-        statement = statement.where(Application.id.in_(ids))
-    else:
-        statement = statement.where(Application.measure == measure, Application.benefit_year == year)
-    statement = statement.where(Decision.kind == "automatic").order_by(Application.seq)
-    return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
+        statement = statement.where(Application.id == func.any(bindparam("ids", list(ids), type_=ARRAY(Uuid))))
+    if measure is not None:
+        statement = statement.where(Application.measure == measure)
+    if year is not None:
+        statement = statement.where(Application.benefit_year == year)
+    statement = statement.where(Application.status.in_(statuses)).order_by(Application.seq)
+    return [(row[0], row[1], row[2]) for row in (await session.execute(statement)).all()]
+
+
+async def standing_for_simulation(
+    session: AsyncSession, applicants: Sequence[str], measures: Sequence[str]
+) -> list[SimulationRow]:
+    """Every standing application of these enterprises and measures: the years a what-if recomputes."""
+    if not applicants:
+        return []
+    statement = (
+        select(Application, Decision, _approved_amount())
+        .join(Decision, Decision.id == Application.current_decision_id)
+        .where(
+            Application.applicant == func.any(bindparam("applicants", list(applicants), type_=ARRAY(Text))),
+            Application.measure.in_(sorted(set(measures))),
+            Application.status.in_(STANDING),
+        )
+        .order_by(Application.seq)
+    )
+    return [(row[0], row[1], row[2]) for row in (await session.execute(statement)).all()]
 
 
 def queue_key(application: Application) -> tuple[int, int]:

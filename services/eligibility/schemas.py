@@ -275,29 +275,98 @@ class ParameterVersionCreate(Input):
 # --- simulations ------------------------------------------------------------------------------
 
 
+SimulationStatus = Literal["approved", "pending", "all"]
+
+
 class SimulationCreate(Input):
+    """Which stored applications to re-run, under which parameters, and whether to show one trace."""
+
     application_ids: Annotated[list[uuid.UUID], Field(max_length=100_000)] | None = None
     measure: str | None = Field(default=None, pattern=r"^M(1[0-3]|[1-9])$")
     year: int | None = Field(default=None, ge=2000, le=2100, description="benefit year, with measure")
+    status: SimulationStatus = Field(
+        default="all",
+        description="approved: approved applications; pending: in review or reviewed; all: those and, listed "
+        "but never counted as money, the rejected and ineligible ones",
+    )
     overrides: dict[str, Any] = Field(description="parameter id → value replacing it on every date")
+    trace_of: uuid.UUID | None = Field(
+        default=None, description="an application of the scope: its full rule trace under the new parameters"
+    )
+    include_trace: bool = Field(default=False, description="the trace of the only application in application_ids")
 
 
 class SimulatedApplication(BaseModel):
+    """One application: what it was given (before), what the new rules give it (after)."""
+
     application_id: uuid.UUID
     measure: str
     applicant: str
-    before_outcome: str
-    before_fen: int | None
-    after_outcome: str
-    after_fen: int | None
+    benefit_year: int
+    as_of: date
+    status: str = Field(description="the application's status now")
+    counted: bool = Field(description="counted as money: approved, in review or reviewed (never rejected/ineligible)")
+    before_source: Literal["approved", "approved_a1", "automatic", "not_money"] = Field(
+        description="approved: the approval's amount; approved_a1: an A1 decision's amount; automatic: the automatic "
+        "decision's amount (pending); not_money: rejected or ineligible, 0"
+    )
+    before_outcome: str = Field(description="the current decision's outcome (manual_a1 decisions: eligible)")
+    before_fen: int | None = Field(description="what was approved, or the automatic amount for pending ones")
+    before_a1_fen: int = Field(description="the part of before_fen an A1 decision paid above the formula's components")
+    after_outcome: str = Field(
+        description="the new rules' outcome (not_evaluable: the stored evidence no longer reads)"
+    )
+    after_fen: int | None = Field(
+        description="the new rules' amount, with the year's caps taken in order; 0 if not money"
+    )
+    difference_fen: int = Field(description="after_fen − before_fen")
+    cap_trimmed_fen: int = Field(description="cut by an annual cap already used by the year's earlier applications")
+    earlier_in_year: list[uuid.UUID] = Field(
+        description="the enterprise's standing applications of the measure processed before this one (date, then "
+        "order received)"
+    )
+
+
+class SimulationTotal(BaseModel):
+    """Sums over the counted applications of one measure or one clause."""
+
+    count: int
+    before_fen: int
+    after_fen: int
     difference_fen: int
+
+
+class SimulationMeasureTotal(SimulationTotal):
+    measure: str
+    budget_impact_fen: int = Field(
+        description="after − before: what the change would add to (or free from) the measure's budget; compare with "
+        "the vouchers service's GET /v1/aggregates/budget"
+    )
+
+
+class SimulationClauseTotal(SimulationTotal):
+    clause: str = Field(
+        description="the measure's clause for formula amounts; A1 for what A1 decisions paid above them"
+    )
+
+
+class SimulationTrace(BaseModel):
+    application_id: uuid.UUID
+    outcome: str
+    amount_fen: int | None
+    trace: list[dict[str, Any]] = Field(description="every step under the new parameters, in the decision's format")
 
 
 class SimulationRead(BaseModel):
     count: int
     changed: int
+    status: SimulationStatus
+    order: str = Field(description="how each enterprise's applications of a measure are taken in turn")
     total_before_fen: int
     total_after_fen: int
     total_difference_fen: int
     parameters_digest: str
+    by_measure: list[SimulationMeasureTotal]
+    by_clause: list[SimulationClauseTotal]
+    trace: SimulationTrace | None = None
     applications: list[SimulatedApplication]

@@ -44,7 +44,6 @@ from .errors import (
     PARAMETER_NOT_FOUND,
     PARAMETER_NOT_FUTURE,
     SELF_APPROVAL,
-    SIMULATION_SCOPE,
 )
 from .evidence import AnyEvidence, Evidence
 from .facts import Facts, RegistryFacts
@@ -63,9 +62,6 @@ from .schemas import (
     ParameterVersionCreate,
     ReviewCreate,
     ReviewRead,
-    SimulatedApplication,
-    SimulationCreate,
-    SimulationRead,
 )
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
@@ -759,58 +755,3 @@ async def add_parameter_version(
         {"parameter_id": parameter_id, **raw, "reason": payload.reason, "created_by": principal.actor},
     )
     return await current_parameters(session, policy.parameters)
-
-
-# --- what-if -------------------------------------------------------------------------------------
-
-
-def _overridden(parameters: ParameterSet, overrides: dict[str, Any]) -> ParameterSet:
-    changed = dict(parameters.parameters)
-    for parameter_id, raw_value in overrides.items():
-        if parameter_id not in SPECS:
-            raise ProblemError(PARAMETER_NOT_FOUND, id=parameter_id)
-        raw = {"effective_from": date(1900, 1, 1), "value": raw_value, "status": "provisional", "source": "simulation"}
-        try:
-            value = parse_value(f"overrides.{parameter_id}", parameter_id, raw, origin="simulation")
-        except ParameterFileError as exc:
-            raise ProblemError(PARAMETER_INVALID, problem=str(exc)) from exc
-        changed[parameter_id] = replace(changed[parameter_id], history=(value,))
-    return replace(parameters, parameters=changed, version=parameters.version + "+simulation")
-
-
-async def simulate(session: AsyncSession, policy: Policy, payload: SimulationCreate) -> SimulationRead:
-    if payload.application_ids is None and (payload.measure is None or payload.year is None):
-        raise ProblemError(SIMULATION_SCOPE)
-    base = await current_parameters(session, policy.parameters)
-    alternative = _overridden(base, payload.overrides)
-    rows = await repository.applications_for_simulation(session, payload.application_ids, payload.measure, payload.year)
-    results: list[SimulatedApplication] = []
-    for application, decision in rows:
-        evidence = EVIDENCE.validate_python(application.evidence)
-        facts = Facts.model_validate(decision.facts)
-        evaluation = evaluate_application(evidence, application.as_of, facts, alternative)
-        before = decision.amount_fen if decision.outcome == "eligible" else 0
-        after = evaluation.result.amount_fen if evaluation.result.outcome == "eligible" else 0
-        results.append(
-            SimulatedApplication(
-                application_id=application.id,
-                measure=application.measure,
-                applicant=application.applicant,
-                before_outcome=decision.outcome,
-                before_fen=decision.amount_fen,
-                after_outcome=evaluation.result.outcome,
-                after_fen=evaluation.result.amount_fen,
-                difference_fen=(after or 0) - (before or 0),
-            )
-        )
-    total_before = sum((r.before_fen or 0) for r in results if r.before_outcome == "eligible")
-    total_after = sum((r.after_fen or 0) for r in results if r.after_outcome == "eligible")
-    return SimulationRead(
-        count=len(results),
-        changed=sum(1 for r in results if (r.before_outcome, r.before_fen) != (r.after_outcome, r.after_fen)),
-        total_before_fen=total_before,
-        total_after_fen=total_after,
-        total_difference_fen=total_after - total_before,
-        parameters_digest=alternative.digest,
-        applications=results,
-    )

@@ -359,41 +359,50 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
 async def test_what_if_reports_differences_and_stores_nothing(
     eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
 ) -> None:
+    """M5 (not M6, whose conditions issue #13 adds): three enterprises' purchases, at 25% instead of 30%."""
     ids = []
-    for investment in (1_000_000, 3_000_000, 200_000):
-        applicant = await seed.organisation(live_registry_client)
+    for spend in (600_000, 1_500_000, 200_000):
+        applicant = await seed.organisation(live_registry_client, four_above_category="above_scale_industrial")
+        supplier = await seed.organisation(live_registry_client)
+        product = await seed.recognition(
+            live_registry_client, supplier, "2025-01-05", kind="digital_product", product="AI 排产"
+        )
+        purchase = {"product_recognition_id": product, "amount_fen": spend * YUAN, "paid_on": "2025-04-15"}
         response = await eligibility.post(
             "/v1/applications",
             json={
                 "applicant": applicant,
                 "as_of": "2026-03-01",
                 "as_of_reason": "逾期登记的纸质申请",
-                "evidence": {"measure": "M6", "diagnosis_reference": "d", "audited_investment_fen": investment * YUAN},
+                "evidence": {"measure": "M5", "year": 2025, "purchases": [purchase]},
             },
         )
+        assert response.status_code == 201, response.text
         ids.append(response.json()["id"])
     decisions_before = [(await eligibility.get(f"/v1/applications/{i}")).json()["decision"] for i in ids]
 
-    result = await eligibility.post("/v1/simulations", json={"application_ids": ids, "overrides": {"M6.ratio": "0.25"}})
+    result = await eligibility.post("/v1/simulations", json={"application_ids": ids, "overrides": {"M5.ratio": "0.25"}})
     assert result.status_code == 200, result.text
     report = result.json()
     assert report["count"] == 3
     rows = {row["application_id"]: row for row in report["applications"]}
-    # 1,000,000 → 500,000 becomes 250,000; 3,000,000 stays capped at 1,000,000 (750,000); 200,000: 100,000 → 50,000
-    assert [rows[i]["after_fen"] for i in ids] == [250_000 * YUAN, 750_000 * YUAN, 50_000 * YUAN]
-    assert [rows[i]["difference_fen"] for i in ids] == [-250_000 * YUAN, -250_000 * YUAN, -50_000 * YUAN]
-    assert report["total_difference_fen"] == -550_000 * YUAN
-    assert report["changed"] == 3
+    # 600,000: 180,000 becomes 150,000; 1,500,000 stays capped at 300,000 (375,000); 200,000: 60,000 → 50,000
+    assert [rows[i]["before_fen"] for i in ids] == [180_000 * YUAN, 300_000 * YUAN, 60_000 * YUAN]
+    assert [rows[i]["after_fen"] for i in ids] == [150_000 * YUAN, 300_000 * YUAN, 50_000 * YUAN]
+    assert [rows[i]["difference_fen"] for i in ids] == [-30_000 * YUAN, 0, -10_000 * YUAN]
+    assert report["total_difference_fen"] == -40_000 * YUAN
+    assert report["changed"] == 2
     decisions_after = [(await eligibility.get(f"/v1/applications/{i}")).json()["decision"] for i in ids]
     assert decisions_after == decisions_before
 
     by_measure = await eligibility.post(
-        "/v1/simulations", json={"measure": "M6", "year": 2026, "overrides": {"M6.cap_fen": 0}}
+        "/v1/simulations", json={"measure": "M5", "year": 2025, "overrides": {"M5.annual_cap_fen": 0}}
     )
     assert by_measure.json()["count"] >= 3
+    assert by_measure.json()["total_after_fen"] == 0
     bad = await eligibility.post("/v1/simulations", json={"overrides": {}})
     assert bad.json()["code"] == "simulation_scope"
-    bad_value = await eligibility.post("/v1/simulations", json={"application_ids": ids, "overrides": {"M6.ratio": 2}})
+    bad_value = await eligibility.post("/v1/simulations", json={"application_ids": ids, "overrides": {"M5.ratio": 2}})
     assert bad_value.json()["code"] == "parameter_invalid"
 
 

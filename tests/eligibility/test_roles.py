@@ -79,6 +79,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/policy/parameters/{parameter_id}"): EVERYONE,
     ("POST", "/v1/policy/parameters/{parameter_id}/versions"): frozenset({ADMIN}),
     ("POST", "/v1/simulations"): frozenset({OFFICER, APPROVER, ADMIN, AUDITOR}),
+    ("POST", "/v1/simulations/export"): frozenset({OFFICER, APPROVER, ADMIN, AUDITOR}),
+    ("GET", "/v1/simulations/export"): frozenset({OFFICER, APPROVER, ADMIN, AUDITOR}),
     # the award register names enterprises: the bureau, auditors and the data platform, not applicants
     ("GET", "/v1/awards"): frozenset({OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM}),
     ("GET", "/v1/awards/double"): frozenset({OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM}),
@@ -125,6 +127,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "reason": "测试理由",
     },
     ("POST", "/v1/simulations"): {"overrides": {}},
+    ("POST", "/v1/simulations/export"): {"overrides": {}},
     ("POST", "/v1/webhooks"): {"url": "not a url"},
 }
 #: query strings that keep reads small
