@@ -319,6 +319,16 @@ def _m3_evidence(model_id: str) -> Json:
     }
 
 
+def _with_diagnosis(registry: httpx.Client, applicant: str, evidence: Json) -> Json:
+    """M6 references the applicant's diagnosis record (registry.json): its id is the registry's, found by reference."""
+    if evidence["measure"] != "M6":
+        return evidence
+    params = {"credit_code": applicant, "kind": "digital_diagnosis"}
+    found = _json_object(registry.get("/v1/recognitions", params=params)).get("items") or []
+    [diagnosis] = [r for r in found if r["details"]["reference"] == evidence["diagnosis_reference"]]
+    return {**evidence, "diagnosis_id": diagnosis["id"]}
+
+
 def _submit_once(
     client: httpx.Client, approver: dict[str, str], applicant: str, as_of: str, evidence: Json, approve: bool
 ) -> Json:
@@ -362,7 +372,10 @@ def load_flows(registry_url: str, eligibility_url: str, vouchers_url: str, clien
         httpx.Client(base_url=eligibility_url.rstrip("/"), timeout=TIMEOUT, headers=officer) as eligibility,
         httpx.Client(base_url=vouchers_url.rstrip("/"), timeout=TIMEOUT, headers=officer) as vouchers,
     ):
-        decisions = [_submit_once(eligibility, approver, *row) for row in DEMO_APPLICATIONS]
+        rows = [
+            (code, day, _with_diagnosis(registry, code, evidence), go) for code, day, evidence, go in DEMO_APPLICATIONS
+        ]
+        decisions = [_submit_once(eligibility, approver, *row) for row in rows]
         models = _json_object(registry.get("/v1/models", params={"vendor_credit_code": DEMO_VENDOR}))["items"]
         model_id = next(m["id"] for m in models if m["name"] == "星图行业大模型")
         m3 = _submit_once(eligibility, approver, DEMO_HOLDER, "2026-03-10", _m3_evidence(model_id), True)

@@ -151,7 +151,12 @@ class M5Evidence(Evidence):
 
 class M6Evidence(Evidence):
     measure: Literal["M6"]
-    diagnosis_reference: Name = Field(description="The city's manufacturing digital-transformation diagnosis")
+    diagnosis_reference: Name = Field(description="The diagnosis's document number, as the applicant gives it")
+    diagnosis_id: uuid.UUID | None = Field(
+        default=None,
+        description="The registry's digital_diagnosis recognition: the city's manufacturing digital-transformation "
+        "diagnosis (制造业数字化转型咨询诊断项目) the project follows. Without it the application is ineligible (M6)",
+    )
     audited_investment_fen: PositiveFenAmount
 
 

@@ -149,7 +149,7 @@ class Filing(RecordMixin, Base):
 
 
 class Recognition(RecordMixin, Base):
-    """Catalogue entries and recognitions (M1 major projects, M4, M5, M7, M8, M10, M12)."""
+    """Catalogue entries and recognitions (M1 major projects, AI enterprises, M6 industry and diagnoses, M4–M12)."""
 
     __tablename__ = "recognitions"
 

@@ -182,7 +182,8 @@ RECOGNITIONS = Resource(
             "kind",
             str,
             "key_software_enterprise / first_version_software / digital_product / demonstration_project / "
-            "public_platform / ai_standard / major_ai_project",
+            "public_platform / ai_standard / major_ai_project / ai_enterprise / industrial_enterprise / "
+            "digital_diagnosis",
             on_snapshot=lambda data, value: snapshot_contains(data, {"details": {"kind": value}}),
         ),
         Filter("active", bool, "active (true) or withdrawn (false)"),
@@ -191,7 +192,8 @@ RECOGNITIONS = Resource(
     natural_date=lambda state: state.recognised_on,
     columns=_recognition_columns,
     read_extra=lambda data: {"clause": schemas.RECOGNITION_CLAUSES[data["details"]["kind"]]},
-    description="Catalogue entries and recognitions: M1 major projects, M4, M5, M7, M8, M10, M12.",
+    description="Catalogue entries and recognitions: M1 major projects, AI enterprises (M1, M9, M11), "
+    "industrial enterprises and the city's diagnoses (M6), M4, M5, M7, M8, M10, M12.",
 )
 
 ALL = (ORGANISATIONS, REVENUES, AFFILIATIONS, VENDORS, MODELS, FILINGS, RECOGNITIONS)

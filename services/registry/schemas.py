@@ -316,6 +316,40 @@ class MajorAiProject(Input):
     project: Name
 
 
+class AiEnterprise(Input):
+    """M1, M9, M11: recognised as an AI enterprise (人工智能企业认定 / "白名单", M8's wording).
+
+    The text pays M1 to 人工智能相关企业, M9 to 人工智能类 internet and software enterprises and
+    M11 to those 具有人工智能能力; the registry keeps the recognition that says so, with its date.
+    """
+
+    kind: Literal["ai_enterprise"]
+    list: Name = Field(description="The list or recognition, e.g. 龙岗区人工智能企业白名单")
+    authority: Name = Field(description="Who recognised it, e.g. 龙岗区工业和信息化局")
+
+
+class IndustrialEnterprise(Input):
+    """M6: an industrial enterprise (工业企业: mining, manufacturing, utilities — GB/T 4754 B, C, D).
+
+    An above-scale industrial enterprise (`four_above_category`) needs no such record.
+    """
+
+    kind: Literal["industrial_enterprise"]
+    industry_section: Literal["B", "C", "D"] = Field(
+        description="GB/T 4754 section: B mining, C manufacturing, D utilities"
+    )
+    authority: Name = Field(description="Who classified it, e.g. 龙岗区统计局")
+
+
+class DigitalDiagnosis(Input):
+    """M6: the city's manufacturing digital-transformation diagnosis (制造业数字化转型咨询诊断项目)."""
+
+    kind: Literal["digital_diagnosis"]
+    project: Name = Field(description="The diagnosis project or plan")
+    reference: Name = Field(description="Its document number, e.g. 深工信诊断〔2025〕12号")
+    authority: Name = Field(description="Who ran it: 深圳市工业和信息化局")
+
+
 RecognitionDetails = Annotated[
     KeySoftwareEnterprise
     | FirstVersionSoftware
@@ -323,7 +357,10 @@ RecognitionDetails = Annotated[
     | DemonstrationProject
     | PublicPlatform
     | AiStandard
-    | MajorAiProject,
+    | MajorAiProject
+    | AiEnterprise
+    | IndustrialEnterprise
+    | DigitalDiagnosis,
     Field(discriminator="kind"),
 ]
 
@@ -335,6 +372,9 @@ RECOGNITION_CLAUSES = {
     "public_platform": "M12",
     "ai_standard": "M7",
     "major_ai_project": "M1",
+    "ai_enterprise": "M1, M9, M11",
+    "industrial_enterprise": "M6",
+    "digital_diagnosis": "M6",
 }
 
 

@@ -16,9 +16,57 @@ async def _post(registry: httpx.AsyncClient, path: str, payload: dict[str, Any])
     return body
 
 
-async def organisation(registry: httpx.AsyncClient, **overrides: Any) -> str:
+async def organisation(registry: httpx.AsyncClient, *, ai_enterprise: bool = True, **overrides: Any) -> str:
+    """An organisation registered in Longgang; by default also recognised as an AI enterprise from the same day.
+
+    M1, M9 and M11 are for AI enterprises (the `ai_enterprise` recognition); `ai_enterprise=False` leaves it out.
+    """
     payload = organisation_payload(**{"registered_on": "2021-01-04", **overrides})
-    return str((await _post(registry, "/v1/organisations", payload))["credit_code"])
+    code = str((await _post(registry, "/v1/organisations", payload))["credit_code"])
+    if ai_enterprise:
+        await ai_enterprise_recognition(registry, code, payload["registered_on"] or "2021-01-04")
+    return code
+
+
+async def ai_enterprise_recognition(registry: httpx.AsyncClient, code: str, recognised_on: str) -> str:
+    """M1, M9, M11: 人工智能企业认定 (the district's AI-enterprise list)."""
+    return await recognition(
+        registry,
+        code,
+        recognised_on,
+        kind="ai_enterprise",
+        list="龙岗区人工智能企业白名单",
+        authority="龙岗区工业和信息化局",
+    )
+
+
+async def diagnosis(
+    registry: httpx.AsyncClient, code: str, recognised_on: str = "2024-06-01", reference: str = "深工信诊断〔2024〕12号"
+) -> str:
+    """M6: the city's manufacturing digital-transformation diagnosis of the organisation."""
+    return await recognition(
+        registry,
+        code,
+        recognised_on,
+        kind="digital_diagnosis",
+        project="制造业数字化转型咨询诊断（人工智能方向）",
+        reference=reference,
+        authority="深圳市工业和信息化局",
+    )
+
+
+async def m6_evidence(
+    registry: httpx.AsyncClient, code: str, audited_investment_fen: int, *, recognised_on: str = "2024-06-01"
+) -> dict[str, Any]:
+    """M6 evidence referencing a diagnosis of `code` recorded for it (the applicant must also be industrial)."""
+    reference = f"深工信诊断〔2024〕{new_credit_code()[-6:]}号"
+    diagnosis_id = await diagnosis(registry, code, recognised_on, reference)
+    return {
+        "measure": "M6",
+        "diagnosis_reference": reference,
+        "diagnosis_id": diagnosis_id,
+        "audited_investment_fen": audited_investment_fen,
+    }
 
 
 async def revenue(registry: httpx.AsyncClient, code: str, year: int, revenue_fen: int) -> None:
@@ -62,3 +110,11 @@ async def filing(registry: httpx.AsyncClient, model_id: str, filed_on: str, numb
         registry, "/v1/filings", {"number": number, "model_id": model_id, "kind": "filing", "filed_on": filed_on}
     )
     return number
+
+
+async def m6_applicant(
+    registry: httpx.AsyncClient, audited_investment_fen: int = 3_000_000 * 100, **overrides: Any
+) -> tuple[str, dict[str, Any]]:
+    """An industrial enterprise (above scale) with the city's diagnosis, and M6 evidence referencing it."""
+    code = await organisation(registry, **{"four_above_category": "above_scale_industrial", **overrides})
+    return code, await m6_evidence(registry, code, audited_investment_fen)

@@ -139,10 +139,11 @@ async def test_counts_equal_a_plain_group_by_after_a_mix_through_the_api(
     client, connection = api_and_db
     before = _m6(await _assert_consistent(client, connection))
 
-    registered = [await seed.organisation(live_registry_client) for _ in range(5)]
-    eligible = [await _submit(client, code, M6_EVIDENCE, "2026-03-01") for code in registered[:4]]
+    applicants = [await seed.m6_applicant(live_registry_client) for _ in range(5)]
+    registered = [code for code, _ in applicants]
+    eligible = [await _submit(client, code, evidence, "2026-03-01") for code, evidence in applicants[:4]]
     needs_review = await _submit(client, new_credit_code(), M6_EVIDENCE, "2026-03-01")  # unknown applicant
-    ineligible = await _submit(client, registered[4], M6_EVIDENCE, "2024-09-30")  # before the policy (A4)
+    ineligible = await _submit(client, *applicants[4], "2024-09-30")  # before the policy (A4)
     assert [a["decision"]["outcome"] for a in (*eligible, needs_review, ineligible)] == [
         *["eligible"] * 4,
         "needs_review",
@@ -194,8 +195,8 @@ async def test_a_request_that_fails_after_writing_changes_no_count(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client, connection = api_and_db
-    applicant = await seed.organisation(live_registry_client)
-    application = await _submit(client, applicant, M6_EVIDENCE, "2026-03-01")
+    applicant, evidence = await seed.m6_applicant(live_registry_client)
+    application = await _submit(client, applicant, evidence, "2026-03-01")
     before = await _assert_consistent(client, connection)
 
     async def fail(*args: Any, **kwargs: Any) -> None:  # after the rows were flushed, before the commit
@@ -208,7 +209,7 @@ async def test_a_request_that_fails_after_writing_changes_no_count(
             "applicant": applicant,
             "as_of": "2026-03-02",
             "as_of_reason": "逾期登记的纸质申请",
-            "evidence": M6_EVIDENCE,
+            "evidence": evidence,
         },
     )
     failed_review = await client.post(

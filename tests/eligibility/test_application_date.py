@@ -17,8 +17,6 @@ from tests.auth import as_applicant
 from tests.eligibility import seed
 from tests.eligibility.actors import WANG, audit_row
 
-M6 = {"measure": "M6", "diagnosis_reference": "诊断-日期", "audited_investment_fen": 100_000_00}
-
 
 async def count(eligibility: httpx.AsyncClient, applicant: str) -> int:
     listed = await eligibility.get("/v1/applications", params={"applicant": applicant})
@@ -30,9 +28,9 @@ async def test_an_application_is_dated_the_day_it_is_received(
     eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, clock: Callable[[date], None]
 ) -> None:
     clock(date(2026, 3, 2))
-    applicant = await seed.organisation(live_registry_client)
+    applicant, evidence = await seed.m6_applicant(live_registry_client, 100_000_00)
     response = await eligibility.post(
-        "/v1/applications", json={"applicant": applicant, "evidence": M6}, headers=as_applicant(applicant)
+        "/v1/applications", json={"applicant": applicant, "evidence": evidence}, headers=as_applicant(applicant)
     )
     assert response.status_code == 201, response.text
     application = response.json()
@@ -49,8 +47,8 @@ async def test_only_an_officer_records_an_earlier_date_and_must_say_why(
     eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, clock: Callable[[date], None]
 ) -> None:
     clock(date(2027, 10, 5))  # the measures expired on 2027-09-30 (A4)
-    applicant = await seed.organisation(live_registry_client)
-    back_dated = {"applicant": applicant, "as_of": "2027-09-01", "evidence": M6}
+    applicant, evidence = await seed.m6_applicant(live_registry_client, 100_000_00)
+    back_dated = {"applicant": applicant, "as_of": "2027-09-01", "evidence": evidence}
 
     by_applicant = await eligibility.post(
         "/v1/applications", json={**back_dated, "as_of_reason": "想早一点"}, headers=as_applicant(applicant)
@@ -65,7 +63,7 @@ async def test_only_an_officer_records_an_earlier_date_and_must_say_why(
 
     # today's date after the window: refused by A4, as the text says
     today = await eligibility.post(
-        "/v1/applications", json={"applicant": applicant, "evidence": M6}, headers=as_applicant(applicant)
+        "/v1/applications", json={"applicant": applicant, "evidence": evidence}, headers=as_applicant(applicant)
     )
     assert today.json()["decision"]["outcome"] == "ineligible"
     assert "outside_validity_window" in {f["code"] for f in today.json()["decision"]["failures"]}

@@ -471,3 +471,22 @@ async def test_m1_major_project_extra_is_paid_once_for_the_year(
     more = await submit(eligibility, applicant, m1(invoice(provider, ("compute", 1_000_000), number="INV-2")))
     # the class cap (C1: 500,000) is used up; the extra: 10% of 4,000,000 = 400,000, less 300,000 already paid
     assert more["decision"]["components"] == {"capped": 0, "major_project_extra": 100_000 * YUAN}
+
+
+async def test_m2b_rewards_each_of_an_entitys_first_ten_models_once(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    """第（二）条 前十名…一次性奖励: the ten places are models, so one entity's two models are both paid."""
+    r = live_registry_client
+    applicant = await seed.vendor(r, is_model_vendor=True)
+    first_model = await seed.model(r, applicant, national_filing_date="2024-08-01", national_filing_rank=4)
+    second_model = await seed.model(r, applicant, national_filing_date="2024-08-02", national_filing_rank=5)
+    for model_id in (first_model, second_model):
+        application = await submit(eligibility, applicant, {"measure": "M2", "track": "b", "model_id": model_id})
+        assert application["decision"]["outcome"] == "eligible", application["decision"]
+        assert application["decision"]["amount_fen"] == 2_000_000 * YUAN
+        await award(eligibility, application)
+    again = await submit(eligibility, applicant, {"measure": "M2", "track": "b", "model_id": second_model})
+    assert again["decision"]["outcome"] == "ineligible"
+    [failure] = again["decision"]["failures"]
+    assert (failure["clause"], failure["code"]) == ("M2", "already_awarded")

@@ -106,11 +106,7 @@ async def m2_1(r: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
 
 async def m6_1(r: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
     applicant = await seed.organisation(r, four_above_category="above_scale_industrial")
-    return applicant, {
-        "measure": "M6",
-        "diagnosis_reference": "深工信诊断〔2025〕12号",
-        "audited_investment_fen": 3_000_000 * YUAN,
-    }
+    return applicant, await seed.m6_evidence(r, applicant, 3_000_000 * YUAN)
 
 
 # --- M9 --------------------------------------------------------------------------------------

@@ -25,18 +25,14 @@ YUAN = 100
 async def _m6(
     eligibility: httpx.AsyncClient, registry: httpx.AsyncClient, investment_yuan: int = 3_000_000
 ) -> dict[str, Any]:
-    applicant = await seed.organisation(registry)
+    applicant, evidence = await seed.m6_applicant(registry, investment_yuan * YUAN)
     response = await eligibility.post(
         "/v1/applications",
         json={
             "applicant": applicant,
             "as_of": "2026-03-01",
             "as_of_reason": "逾期登记的纸质申请",
-            "evidence": {
-                "measure": "M6",
-                "diagnosis_reference": "诊断-1",
-                "audited_investment_fen": investment_yuan * YUAN,
-            },
+            "evidence": evidence,
         },
     )
     assert response.status_code == 201, response.text

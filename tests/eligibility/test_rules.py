@@ -72,7 +72,10 @@ def organisation(**overrides: Any) -> OrganisationFacts:
 
 
 def make_facts(as_of: date = AS_OF, org: OrganisationFacts | None = None, **fields: Any) -> Facts:
+    """Facts of an applicant recognised as an AI enterprise (M1, M9, M11) and as industrial, with its diagnosis (M6)."""
     org = org or organisation()
+    fields["recognitions"] = [*STANDING, *fields.get("recognitions", [])]
+    fields["referenced"] = {str(DIAGNOSIS.id): DIAGNOSIS, **fields.get("referenced", {})}
     return Facts(as_of=as_of, organisation=org, applicant=org.credit_code, **fields)
 
 
@@ -97,6 +100,22 @@ def recognition(
         active=active,
         details={"kind": kind, **details},
     )
+
+
+#: what every applicant of these tests holds unless a test says otherwise
+STANDING = (
+    recognition(
+        "ai_enterprise", recognised_on=date(2021, 5, 10), list="龙岗区人工智能企业白名单", authority="区工信局"
+    ),
+    recognition("industrial_enterprise", recognised_on=date(2021, 5, 10), industry_section="C", authority="区统计局"),
+)
+DIAGNOSIS = recognition(
+    "digital_diagnosis",
+    recognised_on=date(2024, 6, 1),
+    project="诊断",
+    reference="深工信诊断〔2024〕12号",
+    authority="市工信局",
+)
 
 
 def referenced(*recognitions: RecognitionFacts) -> dict[str, RecognitionFacts | None]:
@@ -520,7 +539,12 @@ def test_m5_no_purchase_in_the_year() -> None:
 
 
 def m6(investment_fen: int) -> M6Evidence:
-    return M6Evidence(measure="M6", diagnosis_reference="深工信诊断〔2024〕12号", audited_investment_fen=investment_fen)
+    return M6Evidence(
+        measure="M6",
+        diagnosis_reference="深工信诊断〔2024〕12号",
+        diagnosis_id=DIAGNOSIS.id,
+        audited_investment_fen=investment_fen,
+    )
 
 
 @pytest.mark.parametrize(
@@ -941,17 +965,26 @@ def test_m13_organiser_need_not_be_registered_in_the_district() -> None:
 
 
 def test_m6_and_m13_support_a_project_or_event_once() -> None:
-    m6 = M6Evidence(measure="M6", diagnosis_reference="深工信诊断〔2025〕12号", audited_investment_fen=yuan(100_000))
+    m6 = M6Evidence(
+        measure="M6",
+        diagnosis_reference="深工信诊断〔2024〕12号",
+        diagnosis_id=DIAGNOSIS.id,
+        audited_investment_fen=yuan(100_000),
+    )
     first = run(m6, make_facts())
     assert_eligible(first, yuan(50_000))
-    assert first.result.claims == (key("M6.project", APPLICANT, "深工信诊断〔2025〕12号"),)
+    assert first.result.claims == (key("M6.project", APPLICANT, str(DIAGNOSIS.id)),)
     again = run(m6, make_facts(claimed=awarded(*first.result.claims)))
     assert_ineligible(again, "already_awarded")
-    other = M6Evidence(measure="M6", diagnosis_reference="深工信诊断〔2025〕13号", audited_investment_fen=yuan(100_000))
-    assert_eligible(run(other, make_facts(claimed=awarded(*first.result.claims))), yuan(50_000))
-    # the same reference written with other spaces or case is the same project
-    spaced = M6Evidence(measure="M6", diagnosis_reference=" 深工信诊断 〔2025〕12号", audited_investment_fen=yuan(1))
-    assert_ineligible(run(spaced, make_facts(claimed=awarded(*first.result.claims))), "already_awarded")
+    other_diagnosis = recognition(
+        "digital_diagnosis", project="诊断", reference="深工信诊断〔2024〕13号", authority="市工信局"
+    )
+    other = m6.model_copy(update={"diagnosis_id": other_diagnosis.id, "diagnosis_reference": "深工信诊断〔2024〕13号"})
+    facts = make_facts(claimed=awarded(*first.result.claims), referenced=referenced(other_diagnosis))
+    assert_eligible(run(other, facts), yuan(50_000))
+    # the diagnosis record is the project, whatever the reference text says
+    renamed = m6.model_copy(update={"diagnosis_reference": "另一个编号"})
+    assert_ineligible(run(renamed, make_facts(claimed=awarded(*first.result.claims))), "already_awarded")
     # a key another application is waiting on sends this one to review, with the amount
     pending = {first.result.claims[0]: ClaimHolder(application_id="waiting", status="pending")}
     review = run(m6, make_facts(claimed=pending))

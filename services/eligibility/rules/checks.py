@@ -129,3 +129,34 @@ def check_recognition(
         outcome="fail" if failures else "pass",
     )
     return recognition, failures
+
+
+#: the registry's recognition that an enterprise is an AI enterprise (人工智能企业认定 / 白名单)
+AI_ENTERPRISE = "ai_enterprise"
+
+
+def check_ai_enterprise(clause: str, facts: Facts, trace: Trace, *, words: tuple[str, str]) -> list[Reason]:
+    """The applicant must hold an active AI-enterprise recognition on the application date.
+
+    `words` is how the clause names it (M1 人工智能相关企业, M9 人工智能类, M11 具有人工智能能力):
+    the text never defines them, so the registry's dated recognition is what proves them.
+    """
+    held_on = [r for r in facts.recognitions if r.kind == AI_ENTERPRISE and r.active]
+    trace.step(
+        clause,
+        f"申请人须为{words[0]}（登记簿中申请日有效的人工智能企业认定）",
+        f"The applicant must be {words[1]} (an AI-enterprise recognition in force on the application date)",
+        inputs={"as_of": facts.as_of.isoformat(), "recognitions": [recognition_inputs(r) for r in held_on]},
+        outcome="pass" if held_on else "fail",
+    )
+    if held_on:
+        return []
+    return [
+        reason(
+            clause,
+            "not_ai_enterprise",
+            f"{clause}：登记簿中在 {facts.as_of} 没有申请人有效的人工智能企业认定（{words[0]}）",
+            f"{clause}: the registry had no AI-enterprise recognition of the applicant in force on {facts.as_of} "
+            f"({words[1]})",
+        )
+    ]

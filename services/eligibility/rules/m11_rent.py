@@ -1,5 +1,8 @@
 """M11 — rent subsidies for above-scale software and internet enterprises renting industrial housing.
 
+The clause is for AI enterprises (支持人工智能企业租用产业用房, 具有人工智能能力): an
+`ai_enterprise` recognition in force on the application date, for both kinds of housing.
+
 Registered in Longgang on or after the date (M11-3), no own industrial housing in the
 district; for the rented area up to 1,000 m² (2,000 m² if last year's revenue strictly
 exceeded the threshold): at most 50% of the rent actually paid for that area, and at most
@@ -15,7 +18,7 @@ from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M11Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
-from .checks import floor_fen
+from .checks import check_ai_enterprise, floor_fen
 from .common import check_benefit_year, reason
 
 MEASURE = "M11"
@@ -28,7 +31,7 @@ def claim_keys(evidence: M11Evidence, applicant: str, p: Any) -> list[str]:
 
 
 def facts_needed(evidence: M11Evidence) -> FactsRequest:
-    return FactsRequest(revenues=True)
+    return FactsRequest(revenues=True, recognitions=True)
 
 
 def evaluate(evidence: M11Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
@@ -58,6 +61,10 @@ def evaluate(evidence: M11Evidence, facts: Facts, p: ParamView, trace: Trace) ->
                 "The applicant is not a software or internet enterprise",
             )
         )
+    # 支持人工智能企业租用产业用房 … 具有人工智能能力的软件及互联网企业: the clause is for AI enterprises
+    failures += check_ai_enterprise(
+        "M11", facts, trace, words=("具有人工智能能力的企业", "an enterprise with AI capability")
+    )
     if organisation.four_above_category not in ABOVE_SCALE:
         failures.append(reason("M11", "not_above_scale", "申请人不是规模以上企业", "The applicant is not above scale"))
     since = p("M11.registered_on_or_after")

@@ -1,6 +1,8 @@
 """M1 — compute vouchers (算力券): a tiered share of last year's compute fees, capped by revenue class.
 
-Only compute lines paid last year to non-affiliated providers enter the base (M1-1, M1-2).
+The applicant must be an AI-related enterprise (人工智能相关企业: an `ai_enterprise`
+recognition in force on the application date). Only compute lines paid last year to
+non-affiliated providers enter the base (M1-1, M1-2).
 The base is subsidised at marginal tier ratios, plus bonus points on the part paid to
 district or domestic compute (M1-4), capped at the revenue class's cap (M1-3). A
 recognised major AI project earns an extra share, outside the class cap by default (M1-5,
@@ -24,7 +26,7 @@ from ..engine import ParamView, Result, Trace
 from ..evidence import M1Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
-from .checks import floor_fen
+from .checks import check_ai_enterprise, floor_fen
 from .common import check_benefit_year, reason
 
 MEASURE = "M1"
@@ -93,7 +95,9 @@ def revenue_class(revenue_fen: int, classes: tuple[dict[str, Any], ...]) -> dict
 
 def evaluate(evidence: M1Evidence, facts: Facts, p: ParamView, trace: Trace) -> Result:
     # 按照上年度实际支付算力服务费用: the fees paid in the year before the application
-    failures = check_benefit_year(
+    # 支持人工智能相关企业: only AI-related enterprises
+    failures = check_ai_enterprise("M1", facts, trace, words=("人工智能相关企业", "an AI-related enterprise"))
+    failures += check_benefit_year(
         "M1", evidence.fiscal_year, facts.as_of, p, trace, back=(1, 1), text=("上年度", "last year")
     )
 

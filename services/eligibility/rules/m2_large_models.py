@@ -14,7 +14,8 @@ Ranking (`M2.b_ranking`, interpretation "filing_date"): the registry's
 with an earlier national filing date. The text breaks ties by application time, which the
 registry does not hold: a model filed on the same date counts as earlier only if its id
 sorts before this model's id (a stable, documented stand-in; an officer can correct the
-rank in the registry). One award per entity for track b: component "b".
+rank in the registry). Each of the first ten is a model, so an entity is rewarded once per
+ranked model (claim key `M2b.model`), never twice for the same model.
 """
 
 from __future__ import annotations

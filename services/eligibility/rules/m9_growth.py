@@ -27,7 +27,7 @@ from ..engine import ParamView, Reason, Result, Trace
 from ..evidence import M9Evidence
 from ..facts import Facts, FactsRequest, PriorAward
 from . import claims
-from .checks import share, yuan
+from .checks import check_ai_enterprise, share, yuan
 from .common import awarded_in, check_benefit_year, reason
 
 MEASURE = "M9"
@@ -38,7 +38,7 @@ CANDIDATE_KEYS_ARE_LOOKUPS = True
 
 
 def facts_needed(evidence: M9Evidence) -> FactsRequest:
-    return FactsRequest(revenues=True, prior_awards=True)
+    return FactsRequest(revenues=True, prior_awards=True, recognitions=True)
 
 
 def threshold_key(over_fen: int) -> str:
@@ -235,6 +235,8 @@ def evaluate(evidence: M9Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
                 "The applicant is not a software or internet enterprise",
             )
         )
+    # 支持人工智能类的互联网和软件企业: the whole clause is for AI internet and software enterprises
+    failures += check_ai_enterprise("M9", facts, trace, words=("人工智能类企业", "an AI enterprise"))
     year = evidence.year
     failures += check_benefit_year(
         "M9",
