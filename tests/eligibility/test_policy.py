@@ -285,8 +285,7 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
     live_registry_client: httpx.AsyncClient,
     clock: Callable[[date], None],
 ) -> None:
-    applicant = await seed.organisation(live_registry_client)
-    evidence = {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 1_000_000 * YUAN}
+    applicant, evidence = await seed.m6_applicant(live_registry_client, 1_000_000 * YUAN)
     clock(date(2026, 11, 27))
     before = (
         await eligibility.post(

@@ -200,11 +200,13 @@ async def test_every_role_against_the_route(eligibility: httpx.AsyncClient, meth
 # --- object level ---------------------------------------------------------------------------------
 
 
-async def _own_application(eligibility: httpx.AsyncClient, applicant: str) -> dict[str, Any]:
+async def _own_application(
+    eligibility: httpx.AsyncClient, applicant: str, evidence: dict[str, Any] = M6
+) -> dict[str, Any]:
     """An application the applicant client files for itself (dated the day it is received)."""
     response = await eligibility.post(
         "/v1/applications",
-        json={"applicant": applicant, "evidence": M6},
+        json={"applicant": applicant, "evidence": evidence},
         headers=as_applicant(applicant),
     )
     assert response.status_code == 201, response.text
@@ -281,8 +283,8 @@ async def test_an_applicant_files_only_for_its_own_organisation(
 async def test_an_applicant_cannot_review_or_approve_its_own_application(
     eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
 ) -> None:
-    a = await seed.organisation(live_registry_client)
-    mine = await _own_application(eligibility, a)
+    a, evidence = await seed.m6_applicant(live_registry_client)
+    mine = await _own_application(eligibility, a, evidence)
     path = f"/v1/applications/{mine['id']}"
     for step, body in (
         ("/reviews", {"verdict": "approve", "reason": "材料齐全"}),
@@ -297,8 +299,8 @@ async def test_an_applicant_cannot_review_or_approve_its_own_application(
 async def test_dashboard_and_vendor_clients_read_nothing_per_enterprise(
     eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
 ) -> None:
-    applicant = await seed.organisation(live_registry_client)
-    application = await _own_application(eligibility, applicant)
+    applicant, evidence = await seed.m6_applicant(live_registry_client)
+    application = await _own_application(eligibility, applicant, evidence)
     path = f"/v1/applications/{application['id']}"
     await eligibility.post(path + "/reviews", json={"verdict": "approve", "reason": "材料齐全"}, headers=WANG)
     approved = await eligibility.post(path + "/approvals", json={"verdict": "approve", "reason": "同意"}, headers=LI)
