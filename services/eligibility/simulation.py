@@ -266,8 +266,9 @@ def _totals(rows: list[SimulatedApplication]) -> tuple[list[SimulationMeasureTot
             clauses["A1"][0] += 1
             clauses["A1"][1] += row.before_a1_fen
 
-    def number(clause: str) -> tuple[str, int]:
-        return clause[0], int(clause[1:])
+    def number(clause: str) -> tuple[int, int]:
+        """M1 … M13, then A1 … A4: the text's order."""
+        return (0 if clause.startswith("M") else 1), int(clause[1:])
 
     return (
         [

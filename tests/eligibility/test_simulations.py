@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ import httpx
 from services.eligibility.simulation import CSV_COLUMNS
 from shared.exports import FORMULA_STARTS
 from tests.eligibility import seed
-from tests.eligibility.actors import DIRECTOR, LI, WANG
+from tests.eligibility.actors import DIRECTOR, LI
 from tests.eligibility.test_award_register import award, m4, m5, review, submit
 
 YUAN = 100
@@ -81,7 +82,8 @@ async def test_status_scopes_and_rejected_or_ineligible_applications_are_never_m
 
     everything = await simulate(eligibility, application_ids=ids, status="all")
     by_id = rows(everything)
-    assert set(by_id) == set(ids) and everything["count"] == 4
+    assert set(by_id) == set(ids)
+    assert everything["count"] == 4
     for listed, status in ((rejected, "rejected"), (ineligible, "ineligible")):
         row = by_id[listed["id"]]
         assert (row["status"], row["counted"], row["before_source"]) == (status, False, "not_money")
@@ -91,12 +93,13 @@ async def test_status_scopes_and_rejected_or_ineligible_applications_are_never_m
     assert (everything["total_before_fen"], everything["total_after_fen"]) == (330_000 * YUAN, 440_000 * YUAN)
     assert everything["total_difference_fen"] == 110_000 * YUAN
     assert everything["changed"] == 2
-    assert everything["status"] == "all" and "order received" in everything["order"]
+    assert everything["status"] == "all"
+    assert "order received" in everything["order"]
 
     refused = await eligibility.post(
         "/v1/simulations", json={"application_ids": ids, "status": "rejected", "overrides": {}}
     )
-    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "body.status"
+    assert (refused.status_code, refused.json()["errors"][0]["field"]) == (422, "body.status")
 
 
 async def test_an_a1_decision_is_the_before_and_its_part_above_the_formula_is_clause_a1(
@@ -210,7 +213,7 @@ async def test_the_trace_of_one_application_on_request(
     trace = traced["trace"]
     assert (trace["application_id"], trace["outcome"], trace["amount_fen"]) == (two["id"], "eligible", 40_000 * YUAN)
     ratio = [p for step in trace["trace"] for p in step["parameters"] if p["id"] == "M5.ratio"]
-    assert ratio and ratio[0]["value"] == "0.40" and ratio[0]["origin"] == "simulation"
+    assert [(p["value"], p["origin"]) for p in ratio][:1] == [("0.40", "simulation")]
     assert {step["clause"] for step in trace["trace"]} >= {"A4", "M5", "register"}
 
     for body in (
@@ -238,7 +241,8 @@ async def test_the_per_application_table_exports_as_csv(
     parsed = list(csv.reader(io.StringIO(posted.content.decode("utf-8"))))
     assert parsed[0] == list(CSV_COLUMNS)
     table = {line[0]: dict(zip(parsed[0], line, strict=True)) for line in parsed[1:]}
-    assert set(table) == set(ids) and len(parsed) == 3
+    assert set(table) == set(ids)
+    assert len(parsed) == 3
     for application_id, row in rows(report).items():
         line = table[application_id]
         assert int(line["before_fen"]) == row["before_fen"]
@@ -247,8 +251,8 @@ async def test_the_per_application_table_exports_as_csv(
         assert (line["status"], line["counted"]) == (row["status"], "true" if row["counted"] else "false")
     assert table[approved["id"]]["difference_fen"] == str(60_000 * YUAN)
     assert table[rejected["id"]]["before_source"] == "not_money"
-    for line in parsed[1:]:
-        text_cells = [cell for name, cell in zip(parsed[0], line, strict=True) if not name.endswith("_fen")]
+    for cells in parsed[1:]:
+        text_cells = [cell for name, cell in zip(parsed[0], cells, strict=True) if not name.endswith("_fen")]
         assert not any(cell.startswith(FORMULA_STARTS) for cell in text_cells)
 
     linked = await eligibility.get(
@@ -279,3 +283,106 @@ async def test_a_simulation_scoped_by_year_is_refused_nothing_and_stores_nothing
     assert pending["id"] in rows(report)
     assert all(row["status"] in ("in_review", "reviewed") for row in report["applications"])
     assert (await eligibility.get(f"/v1/applications/{pending['id']}")).json() == before
+
+
+# --- the worked example of docs/simulations.md ---------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "simulations.md"
+
+
+def yuan(fen: int) -> str:
+    return f"{fen / YUAN:,.2f}"
+
+
+def tables(report: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """The report's tables in Markdown, as docs/simulations.md shows them (enterprises by label)."""
+    lines = [
+        "| measure | applications | before (yuan) | after (yuan) | budget impact (yuan) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for m in report["by_measure"]:
+        lines.append(
+            f"| {m['measure']} | {m['count']} | {yuan(m['before_fen'])} | {yuan(m['after_fen'])} | "
+            f"{yuan(m['budget_impact_fen'])} |"
+        )
+    lines.append(
+        f"| **total** | {sum(m['count'] for m in report['by_measure'])} | {yuan(report['total_before_fen'])} | "
+        f"{yuan(report['total_after_fen'])} | {yuan(report['total_difference_fen'])} |"
+    )
+    lines += ["", "| clause | before (yuan) | after (yuan) | difference (yuan) |", "|---|---:|---:|---:|"]
+    for c in report["by_clause"]:
+        lines.append(
+            f"| {c['clause']} | {yuan(c['before_fen'])} | {yuan(c['after_fen'])} | {yuan(c['difference_fen'])} |"
+        )
+    lines += [
+        "",
+        "| application | status | before (source) | after (outcome) | difference | earlier in the year |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in report["applications"]:
+        earlier = ", ".join(labels[i] for i in row["earlier_in_year"]) or "—"
+        lines.append(
+            f"| {labels[row['application_id']]} | {row['status']} | {yuan(row['before_fen'])} ({row['before_source']}) "
+            f"| {yuan(row['after_fen'])} ({row['after_outcome']}) | {yuan(row['difference_fen'])} | {earlier} |"
+        )
+    return lines
+
+
+async def test_the_worked_example_of_docs_simulations_md(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    """The example the docs walk through, run for real: the docs' tables are this report (also in test-artifacts/)."""
+    registry = live_registry_client
+    a_applicant, a_evidence = await m5(600_000, 500_000)(registry)
+    [a1_purchase, a2_purchase] = a_evidence["purchases"]
+    a_first = await submit(eligibility, a_applicant, {**a_evidence, "purchases": [a1_purchase]}, as_of="2026-03-01")
+    await award(eligibility, a_first)
+    a_second = await submit(eligibility, a_applicant, {**a_evidence, "purchases": [a2_purchase]}, as_of="2026-03-02")
+    b = await m5_application(eligibility, registry, 600_000)
+    decided = await eligibility.post(
+        f"/v1/applications/{b['id']}/manual-decisions",
+        json={"amount_fen": 250_000 * YUAN, "reason": "一事一议：产线改造规模特别重大"},
+        headers=DIRECTOR,
+    )
+    assert decided.status_code == 200, decided.text
+    c = await m5_application(eligibility, registry, 400_000)
+    await reject(eligibility, c)
+    d_applicant, d_evidence = await m4(registry)
+    d = await submit(eligibility, d_applicant, d_evidence)
+    await award(eligibility, d)
+    labels = {a_first["id"]: "A-1", a_second["id"]: "A-2", b["id"]: "B", c["id"]: "C", d["id"]: "D"}
+
+    report = await simulate(eligibility, application_ids=list(labels), status="all")
+    rendered = tables(report, labels)
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "simulation-example.md").write_text("\n".join(rendered) + "\n", encoding="utf-8")
+
+    assert (report["total_before_fen"], report["total_after_fen"]) == (850_000 * YUAN, 740_000 * YUAN)
+    assert {m["measure"]: m["budget_impact_fen"] for m in report["by_measure"]} == {
+        "M4": -100_000 * YUAN,
+        "M5": -10_000 * YUAN,
+    }
+    assert {c["clause"]: c["difference_fen"] for c in report["by_clause"]} == {
+        "M4": -100_000 * YUAN,
+        "M5": 60_000 * YUAN,
+        "A1": -70_000 * YUAN,
+    }
+    # what the page says of A-2's trace, and of the same request on approved applications only
+    traced = await simulate(eligibility, application_ids=list(labels), trace_of=a_second["id"])
+    year_step = next(step for step in traced["trace"]["trace"] if "year_spend_fen" in step["amounts"])
+    assert year_step["amounts"] == {
+        "spend_fen": 500_000 * YUAN,
+        "earlier_spend_fen": 600_000 * YUAN,
+        "year_spend_fen": 1_100_000 * YUAN,
+        "before_cap_fen": 440_000 * YUAN,
+    }
+    approved_only = await simulate(eligibility, application_ids=list(labels), status="approved")
+    assert {labels[row["application_id"]] for row in approved_only["applications"]} == {"A-1", "B", "D"}
+    assert approved_only["total_before_fen"] == 730_000 * YUAN
+    assert rows(approved_only)[a_first["id"]] == rows(report)[a_first["id"]]
+
+    documented = DOC.read_text(encoding="utf-8")
+    missing = [line for line in rendered if line and line not in documented]
+    assert not missing, "docs/simulations.md is out of date; see test-artifacts/simulation-example.md"
