@@ -107,13 +107,8 @@ async def m1_voucher(
 
 
 async def grant(vouchers: httpx.AsyncClient, registry: httpx.AsyncClient, eligibility: httpx.AsyncClient) -> int:
-    holder = await seed.organisation(registry)
-    application = await submit(
-        eligibility,
-        holder,
-        {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 400_000 * YUAN},
-        as_of="2026-02-01",
-    )
+    holder, evidence = await seed.m6_applicant(registry, 400_000 * YUAN)
+    application = await submit(eligibility, holder, evidence, as_of="2026-02-01")
     granted = await vouchers.post(
         "/v1/grants", json={"decision_id": await approve(eligibility, application)}, headers=OFFICER_CHEN
     )

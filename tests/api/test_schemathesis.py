@@ -63,6 +63,7 @@ from shared.auth import ADMIN, APPLICANT, APPROVER, OFFICER, VENDOR, iter_routes
 from shared.events import WebhookSettings
 from tests.auth import admin, as_applicant, as_vendor, auth
 from tests.conftest import DatabaseFactory
+from tests.eligibility import seed
 from tests.factories import new_credit_code, organisation_payload
 from tests.vouchers.flow import YUAN, approve, approved_m3, m1_decision, submit
 
@@ -339,7 +340,8 @@ def _seed_registry(client: Any) -> dict[str, Any]:
     def post(path: str, payload: dict[str, Any]) -> dict[str, Any]:
         return _created(client.post(path, json=payload))
 
-    applicant = post("/v1/organisations", organisation_payload(registered_on="2021-01-04"))["credit_code"]
+    industrial = organisation_payload(registered_on="2021-01-04", four_above_category="above_scale_industrial")
+    applicant = post("/v1/organisations", industrial)["credit_code"]
     vendor = post("/v1/organisations", organisation_payload(registered_on="2021-01-04"))["credit_code"]
     for year in (2024, 2025):
         post("/v1/revenues", {"credit_code": applicant, "year": year, "revenue_fen": 500_000_000})
@@ -360,6 +362,11 @@ def _seed_registry(client: Any) -> dict[str, Any]:
             "details": {"kind": "major_ai_project", "project": "龙岗工业大模型"},
         },
     )
+    ai_enterprise = {"kind": "ai_enterprise", "list": "龙岗区人工智能企业白名单", "authority": "龙岗区工业和信息化局"}
+    post("/v1/recognitions", {"credit_code": applicant, "recognised_on": "2021-01-04", "details": ai_enterprise})
+    diagnosis = post(
+        "/v1/recognitions", {"credit_code": applicant, "recognised_on": "2025-06-15", "details": DIAGNOSIS}
+    )
     return {
         "applicant": applicant,
         "vendor": vendor,
@@ -367,6 +374,7 @@ def _seed_registry(client: Any) -> dict[str, Any]:
         "filing": number,
         "affiliation": affiliation["id"],
         "recognition": recognition["id"],
+        "diagnosis": diagnosis["id"],
     }
 
 
@@ -458,6 +466,13 @@ M1_EVIDENCE = {
 
 
 M6_EVIDENCE = {"measure": "M6", "diagnosis_reference": "深工信诊断〔2025〕031号", "audited_investment_fen": 300_000_000}
+#: the city's diagnosis M6 asks for (a registry record the evidence references by id)
+DIAGNOSIS = {
+    "kind": "digital_diagnosis",
+    "project": "制造业数字化转型咨询诊断",
+    "reference": M6_EVIDENCE["diagnosis_reference"],
+    "authority": "深圳市工业和信息化局",
+}
 
 
 def _m1_evidence(provider: str) -> dict[str, Any]:
@@ -496,7 +511,7 @@ def eligibility_fuzz(
             "applicant": applicant,
             "as_of": "2026-03-02",
             "as_of_reason": "逾期登记的纸质申请",
-            "evidence": M6_EVIDENCE,
+            "evidence": {**M6_EVIDENCE, "diagnosis_id": live_records["diagnosis"]},
         }
         approved = _created(client.post("/v1/applications", json=body))
         path = f"/v1/applications/{approved['id']}"
@@ -545,12 +560,16 @@ async def vouchers_fuzz(
         )
         m1_holder, _, m1_application = await m1_decision(registry, eligibility)
         m1 = await approve(eligibility, m1_application)
-        m6_application = await submit(
-            eligibility,
+        await seed.recognition(
+            registry,
             supply.holder,
-            M6_EVIDENCE,
-            as_of="2026-03-02",
+            "2021-01-04",
+            kind="industrial_enterprise",
+            industry_section="C",
+            authority="统计局",
         )
+        m6_evidence = await seed.m6_evidence(registry, supply.holder, 300_000_000)
+        m6_application = await submit(eligibility, supply.holder, m6_evidence, as_of="2026-03-02")
         m6 = await approve(eligibility, m6_application)
     app = _build_app(
         "vouchers",

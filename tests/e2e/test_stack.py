@@ -72,13 +72,30 @@ def test_eligibility_reads_the_registry_it_was_given(stack: Stack) -> None:
     payload = organisation_payload(four_above_category="above_scale_industrial")
     created = httpx.post(stack.url("registry") + "/v1/organisations", json=payload, timeout=5, headers=admin())
     assert created.status_code == 201, created.text
+    diagnosis = {
+        "credit_code": payload["credit_code"],
+        "recognised_on": "2025-06-15",
+        "details": {
+            "kind": "digital_diagnosis",
+            "project": "诊断",
+            "reference": "诊断",
+            "authority": "深圳市工业和信息化局",
+        },
+    }
+    recorded = httpx.post(stack.url("registry") + "/v1/recognitions", json=diagnosis, timeout=5, headers=admin())
+    assert recorded.status_code == 201, recorded.text
+    evidence = {
+        "diagnosis_reference": "诊断",
+        "diagnosis_id": recorded.json()["id"],
+        "audited_investment_fen": 300_000_000,
+    }
     submitted = httpx.post(
         stack.url("eligibility") + "/v1/applications",
         json={
             "applicant": payload["credit_code"],
             "as_of": "2026-03-01",
             "as_of_reason": "逾期登记的纸质申请",
-            "evidence": {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 300_000_000},
+            "evidence": {"measure": "M6", **evidence},
         },
         timeout=10,
         headers=admin(),

@@ -142,8 +142,7 @@ def key() -> str:
 async def test_eligibility_events_follow_an_application(
     live_registry_client: httpx.AsyncClient, live_eligibility_client: httpx.AsyncClient
 ) -> None:
-    holder = await seed.organisation(live_registry_client)
-    evidence = {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 1_000_000 * YUAN}
+    holder, evidence = await seed.m6_applicant(live_registry_client, 1_000_000 * YUAN)
     application = await submit(live_eligibility_client, holder, evidence, as_of="2026-02-01")
     await approve(live_eligibility_client, application)
     events = await eventually(lambda: _at_least(live_eligibility_client, application["id"], 4))
@@ -162,7 +161,7 @@ async def test_eligibility_events_follow_an_application(
     assert approved["data"]["review"]["actor"] == "li"
 
     rejected_application = await submit(
-        live_eligibility_client, await seed.organisation(live_registry_client), evidence, as_of="2026-02-01"
+        live_eligibility_client, *await seed.m6_applicant(live_registry_client, 1_000_000 * YUAN), as_of="2026-02-01"
     )
     path = f"/v1/applications/{rejected_application['id']}"
     reviewer, approver = auth(OFFICER, name="wang"), auth(APPROVER, name="li")
@@ -263,8 +262,7 @@ async def test_grant_events_and_voucher_expiry(
     live_eligibility_client: httpx.AsyncClient,
     clock: Callable[[datetime], None],
 ) -> None:
-    holder = await seed.organisation(live_registry_client)
-    evidence = {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 1_000_000 * YUAN}
+    holder, evidence = await seed.m6_applicant(live_registry_client, 1_000_000 * YUAN)
     application = await submit(live_eligibility_client, holder, evidence, as_of="2026-02-01")
     decision_id = await approve(live_eligibility_client, application)
     granted = await vouchers.post("/v1/grants", json={"decision_id": decision_id}, headers=OFFICER_CHEN)

@@ -170,17 +170,8 @@ async def budget_row(dsn: str, measure: str, year: int) -> tuple[int, int] | Non
 
 async def m6_decision(registry: httpx.AsyncClient, eligibility: httpx.AsyncClient, grant_yuan: int) -> str:
     """An approved M6 decision paying `grant_yuan` (half of the audited investment, under the cap)."""
-    holder = await seed.organisation(registry)
-    application = await submit(
-        eligibility,
-        holder,
-        {
-            "measure": "M6",
-            "diagnosis_reference": f"诊断-{uuid.uuid4().hex[:8]}",
-            "audited_investment_fen": 2 * grant_yuan * YUAN,
-        },
-        as_of="2026-02-01",
-    )
+    holder, evidence = await seed.m6_applicant(registry, 2 * grant_yuan * YUAN)
+    application = await submit(eligibility, holder, evidence, as_of="2026-02-01")
     assert application["decision"]["amount_fen"] == grant_yuan * YUAN, application["decision"]
     return await approve(eligibility, application)
 

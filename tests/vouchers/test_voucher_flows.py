@@ -222,13 +222,8 @@ async def test_other_measures_are_grants_once(
     live_eligibility_client: httpx.AsyncClient,
     vouchers_database: str,
 ) -> None:
-    holder = await seed.organisation(live_registry_client)
-    application = await submit(
-        live_eligibility_client,
-        holder,
-        {"measure": "M6", "diagnosis_reference": "诊断", "audited_investment_fen": 1_000_000 * YUAN},
-        as_of="2026-02-01",
-    )
+    holder, evidence = await seed.m6_applicant(live_registry_client, 1_000_000 * YUAN)
+    application = await submit(live_eligibility_client, holder, evidence, as_of="2026-02-01")
     decision_id = await approve(live_eligibility_client, application)
     wrong = await issue(vouchers, decision_id)
     assert (wrong.status_code, wrong.json()["code"]) == (422, "wrong_instrument")
