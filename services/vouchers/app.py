@@ -14,7 +14,7 @@ from shared.events import events_router, start_dispatcher, stop_dispatcher
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
-from . import aggregates, chain, exports, projections, reservations, settlement
+from . import aggregates, authorisations, chain, exports, holds, projections, reservations, settlement
 from .dashboard import install_dashboard
 from .endpoints import router
 from .hotpath import HotPath
@@ -61,7 +61,9 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         settings=settings,
         routers=[
+            holds.router,  # before `router`: its /v1/holds/{id}/{action} would take bureau-release
             router,
+            authorisations.router,
             chain.router,
             settlement.router,
             reservations.router,

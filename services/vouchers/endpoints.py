@@ -466,6 +466,7 @@ async def get_voucher(
     request: Request, session: SessionDep, moment: Now, principal: VoucherReader, code: VoucherCode
 ) -> VoucherRead:
     voucher = await service.get_voucher(session, code)
+    await session.commit()  # only read: no connection is held while the registry may be asked (issue #12)
     await ensure_visible(request, principal, voucher, moment)
     return service.voucher_read(voucher, local_today(moment))
 

@@ -17,6 +17,13 @@ IDEMPOTENCY_KEY_REUSED = ErrorCode(
     "Idempotency-Key {key} was already used for a different request; nothing was changed",
 )
 VOUCHER_NOT_FOUND = ErrorCode("voucher_not_found", 404, "券不存在：{code}", "No such voucher: {code}")
+#: A compute voucher's holder has not authorised the vendor (issue #12, finding 7; authorisations.py).
+VENDOR_NOT_AUTHORISED = ErrorCode(
+    "vendor_not_authorised",
+    403,
+    "券 {code} 的持有企业未授权供应商 {vendor} 使用该券，未做任何更改",
+    "The holder of voucher {code} has not authorised vendor {vendor} to spend it; nothing was changed",
+)
 #: An enterprise's or vendor's statement asked for by a client bound to another organisation.
 STATEMENT_NOT_FOUND = ErrorCode(
     "statement_not_found", 404, "没有该单位的对账单：{credit_code}", "No statement for {credit_code}"

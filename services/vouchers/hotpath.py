@@ -38,6 +38,7 @@ from .errors import (
     INSUFFICIENT_BALANCE,
     OVER_CONTRACT_SHARE,
     REDEMPTION_CEILING,
+    VENDOR_NOT_AUTHORISED,
     VOUCHER_EXPIRED,
     VOUCHER_NOT_FOUND,
     VOUCHER_VOIDED,
@@ -55,6 +56,7 @@ REFUSALS: dict[str, ErrorCode] = {
         IDEMPOTENCY_KEY_REUSED,
         HOLD_NOT_FOUND,
         HOLD_NOT_ACTIVE,
+        VENDOR_NOT_AUTHORISED,
     )
 }
 # `vouchers.redeem()` refuses another vendor's voucher as `vendor_not_allowed`; a vendor is not

@@ -26,7 +26,7 @@ from shared.context import request_id_var
 from shared.errors import ProblemError
 from shared.money import format_yuan
 
-from . import budget_ceilings, events
+from . import authorisations, budget_ceilings, events, holds
 from .errors import (
     ALREADY_ISSUED,
     ALREADY_REVERSED,
@@ -35,7 +35,6 @@ from .errors import (
     CONTRACT_ALREADY_CLAIMED,
     GRANT_NOT_FOUND,
     OVER_CONTRACT_SHARE,
-    VOUCHER_HAS_HOLDS,
     VOUCHER_NOT_ACTIVE,
     VOUCHER_NOT_FOUND,
     WRONG_INSTRUMENT,
@@ -322,6 +321,9 @@ async def issue_voucher(
         )
     )
     await session.flush()
+    if vendor is None:  # M1: the compute providers the holder named on its application may spend it
+        providers = authorisations.application_providers(decision)
+        await authorisations.authorise_named(session, voucher.id, providers, "application", holder)
     await session.refresh(voucher)
     issued = voucher_read(voucher, today)
     await events.voucher_changed(session, "issued", issued)
@@ -478,13 +480,17 @@ async def _give_back(session: AsyncSession, budgets: Budgets, returned: dict[int
 async def void(
     session: AsyncSession, budgets: Budgets, code: str, payload: VoidRequest, actor: str, now: datetime
 ) -> VoucherRead:
+    await holds.lock_open_holds(session, code)  # before the voucher's row, as a capture does
     voucher = await get_voucher(session, code, lock=True)
     state = state_of(voucher, local_today(now))
     if state in ("voided", "expired", "redeemed"):
         zh = {"voided": "作废", "expired": "过期", "redeemed": "兑付完毕"}[state]
         raise ProblemError(VOUCHER_NOT_ACTIVE, state=state, state_zh=zh)
-    if voucher.held_fen:
-        raise ProblemError(VOUCHER_HAS_HOLDS, held_yuan=format_yuan(voucher.held_fen))
+    if voucher.held_fen:  # a vendor's hold never blocks the bureau: released first, with the reason
+        await holds.release_all(
+            session, voucher.id, voucher.held_fen, "released", now, actor, f"voucher voided: {payload.reason}"
+        )
+        await session.refresh(voucher)
     returned = await _return_to_budget(session, voucher, "void", actor, payload.reason)
     await _give_back(session, budgets, {voucher.budget_account_id: returned}, local_today(now))
     voucher.voided_at = now
@@ -509,8 +515,14 @@ async def expire_due(session: AsyncSession, budgets: Budgets, now: datetime) -> 
     expired: list[Voucher] = []
     returned: dict[int, int] = {}
     for voucher in due:
+        if voucher.held_fen:  # open holds end with the voucher, the reason recorded in each release
+            reason = f"voucher expired after {voucher.valid_until}"
+            await holds.release_all(
+                session, voucher.id, voucher.held_fen, "expired", now, None, reason, skip_locked=True
+            )
+            await session.refresh(voucher)
         if voucher.held_fen:
-            continue  # a hold still open (not yet expired): next run
+            continue  # a hold being captured right now: next run
         amount = await _return_to_budget(session, voucher, "expire", None, f"expired after {voucher.valid_until}")
         returned[voucher.budget_account_id] = returned.get(voucher.budget_account_id, 0) + amount
         voucher.expired_at = now

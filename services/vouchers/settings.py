@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, PostgresDsn
+from pydantic import Field, PostgresDsn, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings, database_url_field, peer_url_field
@@ -32,6 +32,19 @@ class VouchersSettings(ServiceSettings):
         default=10, ge=1, le=200, description="Connections of the redemption path (about 5 per core is best)"
     )
     hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="Default lifetime of a hold")
+    hold_max_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Longest hold a vendor may ask for (longer: 422 hold_too_long); issue #12, finding 7",
+    )
+
+    @model_validator(mode="after")
+    def _default_hold_within_maximum(self) -> VouchersSettings:
+        if self.hold_seconds > self.hold_max_seconds:
+            raise ValueError("VOUCHERS_HOLD_SECONDS must not exceed VOUCHERS_HOLD_MAX_SECONDS")
+        return self
+
     vendor_check_ttl_seconds: float = Field(
         default=60.0, ge=0, description="How long a compute vendor's registry check is reused"
     )

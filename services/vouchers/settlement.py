@@ -454,6 +454,7 @@ async def voucher_statement(
     request: Request, session: SessionDep, moment: Now, principal: HolderReader, code: VoucherCode, page: Pages
 ) -> VoucherStatement:
     voucher = await service.get_voucher(session, code)
+    await session.commit()  # only read: no connection is held while the registry may be asked (issue #12)
     await ensure_visible(request, principal, voucher, moment, BUREAU)
     after = decode_cursor("voucher-statement", page.cursor) if page.cursor else 0
     rows = (

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from shared.auth import APPROVER, OFFICER
-from tests.auth import as_vendor, auth
+from tests.auth import as_applicant, as_vendor, auth
 from tests.eligibility import seed
 
 YUAN = 100
@@ -114,6 +114,18 @@ async def redeem(
         json={"amount_fen": amount_fen, "invoice_number": invoice},
         headers=vendor_call(vendor, key),
     )
+
+
+async def authorise(vouchers: httpx.AsyncClient, code: str, holder: str, vendor: str) -> dict[str, Any]:
+    """The holder lets a vendor spend its compute voucher (issue #12, finding 7): 201, or 200 if it stands."""
+    response = await vouchers.post(
+        f"/v1/vouchers/{code}/authorisations",
+        json={"vendor": vendor},
+        headers=as_applicant(holder, **{"Idempotency-Key": f"authorise-{code}-{vendor}"}),
+    )
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
 
 
 async def m1_decision(registry: httpx.AsyncClient, eligibility: httpx.AsyncClient) -> tuple[str, str, dict[str, Any]]:

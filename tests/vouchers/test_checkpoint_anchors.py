@@ -9,6 +9,7 @@ Each test has a database and a sink of its own; the owner is the test's superuse
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -164,8 +165,13 @@ async def test_an_owner_level_rewrite_is_caught_by_the_signed_checkpoint_outside
         checkpoint["chain_hash"],
         checkpoint["kid"],
     )
-    feed = await client.get("/v1/events", params={"types": "vouchers.ledger.checkpoint"}, headers=AUDITOR_WANG)
-    assert feed.status_code == 200, feed.text
+    # the feed serves an event once no older transaction of the server is in flight: poll a moment
+    for _ in range(300):
+        feed = await client.get("/v1/events", params={"types": "vouchers.ledger.checkpoint"}, headers=AUDITOR_WANG)
+        assert feed.status_code == 200, feed.text
+        if feed.json()["items"]:
+            break
+        await asyncio.sleep(0.2)
     [event] = feed.json()["items"]
     assert (event["data"]["signature"], event["data"]["chain_hash"]) == (
         checkpoint["signature"],

@@ -615,6 +615,10 @@ async def check_run(run: MixedRun, database_url: str, logs: list[Path]) -> dict[
         database_url, "SELECT * FROM vouchers.entries WHERE redemption_id IS NOT NULL ORDER BY id"
     ):
         entries[entry["redemption_id"]].append(entry)
+    # a void releases its voucher's open holds (issue #12, finding 7)
+    voided_ids = {
+        r["id"] for r in await fetch(database_url, "SELECT id FROM vouchers.vouchers WHERE voided_at IS NOT NULL")
+    }
     finishes: dict[int, list[Op]] = defaultdict(list)
     for op in answers.values():
         if op.meta["action"] in ("capture", "release"):
@@ -638,6 +642,9 @@ async def check_run(run: MixedRun, database_url: str, logs: list[Path]) -> dict[
             expected = "captured" if done[0].meta["action"] == "capture" else "released"
             assert row["status"] == expected, f"{where} {op.describe()} finished by {done[0].describe()}"
             assert [e["kind"] for e in rest] == [done[0].meta["action"]], where
+        elif row["voucher_id"] in voided_ids:  # never finished by its vendor; its voucher's void released it
+            assert row["status"] in ("released", "expired"), f"{where} {op.describe()}"
+            assert [e["kind"] for e in rest] == ["release"], where
         else:  # never finished: still held, or expired (only short holds, after the final expiry run)
             assert row["status"] == ("expired" if op.meta["short"] else "held"), f"{where} {op.describe()}"
             assert [e["kind"] for e in rest] == (["release"] if op.meta["short"] else []), where

@@ -42,7 +42,7 @@ from shared.auth import (
 from tests.auth import as_applicant, as_vendor, auth
 from tests.eligibility import seed
 from tests.factories import new_credit_code
-from tests.vouchers.flow import YUAN, approve, approved_m3, issue, m1_decision, redeem, vendor_call
+from tests.vouchers.flow import YUAN, approve, approved_m3, authorise, issue, m1_decision, redeem, vendor_call
 
 BUREAU_READERS = {OFFICER, APPROVER, ADMIN, AUDITOR}
 AGGREGATE_READERS = {DASHBOARD} | BUREAU_READERS
@@ -62,6 +62,10 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/expiries"): {OFFICER, ADMIN},
     # the bureau releases a vendor's hold, with a reason (issue #12, finding 7)
     ("POST", "/v1/holds/{hold_id}/bureau-release"): {OFFICER, ADMIN},
+    # who may spend a compute voucher: its holder authorises and revokes (an officer may revoke)
+    ("POST", "/v1/vouchers/{code}/authorisations"): {APPLICANT},
+    ("GET", "/v1/vouchers/{code}/authorisations"): {APPLICANT} | BUREAU_READERS,
+    ("DELETE", "/v1/vouchers/{code}/authorisations/{vendor}"): {APPLICANT, OFFICER, ADMIN},
     # budget reservations (A2): the eligibility service reserves when it approves; administrators may release
     ("PUT", "/v1/budget-reservations/{reservation_id}"): {BUDGET_RESERVE},
     ("DELETE", "/v1/budget-reservations/{reservation_id}"): {BUDGET_RESERVE, ADMIN},
@@ -143,6 +147,7 @@ def _request(method: str, template: str) -> tuple[str, str, dict[str, Any]]:
         .replace("{webhook_id}", str(NO_BATCH))
         .replace("{delivery_id}", str(NO_BATCH))
         .replace("{credit_code}", SOMEONE)
+        .replace("{vendor}", SOMEONE)
         .replace("{year}", "2026")
     )
     bodies: dict[str, dict[str, Any]] = {
@@ -150,6 +155,8 @@ def _request(method: str, template: str) -> tuple[str, str, dict[str, Any]]:
         "/v1/grants": {"decision_id": "not-a-uuid"},
         "/v1/grants/1/reversal": {"reason": ""},
         f"/v1/vouchers/{NO_VOUCHER}/void": {"reason": ""},
+        "/v1/holds/1/bureau-release": {"reason": ""},
+        f"/v1/vouchers/{NO_VOUCHER}/authorisations": {"vendor": "not-a-credit-code"},
         "/v1/ledger/checkpoints": {"day": "2999-01-01"},
         "/v1/settlement-batches": {"vendor": "not-a-credit-code"},
         "/v1/webhooks": {"url": "not a url"},
@@ -317,7 +324,15 @@ async def test_a_vendor_sees_an_m1_voucher_only_if_it_may_redeem_it(
     model_vendor = await seed.vendor(live_registry_client, is_model_vendor=True)
     another_compute = await seed.vendor(live_registry_client, is_compute_vendor=True)
 
-    for vendor in (provider, another_compute):  # any registered compute vendor not affiliated with the holder
+    # a registered compute vendor not affiliated with the holder, that the holder authorised: the provider
+    # its application named (at issuance), another one once the holder authorises it (issue #12, finding 7)
+    assert _code_of(await vouchers.get(f"/v1/vouchers/{code}", headers=as_vendor(another_compute))) == (
+        404,
+        "voucher_not_found",
+    )
+    await authorise(vouchers, code, holder, another_compute)
+    await authorise(vouchers, code, holder, affiliated)  # authorised, but affiliated: still not
+    for vendor in (provider, another_compute):
         seen = await vouchers.get(f"/v1/vouchers/{code}", headers=as_vendor(vendor))
         assert (seen.status_code, seen.json()["holder"]) == (200, holder)
     for vendor in (affiliated, model_vendor, new_credit_code()):

@@ -4,8 +4,8 @@ The model is the policy as the ledger should apply it: a claim is accepted iff i
 was not issued before and the enterprise's claims this year stay within 5,000,000 yuan; a
 redemption or hold is accepted iff the vendor is the contract's supplier, the voucher is
 not voided and the amount fits the available balance (and the redemption ceiling); a hold
-is captured or released once, by its vendor; a void needs an active voucher without open
-holds and returns what is left. A key used again with the same request gets the first
+is captured or released once, by its vendor; a void needs an active voucher, releases its
+open holds and returns what is left. A key used again with the same request gets the first
 answer; with another request, 409 and nothing changes.
 
 The vouchers process runs once for the module on a fresh database, and the pool of
@@ -557,16 +557,23 @@ class LedgerMachine(RuleBasedStateMachine):
             self.assert_voucher_matches(voucher)
             return
         with_holds = [v for v in self.world.vouchers.values() if v.held_fen]
-        if with_holds and pick % 2:  # half the voids meet open holds
+        if with_holds and pick % 2:  # half the voids meet open holds (which they release)
             voucher = with_holds[pick % len(with_holds)]
         status, answer = self.post(f"/v1/vouchers/{voucher.code}/void", {"reason": "状态机测试：作废"})
         if voucher.state in ("voided", "redeemed"):
             self.refused(voucher.code, status, answer, (409, "voucher_not_active"))
-        elif voucher.held_fen:
-            self.refused(voucher.code, status, answer, (409, "voucher_has_holds"))
         else:
-            self.note("void accepted")
+            self.note("void accepted" + (" with open holds" if voucher.held_fen else ""))
             assert status == 200, answer
+            # open holds are released first, each with a release entry (issue #12, finding 7)
+            for redemption in self.world.redemptions.values():
+                if redemption.code == voucher.code and redemption.status == "held":
+                    redemption.status = "released"
+                    voucher.held_fen -= redemption.amount_fen
+                    voucher.available_fen += redemption.amount_fen
+                    self.world.counted_fen[voucher.holder] -= redemption.amount_fen
+                    self.world.entries += 1
+            assert voucher.held_fen == 0, voucher
             if voucher.available_fen:
                 self.world.entries += 1
             voucher.returned_fen += voucher.available_fen

@@ -17,6 +17,7 @@ from services.vouchers.app import create_app
 from services.vouchers.endpoints import redeem as documented_redeem
 from services.vouchers.settings import VouchersSettings
 from shared.auth import APPROVER, OFFICER
+from shared.dbroles import login_url
 from shared.errors import install_error_handlers
 from shared.limits import install_request_guard
 from tests.auth import as_vendor, auth
@@ -27,6 +28,7 @@ from tests.vouchers.flow import (
     YUAN,
     approve,
     approved_m3,
+    authorise,
     issue,
     m1_decision,
     redeem,
@@ -74,10 +76,13 @@ async def test_m1_voucher_redeemed_only_by_a_non_affiliated_compute_vendor(
     assert (refused.status_code, refused.json()["code"], refused.json()["clause"]) == (403, "vendor_affiliated", "M1")
     not_compute = await redeem(vouchers, code, model_vendor, 100 * YUAN, "m1-b")
     assert (not_compute.status_code, not_compute.json()["code"]) == (403, "vendor_not_compute_vendor")
-    accepted = await redeem(vouchers, code, provider, 100 * YUAN, "m1-c")
+    accepted = await redeem(vouchers, code, provider, 100 * YUAN, "m1-c")  # named on the holder's application
     assert accepted.status_code == 201, accepted.text
     other_compute = await seed.vendor(live_registry_client, is_compute_vendor=True)
-    assert (await redeem(vouchers, code, other_compute, 100 * YUAN, "m1-d")).status_code == 201
+    unauthorised = await redeem(vouchers, code, other_compute, 100 * YUAN, "m1-d")
+    assert (unauthorised.status_code, unauthorised.json()["code"]) == (403, "vendor_not_authorised")
+    await authorise(vouchers, code, holder, other_compute)  # the holder's choice (issue #12, finding 7)
+    assert (await redeem(vouchers, code, other_compute, 100 * YUAN, "m1-e")).status_code == 201
     assert (await vouchers.get(f"/v1/vouchers/{code}")).json()["redeemed_fen"] == 200 * YUAN
 
 
@@ -403,7 +408,7 @@ async def test_eligibility_down_means_503_and_nothing_written(
     _, decision_id = await approved_m3(live_registry_client, live_eligibility_client)
     app = create_app(
         VouchersSettings(
-            database_url=vouchers_database,
+            database_url=login_url(vouchers_database, "vouchers"),
             eligibility_url=f"http://127.0.0.1:{free_port()}",
             registry_url=live_registry,
             peer_timeout_seconds=0.5,
