@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import RouteContext
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,17 +64,26 @@ async def _too_large(request: Request, exc: Exception) -> JSONResponse:
 
 
 RouteLimit = tuple[re.Pattern[str], frozenset[str], int]
+RouteMatch = tuple[re.Pattern[str], frozenset[str], RouteContext]
 
 
 def declared_limits(app: FastAPI) -> list[RouteLimit]:
     """(path pattern, methods, limit) of every route whose endpoint declares a body limit."""
-    limits: list[RouteLimit] = []
+    return [
+        (pattern, methods, int(context.endpoint.__max_body_bytes__))  # type: ignore[union-attr]
+        for pattern, methods, context in route_patterns(app)
+        if hasattr(context.endpoint, "__max_body_bytes__")
+    ]
+
+
+def route_patterns(app: FastAPI) -> list[RouteMatch]:
+    """(path pattern, methods, route) of every route, to name the route of a request refused before routing."""
+    found: list[RouteMatch] = []
     for context in iter_routes(app):
-        limit = getattr(context.endpoint, "__max_body_bytes__", None)
-        if limit is not None and context.path is not None:
+        if context.path is not None:
             pattern, _, _ = compile_path(context.path)
-            limits.append((pattern, frozenset(context.methods or ()), int(limit)))
-    return limits
+            found.append((pattern, frozenset(context.methods or ()), context))
+    return found
 
 
 class RequestGuardMiddleware:
@@ -83,6 +93,7 @@ class RequestGuardMiddleware:
         self.app = app
         self.default_limit = default_limit
         self._limits: list[RouteLimit] | None = None  # the routes exist once the app serves
+        self._routes: list[RouteMatch] | None = None
 
     def limit_for(self, scope: Scope) -> int:
         if self._limits is None:
@@ -93,7 +104,19 @@ class RequestGuardMiddleware:
                 return limit
         return self.default_limit
 
+    def _name_route(self, scope: Scope) -> None:
+        """Set the route a refused request was for, as routing would have: metrics count it by its
+        template (shared/metrics.py), never by the raw path. Only refusals pay for this search."""
+        if self._routes is None:
+            self._routes = route_patterns(scope["app"])  # kept: metrics key their series by the route's id
+        path, method = scope["path"], scope["method"]
+        candidates = [context for pattern, methods, context in self._routes if pattern.match(path)]
+        allowed = [context for context in candidates if method in (context.methods or ())]
+        if allowed or candidates:
+            scope["route"] = (allowed or candidates)[0]
+
     async def _answer(self, scope: Scope, receive: Receive, send: Send, problem: ProblemError) -> None:
+        self._name_route(scope)
         request = Request(scope)
         response = problem_response(request, problem.error, headers=problem.headers, **problem.params)
         await response(scope, receive, send)
