@@ -93,6 +93,9 @@ class Facts(BaseModel):
     vendors: dict[str, VendorFacts | None] = Field(default_factory=dict)
     model: ModelFacts | None = None
     filings: list[FilingFacts] = Field(default_factory=list, description="the model's filings on the relevant date")
+    filings_on_as_of: list[FilingFacts] = Field(
+        default_factory=list, description="the model's filings on the application date (M3: the claim date)"
+    )
     recognitions: list[RecognitionFacts] = Field(default_factory=list, description="the applicant's, on as_of")
     referenced: dict[str, RecognitionFacts | None] = Field(default_factory=dict, description="by id, on as_of")
     ranked_models: list[ModelFacts] = Field(default_factory=list, description="models with a national filing")
@@ -113,6 +116,7 @@ class FactsRequest:
     recognition_ids: tuple[uuid.UUID, ...] = ()
     model_id: uuid.UUID | None = None
     filings_on: date | None = None
+    filings_on_as_of: bool = False
     ranked_models: bool = False
     prior_awards: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -184,6 +188,9 @@ class RegistryFacts:
             if found and request.filings_on is not None:
                 rows = await self._list("/v1/filings", model_id=str(model_id), as_of=request.filings_on.isoformat())
                 facts.filings = [FilingFacts.model_validate(row) for row in rows]
+            if found and request.filings_on_as_of:
+                rows = await self._list("/v1/filings", model_id=str(model_id), as_of=day)
+                facts.filings_on_as_of = [FilingFacts.model_validate(row) for row in rows]
 
         async def ranked_models() -> None:
             rows = await self._list("/v1/models", as_of=day)

@@ -82,6 +82,8 @@ SPECS: dict[str, Spec] = {
     "M3.annual_claim_ceiling_fen": Spec("fen"),
     "M3.annual_redemption_ceiling_fen": Spec("fen"),
     "M3.eligible_cost_components": Spec("choices", choices=_M3_COMPONENTS),
+    "M3.filing_kinds": Spec("choices", choices=("filing", "registration")),
+    "M3.filing_in_force_on": Spec("choices", choices=("contract_date", "claim_date")),
     "M4.award_fen": Spec("fen"),
     "M5.ratio": Spec("ratio"),
     "M5.annual_cap_fen": Spec("fen"),

@@ -319,13 +319,16 @@ def m3_facts(
                 number="Beijing-DeepseekChat-202404280016", kind="filing", status="filed", filed_on=date(2024, 4, 28)
             )
         ]
-    return make_facts(as_of=as_of, model=model, filings=filings, prior_awards=prior_awards or [])
+    return make_facts(
+        as_of=as_of, model=model, filings=filings, filings_on_as_of=filings, prior_awards=prior_awards or []
+    )
 
 
-def test_m3_facts_needed_reads_filings_on_the_contract_date() -> None:
+def test_m3_facts_needed_reads_filings_on_the_contract_date_and_the_claim_date() -> None:
     request = facts_needed(m3())
     assert request.model_id == MODEL_ID
     assert request.filings_on == SIGNED
+    assert request.filings_on_as_of
     assert request.prior_awards
 
 
@@ -384,13 +387,16 @@ def test_m3_5_model_not_filed(filings: list[FilingFacts]) -> None:
     assert_ineligible(evaluation, "model_not_filed")
 
 
-def test_m3_a_registration_counts_as_filed() -> None:
+def test_m3_a_registration_is_not_a_filing() -> None:
+    """已……完成生成式人工智能服务备案: a 登记 (an app calling a filed model) is not a 备案 (M3.filing_kinds)."""
     filings = [
         FilingFacts(
             number="Guangdong-App-202405010001", kind="registration", status="registered", filed_on=date(2024, 5, 1)
         )
     ]
-    assert_eligible(run(m3(), m3_facts(filings=filings)), yuan(3_000_000))
+    evaluation = run(m3(), m3_facts(filings=filings))
+    assert codes(evaluation) == ["registration_is_not_filing"]
+    assert "M3.filing_kinds" in parameters_read(evaluation)
 
 
 def test_m3_6_annual_headroom_is_shown_but_the_ledger_decides() -> None:

@@ -1,8 +1,9 @@
 """M3 — model vouchers (第（三）条 模型券) for buying CAC-filed domestic models.
 
 The model must exist, come from the contract's vendor, and hold a CAC generative-AI
-service filing (备案) or registration (登记) in force on the date the contract was signed
-(EXAMPLES M3-5: absent, or revoked before the contract date → "model_not_filed"). The
+service filing (备案; a registration, 登记, does not count: `M3.filing_kinds`) in force on the
+contract date and on the claim date (`M3.filing_in_force_on`) (EXAMPLES M3-5: absent, or
+revoked before the contract date → "model_not_filed"). The
 eligible base is the contract's cost components of the kinds in
 `M3.eligible_cost_components`; one claim is at most `M3.contract_ratio` of it, rounded down
 (M3-4: 333.33 → 99.99; M3-3: 3,000,000.01 on 10,000,000.00 → "over_contract_share").
@@ -40,7 +41,67 @@ def claim_keys(evidence: M3Evidence, applicant: str, p: Any) -> list[str]:
 
 def facts_needed(evidence: M3Evidence) -> FactsRequest:
     contract = evidence.contract
-    return FactsRequest(model_id=contract.model_id, filings_on=contract.signed_on, prior_awards=True)
+    return FactsRequest(
+        model_id=contract.model_id, filings_on=contract.signed_on, filings_on_as_of=True, prior_awards=True
+    )
+
+
+def check_filing(evidence: M3Evidence, facts: Facts, p: ParamView, trace: Trace) -> list[Reason]:
+    """已在国家互联网信息办公室完成生成式人工智能服务备案: a filing of the kinds that count, in force on each date.
+
+    Which CAC records count (`M3.filing_kinds`: a 备案, not a 登记) and on which dates the
+    filing must be in force (`M3.filing_in_force_on`: the contract date and the claim date)
+    are dated parameters, our reading of the text.
+    """
+    contract = evidence.contract
+    kinds: tuple[str, ...] = p("M3.filing_kinds")
+    on: tuple[str, ...] = p("M3.filing_in_force_on")
+    dates = {"contract_date": (contract.signed_on, facts.filings), "claim_date": (facts.as_of, facts.filings_on_as_of)}
+    failures: list[Reason] = []
+    for which in on:
+        day, filings = dates[which]
+        in_force = [f for f in filings if f.status in IN_FORCE and f.filed_on <= day]
+        counted = [f for f in in_force if f.kind in kinds]
+        zh_day, en_day = ("合同签订日", "contract date") if which == "contract_date" else ("申领日", "claim date")
+        trace.step(
+            "M3",
+            f"模型须在{zh_day}已完成网信办生成式人工智能服务备案且备案有效",
+            f"The model must hold a CAC generative-AI filing in force on the {en_day}",
+            inputs={
+                "date": day.isoformat(),
+                "filings": [
+                    {"number": f.number, "kind": f.kind, "status": f.status, "filed_on": f.filed_on.isoformat()}
+                    for f in filings
+                ],
+                "in_force": [f.number for f in counted],
+                "kinds_counted": list(kinds),
+                "statuses_in_force": list(IN_FORCE),
+            },
+            outcome="pass" if counted else "fail",
+        )
+        if counted:
+            continue
+        if in_force:  # a registration (登记) only: an app calling a filed model, not a filed model
+            numbers = ", ".join(f.number for f in in_force)
+            failures.append(
+                reason(
+                    "M3",
+                    "registration_is_not_filing",
+                    f"{zh_day} {day} 该模型只有网信办登记（{numbers}），没有生成式人工智能服务备案",
+                    f"On the {en_day} {day} the model only had a CAC registration ({numbers}), "
+                    "not a generative-AI service filing",
+                )
+            )
+        else:
+            failures.append(
+                reason(
+                    "M3",
+                    "model_not_filed" if which == "contract_date" else "model_not_filed_on_claim_date",
+                    f"{zh_day} {day} 该模型没有有效的网信办生成式人工智能服务备案（未备案或已撤销）",
+                    f"On the {en_day} {day} the model had no CAC generative-AI filing in force (absent or revoked)",
+                )
+            )
+    return failures[:1]  # the first date that fails says why; the trace shows every date
 
 
 def contract_key(evidence: M3Evidence) -> str:
@@ -101,32 +162,7 @@ def evaluate(evidence: M3Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
     )
     failures += model_failures
 
-    in_force = [f for f in facts.filings if f.status in IN_FORCE and f.filed_on <= contract.signed_on]
-    trace.step(
-        "M3",
-        "模型须在合同签订日已完成网信办生成式人工智能服务备案（或登记）",
-        "The model must hold a CAC generative-AI filing (or registration) in force on the contract date",
-        inputs={
-            "signed_on": contract.signed_on.isoformat(),
-            "filings": [
-                {"number": f.number, "kind": f.kind, "status": f.status, "filed_on": f.filed_on.isoformat()}
-                for f in facts.filings
-            ],
-            "in_force": [f.number for f in in_force],
-            "statuses_in_force": list(IN_FORCE),
-        },
-        outcome="pass" if in_force else "fail",
-    )
-    if not in_force:
-        failures.append(
-            reason(
-                "M3",
-                "model_not_filed",
-                f"合同签订日 {contract.signed_on} 该模型没有有效的网信办生成式人工智能服务备案（未备案或已撤销）",
-                f"On the contract date {contract.signed_on} the model had no CAC generative-AI filing in force "
-                "(absent or revoked)",
-            )
-        )
+    failures += check_filing(evidence, facts, p, trace)
 
     counted: tuple[str, ...] = p("M3.eligible_cost_components")
     base = sum(c.amount_fen for c in contract.components if c.kind in counted)
