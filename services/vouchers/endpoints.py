@@ -43,7 +43,7 @@ from shared.db import SessionDep
 from shared.errors import FieldError, ProblemError, field_errors_from_pydantic, validation_problem
 from shared.peers import PeerUnavailable
 
-from . import replay, service
+from . import holds, replay, service
 from .errors import IDEMPOTENCY_KEY_REQUIRED, VENDOR_AFFILIATED, VENDOR_NOT_COMPUTE_VENDOR, VOUCHER_NOT_FOUND
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
@@ -143,6 +143,20 @@ async def _compute_vendor_may_redeem(request: Request, hotpath: HotPath, code: s
         raise ProblemError(VENDOR_AFFILIATED)
 
 
+async def _authorised(request: Request, voucher_id: int, vendor: str) -> bool:
+    """Has the holder authorised this vendor for this (compute) voucher? One index probe."""
+    hotpath: HotPath = request.app.state.hotpath
+    assert hotpath.pool is not None
+    return bool(
+        await hotpath.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM vouchers.vendor_authorisations "
+            "WHERE voucher_id = $1 AND vendor = $2 AND revoked_at IS NULL)",
+            voucher_id,
+            vendor,
+        )
+    )
+
+
 #: The roles that read every voucher (the bureau, auditors and the data platform).
 EVERY_VOUCHER = (OFFICER, APPROVER, ADMIN, AUDITOR, PLATFORM)
 
@@ -161,8 +175,9 @@ async def ensure_visible(
     - an applicant: the vouchers its organisation holds;
     - a vendor: the vouchers it may redeem, by the redemption path's own rule: a voucher that
       names its vendor (M3: the contract's model vendor) only that vendor; a voucher that
-      names none (M1) a registered compute vendor not affiliated with the holder, as the
-      registry says on the day (the same cached check as a redemption).
+      names none (M1) a vendor its holder authorised (authorisations.py) that is a registered
+      compute vendor not affiliated with the holder, as the registry says on the day (the
+      same cached check as a redemption).
     """
     if principal.has(*every_voucher):
         return
@@ -173,7 +188,7 @@ async def ensure_visible(
         if voucher.vendor is not None:
             if voucher.vendor == vendor:
                 return
-        else:
+        elif await _authorised(request, voucher.id, vendor):
             check = await _compute_vendor_check(request, vendor, voucher.holder, moment)
             if check.is_compute_vendor and not check.affiliated:
                 return
@@ -331,7 +346,9 @@ async def hold(
     payload: HoldRequest,
 ) -> Response:
     vendor, key = call
-    seconds = payload.hold_seconds or request.app.state.settings.hold_seconds
+    settings = request.app.state.settings
+    seconds = payload.hold_seconds or settings.hold_seconds
+    holds.check_hold_seconds(seconds, settings.hold_max_seconds)
     base = RedemptionRequest.model_validate(payload.model_dump(exclude={"hold_seconds"}))
     return await _redeem(request, hotpath, code, base, vendor, key, seconds, moment)
 
