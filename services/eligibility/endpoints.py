@@ -465,7 +465,7 @@ async def export_simulation_link(
 ) -> Response:
     try:
         parsed = json.loads(overrides)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser follows
         parsed = None
     if not isinstance(parsed, dict):
         raise validation_problem(

@@ -264,7 +264,7 @@ async def test_the_per_application_table_exports_as_csv(
     assert header == list(CSV_COLUMNS)
     assert (only[0], only[header.index("after_fen")]) == (approved["id"], str(240_000 * YUAN))
 
-    for overrides in ("[1]", "{", '{"M5.ratio": 2}', '{"no.such": 1}'):
+    for overrides in ("[1]", "{", '{"M5.ratio": 2}', '{"no.such": 1}', "[" * 5000 + "]" * 5000):
         refused = await eligibility.get(
             "/v1/simulations/export", params={"application_id": ids, "overrides": overrides}
         )
