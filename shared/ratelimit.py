@@ -52,6 +52,7 @@ ROUTE_CLASSES = (VENDOR_WRITE, VENDOR_READ, APPLICANT_CLASS, PLATFORM_CLASS, BUR
 #: the process learns what the other processes took); idle full buckets are forgotten later
 ACTIVE_SECONDS = 5.0
 FORGET_SECONDS = 120.0
+BUCKET_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,8 @@ class RateLimiter:
         key = (client, route_class)
         bucket = self._buckets.get(key)
         if bucket is None:
+            if len(self._buckets) >= BUCKET_LIMIT:  # clients come from verified tokens: only a bound on memory
+                self._buckets.clear()
             bucket = self._buckets[key] = _Bucket(limit.burst, now)
         else:
             bucket.tokens = min(limit.burst, bucket.tokens + (now - bucket.at) * limit.rate)
