@@ -180,16 +180,24 @@ class M10Evidence(Evidence):
     measure: Literal["M10"]
     track: Literal["first_sale", "city_matching"]
     year: Year
-    recognition_id: uuid.UUID | None = Field(default=None, description="first_sale: the catalogue entry")
+    recognition_id: uuid.UUID | None = Field(
+        default=None,
+        description="first_sale: the catalogue entry; city_matching: the registry's city_first_version_support "
+        "record (the city's support of last year; without it the application is ineligible, M10)",
+    )
     received_within_year_fen: FenAmount | None = Field(default=None, description="first_sale: audited amount")
-    city_support_fen: FenAmount | None = Field(default=None, description="city_matching: last year's city support")
+    city_support_fen: FenAmount | None = Field(
+        default=None,
+        description="city_matching: last year's city support as the applicant declares it; "
+        "the amount matched is the registry's record",
+    )
 
     @model_validator(mode="after")
     def _track_fields(self) -> M10Evidence:
         if self.track == "first_sale" and (self.recognition_id is None or self.received_within_year_fen is None):
             raise ValueError("first_sale needs recognition_id and received_within_year_fen")
-        if self.track == "city_matching" and self.city_support_fen is None:
-            raise ValueError("city_matching needs city_support_fen")
+        if self.track == "city_matching" and self.recognition_id is None and self.city_support_fen is None:
+            raise ValueError("city_matching needs recognition_id (the city's support record)")
         return self
 
 

@@ -316,6 +316,16 @@ class MajorAiProject(Input):
     project: Name
 
 
+class CityFirstVersionSupport(Input):
+    """M10 (city matching): the city's first-version software support (深圳市首版次软件扶持项目) of a year."""
+
+    kind: Literal["city_first_version_support"]
+    project: Name
+    year: Year = Field(description="The year the city's support was granted")
+    amount_fen: FenAmount = Field(description="The amount the city granted")
+    authority: Name = Field(description="Who granted it, e.g. 深圳市工业和信息化局")
+
+
 class AiEnterprise(Input):
     """M1, M9, M11: recognised as an AI enterprise (人工智能企业认定 / "白名单", M8's wording).
 
@@ -360,7 +370,8 @@ RecognitionDetails = Annotated[
     | MajorAiProject
     | AiEnterprise
     | IndustrialEnterprise
-    | DigitalDiagnosis,
+    | DigitalDiagnosis
+    | CityFirstVersionSupport,
     Field(discriminator="kind"),
 ]
 
@@ -375,6 +386,7 @@ RECOGNITION_CLAUSES = {
     "ai_enterprise": "M1, M9, M11",
     "industrial_enterprise": "M6",
     "digital_diagnosis": "M6",
+    "city_first_version_support": "M10",
 }
 
 

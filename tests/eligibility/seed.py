@@ -118,3 +118,19 @@ async def m6_applicant(
     """An industrial enterprise (above scale) with the city's diagnosis, and M6 evidence referencing it."""
     code = await organisation(registry, **{"four_above_category": "above_scale_industrial", **overrides})
     return code, await m6_evidence(registry, code, audited_investment_fen)
+
+
+async def city_support(
+    registry: httpx.AsyncClient, code: str, year: int, amount_fen: int, recognised_on: str | None = None
+) -> str:
+    """M10 city matching: the city's first-version software support (深圳市首版次软件扶持) of `year`."""
+    return await recognition(
+        registry,
+        code,
+        recognised_on or f"{year}-12-01",
+        kind="city_first_version_support",
+        project="深圳市首版次软件扶持项目",
+        year=year,
+        amount_fen=amount_fen,
+        authority="深圳市工业和信息化局",
+    )

@@ -138,12 +138,8 @@ async def m8(r: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
 def m10_city(r_support_yuan: int) -> Setup:
     async def setup(r: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
         applicant = await seed.organisation(r)
-        return applicant, {
-            "measure": "M10",
-            "track": "city_matching",
-            "year": 2025,
-            "city_support_fen": r_support_yuan * YUAN,
-        }
+        support = await seed.city_support(r, applicant, 2025, r_support_yuan * YUAN)
+        return applicant, {"measure": "M10", "track": "city_matching", "year": 2025, "recognition_id": support}
 
     return setup
 

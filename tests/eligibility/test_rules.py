@@ -102,6 +102,17 @@ def recognition(
     )
 
 
+#: M10 city matching: the city's first-version support of 2024, as the registry records it
+CITY_SUPPORT = recognition(
+    "city_first_version_support",
+    recognised_on=date(2024, 12, 1),
+    project="深圳市首版次软件扶持",
+    year=2024,
+    amount_fen=500_000_000,
+    authority="深圳市工业和信息化局",
+)
+CITY_MATCHING = M10Evidence(measure="M10", track="city_matching", year=2024, recognition_id=CITY_SUPPORT.id)
+
 #: what every applicant of these tests holds unless a test says otherwise
 STANDING = (
     recognition(
@@ -883,8 +894,7 @@ def test_m10_first_sale_needs_the_applicants_catalogue_entry() -> None:
 )
 def test_m10_city_matching_and_its_own_cap(earlier: dict[str, int], expected: int) -> None:
     awards = [prior(2024, sum(earlier.values()), earlier)] if earlier else []
-    evidence = M10Evidence(measure="M10", track="city_matching", year=2024, city_support_fen=yuan(5_000_000))
-    evaluation = run(evidence, make_facts(prior_awards=awards))
+    evaluation = run(CITY_MATCHING, make_facts(prior_awards=awards, referenced=referenced(CITY_SUPPORT)))
     assert_eligible(evaluation, expected)
     assert evaluation.result.components == {"city_matching": expected}
     assert "M10.city_matching_ratio" in parameters_read(evaluation)
@@ -892,8 +902,18 @@ def test_m10_city_matching_and_its_own_cap(earlier: dict[str, int], expected: in
 
 def test_m10_cap_reached() -> None:
     awards = [prior(2024, yuan(3_000_000), {"city_matching": yuan(3_000_000)})]
-    evidence = M10Evidence(measure="M10", track="city_matching", year=2024, city_support_fen=yuan(5_000_000))
-    assert_ineligible(run(evidence, make_facts(prior_awards=awards)), "annual_cap_reached")
+    facts = make_facts(prior_awards=awards, referenced=referenced(CITY_SUPPORT))
+    assert_ineligible(run(CITY_MATCHING, facts), "annual_cap_reached")
+
+
+def test_m10_city_matching_reads_the_registry_not_the_declaration() -> None:
+    declared = CITY_MATCHING.model_copy(update={"city_support_fen": yuan(9_000_000)})
+    evaluation = run(declared, make_facts(referenced=referenced(CITY_SUPPORT)))
+    assert_eligible(evaluation, yuan(1_500_000))  # 30% of the recorded 5,000,000, not of 9,000,000
+    undeclared = M10Evidence(measure="M10", track="city_matching", year=2024, city_support_fen=yuan(5_000_000))
+    assert_ineligible(run(undeclared, make_facts()), "city_support_not_recorded")
+    other_year = CITY_SUPPORT.model_copy(update={"details": {**CITY_SUPPORT.details, "year": 2023}})
+    assert_ineligible(run(CITY_MATCHING, make_facts(referenced=referenced(other_year))), "city_support_year_mismatch")
 
 
 # --- M12 public platforms -----------------------------------------------------------------------------

@@ -216,3 +216,61 @@ async def test_the_registry_keeps_the_new_recognitions_as_of_a_date(live_registr
         json={"credit_code": applicant, "recognised_on": "2025-05-01", "details": {"kind": "digital_diagnosis"}},
     )
     assert refused.status_code == 422, "a diagnosis names its project, reference and authority"
+
+
+# --- M10 city matching: the city's support is a registry record -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("recorded_on", "outcome"),
+    [(AS_OF, "eligible"), (DAY_AFTER, "recognition_not_found")],
+    ids=["recorded on the day", "recorded the day after"],
+)
+async def test_m10_city_matching_matches_the_citys_recorded_support(
+    recorded_on: str,
+    outcome: str,
+    eligibility: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    clock: Callable[[date], None],
+) -> None:
+    r = live_registry_client
+    clock(date.today())
+    applicant = await seed.organisation(r)
+    support = await seed.city_support(r, applicant, 2025, 1_000_000 * YUAN, recognised_on=recorded_on)
+    # the applicant declares more than the city gave: the registry's amount is matched
+    evidence = {
+        "measure": "M10",
+        "track": "city_matching",
+        "year": 2025,
+        "recognition_id": support,
+        "city_support_fen": 9_000_000 * YUAN,
+    }
+    decision = await apply(eligibility, applicant, evidence)
+    if outcome == "eligible":
+        assert (decision["outcome"], decision["amount_fen"]) == ("eligible", 300_000 * YUAN)
+        [step] = [s for s in decision["trace"] if "declared_city_support_fen" in s["inputs"] and s["amounts"]]
+        assert step["amounts"]["city_support_fen"] == 1_000_000 * YUAN
+        assert step["inputs"]["declared_city_support_fen"] == 9_000_000 * YUAN
+    else:
+        assert decision["outcome"] == "ineligible"
+        assert failure_codes(decision, "M10") == {outcome}
+
+
+async def test_m10_a_self_declared_city_award_is_not_matched(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, clock: Callable[[date], None]
+) -> None:
+    r = live_registry_client
+    clock(date.today())
+    applicant = await seed.organisation(r)
+    declared = {"measure": "M10", "track": "city_matching", "year": 2025, "city_support_fen": 1_000_000 * YUAN}
+    decision = await apply(eligibility, applicant, declared)
+    assert decision["outcome"] == "ineligible"
+    assert failure_codes(decision, "M10") == {"city_support_not_recorded"}
+
+    someone_elses = await seed.city_support(r, await seed.organisation(r), 2025, 1_000_000 * YUAN)
+    decision = await apply(eligibility, applicant, {**declared, "recognition_id": someone_elses})
+    assert failure_codes(decision, "M10") == {"recognition_not_applicants"}
+
+    of_2024 = await seed.city_support(r, applicant, 2024, 1_000_000 * YUAN)
+    decision = await apply(eligibility, applicant, {**declared, "recognition_id": of_2024})
+    assert failure_codes(decision, "M10") == {"city_support_year_mismatch"}

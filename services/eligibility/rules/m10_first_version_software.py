@@ -25,6 +25,7 @@ from .common import awarded_in, check_benefit_year, inside_validity, reason
 MEASURE = "M10"
 TITLE = {"zh": "人工智能产品首版次销售", "en": "First-version AI software sales"}
 KIND = "first_version_software"
+CITY_KIND = "city_first_version_support"
 
 
 def claim_keys(evidence: M10Evidence, applicant: str, p: Any) -> list[str]:
@@ -38,9 +39,45 @@ def annual_caps(evidence: M10Evidence, facts: Facts, p: Any) -> list[claims.Cap]
 
 
 def facts_needed(evidence: M10Evidence) -> FactsRequest:
-    if evidence.track == "first_sale" and evidence.recognition_id is not None:
+    if evidence.recognition_id is not None:
         return FactsRequest(recognition_ids=(evidence.recognition_id,), prior_awards=True)
     return FactsRequest(prior_awards=True)
+
+
+def _city_support(evidence: M10Evidence, facts: Facts, trace: Trace) -> tuple[int | None, list[Reason]]:
+    """The city's support the applicant received in the benefit year: a registry record, not a declaration."""
+    if evidence.recognition_id is None:
+        trace.step(
+            "M10",
+            "须引用登记簿中申请人所获深圳市首版次软件扶持记录",
+            "The application must reference the registry's record of the applicant's Shenzhen first-version support",
+            inputs={"declared_city_support_fen": evidence.city_support_fen, "recognition_id": None},
+            outcome="fail",
+        )
+        return None, [
+            reason(
+                "M10",
+                "city_support_not_recorded",
+                "M10：申请未引用登记簿中的深圳市首版次软件扶持记录（recognition_id），自报金额不予配套",
+                "M10: the application references no registry record of the city's first-version support "
+                "(recognition_id); a declared amount is not matched",
+            )
+        ]
+    entry, failures = check_recognition("M10", facts, evidence.recognition_id, CITY_KIND, trace, owner=facts.applicant)
+    if entry is None or failures:
+        return None, failures
+    year = entry.details.get("year")
+    if year != evidence.year:
+        failures.append(
+            reason(
+                "M10",
+                "city_support_year_mismatch",
+                f"深圳市首版次扶持记录的年度为 {year}，不是申报的受益年度 {evidence.year}",
+                f"The city's support record is of {year}, not of the benefit year {evidence.year}",
+            )
+        )
+        return None, failures
+    return int(entry.details.get("amount_fen", 0)), []
 
 
 def _first_sale_failures(raw: Any, facts: Facts, p: ParamView, trace: Trace) -> list[Reason]:
@@ -120,20 +157,21 @@ def evaluate(evidence: M10Evidence, facts: Facts, p: ParamView, trace: Trace) ->
             amounts={"received_within_year_fen": base, "before_cap_fen": before_cap},
         )
     else:
-        assert evidence.city_support_fen is not None
-        # 对上一年度获得深圳市首版次软件扶持项目的企业: the city's support of last year
+        # 对上一年度获得深圳市首版次软件扶持项目的企业: the city's support of last year, as the registry records it
         failures = check_benefit_year(
             "M10", evidence.year, facts.as_of, p, trace, back=(1, 1), text=("上一年度", "last year")
         )
-        if failures:
+        support, support_failures = _city_support(evidence, facts, trace)
+        failures += support_failures
+        if failures or support is None:
             return Result.ineligible(*failures)
-        base = evidence.city_support_fen
+        base = support
         before_cap = share(base, p("M10.city_matching_ratio"))
         trace.step(
             "M10",
-            "按上一年度所获深圳市首版次扶持金额的比例配套，向下取整到分",
-            "Matching share of last year's Shenzhen first-version support, rounded down",
-            inputs={"track": evidence.track},
+            "按上一年度所获深圳市首版次扶持金额（登记簿记录）的比例配套，向下取整到分",
+            "Matching share of last year's Shenzhen first-version support (the registry's record), rounded down",
+            inputs={"track": evidence.track, "declared_city_support_fen": evidence.city_support_fen},
             amounts={"city_support_fen": base, "before_cap_fen": before_cap},
         )
 
