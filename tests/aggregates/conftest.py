@@ -21,6 +21,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from services.vouchers.projections import ProjectRun, as_of, project_run
+from shared.dbroles import login_url
 from tests.auth import admin
 from tests.conftest import DatabaseFactory, _settings_auth
 
@@ -41,7 +42,7 @@ async def agg_app(
 
     app = create_app(
         VouchersSettings(
-            database_url=agg_database,
+            database_url=login_url(agg_database, "vouchers"),
             eligibility_url=live_eligibility,
             registry_url=live_registry,
             projector_interval_seconds=0,

@@ -60,6 +60,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shared.auth import ADMIN, APPLICANT, APPROVER, OFFICER, VENDOR, iter_routes, route_scopes
+from shared.dbroles import login_url
 from shared.events import WebhookSettings
 from tests.auth import admin, as_applicant, as_vendor, auth
 from tests.conftest import DatabaseFactory
@@ -95,16 +96,16 @@ def _build_app(service: str, database_url: str, **extra: Any) -> FastAPI:
         from services.registry.app import create_app as registry_app
         from services.registry.settings import RegistrySettings
 
-        return registry_app(RegistrySettings(database_url=database_url, **extra))
+        return registry_app(RegistrySettings(database_url=login_url(database_url, "registry"), **extra))
     if service == "eligibility":
         from services.eligibility.app import create_app as eligibility_app
         from services.eligibility.settings import EligibilitySettings
 
-        return eligibility_app(EligibilitySettings(database_url=database_url, **extra))
+        return eligibility_app(EligibilitySettings(database_url=login_url(database_url, "eligibility"), **extra))
     from services.vouchers.app import create_app as vouchers_app
     from services.vouchers.settings import VouchersSettings
 
-    return vouchers_app(VouchersSettings(database_url=database_url, **extra))
+    return vouchers_app(VouchersSettings(database_url=login_url(database_url, "vouchers"), **extra))
 
 
 def _document(service: str) -> dict[str, Any]:

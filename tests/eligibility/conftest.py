@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from services.eligibility.app import create_app
 from services.eligibility.settings import EligibilitySettings
+from shared.dbroles import login_url
 from tests.auth import admin
 
 
@@ -43,7 +44,7 @@ async def eligibility_on(
     where the test approves."""
     app = create_app(
         EligibilitySettings(
-            database_url=database_url,
+            database_url=login_url(database_url, "eligibility"),
             registry_url=registry_url,
             **({"vouchers_url": vouchers_url} if vouchers_url else {}),
             client_id=auth_env["ELIGIBILITY_CLIENT_ID"],

@@ -13,6 +13,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from shared.auth import APPROVER, OFFICER, PLATFORM
+from shared.dbroles import login_url
 from tests.auth import admin, auth
 from tests.eligibility import seed
 from tests.events.conftest import eventually
@@ -52,7 +53,7 @@ async def registry_events(events_database: str) -> AsyncIterator[httpx.AsyncClie
     from services.registry.app import create_app
     from services.registry.settings import RegistrySettings
 
-    app = create_app(RegistrySettings(database_url=events_database))  # type: ignore[arg-type]
+    app = create_app(RegistrySettings(database_url=login_url(events_database, "registry")))  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://registry", headers=admin()) as client:

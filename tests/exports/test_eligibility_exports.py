@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from services.eligibility.exports import APPLICATION_COLUMNS, DECISION_COLUMNS
 from shared.auth import PLATFORM
+from shared.dbroles import login_url
 from tests.auth import auth
 from tests.conftest import DatabaseFactory
 from tests.exports.helpers import ROLES, as_csv, assert_problem, csv_rows, instant, ndjson
@@ -99,7 +100,11 @@ async def eligibility_export_app(eligibility_database: str) -> AsyncIterator[Fas
     from services.eligibility.app import create_app
     from services.eligibility.settings import EligibilitySettings
 
-    app = create_app(EligibilitySettings(database_url=eligibility_database, registry_url="http://127.0.0.1:9"))  # type: ignore[arg-type]
+    settings = EligibilitySettings(
+        database_url=login_url(eligibility_database, "eligibility"),  # type: ignore[arg-type]
+        registry_url="http://127.0.0.1:9",
+    )
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield app
 

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from services.vouchers.exports import ENTRY_COLUMNS
 from shared.auth import PLATFORM
+from shared.dbroles import login_url
 from tests.auth import auth
 from tests.conftest import DatabaseFactory
 from tests.exports.helpers import FORMULA_STARTS, ROLES, as_csv, assert_problem, csv_rows, instant, ndjson
@@ -169,7 +170,7 @@ async def vouchers_export_app(ledger_database: str, ledger: dict[str, Any]) -> A
 
     app = create_app(
         VouchersSettings(
-            database_url=ledger_database,  # type: ignore[arg-type]
+            database_url=login_url(ledger_database, "vouchers"),  # type: ignore[arg-type]
             sealer_interval_seconds=0,
             eligibility_url="http://127.0.0.1:9",
             registry_url="http://127.0.0.1:9",

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from services.registry.resources import ALL
 from shared.auth import PLATFORM
+from shared.dbroles import login_url
 from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory
 from tests.exports.helpers import ROLES, as_csv, assert_problem, csv_rows, ndjson, utc
@@ -38,7 +39,7 @@ async def registry_export_app(registry_database: str) -> AsyncIterator[FastAPI]:
     from services.registry.app import create_app
     from services.registry.settings import RegistrySettings
 
-    app = create_app(RegistrySettings(database_url=registry_database))  # type: ignore[arg-type]
+    app = create_app(RegistrySettings(database_url=login_url(registry_database, "registry")))  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
         yield app
 

@@ -39,6 +39,7 @@ from services.vouchers.invariants import check_database
 from services.vouchers.policy.budgets import load_budget_file
 from services.vouchers.settings import VouchersSettings
 from shared.auth import APPROVER
+from shared.dbroles import login_url
 from tests.aggregates.conftest import project
 from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory, _settings_auth
@@ -107,7 +108,7 @@ def budget_settings(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> VouchersSettings:
     return VouchersSettings(
-        database_url=budget_database,  # type: ignore[arg-type]
+        database_url=login_url(budget_database, "vouchers"),  # type: ignore[arg-type]
         eligibility_url=live_eligibility,
         registry_url=live_registry,
         projector_interval_seconds=0,
