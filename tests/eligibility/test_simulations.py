@@ -22,6 +22,7 @@ from shared.exports import FORMULA_STARTS
 from tests.eligibility import seed
 from tests.eligibility.actors import DIRECTOR, LI
 from tests.eligibility.test_award_register import award, m4, m5, review, submit
+from tests.eligibility.test_examples import invoice, m1
 
 YUAN = 100
 #: M5 at 40% instead of 30% (cap 300,000 a year unchanged), M4 at 200,000 instead of 300,000
@@ -386,3 +387,46 @@ async def test_the_worked_example_of_docs_simulations_md(
     documented = DOC.read_text(encoding="utf-8")
     missing = [line for line in rendered if line and line not in documented]
     assert not missing, "docs/simulations.md is out of date; see test-artifacts/simulation-example.md"
+
+
+async def test_m1_class_cap_is_recomputed_across_the_fiscal_year(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    """M1, tiers on the year's base and the class cap on the year: 35% on the first tier, C4 capped at 400,000.
+
+    Fees of 1,000,000 and 1,000,000 in two applications of one fiscal year (revenue class C4):
+    today 300,000 + 250,000. Under the new rules the first earns 350,000 and the year
+    600,000, capped at 400,000: the second gets the 50,000 left (stored facts alone would give
+    it 100,000, and the year 450,000).
+    """
+    registry = live_registry_client
+    applicant = await seed.organisation(registry)
+    await seed.revenue(registry, applicant, 2025, 300_000_000 * YUAN)
+    provider = await seed.vendor(registry, is_compute_vendor=True)
+    first = await submit(eligibility, applicant, m1(invoice(provider, ("compute", 1_000_000), number="INV-1")))
+    await award(eligibility, first)
+    second = await submit(
+        eligibility, applicant, m1(invoice(provider, ("compute", 1_000_000), number="INV-2")), as_of="2026-03-02"
+    )
+    assert (first["decision"]["amount_fen"], second["decision"]["amount_fen"]) == (300_000 * YUAN, 250_000 * YUAN)
+
+    policy = (await eligibility.get("/v1/policy/parameters/M1.revenue_classes")).json()
+    classes = [dict(row) for row in policy["history"][-1]["value"]]
+    tiers = (await eligibility.get("/v1/policy/parameters/M1.tiers")).json()["history"][-1]["value"]
+    for row in classes:
+        if row["class"] == "C4":
+            row["cap_fen"] = 400_000 * YUAN
+    overrides = {"M1.revenue_classes": classes, "M1.tiers": [{**tiers[0], "ratio": "0.35"}, *tiers[1:]]}
+    response = await eligibility.post(
+        "/v1/simulations",
+        json={"application_ids": [first["id"], second["id"]], "overrides": overrides, "trace_of": second["id"]},
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    by_id = rows(report)
+    assert by_id[first["id"]]["after_fen"] == 350_000 * YUAN
+    assert by_id[second["id"]]["after_fen"] == 50_000 * YUAN
+    assert report["total_after_fen"] == 400_000 * YUAN
+    capped = next(s for s in report["trace"]["trace"] if "year_after_cap_fen" in s["amounts"])
+    assert capped["amounts"]["year_after_cap_fen"] == 400_000 * YUAN
+    assert capped["amounts"]["already_awarded_fen"] == 350_000 * YUAN
