@@ -486,6 +486,7 @@ def _m1_evidence(provider: str) -> dict[str, Any]:
 def eligibility_fuzz(
     databases: DatabaseFactory,
     live_registry: str,
+    live_vouchers: str,
     service_auth_env: dict[str, str],
     live_records: dict[str, Any],
     _residents: list[Resident],
@@ -494,6 +495,7 @@ def eligibility_fuzz(
         "eligibility",
         databases.create("longgang_fuzz_eligibility"),
         registry_url=live_registry,
+        vouchers_url=live_vouchers,  # approvals reserve the programme budget there (A2)
         **_peer_settings(service_auth_env, "eligibility"),
     )
     fuzzed = Fuzzed(app)
