@@ -322,8 +322,8 @@ class SimulatedApplication(BaseModel):
     difference_fen: int = Field(description="after_fen − before_fen")
     cap_trimmed_fen: int = Field(description="cut by an annual cap already used by the year's earlier applications")
     earlier_in_year: list[uuid.UUID] = Field(
-        description="the enterprise's standing applications of the measure processed before this one (date, then "
-        "order received)"
+        description="the enterprise's standing applications of the measure and benefit year taken before this one "
+        "(application date, then order received)"
     )
 
 

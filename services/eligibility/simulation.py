@@ -162,13 +162,14 @@ def _run_year(rows: list[repository.SimulationRow], parameters: ParameterSet, me
     """One enterprise's applications of one measure, in order; standing ones count for the later ones."""
     runs: dict[uuid.UUID, _Run] = {}
     prior: list[PriorAward] = []
-    earlier: list[uuid.UUID] = []
+    earlier: list[tuple[uuid.UUID, int]] = []  # standing applications taken so far, with their benefit year
     used: dict[tuple[str, int], int] = {}
     for application, decision, _ in sorted(rows, key=lambda row: (row[0].as_of, row[0].seq)):
         standing = application.status in repository.STANDING
+        same_year = [i for i, year in earlier if year == application.benefit_year]
         evaluation = _evaluate(application, decision, list(prior), parameters)
         if evaluation is None:
-            runs[application.id] = _Run("not_evaluable", 0, 0, list(earlier))
+            runs[application.id] = _Run("not_evaluable", 0, 0, same_year)
             continue
         result = evaluation.result
         money = result.outcome in ("eligible", "needs_review") and standing
@@ -185,7 +186,7 @@ def _run_year(rows: list[repository.SimulationRow], parameters: ParameterSet, me
             inputs={
                 "status": application.status,
                 "counted": standing,
-                "earlier_in_year": [str(i) for i in earlier],
+                "earlier_in_year": [str(i) for i in same_year],
                 "earlier_awards": [award.model_dump(mode="json") for award in prior],
             },
         )
@@ -203,11 +204,11 @@ def _run_year(rows: list[repository.SimulationRow], parameters: ParameterSet, me
             result.outcome,
             amount_after_caps,
             amount - amount_after_caps,
-            list(earlier),
+            same_year,
             [steps[0], *evaluation.trace, *steps[1:]],
         )
         if standing:
-            earlier.append(application.id)
+            earlier.append((application.id, application.benefit_year))
             if amount_after_caps:
                 prior.append(
                     PriorAward(

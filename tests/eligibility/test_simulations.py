@@ -430,3 +430,24 @@ async def test_m1_class_cap_is_recomputed_across_the_fiscal_year(
     capped = next(s for s in report["trace"]["trace"] if "year_after_cap_fen" in s["amounts"])
     assert capped["amounts"]["year_after_cap_fen"] == 400_000 * YUAN
     assert capped["amounts"]["already_awarded_fen"] == 350_000 * YUAN
+
+
+async def test_another_benefit_year_of_the_same_enterprise_has_its_own_cap(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    """M5's cap is per year: purchases of 2025 and of 2026 are each capped on their own year."""
+    applicant, evidence = await m5(900_000, 500_000)(live_registry_client)
+    [a, b] = evidence["purchases"]
+    last_year = await submit(eligibility, applicant, {**evidence, "purchases": [a]}, as_of="2026-03-01")
+    await award(eligibility, last_year)
+    this_year = await submit(
+        eligibility,
+        applicant,
+        {**evidence, "year": 2026, "purchases": [{**b, "paid_on": "2026-02-10"}]},
+        as_of="2026-03-02",
+    )
+    assert this_year["decision"]["amount_fen"] == 150_000 * YUAN, this_year["decision"]
+    report = await simulate(eligibility, application_ids=[last_year["id"], this_year["id"]])
+    by_id = rows(report)
+    assert by_id[last_year["id"]]["after_fen"] == 300_000 * YUAN  # 360,000 capped
+    assert (by_id[this_year["id"]]["after_fen"], by_id[this_year["id"]]["earlier_in_year"]) == (200_000 * YUAN, [])
