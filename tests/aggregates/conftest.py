@@ -25,8 +25,6 @@ from shared.dbroles import login_url
 from tests.auth import admin
 from tests.conftest import DatabaseFactory, _settings_auth
 
-ROLE = "vouchers_writer"
-
 
 @pytest.fixture(scope="session")
 def agg_database(databases: DatabaseFactory) -> str:
@@ -74,9 +72,8 @@ def agg_clock(agg_app: FastAPI) -> Iterator[Callable[[datetime], None]]:
 
 
 async def connect(dsn: str, *, as_service: bool = True) -> Any:
-    """A connection as the service role (as the projector has), or as the table owner."""
-    settings = {"role": ROLE} if as_service else {}
-    return await asyncpg.connect(dsn, server_settings=settings)
+    """A connection as the service's login (as the projector has), or as the table owner."""
+    return await asyncpg.connect(login_url(dsn, "vouchers") if as_service else dsn)
 
 
 async def project(dsn: str, *, until_caught_up: bool = True, patience: float = 60, **options: Any) -> ProjectRun:

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from services.vouchers import projections
 from services.vouchers.projections import PROJECTIONS, Projector, Reconciler, project_run, reconcile, reset
 from shared.auth import AUDITOR, DASHBOARD
+from shared.dbroles import login_url
 from tests.aggregates.conftest import connect, fetch, project
 from tests.aggregates.data import Activity, expected, key, m3_voucher, random_activity, this_year
 from tests.auth import auth
@@ -164,7 +165,7 @@ async def test_every_entry_is_counted_once_across_projector_restarts(
         await connection.close()
     # background projectors killed at random moments: between batches, inside one, mid-statement
     for _ in range(8):
-        projector = Projector(connection_dsn(agg_database), "vouchers_writer", 0.001, batch_size=4)
+        projector = Projector(connection_dsn(login_url(agg_database, "vouchers")), "", 0.001, batch_size=4)
         projector.start()
         await asyncio.sleep(rng.uniform(0.0, 0.05))
         await projector.stop()
@@ -276,7 +277,7 @@ async def test_reconciliation_reports_a_corrupted_projection(
         ]
         # the periodic job finds it too, logs it and keeps it for the endpoint
         reconciler: Reconciler = agg_app.state.reconciler
-        job = Reconciler(connection_dsn(agg_database), "vouchers_writer", 0.05)
+        job = Reconciler(connection_dsn(login_url(agg_database, "vouchers")), "", 0.05)
         agg_app.state.reconciler = job
         try:
             with caplog.at_level(logging.WARNING, logger="services.vouchers.projections"):
