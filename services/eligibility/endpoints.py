@@ -42,6 +42,7 @@ from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_key
 
 from . import repository, service, simulation
 from .budget import ProgrammeBudget, with_reservation
+from .clauses import CLAUSES
 from .facts import RegistryFacts
 from .parameters import SPECS, ParameterSet
 from .rules import RULES
@@ -283,12 +284,6 @@ async def get_approved_decision(
 
 # --- policy ---------------------------------------------------------------------------------
 
-CLAUSE_TITLES: dict[str, dict[str, str]] = {
-    "preamble": {"zh": "适用范围：龙岗区", "en": "Scope: Longgang District"},
-    "A1": {"zh": "一事一议", "en": "Case-by-case decisions"},
-    "A4": {"zh": "施行日期与有效期", "en": "Effective date and validity"},
-}
-
 
 def _parameter_read(parameters: ParameterSet, parameter_id: str) -> ParameterRead:
     parameter = parameters.parameters[parameter_id]
@@ -313,23 +308,25 @@ def _parameter_read(parameters: ParameterSet, parameter_id: str) -> ParameterRea
     )
 
 
+#: where each clause that is not a measure's own rule is checked
+_COMMON_RULES = {"preamble", "A3", "A4"}
+
+
 def _policy_read(parameters: ParameterSet) -> PolicyRead:
+    """Every clause of the text, in its order, with what the service does for it (services/eligibility/clauses.py)."""
     clauses = [
         ClauseRead(
-            id=measure,
-            title=dict(module.TITLE),
-            rule_module=module.__name__,
-            parameters=sorted(pid for pid, p in parameters.parameters.items() if p.clause == measure),
+            id=clause.id,
+            title=dict(RULES[clause.id].TITLE) if clause.id in RULES else {"zh": clause.zh, "en": clause.en},
+            treatment=clause.treatment,
+            pays=clause.pays,
+            service_does={"zh": clause.does_zh, "en": clause.does_en},
+            rule_module=RULES[clause.id].__name__
+            if clause.id in RULES
+            else ("services.eligibility.rules.common" if clause.id in _COMMON_RULES else None),
+            parameters=sorted(pid for pid, p in parameters.parameters.items() if p.clause == clause.id),
         )
-        for measure, module in RULES.items()
-    ] + [
-        ClauseRead(
-            id=clause,
-            title=title,
-            rule_module="services.eligibility.rules.common" if clause != "A1" else None,
-            parameters=sorted(pid for pid, p in parameters.parameters.items() if p.clause == clause),
-        )
-        for clause, title in CLAUSE_TITLES.items()
+        for clause in CLAUSES.values()
     ]
     return PolicyRead(
         policy=parameters.policy,

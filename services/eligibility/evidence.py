@@ -23,6 +23,21 @@ class Evidence(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class Declarations(Evidence):
+    """What the applicant declares with the application (shown to the reviewer and in the trace)."""
+
+    no_other_district_funding: bool = Field(
+        description="A3: the same item has no other district funding (本措施与区其他扶持规定不一致的，以本措施为准: "
+        "one item is funded under one district rule). false sends the application to review"
+    )
+
+
+class MeasureEvidence(Evidence):
+    """Every measure's evidence: its own fields, and the applicant's declarations."""
+
+    declarations: Declarations | None = Field(default=None, description="A3: the applicant's declarations")
+
+
 # --- M1 ------------------------------------------------------------------------------------
 
 LineKind = Literal["compute", "storage", "network", "security", "other"]
@@ -54,7 +69,7 @@ class ComputeInvoice(Evidence):
     lines: Annotated[list[InvoiceLine], Field(min_length=1, max_length=500)]
 
 
-class M1Evidence(Evidence):
+class M1Evidence(MeasureEvidence):
     """Compute vouchers: last year's compute invoices, line by line."""
 
     measure: Literal["M1"]
@@ -78,7 +93,7 @@ class M1Evidence(Evidence):
 # --- M2 ------------------------------------------------------------------------------------
 
 
-class M2Evidence(Evidence):
+class M2Evidence(MeasureEvidence):
     """Self-developed large models: (a) a national project or award, (b) a nationally filed industry model."""
 
     measure: Literal["M2"]
@@ -121,7 +136,7 @@ class ModelContract(Evidence):
         return self
 
 
-class M3Evidence(Evidence):
+class M3Evidence(MeasureEvidence):
     """Model vouchers: the procurement contract with its cost components."""
 
     measure: Literal["M3"]
@@ -132,7 +147,7 @@ class M3Evidence(Evidence):
 # --- M4 – M13 ----------------------------------------------------------------------------------
 
 
-class M4Evidence(Evidence):
+class M4Evidence(MeasureEvidence):
     measure: Literal["M4"]
     recognition_id: uuid.UUID = Field(description="The registry's demonstration_project recognition")
 
@@ -143,13 +158,13 @@ class LibraryPurchase(Evidence):
     paid_on: date
 
 
-class M5Evidence(Evidence):
+class M5Evidence(MeasureEvidence):
     measure: Literal["M5"]
     year: Year
     purchases: Annotated[list[LibraryPurchase], Field(min_length=1, max_length=200)]
 
 
-class M6Evidence(Evidence):
+class M6Evidence(MeasureEvidence):
     measure: Literal["M6"]
     diagnosis_reference: Name = Field(description="The diagnosis's document number, as the applicant gives it")
     diagnosis_id: uuid.UUID | None = Field(
@@ -160,23 +175,23 @@ class M6Evidence(Evidence):
     audited_investment_fen: PositiveFenAmount
 
 
-class M7Evidence(Evidence):
+class M7Evidence(MeasureEvidence):
     measure: Literal["M7"]
     year: Year
     standard_recognition_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=50)]
 
 
-class M8Evidence(Evidence):
+class M8Evidence(MeasureEvidence):
     measure: Literal["M8"]
     recognition_id: uuid.UUID = Field(description="The key_software_enterprise recognition")
 
 
-class M9Evidence(Evidence):
+class M9Evidence(MeasureEvidence):
     measure: Literal["M9"]
     year: Year = Field(description="The revenue year being rewarded (revenues come from the registry)")
 
 
-class M10Evidence(Evidence):
+class M10Evidence(MeasureEvidence):
     measure: Literal["M10"]
     track: Literal["first_sale", "city_matching"]
     year: Year
@@ -201,7 +216,7 @@ class M10Evidence(Evidence):
         return self
 
 
-class M11Evidence(Evidence):
+class M11Evidence(MeasureEvidence):
     measure: Literal["M11"]
     year: Year = Field(description="The year the rent was paid (上年度)")
     innovative_housing: bool = Field(default=False, description="区属创新型产业用房: discount rules, recorded only")
@@ -210,18 +225,31 @@ class M11Evidence(Evidence):
     rent_paid_fen: PositiveFenAmount = Field(description="Rent actually paid for the whole area in the year")
 
 
-class M12Evidence(Evidence):
+class M12Evidence(MeasureEvidence):
     measure: Literal["M12"]
     recognition_id: uuid.UUID = Field(description="The public_platform recognition")
 
 
-class M13Evidence(Evidence):
+class M13Evidence(MeasureEvidence):
+    """The event is the registry's major_event record (`event_id`): its organisers, date, venue and influence.
+
+    The other fields are the event as the applicant describes it; decisions made before the
+    record was asked for have only them (without `event_id` the application is ineligible, M13).
+    """
+
     measure: Literal["M13"]
-    event_name: Name
-    held_on: date
-    held_in_longgang: bool
-    influence: Literal["international", "national", "regional"]
+    event_id: uuid.UUID | None = Field(default=None, description="The registry's major_event record")
+    event_name: Name | None = None
+    held_on: date | None = None
+    held_in_longgang: bool | None = None
+    influence: Literal["international", "national", "regional"] | None = None
     audited_cost_fen: PositiveFenAmount
+
+    @model_validator(mode="after")
+    def _the_event(self) -> M13Evidence:
+        if self.event_id is None and (self.event_name is None or self.held_on is None):
+            raise ValueError("M13 needs event_id (the registry's major_event record)")
+        return self
 
 
 AnyEvidence = Annotated[

@@ -231,6 +231,12 @@ class ParameterRead(BaseModel):
 class ClauseRead(BaseModel):
     id: str
     title: dict[str, str]
+    treatment: str = Field(
+        description="computed (a rule pays it) · record_only (the text sets no amount: nothing paid) · "
+        "manual_decision (A1) · administration · precedence · validity · scope"
+    )
+    pays: bool = Field(description="Whether anything is ever paid under this clause")
+    service_does: dict[str, str] = Field(description="What the service does for the clause, in Chinese and English")
     rule_module: str | None
     parameters: list[str]
 

@@ -183,7 +183,7 @@ RECOGNITIONS = Resource(
             str,
             "key_software_enterprise / first_version_software / digital_product / demonstration_project / "
             "public_platform / ai_standard / major_ai_project / ai_enterprise / industrial_enterprise / "
-            "digital_diagnosis / city_first_version_support",
+            "digital_diagnosis / city_first_version_support / major_event",
             on_snapshot=lambda data, value: snapshot_contains(data, {"details": {"kind": value}}),
         ),
         Filter("active", bool, "active (true) or withdrawn (false)"),

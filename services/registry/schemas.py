@@ -326,6 +326,23 @@ class CityFirstVersionSupport(Input):
     authority: Name = Field(description="Who granted it, e.g. 深圳市工业和信息化局")
 
 
+class MajorEvent(Input):
+    """M13: a major AI event held (大赛、论坛、学术会议、专题研讨会): one record, shared by its co-organisers.
+
+    The record's `credit_code` is the lead organiser; `organisers` lists every organiser, the
+    lead included, so each co-organiser's application references the same event.
+    """
+
+    kind: Literal["major_event"]
+    name: Name
+    event_type: Literal["competition", "forum", "conference", "seminar", "other"]
+    held_on: date
+    venue: Name
+    district: DivisionCode = Field(description="Where it was held (龙岗: 440307)")
+    organisers: Annotated[list[CreditCode], Field(min_length=1, max_length=20)]
+    influence: Literal["international", "national", "regional"] = Field(description="As the bureau assessed it")
+
+
 class AiEnterprise(Input):
     """M1, M9, M11: recognised as an AI enterprise (人工智能企业认定 / "白名单", M8's wording).
 
@@ -371,7 +388,8 @@ RecognitionDetails = Annotated[
     | AiEnterprise
     | IndustrialEnterprise
     | DigitalDiagnosis
-    | CityFirstVersionSupport,
+    | CityFirstVersionSupport
+    | MajorEvent,
     Field(discriminator="kind"),
 ]
 
@@ -387,6 +405,7 @@ RECOGNITION_CLAUSES = {
     "industrial_enterprise": "M6",
     "digital_diagnosis": "M6",
     "city_first_version_support": "M10",
+    "major_event": "M13",
 }
 
 

@@ -134,3 +134,28 @@ async def city_support(
         amount_fen=amount_fen,
         authority="深圳市工业和信息化局",
     )
+
+
+async def event(
+    registry: httpx.AsyncClient,
+    organisers: list[str],
+    held_on: str = "2025-11-20",
+    *,
+    name: str = "龙岗人工智能大会",
+    influence: str = "international",
+    district: str = "440307",
+) -> str:
+    """M13: the registry's record of a major AI event; the first organiser is the lead (the record's owner)."""
+    return await recognition(
+        registry,
+        organisers[0],
+        held_on,
+        kind="major_event",
+        name=name,
+        event_type="conference",
+        held_on=held_on,
+        venue="龙岗国际会展中心",
+        district=district,
+        organisers=organisers,
+        influence=influence,
+    )

@@ -250,15 +250,25 @@ async def test_a_key_pending_elsewhere_sends_the_second_to_review_and_only_one_a
 async def test_co_organisers_share_one_event_and_a_new_name_is_no_new_event(
     eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
 ) -> None:
-    organiser, evidence = await m13(1_200_000)(live_registry_client)
-    co_organiser = await seed.organisation(live_registry_client)
-    await award(eligibility, await submit(eligibility, organiser, evidence))
+    """Co-organisers reference the same registry record (the claim key): the first approved holds the one subsidy."""
+    r = live_registry_client
+    organiser, co_organiser = await seed.organisation(r), await seed.organisation(r)
+    event_id = await seed.event(r, [organiser, co_organiser])
+    evidence = {"measure": "M13", "event_id": event_id, "audited_cost_fen": 1_200_000 * YUAN}
+    first = await submit(eligibility, organiser, evidence)
+    assert (first["decision"]["outcome"], first["decision"]["amount_fen"]) == ("eligible", 500_000 * YUAN)
+    assert first["decision"]["claims"] == [f"M13.event_record|{event_id}"]
+    pending = await submit(eligibility, co_organiser, evidence)  # the co-organiser may apply: one of them is paid
+    assert pending["decision"]["outcome"] == "needs_review"
+    await award(eligibility, first)
     shared = await submit(eligibility, co_organiser, evidence)
     assert shared["decision"]["outcome"] == "ineligible"
     renamed = await submit(eligibility, organiser, {**evidence, "event_name": "龙岗 AI 大会（更名）"})
     assert renamed["decision"]["outcome"] == "ineligible"
     for application in (shared, renamed):
-        assert {f["clause"] for f in application["decision"]["failures"]} == {"M13"}
+        assert {(f["clause"], f["code"]) for f in application["decision"]["failures"]} == {("M13", "already_awarded")}
+    stranger = await submit(eligibility, await seed.organisation(r), evidence)
+    assert "not_an_organiser" in [f["code"] for f in stranger["decision"]["failures"]]
 
 
 # --- year totals --------------------------------------------------------------------------------
@@ -425,8 +435,8 @@ OUT_OF_YEAR: dict[str, tuple[str, Setup, Callable[[dict[str, Any]], dict[str, An
     "M12 recognised before the measures": ("M12", m12_of_2023, unchanged, "2024-11-01", "outside_validity"),
     "M13 an event before the measures": (
         "M13",
-        m13(800_000),
-        lambda e: {**e, "held_on": "2023-05-01"},
+        m13(800_000, held_on="2023-05-01"),
+        unchanged,
         "2026-03-01",
         "event_outside_validity",
     ),

@@ -189,17 +189,11 @@ def m12(level: str) -> Setup:
     return setup
 
 
-def m13(cost_yuan: int) -> Setup:
+def m13(cost_yuan: int, held_on: str = "2025-11-20") -> Setup:
     async def setup(r: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
         applicant = await seed.organisation(r)
-        return applicant, {
-            "measure": "M13",
-            "event_name": "龙岗人工智能大会",
-            "held_on": "2025-11-20",
-            "held_in_longgang": True,
-            "influence": "international",
-            "audited_cost_fen": cost_yuan * YUAN,
-        }
+        event_id = await seed.event(r, [applicant], held_on)
+        return applicant, {"measure": "M13", "event_id": event_id, "audited_cost_fen": cost_yuan * YUAN}
 
     return setup
 

@@ -26,7 +26,6 @@ from tests.conftest import DatabaseFactory, free_port
 from tests.eligibility import seed
 from tests.eligibility.actors import DIRECTOR, LI, WANG
 from tests.eligibility.test_award_register import m4, m5, submit
-from tests.eligibility.test_examples import m13
 
 YUAN = 100
 ROUNDS = 6
@@ -89,9 +88,11 @@ async def test_two_concurrent_approvals_of_one_key_on_two_processes_one_wins(
             first, second = await submit(a, applicant, evidence), await submit(b, applicant, evidence)
             clause = "M4"
         else:  # one event claimed by its two co-organisers
-            organiser, evidence = await m13(900_000)(live_registry_client)
-            evidence = {**evidence, "event_name": f"龙岗人工智能论坛 第{round_}场"}  # each round its own event
+            organiser = await seed.organisation(live_registry_client)
             co_organiser = await seed.organisation(live_registry_client)
+            name = f"龙岗人工智能论坛 第{round_}场"  # each round its own event
+            event_id = await seed.event(live_registry_client, [organiser, co_organiser], name=name)
+            evidence = {"measure": "M13", "event_id": event_id, "audited_cost_fen": 900_000 * YUAN}
             first, second = await submit(a, organiser, evidence), await submit(b, co_organiser, evidence)
             clause = "M13"
         assert second["decision"]["outcome"] == "needs_review", (second["decision"]["failures"], round_)

@@ -143,7 +143,8 @@ class Example:
             for e in self.enterprises
         ]
         self.product = self._recognition(supplier, "digital_product", product="AI 排产")
-        self.event_names = [f"论坛-{new_credit_code()[-6:]}-{i}" for i in range(THINGS)]
+        # each event co-organised by every enterprise: any of them may claim it, one is paid
+        self.events = [self._event(f"论坛-{new_credit_code()[-6:]}-{i}") for i in range(THINGS)]
         self.applications: list[dict[str, Any]] = []
         self.approved: dict[str, int] = {}  # application id → approved amount
         self.overridden: Counter[str] = Counter()  # claim key → A1 decisions that named it
@@ -152,19 +153,24 @@ class Example:
         body = {"credit_code": owner, "recognised_on": "2025-06-01", "details": {"kind": kind, **details}}
         return str(post(self.registry, "/v1/recognitions", body)["id"])
 
+    def _event(self, name: str) -> str:
+        details = {
+            "name": name,
+            "event_type": "forum",
+            "held_on": "2025-11-20",
+            "venue": "龙岗国际会展中心",
+            "district": "440307",
+            "organisers": list(self.enterprises),
+            "influence": "national",
+        }
+        return self._recognition(self.enterprises[0], "major_event", **details)
+
     def evidence(self, enterprise: int, thing: int, amount_yuan: int) -> dict[str, Any]:
         kind, index = divmod(thing, THINGS)
         if kind == 0:
             return {"measure": "M4", "recognition_id": self.projects[enterprise][index]}
         if kind == 1:
-            return {
-                "measure": "M13",
-                "event_name": self.event_names[index],
-                "held_on": "2025-11-20",
-                "held_in_longgang": True,
-                "influence": "national",
-                "audited_cost_fen": 600_000 * YUAN,
-            }
+            return {"measure": "M13", "event_id": self.events[index], "audited_cost_fen": 600_000 * YUAN}
         purchase = {"product_recognition_id": self.product, "amount_fen": amount_yuan * YUAN, "paid_on": "2025-04-01"}
         return {"measure": "M5", "year": 2025, "purchases": [purchase]}
 

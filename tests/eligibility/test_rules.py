@@ -75,7 +75,8 @@ def make_facts(as_of: date = AS_OF, org: OrganisationFacts | None = None, **fiel
     """Facts of an applicant recognised as an AI enterprise (M1, M9, M11) and as industrial, with its diagnosis (M6)."""
     org = org or organisation()
     fields["recognitions"] = [*STANDING, *fields.get("recognitions", [])]
-    fields["referenced"] = {str(DIAGNOSIS.id): DIAGNOSIS, **fields.get("referenced", {})}
+    events = {str(e.id): e for e in (event(held, level) for held in (True, False) for level in INFLUENCES)}
+    fields["referenced"] = {str(DIAGNOSIS.id): DIAGNOSIS, **events, **fields.get("referenced", {})}
     return Facts(as_of=as_of, organisation=org, applicant=org.credit_code, **fields)
 
 
@@ -101,6 +102,8 @@ def recognition(
         details={"kind": kind, **details},
     )
 
+
+INFLUENCES = ("international", "national", "regional")
 
 #: M10 city matching: the city's first-version support of 2024, as the registry records it
 CITY_SUPPORT = recognition(
@@ -949,15 +952,24 @@ def test_m12_last_year_only_and_once() -> None:
 # --- M13 major events -------------------------------------------------------------------------------
 
 
-def m13(cost: int, held_in_longgang: bool = True, influence: str = "national") -> M13Evidence:
-    return M13Evidence(
-        measure="M13",
-        event_name="龙岗人工智能大会",
-        held_on=date(2025, 4, 20),
-        held_in_longgang=held_in_longgang,
-        influence=influence,  # type: ignore[arg-type]
-        audited_cost_fen=cost,
+def event(held_in_longgang: bool = True, influence: str = "national") -> RecognitionFacts:
+    """The registry's record of the event, the applicant its lead organiser (a stable id per kind of event)."""
+    return recognition(
+        "major_event",
+        rid=uuid.uuid5(uuid.NAMESPACE_URL, f"event:{held_in_longgang}:{influence}"),
+        recognised_on=date(2025, 4, 20),
+        name="龙岗人工智能大会",
+        event_type="conference",
+        held_on="2025-04-20",
+        venue="龙岗国际会展中心",
+        district="440307" if held_in_longgang else "440304",
+        organisers=[APPLICANT, OTHER],
+        influence=influence,
     )
+
+
+def m13(cost: int, held_in_longgang: bool = True, influence: str = "national") -> M13Evidence:
+    return M13Evidence(measure="M13", event_id=event(held_in_longgang, influence).id, audited_cost_fen=cost)
 
 
 @pytest.mark.parametrize(
@@ -981,6 +993,19 @@ def test_m13_collects_both_conditions() -> None:
         "not_held_in_longgang",
         "influence_not_major",
     )
+
+
+def test_m13_the_event_is_a_registry_record_its_organisers_share() -> None:
+    first = run(m13(yuan(800_000)), make_facts())
+    assert first.result.claims == (key("M13.event_record", event().id),)
+    co_organiser = make_facts(org=organisation(credit_code=OTHER), claimed=awarded(*first.result.claims))
+    assert_ineligible(run(m13(yuan(800_000)), co_organiser), "already_awarded")
+    stranger = make_facts(org=organisation(credit_code=VENDOR))
+    assert_ineligible(run(m13(yuan(800_000)), stranger), "not_an_organiser")
+    unrecorded = M13Evidence(
+        measure="M13", event_name="大会", held_on=date(2025, 4, 20), audited_cost_fen=yuan(800_000)
+    )
+    assert_ineligible(run(unrecorded, make_facts()), "event_not_recorded")
 
 
 def test_m13_organiser_need_not_be_registered_in_the_district() -> None:

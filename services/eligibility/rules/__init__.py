@@ -32,7 +32,7 @@ from . import (
     m13_major_events,
 )
 from .claims import claim_reasons, held
-from .common import check_applicant, check_validity
+from .common import check_applicant, check_declarations, check_validity
 
 RULES: dict[str, ModuleType] = {
     module.MEASURE: module
@@ -167,6 +167,7 @@ def evaluate_application(evidence: Evidence, as_of: date, facts: Facts, paramete
         facts, params, trace, require_district=measure not in OUTSIDE_DISTRICT_ALLOWED
     )
     failures += district_failures
+    reviews += check_declarations(evidence, trace)
     if facts.organisation is None:
         result = Result.ineligible(*failures) if failures else Result.needs_review(*reviews)
     else:

@@ -139,18 +139,25 @@ CLAIM_KINDS: dict[str, ClaimKind] = {
             "A platform's one-time reward for its recognition level",
         ),
         ClaimKind(
+            "M13.event_record",
+            "M13",
+            ("event_id",),
+            "单个活动补贴一次：登记簿的活动记录，联合主办方共享一次补贴",
+            "One subsidy per event: the registry's event record, shared by its co-organisers",
+        ),
+        ClaimKind(
             "M13.event",
             "M13",
             ("held_on", "event_name"),
-            "单个活动补贴一次（联合主办方共享一次补贴）",
-            "One subsidy per event (co-organisers share it)",
+            "单个活动补贴一次（活动记录之前的决定：日期与名称）",
+            "One subsidy per event (decisions made before the event record: date and name)",
         ),
         ClaimKind(
             "M13.organiser_day",
             "M13",
             ("organiser", "held_on"),
-            "同一主办方同一日期视为同一活动（换名不能再次申报）",
-            "One organiser's event on one date is one event (a new name does not make a new one)",
+            "同一主办方同一日期视为同一活动（活动记录之前的决定：换名不能再次申报）",
+            "One organiser's event on one date is one event (decisions before the event record: a new name is none)",
         ),
     )
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from ..engine import ParamView, Reason, Trace
+from ..evidence import Evidence
 from ..facts import Facts, PriorAward
 
 
@@ -158,3 +159,32 @@ def awarded_in(prior: list[PriorAward], year: int, component: str | None = None)
     if component is None:
         return sum(award.amount_fen for award in prior if award.year == year)
     return sum(award.components.get(component, 0) for award in prior if award.year == year)
+
+
+def check_declarations(evidence: Evidence, trace: Trace) -> list[Reason]:
+    """A3: the applicant's declaration that the same item has no other district funding, shown to the reviewer.
+
+    The measures prevail over inconsistent district rules (附则（三）), so one item is funded
+    under one of them. A declaration of other funding sends the application to review; no
+    declaration is shown as such and decides nothing (applications before it was asked for).
+    """
+    declarations = getattr(evidence, "declarations", None)
+    declared = None if declarations is None else declarations.no_other_district_funding
+    trace.step(
+        "A3",
+        "申请人声明：同一事项未获区其他专项资金扶持",
+        "The applicant's declaration: the same item has no other district funding",
+        inputs={"no_other_district_funding": declared},
+        outcome={True: "pass", False: "review", None: "not_declared"}[declared],
+    )
+    if declared is not False:
+        return []
+    return [
+        reason(
+            "A3",
+            "other_district_funding_declared",
+            "申请人声明同一事项已获区其他扶持，需人工核实适用哪项规定（以本措施为准）",
+            "The applicant declares other district funding for the same item; a person must check which rule "
+            "applies (these measures prevail)",
+        )
+    ]
