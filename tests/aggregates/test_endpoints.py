@@ -143,6 +143,7 @@ async def test_budget(agg: httpx.AsyncClient, agg_database: str) -> None:
             "budget_fen",
             "used_fen",
             "committed_fen",
+            "reserved_fen",
             "remaining_fen",
             "over_budget",
             "used_ratio",
@@ -152,7 +153,8 @@ async def test_budget(agg: httpx.AsyncClient, agg_database: str) -> None:
     m1 = lines["M1"]
     assert (m1["budget_fen"], m1["budget_status"]) == (10_000_000_000, "provisional")
     assert m1["remaining_fen"] == m1["budget_fen"] - m1["used_fen"]
-    assert (m1["committed_fen"], m1["over_budget"]) == (m1["used_fen"], False)  # the ceiling row agrees (A2)
+    # the ceiling row agrees (A2): what the ledger committed plus what approvals reserved and were not issued yet
+    assert (m1["committed_fen"], m1["over_budget"]) == (m1["used_fen"] + m1["reserved_fen"], False)
     assert re.fullmatch(r"\d+\.\d{4}", m1["used_ratio"])
     # used = what left the 2026 budget accounts (issued, granted) less what came back
     [row] = await fetch(
