@@ -95,7 +95,7 @@ def organisation_rows(codes: list[str]) -> list[dict[str, Any]]:
             "registered_district": "440307",
             "registered_on": "2021-01-04",
             "is_software_internet": True,
-            "four_above_category": "above_scale_services",
+            "four_above_category": "above_scale_industrial",  # M6 (industrial) and M11 (above scale)
             "owns_district_industrial_housing": False,
         }
         for n, code in enumerate(codes, start=1)
@@ -113,11 +113,37 @@ def revenue_rows(rng: random.Random, codes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def evidence(measure: str, n: int, rng: random.Random) -> dict[str, Any]:
+def recognition_rows(code: str, rng: random.Random) -> list[dict[str, Any]]:
+    """What M1/M9/M11 (an AI enterprise), M6 (the city's diagnosis) and M13 (an event it organised) read."""
+    event = {
+        "kind": "major_event",
+        "name": f"龙岗人工智能大会 {code[-6:]}",
+        "event_type": "conference",
+        "held_on": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        "venue": "龙岗国际会展中心",
+        "district": "440307",
+        "organisers": [code],
+        "influence": rng.choices(("international", "national", "regional"), weights=(45, 45, 10))[0],
+    }
+    details = [
+        {"kind": "ai_enterprise", "list": "龙岗区人工智能企业白名单", "authority": "龙岗区工业和信息化局"},
+        {
+            "kind": "digital_diagnosis",
+            "project": "制造业数字化转型咨询诊断",
+            "reference": f"深工信诊断〔2024〕{code[-6:]}号",
+            "authority": "深圳市工业和信息化局",
+        },
+        event,
+    ]
+    return [{"credit_code": code, "recognised_on": "2024-06-01", "details": d} for d in details]
+
+
+def evidence(measure: str, n: int, rng: random.Random, code: str, ids: dict[tuple[str, str], str]) -> dict[str, Any]:
     if measure == "M6":
         return {
             "measure": "M6",
-            "diagnosis_reference": f"深工信诊断〔2025〕{n}号",
+            "diagnosis_reference": f"深工信诊断〔2024〕{code[-6:]}号",
+            "diagnosis_id": ids[(code, "digital_diagnosis")],
             "audited_investment_fen": rng.randint(100_000, 5_000_000) * YUAN,
         }
     if measure == "M9":
@@ -135,25 +161,25 @@ def evidence(measure: str, n: int, rng: random.Random) -> dict[str, Any]:
         }
     return {
         "measure": "M13",
-        "event_name": f"龙岗人工智能大会第{n}场",
-        "held_on": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-        "held_in_longgang": True,
-        "influence": rng.choices(("international", "national", "regional"), weights=(45, 45, 10))[0],
+        "event_id": ids[(code, "major_event")],
         "audited_cost_fen": rng.randint(100_000, 2_000_000) * YUAN,
     }
 
 
-def application_payloads(rng: random.Random, codes: list[str], count: int) -> list[dict[str, Any]]:
+def application_payloads(
+    rng: random.Random, codes: list[str], count: int, ids: dict[tuple[str, str], str]
+) -> list[dict[str, Any]]:
     """Measures in turn; each organisation applies once per measure before any applies twice."""
     payloads: list[dict[str, Any]] = []
     for i in range(count):
         measure = MEASURES[i % len(MEASURES)]
+        code = codes[(i // len(MEASURES)) % len(codes)]
         payloads.append(
             {
-                "applicant": codes[(i // len(MEASURES)) % len(codes)],
+                "applicant": code,
                 "as_of": AS_OF,
                 "as_of_reason": "逾期登记的纸质申请",
-                "evidence": evidence(measure, i + 1, rng),
+                "evidence": evidence(measure, i + 1, rng, code, ids),
             }
         )
     return payloads
@@ -166,7 +192,10 @@ def application_payloads(rng: random.Random, codes: list[str], count: int) -> li
 class Seeding:
     organisations: int = 0
     revenues: int = 0
+    recognitions: int = 0
     seconds: float = 0.0
+    #: (credit code, kind) → the registry's id: M6 references its diagnosis, M13 its event
+    ids: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -277,6 +306,19 @@ async def seed_registry(client: httpx.AsyncClient, rng: random.Random, count: in
             result.organisations = report["created"]
         else:
             result.revenues = report["created"]
+    # recognitions have no bulk import: one POST each, 16 at a time
+    semaphore = asyncio.Semaphore(16)
+
+    async def recognise(row: dict[str, Any]) -> None:
+        async with semaphore:
+            response = await client.post("/v1/recognitions", json=row)
+        if response.status_code != 201:
+            raise RuntimeError(f"/v1/recognitions: HTTP {response.status_code}: {response.text[:2000]}")
+        result.ids[(row["credit_code"], row["details"]["kind"])] = str(response.json()["id"])
+
+    rows = [row for code in codes for row in recognition_rows(code, rng)]
+    await asyncio.gather(*(recognise(row) for row in rows))
+    result.recognitions = len(rows)
     result.seconds = time.perf_counter() - started
     return codes
 
@@ -406,10 +448,11 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
             codes = await seed_registry(registry, rng, args.organisations, results.seeding)
         say(
             f"  {results.seeding.organisations:,} organisations + {results.seeding.revenues:,} revenues "
+            f"+ {results.seeding.recognitions:,} recognitions "
             f"in {results.seeding.seconds:.2f} s"
         )
 
-    payloads = application_payloads(rng, codes, args.applications)
+    payloads = application_payloads(rng, codes, args.applications, results.seeding.ids)
     async with httpx.AsyncClient(
         base_url=stack.url("eligibility"),
         timeout=timeout,
@@ -579,7 +622,8 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: 
         f"| Python | {info['python']} |",
         f"| PostgreSQL | {results.postgres_version} ({db}) |",
         f"| registry seed | {results.seeding.organisations:,} organisations + {results.seeding.revenues:,} revenues "
-        f"(2 bulk imports) in {results.seeding.seconds:.2f} s |",
+        f"(2 bulk imports) + {results.seeding.recognitions:,} recognitions (one POST each) "
+        f"in {results.seeding.seconds:.2f} s |",
         f"| applications | {s.requested:,} ({', '.join(MEASURES)} in turn, as of {AS_OF}), "
         f"concurrency {args.concurrency}; {s.created:,} answered 201 |",
         "",
