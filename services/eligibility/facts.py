@@ -93,8 +93,10 @@ class Facts(BaseModel):
     vendors: dict[str, VendorFacts | None] = Field(default_factory=dict)
     model: ModelFacts | None = None
     filings: list[FilingFacts] = Field(default_factory=list, description="the model's filings on the relevant date")
-    filings_on_as_of: list[FilingFacts] = Field(
-        default_factory=list, description="the model's filings on the application date (M3: the claim date)"
+    filings_on_as_of: list[FilingFacts] | None = Field(
+        default=None,
+        description="the model's filings on the application date (M3: the claim date); None: not read "
+        "(facts recorded before the claim date was checked)",
     )
     recognitions: list[RecognitionFacts] = Field(default_factory=list, description="the applicant's, on as_of")
     referenced: dict[str, RecognitionFacts | None] = Field(default_factory=dict, description="by id, on as_of")

@@ -401,6 +401,17 @@ def test_m3_5_model_not_filed(filings: list[FilingFacts]) -> None:
     assert_ineligible(evaluation, "model_not_filed")
 
 
+def test_m3_facts_recorded_before_the_claim_date_check_are_not_refused_for_it() -> None:
+    """A decision re-run on stored facts that never read the claim date's filings: that date is not decided."""
+    facts = m3_facts().model_copy(update={"filings_on_as_of": None})
+    evaluation = run(m3(), facts)
+    assert_eligible(evaluation, yuan(3_000_000))
+    assert [s["outcome"] for s in evaluation.trace if "date" in s["inputs"] and s["clause"] == "M3"] == [
+        "pass",
+        "not_read",
+    ]
+
+
 def test_m3_a_registration_is_not_a_filing() -> None:
     """已……完成生成式人工智能服务备案: a 登记 (an app calling a filed model) is not a 备案 (M3.filing_kinds)."""
     filings = [

@@ -59,7 +59,17 @@ def check_filing(evidence: M3Evidence, facts: Facts, p: ParamView, trace: Trace)
     dates = {"contract_date": (contract.signed_on, facts.filings), "claim_date": (facts.as_of, facts.filings_on_as_of)}
     failures: list[Reason] = []
     for which in on:
-        day, filings = dates[which]
+        day, read = dates[which]
+        if read is None:  # facts recorded before the claim date was checked (a decision re-run on them)
+            trace.step(
+                "M3",
+                "申领日的备案记录未读取（事实记录早于该项检查），不作判断",
+                "The filings on the claim date were not read (facts recorded before this check): not decided",
+                inputs={"date": day.isoformat()},
+                outcome="not_read",
+            )
+            continue
+        filings = read
         in_force = [f for f in filings if f.status in IN_FORCE and f.filed_on <= day]
         counted = [f for f in in_force if f.kind in kinds]
         zh_day, en_day = ("合同签订日", "contract date") if which == "contract_date" else ("申领日", "claim date")
