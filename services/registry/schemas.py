@@ -415,6 +415,13 @@ class RecognitionState(Input):
     active: bool = True
     details: RecognitionDetails
 
+    @model_validator(mode="after")
+    def _event_lead_is_an_organiser(self) -> RecognitionState:
+        """M13: the record belongs to its lead organiser, who is one of the organisers it lists."""
+        if isinstance(self.details, MajorEvent) and self.credit_code not in self.details.organisers:
+            raise ValueError("a major_event's credit_code (its lead organiser) must be one of its organisers")
+        return self
+
 
 class RecognitionCreate(RecognitionState, EffectiveFrom):
     pass

@@ -274,3 +274,24 @@ async def test_m10_a_self_declared_city_award_is_not_matched(
     of_2024 = await seed.city_support(r, applicant, 2024, 1_000_000 * YUAN)
     decision = await apply(eligibility, applicant, {**declared, "recognition_id": of_2024})
     assert failure_codes(decision, "M10") == {"city_support_year_mismatch"}
+
+
+async def test_an_event_record_names_its_lead_among_its_organisers(live_registry_client: httpx.AsyncClient) -> None:
+    r = live_registry_client
+    lead, other = await seed.organisation(r), await seed.organisation(r)
+    details = {
+        "kind": "major_event",
+        "name": "龙岗人工智能大会",
+        "event_type": "forum",
+        "held_on": "2025-11-20",
+        "venue": "龙岗国际会展中心",
+        "district": "440307",
+        "organisers": [other],
+        "influence": "national",
+    }
+    refused = await r.post(
+        "/v1/recognitions", json={"credit_code": lead, "recognised_on": "2025-11-20", "details": details}
+    )
+    assert refused.status_code == 422, refused.text
+    event = await seed.event(r, [lead, other])
+    assert (await r.get(f"/v1/recognitions/{event}")).json()["details"]["organisers"] == [lead, other]
