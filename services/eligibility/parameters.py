@@ -102,6 +102,7 @@ SPECS: dict[str, Spec] = {
     "M10.city_matching_ratio": Spec("ratio"),
     "M10.annual_cap_fen": Spec("fen"),
     "M11.registered_on_or_after": Spec("date"),
+    "M11.ai_enterprises_only": Spec("boolean"),
     "M11.area_cap_m2": Spec("integer"),
     "M11.area_cap_high_revenue_m2": Spec("integer"),
     "M11.high_revenue_threshold_fen": Spec("fen"),

@@ -102,6 +102,8 @@ async def test_ai_enterprise_recognition_in_force_on_the_application_date(
         assert decision["outcome"] == "ineligible", decision
         assert "not_ai_enterprise" in failure_codes(decision, clause)
         assert step["outcome"] == "fail"
+    if clause == "M11":
+        assert "M11.ai_enterprises_only" in {p["id"] for p in step["parameters"]}
 
 
 async def test_a_withdrawn_ai_recognition_no_longer_counts(

@@ -1,7 +1,8 @@
 """M11 — rent subsidies for above-scale software and internet enterprises renting industrial housing.
 
 The clause is for AI enterprises (支持人工智能企业租用产业用房, 具有人工智能能力): an
-`ai_enterprise` recognition in force on the application date, for both kinds of housing.
+`ai_enterprise` recognition in force on the application date, for both kinds of housing
+(`M11.ai_enterprises_only`, interpretation).
 
 Registered in Longgang on or after the date (M11-3), no own industrial housing in the
 district; for the rented area up to 1,000 m² (2,000 m² if last year's revenue strictly
@@ -62,9 +63,10 @@ def evaluate(evidence: M11Evidence, facts: Facts, p: ParamView, trace: Trace) ->
             )
         )
     # 支持人工智能企业租用产业用房 … 具有人工智能能力的软件及互联网企业: the clause is for AI enterprises
-    failures += check_ai_enterprise(
-        "M11", facts, trace, words=("具有人工智能能力的企业", "an enterprise with AI capability")
-    )
+    if p("M11.ai_enterprises_only"):
+        failures += check_ai_enterprise(
+            "M11", facts, trace, words=("具有人工智能能力的企业", "an enterprise with AI capability")
+        )
     if organisation.four_above_category not in ABOVE_SCALE:
         failures.append(reason("M11", "not_above_scale", "申请人不是规模以上企业", "The applicant is not above scale"))
     since = p("M11.registered_on_or_after")
