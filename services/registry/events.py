@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from shared.events import NewEvent
 
-if TYPE_CHECKING:
-    from .records import Resource
-
 Change = Literal["created", "changed"]
+
+
+class Resource(Protocol):
+    """What an event needs of a kind of record (`records.Resource`)."""
+
+    @property
+    def entity(self) -> str: ...
+
+    @property
+    def key(self) -> tuple[str, ...]: ...
+
+    def key_label(self, key: Mapping[str, Any]) -> str: ...
 
 
 def record_event(
