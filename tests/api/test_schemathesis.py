@@ -60,8 +60,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shared.auth import ADMIN, APPLICANT, APPROVER, OFFICER, VENDOR, iter_routes, route_scopes
-from shared.dbroles import login_url
 from shared.events import WebhookSettings
+from tests.api.apps import build_app, document
 from tests.auth import admin, as_applicant, as_vendor, auth
 from tests.conftest import DatabaseFactory
 from tests.eligibility import seed
@@ -74,53 +74,9 @@ Message = dict[str, Any]
 #: Examples per operation for the fuzzing phase (the coverage phase adds its boundary cases).
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
 
-PLACEHOLDER_URL = "postgresql://schemathesis@127.0.0.1:1/not_used"
-PEER_SETTINGS = {
-    "registry_url": "http://127.0.0.1:1",
-    "client_id": "schemathesis",
-    "client_secret": "not-used",
-    "auth_token_url": "http://127.0.0.1:1/oauth/token",
-}
-
-
-#: not about rate limits (tests/hostile/test_rate_limits_shared.py is): one client per role sends every request
-UNLIMITED = {
-    f"rate_limit_{name}": 0.0
-    for name in ("per_second", "read_per_second", "applicant_per_second", "platform_per_second", "bureau_per_second")
-}
-
-
-def _build_app(service: str, database_url: str, **extra: Any) -> FastAPI:
-    extra = {**UNLIMITED, **extra}
-    if service == "registry":
-        from services.registry.app import create_app as registry_app
-        from services.registry.settings import RegistrySettings
-
-        return registry_app(RegistrySettings(database_url=login_url(database_url, "registry"), **extra))
-    if service == "eligibility":
-        from services.eligibility.app import create_app as eligibility_app
-        from services.eligibility.settings import EligibilitySettings
-
-        return eligibility_app(EligibilitySettings(database_url=login_url(database_url, "eligibility"), **extra))
-    from services.vouchers.app import create_app as vouchers_app
-    from services.vouchers.settings import VouchersSettings
-
-    return vouchers_app(VouchersSettings(database_url=login_url(database_url, "vouchers"), **extra))
-
-
-def _document(service: str) -> dict[str, Any]:
-    """The service's OpenAPI document, as its app serves it at /openapi.json (no database needed)."""
-    extra: dict[str, Any] = {}
-    if service != "registry":
-        extra = dict(PEER_SETTINGS)
-    if service == "vouchers":
-        extra["eligibility_url"] = "http://127.0.0.1:1"
-    document: dict[str, Any] = _build_app(service, PLACEHOLDER_URL, **extra).openapi()
-    return document
-
 
 def _schema(service: str) -> Any:
-    schema = schemathesis.openapi.from_dict(_document(service))
+    schema = schemathesis.openapi.from_dict(document(service))
     schema.config.update(base_url=f"http://{service}")
     return schema
 
@@ -423,7 +379,7 @@ def _peer_settings(env: dict[str, str], service: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def registry_fuzz(databases: DatabaseFactory, _residents: list[Resident]) -> Fuzzed:
-    fuzzed = Fuzzed(_build_app("registry", databases.create("longgang_fuzz_registry")))
+    fuzzed = Fuzzed(build_app("registry", databases.create("longgang_fuzz_registry")))
     _residents.append(fuzzed.app)
     with fuzzed.client() as client:
         own = _seed_registry(client)
@@ -491,7 +447,7 @@ def eligibility_fuzz(
     live_records: dict[str, Any],
     _residents: list[Resident],
 ) -> Fuzzed:
-    app = _build_app(
+    app = build_app(
         "eligibility",
         databases.create("longgang_fuzz_eligibility"),
         registry_url=live_registry,
@@ -574,7 +530,7 @@ async def vouchers_fuzz(
         m6_evidence = await seed.m6_evidence(registry, supply.holder, 300_000_000)
         m6_application = await submit(eligibility, supply.holder, m6_evidence, as_of="2026-03-02")
         m6 = await approve(eligibility, m6_application)
-    app = _build_app(
+    app = build_app(
         "vouchers",
         databases.create("longgang_fuzz_vouchers"),
         registry_url=live_registry,
