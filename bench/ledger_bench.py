@@ -20,7 +20,7 @@ One run, on this machine, all on 127.0.0.1:
    annual ceiling (5,000,000 yuan per enterprise) is near;
 4. the baseline: `pgbench` TPC-B-like on the same server, in its own database
    `bench_ledger_pgbench_<pid>` (scale 10), with the same number of clients, and with 8
-   clients as in ../shared/DESIGN-NOTES.md;
+   clients as in the design measurements (docs/benchmarks.md);
 5. the load: `POST /v1/vouchers/{code}/redemptions` from `wrk` (N connections, T seconds,
    after a short warm-up), first against ONE vouchers process, then against TWO (the wrk
    threads split between their ports). A generated Lua script gives every request its own
@@ -1226,9 +1226,9 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, where:
         "JSON access log to a file; its background sealer on |",
         "",
         f"| run | per second | p50 | p99 | ratio to pgbench ({args.clients} clients) | ratio to pgbench "
-        f"({DESIGN_NOTES_PGBENCH_CLIENTS} clients, as in DESIGN-NOTES) | CPU per operation: vouchers / postgres / "
-        f"load generator | cores used: vouchers / postgres / load generator / other | CPU-bound ceiling on "
-        f"{CORES} cores |",
+        f"({DESIGN_NOTES_PGBENCH_CLIENTS} clients, as in the design measurements) | CPU per operation: "
+        f"vouchers / postgres / load generator | cores used: vouchers / postgres / load generator / other | "
+        f"CPU-bound ceiling on {CORES} cores |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for p in results.pgbench:

@@ -1,7 +1,7 @@
 """Tamper evidence: a hash chain over the ledger's entries, computed off the hot path.
 
-`../shared/DESIGN-NOTES.md` measured that a chain computed inside each redemption halves
-throughput, so the redemption path only inserts entries. A **sealer** (a background task
+The design measurements (docs/benchmarks.md) found that a chain computed inside each redemption
+halves throughput, so the redemption path only inserts entries. A **sealer** (a background task
 in each vouchers process, on its own connection) appends one row per committed entry to
 `vouchers.seals`:
 

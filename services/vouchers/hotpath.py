@@ -1,6 +1,6 @@
 """The redemption path vendors call: one SQL function call, one round trip, no ORM.
 
-`../shared/DESIGN-NOTES.md` measured how little room this path has: the conditional
+The design measurements (docs/benchmarks.md) show how little room this path has: the conditional
 UPDATEs, the idempotency record and the entry are written by `vouchers.redeem()` in one
 transaction, and a successful answer is the JSON the database built, passed through
 untouched. Refusals come back as a code and parameters, rendered here as problem+json in

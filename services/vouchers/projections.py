@@ -1,6 +1,6 @@
 """The ledger's read side: small projections for the aggregates API, kept off the redemption path.
 
-`../shared/DESIGN-NOTES.md` leaves the redemption path no room, and a counter row updated by
+The design measurements (docs/benchmarks.md) leave the redemption path no room, and a counter row updated by
 every redemption would serialise them all. So, like the hash-chain sealer (`chain.py`), a
 **projector** in each vouchers process (one at a time across processes: a transaction-level
 advisory lock) folds committed entries into the `agg_*` tables, in (transaction id, entry id)
