@@ -24,6 +24,7 @@ from shared.limits import DEFAULT_MAX_BODY_BYTES, install_request_guard
 from shared.logs import RequestContextMiddleware, configure_logging
 from shared.metrics import install_metrics
 from shared.migrations import head_revision, known_revisions
+from shared.peers import PeerUnavailable, peer_unavailable_handler
 from shared.ratelimit import InFlightMiddleware, limiter_from_settings
 from shared.settings import ServiceSettings
 
@@ -150,6 +151,7 @@ def create_service_app(
     app.state.verifier = verifier_from_settings(settings)
     app.state.rate_limiter = limiter_from_settings(settings)
     install_error_handlers(app)
+    app.add_exception_handler(PeerUnavailable, peer_unavailable_handler)
     install_request_guard(app, max_body_bytes)  # token, then the body: inside the audit log, which records refusals
     install_audit(app, settings.async_database_url, schema, role=audit_role)
     app.add_middleware(InFlightMiddleware)  # frees what `authorize` counted in flight

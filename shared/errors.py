@@ -317,9 +317,13 @@ def validation_problem(errors: Sequence[FieldError]) -> ProblemError:
 # --- handlers --------------------------------------------------------------------------
 
 
+def problem_error_response(request: Request, exc: ProblemError) -> JSONResponse:
+    return problem_response(request, exc.error, errors=exc.errors, headers=exc.headers, **exc.params)
+
+
 async def _problem_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(request, exc.error, errors=exc.errors, headers=exc.headers, **exc.params)
+    return problem_error_response(request, exc)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -3,8 +3,9 @@
 Every client has explicit timeouts (never httpx's "none"). Retries happen only where
 repeating is harmless: idempotent methods, requests carrying an `Idempotency-Key`, and
 connection failures (the request never left). Anything that still fails becomes
-`PeerUnavailable`, which the error handlers answer with 503 + `Retry-After`, so a
-caller never makes a decision on missing facts.
+`PeerUnavailable`, which the handler every service app registers (`peer_unavailable_handler`,
+shared/app.py) answers with 503 + `Retry-After`, so a caller never makes a decision on missing
+facts: routes let it propagate.
 
 Exception tree:
     PeerError
@@ -20,9 +21,11 @@ import time
 from typing import Any
 
 import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from shared.context import request_id_var
-from shared.errors import PEER_UNAVAILABLE, ProblemError
+from shared.errors import PEER_UNAVAILABLE, ProblemError, problem_error_response
 from shared.metrics import observe_peer_call
 from shared.tokens import TokenUnavailable
 
@@ -55,6 +58,12 @@ class PeerError(Exception):
 class PeerUnavailable(PeerError):
     def as_problem(self, retry_after_seconds: int = 2) -> ProblemError:
         return ProblemError(PEER_UNAVAILABLE, headers={"Retry-After": str(retry_after_seconds)}, peer=self.peer)
+
+
+async def peer_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A peer call failed anywhere in a request: 503 `peer_unavailable` + `Retry-After`, naming the peer."""
+    assert isinstance(exc, PeerUnavailable)
+    return problem_error_response(request, exc.as_problem())
 
 
 class PeerRejected(PeerError):

@@ -48,17 +48,15 @@ class ProgrammeBudget:
 
     async def reserve(self, reservation_id: uuid.UUID, need: BudgetNeed) -> dict[str, Any]:
         body = {"decision_id": str(need.decision_id), "measure": need.measure, "amount_fen": need.amount_fen}
-        try:
+        try:  # PeerUnavailable propagates: 503 + Retry-After, nothing was reserved or approved
             reservation: dict[str, Any] = await self.client.request_json(
                 "PUT", f"/v1/budget-reservations/{reservation_id}", json=body
             )
-        except PeerUnavailable as exc:  # 503 + Retry-After: nothing was reserved or approved
-            raise exc.as_problem() from exc
         except PeerRejected as exc:
             problem = exc.body if isinstance(exc.body, dict) else {}
             refusal = REFUSALS.get(str(problem.get("code")))
             if refusal is None:
-                raise PeerUnavailable(self.client.name, f"HTTP {exc.status}").as_problem() from exc
+                raise PeerUnavailable(self.client.name, f"HTTP {exc.status}") from exc
             fields = {k: v for k, v in problem.items() if k not in _ENVELOPE}
             headers = {"Retry-After": "30"} if refusal is BUDGET_ALREADY_RESERVED else None
             raise ProblemError(refusal, headers=headers, **fields) from exc

@@ -21,7 +21,6 @@ from shared.auth import ADMIN, OFFICER, ORGANISATION_MISMATCH, Principal
 from shared.context import request_id_var
 from shared.errors import ProblemError
 from shared.money import format_yuan
-from shared.peers import PeerUnavailable
 
 from . import events, repository
 from .engine import Trace
@@ -251,10 +250,7 @@ async def submit(
     measure: str = evidence.measure  # type: ignore[attr-defined]
     await repository.lock_applicant_measure(session, payload.applicant, measure)
     request = facts_needed(evidence)
-    try:
-        facts = await registry.fetch(payload.applicant, as_of, request)
-    except PeerUnavailable as exc:
-        raise exc.as_problem() from exc
+    facts = await registry.fetch(payload.applicant, as_of, request)
     if request.prior_awards:
         facts.prior_awards = await repository.prior_awards(session, payload.applicant, measure)
     parameters = await current_parameters(session, policy.parameters)

@@ -42,7 +42,7 @@ from shared.auth import (
 )
 from shared.db import SessionDep
 from shared.errors import ProblemError
-from shared.peers import PeerClient, PeerRejected, PeerUnavailable, make_peer_client
+from shared.peers import PeerClient, PeerRejected, make_peer_client
 
 from .chain import _close, connect
 from .endpoints import Now
@@ -615,8 +615,6 @@ async def _forward(request: Request, path: str) -> Response:
         body = await forwarder.get_json(path, params=dict(request.query_params), headers=headers)
     except PeerRejected as exc:  # its refusal, as it gave it (401, 403, 422 …)
         return JSONResponse(exc.body, status_code=exc.status, media_type="application/problem+json")
-    except PeerUnavailable as exc:
-        raise exc.as_problem() from exc
     return JSONResponse(body)
 
 

@@ -41,7 +41,6 @@ from shared.auth import (
 )
 from shared.db import SessionDep
 from shared.errors import FieldError, ProblemError, field_errors_from_pydantic, validation_problem
-from shared.peers import PeerUnavailable
 
 from . import holds, replay, service
 from .errors import IDEMPOTENCY_KEY_REQUIRED, VENDOR_AFFILIATED, VENDOR_NOT_COMPUTE_VENDOR, VOUCHER_NOT_FOUND
@@ -124,10 +123,7 @@ VendorCall = Annotated[tuple[str, str], Depends(vendor_call)]
 async def _compute_vendor_check(request: Request, vendor: str, holder: str, moment: datetime) -> VendorCheck:
     """M1: is `vendor` a registered compute vendor, and is it affiliated with `holder`? (the registry, cached)"""
     registry: Registry = request.app.state.registry
-    try:
-        return await registry.compute_vendor_check(vendor, holder, local_today(moment))
-    except PeerUnavailable as exc:
-        raise exc.as_problem() from exc
+    return await registry.compute_vendor_check(vendor, holder, local_today(moment))
 
 
 async def _compute_vendor_may_redeem(request: Request, hotpath: HotPath, code: str, vendor: str, day: datetime) -> None:
@@ -410,18 +406,15 @@ async def issue(
     key: KeyHeader = None,
 ) -> VoucherRead | Response:
     """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
-    try:
-        client = await client.prefetched(ISSUE_PARAMETERS)  # no peer call inside the transaction
-        return await replay.once(
-            session,
-            principal.client_id,
-            key,
-            "issue",
-            payload.model_dump(mode="json"),
-            lambda: service.issue_voucher(session, client, budgets, payload, principal.actor, moment),
-        )
-    except PeerUnavailable as exc:
-        raise exc.as_problem() from exc
+    client = await client.prefetched(ISSUE_PARAMETERS)  # no peer call inside the transaction
+    return await replay.once(
+        session,
+        principal.client_id,
+        key,
+        "issue",
+        payload.model_dump(mode="json"),
+        lambda: service.issue_voucher(session, client, budgets, payload, principal.actor, moment),
+    )
 
 
 @router.post(
@@ -442,17 +435,14 @@ async def grant(
     key: KeyHeader = None,
 ) -> GrantRead | Response:
     """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
-    try:
-        return await replay.once(
-            session,
-            principal.client_id,
-            key,
-            "grant",
-            payload.model_dump(mode="json"),
-            lambda: service.grant(session, client, budgets, payload, principal.actor, moment),
-        )
-    except PeerUnavailable as exc:
-        raise exc.as_problem() from exc
+    return await replay.once(
+        session,
+        principal.client_id,
+        key,
+        "grant",
+        payload.model_dump(mode="json"),
+        lambda: service.grant(session, client, budgets, payload, principal.actor, moment),
+    )
 
 
 @router.post(
