@@ -21,31 +21,31 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m shared.devrun
+	$(BIN)/python -m devtools.devrun
 
 demo: $(STAMP)
-	$(BIN)/python -m shared.devrun --demo
+	$(BIN)/python -m devtools.devrun --demo
 
 migrate: $(STAMP)
-	$(BIN)/python -m shared.devrun --migrate-only
+	$(BIN)/python -m devtools.devrun --migrate-only
 
 # an access token for a local client of `make run` (ids in .data/auth/clients.json): make token CLIENT=dev-officer
 token: $(STAMP)
-	@$(BIN)/python -m shared.devauth token $(or $(CLIENT),dev-admin)
+	@$(BIN)/python -m devtools.devauth token $(or $(CLIENT),dev-admin)
 
 # the OAuth2 client admin CLI on the local database, e.g.
 #   make client ARGS="create --name 'Vendor X' --scope vendor --org 914403001922038216"
 client: $(STAMP)
-	@$(BIN)/python -m shared.devrun --identity $(ARGS)
+	@$(BIN)/python -m devtools.devrun --identity $(ARGS)
 
 # pg_dump / pg_restore of the three schemas (DATABASE_URL, or the local stack's database)
 backup: $(STAMP)
-	$(BIN)/python -m shared.backup dump $(FILE)
+	$(BIN)/python -m devtools.backup dump $(FILE)
 
 # into a fresh database only: make restore FILE=backups/longgang-….dump DATABASE_URL=…
 restore: $(STAMP)
 	@test -n "$(FILE)" || (echo "usage: make restore FILE=backups/longgang-….dump" && exit 2)
-	$(BIN)/python -m shared.backup restore $(FILE)
+	$(BIN)/python -m devtools.backup restore $(FILE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -83,10 +83,10 @@ test-resilience: $(STAMP)
 	$(BIN)/pytest -v $(sort $(wildcard tests/resilience/test_*.py)) $(PYTEST_ARGS)
 
 db-start: $(STAMP)
-	@$(BIN)/python -m shared.devdb start
+	@$(BIN)/python -m devtools.devdb start
 
 db-stop: $(STAMP)
-	@$(BIN)/python -m shared.devdb stop
+	@$(BIN)/python -m devtools.devdb stop
 
 bench-eligibility: $(STAMP)
 	$(BIN)/python -m bench.eligibility_bench

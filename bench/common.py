@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared import devauth, devdb
-from shared.devrun import ROOT, ensure_database
+from devtools import devauth, devdb
+from devtools.devrun import ROOT, ensure_database
 from shared.identifiers import USCC_ALPHABET, uscc_check_character
 from shared.tokens import TokenSigner
 

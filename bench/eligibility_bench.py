@@ -62,9 +62,9 @@ from bench.common import (
     say,
     signals_ignored,
 )
-from shared import devdb
+from devtools import devdb
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import OFFICER, PLATFORM
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 
 SERVICES = ("registry", "eligibility")

@@ -7,7 +7,7 @@ One run, on this machine, all on 127.0.0.1:
 
 1. a fresh database `bench_export_<pid>` on DATABASE_URL's server, or on the embedded
    PostgreSQL 18 when DATABASE_URL is unset; migrated; dropped at the end, even on failure;
-2. a signing key and its JWKS in a temporary directory (`shared.devauth.ensure_keys`), and a
+2. a signing key and its JWKS in a temporary directory (`devtools.devauth.ensure_keys`), and a
    `platform` token minted with `shared.tokens.TokenSigner`;
 3. the vouchers service as a real uvicorn process (one worker, default settings, AUTH_JWKS
    pointing at that JWKS), with its background sealer off (`VOUCHERS_SEALER_INTERVAL_SECONDS=0`:
@@ -65,9 +65,9 @@ from bench.common import (
     say,
     signals_ignored,
 )
-from shared import devauth
+from devtools import devauth
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import PLATFORM
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.exports import ExportFormat, copy_options
 from shared.migrations import upgrade_all
 from shared.tokens import TokenSigner

@@ -91,9 +91,9 @@ from bench.common import (
     say,
     signals_ignored,
 )
-from shared import devauth, devdb
+from devtools import devauth, devdb
+from devtools.devrun import ROOT, Stack, start_service, stop_services, wait_ready
 from shared.auth import ADMIN, APPROVER, OFFICER, VENDOR
-from shared.devrun import ROOT, Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 
 YUAN = 100  # fen

@@ -173,7 +173,7 @@ def peer_auth(settings: Any) -> httpx.Auth | None:
     """The service's own client identity for calling peers, when configured.
 
     The secret comes from `<PREFIX>CLIENT_SECRET`, or else from the JSON file
-    `AUTH_CLIENTS_FILE` (`{client_id: {"client_secret": ...}}`, as `shared.devauth` writes it
+    `AUTH_CLIENTS_FILE` (`{client_id: {"client_secret": ...}}`, as `devtools.devauth` writes it
     for `make run` and docker compose).
     """
     secret = settings.client_secret.get_secret_value()

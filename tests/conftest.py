@@ -29,10 +29,10 @@ import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import devauth, devdb
+from devtools import devauth, devdb
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.db import get_session
 from shared.dbroles import login_url
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 from tests.auth import admin
 

@@ -35,20 +35,11 @@ KNOWN_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset(
         ("shared.metrics", "shared.events"),
         # vouchers: hotpath → chain → endpoints → hotpath (and the routes' modules around them)
         ("services.vouchers.hotpath", "services.vouchers.chain"),
-        # developer tooling: demo ↔ devauth
-        ("shared.devauth", "shared.demo"),
     }
 )
 
 #: Imports across layers today, each to be removed by the change that removes it.
-KNOWN_LAYER_VIOLATIONS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("shared.devauth", "services.registry"),
-        ("shared.devauth", "services.registry.identity"),
-        ("shared.devrun", "services.registry"),
-        ("shared.devrun", "services.registry.identity"),
-    }
-)
+KNOWN_LAYER_VIOLATIONS: frozenset[tuple[str, str]] = frozenset(set())
 
 
 @cache

@@ -33,10 +33,10 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from shared import devauth
+from devtools import devauth
+from devtools.demo import DEMO_VENDOR, load_demo, load_flows
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import DASHBOARD, DASHBOARD_DETAIL
-from shared.demo import DEMO_VENDOR, load_demo, load_flows
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import SERVICES
 from tests.auth import token as mint_token
 from tests.conftest import AUTH_DIR, DatabaseFactory, free_port

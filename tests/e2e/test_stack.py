@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared import devauth
+from devtools import devauth
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import VENDOR
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import SERVICES
 from tests.auth import admin
 from tests.conftest import DatabaseFactory, free_port, provision_service_clients

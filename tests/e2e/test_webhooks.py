@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import devauth
+from devtools import devauth
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import APPROVER, OFFICER, PLATFORM, VENDOR
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import SERVICES
 from tests.conftest import AUTH_DIR, DatabaseFactory, free_port
 from tests.events.receiver import Receiver

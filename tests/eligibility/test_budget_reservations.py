@@ -32,8 +32,8 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import BUDGET_RESERVE, OFFICER
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory, free_port
 from tests.eligibility.actors import DIRECTOR, LI, WANG

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from shared.devrun import Stack, start_service, stop_services, wait_ready
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from tests.auth import admin
 from tests.conftest import DatabaseFactory, free_port
 from tests.eligibility import seed

@@ -38,8 +38,8 @@ import yaml
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import APPROVER, OFFICER
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory, free_port
 from tests.eligibility.actors import DIRECTOR, LI, WANG

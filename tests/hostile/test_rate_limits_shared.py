@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import OFFICER
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from tests.auth import as_vendor, auth
 from tests.conftest import DatabaseFactory, free_port
 from tests.factories import new_credit_code

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
+from devtools.devrun import ROOT
 from services.vouchers.settings import VouchersSettings
-from shared.devrun import ROOT
 from shared.migrations import SERVICES
 
 # short: pydantic shortens long values in its messages, which would hide a leak from this test

@@ -1,9 +1,9 @@
 """Two processes of each service on a PostgreSQL of their own, which the test may kill and restart.
 
-The database server is an `EmbeddedPostgres` (shared/devdb.py) on a free port with its data in
+The database server is an `EmbeddedPostgres` (devtools/devdb.py) on a free port with its data in
 a temporary directory: the test stops and starts it at will, so it is never the machine's
 shared server nor the one `make run` uses. Processes are real uvicorn processes started by
-`shared.devrun.start_service`, each with its own log file; any of them can be killed
+`devtools.devrun.start_service`, each with its own log file; any of them can be killed
 (SIGKILL), stopped (SIGTERM), paused (SIGSTOP) and restarted on the same port.
 
 Who talks to whom, by default (every process of a service is interchangeable — the services keep
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from shared import devdb
-from shared.devrun import Stack, ensure_database, start_service, stop_services, wait_ready
+from devtools import devdb
+from devtools.devrun import Stack, ensure_database, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 from tests.conftest import free_port, provision_service_clients
 

@@ -64,7 +64,7 @@ SERVICE_ENV = {
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     # not under pytest's basetemp: another pytest session on the machine may make it private to root again,
-    # and the server runs as an unprivileged user when we are root (shared/devdb.py)
+    # and the server runs as an unprivileged user when we are root (devtools/devdb.py)
     workdir = Path(tempfile.mkdtemp(prefix="longgang-resilience-"))
     cluster = Cluster(workdir, SERVICE_ENV)
     failed = True

@@ -743,8 +743,8 @@ async def test_a_restored_backup_verifies_against_the_last_published_checkpoint(
     live_eligibility_client: httpx.AsyncClient,
     tmp_path: Path,
 ) -> None:
-    """`make backup` / `make restore` (shared/backup.py): the restored ledger is the published one."""
-    from shared import backup
+    """`make backup` / `make restore` (devtools/backup.py): the restored ledger is the published one."""
+    from devtools import backup
 
     client = isolated.client
     await activity(client, live_registry_client, live_eligibility_client)

@@ -45,9 +45,9 @@ import asyncpg
 import httpx
 import pytest
 
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from services.vouchers.invariants import check_database
 from shared.auth import AUDITOR, OFFICER
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from tests.auth import admin, as_vendor, auth
 from tests.conftest import DatabaseFactory, free_port
 from tests.eligibility import seed as registry_seed

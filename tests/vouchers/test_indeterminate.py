@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.devrun import Stack, start_service, stop_services, wait_ready
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from tests.auth import admin
 from tests.conftest import DatabaseFactory, free_port
 from tests.vouchers.flow import YUAN, approved_m3, issue, vendor_call

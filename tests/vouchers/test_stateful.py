@@ -39,9 +39,9 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from services.vouchers.invariants import check_invariants
 from shared.auth import OFFICER
-from shared.devrun import Stack, start_service, stop_services, wait_ready
 from tests.auth import admin, as_vendor, auth
 from tests.conftest import DatabaseFactory, free_port
 from tests.eligibility import seed as registry_seed

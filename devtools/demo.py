@@ -1,6 +1,6 @@
 """Demo data for `make demo`: a small Longgang data set, loaded into a running registry.
 
-    python -m shared.demo [REGISTRY_URL]      # default $REGISTRY_URL or http://127.0.0.1:8001
+    python -m devtools.demo [REGISTRY_URL]      # default $REGISTRY_URL or http://127.0.0.1:8001
 
 The data is `deploy/demo/registry.json`; it goes in through the registry's public HTTP
 API only (bulk imports for organisations, revenues and filings; single POSTs for the
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from shared.devauth import fetch_token
+from devtools.devauth import DEMO_VENDOR, fetch_token
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = ROOT / "deploy" / "demo" / "registry.json"
@@ -297,7 +297,6 @@ DEMO_APPLICATIONS: list[tuple[str, str, Json, bool]] = [
     ),
     ("914403001922038216", "2026-03-06", {"measure": "M9", "year": 2025}, False),
 ]
-DEMO_VENDOR = "914403001922038216"
 DEMO_HOLDER = "91440307MA5GJ8KQ2Y"
 
 

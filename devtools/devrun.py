@@ -1,8 +1,8 @@
 """`make run`: database, migrations and the three services, in one foreground command.
 
-    python -m shared.devrun            # serve; Ctrl-C stops everything
-    python -m shared.devrun --demo     # ... and load the demo data set
-    python -m shared.devrun --migrate-only
+    python -m devtools.devrun            # serve; Ctrl-C stops everything
+    python -m devtools.devrun --demo     # ... and load the demo data set
+    python -m devtools.devrun --migrate-only
 
 Without DATABASE_URL it starts the embedded PostgreSQL 18 (data kept under .data/) and
 uses a database named `longgang` on it; with DATABASE_URL it uses that server as is.
@@ -26,7 +26,8 @@ from typing import IO
 
 import httpx
 
-from shared import dbroles, devauth, devdb
+from devtools import devauth, devdb
+from shared import dbroles
 from shared.migrations import SERVICES, upgrade_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,10 +147,8 @@ def stop_services(processes: dict[str, subprocess.Popen[bytes]]) -> None:
 
 def prepare_auth(directory: Path, database_url: str, registry_url: str) -> dict[str, str]:
     """Keys, JWKS and the local clients (services' own and the demo's); the services' env."""
-    from shared.demo import DEMO_VENDOR
-
     devauth.ensure_keys(directory)
-    wanted = {**devauth.SERVICE_CLIENTS, **devauth.demo_clients(DEMO_VENDOR)}
+    wanted = {**devauth.SERVICE_CLIENTS, **devauth.demo_clients(devauth.DEMO_VENDOR)}
     clients = devauth.ensure_clients(database_url, directory / "clients.json", wanted)
     return devauth.service_env(directory, registry_url, clients)
 
@@ -209,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             processes[service] = start_service(stack, service)
         wait_ready(stack, processes)
         if args.demo:
-            from shared.demo import load_demo, load_flows
+            from devtools.demo import load_demo, load_flows
 
             clients = json.loads((auth_dir / "clients.json").read_text(encoding="utf-8"))
             print(load_demo(stack.url("registry"), clients), flush=True)

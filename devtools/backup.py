@@ -1,7 +1,7 @@
 """`make backup` / `make restore`: pg_dump and pg_restore of the three services' schemas.
 
-    python -m shared.backup dump [FILE]        # default: backups/longgang-<UTC time>.dump
-    python -m shared.backup restore FILE       # into DATABASE_URL, which must not hold the schemas yet
+    python -m devtools.backup dump [FILE]        # default: backups/longgang-<UTC time>.dump
+    python -m devtools.backup restore FILE       # into DATABASE_URL, which must not hold the schemas yet
 
 The dump is PostgreSQL's custom format (compressed, restorable table by table) of the
 schemas `registry`, `eligibility` and `vouchers` — data, indexes, triggers (the ledger's
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared import devdb
+from devtools import devdb
 from shared.dbroles import GROUP_ROLES, ensure_logins
 from shared.migrations import ROOT, SERVICES
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     started: list[devdb.EmbeddedPostgres] = []
     try:
         if not url:  # the local stack's database, as `make run` uses it
-            from shared.devrun import resolve_database
+            from devtools.devrun import resolve_database
 
             url = resolve_database(started)
         if args[:1] == ["dump"]:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in started:
             server.stop()
-    print("usage: python -m shared.backup dump [FILE] | restore FILE", file=sys.stderr)
+    print("usage: python -m devtools.backup dump [FILE] | restore FILE", file=sys.stderr)
     return 2
 
 

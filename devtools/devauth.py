@@ -33,6 +33,9 @@ from shared.auth import (
 )
 from shared.tokens import generate_key, write_jwks
 
+#: The demo data set's compute vendor (devtools/demo.py), the one the local `dev-vendor` client is bound to.
+DEMO_VENDOR = "914403001922038216"
+
 #: Peer identities: the least each service needs (shared/auth.py).
 SERVICE_CLIENTS: dict[str, dict[str, Any]] = {
     # approvals reserve the programme budget in the vouchers service (A2)
@@ -150,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) == 3 and args[0] == "setup":  # docker compose: keys and clients on a shared volume
-        from shared.demo import DEMO_VENDOR
-
         directory = Path(args[1])
         ensure_keys(directory)
         ensure_checkpoint_key(directory / "checkpoint-keys")
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"keys and clients in {directory}")
         return 0
     if len(args) < 2 or args[0] != "token":
-        print("usage: python -m shared.devauth token CLIENT_ID [REGISTRY_URL]", file=sys.stderr)
+        print("usage: python -m devtools.devauth token CLIENT_ID [REGISTRY_URL]", file=sys.stderr)
         return 2
     directory = Path(os.environ.get("AUTH_DIR", Path(__file__).resolve().parent.parent / ".data" / "auth"))
     clients = json.loads((directory / "clients.json").read_text(encoding="utf-8"))

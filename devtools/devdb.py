@@ -6,8 +6,8 @@ module drives `initdb` / `pg_ctl` from the wheel directly. PostgreSQL refuses to
 as root: when we are root the server runs as an unprivileged system user, as the wheel
 itself does.
 
-    python -m shared.devdb start   # prints the DATABASE_URL
-    python -m shared.devdb stop
+    python -m devtools.devdb start   # prints the DATABASE_URL
+    python -m devtools.devdb stop
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
     elif command == "url":
         print(server.url)
     else:
-        print("usage: python -m shared.devdb [start|stop|url]", file=sys.stderr)
+        print("usage: python -m devtools.devdb [start|stop|url]", file=sys.stderr)
         return 2
     return 0
 
