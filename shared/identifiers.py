@@ -1,4 +1,4 @@
-"""Identifier formats from POLICY.md ("Identifier formats").
+"""Identifier formats (docs/policy.md, "Identifier formats").
 
 The Unified Social Credit Code (GB 32100-2015) is checked strictly, with the position
 that is wrong. CAC filing numbers come from published examples, not a specification:
@@ -60,7 +60,7 @@ _REASONS = {
 
 
 def validate_credit_code(value: str) -> str:
-    """GB 32100-2015, with the wrong position in the error (POLICY.md, Identifier formats)."""
+    """GB 32100-2015, with the wrong position in the error (docs/policy.md, Identifier formats)."""
     error = credit_code_error(value)
     if error is None:
         return value

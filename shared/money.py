@@ -1,6 +1,6 @@
 """Money is integer fen (1 yuan = 100 fen), never float.
 
-Computed subsidies round *down* to the fen (POLICY.md, "Money"), so no cap is exceeded.
+Computed subsidies round *down* to the fen (docs/policy.md, "Money"), so no cap is exceeded.
 Ratios are `Decimal`s (exact), applied with `apply_ratio`, which floors.
 """
 

@@ -13,7 +13,7 @@ from shared.identifiers import USCC_ALPHABET, uscc_check_character
 _serial = itertools.count(1)
 _random = random.Random(20261127)
 
-#: The valid and invalid codes given in ../shared/policy/EXAMPLES.md.
+#: The valid and invalid fixture codes of docs/policy.md ("Identifier formats").
 VALID_CODES = ("9144030071526726XG", "914403001922038216", "91440300708461136T", "91350100M000100Y43")
 INVALID_CODES = {
     "9144030071526726XA": ("check_character", 18),

@@ -1,4 +1,4 @@
-"""EXAMPLES.md (M1, M2, M6, M9–M13, A4) as data-driven cases through the HTTP API.
+"""The worked examples of docs/policy.md (M1, M2, M6, M9–M13, A4) as data-driven cases through the HTTP API.
 
 The registry is a real process on a real PostgreSQL; each case writes its own facts to
 it (fresh credit codes), then submits an application to the eligibility service.

@@ -3,7 +3,7 @@
 Each test builds evidence and registry facts directly, loads the shipped parameter file
 and calls `evaluate_application`, then checks the outcome, the amount (fen), the failure
 codes and that the trace names the parameters it read. Example ids (M2-1, M3-4, …) are
-those of ../shared/policy/EXAMPLES.md; clause ids those of POLICY.md.
+those of docs/policy.md's worked examples; clause ids those of docs/policy.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unified Social Credit Codes (GB 32100-2015) through the API: EXAMPLES.md's valid and invalid codes."""
+"""Unified Social Credit Codes (GB 32100-2015) through the API: docs/policy.md's valid and invalid fixture codes."""
 
 from __future__ import annotations
 

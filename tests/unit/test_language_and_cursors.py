@@ -37,7 +37,7 @@ def test_cursor_round_trip_and_tampering() -> None:
 
 
 def test_check_character_examples() -> None:
-    # EXAMPLES.md fixtures
+    # the fixture codes of docs/policy.md
     assert uscc_check_character("9144030071526726X") == "G"
     assert credit_code_error("91350100M000100Y43") is None
     error = credit_code_error("9144030071526726XA")

@@ -1,4 +1,4 @@
-"""Money is integer fen; subsidies round down (POLICY.md, Money)."""
+"""Money is integer fen; subsidies round down (docs/policy.md, Money)."""
 
 from __future__ import annotations
 

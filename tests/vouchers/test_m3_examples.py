@@ -1,4 +1,7 @@
-"""EXAMPLES.md M3-1 … M3-14 through the HTTP APIs: real registry and eligibility processes, real PostgreSQL."""
+"""docs/policy.md's worked examples M3-1 … M3-14 through the HTTP APIs.
+
+Real registry and eligibility processes, real PostgreSQL.
+"""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from .common import reason
 
 
 def floor_fen(amount: Decimal) -> int:
-    """Round down to the fen (POLICY.md, "Money"): no cap is ever exceeded."""
+    """Round down to the fen (docs/policy.md, "Money"): no cap is ever exceeded."""
     return int(amount.to_integral_value(rounding=ROUND_DOWN))
 
 
