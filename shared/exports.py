@@ -71,7 +71,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import FastAPI, Query, Request
@@ -81,12 +80,12 @@ from starlette.types import Receive, Scope, Send
 from shared.auth import ADMIN, AUDITOR, PLATFORM
 from shared.context import request_id_var
 from shared.errors import DATABASE_UNAVAILABLE, ErrorCode, FieldError, ProblemError, validation_problem
+from shared.instants import SHENZHEN
 
 logger = logging.getLogger("shared.exports")
 
 #: Who may export: the data platform, auditors, administrators.
 EXPORTERS: tuple[str, ...] = (PLATFORM, AUDITOR, ADMIN)
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8; header=present"
@@ -290,7 +289,7 @@ def parse_bound(name: str, text: str) -> datetime:
 
     try:
         if _DATE.match(value):
-            moment = datetime.combine(date.fromisoformat(value), time(), tzinfo=LOCAL_TZ)
+            moment = datetime.combine(date.fromisoformat(value), time(), tzinfo=SHENZHEN)
         else:
             moment = datetime.fromisoformat(value)
     except ValueError:

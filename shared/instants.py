@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, AwareDatetime
 from pydantic_core import PydanticCustomError
 
 from shared.errors import register_field_messages
+
+#: The programme's time zone: Shenzhen's dates (a voucher's year, a day's statement, an export's `from`) are
+#: dates in this zone. SQL spells it 'Asia/Shanghai' too.
+SHENZHEN = ZoneInfo("Asia/Shanghai")
 
 OUT_OF_RANGE = "instant_out_of_range"
 OUT_OF_RANGE_EN = "The instant is out of range: in UTC it is not between the years 1 and 9999"

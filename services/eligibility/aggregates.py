@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -30,10 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.auth import ADMIN, APPROVER, AUDITOR, DASHBOARD, OFFICER, Principal, require
 from shared.db import SessionDep
+from shared.instants import SHENZHEN
 
 from .rules import RULES
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 ROLES = (DASHBOARD, ADMIN, AUDITOR, OFFICER, APPROVER)
 OUTCOMES = ("eligible", "ineligible", "needs_review")
 STATUSES = ("in_review", "reviewed", "approved", "rejected", "ineligible")
@@ -204,7 +203,7 @@ Reader = Annotated[Principal, require(*ROLES)]
 
 
 def this_year() -> int:
-    return datetime.now(LOCAL_TZ).year
+    return datetime.now(SHENZHEN).year
 
 
 @router.get(

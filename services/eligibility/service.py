@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.auth import ADMIN, OFFICER, ORGANISATION_MISMATCH, Principal
 from shared.context import request_id_var
 from shared.errors import ProblemError
+from shared.instants import SHENZHEN
 from shared.money import format_yuan
 
 from . import events, repository
@@ -63,7 +63,6 @@ from .schemas import (
     ReviewRead,
 )
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 EVIDENCE = TypeAdapter(AnyEvidence)
 
 
@@ -83,7 +82,7 @@ def visible(principal: Principal, applicant: str) -> bool:
 
 
 def today() -> date:
-    return datetime.now(LOCAL_TZ).date()
+    return datetime.now(SHENZHEN).date()
 
 
 @dataclass(frozen=True)

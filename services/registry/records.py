@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import ColumnElement, Select, and_, func, select, text, type_coerce, update
@@ -29,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.context import request_id_var
 from shared.errors import FieldError, ProblemError, field_errors_from_pydantic, validation_problem
 from shared.events import NewEvent, emit_many
+from shared.instants import SHENZHEN
 from shared.pagination import Page, PageParams, decode_cursor, make_page
 
 from .errors import (
@@ -43,12 +43,10 @@ from .errors import (
 from .events import record_event
 from .models import Base, Version
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
-
 
 def today() -> date:
     """Dates in the programme are Shenzhen dates."""
-    return datetime.now(LOCAL_TZ).date()
+    return datetime.now(SHENZHEN).date()
 
 
 @dataclass(frozen=True)
@@ -527,7 +525,7 @@ async def upsert_states(
         outcome.created = len(new)
     if changed:
         moves: list[dict[str, Any]] = []
-        now = datetime.now(LOCAL_TZ)
+        now = datetime.now(SHENZHEN)
         for row, state, day in changed:
             version = max((v.version for v in history.get(row.id, [])), default=0) + 1
             versions.append(_version_row(resource, row.id, version, day, state))

@@ -14,7 +14,6 @@ import hashlib
 import json
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared import metrics
 from shared.context import request_id_var
 from shared.errors import ErrorCode, problem_response
+from shared.instants import SHENZHEN
 from shared.money import format_yuan
 
 from .errors import (
@@ -44,7 +44,6 @@ from .errors import (
     VOUCHER_VOIDED,
 )
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 REFUSALS: dict[str, ErrorCode] = {
     error.code: error
     for error in (
@@ -164,7 +163,7 @@ class HotPath:
             contract_number,
             hold_seconds,
             now,
-            now.astimezone(LOCAL_TZ).date(),
+            now.astimezone(SHENZHEN).date(),
             request_id_var.get(),
         )
         assert row is not None
@@ -182,7 +181,7 @@ class HotPath:
 
 
 def local_today(now: datetime) -> date:
-    return now.astimezone(LOCAL_TZ).date()
+    return now.astimezone(SHENZHEN).date()
 
 
 # --- scrape-time figures (GET /metrics): the ledger and its sealer ----------------------------------
