@@ -3,7 +3,15 @@
 - docs/policy.md names every clause `GET /v1/policy` lists (services/eligibility/clauses.py)
   and every parameter of services/eligibility/policy/parameters.yaml;
 - no file of the repository points outside it (to documents a reader of the repository does
-  not have): the explanations are the project's own docs and tests.
+  not have): the explanations are the project's own docs and tests;
+- the README's Layout names only paths that exist, and names every top-level directory, every
+  directory of a service, every package of `services/`, `shared/` and `devtools/`, and every
+  migration tree.
+
+How the Layout block is read: the first fenced block after `## Layout`. A line indented by fewer
+than LAYOUT_DESCRIPTION_COLUMN spaces is an entry: its first word is a path, relative to the
+entry two spaces less indented above it (a top-level path when not indented); a directory ends
+with `/`. The rest of the line, and every line indented further, describes it.
 """
 
 from __future__ import annotations
@@ -76,3 +84,62 @@ def test_no_file_points_outside_the_repository() -> None:
                     found.append(f"{path.relative_to(ROOT)}:{number}: {pointer}")
     advice = "pointers outside the repository (use docs/policy.md, docs/benchmarks.md, the tests):"
     assert not found, "\n".join([advice, *found])
+
+
+LAYOUT_DESCRIPTION_COLUMN = 19
+#: the packages whose every directory holding Python is named in the Layout
+PACKAGE_ROOTS = ("services", "shared", "devtools")
+
+
+def _layout_block() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    after = text.split("\n## Layout\n", 1)[1]
+    block = after.split("```", 2)[1]
+    return block.splitlines()[1:]  # the fence's own line
+
+
+def layout_paths() -> list[str]:
+    """Every path the Layout names, relative to the repository (directories end with `/`)."""
+    parents: list[str] = []
+    paths = []
+    for number, line in enumerate(_layout_block(), start=1):
+        indent = len(line) - len(line.lstrip(" "))
+        if not line.strip() or indent >= LAYOUT_DESCRIPTION_COLUMN:
+            continue
+        assert indent % 2 == 0, f"README Layout line {number}: indented by an odd {indent} spaces"
+        assert indent // 2 <= len(parents), f"README Layout line {number}: indented deeper than its parent's child"
+        del parents[indent // 2 :]
+        assert not parents or parents[-1].endswith("/"), f"README Layout line {number}: under a file"
+        path = (parents[-1] if parents else "") + line.split()[0]
+        paths.append(path)
+        parents.append(path)
+    return paths
+
+
+def _directories_to_name() -> set[str]:
+    files = [path.relative_to(ROOT) for path in _repository_files()]
+    wanted = {f"{path.parts[0]}/" for path in files if len(path.parts) > 1 and not path.parts[0].startswith(".")}
+    for path in files:
+        directory = path.parent.parts
+        if directory[:1] == ("services",) and len(directory) >= 3:
+            wanted.add("/".join(directory[:3]) + "/")  # every directory of a service
+        if directory[:1] == ("migrations",) and len(directory) >= 2:
+            wanted.add("/".join(directory[:2]) + "/")  # every migration tree
+        if directory[:1] in {(root,) for root in PACKAGE_ROOTS} and path.suffix == ".py":
+            wanted.update("/".join(directory[:n]) + "/" for n in range(1, len(directory) + 1))
+    return {name for name in wanted if not name.endswith(".egg-info/")}
+
+
+def test_the_readme_layout_names_only_paths_that_exist() -> None:
+    missing = [
+        path
+        for path in layout_paths()
+        if not ((ROOT / path).is_dir() if path.endswith("/") else (ROOT / path).is_file())
+    ]
+    assert not missing, f"README.md's Layout names paths that do not exist: {missing}"
+
+
+def test_the_readme_layout_names_every_package_and_service_directory() -> None:
+    named = set(layout_paths())
+    unnamed = sorted(_directories_to_name() - named)
+    assert not unnamed, f"README.md's Layout does not name these directories (add a line for each): {unnamed}"
