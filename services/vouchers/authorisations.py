@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
@@ -39,6 +39,7 @@ from shared.db import SessionDep
 from shared.errors import ErrorCode, ProblemError
 from shared.identifiers import CreditCode
 
+from .deps import KeyHeader, VoucherCode
 from .errors import IDEMPOTENCY_KEY_REQUIRED, IDEMPOTENCY_KEY_REUSED, VOUCHER_NOT_FOUND
 from .hotpath import request_hash
 from .schemas import Input
@@ -58,10 +59,6 @@ AUTHORISATION_NOT_FOUND = ErrorCode(
 
 router = APIRouter(tags=["vouchers"])
 
-VoucherCode = Annotated[str, Path(min_length=3, max_length=64, pattern=r"^[A-Z0-9-]+$")]
-KeyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", max_length=200, description="Required; reuse it when retrying")
-]
 #: The holder authorises and revokes; the bureau reads, and an officer may revoke.
 Holder = Annotated[Principal, require(APPLICANT)]
 Revoker = Annotated[Principal, require(APPLICANT, OFFICER, ADMIN)]

@@ -13,16 +13,12 @@ holds; an applicant sees only vouchers it holds. Anything else answers the usual
 (`voucher_not_found`, `hold_not_found`), so a client cannot learn what exists.
 """
 
-import email.message
-import json
-import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
-from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.app import state_dependency
 from shared.auth import (
@@ -40,9 +36,10 @@ from shared.auth import (
     require,
 )
 from shared.db import SessionDep
-from shared.errors import FieldError, ProblemError, field_errors_from_pydantic, validation_problem
+from shared.errors import ProblemError
 
 from . import holds, replay, service
+from .deps import KeyHeader, VoucherCode, read_body, redemption_input
 from .errors import IDEMPOTENCY_KEY_REQUIRED, VENDOR_AFFILIATED, VENDOR_NOT_COMPUTE_VENDOR, VOUCHER_NOT_FOUND
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
@@ -60,12 +57,6 @@ from .schemas import (
 )
 
 router = APIRouter()
-VoucherCode = Annotated[str, Path(min_length=3, max_length=64, pattern=r"^[A-Z0-9-]+$")]
-KEY_MAX_LENGTH = 200
-KeyHeader = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", max_length=KEY_MAX_LENGTH, description="Required; reuse it when retrying"),
-]
 
 
 async def now(request: Request) -> datetime:
@@ -191,6 +182,10 @@ async def ensure_visible(
     raise ProblemError(VOUCHER_NOT_FOUND, code=voucher.code)
 
 
+#: what a hold asks beyond a redemption's fields
+HOLD_ONLY = set(HoldRequest.model_fields) - set(RedemptionRequest.model_fields)
+
+
 async def _redeem(
     request: Request,
     hotpath: HotPath,
@@ -203,11 +198,14 @@ async def _redeem(
 ) -> Response:
     if code.startswith("M1-"):
         await _compute_vendor_may_redeem(request, hotpath, code, vendor, moment)
-    action = "hold" if hold_seconds is not None else "redeem"
+    if hold_seconds is None:
+        digest = request_hash("redeem", code, payload.model_dump(mode="json"))
+    else:  # a hold's digest is that of the redemption it reserves for (its length aside)
+        digest = request_hash("hold", code, payload.model_dump(mode="json", exclude=HOLD_ONLY))
     status_code, body = await hotpath.redeem(
         vendor=vendor,
         key=key,
-        digest=request_hash(action, code, payload.model_dump(mode="json")),
+        digest=digest,
         code=code,
         amount_fen=payload.amount_fen,
         invoice_number=payload.invoice_number,
@@ -218,51 +216,7 @@ async def _redeem(
     return render(request, status_code, body)
 
 
-_CODE = re.compile(r"^[A-Z0-9-]{3,64}$")
-_CODE_RULES = TypeAdapter(Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Z0-9-]+$")])
-_KEY_RULES = TypeAdapter(Annotated[str, Field(max_length=KEY_MAX_LENGTH)])
 _VENDOR_ONLY = (VENDOR,)
-_NO_BODY = object()
-
-
-def _is_json(content_type: str) -> bool:
-    """Whether FastAPI would parse a body of this type as JSON (`application/json`, `…+json`)."""
-    if content_type == "application/json":
-        return True
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
-
-
-async def _read_body(request: Request) -> Any:
-    """The body as FastAPI reads it before anything else: JSON when declared so, else the bytes."""
-    body = await request.body()
-    if not body:
-        return _NO_BODY
-    content_type = request.headers.get("content-type")
-    if not content_type or not _is_json(content_type):
-        return body  # refused by validation, as FastAPI's strict content type does
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as exc:
-        error = {
-            "type": "json_invalid",
-            "loc": ("body", exc.pos),
-            "msg": "JSON decode error",
-            "ctx": {"error": exc.msg},
-        }
-        raise validation_problem(field_errors_from_pydantic([error])) from exc
-    except Exception as exc:  # not UTF-8, nested too deep: what FastAPI answers
-        raise HTTPException(status_code=400, detail="There was an error parsing the body") from exc
-
-
-def _field_errors(rules: TypeAdapter[Any], value: Any, where: tuple[str, ...]) -> list[FieldError]:
-    try:
-        rules.validate_python(value, from_attributes=True)
-    except ValidationError as exc:
-        return field_errors_from_pydantic(exc.errors(), where)
-    return []
 
 
 @protected(VENDOR)
@@ -277,25 +231,11 @@ async def redeem_hot(request: Request) -> Response:
     the header, path and body rules together (one 422 with every field), with the same models.
     The FastAPI route below documents it in OpenAPI (a test sends both the same requests).
     """
-    received = await _read_body(request)
+    received = await read_body(request)
     vendor = vendor_of(authorize(request, _VENDOR_ONLY, rate_limited=True))
     key = idempotency_key(request.headers.get("idempotency-key"))
     code = request.path_params["code"]
-    errors: list[FieldError] = []
-    if len(key) > KEY_MAX_LENGTH:
-        errors += _field_errors(_KEY_RULES, key, ("header", "Idempotency-Key"))
-    if not _CODE.match(code):
-        errors += _field_errors(_CODE_RULES, code, ("path", "code"))
-    payload = None
-    if received is _NO_BODY:
-        errors += field_errors_from_pydantic([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
-    else:
-        try:
-            payload = RedemptionRequest.model_validate(received, from_attributes=True)
-        except ValidationError as exc:
-            errors += field_errors_from_pydantic(exc.errors(), ("body",))
-    if errors or payload is None:
-        raise validation_problem(errors)
+    payload = redemption_input(code, key, received)
     hotpath: HotPath = request.app.state.hotpath
     return await _redeem(request, hotpath, code, payload, vendor, key, None, await now(request))
 
@@ -345,8 +285,7 @@ async def hold(
     settings = request.app.state.settings
     seconds = payload.hold_seconds or settings.hold_seconds
     holds.check_hold_seconds(seconds, settings.hold_max_seconds)
-    base = RedemptionRequest.model_validate(payload.model_dump(exclude={"hold_seconds"}))
-    return await _redeem(request, hotpath, code, base, vendor, key, seconds, moment)
+    return await _redeem(request, hotpath, code, payload, vendor, key, seconds, moment)
 
 
 async def _finish(

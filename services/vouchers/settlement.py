@@ -49,7 +49,8 @@ from shared.identifiers import CreditCode
 from shared.pagination import Page, PageParams, decode_cursor, encode_cursor, make_page, page_params
 
 from . import events, service
-from .endpoints import Now, VoucherCode, ensure_visible
+from .deps import VoucherCode
+from .endpoints import Now, ensure_visible
 from .errors import STATEMENT_NOT_FOUND
 from .hotpath import local_today
 from .models import Account, Allowance, Entry, Grant, Redemption, SettlementBatch, Voucher
