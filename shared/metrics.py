@@ -26,7 +26,7 @@ Read at scrape time (one short read-only transaction with a 2 s statement timeou
 per-request path never queries for metrics):
 
 - every service: `outbox_undelivered_events`, `outbox_oldest_undelivered_age_seconds`,
-  `webhook_subscriptions{status}` (shared/events.py `outbox_lag`), `audit_buffer_rows`,
+  `webhook_subscriptions{status}` (shared/feed/outbox.py `outbox_lag`), `audit_buffer_rows`,
   `audit_rows_dropped_total`;
 - vouchers (registered by services/vouchers/hotpath.py): `vouchers_ledger_entries_total`,
   `vouchers_seal_lag_entries`, `vouchers_seal_lag_seconds`, sealer state;
@@ -224,7 +224,7 @@ def _audit_figures(app: FastAPI) -> list[Metric]:
 
 
 async def _database_figures(app: FastAPI, connection: AsyncConnection) -> list[Metric]:
-    from shared.events import outbox_lag
+    from shared.feed.outbox import outbox_lag
 
     lag = await outbox_lag(connection, app.state.schema)
     subscriptions = GaugeMetricFamily("webhook_subscriptions", "Webhook subscriptions by status", labels=["status"])

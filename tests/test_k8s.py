@@ -536,7 +536,7 @@ def connections_per_pod(service: str, env: dict[str, str]) -> int:
     from services.eligibility.settings import EligibilitySettings
     from services.registry.settings import RegistrySettings
     from services.vouchers.settings import VouchersSettings
-    from shared.events import WebhookSettings
+    from shared.feed.settings import WebhookSettings
 
     settings: dict[str, type[BaseSettings]] = {
         "registry": RegistrySettings,
@@ -552,7 +552,7 @@ def connections_per_pod(service: str, env: dict[str, str]) -> int:
     total = 2 * setting("db_pool_size")  # SQLAlchemy's pool and its overflow (shared/db.py)
     total += setting("export_max_concurrent")  # streaming exports, one connection each
     concurrency = int(env.get("WEBHOOK_CONCURRENCY", WebhookSettings.model_fields["concurrency"].default))
-    total += min(concurrency, 4) + 1  # the dispatcher's pool (shared/events.py: short statements only)
+    total += min(concurrency, 4) + 1  # the dispatcher's pool (shared/feed/dispatcher.py: short statements only)
     if service == "vouchers":
         total += setting("hot_pool_size")
     return total + BACKGROUND_CONNECTIONS[service]
@@ -581,7 +581,7 @@ def test_only_known_settings_in_the_environment(overlay: tuple[str, list[Obj]]) 
     from services.eligibility.settings import EligibilitySettings
     from services.registry.settings import RegistrySettings
     from services.vouchers.settings import VouchersSettings
-    from shared.events import WebhookSettings
+    from shared.feed.settings import WebhookSettings
 
     known = {"SERVICE", "PORT", "HOST", "DB_USER", "DB_PASSWORD"}  # the image's CMD; parts of URLs
     for prefix, settings in (

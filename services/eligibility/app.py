@@ -9,13 +9,15 @@ from fastapi import FastAPI
 
 from shared.app import create_service_app
 from shared.auth import ADMIN, APPLICANT, AUDITOR, PLATFORM
-from shared.events import events_router, start_dispatcher, stop_dispatcher
+from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
+from shared.feed.endpoints import events_router
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
 from . import aggregates, exports
 from .budget import ProgrammeBudget
 from .endpoints import router
+from .events import CATALOGUE
 from .facts import RegistryFacts
 from .models import SCHEMA
 from .parameters import load_parameter_file
@@ -58,7 +60,7 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
         # applicants get their own applications' events; vendors read no applications
         routers=[
             router,
-            events_router(SCHEMA, webhook_roles=(PLATFORM, ADMIN, AUDITOR, APPLICANT)),
+            events_router(CATALOGUE, webhook_roles=(PLATFORM, ADMIN, AUDITOR, APPLICANT)),
             exports.router,
             aggregates.router,
         ],

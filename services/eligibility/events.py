@@ -1,4 +1,4 @@
-"""The eligibility service's events (shared/events.py), written in the request's transaction.
+"""The eligibility service's events (shared/feed), written in the request's transaction.
 
 `eligibility.application.submitted` and `.decided` (the automatic decision) when an
 application comes in; `.reviewed`, `.approved` / `.rejected` and `.a1_decided` as officers
@@ -15,9 +15,24 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.events import NewEvent, emit_many
+from shared.feed.catalogue import register_catalogue
+from shared.feed.outbox import NewEvent, emit_many
 
 from .schemas import ApplicationRead, DecisionRead, ReviewRead
+
+#: the eligibility service's event types (GET /v1/events/types)
+CATALOGUE = register_catalogue(
+    "eligibility",
+    {
+        "eligibility.application.submitted": "An application was submitted",
+        "eligibility.application.decided": "The automatic decision on a submitted application (outcome, amount)",
+        "eligibility.application.reviewed": "An officer reviewed an application",
+        "eligibility.application.approved": "An approver approved an application: its decision may be claimed",
+        "eligibility.application.rejected": "An approver rejected an application",
+        "eligibility.application.a1_decided": "An approver decided an application case by case (A1); it is approved",
+        "eligibility.parameter.versioned": "An administrator added a future version of a policy parameter",
+    },
+)
 
 ApplicationChange = Literal["submitted", "decided", "reviewed", "approved", "rejected", "a1_decided"]
 

@@ -11,11 +11,13 @@ from fastapi import FastAPI
 
 from shared.app import create_service_app
 from shared.auth import ADMIN, AUDITOR, PLATFORM
-from shared.events import events_router, start_dispatcher, stop_dispatcher
+from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
+from shared.feed.endpoints import events_router
 from shared.tokens import TokenSigner
 
 from . import exports, identity
 from .endpoints import router
+from .events import CATALOGUE
 from .models import SCHEMA
 from .settings import RegistrySettings
 
@@ -33,7 +35,7 @@ Errors are RFC 9457 `application/problem+json` with a stable `code`; messages fo
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     # registry changes go to the bureau and the data platform only (applicants and vendors read no registry)
-    routers = [router, events_router(SCHEMA, webhook_roles=(PLATFORM, ADMIN, AUDITOR)), exports.router]
+    routers = [router, events_router(CATALOGUE, webhook_roles=(PLATFORM, ADMIN, AUDITOR)), exports.router]
     signer = None
     if settings.signing_keys_dir:
         signer = TokenSigner(

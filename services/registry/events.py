@@ -1,4 +1,4 @@
-"""The registry's events: `registry.<entity>.created` and `registry.<entity>.changed`.
+"""The registry's events (shared/feed): `registry.<entity>.created` and `registry.<entity>.changed`.
 
 Written by `records.py` in the same transaction as the change (single writes and imports
 alike), one per new version. The payload is the record's key, its new version and the
@@ -11,9 +11,22 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal, Protocol
 
-from shared.events import NewEvent
+from shared.feed.catalogue import register_catalogue
+from shared.feed.outbox import NewEvent
 
 Change = Literal["created", "changed"]
+
+ENTITIES = ("organisation", "revenue", "affiliation", "vendor", "model", "filing", "recognition")
+
+#: the registry's event types (GET /v1/events/types)
+CATALOGUE = register_catalogue(
+    "registry",
+    {
+        f"registry.{entity}.{change}": f"A registry {entity} was {'recorded' if change == 'created' else 'changed'}"
+        for entity in ENTITIES
+        for change in ("created", "changed")
+    },
+)
 
 
 class Resource(Protocol):

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.context import request_id_var
 from shared.errors import FieldError, ProblemError, field_errors_from_pydantic, validation_problem
-from shared.events import NewEvent, emit_many
+from shared.feed.outbox import NewEvent, emit_many
 from shared.instants import SHENZHEN
 from shared.pagination import Page, PageParams, decode_cursor, make_page
 

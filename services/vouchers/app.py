@@ -10,13 +10,15 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from shared.app import create_service_app
-from shared.events import events_router, start_dispatcher, stop_dispatcher
+from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
+from shared.feed.endpoints import events_router
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
 from . import aggregates, authorisations, chain, exports, holds, projections, reservations, settlement
 from .dashboard import install_dashboard
 from .endpoints import router
+from .events import CATALOGUE
 from .hotpath import HotPath
 from .models import SCHEMA
 from .peers import Eligibility, Registry
@@ -67,7 +69,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
             chain.router,
             settlement.router,
             reservations.router,
-            events_router(SCHEMA),
+            events_router(CATALOGUE),
             exports.router,
             aggregates.router,
         ],

@@ -64,7 +64,7 @@ from sqlalchemy import select
 from shared.auth import ADMIN, AUDITOR, PLATFORM, Principal, require
 from shared.db import SessionDep
 from shared.errors import ErrorCode, ProblemError
-from shared.events import emit
+from shared.feed.outbox import emit
 from shared.pagination import Page, PageParams, decode_cursor, make_page, page_params
 
 from .anchor import (

@@ -1,4 +1,4 @@
-"""The vouchers service's events (shared/events.py), written in the same transaction as the change.
+"""The vouchers service's events (shared/feed), written in the same transaction as the change.
 
 Redemptions, holds, captures, releases and hold expiries are written by the ledger's SQL
 functions themselves (migration 0007, `ledger_functions_events.sql`: one more INSERT in
@@ -15,9 +15,30 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.events import NewEvent, emit_many
+from shared.feed.catalogue import register_catalogue
+from shared.feed.outbox import NewEvent, emit_many
 
 from .schemas import GrantRead, VoucherRead
+
+#: the vouchers service's event types (GET /v1/events/types)
+CATALOGUE = register_catalogue(
+    "vouchers",
+    {
+        "vouchers.voucher.issued": "A compute (M1) or model (M3) voucher was issued",
+        "vouchers.voucher.redeemed": "A vendor redeemed part or all of a voucher",
+        "vouchers.voucher.held": "A vendor reserved an amount of a voucher (a hold)",
+        "vouchers.hold.captured": "A hold was captured: it became a redemption",
+        "vouchers.hold.released": "A vendor released a hold: the amount is available again",
+        "vouchers.hold.expired": "A hold expired unused: the amount is available again",
+        "vouchers.voucher.voided": "A voucher was voided; its unused amount returned to the budget",
+        "vouchers.voucher.expired": "A voucher passed its date; its unused amount returned to the budget",
+        "vouchers.grant.disbursed": "A grant (M2, M4–M13) was disbursed",
+        "vouchers.grant.reversed": "A mistaken grant was reversed",
+        "vouchers.settlement_batch.created": "A vendor's captured redemptions were gathered into a settlement batch",
+        "vouchers.settlement_batch.closed": "A settlement batch was closed and settled",
+        "vouchers.ledger.checkpoint": "An auditor published the ledger's head for a day, signed with the service's key",
+    },
+)
 
 VoucherChange = Literal["issued", "voided", "expired"]
 

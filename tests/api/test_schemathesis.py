@@ -60,7 +60,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shared.auth import ADMIN, APPLICANT, APPROVER, OFFICER, VENDOR, iter_routes, route_scopes
-from shared.events import WebhookSettings
+from shared.feed.settings import WebhookSettings
 from tests.api.apps import build_app, document
 from tests.auth import admin, as_applicant, as_vendor, auth
 from tests.conftest import DatabaseFactory

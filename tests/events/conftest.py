@@ -2,7 +2,7 @@
 feed and webhooks with its dispatcher running, real HTTP receivers, and direct connections.
 
 The app is the shared events router on the vouchers schema (as the service's login
-`vouchers_app`, as in production); events are written with `shared.events.emit` on
+`vouchers_app`, as in production); events are written with `shared.feed.outbox.emit` on
 plain asyncpg connections, so each test decides exactly which transaction holds what.
 """
 
@@ -20,10 +20,14 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from services.vouchers.events import CATALOGUE as VOUCHERS_EVENTS
 from services.vouchers.settings import VouchersSettings
 from shared.app import create_service_app
 from shared.dbroles import login_url
-from shared.events import WebhookSettings, emit, events_router, start_dispatcher, stop_dispatcher
+from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
+from shared.feed.endpoints import events_router
+from shared.feed.outbox import emit
+from shared.feed.settings import WebhookSettings
 from tests.auth import admin
 from tests.conftest import DatabaseFactory
 from tests.events.receiver import Receiver
@@ -61,7 +65,7 @@ def make_events_app(database_url: str, settings: WebhookSettings) -> FastAPI:
         title="events test app",
         description="the shared events router on the vouchers schema",
         settings=service_settings,
-        routers=[events_router("vouchers")],
+        routers=[events_router(VOUCHERS_EVENTS)],
         on_startup=[start_dispatcher],
         on_shutdown=[stop_dispatcher],
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from shared.events import verify_signature
+from shared.feed.signing import verify_signature
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from shared.auth import PLATFORM
-from shared.events import Dispatcher
+from shared.feed.dispatcher import Dispatcher
 from tests.auth import admin, as_applicant, as_vendor, auth
 from tests.events.conftest import emit_committed, eventually, fast_settings, new_subject
 from tests.events.receiver import Receiver

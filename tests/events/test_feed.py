@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from shared.auth import DASHBOARD, PLATFORM, VENDOR
-from shared.events import emit
+from shared.feed.outbox import emit
 from tests.auth import auth
 from tests.events.conftest import emit_committed, eventually, new_subject
 

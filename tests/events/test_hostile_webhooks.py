@@ -22,19 +22,13 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from services.vouchers.events import CATALOGUE as VOUCHERS_EVENTS
 from services.vouchers.settings import VouchersSettings
 from shared.app import create_service_app
 from shared.auth import ADMIN, PLATFORM
-from shared.events import (
-    AddressRefused,
-    Dispatcher,
-    events_router,
-    is_public_address,
-    pin,
-    resolve_host,
-    start_dispatcher,
-    stop_dispatcher,
-)
+from shared.feed.addresses import AddressRefused, is_public_address, pin, resolve_host
+from shared.feed.dispatcher import Dispatcher, start_dispatcher, stop_dispatcher
+from shared.feed.endpoints import events_router
 from tests.auth import as_vendor, auth
 from tests.events.conftest import emit_committed, eventually, fast_settings, new_subject
 from tests.events.receiver import Receiver
@@ -90,7 +84,7 @@ def small_app(database_url: str, **settings: Any) -> FastAPI:
         title="events test app, small pool",
         description="the shared events router on the vouchers schema",
         settings=service_settings,
-        routers=[events_router("vouchers")],
+        routers=[events_router(VOUCHERS_EVENTS)],
         on_startup=[start_dispatcher],
         on_shutdown=[stop_dispatcher],
         db_server_settings={"role": service_settings.db_role} if service_settings.db_role else None,

@@ -12,15 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.events import (
-    backoff_delay,
-    envelope,
-    sign,
-    signature_header,
-    subscription_matches,
-    type_matches,
-    verify_signature,
-)
+from shared.feed.catalogue import type_matches
+from shared.feed.dispatcher import subscription_matches
+from shared.feed.signing import backoff_delay, envelope, sign, signature_header, verify_signature
 
 SECRET = "whsec_test-secret"
 BODY = b'{"id":"vouchers-7","type":"vouchers.voucher.redeemed","data":{"amount_fen":100}}'

@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from shared.auth import ADMIN, APPLICANT, AUDITOR, DASHBOARD, OFFICER, PLATFORM
-from shared.events import Dispatcher
+from shared.feed.dispatcher import Dispatcher
 from shared.pagination import decode_cursor_keys
 from tests.auth import as_applicant, as_vendor, auth
 from tests.events.conftest import fast_settings

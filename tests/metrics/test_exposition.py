@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.auth import ADMIN, AUDITOR, DASHBOARD, METRICS_READ
-from shared.events import outbox_lag
+from shared.feed.outbox import outbox_lag
 from shared.migrations import async_url
 from tests.auth import auth
 from tests.metrics.scrape import PROMETHEUS, parse, requests, scrape, value

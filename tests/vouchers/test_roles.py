@@ -94,7 +94,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/exports/ledger-entries"): {PLATFORM, AUDITOR, ADMIN},
     ("GET", "/v1/events"): {PLATFORM, AUDITOR, ADMIN},
     # webhooks: every client that may receive events subscribes for itself; an applicant or a
-    # vendor is sent only events about its own organisation (shared/events.py)
+    # vendor is sent only events about its own organisation (shared/feed/dispatcher.py)
     ("GET", "/v1/events/types"): WEBHOOK_CLIENTS,
     ("POST", "/v1/webhooks"): WEBHOOK_CLIENTS,
     ("GET", "/v1/webhooks"): WEBHOOK_CLIENTS,

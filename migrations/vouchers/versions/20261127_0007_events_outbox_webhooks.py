@@ -6,7 +6,7 @@ Create Date: 2026-11-27 15:00:00
 
 The outbox every ledger change writes its event to, in the same transaction (append-only:
 the service role may insert and read it, never change it), and the webhook subscriptions
-and delivery log (shared/events.py, docs/webhooks.md). The redemption path's functions
+and delivery log (shared/feed/tables.py, docs/webhooks.md). The redemption path's functions
 (`redeem`, `finish_hold`, `release_hold`) are replaced by versions that insert their event
 too (ledger_functions_events.sql); downgrading restores those of migration 0002.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from alembic import op
 
-from shared.events import drop_events_tables_sql, events_tables_sql
+from shared.feed.tables import drop_events_tables_sql, events_tables_sql
 
 revision: str = "0007"
 down_revision: str | None = "0006"

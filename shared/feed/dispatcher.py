@@ -1,0 +1,360 @@
+"""The webhook dispatcher: each subscription's events in feed order, signed, retried (see shared/feed)."""
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+from fastapi import FastAPI
+
+from shared.feed.addresses import AddressRefused, Resolver, pin, resolve_host
+from shared.feed.catalogue import type_matches
+from shared.feed.settings import WebhookSettings
+from shared.feed.signing import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    backoff_delay,
+    envelope,
+    event_id,
+    signature_header,
+)
+
+logger = logging.getLogger("shared.events")
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+def subscription_matches(subscription: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """Type filter and object filter: applicants and vendors get only events about themselves."""
+    if not type_matches(list(subscription["event_types"] or ()), str(event["type"])):
+        return False
+    if subscription["all_objects"]:
+        return True
+    vendor, organisation = subscription["vendor"], subscription["organisation"]
+    return bool((vendor and event["vendor"] == vendor) or (organisation and event["organisation"] == organisation))
+
+
+class Dispatcher:
+    """Sends each subscription's events in feed order, one at a time, with retries (see module doc).
+
+    Each claimed subscription is served by its own task, and the loop claims more as soon as
+    a slot is free: it never waits for a group, so a receiver that hangs holds one slot for
+    one timeout, and others' deliveries go on (issue #12). Subscriptions that are failing
+    get at most half of the slots, so many broken receivers cannot take them all.
+    """
+
+    def __init__(self, dsn: str, schema: str, settings: WebhookSettings, *, role: str | None = None) -> None:
+        self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
+        self.schema = schema
+        self.settings = settings
+        self.role = role
+        self.random: Callable[[], float] = random.random
+        self._pool: asyncpg.Pool | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._token = uuid.uuid4()  # this process's leases
+        self._serving: dict[int, tuple[asyncio.Task[int], bool]] = {}  # subscription → (task, was failing)
+        self.resolver: Resolver = resolve_host
+        s = f'"{schema}"'
+        self.lease_seconds = settings.timeout_seconds * 2 + 30
+        self._claim_sql = f"""
+            WITH due AS (
+                SELECT w.id FROM {s}.webhook_subscriptions w
+                WHERE w.status = 'active' AND w.next_attempt_at <= clock_timestamp()
+                  AND (w.lease_until IS NULL OR w.lease_until < clock_timestamp())
+                  AND (w.attempts > 0) = $4 AND w.id <> ALL($5::bigint[])
+                  AND EXISTS (SELECT 1 FROM {s}.outbox o
+                              WHERE o.txid < pg_snapshot_xmin(pg_current_snapshot())
+                                AND (o.txid, o.id) > (w.cursor_txid, w.cursor_id))
+                ORDER BY w.next_attempt_at, w.id
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {s}.webhook_subscriptions w
+               SET lease_token = $2, lease_until = clock_timestamp() + make_interval(secs => $3)
+              FROM due WHERE w.id = due.id
+            RETURNING w.id, w.url, w.secret, w.event_types, w.all_objects, w.vendor, w.organisation,
+                      w.cursor_txid, w.cursor_id, w.attempts
+        """
+        self._window_sql = f"""
+            SELECT id, txid, occurred_at, type, subject, organisation, vendor, payload::text AS payload
+            FROM {s}.outbox
+            WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) AND (txid, id) > ($1::xid8, $2)
+            ORDER BY txid, id LIMIT $3
+        """
+        log = f"""
+            INSERT INTO {s}.webhook_deliveries
+                (subscription_id, event_id, event_type, attempt, manual, delivered, status_code, error, duration_ms)
+            VALUES ($1, $3, $4, $5, false, $6, $7, $8, $9)
+        """
+        self._success_sql = f"""
+            WITH logged AS ({log})
+            UPDATE {s}.webhook_subscriptions
+               SET cursor_txid = $10, cursor_id = $3, attempts = 0, failing_since = NULL, last_error = NULL,
+                   lease_until = clock_timestamp() + make_interval(secs => $11), updated_at = clock_timestamp()
+             WHERE id = $1 AND lease_token = $2
+            RETURNING status
+        """
+        suspend = "status = 'active' AND coalesce(failing_since, clock_timestamp()) <= clock_timestamp() - " + (
+            "make_interval(secs => $14)"
+        )
+        self._failure_sql = f"""
+            WITH logged AS ({log})
+            UPDATE {s}.webhook_subscriptions
+               SET cursor_txid = $10, cursor_id = $11,
+                   attempts = attempts + 1,
+                   failing_since = coalesce(failing_since, clock_timestamp()),
+                   last_error = $12,
+                   next_attempt_at = clock_timestamp() + make_interval(secs => $13),
+                   status = CASE WHEN {suspend} THEN 'suspended' ELSE status END,
+                   suspended_at = CASE WHEN {suspend} THEN clock_timestamp() ELSE suspended_at END,
+                   lease_token = NULL, lease_until = NULL, updated_at = clock_timestamp()
+             WHERE id = $1 AND lease_token = $2
+        """
+        self._unlease_sql = f"""
+            UPDATE {s}.webhook_subscriptions SET lease_token = NULL, lease_until = NULL WHERE lease_token = $1
+        """
+        self._release_sql = f"""
+            UPDATE {s}.webhook_subscriptions
+               SET cursor_txid = $3, cursor_id = $4, lease_token = NULL, lease_until = NULL
+             WHERE id = $1 AND lease_token = $2
+        """
+
+    # lifecycle
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.timeout_seconds), follow_redirects=False, trust_env=False
+            )
+        return self._http
+
+    async def start(self) -> None:
+        if self.settings.poll_seconds > 0:
+            self._task = asyncio.create_task(self._loop(), name=f"webhooks-{self.schema}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        serving = [task for task, _ in self._serving.values()]
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
+        self._serving.clear()
+        if self._pool is not None:
+            # hand back what this process was serving: another process continues at once (not after the lease)
+            with contextlib.suppress(Exception):
+                await self._pool.execute(self._unlease_sql, self._token)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            server_settings = {"application_name": f"{self.schema}-webhooks"}
+            if self.role:
+                server_settings["role"] = self.role
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=0,
+                max_size=min(self.settings.concurrency, 4) + 1,  # short statements only
+                server_settings=server_settings,
+                command_timeout=30,
+            )
+        return self._pool
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                busy = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database away, a bug: log, wait, try again
+                logger.warning("webhook dispatcher: %s: %s", type(exc).__name__, exc)
+                busy = 0
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                self._wake.clear()
+
+    # work
+
+    async def run_once(self) -> int:
+        """Claim due subscriptions with events waiting for the free slots, each served by its own task; how many."""
+        free = self.settings.concurrency - len(self._serving)
+        if free <= 0:
+            return 0
+        pool = await self._ensure_pool()
+        busy = list(self._serving)
+        claimed = list(await pool.fetch(self._claim_sql, free, self._token, self.lease_seconds, False, busy))
+        failing_slots = max(1, self.settings.concurrency // 2) - sum(1 for _, f in self._serving.values() if f)
+        room = min(free - len(claimed), failing_slots)
+        if room > 0:
+            claimed += await pool.fetch(self._claim_sql, room, self._token, self.lease_seconds, True, busy)
+        for row in claimed:
+            sub_id = int(row["id"])
+            task = asyncio.create_task(self._serve_logged(pool, row, self._token), name=f"webhook-{sub_id}")
+            self._serving[sub_id] = (task, int(row["attempts"]) > 0)
+            task.add_done_callback(self._done)
+        return len(claimed)
+
+    def _done(self, task: asyncio.Task[int]) -> None:
+        for sub_id, (serving, _) in list(self._serving.items()):
+            if serving is task:
+                del self._serving[sub_id]
+        self._wake.set()  # a slot is free
+
+    async def _serve_logged(self, pool: asyncpg.Pool, subscription: Mapping[str, Any], token: uuid.UUID) -> int:
+        try:
+            return await self._serve(pool, subscription, token)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the lease runs out and another round (or process) takes it up
+            logger.warning("webhook %s: %s: %s", subscription["id"], type(exc).__name__, exc)
+            return 0
+
+    async def _serve(self, pool: asyncpg.Pool, subscription: Mapping[str, Any], token: uuid.UUID) -> int:
+        """Send this subscription's waiting events in order until one fails or the batch is done."""
+        sub_id = subscription["id"]
+        cursor = (int(subscription["cursor_txid"]), int(subscription["cursor_id"]))
+        attempts = int(subscription["attempts"])
+        sent = windows = 0
+        # a bounded amount of work per claim (events sent, windows read), then the lease is released
+        while sent < self.settings.batch and windows < 20:
+            windows += 1
+            window = await pool.fetch(self._window_sql, cursor[0], cursor[1], self.settings.batch)
+            if not window:
+                break
+            for event in window:
+                if not subscription_matches(subscription, event):
+                    cursor = (int(event["txid"]), int(event["id"]))
+                    continue
+                result = await self.send(subscription["url"], subscription["secret"], event, attempts + 1)
+                common: tuple[Any, ...] = (
+                    sub_id,
+                    token,
+                    event["id"],
+                    event["type"],
+                    attempts + 1,
+                    result.delivered,
+                    result.status_code,
+                    result.error,
+                    result.duration_ms,
+                )
+                if not result.delivered:
+                    delay = backoff_delay(
+                        attempts + 1,
+                        self.settings.backoff_base_seconds,
+                        self.settings.backoff_cap_seconds,
+                        self.random(),
+                    )
+                    await pool.execute(
+                        self._failure_sql,
+                        *common,
+                        cursor[0],
+                        cursor[1],
+                        result.error,
+                        delay,
+                        self.settings.retry_for_seconds,
+                    )
+                    return sent
+                sent += 1
+                attempts = 0
+                cursor = (int(event["txid"]), int(event["id"]))
+                status = await pool.fetchval(self._success_sql, *common, cursor[0], self.lease_seconds)
+                if status != "active":  # lease lost, or deactivated meanwhile
+                    return sent
+                if sent >= self.settings.batch:
+                    break
+        await pool.execute(self._release_sql, sub_id, token, cursor[0], cursor[1])
+        return sent
+
+    async def send(self, url: str, secret: str, event: Mapping[str, Any], attempt: int) -> DeliveryResult:
+        """One signed POST of one event to the address checked for it; never raises for the receiver's failures."""
+        body = envelope(self.schema, event)
+        started = time.perf_counter()
+        try:
+            target = await asyncio.wait_for(
+                pin(url, self.settings.allow_private_networks, self.resolver), self.settings.timeout_seconds
+            )
+        except AddressRefused:
+            return DeliveryResult(False, None, "the URL's host is not a public address (not sent)", 0)
+        except (OSError, UnicodeError, ValueError, httpx.InvalidURL) as exc:  # TimeoutError is an OSError
+            elapsed = int((time.perf_counter() - started) * 1000)
+            return DeliveryResult(False, None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
+        timestamp = int(time.time())
+        headers = {
+            "Host": target.host_header,
+            "Content-Type": "application/json",
+            "User-Agent": "longgang-ai-webhooks/1",
+            EVENT_ID_HEADER: event_id(self.schema, int(event["id"])),
+            "Longgang-Event-Type": str(event["type"]),
+            "Longgang-Delivery-Attempt": str(attempt),
+            SIGNATURE_HEADER: signature_header(secret, timestamp, body),
+        }
+        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+        try:
+            async with self.http.stream(
+                "POST", target.url, content=body, headers=headers, extensions=extensions
+            ) as response:
+                status = response.status_code  # the body is not read: a receiver's answer is its status
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+            elapsed = int((time.perf_counter() - started) * 1000)
+            return DeliveryResult(False, None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
+        elapsed = int((time.perf_counter() - started) * 1000)
+        if 200 <= status < 300:
+            return DeliveryResult(True, status, None, elapsed)
+        return DeliveryResult(False, status, f"HTTP {status}", elapsed)
+
+
+def settings_of(app: FastAPI) -> WebhookSettings:
+    """The running dispatcher's settings, else `app.state.webhook_settings` (tests), else the environment."""
+    dispatcher: Dispatcher | None = getattr(app.state, "dispatcher", None)
+    if dispatcher is not None:
+        return dispatcher.settings
+    configured: WebhookSettings | None = getattr(app.state, "webhook_settings", None)
+    return configured or WebhookSettings()
+
+
+async def start_dispatcher(app: FastAPI) -> None:
+    """Start-up hook: `app.state.webhook_settings` (tests) or the `WEBHOOK_*` environment."""
+    settings = settings_of(app)
+    service_settings = app.state.settings
+    dispatcher = Dispatcher(
+        service_settings.async_database_url,
+        app.state.schema,
+        settings,
+        role=getattr(service_settings, "db_role", None),
+    )
+    app.state.dispatcher = dispatcher
+    await dispatcher.start()
+
+
+async def stop_dispatcher(app: FastAPI) -> None:
+    dispatcher: Dispatcher | None = getattr(app.state, "dispatcher", None)
+    if dispatcher is not None:
+        await dispatcher.stop()
