@@ -11,7 +11,7 @@ has one error format to parse, and a 500 never leaks a traceback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from http import HTTPStatus
@@ -26,7 +26,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.context import request_id_var
-from shared.metrics import count_problem
 
 logger = logging.getLogger("shared.errors")
 
@@ -195,6 +194,17 @@ def request_language(request: Request) -> Language:
     return negotiate_language(request.headers.get("accept-language"))
 
 
+#: Told of every problem answered (shared/metrics.py counts them by code; a service may count more).
+ProblemObserver = Callable[[ErrorCode], None]
+_problem_observers: list[ProblemObserver] = []
+
+
+def observe_problems(observer: ProblemObserver) -> None:
+    """Call `observer` with the error of every problem+json answer from now on (once per observer)."""
+    if observer not in _problem_observers:
+        _problem_observers.append(observer)
+
+
 def problem_response(
     request: Request,
     error: ErrorCode,
@@ -203,7 +213,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **params: Any,
 ) -> JSONResponse:
-    count_problem(error.code, error.status, error.clause)
+    for observer in _problem_observers:
+        observer(error)
     language = request_language(request)
     request_id = request_id_var.get()
     params = {"request_id": request_id, **params}

@@ -16,11 +16,9 @@ and an `observe`):
   to other services (shared/peers.py); reasons `timeout`, `connect`, `token`,
   `transport`, `invalid_json`, `http_5xx` statuses and `http_401|403|429` (other 4xx
   answers are a peer's domain answer, e.g. "not approved", not a failed call).
-- `vouchers_redemptions_total{action, outcome}` (redeem, hold, capture, release; `ok` or
-  the refusal code the ledger function returned) and
-  `vouchers_ceiling_refusals_total{clause, code}` (M3 redemption and claim ceilings, M1
-  class cap, contract share, one claim per contract). Both count answers given: an
-  idempotent replay of a refusal counts again.
+- a service's own counters, registered by the service: the vouchers service's
+  `vouchers_redemptions_total{action, outcome}` and `vouchers_ceiling_refusals_total{clause, code}`
+  (services/vouchers/metrics.py).
 
 Read at scrape time (one short read-only transaction with a 2 s statement timeout; the
 per-request path never queries for metrics):
@@ -28,7 +26,7 @@ per-request path never queries for metrics):
 - every service: `outbox_undelivered_events`, `outbox_oldest_undelivered_age_seconds`,
   `webhook_subscriptions{status}` (shared/feed/outbox.py `outbox_lag`), `audit_buffer_rows`,
   `audit_rows_dropped_total`;
-- vouchers (registered by services/vouchers/hotpath.py): `vouchers_ledger_entries_total`,
+- vouchers (registered by services/vouchers/ledger_metrics.py): `vouchers_ledger_entries_total`,
   `vouchers_seal_lag_entries`, `vouchers_seal_lag_seconds`, sealer state;
 - `metrics_scrape_database_ok` is 0 when those reads failed (the rest is still served).
 
@@ -51,6 +49,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.auth import ADMIN, METRICS_READ, require
+from shared.errors import ErrorCode, observe_problems
+
 logger = logging.getLogger("shared.metrics")
 
 #: the classic text format: every Prometheus reads it (our names need none of the newer escaping)
@@ -70,18 +71,6 @@ PEER_DURATION = Histogram(
     "peer_call_duration_seconds", "Calls to another service (retries included)", ("peer",), buckets=LATENCY_BUCKETS
 )
 PEER_FAILURES = Counter("peer_call_failures", "Calls to another service that failed, by reason", ("peer", "reason"))
-REDEMPTIONS = Counter(
-    "vouchers_redemptions",
-    "Answers of the redemption path by action and outcome (ok, or the refusal code); replays count again",
-    ("action", "outcome"),
-)
-CEILING_REFUSALS = Counter(
-    "vouchers_ceiling_refusals", "Requests refused by a ceiling, by clause and code", ("clause", "code")
-)
-
-#: problem codes that are ceilings (the vouchers service registers its own): counted by clause too
-CEILING_CODES: set[str] = set()
-
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _STATUS_CLASSES = tuple(f"{n}xx" for n in range(10))
 UNMATCHED = "unmatched"
@@ -103,21 +92,16 @@ class Children:
 
 
 _problems = Children(PROBLEMS)
-_ceilings = Children(CEILING_REFUSALS)
 _peer_durations = Children(PEER_DURATION)
 _peer_failures = Children(PEER_FAILURES)
-_redemptions = Children(REDEMPTIONS)
 
 
-def count_problem(code: str, status: int, clause: str | None) -> None:
-    """Every problem+json answer (called by shared/errors.py's `problem_response`)."""
-    _problems(code, str(status)).inc()
-    if code in CEILING_CODES:
-        _ceilings(clause or "-", code).inc()
+def count_problem(error: ErrorCode) -> None:
+    """Every problem+json answer (shared/errors.py's `problem_response` tells its observers)."""
+    _problems(error.code, str(error.status)).inc()
 
 
-def count_redemption(action: str, outcome: str) -> None:
-    _redemptions(action, outcome).inc()
+observe_problems(count_problem)
 
 
 def observe_peer_call(peer: str, seconds: float, failure: str | None) -> None:
@@ -279,8 +263,6 @@ async def exposition(app: FastAPI) -> bytes:
 
 
 def metrics_router() -> APIRouter:
-    from shared.auth import ADMIN, METRICS_READ, require  # shared.errors imports this module
-
     router = APIRouter(tags=["metrics"])
 
     @router.get(

@@ -20,6 +20,7 @@ from .dashboard import install_dashboard
 from .endpoints import router
 from .events import CATALOGUE
 from .hotpath import HotPath
+from .ledger_metrics import register_metrics
 from .models import SCHEMA
 from .peers import Eligibility, Registry
 from .settings import VouchersSettings
@@ -91,6 +92,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         db_server_settings={"role": settings.db_role} if settings.db_role else None,
         audit_role=settings.db_role or None,
     )
+    register_metrics()  # the ledger's scrape-time figures, ceilings counted by clause
     install_dashboard(app)  # GET /dashboard: the page that reads the aggregates API
     aggregates.configure(app, settings)  # budgets (checked here: a bad file stops the service)
     chain.configure_checkpoints(app, settings)  # the checkpoint signing key (a key dir without one stops it)

@@ -16,33 +16,26 @@ from datetime import date, datetime
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import Response
-from prometheus_client.metrics_core import Metric
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import metrics
 from shared.context import request_id_var
 from shared.errors import ErrorCode, problem_response
 from shared.instants import SHENZHEN
 from shared.money import format_yuan
 
 from .errors import (
-    CLAIM_CEILING,
-    CLASS_CAP,
-    CONTRACT_ALREADY_CLAIMED,
     HOLD_NOT_ACTIVE,
     HOLD_NOT_FOUND,
     IDEMPOTENCY_KEY_REUSED,
     INSUFFICIENT_BALANCE,
-    OVER_CONTRACT_SHARE,
     REDEMPTION_CEILING,
     VENDOR_NOT_AUTHORISED,
     VOUCHER_EXPIRED,
     VOUCHER_NOT_FOUND,
     VOUCHER_VOIDED,
 )
+from .metrics import count_redemption
 
 REFUSALS: dict[str, ErrorCode] = {
     error.code: error
@@ -62,12 +55,6 @@ REFUSALS: dict[str, ErrorCode] = {
 # told that a voucher it may not redeem exists (issue #5: wrong owner → 404), so it is rendered
 # as `voucher_not_found` (also for answers stored under an Idempotency-Key before this rule).
 REFUSALS["vendor_not_allowed"] = VOUCHER_NOT_FOUND
-
-# ceilings are counted by clause and code wherever they are answered (redemptions here, claims in service.py)
-metrics.CEILING_CODES.update(
-    error.code
-    for error in (REDEMPTION_CEILING, CLAIM_CEILING, CLASS_CAP, OVER_CONTRACT_SHARE, CONTRACT_ALREADY_CLAIMED)
-)
 
 REDEEM_SQL = "SELECT status_code, body FROM vouchers.redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 FINISH_SQL = "SELECT status_code, body FROM vouchers.finish_hold($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -102,12 +89,12 @@ _ACTIONS = (("/redemptions", "redeem"), ("/holds", "hold"), ("/capture", "captur
 def render(request: Request, status_code: int, body: str) -> Response:
     """The ledger function's answer as the vendor gets it; counted by action and outcome (no query)."""
     if status_code < 300:
-        metrics.count_redemption(action_of(request.scope["path"]), "ok")
+        count_redemption(action_of(request.scope["path"]), "ok")
         return Response(content=body, status_code=status_code, media_type="application/json")
     refusal = json.loads(body)
     # the ledger's own code (`vendor_not_allowed` is answered as `voucher_not_found`); a ceiling is
-    # also counted by clause when the problem is answered (shared/metrics.py CEILING_CODES)
-    metrics.count_redemption(action_of(request.scope["path"]), str(refusal["code"]))
+    # also counted by clause when the problem is answered (metrics.py CEILING_CODES)
+    count_redemption(action_of(request.scope["path"]), str(refusal["code"]))
     error = REFUSALS[refusal["code"]]
     params = _with_yuan(refusal.get("params") or {})
     if "status" in params:  # a hold's status, not the HTTP status of the problem
@@ -182,45 +169,3 @@ class HotPath:
 
 def local_today(now: datetime) -> date:
     return now.astimezone(SHENZHEN).date()
-
-
-# --- scrape-time figures (GET /metrics): the ledger and its sealer ----------------------------------
-
-SEALED_SQL = "SELECT coalesce(max(seq), 0) FROM vouchers.seals"
-
-
-async def ledger_figures(app: FastAPI, connection: AsyncConnection) -> list[Metric]:
-    """Entries in the ledger and how far sealing is behind: index probes, in one snapshot.
-
-    Entries = the chain's last seal sequence number + the entries after the last sealed one
-    (the sealer writes one seal per entry; a sealing transaction that failed leaves a gap in
-    the sequence, so this is exact or slightly above). With the sealer off (interval 0)
-    every entry is "behind" and this counts the whole ledger: leave the sealer on.
-    """
-    from .chain import seal_lag  # chain imports this module
-
-    raw = await connection.get_raw_connection()
-    lag = await seal_lag(raw.driver_connection)
-    sealed = int((await connection.execute(text(SEALED_SQL))).scalar_one())
-    figures: list[Metric] = [
-        metrics.counter("vouchers_ledger_entries", "Entries in the ledger (append-only)", sealed + lag.unsealed),
-        metrics.gauge(
-            "vouchers_seal_lag_entries", "Committed entries not yet sealed into the hash chain", lag.unsealed
-        ),
-        metrics.gauge("vouchers_seal_lag_seconds", "Age of the oldest entry not yet sealed (0: none)", lag.lag_seconds),
-    ]
-    sealer = getattr(app.state, "sealer", None)
-    if sealer is not None:
-        figures += [
-            metrics.gauge("vouchers_sealer_enabled", "1 if this process runs the sealer", int(sealer.enabled)),
-            metrics.counter("vouchers_sealer_sealed", "Entries sealed by this process", sealer.stats.sealed_total),
-            metrics.gauge(
-                "vouchers_sealer_failing",
-                "1 if this process's last sealing round failed",
-                int(bool(sealer.stats.last_error)),
-            ),
-        ]
-    return figures
-
-
-metrics.on_scrape("vouchers", ledger_figures)

@@ -1,0 +1,48 @@
+"""The vouchers service's own counters (GET /metrics; the kernel's are in shared/metrics.py).
+
+- `vouchers_redemptions_total{action, outcome}` (redeem, hold, capture, release; `ok` or the
+  refusal code the ledger function returned), counted by the redemption path (hotpath.py);
+- `vouchers_ceiling_refusals_total{clause, code}` (M3 redemption and claim ceilings, M1 class
+  cap, contract share, one claim per contract), counted wherever such a problem is answered
+  (redemptions in hotpath.py, claims in service.py) by an observer of shared/errors.py.
+
+Both count answers given: an idempotent replay of a refusal counts again. The scrape-time
+figures of the ledger and its sealer are in ledger_metrics.py.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from shared.errors import ErrorCode
+from shared.metrics import Children
+
+from .errors import CLAIM_CEILING, CLASS_CAP, CONTRACT_ALREADY_CLAIMED, OVER_CONTRACT_SHARE, REDEMPTION_CEILING
+
+REDEMPTIONS = Counter(
+    "vouchers_redemptions",
+    "Answers of the redemption path by action and outcome (ok, or the refusal code); replays count again",
+    ("action", "outcome"),
+)
+CEILING_REFUSALS = Counter(
+    "vouchers_ceiling_refusals", "Requests refused by a ceiling, by clause and code", ("clause", "code")
+)
+
+#: problem codes that are ceilings: counted by clause too
+CEILING_CODES = frozenset(
+    error.code
+    for error in (REDEMPTION_CEILING, CLAIM_CEILING, CLASS_CAP, OVER_CONTRACT_SHARE, CONTRACT_ALREADY_CLAIMED)
+)
+
+_redemptions = Children(REDEMPTIONS)
+_ceilings = Children(CEILING_REFUSALS)
+
+
+def count_redemption(action: str, outcome: str) -> None:
+    _redemptions(action, outcome).inc()
+
+
+def count_ceiling(error: ErrorCode) -> None:
+    """A problem answered (an observer of shared/errors.py): a ceiling's is counted by clause and code."""
+    if error.code in CEILING_CODES:
+        _ceilings(error.clause or "-", error.code).inc()
