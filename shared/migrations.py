@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
 from alembic import command, context
@@ -106,6 +107,63 @@ def run_env(service: str, schema: str, metadata: MetaData) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+_VERSION = re.compile(r"^-- version: (\d+)$", re.MULTILINE)
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
+
+
+def sql_functions(directory: Path, name: str, version: int) -> list[str]:
+    """The statements that define SQL function `name` as of `version` (for migrations).
+
+    `<directory>/<name>.sql` holds today's definition and says which version it is (`-- version: N`): the
+    latest migration loads N. An older version is that text with the reverse diffs
+    `<directory>/history/<name>.<k>.diff` (from version k + 1 back to k) applied, N - 1 down to `version`: a
+    definition is written once, and each earlier one is kept as what changed. Statements are separated by
+    lines holding only `-- ;;`.
+    """
+    text = (directory / f"{name}.sql").read_text(encoding="utf-8")
+    found = _VERSION.search(text)
+    if found is None:
+        raise ValueError(f"{name}.sql: no `-- version: N` line")
+    current = int(found.group(1))
+    if not 1 <= version <= current:
+        raise ValueError(f"{name}.sql: version {version} unknown (current: {current})")
+    for older in range(current - 1, version - 1, -1):
+        text = apply_diff(text, (directory / "history" / f"{name}.{older}.diff").read_text(encoding="utf-8"))
+    parts = [part.strip() for part in text.split("\n-- ;;\n")]
+    return [part for part in parts if any(not line.startswith("--") for line in part.splitlines() if line.strip())]
+
+
+def apply_diff(text: str, diff: str) -> str:
+    """`text` changed by a unified diff (`diff -u`); every context and removed line must be found as written."""
+    lines = text.splitlines(keepends=True)
+    result: list[str] = []
+    at = 0
+    in_hunks = False
+    for line in diff.splitlines(keepends=True):
+        hunk = _HUNK.match(line)
+        if hunk is not None:
+            start = int(hunk.group(1))
+            begin = start - 1 if hunk.group(2) != "0" else start
+            result += lines[at:begin]
+            at = begin
+            in_hunks = True
+            continue
+        if not in_hunks or line.startswith("\\"):  # the file names; "\ No newline at end of file"
+            continue
+        tag, body = (" ", "\n") if line == "\n" else (line[0], line[1:])  # an empty context line, trimmed
+        if tag in " -":
+            if at >= len(lines) or lines[at] != body:
+                raise ValueError(f"the diff does not apply at line {at + 1}: {body!r}")
+            at += 1
+            if tag == " ":
+                result.append(body)
+        elif tag == "+":
+            result.append(body)
+        else:
+            raise ValueError(f"not a line of a unified diff: {line!r}")
+    return "".join(result + lines[at:])
 
 
 def append_only_sql(schema: str, table: str) -> list[str]:

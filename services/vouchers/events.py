@@ -1,7 +1,7 @@
 """The vouchers service's events (shared/feed), written in the same transaction as the change.
 
 Redemptions, holds, captures, releases and hold expiries are written by the ledger's SQL
-functions themselves (migration 0007, `ledger_functions_events.sql`: one more INSERT in
+functions themselves (migration 0007, migrations/vouchers/functions/: one more INSERT in
 the same function call, no extra round trip). The officer-driven flows write theirs
 here. The subject of every voucher event is the voucher code, so a subscription's
 in-order delivery is also in order per voucher; `organisation` is the holder and

@@ -12,16 +12,12 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from shared.migrations import append_only_sql
+from shared.migrations import append_only_sql, sql_functions
 
 SERVICE_ROLE = "vouchers_writer"
-
-
-def ledger_functions() -> list[str]:
-    """The hot-path SQL functions, kept readable in ledger_functions.sql beside this tree."""
-    text = (Path(__file__).resolve().parent.parent / "ledger_functions.sql").read_text(encoding="utf-8")
-    parts = [part.strip() for part in text.split("\n-- ;;\n")]
-    return [part for part in parts if any(not line.startswith("--") for line in part.splitlines() if line.strip())]
+#: the redemption path's SQL functions, one file each beside this tree (their first versions)
+FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
+LEDGER_FUNCTIONS = ("vendor_account", "claim_key", "remember", "redeem", "finish_hold", "release_hold", "expire_holds")
 
 
 revision: str = "0002"
@@ -236,8 +232,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("entry_id", name=op.f("uq_seals_entry_id")),
         schema="vouchers",
     )
-    for statement in ledger_functions():
-        op.execute(statement)
+    for name in LEDGER_FUNCTIONS:
+        for statement in sql_functions(FUNCTIONS, name, version=1):
+            op.execute(statement)
     # the ledger and its chain are never rewritten, by anyone: triggers (TRUNCATE has its own)
     for table in ("entries", "seals", "checkpoints"):
         for statement in append_only_sql("vouchers", table):

@@ -7,7 +7,7 @@ Create Date: 2026-12-07 17:30:00
 `vouchers_writer` (the group of the service's login, `vouchers_app`: shared/dbroles.py) could
 UPDATE every column of `vouchers.vouchers`, `amount_fen` included: raising it let a vendor be
 paid more than was issued while verification stayed green. Table-wide UPDATE is replaced by
-UPDATE on the columns the hot path (migrations/vouchers/ledger_functions*.sql) and the service
+UPDATE on the columns the hot path (migrations/vouchers/functions/) and the service
 (void, expiry, settlement, budgets, projections) really move; `accounts` and `alembic_version`
 are not updated at all.
 

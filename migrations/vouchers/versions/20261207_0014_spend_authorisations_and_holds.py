@@ -9,11 +9,12 @@ its holder authorised (`POST /v1/vouchers/{code}/authorisations`, revocable), or
 application named as the compute provider (authorised at issuance). Existing M1 vouchers: the
 vendors that already redeemed from them (captured) are authorised here; any other vendor needs
 the holder's authorisation. `vouchers.redeem()` checks it in its conditional UPDATE
-(ledger_functions_holds.sql). The service may insert authorisations and revoke them (three
+(functions/redeem.sql, version 3). The service may insert authorisations and revoke them (three
 columns), never delete or un-revoke one (a trigger).
 
 `vouchers.release_hold()` gains the actor and the reason, recorded in the release entry and its
-event; the four-argument form answers as before. Downgrading restores migration 0007's functions.
+event; the four-argument form answers as before (functions/release_hold.sql, version 3). Downgrading
+restores migration 0007's functions (version 2).
 """
 
 from collections.abc import Sequence
@@ -21,14 +22,15 @@ from pathlib import Path
 
 from alembic import op
 
+from shared.migrations import sql_functions
+
 revision: str = "0014"
 down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 GROUP = "vouchers_writer"
-HERE = Path(__file__).resolve().parent.parent
-REPLACED = ("FUNCTION vouchers.redeem(", "FUNCTION vouchers.release_hold(")
+FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 
 ONE_WAY = """
 CREATE FUNCTION vouchers.authorisation_one_way() RETURNS trigger
@@ -43,12 +45,6 @@ BEGIN
 END
 $$
 """
-
-
-def _statements(name: str) -> list[str]:
-    text = (HERE / name).read_text(encoding="utf-8")
-    parts = [part.strip() for part in text.split("\n-- ;;\n")]
-    return [part for part in parts if any(not line.startswith("--") for line in part.splitlines() if line.strip())]
 
 
 def upgrade() -> None:
@@ -90,15 +86,16 @@ def upgrade() -> None:
         WHERE v.vendor IS NULL AND r.status = 'captured'
         """
     )
-    for statement in _statements("ledger_functions_holds.sql"):
-        op.execute(statement)
+    for name in ("release_hold", "redeem"):
+        for statement in sql_functions(FUNCTIONS, name, version=3):
+            op.execute(statement)
 
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION vouchers.release_hold(bigint, text, timestamptz, text)")
     op.execute("DROP FUNCTION vouchers.release_hold(bigint, text, timestamptz, text, text, text)")
-    for statement in _statements("ledger_functions_events.sql"):
-        if any(name in statement for name in REPLACED):
+    for name in ("redeem", "release_hold"):
+        for statement in sql_functions(FUNCTIONS, name, version=2):
             op.execute(statement)
     op.execute("DROP TABLE vouchers.vendor_authorisations")
     op.execute("DROP FUNCTION vouchers.authorisation_one_way()")
