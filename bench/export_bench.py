@@ -68,7 +68,7 @@ from bench.common import (
 from devtools import devauth
 from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import PLATFORM
-from shared.exports import ExportFormat, copy_options
+from shared.exports.query import ExportFormat, copy_options
 from shared.migrations import upgrade_all
 from shared.tokens import TokenSigner
 

@@ -4,7 +4,7 @@ An instant needs a UTC offset (`2026-11-01T08:00:00+08:00`, `…Z`): without one
 any of 24 hours. It is read as UTC, and one whose UTC form does not exist
 (`9999-12-31T20:00:00-05:00` is in the year 10000; `0001-01-01T00:00:00+08:00` before year 1)
 is a 422 naming the field: before this type, converting it for PostgreSQL raised
-`OverflowError` and the answer was a 500 (issue #12). `shared.exports.parse_bound` applies the
+`OverflowError` and the answer was a 500 (issue #12). `shared.exports.params.parse_bound` applies the
 same rule to the exports' `from` / `to`.
 """
 

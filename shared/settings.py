@@ -87,7 +87,7 @@ class ServiceSettings(BaseSettings):
     auth_clients_file: str = Field(
         default="", validation_alias="AUTH_CLIENTS_FILE", description="JSON file of client secrets (local stacks)"
     )
-    # bulk exports (shared/exports.py)
+    # bulk exports (shared/exports/)
     export_max_concurrent: int = Field(default=4, ge=1, le=64, description="Exports streaming at once, per process")
     export_timeout_seconds: int = Field(default=3600, ge=10, description="Longest one export may run")
     # rate limits per client and route class, shared by the service's processes (shared/ratelimit.py; 0: off)

@@ -1,7 +1,7 @@
 """Bulk exports of decisions and applications for the data platform.
 
 `GET /v1/exports/decisions` and `GET /v1/exports/applications`, NDJSON or CSV, streamed by
-`shared/exports.py` (formats, date bounds, trailer and errors are described there).
+`shared/exports/` (formats, date bounds, trailer and errors are described there).
 Roles: platform, auditor, admin. Read-only.
 
 - **decisions**: every decision (automatic and A1 manual), by `decided_at` in [from, to),
@@ -23,15 +23,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from shared.auth import require
-from shared.exports import (
-    EXPORT_RESPONSES,
-    EXPORTERS,
-    Column,
-    ExportOptions,
-    ExportQuery,
-    export_options,
-    export_response,
-)
+from shared.exports.params import EXPORT_RESPONSES, ExportOptions, export_options
+from shared.exports.query import EXPORTERS, Column, ExportQuery
+from shared.exports.stream import export_response
 from shared.identifiers import CreditCode
 
 DECISION_COLUMNS: tuple[Column, ...] = (

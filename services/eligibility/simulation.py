@@ -37,7 +37,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ProblemError
-from shared.exports import neutral_text
+from shared.exports.query import neutral_text
 
 from . import repository
 from .engine import Trace

@@ -1,7 +1,7 @@
 """Bulk exports of registry records for the data platform: `GET /v1/exports/{records}`.
 
 One route per record kind (organisations, revenues, affiliations, vendors, models,
-filings, recognitions), NDJSON or CSV, streamed by `shared/exports.py` (formats, date
+filings, recognitions), NDJSON or CSV, streamed by `shared/exports/` (formats, date
 bounds, trailer and errors are described there). Roles: platform, auditor, admin. Each
 takes the same filters as the kind's list (`GET /v1/{records}`), and:
 
@@ -25,16 +25,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.sql import sqltypes
 
 from shared.auth import require
-from shared.exports import (
-    EXPORT_RESPONSES,
-    EXPORTERS,
-    Column,
-    ColumnKind,
-    ExportOptions,
-    ExportQuery,
-    export_options,
-    export_response,
-)
+from shared.exports.params import EXPORT_RESPONSES, ExportOptions, export_options
+from shared.exports.query import EXPORTERS, Column, ColumnKind, ExportQuery
+from shared.exports.stream import export_response
 
 from .records import Filter, Resource
 from .resources import AFFILIATIONS, ALL, RECOGNITIONS

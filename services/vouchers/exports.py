@@ -1,7 +1,7 @@
 """Bulk export of the ledger's entries for the data platform: `GET /v1/exports/ledger-entries`.
 
 NDJSON or CSV, filtered by when an entry was written (`created_at`, half-open [from, to)),
-streamed by `shared/exports.py` (formats, date bounds, trailer and errors are described
+streamed by `shared/exports/` (formats, date bounds, trailer and errors are described
 there). Roles: platform, auditor, admin. Read-only, as the service's role (`vouchers_writer`).
 
 **Not the chain export.** `GET /v1/ledger/export` (chain.py) is the tamper-evidence export:
@@ -26,15 +26,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from shared.auth import require
-from shared.exports import (
-    EXPORT_RESPONSES,
-    EXPORTERS,
-    Column,
-    ExportOptions,
-    ExportQuery,
-    export_options,
-    export_response,
-)
+from shared.exports.params import EXPORT_RESPONSES, ExportOptions, export_options
+from shared.exports.query import EXPORTERS, Column, ExportQuery
+from shared.exports.stream import export_response
 
 ENTRY_COLUMNS: tuple[Column, ...] = (
     Column("id", "e.id", "int"),

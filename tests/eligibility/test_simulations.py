@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from services.eligibility.simulation import CSV_COLUMNS
-from shared.exports import FORMULA_STARTS
+from shared.exports.query import FORMULA_STARTS
 from tests.eligibility import seed
 from tests.eligibility.actors import DIRECTOR, LI
 from tests.eligibility.test_award_register import award, m4, m5, review, submit

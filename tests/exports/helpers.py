@@ -65,7 +65,7 @@ def instant(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-#: A text cell starting with one of these gets a `'` in front in CSV (formula injection, shared/exports.py)
+#: A text cell starting with one of these gets a `'` in front in CSV (formula injection, shared/exports/query.py)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 

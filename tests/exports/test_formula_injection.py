@@ -18,7 +18,9 @@ from fastapi import Depends, FastAPI, Request
 from starlette.responses import StreamingResponse
 
 from shared.errors import install_error_handlers
-from shared.exports import Column, ExportOptions, ExportQuery, export_options, export_response
+from shared.exports.params import ExportOptions, export_options
+from shared.exports.query import Column, ExportQuery
+from shared.exports.stream import export_response
 from tests.exports.helpers import csv_rows, ndjson
 
 #: (text, the same text as the CSV has it)
