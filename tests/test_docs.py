@@ -1,7 +1,8 @@
 """The project carries its own explanations, and they cannot fall behind the code.
 
-- docs/policy.md names every clause `GET /v1/policy` lists (services/eligibility/clauses.py)
-  and every parameter of services/eligibility/policy/parameters.yaml;
+- docs/policy.md names every clause `GET /v1/policy` lists (services/eligibility/clauses.py),
+  each measure's rule module, and every parameter of services/eligibility/policy/parameters.yaml;
+  it and docs/architecture.md name only files that exist;
 - no file of the repository points outside it (to documents a reader of the repository does
   not have): the explanations are the project's own docs and tests;
 - the README's Layout names only paths that exist, and names every top-level directory, every
@@ -23,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from services.eligibility.clauses import CLAUSES
+from services.eligibility.rules import RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DOC = ROOT / "docs" / "policy.md"
@@ -43,6 +45,35 @@ def test_the_policy_page_names_every_parameter() -> None:
     document = yaml.safe_load(PARAMETERS.read_text(encoding="utf-8"))
     missing = [pid for pid in document["parameters"] if f"`{pid}`" not in text]
     assert not missing, f"docs/policy.md does not name these parameters of parameters.yaml: {missing}"
+
+
+def _policy_sections() -> dict[str, str]:
+    parts = re.split(r"^### (\S+) .*$", POLICY_DOC.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_each_clause_names_the_rule_module_the_policy_endpoint_serves() -> None:
+    sections = _policy_sections()
+    wrong = [
+        clause
+        for clause, module in RULES.items()
+        if module.__name__.replace(".", "/") + ".py" not in sections.get(clause, "")
+    ]
+    assert not wrong, f"docs/policy.md: these clauses' sections do not name their rule module: {wrong}"
+
+
+#: paths the explanations name, and the part of a sentence that may follow one
+_NAMED_PATH = re.compile(r"(?<![\w/.<-])((?:services|shared|devtools|migrations|tests|docs|bench|deploy)/[\w./-]*)")
+
+
+def test_the_explanations_name_only_paths_that_exist() -> None:
+    missing = [
+        f"{doc}: {path}"
+        for doc in ("docs/policy.md", "docs/architecture.md")
+        for path in {m.rstrip(".") for m in _NAMED_PATH.findall((ROOT / doc).read_text(encoding="utf-8"))}
+        if not (ROOT / path).exists()
+    ]
+    assert not missing, f"files moved or renamed: update these pages: {missing}"
 
 
 # Written in pieces, so this file does not name them itself.
