@@ -23,9 +23,9 @@ and an `observe`):
 Read at scrape time (one short read-only transaction with a 2 s statement timeout; the
 per-request path never queries for metrics):
 
-- every service: `outbox_undelivered_events`, `outbox_oldest_undelivered_age_seconds`,
-  `webhook_subscriptions{status}` (shared/feed/outbox.py `outbox_lag`), `audit_buffer_rows`,
-  `audit_rows_dropped_total`;
+- every service: `audit_buffer_rows`, `audit_rows_dropped_total`;
+- registered by each service (`on_scrape`): `outbox_undelivered_events`,
+  `outbox_oldest_undelivered_age_seconds`, `webhook_subscriptions{status}` (shared/feed/metrics.py);
 - vouchers (registered by services/vouchers/ledger_metrics.py): `vouchers_ledger_entries_total`,
   `vouchers_seal_lag_entries`, `vouchers_seal_lag_seconds`, sealer state;
 - `metrics_scrape_database_ok` is 0 when those reads failed (the rest is still served).
@@ -208,25 +208,7 @@ def _audit_figures(app: FastAPI) -> list[Metric]:
 
 
 async def _database_figures(app: FastAPI, connection: AsyncConnection) -> list[Metric]:
-    from shared.feed.outbox import outbox_lag
-
-    lag = await outbox_lag(connection, app.state.schema)
-    subscriptions = GaugeMetricFamily("webhook_subscriptions", "Webhook subscriptions by status", labels=["status"])
-    for status, count in lag.subscriptions.items():
-        subscriptions.add_metric([status], count)
-    figures: list[Metric] = [
-        gauge(
-            "outbox_undelivered_events",
-            "Events after the positions of active webhook subscriptions (each counted up to 10,000)",
-            lag.undelivered,
-        ),
-        gauge(
-            "outbox_oldest_undelivered_age_seconds",
-            "Age of the oldest event an active webhook subscription still waits for (0: none)",
-            lag.oldest_age_seconds,
-        ),
-        subscriptions,
-    ]
+    figures: list[Metric] = []
     for hook in _SCRAPE_HOOKS.get(app.state.service_name, ()):
         figures.extend(await hook(app, connection))
     return figures

@@ -11,6 +11,8 @@ from shared.app import create_service_app
 from shared.auth import ADMIN, APPLICANT, AUDITOR, PLATFORM
 from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
 from shared.feed.endpoints import events_router
+from shared.feed.metrics import outbox_figures
+from shared.metrics import on_scrape
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
@@ -36,6 +38,7 @@ reached the answer is 503 and nothing is stored.
 
 def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
     settings = settings or EligibilitySettings()
+    on_scrape("eligibility", outbox_figures)
     auth = peer_auth(settings)
     # refuse to start on a bad parameter file: the error names the file and the key
     policy = Policy(load_parameter_file(settings.policy_file), load_priority_rubric(settings.priority_file))

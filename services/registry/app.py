@@ -13,6 +13,8 @@ from shared.app import create_service_app
 from shared.auth import ADMIN, AUDITOR, PLATFORM
 from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
 from shared.feed.endpoints import events_router
+from shared.feed.metrics import outbox_figures
+from shared.metrics import on_scrape
 from shared.tokens import TokenSigner
 
 from . import exports, identity
@@ -34,6 +36,7 @@ Errors are RFC 9457 `application/problem+json` with a stable `code`; messages fo
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
+    on_scrape("registry", outbox_figures)
     # registry changes go to the bureau and the data platform only (applicants and vendors read no registry)
     routers = [router, events_router(CATALOGUE, webhook_roles=(PLATFORM, ADMIN, AUDITOR)), exports.router]
     signer = None

@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from shared.app import create_service_app
 from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
 from shared.feed.endpoints import events_router
+from shared.feed.metrics import outbox_figures
+from shared.metrics import on_scrape
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
@@ -39,6 +41,7 @@ changed atomically in the same transaction as the entry.
 
 def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     settings = settings or VouchersSettings()
+    on_scrape("vouchers", outbox_figures)  # before the ledger's (register_metrics)
     auth = peer_auth(settings)
     hotpath = HotPath(settings.async_database_url, settings.db_role, settings.hot_pool_size)
     eligibility = PeerClient(

@@ -36,5 +36,6 @@ the event id. See docs/webhooks.md.
 The modules: `catalogue` (each service registers its event types from its own `events.py`),
 `tables` (the DDL the migrations run), `outbox` (`emit`, and the dispatcher's lag for /metrics),
 `signing` (HMAC signatures, envelopes, backoff), `addresses` (what a webhook may reach),
-`settings` (`WEBHOOK_*`), `dispatcher`, `schemas`, `errors` and `endpoints` (the router).
+`settings` (`WEBHOOK_*`), `dispatcher`, `schemas`, `errors`, `endpoints` (the router) and `metrics`
+(the outbox lag at scrape time, which each service registers with `shared.metrics.on_scrape`).
 """
