@@ -2,8 +2,8 @@
 
 Every `import` and `from … import` of every module under the project's packages counts, wherever it
 is written: at the top, inside a function (a lazy import) or under `if TYPE_CHECKING:`. An edge
-goes from the importing module to the module it names (`from shared import devdb` names the module
-`shared.devdb`; `from shared.auth import require` names `shared.auth`) and to that module's parent
+goes from the importing module to the module it names (`from devtools import devdb` names the module
+`devtools.devdb`; `from shared.auth import require` names `shared.auth`) and to that module's parent
 packages, which Python imports first (except the importer's own, already imported).
 
 The layers, bottom up: `shared` (the kernel), then each of `services.registry`,

@@ -26,7 +26,7 @@ from shared.feed.signing import (
     signature_header,
 )
 
-logger = logging.getLogger("shared.events")
+logger = logging.getLogger("shared.events")  # the name its log lines have always carried (log queries use it)
 
 
 @dataclass(frozen=True)
