@@ -44,9 +44,9 @@ from shared.db import SessionDep
 from shared.errors import ProblemError
 from shared.peers import PeerClient, PeerRejected, make_peer_client
 
-from .chain import _close, connect
 from .endpoints import Now
 from .hotpath import HotPath, local_today
+from .periodic import close_connection, connect
 from .policy.budgets import Budgets, load_budget_file
 from .projections import AsOf, Reconciler, Reconciliation, as_of
 from .settings import VouchersSettings
@@ -579,7 +579,7 @@ async def _own_connection(request: Request, timeout_ms: int) -> AsyncIterator[An
     try:
         yield connection
     finally:
-        await _close(connection)
+        await close_connection(connection)
 
 
 @router.get(

@@ -55,7 +55,6 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -79,6 +78,7 @@ from .anchor import (
 from .endpoints import Now
 from .hotpath import HotPath, local_today
 from .models import Checkpoint
+from .periodic import OnOwnConnection, close_connection, connect
 from .schemas import Input
 from .settings import VouchersSettings
 
@@ -457,29 +457,6 @@ async def seal_lag(connection: Any, *, exact: bool = False) -> Lag:
     return Lag(int(row["unsealed"]), row["oldest"], float(row["lag_seconds"]))
 
 
-async def connect(dsn: str, role: str, application_name: str, statement_timeout_ms: int = 30_000) -> Any:
-    """A connection of its own, as the service's login (like the hot path's pool); `role` switches only if set."""
-    server_settings = {
-        "application_name": application_name,
-        "statement_timeout": str(statement_timeout_ms),
-        "idle_in_transaction_session_timeout": str(statement_timeout_ms * 2),
-    }
-    if role:
-        server_settings["role"] = role
-    return await asyncpg.connect(dsn, server_settings=server_settings)
-
-
-async def _close(connection: Any) -> None:
-    """Close politely; if that fails or takes too long, drop the socket (the server rolls back)."""
-    try:
-        await asyncio.wait_for(connection.close(), timeout=5)
-    except asyncio.CancelledError:
-        connection.terminate()
-        raise
-    except Exception:
-        connection.terminate()
-
-
 @dataclass
 class SealerStats:
     runs: int = 0
@@ -487,34 +464,19 @@ class SealerStats:
     last_sealed: int = 0
     last_run_at: datetime | None = None
     watermark: int | None = None
-    last_error: str | None = None
 
 
-class Sealer:
+class Sealer(OnOwnConnection):
     """Seals in the background of a vouchers process, every `interval` seconds (0: never)."""
 
+    name = "vouchers-sealer"
+    label = "sealer"
+    log = logger
+    max_backoff_seconds = 30.0
+
     def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 30_000) -> None:
-        self.dsn = dsn
-        self.role = role
-        self.interval = interval
-        self.statement_timeout_ms = statement_timeout_ms
+        super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
         self.stats = SealerStats()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.interval > 0
-
-    def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="vouchers-sealer")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def run_once(self, connection: Any) -> int:
         """One round; skipped cheaply when the watermark has not moved since everything was sealed."""
@@ -530,30 +492,8 @@ class Sealer:
             self.stats.watermark = run.watermark
         return run.sealed
 
-    async def _loop(self) -> None:
-        connection: Any = None
-        failures = 0
-        try:
-            while True:
-                try:
-                    if connection is None or connection.is_closed():
-                        connection = await connect(self.dsn, self.role, "vouchers-sealer", self.statement_timeout_ms)
-                    await self.run_once(connection)
-                    failures = 0
-                    self.stats.last_error = None
-                except Exception as exc:  # keep sealing after any failure; say so once per kind
-                    failures += 1
-                    message = f"{type(exc).__name__}: {exc}"
-                    if message != self.stats.last_error:
-                        logger.error("sealer failed: %s", message, exc_info=exc)
-                    self.stats.last_error = message
-                    if connection is not None:
-                        connection.terminate()
-                        connection = None
-                await asyncio.sleep(min(self.interval * 2 ** min(failures, 6), 30.0) if failures else self.interval)
-        finally:
-            if connection is not None:
-                await _close(connection)
+    async def step(self, connection: Any) -> None:
+        await self.run_once(connection)
 
 
 async def start_sealer(app: FastAPI) -> None:
@@ -849,7 +789,7 @@ async def _ledger_connection(request: Request, purpose: str) -> AsyncIterator[An
     try:
         yield connection
     finally:
-        await _close(connection)
+        await close_connection(connection)
 
 
 class SealerStatus(BaseModel):
@@ -941,7 +881,9 @@ async def get_seal_lag(request: Request, session: SessionDep) -> SealLagRead:
     sealer: Sealer | None = getattr(request.app.state, "sealer", None)
     status = None
     if sealer is not None:
-        status = SealerStatus(enabled=sealer.enabled, interval_seconds=sealer.interval, **vars(sealer.stats))
+        status = SealerStatus(
+            enabled=sealer.enabled, interval_seconds=sealer.interval, last_error=sealer.last_error, **vars(sealer.stats)
+        )
     return SealLagRead(
         unsealed=lag.unsealed, oldest_unsealed_at=lag.oldest_unsealed_at, lag_seconds=lag.lag_seconds, sealer=status
     )
@@ -1125,7 +1067,7 @@ async def _export_lines(
                 yield _line({"type": "checkpoint", **CheckpointRead.model_validate(dict(row)).model_dump(mode="json")})
         yield _line({"type": "end", "entries": count, "head": _head_json(head)})
     finally:
-        await _close(connection)
+        await close_connection(connection)
 
 
 @router.get(

@@ -47,7 +47,7 @@ async def ledger_figures(app: FastAPI, connection: AsyncConnection) -> list[Metr
             metrics.gauge(
                 "vouchers_sealer_failing",
                 "1 if this process's last sealing round failed",
-                int(bool(sealer.stats.last_error)),
+                int(bool(sealer.last_error)),
             ),
         ]
     return figures

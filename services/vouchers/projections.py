@@ -45,7 +45,6 @@ compares with) and lists each difference. A background job runs it every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -54,8 +53,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .chain import XMIN_SQL, _close, connect
+from .chain import XMIN_SQL
 from .hotpath import HotPath
+from .periodic import OnOwnConnection
 from .settings import VouchersSettings
 
 logger = logging.getLogger("services.vouchers.projections")
@@ -439,71 +439,11 @@ class ProjectorStats:
     watermark: int | None = None
 
 
-class _Periodic:
-    """A task that calls `step(connection)` every `interval` seconds on its own connection."""
-
-    name = "periodic"
-
-    def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 30_000) -> None:
-        self.dsn = dsn
-        self.role = role
-        self.interval = interval
-        self.statement_timeout_ms = statement_timeout_ms
-        self.last_error: str | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.interval > 0
-
-    def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=self.name)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def step(self, connection: Any) -> None:
-        raise NotImplementedError
-
-    async def _first_wait(self) -> None:
-        return None
-
-    async def _loop(self) -> None:
-        connection: Any = None
-        failures = 0
-        await self._first_wait()
-        try:
-            while True:
-                try:
-                    if connection is None or connection.is_closed():
-                        connection = await connect(self.dsn, self.role, self.name, self.statement_timeout_ms)
-                    await self.step(connection)
-                    failures = 0
-                    self.last_error = None
-                except Exception as exc:  # keep going after any failure; say so once per kind
-                    failures += 1
-                    message = f"{type(exc).__name__}: {exc}"
-                    if message != self.last_error:
-                        logger.error("%s failed: %s", self.name, message, exc_info=exc)
-                    self.last_error = message
-                    if connection is not None:
-                        connection.terminate()
-                        connection = None
-                await asyncio.sleep(min(self.interval * 2 ** min(failures, 6), 60.0) if failures else self.interval)
-        finally:
-            if connection is not None:
-                await _close(connection)
-
-
-class Projector(_Periodic):
+class Projector(OnOwnConnection):
     """Folds new entries into the projections every `interval` seconds (0: never)."""
 
     name = "vouchers-projector"
+    log = logger
 
     def __init__(
         self, dsn: str, role: str, interval: float, *, batch_size: int = 20_000, statement_timeout_ms: int = 30_000
@@ -530,17 +470,18 @@ class Projector(_Periodic):
         await self.run_once(connection)
 
 
-class Reconciler(_Periodic):
+class Reconciler(OnOwnConnection):
     """Checks the projections against the ledger every `interval` seconds and logs the differences."""
 
     name = "vouchers-reconciliation"
+    log = logger
 
     def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 600_000) -> None:
         super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
         self.last: Reconciliation | None = None
         self._lock = asyncio.Lock()
 
-    async def _first_wait(self) -> None:
+    async def first_wait(self) -> None:
         await asyncio.sleep(self.interval)  # not at start-up: the first check comes after one interval
 
     async def check(self, connection: Any) -> Reconciliation:
@@ -591,6 +532,6 @@ async def start_read_side(app: FastAPI) -> None:
 
 async def stop_read_side(app: FastAPI) -> None:
     for name in ("reconciler", "projector"):
-        task: _Periodic | None = getattr(app.state, name, None)
+        task: OnOwnConnection | None = getattr(app.state, name, None)
         if task is not None:
             await task.stop()

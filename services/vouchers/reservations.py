@@ -11,7 +11,6 @@ asks the eligibility service whether an approval recorded it, and releases it if
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -37,6 +36,7 @@ from .errors import DECISION_NOT_APPROVED
 from .hotpath import local_today
 from .models import BudgetReservation
 from .peers import Eligibility
+from .periodic import Periodic
 from .policy.budgets import Budgets
 from .schemas import Input
 
@@ -147,13 +147,15 @@ async def list_reservations(
 # --- the reconciler ---------------------------------------------------------------------------------
 
 
-class Reconciler:
+class Reconciler(Periodic):
     """Releases reservations no approval recorded, once they are older than any approval can take.
 
     Each round: read a page of old, unconfirmed reservations (short transaction), ask the
     eligibility service about each (no transaction held), then confirm or release each in its
     own short transaction. The eligibility service unreachable → try again next round.
     """
+
+    name = "budget-reservation-reconciler"
 
     def __init__(
         self,
@@ -165,13 +167,12 @@ class Reconciler:
         grace_seconds: float,
         interval_seconds: float,
     ) -> None:
+        super().__init__(interval_seconds)
         self.sessionmaker = sessionmaker
         self.eligibility = eligibility
         self.budgets = budgets
         self.clock = clock
         self.grace = timedelta(seconds=grace_seconds)
-        self.interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
 
     async def run_once(self, limit: int = 100) -> dict[str, int]:
         """One round; returns how many were confirmed, released, and left for later."""
@@ -214,23 +215,12 @@ class Reconciler:
                         logger.warning("released budget reservation %s: no approval recorded it", reservation_id)
         return counts
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:  # a round that fails is retried next interval, never ends the loop
-                logger.exception("budget reservation reconciler round failed")
-            await asyncio.sleep(self.interval)
+    async def round(self) -> None:
+        await self.run_once()
 
-    def start(self) -> None:
-        if self.interval > 0:
-            self._task = asyncio.create_task(self._loop(), name="budget-reservation-reconciler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    def failed(self, exc: Exception) -> None:
+        """A round that fails is retried next interval, never ends the loop."""
+        logger.error("budget reservation reconciler round failed", exc_info=exc)
 
 
 async def start_reconciler(app: FastAPI) -> None:
