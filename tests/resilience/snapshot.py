@@ -19,8 +19,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.vouchers.chain import _close, connect, verify_ledger
+from services.vouchers.chain import verify_ledger
 from services.vouchers.invariants import check_database
+from services.vouchers.periodic import close_connection, connect
 
 RECONCILIATION_PATH = "/v1/aggregates/reconciliation"
 
@@ -88,7 +89,7 @@ async def read_ledger(database_url: str, role: str = "vouchers_writer") -> Snaps
     try:
         snapshot.chain = (await verify_ledger(ledger)).model_dump(mode="json")
     finally:
-        await _close(ledger)
+        await close_connection(ledger)
     return snapshot
 
 
