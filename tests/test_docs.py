@@ -100,7 +100,8 @@ def _repository_files() -> list[Path]:
     return [
         ROOT / name
         for name in names
-        if not _NOT_THE_PROJECT & set(Path(name).parts) and not name.endswith(".egg-info")
+        if not _NOT_THE_PROJECT & set(Path(name).parts)
+        and not any(part.endswith(".egg-info") for part in Path(name).parts)
         if (ROOT / name).is_file()
     ]
 
@@ -158,7 +159,7 @@ def _directories_to_name() -> set[str]:
             wanted.add("/".join(directory[:2]) + "/")  # every migration tree
         if directory[:1] in {(root,) for root in PACKAGE_ROOTS} and path.suffix == ".py":
             wanted.update("/".join(directory[:n]) + "/" for n in range(1, len(directory) + 1))
-    return {name for name in wanted if not name.endswith(".egg-info/")}
+    return wanted
 
 
 def test_the_readme_layout_names_only_paths_that_exist() -> None:
