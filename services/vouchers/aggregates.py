@@ -43,10 +43,10 @@ from shared.auth import (
 from shared.db import SessionDep
 from shared.errors import ProblemError
 from shared.peers import PeerClient, PeerRejected, make_peer_client
+from shared.periodic import close_connection, connect
 
 from .endpoints import Now
 from .hotpath import HotPath, local_today
-from .periodic import close_connection, connect
 from .policy.budgets import Budgets, load_budget_file
 from .projections import AsOf, Reconciler, Reconciliation, as_of
 from .settings import VouchersSettings

@@ -65,6 +65,7 @@ from shared.db import SessionDep
 from shared.errors import ErrorCode, ProblemError
 from shared.feed.outbox import emit
 from shared.pagination import Page, PageParams, decode_cursor, make_page, page_params
+from shared.periodic import OnOwnConnection, close_connection, connect
 
 from .anchor import (
     CheckpointSigner,
@@ -78,7 +79,6 @@ from .anchor import (
 from .endpoints import Now
 from .hotpath import HotPath, local_today
 from .models import Checkpoint
-from .periodic import OnOwnConnection, close_connection, connect
 from .schemas import Input
 from .settings import VouchersSettings
 

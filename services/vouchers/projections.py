@@ -53,9 +53,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from shared.periodic import OnOwnConnection
+
 from .chain import XMIN_SQL
 from .hotpath import HotPath
-from .periodic import OnOwnConnection
 from .settings import VouchersSettings
 
 logger = logging.getLogger("services.vouchers.projections")

@@ -29,6 +29,7 @@ from shared.db import SessionDep
 from shared.errors import ProblemError
 from shared.money import PositiveFenAmount
 from shared.peers import PeerUnavailable
+from shared.periodic import Periodic
 
 from . import budget_ceilings
 from .endpoints import BudgetsDep, Now
@@ -36,7 +37,6 @@ from .errors import DECISION_NOT_APPROVED
 from .hotpath import local_today
 from .models import BudgetReservation
 from .peers import Eligibility
-from .periodic import Periodic
 from .policy.budgets import Budgets
 from .schemas import Input
 

@@ -21,7 +21,7 @@ import httpx
 
 from services.vouchers.chain import verify_ledger
 from services.vouchers.invariants import check_database
-from services.vouchers.periodic import close_connection, connect
+from shared.periodic import close_connection, connect
 
 RECONCILIATION_PATH = "/v1/aggregates/reconciliation"
 

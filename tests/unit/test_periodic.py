@@ -1,4 +1,4 @@
-"""services/vouchers/periodic.py: the loop the sealer, the projector and the reconcilers share."""
+"""shared/periodic.py: the loop the sealer, the projector and the reconcilers share."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from services.vouchers.periodic import OnOwnConnection, Periodic
+from shared.periodic import OnOwnConnection, Periodic
 
 
 class Counting(Periodic):
@@ -65,7 +65,7 @@ def test_a_failure_on_its_own_connection_is_said_once_per_kind_and_backs_off(
     job.max_backoff_seconds = 30.0
     connection = Dropped()
     job._connection = connection
-    with caplog.at_level(logging.ERROR, logger="services.vouchers.periodic"):
+    with caplog.at_level(logging.ERROR, logger="shared.periodic"):
         job.failed(RuntimeError("down"))
         job.failed(RuntimeError("down"))
         job.failed(ValueError("other"))

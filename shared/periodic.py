@@ -1,4 +1,4 @@
-"""The vouchers process's background work: one loop for the sealer, the projector and the reconcilers.
+"""A process's periodic background work: one loop (the vouchers sealer, projector and reconcilers use it).
 
 `Periodic` calls `round()` every `interval` seconds in a task of its own (0: never), keeps going
 after any failure and stops when cancelled. `OnOwnConnection` is a `Periodic` whose rounds run
@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-logger = logging.getLogger("services.vouchers.periodic")
+logger = logging.getLogger("shared.periodic")
 
 
 async def connect(dsn: str, role: str, application_name: str, statement_timeout_ms: int = 30_000) -> Any:
