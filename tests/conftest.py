@@ -254,6 +254,10 @@ def live_vouchers(
         "REGISTRY_URL": live_registry,
         "ELIGIBILITY_URL": f"http://127.0.0.1:{live_ports['eligibility']}",
         "VOUCHERS_BUDGET_FILE": str(ample_budgets),
+        # it is here for reservations: the in-process app's sealer and projector are the ones the tests watch
+        "VOUCHERS_SEALER_INTERVAL_SECONDS": "0",
+        "VOUCHERS_PROJECTOR_INTERVAL_SECONDS": "0",
+        "VOUCHERS_RECONCILIATION_INTERVAL_SECONDS": "0",
         **service_auth_env,
     }
     process = start_service(stack, "vouchers", extra_env=environment)
