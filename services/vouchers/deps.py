@@ -88,7 +88,7 @@ def redemption_input(code: str, key: str, received: Any) -> RedemptionRequest:
     errors: list[FieldError] = []
     if len(key) > KEY_MAX_LENGTH:
         errors += _field_errors(_KEY_RULES, key, ("header", "Idempotency-Key"))
-    if not _CODE_SHAPE.match(code):
+    if not _CODE_SHAPE.fullmatch(code):  # fullmatch: `$` alone would accept a trailing newline
         errors += _field_errors(_CODE_RULES, code, ("path", "code"))
     payload = None
     if received is NO_BODY:
