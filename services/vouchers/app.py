@@ -17,7 +17,7 @@ from shared.metrics import on_scrape
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
-from . import aggregates, authorisations, chain, exports, holds, projections, reservations, settlement
+from . import aggregates, authorisations, chain, exports, holds, projections, reservations
 from .dashboard import install_dashboard
 from .endpoints import router
 from .events import CATALOGUE
@@ -26,6 +26,7 @@ from .ledger_metrics import register_metrics
 from .models import SCHEMA
 from .peers import Eligibility, Registry
 from .settings import VouchersSettings
+from .settlement import endpoints as settlement
 
 DESCRIPTION = """
 Compute vouchers (算力券, M1), model vouchers (模型券, M3) and grants, kept in an
