@@ -21,7 +21,7 @@ from shared.peers import PeerClient, PeerRejected, PeerUnavailable
 
 from .errors import DECISION_NOT_APPROVED, PARAMETER_MISSING
 
-#: The policy parameters issuing reads (service.issue_voucher, _m3_ceilings): read before its transaction.
+#: The policy parameters issuing reads (service.issue_voucher, ceilings.m3_ceilings): read before its transaction.
 ISSUE_PARAMETERS = (
     "vouchers.validity",
     "M3.contract_ratio",

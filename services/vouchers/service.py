@@ -2,7 +2,7 @@
 
 Issuance reads the approved decision and the policy parameters from the eligibility
 service *before* writing anything (unreachable → 503, nothing written). Then, in one
-transaction: the ceilings (one `allowances` row each, conditional UPDATE), the programme
+transaction: the ceilings (`ceilings.py`: one `allowances` row each, conditional UPDATE), the programme
 budget of the measure and year (A2, `budget_ceilings.py`), the voucher, its accounts and
 the entry from the budget. A refused claim rolls everything back and says why, with the
 headroom left (M3-6, A2). Voiding, expiry and a grant's reversal give the amount back to
@@ -14,33 +14,28 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import date, datetime
-from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.context import request_id_var
 from shared.errors import ProblemError
-from shared.money import format_yuan
 
-from . import authorisations, budget_ceilings, events, holds
+from . import authorisations, budget_ceilings, ceilings, events, holds
 from .errors import (
     ALREADY_ISSUED,
     ALREADY_REVERSED,
-    CLAIM_CEILING,
-    CLASS_CAP,
     CONTRACT_ALREADY_CLAIMED,
     GRANT_NOT_FOUND,
-    OVER_CONTRACT_SHARE,
     VOUCHER_NOT_ACTIVE,
     VOUCHER_NOT_FOUND,
     WRONG_INSTRUMENT,
 )
 from .hotpath import local_today
-from .models import Account, Allowance, Entry, Grant, Voucher
+from .models import Account, Entry, Grant, Voucher
 from .peers import Eligibility
 from .policy.budgets import Budgets
 from .schemas import GrantRead, IssueRequest, ReversalRequest, VoidRequest, VoucherRead
@@ -89,119 +84,6 @@ async def account(session: AsyncSession, kind: str, ref: str) -> int:
     found = await session.scalar(select(Account.id).where(Account.kind == kind, Account.ref == ref))
     assert found is not None
     return int(found)
-
-
-async def ensure_allowance(
-    session: AsyncSession, holder: str, year: int, kind: str, limit_fen: int, clause: str, parameter: str | None
-) -> None:
-    await session.execute(
-        insert(Allowance)
-        .values(
-            holder=holder, year=year, kind=kind, limit_fen=limit_fen, used_fen=0, clause=clause, parameter=parameter
-        )
-        .on_conflict_do_nothing()
-    )
-
-
-async def take_allowance(session: AsyncSession, holder: str, year: int, kind: str, amount: int) -> Allowance | None:
-    """The atomic ceiling check: one conditional UPDATE; None if it would exceed the limit."""
-    return (
-        await session.execute(
-            update(Allowance)
-            .where(
-                Allowance.holder == holder,
-                Allowance.year == year,
-                Allowance.kind == kind,
-                Allowance.used_fen + amount <= Allowance.limit_fen,
-            )
-            .values(used_fen=Allowance.used_fen + amount)
-            .returning(Allowance)
-        )
-    ).scalar_one_or_none()
-
-
-async def _headroom(session: AsyncSession, holder: str, year: int, kind: str) -> tuple[int, int]:
-    row = (
-        await session.execute(
-            select(Allowance.limit_fen, Allowance.used_fen).where(
-                Allowance.holder == holder, Allowance.year == year, Allowance.kind == kind
-            )
-        )
-    ).one()
-    return int(row[0]), int(row[1])
-
-
-def _floor(value: Decimal) -> int:
-    return int(value.to_integral_value(rounding=ROUND_DOWN))
-
-
-async def _m3_ceilings(
-    session: AsyncSession, eligibility: Eligibility, decision: dict[str, Any], amount: int, today: date
-) -> tuple[str, str]:
-    """M3 in the ledger: ≤ 30% of the contract, one claim per contract, the annual ceilings."""
-    contract = decision["evidence"]["contract"]
-    holder = decision["applicant"]
-    ratio = Decimal(str(await eligibility.parameter("M3.contract_ratio", today)))
-    counted = set(await eligibility.parameter("M3.eligible_cost_components", today))
-    base = sum(int(c["amount_fen"]) for c in contract["components"] if c["kind"] in counted)
-    maximum = _floor(Decimal(base) * ratio)
-    if amount > maximum:
-        raise ProblemError(
-            OVER_CONTRACT_SHARE,
-            claim_yuan=format_yuan(amount),
-            maximum_yuan=format_yuan(maximum),
-            ratio=f"{ratio:%}",
-        )
-    key = f"{contract['vendor_credit_code']}:{contract['number']}"
-    claimed = (
-        await session.execute(select(Voucher.code, Voucher.decision_id).where(Voucher.contract_key == key))
-    ).first()
-    if claimed is not None:
-        if str(claimed.decision_id) == str(decision["decision_id"]):  # the same decision, claimed concurrently
-            raise ProblemError(ALREADY_ISSUED, reference=claimed.code)
-        raise ProblemError(CONTRACT_ALREADY_CLAIMED, contract=contract["number"])
-    claims_limit = int(await eligibility.parameter("M3.annual_claim_ceiling_fen", today))
-    redemption_limits = {
-        year: int(await eligibility.parameter("M3.annual_redemption_ceiling_fen", max(today, date(year, 1, 1))))
-        for year in (today.year, today.year + 1)
-    }
-    await ensure_allowance(session, holder, today.year, "M3.claims", claims_limit, "M3", "M3.annual_claim_ceiling_fen")
-    for year, limit in redemption_limits.items():
-        await ensure_allowance(session, holder, year, "M3.redemptions", limit, "M3", "M3.annual_redemption_ceiling_fen")
-    if await take_allowance(session, holder, today.year, "M3.claims", amount) is None:
-        limit, used = await _headroom(session, holder, today.year, "M3.claims")
-        raise ProblemError(
-            CLAIM_CEILING,
-            year=today.year,
-            limit_yuan=format_yuan(limit),
-            used_yuan=format_yuan(used),
-            headroom_yuan=format_yuan(limit - used),
-            headroom_fen=limit - used,
-        )
-    return key, contract["vendor_credit_code"]
-
-
-async def _m1_class_cap(session: AsyncSession, decision: dict[str, Any]) -> None:
-    """M1: the revenue-class cap holds per enterprise and year across all compute vouchers."""
-    holder, year = decision["applicant"], int(decision["benefit_year"])
-    cap = decision.get("limits", {}).get("class_cap_fen")
-    capped = int(decision.get("components", {}).get("capped", decision["amount_fen"]))
-    if capped == 0:
-        return
-    if cap is not None:
-        await ensure_allowance(session, holder, year, "M1.class_cap", int(cap), "M1", "M1.revenue_classes")
-    elif (
-        await session.scalar(
-            select(Allowance.id).where(
-                Allowance.holder == holder, Allowance.year == year, Allowance.kind == "M1.class_cap"
-            )
-        )
-        is None
-    ):
-        return  # no class known for this enterprise and year yet: nothing to count against
-    if await take_allowance(session, holder, year, "M1.class_cap", capped) is None:
-        limit, used = await _headroom(session, holder, year, "M1.class_cap")
-        raise ProblemError(CLASS_CAP, year=year, limit_yuan=format_yuan(limit), headroom_yuan=format_yuan(limit - used))
 
 
 def m1_facets(decision: dict[str, Any]) -> dict[str, Any]:
@@ -267,9 +149,9 @@ async def issue_voucher(
     holder = decision["applicant"]
     contract_key = vendor = None
     if measure == "M3":
-        contract_key, vendor = await _m3_ceilings(session, eligibility, decision, amount, today)
+        contract_key, vendor = await ceilings.m3_ceilings(session, eligibility, decision, amount, today)
     else:
-        await _m1_class_cap(session, decision)
+        await ceilings.m1_class_cap(session, decision)
     if figure is not None:
         await budget_ceilings.take(session, budgets, figure, amount)  # last ceiling: its row is the most contended
     code = new_code(measure)
