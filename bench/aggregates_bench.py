@@ -596,7 +596,7 @@ async def measure_api(
 
 
 def scan_queries() -> dict[str, tuple[str, list[Any]]]:
-    from services.vouchers.projections import facts_sql
+    from services.vouchers.reporting.repository import facts_sql
 
     facts = "WITH " + facts_sql("vouchers.entries e")
     y = 2026

@@ -17,7 +17,7 @@ from shared.metrics import on_scrape
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
-from . import aggregates, authorisations, chain, exports, holds, projections, reservations
+from . import authorisations, chain, exports, holds, reservations
 from .dashboard import install_dashboard
 from .endpoints import router
 from .events import CATALOGUE
@@ -25,6 +25,9 @@ from .hotpath import HotPath
 from .ledger_metrics import register_metrics
 from .models import SCHEMA
 from .peers import Eligibility, Registry
+from .reporting import endpoints as reporting
+from .reporting import projector
+from .reporting import service as reporting_service
 from .settings import VouchersSettings
 from .settlement import endpoints as settlement
 
@@ -76,20 +79,20 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
             reservations.router,
             events_router(CATALOGUE),
             exports.router,
-            aggregates.router,
+            reporting.router,
         ],
         on_startup=[
             start,
             chain.start_sealer,
-            projections.start_read_side,
+            projector.start_read_side,
             start_dispatcher,
             reservations.start_reconciler,
         ],
         on_shutdown=[
             reservations.stop_reconciler,
             stop_dispatcher,
-            projections.stop_read_side,
-            aggregates.close,
+            projector.stop_read_side,
+            reporting_service.close,
             chain.stop_sealer,
             stop,
         ],
@@ -98,7 +101,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     )
     register_metrics()  # the ledger's scrape-time figures, ceilings counted by clause
     install_dashboard(app)  # GET /dashboard: the page that reads the aggregates API
-    aggregates.configure(app, settings)  # budgets (checked here: a bad file stops the service)
+    reporting_service.configure(app, settings)  # budgets (checked here: a bad file stops the service)
     chain.configure_checkpoints(app, settings)  # the checkpoint signing key (a key dir without one stops it)
     app.state.hotpath = hotpath
     app.state.eligibility = Eligibility(eligibility)

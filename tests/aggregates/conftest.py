@@ -20,7 +20,8 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from services.vouchers.projections import ProjectRun, as_of, project_run
+from services.vouchers.reporting.projector import ProjectRun, project_run
+from services.vouchers.reporting.repository import as_of
 from shared.dbroles import login_url
 from tests.auth import admin
 from tests.conftest import DatabaseFactory, _settings_auth

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from bench.aggregates_bench import Shape, build_ledger
 from services.vouchers.invariants import check_database
-from services.vouchers.projections import reconcile
+from services.vouchers.reporting.projector import reconcile
 from tests.aggregates.conftest import connect, fetch, project
 from tests.aggregates.test_projections import assert_answers_match_the_ledger
 from tests.auth import admin

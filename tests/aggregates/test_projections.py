@@ -21,8 +21,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.vouchers import projections
-from services.vouchers.projections import PROJECTIONS, Projector, Reconciler, project_run, reconcile, reset
+from services.vouchers.reporting import projector as read_side
+from services.vouchers.reporting import repository
+from services.vouchers.reporting.projector import Projector, Reconciler, project_run, reconcile, reset
+from services.vouchers.reporting.repository import PROJECTIONS
 from shared.auth import AUDITOR, DASHBOARD
 from shared.dbroles import login_url
 from tests.aggregates.conftest import connect, fetch, project
@@ -157,10 +159,10 @@ async def test_every_entry_is_counted_once_across_projector_restarts(
         stopped = await project_run(connection, batch_size=5, max_batches=3)
         assert (stopped.projected, stopped.batches, stopped.watermark) == (15, 3, None)
         # a batch that fails after its statement, before its commit, counts nothing
-        cursor = await connection.fetchrow(projections.CURSOR_SQL)
+        cursor = await connection.fetchrow(repository.CURSOR_SQL)
         with pytest.raises(RuntimeError, match="crash"):
             await _batch_then_crash(connection)
-        assert await connection.fetchrow(projections.CURSOR_SQL) == cursor
+        assert await connection.fetchrow(repository.CURSOR_SQL) == cursor
     finally:
         await connection.close()
     # background projectors killed at random moments: between batches, inside one, mid-statement
@@ -172,7 +174,7 @@ async def test_every_entry_is_counted_once_across_projector_restarts(
     await project(agg_database, batch_size=7)
     connection = await connect(agg_database)
     try:
-        assert int((await connection.fetchrow(projections.CURSOR_SQL))["entries"]) == entries
+        assert int((await connection.fetchrow(repository.CURSOR_SQL))["entries"]) == entries
         result = await reconcile(connection)
     finally:
         await connection.close()
@@ -183,8 +185,8 @@ async def test_every_entry_is_counted_once_across_projector_restarts(
 
 async def _batch_then_crash(connection: Any) -> None:
     async with connection.transaction():
-        watermark = int(await connection.fetchval(projections.XMIN_SQL))
-        assert await projections.project_batch(connection, watermark, 6) == 6
+        watermark = int(await connection.fetchval(read_side.XMIN_SQL))
+        assert await read_side.project_batch(connection, watermark, 6) == 6
         raise RuntimeError("crash before commit")
 
 

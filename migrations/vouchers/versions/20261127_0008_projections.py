@@ -4,7 +4,7 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-27 16:00:00
 
-Small tables the projector (services/vouchers/projections.py) folds committed ledger entries
+Small tables the projector (services/vouchers/reporting/projector.py) folds committed ledger entries
 into, off the redemption path, and the one-row cursor it advances in the same transaction
 (so each entry is counted exactly once). They are projections, not the ledger: the service
 role may update them (and rebuild them from scratch); the ledger stays append-only.

@@ -1,67 +1,17 @@
-"""The ledger's read side: small projections for the aggregates API, kept off the redemption path.
+"""All the read side's SQL: the projector's statements, the reconciliation's, and the aggregates' reads.
 
-The design measurements (docs/benchmarks.md) leave the redemption path no room, and a counter row updated by
-every redemption would serialise them all. So, like the hash-chain sealer (`chain.py`), a
-**projector** in each vouchers process (one at a time across processes: a transaction-level
-advisory lock) folds committed entries into the `agg_*` tables, in (transaction id, entry id)
-order and only below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that
-watermark has ended, and every later one gets a larger id, so nothing can appear behind the
-cursor once it has passed. Each batch is **one statement**: it computes the batch's facts,
-upserts every projection with grouped `INSERT … ON CONFLICT DO UPDATE`, and advances the
-cursor (`projection_cursor`), so a batch counts once or not at all, whatever crashes when.
-
-**Lag.** A projection is as fresh as its cursor: every answer carries `as_of` (the last entry
-projected, when, and how many committed entries lie beyond it). The projector runs every
-`VOUCHERS_PROJECTOR_INTERVAL_SECONDS` (0.5 s); a write transaction left open anywhere on the
-PostgreSQL server holds it back (lag, never a wrong figure), as it holds the sealer back.
-
-**What an entry counts as** (`FLOWS`; `year` and `month` of the entry's time in Shenzhen):
-
-    issue    budget → voucher          issued +
-    redeem   voucher → vendor          redeemed +                 (vendor, a redemption)
-    hold     voucher → hold            held +
-    capture  hold → vendor             held −, redeemed +         (vendor, a redemption)
-    release  hold → voucher            held −                     (released or expired hold)
-    void     voucher → budget          voided +
-    expire   voucher → budget          expired +
-    grant    budget → grants paid      granted +
-    reversal grants paid → budget      reversed +                 (a mistaken grant, undone)
-    settle   vendor → settled          settled +, split by measure through its batch's redemptions
-
-The measure is the voucher's kind, or for grants the budget account's (`M6:2026`). Budget use
-is counted on the budget account (its measure and year), not the event's year: voiding in 2027
-a voucher issued in 2026 gives the amount back to the 2026 budget. M1 facts carry the voucher's
-revenue class and the split of its compute base (district, domestic, other), recorded at
-issuance from the decision's trace; amounts are apportioned by that split, rounded down, the
-remainder to "other"; vouchers issued before that was recorded count as "unknown".
-
-**Reconciliation** recomputes every projection from the ledger up to the cursor (the same
-facts, summed in one plain SQL statement, in the same snapshot as the projection rows it
-compares with) and lists each difference. A background job runs it every
-`VOUCHERS_RECONCILIATION_INTERVAL_SECONDS` and logs what it finds; `GET
-/v1/aggregates/reconciliation` shows the last result.
+The projections and the facts they are folded from are described in `projector.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI
-
-from shared.periodic import OnOwnConnection
-
-from .chain import XMIN_SQL
-from .hotpath import HotPath
-from .settings import VouchersSettings
-
-logger = logging.getLogger("services.vouchers.projections")
-
 PROJECT_LOCK_KEY = 0x4C47_5052_4F4A_0001  # "LGPROJ", 1: one projector at a time, across processes
+LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
+TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1)"
 
 #: entry kind → (flow, sign): what each kind of entry adds to which flow (settle: see SETTLED)
 FLOWS: tuple[tuple[str, str, int], ...] = (
@@ -244,54 +194,6 @@ BATCH_SETTINGS = (
 )
 
 
-class CursorMoved(RuntimeError):
-    """The cursor is not where this batch started (someone rebuilt the projections meanwhile)."""
-
-
-@dataclass(frozen=True)
-class ProjectRun:
-    projected: int
-    batches: int
-    #: every committed entry of a transaction below this id is projected (None: not drained)
-    watermark: int | None
-
-
-async def project_batch(connection: Any, watermark: int, batch_size: int) -> int:
-    """Project the next batch below `watermark` in the caller's transaction; returns its size."""
-    cursor = await connection.fetchrow(CURSOR_SQL)
-    await connection.execute(BATCH_SETTINGS)
-    row = await connection.fetchrow(PROJECT_SQL, watermark, int(cursor["txid"]), int(cursor["entry_id"]), batch_size)
-    count = int(row["batch"])
-    if count and row["entries"] is None:
-        raise CursorMoved("the projection cursor moved during the batch")
-    return count
-
-
-async def project_run(
-    connection: Any, *, batch_size: int = 20_000, wait: bool = True, max_batches: int | None = None
-) -> ProjectRun:
-    """Project every committed entry below the watermark, one short transaction per batch.
-
-    `wait=False` gives up at once if another projector holds the lock; `max_batches` stops early.
-    """
-    projected = batches = 0
-    while max_batches is None or batches < max_batches:
-        async with connection.transaction(isolation="read_committed"):
-            if wait:
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", PROJECT_LOCK_KEY)
-            elif not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", PROJECT_LOCK_KEY):
-                return ProjectRun(projected, batches, None)
-            # read after taking the lock: each statement sees what the previous projector committed
-            watermark = int(await connection.fetchval(XMIN_SQL))
-            count = await project_batch(connection, watermark, batch_size)
-        if count:
-            projected += count
-            batches += 1
-        if count < batch_size:
-            return ProjectRun(projected, batches, watermark)
-    return ProjectRun(projected, batches, None)
-
-
 # --- freshness ------------------------------------------------------------------------------------
 
 LAG_EXACT_UP_TO = 10_000
@@ -330,6 +232,7 @@ async def as_of(connection: Any) -> AsOf:
 
 MAX_DIFFERENCES = 1_000
 RECONCILE_WORK_MEM = "128MB"
+RECONCILE_SETTINGS = f"SET LOCAL work_mem = '{RECONCILE_WORK_MEM}'"  # one scan, hashed in memory
 
 
 def _comparison(p: Projection) -> str:
@@ -368,171 +271,57 @@ RECONCILE_SQL = (
     """
 )
 
-
-@dataclass(frozen=True)
-class Difference:
-    projection: str
-    key: str
-    projected_fen: int | None
-    ledger_fen: int | None
-
-
-@dataclass
-class Reconciliation:
-    ok: bool
-    checked_through_entry_id: int
-    differences: list[Difference]
-    checked_at: datetime
-    seconds: float
-    differences_total: int = 0
-
-
-async def reconcile(connection: Any) -> Reconciliation:
-    """Recompute every projection from the ledger up to the cursor and list where they differ."""
-    started = time.perf_counter()
-    async with connection.transaction(readonly=True):
-        await connection.execute(f"SET LOCAL work_mem = '{RECONCILE_WORK_MEM}'")  # one scan, hashed in memory
-        rows = await connection.fetch(RECONCILE_SQL)
-    found = [
-        Difference(
-            str(row["projection"]),
-            str(row["key"]),
-            None if row["projected"] is None else int(row["projected"]),
-            None if row["ledger"] is None else int(row["ledger"]),
-        )
-        for row in rows
-        if row["projection"] is not None
-    ]
-    checked = int(rows[0]["checked_through"]) if rows else -1
-    return Reconciliation(
-        ok=not found,
-        checked_through_entry_id=max(checked, 0),
-        differences=found[:MAX_DIFFERENCES],
-        checked_at=datetime.now(UTC),
-        seconds=time.perf_counter() - started,
-        differences_total=len(found),
-    )
-
-
 REBUILD_SQL = [
     *(f"DELETE FROM vouchers.{p.table}" for p in PROJECTIONS),
     "UPDATE vouchers.projection_cursor SET txid = -1, entry_id = -1, entries = 0, projected_at = clock_timestamp()",
 ]
 
 
-async def reset(connection: Any) -> None:
-    """Empty the projections and rewind the cursor (the projector then rebuilds them from the ledger)."""
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", PROJECT_LOCK_KEY)
-        for statement in REBUILD_SQL:
-            await connection.execute(statement)
+# --- the aggregates' reads --------------------------------------------------------------------------
 
+SUMMARY_SQL = """
+    SELECT measure, year = $1 AS this_year, flow, sum(amount_fen)::bigint AS fen
+    FROM vouchers.agg_flows WHERE year <= $1 GROUP BY measure, year = $1, flow
+"""
+MONTHLY_SQL = (
+    "SELECT month, flow, sum(amount_fen)::bigint AS fen FROM vouchers.agg_flows "
+    "WHERE year = $1 AND ($2::text IS NULL OR measure = $2) GROUP BY month, flow"
+)
+REVENUE_CLASSES_SQL = (
+    "SELECT revenue_class, issued_fen, redeemed_fen, vouchers FROM vouchers.agg_m1_classes WHERE year = $1 "
+    "ORDER BY revenue_class = 'unknown', revenue_class"
+)
+SHARES_SQL = "SELECT share, issued_fen, redeemed_fen FROM vouchers.agg_m1_shares WHERE year = $1"
+VENDORS_SQL = (
+    "SELECT vendor, sum(redeemed_fen)::bigint AS redeemed_fen, sum(settled_fen)::bigint AS settled_fen, "
+    "sum(redemptions)::bigint AS redemptions FROM vouchers.agg_vendors "
+    "WHERE year = $1 AND ($2::text IS NULL OR measure = $2) GROUP BY vendor "
+    "ORDER BY redeemed_fen DESC, vendor LIMIT $3"
+)
+BUDGET_USED_SQL = (
+    "SELECT measure, (issued_fen + granted_fen - returned_fen - reversed_fen)::bigint AS used_fen "
+    "FROM vouchers.agg_budget WHERE year = $1"
+)
+#: the budget ceiling rows of the year (A2, services/vouchers/budget_ceilings.py)
+BUDGET_ROWS_SQL = (
+    "SELECT kind, used_fen FROM vouchers.allowances WHERE holder = 'programme' AND year = $1 AND kind LIKE 'budget.%'"
+)
 
-# --- background tasks -----------------------------------------------------------------------------
-
-
-@dataclass
-class ProjectorStats:
-    runs: int = 0
-    projected_total: int = 0
-    last_projected: int = 0
-    last_run_at: datetime | None = None
-    watermark: int | None = None
-
-
-class Projector(OnOwnConnection):
-    """Folds new entries into the projections every `interval` seconds (0: never)."""
-
-    name = "vouchers-projector"
-    log = logger
-
-    def __init__(
-        self, dsn: str, role: str, interval: float, *, batch_size: int = 20_000, statement_timeout_ms: int = 30_000
-    ) -> None:
-        super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
-        self.batch_size = batch_size
-        self.stats = ProjectorStats()
-
-    async def run_once(self, connection: Any) -> int:
-        """One round; skipped cheaply when the watermark has not moved since everything was projected."""
-        xmin = int(await connection.fetchval(XMIN_SQL))
-        if self.stats.watermark is not None and xmin == self.stats.watermark:
-            return 0  # no transaction below it can have committed since: nothing new to project
-        run = await project_run(connection, batch_size=self.batch_size, wait=False)
-        self.stats.runs += 1
-        self.stats.last_projected = run.projected
-        self.stats.projected_total += run.projected
-        self.stats.last_run_at = datetime.now(UTC)
-        if run.watermark is not None:
-            self.stats.watermark = run.watermark
-        return run.projected
-
-    async def step(self, connection: Any) -> None:
-        await self.run_once(connection)
-
-
-class Reconciler(OnOwnConnection):
-    """Checks the projections against the ledger every `interval` seconds and logs the differences."""
-
-    name = "vouchers-reconciliation"
-    log = logger
-
-    def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 600_000) -> None:
-        super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
-        self.last: Reconciliation | None = None
-        self._lock = asyncio.Lock()
-
-    async def first_wait(self) -> None:
-        await asyncio.sleep(self.interval)  # not at start-up: the first check comes after one interval
-
-    async def check(self, connection: Any) -> Reconciliation:
-        async with self._lock:
-            result = await reconcile(connection)
-            self.last = result
-        if result.ok:
-            logger.info(
-                "projections reconciled through entry %s in %.1f s: no difference",
-                result.checked_through_entry_id,
-                result.seconds,
-            )
-        else:
-            logger.warning(
-                "projections differ from the ledger through entry %s: %d differences, first %s",
-                result.checked_through_entry_id,
-                result.differences_total,
-                [vars(d) for d in result.differences[:5]],
-            )
-        return result
-
-    async def step(self, connection: Any) -> None:
-        await self.check(connection)
-
-
-async def start_read_side(app: FastAPI) -> None:
-    """Startup hook: the projector and the reconciliation job, each on its own connection."""
-    settings: VouchersSettings = app.state.settings
-    hotpath: HotPath = app.state.hotpath
-    projector = Projector(
-        hotpath.dsn,
-        hotpath.role,
-        float(settings.projector_interval_seconds),
-        batch_size=settings.projector_batch_size,
-        statement_timeout_ms=max(settings.db_statement_timeout_ms, 120_000),
-    )
-    reconciler = Reconciler(
-        hotpath.dsn,
-        hotpath.role,
-        float(settings.reconciliation_interval_seconds),
-        statement_timeout_ms=max(settings.db_statement_timeout_ms, 600_000),
-    )
-    app.state.projector = projector
-    app.state.reconciler = reconciler
-    projector.start()
-    reconciler.start()
-
-
-async def stop_read_side(app: FastAPI) -> None:
-    for name in ("reconciler", "projector"):
-        task: OnOwnConnection | None = getattr(app.state, name, None)
-        if task is not None:
-            await task.stop()
+#: what approvals reserved and issuance has not consumed yet (A2, services/vouchers/reservations.py)
+RESERVED_SQL = (
+    "SELECT measure, sum(amount_fen)::bigint AS reserved_fen FROM vouchers.budget_reservations "
+    "WHERE year = $1 AND state = 'reserved' GROUP BY measure"
+)
+#: one pass over the year's M3 claim ceilings (a partial index on year finds them); `$4` the bucket width
+HEADROOM_SQL = """
+    SELECT least((limit_fen - used_fen) / $2::bigint, $3::int - 1) AS bucket, count(*) AS enterprises,
+           count(*) FILTER (WHERE used_fen >= limit_fen) AS at_ceiling, max(limit_fen) AS top
+    FROM vouchers.allowances WHERE kind = 'M3.claims' AND year = $1
+    GROUP BY 1
+"""
+CEILING_SQL = "SELECT limit_fen FROM vouchers.allowances WHERE kind = 'M3.claims' AND year = $1 LIMIT 1"
+NEWEST_ENTRY_SQL = "SELECT coalesce(max(id), 0) FROM vouchers.entries"
+TOP_ENTERPRISES_SQL = (
+    "SELECT holder AS credit_code, issued_fen, redeemed_fen, granted_fen FROM vouchers.agg_holders "
+    "WHERE year = $1 AND (awarded_fen <> 0 OR redeemed_fen <> 0) ORDER BY awarded_fen DESC, holder LIMIT $2"
+)
