@@ -310,7 +310,7 @@ class LoadRun:
 
 @dataclass
 class Sealing:
-    """The vouchers sealer (chain.py) hashing committed entries: how far behind it was, how long it took."""
+    """The vouchers sealer (chain/sealer.py) hashing committed entries: how far behind it was, how long it took."""
 
     backlog: int = 0
     seconds: float = 0.0

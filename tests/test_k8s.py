@@ -525,7 +525,7 @@ def test_database_urls_go_through_the_poolers(overlay: tuple[str, list[Obj]]) ->
 
 
 #: Connections one process may open besides its pools (shared/audit.py, shared/ratelimit.py,
-#: services/vouchers/chain.py sealer and ad hoc ledger connections, services/vouchers/reporting/projector.py)
+#: services/vouchers/chain/ sealer and ad hoc ledger connections, services/vouchers/reporting/projector.py)
 BACKGROUND_CONNECTIONS = {"registry": 1 + 1, "eligibility": 1 + 1, "vouchers": 1 + 1 + 1 + 1 + 2}
 #: superuser_reserved_connections, the operator, the poolers' auth queries, monitoring
 RESERVED_CONNECTIONS = 20

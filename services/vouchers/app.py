@@ -17,7 +17,10 @@ from shared.metrics import on_scrape
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
-from . import authorisations, chain, exports, holds, reservations
+from . import authorisations, exports, holds, reservations
+from .chain import endpoints as chain
+from .chain import sealer
+from .chain import service as chain_service
 from .dashboard import install_dashboard
 from .endpoints import router
 from .events import CATALOGUE
@@ -83,7 +86,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         ],
         on_startup=[
             start,
-            chain.start_sealer,
+            sealer.start_sealer,
             projector.start_read_side,
             start_dispatcher,
             reservations.start_reconciler,
@@ -93,7 +96,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
             stop_dispatcher,
             projector.stop_read_side,
             reporting_service.close,
-            chain.stop_sealer,
+            sealer.stop_sealer,
             stop,
         ],
         db_server_settings={"role": settings.db_role} if settings.db_role else None,
@@ -102,7 +105,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     register_metrics()  # the ledger's scrape-time figures, ceilings counted by clause
     install_dashboard(app)  # GET /dashboard: the page that reads the aggregates API
     reporting_service.configure(app, settings)  # budgets (checked here: a bad file stops the service)
-    chain.configure_checkpoints(app, settings)  # the checkpoint signing key (a key dir without one stops it)
+    chain_service.configure_checkpoints(app, settings)  # the checkpoint signing key (a key dir without one stops it)
     app.state.hotpath = hotpath
     app.state.eligibility = Eligibility(eligibility)
     app.state.registry = Registry(registry, settings.vendor_check_ttl_seconds)

@@ -4,7 +4,7 @@ NDJSON or CSV, filtered by when an entry was written (`created_at`, half-open [f
 streamed by `shared/exports/` (formats, date bounds, trailer and errors are described
 there). Roles: platform, auditor, admin. Read-only, as the service's role (`vouchers_writer`).
 
-**Not the chain export.** `GET /v1/ledger/export` (chain.py) is the tamper-evidence export:
+**Not the chain export.** `GET /v1/ledger/export` (chain/) is the tamper-evidence export:
 every *sealed* entry in seal order with its entry and chain hashes and the published
 checkpoints, always the whole ledger, in a format frozen by the offline verifier
 (`python -m services.vouchers.verify`). This one is for analysis: every committed entry,

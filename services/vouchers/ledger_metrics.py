@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared import metrics
 from shared.errors import observe_problems
 
-from .chain import seal_lag
+from .chain.sealer import seal_lag
 from .metrics import count_ceiling
 
 SEALED_SQL = "SELECT coalesce(max(seq), 0) FROM vouchers.seals"

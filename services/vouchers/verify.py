@@ -4,7 +4,7 @@
 The file is what `GET /v1/ledger/export` streams: a header, one line per sealed entry
 in seq order (the entry's fields with its `entry_hash` and `chain_hash`), the published
 checkpoints, and an end line. Every entry hash and the chain from genesis are recomputed
-with the functions the service itself uses (`services/vouchers/chain.py`), no database
+with the functions the service itself uses (`services/vouchers/chain/hashing.py`), no database
 needed; every checkpoint in the file must match the recomputed chain at its entry, and
 each `--checkpoint HASH` (a head published elsewhere, e.g. a signed daily checkpoint)
 must be on the chain. `--signed-checkpoints` is the service's checkpoint sink (or the
@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .anchor import SignedCheckpoints, public_keys_by_kid, read_signed
-from .chain import CANONICAL_VERSION, EXPORT_FORMAT, ChainVerifier, CheckpointMark, Mismatch, external_mark
+from .chain.hashing import CANONICAL_VERSION, EXPORT_FORMAT, ChainVerifier, CheckpointMark, Mismatch
+from .chain.service import external_mark
 
 
 class ExportError(Exception):

@@ -5,7 +5,7 @@ same transaction as the change (an `AsyncSession`, an SQLAlchemy connection or a
 asyncpg connection; the vouchers ledger's SQL functions insert theirs themselves). A
 change that rolls back leaves no event; an event never exists without its change.
 
-**Order and watermark** (as the ledger's sealer, `services/vouchers/chain.py`). Rows are
+**Order and watermark** (as the ledger's sealer, `services/vouchers/chain/sealer.py`). Rows are
 ordered by (transaction id, id), and only rows whose transaction id is below
 `pg_snapshot_xmin(pg_current_snapshot())` are ever served: every transaction below it
 has ended, and every later one gets a larger id, so nothing can later appear before a

@@ -2,7 +2,7 @@
 
 Everything the checker needs is read here, after the run: the rows of the ledger's tables, the
 ledger's own invariant checks (`services.vouchers.invariants.check_database`), the hash chain
-(`services.vouchers.chain.verify_ledger`, as the service role) and the projections'
+(`services.vouchers.chain.service.verify_ledger`, as the service role) and the projections'
 reconciliation (`GET /v1/aggregates/reconciliation?fresh=true`: required). The
 checker itself does no I/O.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.vouchers.chain import verify_ledger
+from services.vouchers.chain.service import verify_ledger
 from services.vouchers.invariants import check_database
 from shared.periodic import close_connection, connect
 

@@ -27,16 +27,16 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from services.vouchers.chain import (
+from services.vouchers.chain.hashing import (
     ENTRY_FIELDS,
     GENESIS,
     CanonicalError,
     canonical_entry,
     chain_hash,
     entry_hash,
-    seal,
-    verify_ledger,
 )
+from services.vouchers.chain.sealer import seal
+from services.vouchers.chain.service import verify_ledger
 from shared.auth import AUDITOR, OFFICER
 from shared.dbroles import login_url
 from shared.migrations import head_revision

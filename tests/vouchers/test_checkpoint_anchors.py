@@ -22,7 +22,8 @@ import jwt
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.vouchers.chain import ENTRY_FIELDS, GENESIS, chain_hash, entry_hash, verify_ledger
+from services.vouchers.chain.hashing import ENTRY_FIELDS, GENESIS, chain_hash, entry_hash
+from services.vouchers.chain.service import verify_ledger
 from shared.auth import AUDITOR
 from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory

@@ -1,7 +1,7 @@
 """The projector: the ledger's read side, small projections for the aggregates API, kept off the redemption path.
 
 The design measurements (docs/benchmarks.md) leave the redemption path no room, and a counter row updated by
-every redemption would serialise them all. So, like the hash-chain sealer (`chain.py`), a
+every redemption would serialise them all. So, like the hash-chain sealer (`chain/sealer.py`), a
 **projector** in each vouchers process (one at a time across processes: a transaction-level
 advisory lock) folds committed entries into the `agg_*` tables, in (transaction id, entry id)
 order and only below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that
@@ -55,7 +55,7 @@ from fastapi import FastAPI
 
 from shared.periodic import OnOwnConnection
 
-from ..chain import XMIN_SQL
+from ..chain.repository import XMIN_SQL
 from ..hotpath import HotPath
 from ..settings import VouchersSettings
 from .repository import (

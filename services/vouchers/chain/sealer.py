@@ -1,0 +1,190 @@
+"""The sealer: hashes committed entries into `vouchers.seals` off the hot path (see the package doc)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+
+from shared.periodic import OnOwnConnection
+
+from ..hotpath import HotPath
+from ..settings import VouchersSettings
+from .hashing import GENESIS, chain_hash, entry_hash
+from .repository import (
+    BEHIND_SQL,
+    HEAD_SQL,
+    INSERT_SEALS_SQL,
+    SEAL_LOCK_KEY,
+    SEAL_LOCK_SQL,
+    SEALABLE_SQL,
+    TRY_SEAL_LOCK_SQL,
+    UNSEALED_SQL,
+    XMIN_SQL,
+)
+
+logger = logging.getLogger("services.vouchers.chain")
+
+SEAL_BATCH_SIZE = 5_000
+_HASH_IN_THREAD = 256  # batches this big are hashed off the event loop the hot path shares
+
+
+class ChainHalted(RuntimeError):
+    """The last seal's entry is gone: the sealer cannot know where to continue, and stops."""
+
+
+@dataclass(frozen=True)
+class SealRun:
+    sealed: int
+    #: every committed entry with a transaction id below this is sealed (None: not drained)
+    watermark: int | None
+
+
+T = TypeVar("T")
+
+
+async def _maybe_in_thread(size: int, function: Callable[[], T]) -> T:
+    if size >= _HASH_IN_THREAD:
+        return await asyncio.to_thread(function)
+    return function()
+
+
+def _hash_batch(rows: Sequence[Mapping[str, Any]], previous: str) -> tuple[list[int], list[str], list[str]]:
+    ids: list[int] = []
+    digests: list[str] = []
+    links: list[str] = []
+    for row in rows:
+        digest = entry_hash(row)
+        previous = chain_hash(previous, digest)
+        ids.append(int(row["id"]))
+        digests.append(digest)
+        links.append(previous)
+    return ids, digests, links
+
+
+async def seal_run(connection: Any, *, batch_size: int = SEAL_BATCH_SIZE, wait: bool = True) -> SealRun:
+    """Seal every committed entry below the watermark; `wait=False` gives up if another sealer runs."""
+    sealed = 0
+    while True:
+        async with connection.transaction(isolation="read_committed"):
+            if wait:
+                await connection.execute(SEAL_LOCK_SQL, SEAL_LOCK_KEY)
+            elif not await connection.fetchval(TRY_SEAL_LOCK_SQL, SEAL_LOCK_KEY):
+                return SealRun(sealed, None)
+            # read after taking the lock: each statement sees what the previous sealer committed
+            watermark = int(await connection.fetchval(XMIN_SQL))
+            head = await connection.fetchrow(HEAD_SQL)
+            if head is None:
+                previous, after = GENESIS, (-1, -1)
+            elif head["txid"] is None:
+                raise ChainHalted(
+                    f"entry {head['entry_id']} of the last seal (seq {head['seq']}) is gone; sealing stops"
+                )
+            else:
+                previous, after = str(head["chain_hash"]), (int(head["txid"]), int(head["entry_id"]))
+            rows = await connection.fetch(SEALABLE_SQL, watermark, after[0], after[1], batch_size)
+            if rows:
+                ids, digests, links = await _maybe_in_thread(len(rows), partial(_hash_batch, rows, previous))
+                await connection.execute(INSERT_SEALS_SQL, ids, digests, links)
+                sealed += len(rows)
+        if len(rows) < batch_size:
+            return SealRun(sealed, watermark)
+
+
+async def seal(connection: Any, *, batch_size: int = SEAL_BATCH_SIZE, wait: bool = True) -> int:
+    """Seal what is sealable (see the module doc); returns how many entries were sealed."""
+    return (await seal_run(connection, batch_size=batch_size, wait=wait)).sealed
+
+
+@dataclass(frozen=True)
+class Lag:
+    unsealed: int
+    oldest_unsealed_at: datetime | None
+    lag_seconds: float
+
+
+async def seal_lag(connection: Any, *, exact: bool = False) -> Lag:
+    """How far sealing is behind: entries not sealed yet, and the age of the oldest of them.
+
+    For metrics, the entries after the last sealed one in (txid, id) order (cheap with an
+    index on entries (txid, id)); `exact` counts every entry without a seal, including
+    any hidden below the head, which verification reports as `not_in_chain`.
+    """
+    row = None
+    if not exact:
+        head = await connection.fetchrow(HEAD_SQL)
+        if head is None:
+            row = await connection.fetchrow(BEHIND_SQL, -1, -1)
+        elif head["txid"] is not None:  # (else the head's entry is gone: count exactly)
+            row = await connection.fetchrow(BEHIND_SQL, int(head["txid"]), int(head["entry_id"]))
+    if row is None:
+        row = await connection.fetchrow(UNSEALED_SQL)
+    return Lag(int(row["unsealed"]), row["oldest"], float(row["lag_seconds"]))
+
+
+@dataclass
+class SealerStats:
+    runs: int = 0
+    sealed_total: int = 0
+    last_sealed: int = 0
+    last_run_at: datetime | None = None
+    watermark: int | None = None
+
+
+class Sealer(OnOwnConnection):
+    """Seals in the background of a vouchers process, every `interval` seconds (0: never)."""
+
+    name = "vouchers-sealer"
+    label = "sealer"
+    log = logger
+    max_backoff_seconds = 30.0
+
+    def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 30_000) -> None:
+        super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
+        self.stats = SealerStats()
+
+    async def run_once(self, connection: Any) -> int:
+        """One round; skipped cheaply when the watermark has not moved since everything was sealed."""
+        xmin = int(await connection.fetchval(XMIN_SQL))
+        if self.stats.watermark is not None and xmin == self.stats.watermark:
+            return 0  # no transaction below it can have committed since: nothing new is sealable
+        run = await seal_run(connection, wait=False)
+        self.stats.runs += 1
+        self.stats.last_sealed = run.sealed
+        self.stats.sealed_total += run.sealed
+        self.stats.last_run_at = datetime.now(UTC)
+        if run.watermark is not None:
+            self.stats.watermark = run.watermark
+        return run.sealed
+
+    async def step(self, connection: Any) -> None:
+        await self.run_once(connection)
+
+
+async def start_sealer(app: FastAPI) -> None:
+    """Startup hook: the background sealer, on its own connection as the service role."""
+    settings: VouchersSettings = app.state.settings
+    hotpath: HotPath = app.state.hotpath
+    sealer = Sealer(
+        hotpath.dsn,
+        hotpath.role,
+        float(settings.sealer_interval_seconds),
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+    app.state.sealer = sealer
+    sealer.start()
+
+
+async def stop_sealer(app: FastAPI) -> None:
+    sealer: Sealer | None = getattr(app.state, "sealer", None)
+    if sealer is not None:
+        await sealer.stop()
+
+
+# --- walking the stored chain -------------------------------------------------------------------
