@@ -60,7 +60,7 @@ class VouchersSettings(ServiceSettings):
     sealer_interval_seconds: float = Field(
         default=0.5, ge=0, le=3600, description="How often the background sealer hashes new entries (0: never)"
     )
-    # checkpoints anchored outside the database (issue #12, finding 3; services/vouchers/anchor.py)
+    # checkpoints anchored outside the database (issue #12, finding 3; services/vouchers/chain/anchor.py)
     checkpoint_keys_dir: Path | None = Field(
         default=None,
         description="Ed25519 keys (<kid>.pem) that sign ledger checkpoints; the newest signs. Unset: no checkpoints",

@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .anchor import SignedCheckpoints, public_keys_by_kid, read_signed
+from .chain.anchor import SignedCheckpoints, public_keys_by_kid, read_signed
 from .chain.hashing import CANONICAL_VERSION, EXPORT_FORMAT, ChainVerifier, CheckpointMark, Mismatch
 from .chain.service import external_mark
 

@@ -33,12 +33,12 @@ seals whose entry is gone, and checkpoints that no longer match. **Checkpoints**
 (`POST /v1/ledger/checkpoints`, one a day) publish the head: someone able to rewrite
 entries *and* recompute every seal after them is still caught by an earlier checkpoint;
 and since the database's owner can rewrite the stored checkpoint too, each one is signed and
-written outside the database as it is made (`services/vouchers/anchor.py`), and verification compares the chain
+written outside the database as it is made (`anchor.py`), and verification compares the chain
 with those signed heads as well.
 **Export** (`GET /v1/ledger/export`) streams NDJSON that `python -m services.vouchers.verify`
 checks offline with the very functions of `hashing.py`.
 
 The package: `hashing.py` (canonical form, hashes, the verifier; no I/O), `sealer.py` (the
 background sealer), `repository.py` (all its SQL), `service.py` (verify, checkpoints, export),
-`schemas.py`, `errors.py`, `endpoints.py` (routes only).
+`anchor.py` (signed checkpoints outside the database), `schemas.py`, `errors.py`, `endpoints.py` (routes only).
 """

@@ -13,11 +13,11 @@ from shared.auth import ADMIN, AUDITOR, PLATFORM, Principal, require
 from shared.db import SessionDep
 from shared.pagination import Page, PageParams, page_params
 
-from ..anchor import CheckpointSigner, SignedCheckpoints
 from ..endpoints import Now
 from ..hotpath import HotPath, local_today
 from ..settings import VouchersSettings
 from . import service
+from .anchor import CheckpointSigner, SignedCheckpoints
 from .schemas import CheckpointRead, CheckpointRequest, PublishedCheckpoint, SealLagRead, VerifyReport
 from .sealer import Sealer
 

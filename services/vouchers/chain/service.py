@@ -21,7 +21,9 @@ from shared.feed.outbox import emit
 from shared.pagination import Page, PageParams, decode_cursor, make_page
 from shared.periodic import close_connection, connect
 
-from ..anchor import (
+from ..hotpath import HotPath
+from ..settings import VouchersSettings
+from .anchor import (
     CheckpointSigner,
     SignedCheckpoints,
     SignedMark,
@@ -30,8 +32,6 @@ from ..anchor import (
     read_signed,
     sink_line,
 )
-from ..hotpath import HotPath
-from ..settings import VouchersSettings
 from .errors import (
     CHAIN_BROKEN,
     CHECKPOINT_DAY_IN_FUTURE,
