@@ -1,4 +1,5 @@
-"""What the vouchers routes share: the voucher-code and Idempotency-Key rules, and a redemption's input.
+"""What the vouchers routes share: the clock, the app's peers and budgets, the voucher-code and
+Idempotency-Key rules, and a redemption's input.
 
 Each rule is written once, as the annotated type FastAPI validates a documented route's parameter
 with; the bare redemption route (`endpoints.redeem_hot`) validates with the same types
@@ -10,14 +11,33 @@ from __future__ import annotations
 import email.message
 import json
 import re
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Header, HTTPException, Path, Request
+from fastapi import Depends, Header, HTTPException, Path, Request
 from pydantic import TypeAdapter, ValidationError
 
+from shared.app import state_dependency
 from shared.errors import FieldError, field_errors_from_pydantic, validation_problem
 
+from .hotpath import HotPath
+from .peers import Eligibility
+from .policy.budgets import Budgets
 from .schemas import RedemptionRequest
+
+
+async def now(request: Request) -> datetime:
+    """The app's clock (tests set their own): every route reads the time through it."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+Now = Annotated[datetime, Depends(now)]
+EligibilityDep = Annotated[Eligibility, Depends(state_dependency("eligibility", Eligibility))]
+HotDep = Annotated[HotPath, Depends(state_dependency("hotpath", HotPath))]
+#: the programme budgets (A2, policy/budgets.yaml): approvals' reservations, issuance and grants are held to them
+BudgetsDep = Annotated[Budgets, Depends(state_dependency("budgets", Budgets))]
 
 CODE_MIN_LENGTH = 3
 CODE_MAX_LENGTH = 64

@@ -13,14 +13,12 @@ holds; an applicant sees only vouchers it holds. Anything else answers the usual
 (`voucher_not_found`, `hold_not_found`), so a client cannot learn what exists.
 """
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
-from shared.app import state_dependency
 from shared.auth import (
     ADMIN,
     APPLICANT,
@@ -39,13 +37,12 @@ from shared.db import SessionDep
 from shared.errors import ProblemError
 
 from . import holds, replay, service
-from .deps import KeyHeader, VoucherCode, read_body, redemption_input
+from .deps import BudgetsDep, EligibilityDep, HotDep, KeyHeader, Now, VoucherCode, now, read_body, redemption_input
 from .errors import IDEMPOTENCY_KEY_REQUIRED, VENDOR_AFFILIATED, VENDOR_NOT_COMPUTE_VENDOR, VOUCHER_NOT_FOUND
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
 from .models import Voucher
-from .peers import ISSUE_PARAMETERS, Eligibility, Registry, VendorCheck
-from .policy.budgets import Budgets
+from .peers import ISSUE_PARAMETERS, Registry, VendorCheck
 from .schemas import (
     GrantRead,
     HoldRequest,
@@ -58,22 +55,6 @@ from .schemas import (
 
 router = APIRouter()
 
-
-async def now(request: Request) -> datetime:
-    clock: Callable[[], datetime] = request.app.state.clock
-    return clock()
-
-
-eligibility = state_dependency("eligibility", Eligibility)
-hot = state_dependency("hotpath", HotPath)
-programme_budgets = state_dependency("budgets", Budgets)
-
-
-Now = Annotated[datetime, Depends(now)]
-EligibilityDep = Annotated[Eligibility, Depends(eligibility)]
-HotDep = Annotated[HotPath, Depends(hot)]
-#: the programme budgets (A2, policy/budgets.yaml): issuance and grants are held to them
-BudgetsDep = Annotated[Budgets, Depends(programme_budgets)]
 
 BUDGET_NOTE = (
     "The amount is taken from the programme budget of the measure and this year (clause A2, "

@@ -32,7 +32,7 @@ from shared.peers import PeerUnavailable
 from shared.periodic import Periodic
 
 from . import budget_ceilings
-from .endpoints import BudgetsDep, Now
+from .deps import BudgetsDep, Now
 from .errors import DECISION_NOT_APPROVED
 from .hotpath import local_today
 from .models import BudgetReservation

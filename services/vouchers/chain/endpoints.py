@@ -13,7 +13,7 @@ from shared.auth import ADMIN, AUDITOR, PLATFORM, Principal, require
 from shared.db import SessionDep
 from shared.pagination import Page, PageParams, page_params
 
-from ..endpoints import Now
+from ..deps import Now
 from ..hotpath import HotPath, local_today
 from ..settings import VouchersSettings
 from . import service

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from shared.auth import ADMIN, AUDITOR, DASHBOARD, DASHBOARD_DETAIL, Principal, require
 from shared.db import SessionDep
 
-from ..endpoints import Now
+from ..deps import Now
 from ..policy.budgets import Budgets
 from . import service
 from .deps import DETAIL_READERS, MeasureFilter, Reader, Year, raw_connection
