@@ -135,6 +135,7 @@ class AuditWriter:
         self._rows: list[tuple[Any, ...]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self._connection: Any = None
         self.dropped = 0
 
@@ -166,7 +167,13 @@ class AuditWriter:
             await connection.copy_records_to_table(
                 "audit_log", schema_name=self.schema, records=rows, columns=list(COLUMNS)
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            TimeoutError,
+        ) as exc:
             self._rows[:0] = rows  # keep them for the next try, in order
             logger.warning("audit rows not written yet: %s", type(exc).__name__, extra={"pending": len(self._rows)})
             if self._connection is not None:
@@ -177,17 +184,24 @@ class AuditWriter:
         return len(rows)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
             await self.flush()
 
     async def stop(self) -> None:
+        """Let the loop finish the copy it is in (a copy cancelled half-way leaves the connection in an
+        unknown protocol state), then flush what is left."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+            except TimeoutError:  # the database hangs: give up on the loop, the rows stay buffered
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
         await self.flush()
         if self._connection is not None:
             with contextlib.suppress(Exception):
