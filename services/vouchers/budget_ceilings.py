@@ -221,13 +221,7 @@ async def reserve(
         if _reservation_fields(existing) != {"decision_id": decision_id, "measure": measure, "amount_fen": amount}:
             raise ProblemError(RESERVATION_CONFLICT, id=str(reservation_id))
         return existing
-    live = (
-        await session.execute(
-            select(BudgetReservation).where(
-                BudgetReservation.decision_id == decision_id, BudgetReservation.state != "released"
-            )
-        )
-    ).scalar_one_or_none()
+    live = await _live_reservation(session, decision_id)
     if live is not None:
         raise _already_reserved(live)
     figure = standing(budgets, measure, today.year, today)
@@ -252,18 +246,24 @@ async def reserve(
         again = await session.get(BudgetReservation, reservation_id, populate_existing=True)
         if again is not None:
             return await reserve(session, budgets, reservation_id, decision_id, measure, amount, today, actor, None)
-        other = (
-            await session.execute(
-                select(BudgetReservation).where(
-                    BudgetReservation.decision_id == decision_id, BudgetReservation.state != "released"
-                )
-            )
-        ).scalar_one()
+        other = await _live_reservation(session, decision_id)
+        assert other is not None  # the insert met it
         raise _already_reserved(other)
     await take(session, budgets, figure, amount)
     row = await session.get(BudgetReservation, reservation_id, populate_existing=True)
     assert row is not None
     return row
+
+
+async def _live_reservation(session: AsyncSession, decision_id: uuid.UUID) -> BudgetReservation | None:
+    """The decision's reservation that is reserved or consumed (a partial unique index: at most one)."""
+    return (
+        await session.execute(
+            select(BudgetReservation).where(
+                BudgetReservation.decision_id == decision_id, BudgetReservation.state != "released"
+            )
+        )
+    ).scalar_one_or_none()
 
 
 def _already_reserved(live: BudgetReservation) -> ProblemError:

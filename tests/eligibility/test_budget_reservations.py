@@ -36,8 +36,8 @@ from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.auth import BUDGET_RESERVE, OFFICER
 from tests.auth import admin, auth
 from tests.conftest import DatabaseFactory, free_port
-from tests.eligibility.actors import DIRECTOR, LI, WANG
-from tests.eligibility.test_award_register import m4, m5, submit
+from tests.eligibility.actors import DIRECTOR, LI
+from tests.eligibility.test_award_register import award, m4, m5, review, submit
 
 YUAN = 100
 M4_BUDGET_FEN = 500_000 * YUAN
@@ -128,9 +128,7 @@ async def reviewed_m4(eligibility: httpx.AsyncClient, registry: httpx.AsyncClien
     applicant, evidence = await m4(registry)
     application = await submit(eligibility, applicant, evidence)
     assert application["decision"]["amount_fen"] == M4_AWARD_FEN, application["decision"]
-    body = {"verdict": "approve", "reason": "材料齐全"}
-    response = await eligibility.post(f"/v1/applications/{application['id']}/reviews", json=body, headers=WANG)
-    assert response.status_code == 200, response.text
+    await review(eligibility, application)
     return application
 
 
@@ -243,11 +241,7 @@ async def test_a_decision_refused_after_reserving_releases_its_reservation(
     # M5: its budget (10,000,000 yuan) has room whatever the other tests took from M4's
     applicant, evidence = await m5(100_000)(live_registry_client)
     first = await submit(eligibility, applicant, evidence)
-    response = await eligibility.post(
-        f"/v1/applications/{first['id']}/reviews", json={"verdict": "approve", "reason": "材料齐全"}, headers=WANG
-    )
-    assert response.status_code == 200, response.text
-    assert (await approve(eligibility, first)).status_code == 200
+    await award(eligibility, first)
     before = await reserved_row_fen(pair, "M5")
     second = await submit(eligibility, applicant, evidence)  # the same purchase again
     refused = await eligibility.post(
@@ -333,11 +327,7 @@ async def test_the_reconciler_releases_what_no_approval_recorded_and_keeps_what_
     # an approval that recorded its reservation (M5: budget room is ample)
     applicant, evidence = await m5(50_000)(live_registry_client)
     application = await submit(eligibility, applicant, evidence)
-    response = await eligibility.post(
-        f"/v1/applications/{application['id']}/reviews", json={"verdict": "approve", "reason": "材料齐全"}, headers=WANG
-    )
-    assert response.status_code == 200, response.text
-    assert (await approve(eligibility, application)).status_code == 200
+    await award(eligibility, application)
     # an attempt that reserved and then died before its approval committed: the same call, then nothing
     orphan = uuid.uuid4()
     body = {"decision_id": str(uuid.uuid4()), "measure": "M5", "amount_fen": 10_000 * YUAN}
