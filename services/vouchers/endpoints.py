@@ -326,7 +326,7 @@ async def issue(
     key: KeyHeader = None,
 ) -> VoucherRead | Response:
     """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
-    client = await client.prefetched(ISSUE_PARAMETERS)  # no peer call inside the transaction
+    client = await client.prepared(payload.decision_id, ISSUE_PARAMETERS)  # no peer call inside the transaction
     return await replay.once(
         session,
         principal.client_id,
@@ -355,6 +355,7 @@ async def grant(
     key: KeyHeader = None,
 ) -> GrantRead | Response:
     """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
+    client = await client.prepared(payload.decision_id)  # no peer call inside the transaction
     return await replay.once(
         session,
         principal.client_id,

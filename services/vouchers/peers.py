@@ -32,23 +32,36 @@ ISSUE_PARAMETERS = (
 
 
 class Eligibility:
-    def __init__(self, client: PeerClient, histories: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        client: PeerClient,
+        histories: dict[str, dict[str, Any]] | None = None,
+        decisions: dict[uuid.UUID, dict[str, Any]] | None = None,
+    ) -> None:
         self.client = client
         self._histories: dict[str, dict[str, Any]] = histories or {}
+        self._decisions: dict[uuid.UUID, dict[str, Any]] = decisions or {}
 
-    async def prefetched(self, parameter_ids: tuple[str, ...]) -> Eligibility:
-        """A client for one request that has read these parameters already (in parallel).
+    async def prepared(self, decision_id: uuid.UUID, parameter_ids: tuple[str, ...] = ()) -> Eligibility:
+        """A client for one request that holds the decision and these parameters already.
 
         Issuing reads them inside its transaction, which holds the decision's lock: asked here,
-        before the transaction, no peer call is made while it is open (issue #12). One that
-        cannot be read now is asked again where it is needed, as before.
+        in parallel and before any transaction, no peer call is made while one is open (issue
+        #12). If any cannot be read the request fails now, 503 or 409 `decision_not_approved`,
+        having written nothing and within one call's retry budget.
         """
-        found = await asyncio.gather(*(self._history(i) for i in parameter_ids), return_exceptions=True)
-        histories = dict(self._histories)
-        for parameter_id, history in zip(parameter_ids, found, strict=True):
-            if isinstance(history, dict):
-                histories[parameter_id] = history
-        return Eligibility(self.client, histories)
+        found = await asyncio.gather(
+            self.approved_decision(decision_id),
+            *(self._history(i) for i in parameter_ids),
+            return_exceptions=True,
+        )
+        answers: list[dict[str, Any]] = []
+        for result in found:
+            if isinstance(result, BaseException):
+                raise result
+            answers.append(result)
+        histories = {**self._histories, **dict(zip(parameter_ids, answers[1:], strict=True))}
+        return Eligibility(self.client, histories, {**self._decisions, decision_id: answers[0]})
 
     async def _history(self, parameter_id: str) -> dict[str, Any]:
         if parameter_id in self._histories:
@@ -60,6 +73,8 @@ class Eligibility:
         return parameter
 
     async def approved_decision(self, decision_id: uuid.UUID) -> dict[str, Any]:
+        if decision_id in self._decisions:
+            return self._decisions[decision_id]
         try:
             decision: dict[str, Any] = await self.client.get_json(f"/v1/approved-decisions/{decision_id}")
         except PeerRejected as exc:

@@ -6,7 +6,9 @@ through the ORM, so they use the same `idempotency` table here: the key is claim
 and the success is stored in the same transaction as the voucher or grant it created. A refusal
 rolls the claim back with everything else, so a retry after one is tried afresh. The header is
 optional for officers (vendors' calls require it): without it, a repeated issuance answers
-`already_issued` as before.
+`already_issued` as before. The decision and parameters are read from eligibility before the key
+is claimed (no peer call inside the transaction), so a retry while eligibility is down answers
+503 like the first try, and replays once it is back.
 """
 
 from __future__ import annotations

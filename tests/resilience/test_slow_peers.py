@@ -213,8 +213,8 @@ async def test_issuance_with_a_broken_eligibility_answers_503_and_writes_nothing
     async def issue() -> httpx.Response:
         return await vouchers.post("/v1/vouchers", json={"decision_id": decision_id}, headers=OFFICER_CHEN)
 
-    # every failure, at the first call (the decision) and at the last one before the ledger is written (the
-    # redemption ceiling, read inside the issuing transaction, after the decision's lock and the other parameters)
+    # every failure, at every call and at one of the parameters issuing reads (the redemption ceiling): all are
+    # asked in parallel before the issuing transaction opens, so either fails the request within one call's budget
     for where in (None, b"M3.annual_redemption_ceiling_fen"):
         for name, fault in FAILURES.items():
             if where is not None and name == "connection reset on accept":
