@@ -37,14 +37,28 @@ from typing import Any
 from tests.resilience.history import KEYED_KINDS, Attempt, History, Op, comparable
 from tests.resilience.snapshot import Snapshot
 
-#: which operation writes which kind of entry
-ENTRY_OPS = {"issue": "claim", "redeem": "redeem", "hold": "hold", "capture": "capture", "release": "release"}
-ENTRY_OPS["void"] = "void"
+#: which operations write which kind of entry: a void releases the voucher's active holds (issue #12) with its
+#: own request id, so a release entry is a release's or a void's
+ENTRY_OPS: dict[str, tuple[str, ...]] = {
+    "issue": ("claim",),
+    "redeem": ("redeem",),
+    "hold": ("hold",),
+    "capture": ("capture",),
+    "release": ("release", "void"),
+    "void": ("void",),
+}
 #: the ledger remembers another vendor's voucher as such; the vendor is told it is not found (issue #5)
 ANSWERED_AS = {"vendor_not_allowed": "voucher_not_found"}
 #: the refusals each kind of operation may meet in this run; anything else (401, 403, 422 …) is a fault
 REDEMPTION_REFUSALS = frozenset(
-    {"insufficient_balance", "voucher_not_found", "voucher_voided", "redemption_ceiling", "vendor_not_compute_vendor"}
+    {
+        "insufficient_balance",
+        "voucher_not_found",
+        "voucher_voided",
+        "redemption_ceiling",
+        "vendor_not_compute_vendor",
+        "vendor_not_authorised",  # justified by _authorisations
+    }
 )
 EXPECTED_REFUSALS: dict[str, frozenset[str]] = {
     "claim": frozenset({"claim_ceiling", "already_issued", "contract_already_claimed", "class_cap"}),
@@ -63,6 +77,8 @@ class DecisionFacts:
     holder: str
     measure: str
     amount_fen: int
+    #: M3: the contract's model vendor; M1: the compute vendor the application named, which issuance authorises
+    vendor: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,7 +161,7 @@ class _Ledger:
             if entry["id"] in self.writer or ENTRY_OPS.get(entry["kind"]) is None:
                 continue
             for op in history.ops:
-                if op.kind != ENTRY_OPS[entry["kind"]] or not _same_target(self, entry, op):
+                if op.kind not in ENTRY_OPS[entry["kind"]] or not _same_target(self, entry, op):
                     continue
                 unanswered = [a for a in op.attempts if not a.answered and id(a) not in known]
                 if unanswered:
@@ -170,6 +186,7 @@ def check(history: History, snapshot: Snapshot, expect: Expectations) -> Report:
     ledger.attribute_unanswered(history, report)
     _count(history, snapshot, report)
     _refusals(history, report)
+    _authorisations(history, ledger, expect, report)
     _outages(history, expect, report)
     _attribution(ledger, report)
     _claims(history, ledger, expect, report)
@@ -203,6 +220,24 @@ def _refusals(history: History, report: Report) -> None:
             report.add("unexpected_refusal", f"{op.status} {op.code}: {op.describe()}")
 
 
+def _authorisations(history: History, ledger: _Ledger, expect: Expectations, report: Report) -> None:
+    """A compute voucher is spent only by a vendor its holder authorised (issue #12): in this run, the provider
+    its application named. So `vendor_not_authorised` is right exactly for another vendor on an M1 voucher."""
+    for op in history.ops:
+        if op.code != "vendor_not_authorised" or op.replay_of is not None:
+            continue
+        voucher = ledger.vouchers_by_code.get(op.target or "")
+        facts = None if voucher is None else expect.decisions.get(str(voucher["decision_id"]))
+        if facts is None or facts.measure != "M1" or facts.vendor == op.actor:
+            report.add("unjustified_refusal", f"the vendor was authorised to spend this voucher: {op.describe()}")
+        report.counts["redemptions refused to an unauthorised vendor"] += 1
+    for redemption in ledger.redemptions.values():
+        voucher = ledger.vouchers_by_id.get(redemption["voucher_id"])
+        facts = None if voucher is None else expect.decisions.get(str(voucher["decision_id"]))
+        if facts is not None and facts.measure == "M1" and redemption["vendor"] != facts.vendor:
+            report.add("unauthorised_spend", f"redemption {redemption['id']} by {redemption['vendor']} on {facts}")
+
+
 def _outages(history: History, expect: Expectations, report: Report) -> None:
     """While eligibility was down, every claim was answered 503 peer_unavailable (and wrote nothing: attribution)."""
     for start, end in expect.eligibility_outages:
@@ -224,8 +259,8 @@ def _outages(history: History, expect: Expectations, report: Report) -> None:
 def _attribution(ledger: _Ledger, report: Report) -> None:
     for entry in ledger.snapshot.entries:
         where = f"entry {entry['id']} ({entry['kind']}, {entry['amount_fen']} fen, request {entry['request_id']})"
-        expected_op = ENTRY_OPS.get(entry["kind"])
-        if expected_op is None:
+        expected_ops = ENTRY_OPS.get(entry["kind"])
+        if expected_ops is None:
             report.add("unexpected_entry", f"{where}: no operation of this run writes such an entry")
             continue
         found = ledger.writer.get(entry["id"])
@@ -237,7 +272,7 @@ def _attribution(ledger: _Ledger, report: Report) -> None:
         op, attempt = found
         if attempt.outcome == "indeterminate":
             report.counts["entries written by an attempt whose answer was lost"] += 1
-        if op.kind != expected_op:
+        if op.kind not in expected_ops:
             report.add("misattributed", f"{where} was written by a {op.kind}: {op.describe()}")
             continue
         if not _same_target(ledger, entry, op):
@@ -254,7 +289,10 @@ def _attribution(ledger: _Ledger, report: Report) -> None:
 def _same_target(ledger: _Ledger, entry: dict[str, Any], op: Op) -> bool:
     if op.kind in ("capture", "release"):
         return str(entry["redemption_id"]) == op.target
-    voucher = ledger.vouchers_by_id.get(entry["voucher_id"])
+    voucher_id = entry["voucher_id"]
+    if voucher_id is None and entry["redemption_id"] is not None:  # a hold released by a void of its voucher
+        voucher_id = ledger.redemptions.get(entry["redemption_id"], {}).get("voucher_id")
+    voucher = ledger.vouchers_by_id.get(voucher_id)
     if voucher is None:
         return False
     if op.kind == "claim":
@@ -416,6 +454,14 @@ def _voids(history: History, ledger: _Ledger, report: Report) -> None:
         succeeded = [op for op in ops if op.outcome == "ok"]
         if len(succeeded) > 1:
             report.add("voided_twice", f"{code} was voided successfully {len(succeeded)} times")
+        if voucher["voided_at"] is not None:
+            held = [
+                r["id"]
+                for r in ledger.redemptions.values()
+                if r["voucher_id"] == voucher["id"] and r["status"] == "held"
+            ]
+            if held:
+                report.add("hold_outlives_void", f"{code} is voided, but holds {held} are still held (issue #12)")
         for op in succeeded:
             if voucher["voided_at"] is None:
                 report.add("ok_not_in_ledger", f"a successful void, but the voucher is not voided: {op.describe()}")

@@ -297,3 +297,70 @@ def test_the_services_own_checks(damage: Any, expected: str) -> None:
     world = World()
     damage(world.snapshot)
     assert checks(world.check()) == {expected}
+
+
+def voided_with_a_hold(world: World) -> Op:
+    """A hold of 100 on the voucher, then a void: the void releases the hold (issue #12) and returns the rest."""
+    world.keyed("hold", CODE, 100, "r-hold-2", 201, {"id": 3, "voucher": world.balances(400)})
+    world.redemption(3, 100, "released")
+    world.entry("hold", 2, 3, 100, "r-hold-2", redemption=3)
+    void = world.history.new("void", "c", "officer", CODE, body={"reason": "作废"})
+    void.attempts.append(attempt("r-void", 200, {"code": CODE, "state": "voided", "returned_fen": 500}))
+    world.entry("release", 3, 2, 100, "r-void", redemption=3)
+    world.entry("void", 2, 1, 500, "r-void")
+    world.snapshot.outbox.append({"id": 99, "type": "vouchers.voucher.voided", "subject": CODE, "payload": {}})
+    voucher = world.snapshot.vouchers[0]
+    voucher.update(available_fen=0, returned_fen=500, voided_at="2026-06-01T00:00:00+08:00")
+    assert world.snapshot.reconciliation is not None
+    world.snapshot.reconciliation["checked_through_entry_id"] = len(world.snapshot.entries)
+    return void
+
+
+def test_a_void_releases_the_vouchers_holds_under_its_own_request() -> None:
+    world = World()
+    voided_with_a_hold(world)
+    report = world.check()
+    assert report.ok, [str(v) for v in report.violations]
+
+
+def test_a_hold_that_outlives_the_void_of_its_voucher() -> None:
+    world = World()
+    voided_with_a_hold(world)
+    world.snapshot.redemptions[-1]["status"] = "held"
+    assert "hold_outlives_void" in checks(world.check())
+
+
+def test_a_release_entry_written_by_a_claim_is_misattributed() -> None:
+    world = World()
+    voided_with_a_hold(world)
+    release = next(e for e in world.snapshot.entries if e["kind"] == "release")
+    release["request_id"] = "r-claim"
+    assert "misattributed" in checks(world.check())
+
+
+def as_m1(world: World, authorised: str) -> None:
+    """The world's voucher as a compute voucher whose application named `authorised` as its provider."""
+    world.snapshot.vouchers[0]["kind"] = "M1"
+    world.expect = Expectations(CEILING, CEILING, {DECISION: DecisionFacts(HOLDER, "M1", 1_000, authorised)})
+    world.snapshot.allowances = []
+
+
+def test_vendor_not_authorised_is_right_only_for_another_vendor_on_a_compute_voucher() -> None:
+    world = World()
+    as_m1(world, VENDOR)
+    stranger = world.history.new("redeem", "c", OTHER, CODE, key="key-other", body={"amount_fen": 1})
+    stranger.attempts.append(attempt("r-other", 403, {"code": "vendor_not_authorised"}))
+    report = world.check()
+    assert report.ok, [str(v) for v in report.violations]
+    assert report.counts["redemptions refused to an unauthorised vendor"] == 1
+
+    world = World()  # the voucher's own model vendor refused: the service was wrong
+    refused = world.keyed("redeem", CODE, 1, "r-refused", 403, {"code": "vendor_not_authorised"})
+    assert "unjustified_refusal" in checks(world.check())
+    assert refused.outcome == "refused"
+
+
+def test_a_compute_voucher_spent_by_a_vendor_its_holder_did_not_authorise() -> None:
+    world = World()
+    as_m1(world, OTHER)  # the redemptions in the world are VENDOR's
+    assert "unauthorised_spend" in checks(world.check())

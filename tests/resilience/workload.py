@@ -59,7 +59,7 @@ class Decision:
     reserve: bool = False  # claimable only once the eligibility outage begins
 
     def facts(self) -> DecisionFacts:
-        return DecisionFacts(self.holder, self.measure, self.amount_fen)
+        return DecisionFacts(self.holder, self.measure, self.amount_fen, self.vendor)
 
 
 @dataclass
