@@ -13,11 +13,14 @@ holds; an applicant sees only vouchers it holds. Anything else answers the usual
 (`voucher_not_found`, `hold_not_found`), so a client cannot learn what exists.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import (
     ADMIN,
@@ -42,7 +45,7 @@ from .errors import IDEMPOTENCY_KEY_REQUIRED, VENDOR_AFFILIATED, VENDOR_NOT_COMP
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
 from .models import Voucher
-from .peers import ISSUE_PARAMETERS, Registry, VendorCheck
+from .peers import ISSUE_PARAMETERS, Eligibility, Registry, VendorCheck
 from .schemas import (
     GrantRead,
     HoldRequest,
@@ -55,6 +58,8 @@ from .schemas import (
 
 router = APIRouter()
 
+
+M = TypeVar("M", bound=BaseModel)
 
 BUDGET_NOTE = (
     "The amount is taken from the programme budget of the measure and this year (clause A2, "
@@ -326,14 +331,14 @@ async def issue(
     key: KeyHeader = None,
 ) -> VoucherRead | Response:
     """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
-    client = await client.prepared(payload.decision_id, ISSUE_PARAMETERS)  # no peer call inside the transaction
-    return await replay.once(
+    return await _pay_once(
         session,
-        principal.client_id,
+        principal,
+        payload,
         key,
         "issue",
-        payload.model_dump(mode="json"),
-        lambda: service.issue_voucher(session, client, budgets, payload, principal.actor, moment),
+        await client.prepared(payload.decision_id, ISSUE_PARAMETERS),
+        lambda eligibility: service.issue_voucher(session, eligibility, budgets, payload, principal.actor, moment),
     )
 
 
@@ -355,14 +360,30 @@ async def grant(
     key: KeyHeader = None,
 ) -> GrantRead | Response:
     """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
-    client = await client.prepared(payload.decision_id)  # no peer call inside the transaction
-    return await replay.once(
+    return await _pay_once(
         session,
-        principal.client_id,
+        principal,
+        payload,
         key,
         "grant",
-        payload.model_dump(mode="json"),
-        lambda: service.grant(session, client, budgets, payload, principal.actor, moment),
+        await client.prepared(payload.decision_id),
+        lambda eligibility: service.grant(session, eligibility, budgets, payload, principal.actor, moment),
+    )
+
+
+async def _pay_once(
+    session: AsyncSession,
+    principal: Principal,
+    payload: IssueRequest,
+    key: str | None,
+    action: str,
+    eligibility: Eligibility,
+    pay: Callable[[Eligibility], Awaitable[M]],
+) -> M | Response:
+    """Issue or grant once per Idempotency-Key, with the decision and parameters read already (`prepared`, before
+    the transaction: no peer call while it is open)."""
+    return await replay.once(
+        session, principal.client_id, key, action, payload.model_dump(mode="json"), lambda: pay(eligibility)
     )
 
 

@@ -107,6 +107,23 @@ def reserved_by_approval(decision: dict[str, Any]) -> uuid.UUID | None:
     return uuid.UUID(str(reservation)) if reservation else None
 
 
+async def _unpaid_decision(
+    session: AsyncSession, eligibility: Eligibility, decision_id: uuid.UUID, *, voucher: bool
+) -> tuple[dict[str, Any], str, int]:
+    """The approved decision (its measure paid by a voucher, or else by a grant), locked and not paid yet."""
+    decision = await eligibility.approved_decision(decision_id)
+    measure = str(decision["measure"])
+    if (measure in VOUCHER_MEASURES) != voucher:
+        raise ProblemError(
+            WRONG_INSTRUMENT, measure=measure, endpoint="POST /v1/grants" if voucher else "POST /v1/vouchers"
+        )
+    await _lock_decision(session, decision_id)
+    existing = await _already_issued(session, decision_id)
+    if existing:
+        raise ProblemError(ALREADY_ISSUED, reference=existing)
+    return decision, measure, int(decision["amount_fen"])
+
+
 async def _lock_decision(session: AsyncSession, decision_id: uuid.UUID) -> None:
     """Claims of one decision take turns, so the loser hears `already_issued`, not another refusal."""
     await session.execute(
@@ -131,15 +148,7 @@ async def issue_voucher(
     now: datetime,
 ) -> VoucherRead:
     today = local_today(now)
-    decision = await eligibility.approved_decision(payload.decision_id)
-    measure = decision["measure"]
-    if measure not in VOUCHER_MEASURES:
-        raise ProblemError(WRONG_INSTRUMENT, measure=measure, endpoint="POST /v1/grants")
-    await _lock_decision(session, payload.decision_id)
-    existing = await _already_issued(session, payload.decision_id)
-    if existing:
-        raise ProblemError(ALREADY_ISSUED, reference=existing)
-    amount = int(decision["amount_fen"])
+    decision, measure, amount = await _unpaid_decision(session, eligibility, payload.decision_id, voucher=True)
     # A2: the budget the approval reserved; without one, today's figure (none → refused before any write)
     reserved_year = await budget_ceilings.consume(
         session, budgets, reserved_by_approval(decision), payload.decision_id, measure, amount, actor, now
@@ -222,15 +231,7 @@ async def grant(
 ) -> GrantRead:
     """Other measures (M2, M4–M13): a disbursement from the budget, once per decision."""
     today = local_today(now)
-    decision = await eligibility.approved_decision(payload.decision_id)
-    measure = decision["measure"]
-    if measure in VOUCHER_MEASURES:
-        raise ProblemError(WRONG_INSTRUMENT, measure=measure, endpoint="POST /v1/vouchers")
-    await _lock_decision(session, payload.decision_id)
-    existing = await _already_issued(session, payload.decision_id)
-    if existing:
-        raise ProblemError(ALREADY_ISSUED, reference=existing)
-    amount = int(decision["amount_fen"])
+    decision, measure, amount = await _unpaid_decision(session, eligibility, payload.decision_id, voucher=False)
     reserved_year = await budget_ceilings.consume(
         session, budgets, reserved_by_approval(decision), payload.decision_id, measure, amount, actor, now
     )

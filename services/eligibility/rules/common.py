@@ -6,6 +6,7 @@ Also small helpers the measure modules use to say things in both languages.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 from ..engine import ParamView, Reason, Trace
 from ..evidence import Evidence
@@ -159,6 +160,34 @@ def awarded_in(prior: list[PriorAward], year: int, component: str | None = None)
     if component is None:
         return sum(award.amount_fen for award in prior if award.year == year)
     return sum(award.components.get(component, 0) for award in prior if award.year == year)
+
+
+def annual_cap_step(
+    trace: Trace,
+    clause: str,
+    zh: str,
+    en: str,
+    inputs: dict[str, Any],
+    *,
+    before_cap: int,
+    cap: int,
+    already: int,
+    amount: int,
+) -> None:
+    """The trace step of an annual cap less the year's earlier awards (M5, M7, M10): the same four amounts."""
+    trace.step(
+        clause,
+        zh,
+        en,
+        inputs=inputs,
+        amounts={
+            "before_cap_fen": before_cap,
+            "annual_cap_fen": cap,
+            "already_awarded_fen": already,
+            "after_cap_fen": amount,
+        },
+        outcome="eligible" if amount > 0 else "fail",
+    )
 
 
 def check_declarations(evidence: Evidence, trace: Trace) -> list[Reason]:

@@ -20,7 +20,7 @@ from ..evidence import M10Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import check_recognition, share, yuan
-from .common import awarded_in, check_benefit_year, inside_validity, reason
+from .common import annual_cap_step, awarded_in, check_benefit_year, inside_validity, reason
 
 MEASURE = "M10"
 TITLE = {"zh": "人工智能产品首版次销售", "en": "First-version AI software sales"}
@@ -179,18 +179,16 @@ def evaluate(evidence: M10Evidence, facts: Facts, p: ParamView, trace: Trace) ->
     already = awarded_in(facts.prior_awards, evidence.year, component=evidence.track)
     room = max(0, cap - already)
     amount = min(before_cap, room)
-    trace.step(
+    annual_cap_step(
+        trace,
         "M10",
         "同一企业同一年度上限（各项分别计算，扣除同年度本项已获扶持）",
         "Annual cap per enterprise (each track), less this year's earlier awards on the track",
-        inputs={"track": evidence.track, "year": evidence.year},
-        amounts={
-            "before_cap_fen": before_cap,
-            "annual_cap_fen": cap,
-            "already_awarded_fen": already,
-            "after_cap_fen": amount,
-        },
-        outcome="eligible" if amount > 0 else "fail",
+        {"track": evidence.track, "year": evidence.year},
+        before_cap=before_cap,
+        cap=cap,
+        already=already,
+        amount=amount,
     )
     if before_cap == 0:
         return Result.ineligible(

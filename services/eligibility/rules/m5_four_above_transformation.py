@@ -17,7 +17,7 @@ from ..evidence import LibraryPurchase, M5Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import recognition_failures, share, yuan
-from .common import RECENT_YEAR, awarded_in, check_benefit_year, reason
+from .common import RECENT_YEAR, annual_cap_step, awarded_in, check_benefit_year, reason
 
 MEASURE = "M5"
 TITLE = {"zh": "四上企业人工智能等方向数字化转型", "en": "Digital transformation of four-above enterprises"}
@@ -154,18 +154,16 @@ def evaluate(evidence: M5Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
     cap: int = p("M5.annual_cap_fen")
     already = awarded_in(facts.prior_awards, evidence.year)
     amount = max(0, min(before_cap, cap) - already)
-    trace.step(
+    annual_cap_step(
+        trace,
         "M5",
         "每年补贴上限：年度金额减去同年度已获补贴",
         "Annual cap: the year's amount less this year's earlier awards",
-        inputs={"year": evidence.year},
-        amounts={
-            "before_cap_fen": before_cap,
-            "annual_cap_fen": cap,
-            "already_awarded_fen": already,
-            "after_cap_fen": amount,
-        },
-        outcome="eligible" if amount > 0 else "fail",
+        {"year": evidence.year},
+        before_cap=before_cap,
+        cap=cap,
+        already=already,
+        amount=amount,
     )
     if amount == 0:
         return Result.ineligible(

@@ -22,7 +22,7 @@ from ..evidence import M7Evidence
 from ..facts import Facts, FactsRequest
 from . import claims
 from .checks import recognition_failures, recognition_inputs, share, was_awarded, yuan
-from .common import RECENT_YEAR, awarded_in, check_benefit_year, reason
+from .common import RECENT_YEAR, annual_cap_step, awarded_in, check_benefit_year, reason
 
 MEASURE = "M7"
 TITLE = {"zh": "人工智能技术标准制定", "en": "AI standards"}
@@ -137,18 +137,16 @@ def evaluate(evidence: M7Evidence, facts: Facts, p: ParamView, trace: Trace) -> 
             components[key] = paid
         left -= paid
     amount = sum(components.values())
-    trace.step(
+    annual_cap_step(
+        trace,
         "M7",
         "同一企业同一年度累计上限（扣除同年度已获奖励）",
         "Annual cap per enterprise, less this year's earlier awards",
-        inputs={"year": evidence.year, "components": components},
-        amounts={
-            "before_cap_fen": before_cap,
-            "annual_cap_fen": cap,
-            "already_awarded_fen": already,
-            "after_cap_fen": amount,
-        },
-        outcome="eligible" if amount > 0 else "fail",
+        {"year": evidence.year, "components": components},
+        before_cap=before_cap,
+        cap=cap,
+        already=already,
+        amount=amount,
     )
     if amount > 0:
         return Result.eligible(amount, components).registering([standard_key(k) for k in components])
