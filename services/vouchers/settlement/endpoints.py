@@ -13,7 +13,7 @@ from shared.pagination import Page
 
 from .. import service as vouchers
 from ..deps import Now, VoucherCode
-from ..endpoints import ensure_visible
+from ..visibility import ensure_visible
 from . import service
 from .deps import BUREAU, BatchId, BatchReader, HolderReader, Pages, Settler, VendorPath, VendorReader
 from .errors import SETTLEMENT_BATCH_NOT_FOUND
