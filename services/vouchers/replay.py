@@ -1,10 +1,11 @@
 """An officer's issuance or grant sent again with the same `Idempotency-Key` answers what the first did.
 
-The redemption path keeps its first answers inside its SQL functions; issuance and grants go
-through the ORM, so they use the same `idempotency` table here: the key is claimed with
-`INSERT … ON CONFLICT DO NOTHING` in the request's transaction (a concurrent twin waits for it),
-and the success is stored in the same transaction as the voucher or grant it created. A refusal
-rolls the claim back with everything else, so a retry after one is tried afresh. The header is
+One mechanism with the redemption path: the key is claimed by the same SQL function,
+`vouchers.claim_key()` (a concurrent twin waits for the first, then reads its answer; another
+request under the same key is refused `idempotency_key_reused`), and the answer is stored by
+`vouchers.remember()`, in the request's transaction, with the voucher or grant it created. Unlike
+a redemption, a refusal rolls the claim back with everything else, so a retry after one is tried
+afresh (an issuance refused for a budget or a ceiling may succeed later). The header is
 optional for officers (vendors' calls require it): without it, a repeated issuance answers
 `already_issued` as before. The decision and parameters are read from eligibility before the key
 is claimed (no peer call inside the transaction), so a retry while eligibility is down answers
@@ -29,17 +30,8 @@ from .hotpath import request_hash
 
 M = TypeVar("M", bound=BaseModel)
 
-_CLAIM = text(
-    "INSERT INTO vouchers.idempotency (client, key, request_hash) VALUES (:client, :key, :hash) "
-    "ON CONFLICT DO NOTHING RETURNING key"
-)
-_STORED = text(
-    "SELECT request_hash, status_code, response FROM vouchers.idempotency WHERE client = :client AND key = :key"
-)
-_ANSWER = text(
-    "UPDATE vouchers.idempotency SET status_code = :status, response = CAST(:body AS jsonb) "
-    "WHERE client = :client AND key = :key"
-)
+_CLAIM = text("SELECT fresh, status_code, body FROM vouchers.claim_key(:client, :key, :hash)")
+_REMEMBER = text("SELECT vouchers.remember(:client, :key, :status, CAST(:body AS jsonb))")
 
 
 async def once(
@@ -55,12 +47,13 @@ async def once(
     if key is None:
         return await produce()
     params = {"client": client, "key": key, "hash": request_hash(action, "", payload)}
-    if (await session.execute(_CLAIM, params)).first() is None:
-        stored = (await session.execute(_STORED, params)).one()
-        if stored.request_hash != params["hash"] or stored.status_code is None:
+    claim = (await session.execute(_CLAIM, params)).one()
+    if not claim.fresh:
+        if claim.status_code in (None, 409):  # another request under this key (409), or no stored answer
             raise ProblemError(IDEMPOTENCY_KEY_REUSED, key=key)
-        return JSONResponse(stored.response, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
+        stored = json.loads(claim.body)
+        return JSONResponse(stored, status_code=claim.status_code, headers={"Idempotent-Replayed": "true"})
     answer = await produce()
-    body = json.loads(answer.model_dump_json())
-    await session.execute(_ANSWER, {**params, "status": status_code, "body": json.dumps(body)})
+    body = answer.model_dump_json()
+    await session.execute(_REMEMBER, {"client": client, "key": key, "status": status_code, "body": body})
     return answer
