@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.errors import ErrorCode, ProblemError
 from shared.peers import PeerClient, PeerError, PeerRejected, PeerUnavailable
 
+from .approvals import BudgetNeed
 from .errors import BUDGET_ALREADY_RESERVED, BUDGET_EXHAUSTED, NO_BUDGET
-from .service import BudgetNeed
 
 logger = logging.getLogger("services.eligibility.budget")
 

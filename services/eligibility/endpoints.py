@@ -40,7 +40,7 @@ from shared.identifiers import CreditCode
 from shared.limits import KiB, MiB, max_body
 from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_keys, encode_cursor, make_page, page_params
 
-from . import repository, service, simulation
+from . import approvals, decisions, parameter_versions, repository, service, simulation
 from .budget import ProgrammeBudget, with_reservation
 from .clauses import CLAUSES
 from .facts import RegistryFacts
@@ -214,7 +214,7 @@ async def get_application(principal: Reader, session: SessionDep, application_id
 async def review_application(
     principal: Reviewer, session: SessionDep, application_id: uuid.UUID, payload: ReviewCreate
 ) -> ApplicationRead:
-    return await service.review(session, application_id, payload, principal)
+    return await approvals.review(session, application_id, payload, principal)
 
 
 @router.post(
@@ -227,12 +227,12 @@ async def approve_application(
     principal: Approver, session: SessionDep, budget: BudgetDep, application_id: uuid.UUID, payload: ApprovalCreate
 ) -> ApplicationRead:
     """An approval reserves its amount from the programme budget before it commits (A2, budget.py)."""
-    need = await service.approval_budget(session, application_id, payload, principal)
+    need = await approvals.approval_budget(session, application_id, payload, principal)
     return await with_reservation(
         session,
         budget,
         need,
-        lambda reservation: service.approve(session, application_id, payload, principal, reservation),
+        lambda reservation: approvals.approve(session, application_id, payload, principal, reservation),
     )
 
 
@@ -252,12 +252,12 @@ async def manual_decision(
 ) -> ApplicationRead:
     """An A1 decision reserves its amount from the programme budget before it commits (A2, budget.py)."""
     decision_id = uuid.uuid4()
-    need = await service.manual_decision_budget(session, application_id, payload, principal, decision_id)
+    need = await approvals.manual_decision_budget(session, application_id, payload, principal, decision_id)
     return await with_reservation(
         session,
         budget,
         need,
-        lambda reservation: service.manual_decision(
+        lambda reservation: approvals.manual_decision(
             session, policy, application_id, payload, principal, decision_id, reservation
         ),
     )
@@ -265,7 +265,7 @@ async def manual_decision(
 
 @router.get("/v1/decisions/{decision_id}", response_model=DecisionRead, tags=["decisions"])
 async def get_decision(principal: Reader, session: SessionDep, decision_id: uuid.UUID) -> DecisionRead:
-    return await service.get_decision(session, decision_id, principal)
+    return await decisions.get_decision(session, decision_id, principal)
 
 
 @router.get(
@@ -279,7 +279,7 @@ async def get_approved_decision(
     session: SessionDep,
     decision_id: uuid.UUID,
 ) -> ApprovedDecisionRead:
-    return await service.approved_decision(session, decision_id)
+    return await decisions.approved_decision(session, decision_id)
 
 
 # --- policy ---------------------------------------------------------------------------------
@@ -390,7 +390,7 @@ async def add_parameter_version(
     parameter_id: Annotated[str, Path(max_length=100)],
     payload: ParameterVersionCreate,
 ) -> ParameterRead:
-    parameters = await service.add_parameter_version(session, policy, parameter_id, payload, principal)
+    parameters = await parameter_versions.add_parameter_version(session, policy, parameter_id, payload, principal)
     return _parameter_read(parameters, parameter_id)
 
 

@@ -4,7 +4,7 @@ The code knows each parameter's *shape* (`SPECS`: a ratio, an amount in fen, a t
 table…) and nothing of its value. `load_parameter_file` refuses a file with unknown or
 missing keys, malformed values, timelines with gaps or overlaps, tier tables with gaps
 or overlaps, or negative caps — naming the file and the key. Administrators add
-future-dated versions on top (stored in the database, see `service.py`);
+future-dated versions on top (stored in the database, see `parameter_versions.py`);
 `ParameterSet.with_versions` merges them under the same checks.
 """
 

@@ -32,6 +32,7 @@ from shared.limits import MiB, max_body
 from shared.pagination import Page, PageParams, page_params
 
 from . import imports, records, schemas
+from .kinds import Resource
 from .resources import ALL, FILINGS, ORGANISATIONS, REVENUES
 from .schemas import VersionRead
 
@@ -64,7 +65,7 @@ def _signature(params: list[inspect.Parameter], returns: Any) -> inspect.Signatu
     return inspect.Signature(params, return_annotation=returns)
 
 
-def _key_dependency(resource: records.Resource) -> Callable[..., Awaitable[dict[str, Any]]]:
+def _key_dependency(resource: Resource) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def dependency(**kwargs: Any) -> dict[str, Any]:
         return kwargs
 
@@ -75,7 +76,7 @@ def _key_dependency(resource: records.Resource) -> Callable[..., Awaitable[dict[
     return dependency
 
 
-def _filter_dependency(resource: records.Resource) -> Callable[..., Awaitable[dict[str, Any]]]:
+def _filter_dependency(resource: Resource) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def dependency(**kwargs: Any) -> dict[str, Any]:
         return kwargs
 
@@ -94,11 +95,11 @@ def _filter_dependency(resource: records.Resource) -> Callable[..., Awaitable[di
     return dependency
 
 
-def _key_path(resource: records.Resource) -> str:
+def _key_path(resource: Resource) -> str:
     return "/".join("{" + name + "}" for name in resource.key)
 
 
-def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
+def add_record_routes(router: APIRouter, resource: Resource) -> None:
     plural = resource.plural
     read_model: Any = resource.read
     create_model: Any = resource.create
@@ -202,7 +203,7 @@ def add_record_routes(router: APIRouter, resource: records.Resource) -> None:
     )
 
 
-def _url_key(resource: records.Resource, read: BaseModel) -> dict[str, str]:
+def _url_key(resource: Resource, read: BaseModel) -> dict[str, str]:
     """The record's key as path segments for `url_for`: percent-encoded, since a key may hold any character
     (a filing number in Chinese, say) and a header is latin-1 only."""
     return {name: quote(str(getattr(read, name)), safe="") for name in resource.key}
@@ -215,7 +216,7 @@ for _resource in ALL:
 ImportMode = Literal["all_or_nothing", "best_effort"]
 
 
-def _import_route(resource: records.Resource) -> None:
+def _import_route(resource: Resource) -> None:
     async def import_(
         session: SessionDep,
         request: Request,

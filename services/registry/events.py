@@ -1,7 +1,7 @@
 """The registry's events (shared/feed): `registry.<entity>.created` and `registry.<entity>.changed`.
 
-Written by `records.py` in the same transaction as the change (single writes and imports
-alike), one per new version. The payload is the record's key, its new version and the
+Written by `records.py` and `upserts.py` in the same transaction as the change (single writes
+and imports alike), one per new version. The payload is the record's key, its new version and the
 snapshot that version records (as `GET …/history` shows it).
 """
 
@@ -30,7 +30,7 @@ CATALOGUE = register_catalogue(
 
 
 class Resource(Protocol):
-    """What an event needs of a kind of record (`records.Resource`)."""
+    """What an event needs of a kind of record (`kinds.Resource`)."""
 
     @property
     def entity(self) -> str: ...

@@ -29,7 +29,7 @@ from shared.exports.params import EXPORT_RESPONSES, ExportOptions, export_option
 from shared.exports.query import EXPORTERS, Column, ColumnKind, ExportQuery
 from shared.exports.stream import export_response
 
-from .records import Filter, Resource
+from .kinds import Filter, Resource
 from .resources import AFFILIATIONS, ALL, RECOGNITIONS
 from .schemas import RECOGNITION_CLAUSES
 
@@ -123,7 +123,7 @@ def _snapshot_condition(resource: Resource, spec: Filter) -> tuple[Callable[[str
         return custom, None
     if spec.on_snapshot is not None:
         raise RuntimeError(f"{resource.plural}: filter {spec.name} has a custom history form but no export SQL")
-    # as the list does (records.snapshot_contains): the snapshot contains {name: value}
+    # as the list does (kinds.snapshot_contains): the snapshot contains {name: value}
     return (lambda p: f"v.data @> {p}::jsonb"), (lambda value: json.dumps({spec.name: value}, default=str))
 
 

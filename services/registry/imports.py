@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import FieldError, Language, ProblemError, field_errors_from_pydantic, request_language
 
-from . import records
+from . import upserts
 from .errors import IMPORT_EMPTY, IMPORT_REJECTED, IMPORT_TOO_MANY_ROWS, IMPORT_UNKNOWN_COLUMNS, IMPORT_UNREADABLE
-from .records import Resource, today
+from .kinds import Resource
 from .schemas import ImportReport, ImportRowError
+from .states import check_references, today
 
 MAX_ROWS = 20_000
 #: A CSV cell holding an amount in fen: digits only (money is strict, shared/money.py; in JSON an
@@ -155,7 +156,7 @@ async def run_import(session: AsyncSession, resource: Resource, request: Request
         first_seen[key] = number
         accepted.append((number, resource.key_label(state.model_dump(), unique), state, effective_from))
 
-    missing = await records.check_references(session, resource, [state for _, _, state, _ in accepted])
+    missing = await check_references(session, resource, [state for _, _, state, _ in accepted])
     if missing:
         failures.extend(
             _row_error(accepted[index][0], accepted[index][1], [error], language) for index, error in missing.items()
@@ -170,8 +171,8 @@ async def run_import(session: AsyncSession, resource: Resource, request: Request
             total=len(raw_rows),
             rows=[failure.model_dump() for failure in failures],
         )
-    await records.lock_for_import(session, resource)
-    outcome = await records.upsert_states(session, resource, [(state, day) for _, _, state, day in accepted])
+    await upserts.lock_for_import(session, resource)
+    outcome = await upserts.upsert_states(session, resource, [(state, day) for _, _, state, day in accepted])
     return ImportReport(
         mode="all_or_nothing" if mode == "all_or_nothing" else "best_effort",
         total=len(raw_rows),

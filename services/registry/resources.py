@@ -13,8 +13,8 @@ from sqlalchemy import ColumnElement, or_
 from shared.identifiers import CreditCode, filing_number_warnings
 
 from . import schemas
+from .kinds import Filter, Reference, Resource, snapshot_contains
 from .models import Affiliation, Base, Filing, Model, Organisation, Recognition, Revenue, Vendor
-from .records import Filter, Reference, Resource, snapshot_contains
 
 
 def _organisation_ref(field: str = "credit_code") -> Reference:
