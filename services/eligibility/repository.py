@@ -25,13 +25,6 @@ async def lock_applicant_measure(session: AsyncSession, applicant: str, measure:
 
 async def prior_awards(session: AsyncSession, applicant: str, measure: str) -> list[PriorAward]:
     """Decisions for this applicant and measure that still stand (not rejected, not ineligible)."""
-    approved_amount = (
-        select(Review.amount_fen)
-        .where(Review.application_id == Application.id, Review.step == "approval", Review.verdict == "approve")
-        .order_by(Review.created_at.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
     statement = (
         select(
             Decision.id,
@@ -39,7 +32,7 @@ async def prior_awards(session: AsyncSession, applicant: str, measure: str) -> l
             Decision.amount_fen,
             Decision.components,
             Decision.basis,
-            approved_amount,
+            _approved_amount(),
         )
         .join(Application, Application.current_decision_id == Decision.id)
         .where(
@@ -236,15 +229,8 @@ async def awards_before_register(
     session: AsyncSession, applicant: str, measure: str, year: int
 ) -> list[tuple[int, dict[str, int]]]:
     """Approved awards decided before the register (their decisions name no caps): (amount, components)."""
-    approved_amount = (
-        select(Review.amount_fen)
-        .where(Review.application_id == Application.id, Review.step == "approval", Review.verdict == "approve")
-        .order_by(Review.created_at.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
     statement = (
-        select(func.coalesce(approved_amount, Decision.amount_fen, 0), Decision.components)
+        select(func.coalesce(_approved_amount(), Decision.amount_fen, 0), Decision.components)
         .join(Application, Application.current_decision_id == Decision.id)
         .where(
             Application.applicant == applicant,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-from sqlalchemy import BigInteger, Row, bindparam, func, select, text, update
+from sqlalchemy import BigInteger, Row, Select, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -164,43 +164,40 @@ async def enterprise_vouchers(
 
 async def enterprise_totals(session: AsyncSession, holder: str, year: int) -> dict[str, AnyRow]:
     """The year's vouchers' totals, by kind."""
-    return {
-        row.kind: row
-        for row in (
-            await session.execute(
-                select(
-                    Voucher.kind,
-                    func.count().label("vouchers"),
-                    func.sum(Voucher.amount_fen).label("claimed_fen"),
-                    func.sum(Voucher.available_fen).label("available_fen"),
-                    func.sum(Voucher.held_fen).label("held_fen"),
-                    func.sum(Voucher.redeemed_fen).label("redeemed_fen"),
-                    func.sum(Voucher.returned_fen).label("returned_fen"),
-                )
-                .where(Voucher.holder == holder, Voucher.year == year)
-                .group_by(Voucher.kind)
-            )
-        ).all()
-    }
+    return await _by_kind(
+        session,
+        select(
+            Voucher.kind,
+            func.count().label("vouchers"),
+            func.sum(Voucher.amount_fen).label("claimed_fen"),
+            func.sum(Voucher.available_fen).label("available_fen"),
+            func.sum(Voucher.held_fen).label("held_fen"),
+            func.sum(Voucher.redeemed_fen).label("redeemed_fen"),
+            func.sum(Voucher.returned_fen).label("returned_fen"),
+        )
+        .where(Voucher.holder == holder, Voucher.year == year)
+        .group_by(Voucher.kind),
+    )
 
 
 async def redeemed_in_year(session: AsyncSession, holder: str, year: int) -> dict[str, AnyRow]:
     """Redemptions made in the calendar year (captured, held), of vouchers of any year, by kind."""
-    return {
-        row.kind: row
-        for row in (
-            await session.execute(
-                select(
-                    Voucher.kind,
-                    func.sum(Redemption.amount_fen).filter(Redemption.status == "captured").label("captured"),
-                    func.sum(Redemption.amount_fen).filter(Redemption.status == "held").label("held"),
-                )
-                .join(Voucher, Voucher.id == Redemption.voucher_id)
-                .where(Voucher.holder == holder, Redemption.year == year)
-                .group_by(Voucher.kind)
-            )
-        ).all()
-    }
+    return await _by_kind(
+        session,
+        select(
+            Voucher.kind,
+            func.sum(Redemption.amount_fen).filter(Redemption.status == "captured").label("captured"),
+            func.sum(Redemption.amount_fen).filter(Redemption.status == "held").label("held"),
+        )
+        .join(Voucher, Voucher.id == Redemption.voucher_id)
+        .where(Voucher.holder == holder, Redemption.year == year)
+        .group_by(Voucher.kind),
+    )
+
+
+async def _by_kind(session: AsyncSession, statement: Select[*tuple[Any, ...]]) -> dict[str, AnyRow]:
+    """A grouped query's rows keyed by their voucher kind (M1, M3)."""
+    return {row.kind: row for row in (await session.execute(statement)).all()}
 
 
 async def allowances(session: AsyncSession, holder: str, year: int) -> Sequence[Allowance]:
