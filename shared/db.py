@@ -9,8 +9,10 @@ told "created" about something that did not commit, and rolls back on any error.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias, cast
 
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -22,6 +24,11 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: A raw asyncpg connection: one of its own (`asyncpg.connect`, or the one under a SQLAlchemy session)
+#: or one lent by a pool (`Pool.acquire()` lends a proxy, which is not a `Connection` subclass).
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
 def service_metadata(schema: str) -> MetaData:
@@ -75,3 +82,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under a session's transaction (for SQL written for asyncpg)."""
+    raw = await (await session.connection()).get_raw_connection()
+    # SQLAlchemy types the driver's connection as Any (None once detached); with the asyncpg dialect
+    # and the session's connection open, it is an asyncpg.Connection
+    return cast(asyncpg.Connection, raw.driver_connection)

@@ -109,7 +109,7 @@ class RateLimiter:
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._in_flight: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
-        self._connection: Any = None
+        self._connection: asyncpg.Connection | None = None
         self._dsn = self._schema = self._sql = ""
         self._role: str | None = None
         self._interval = 0.0
@@ -184,7 +184,7 @@ class RateLimiter:
                 await self._connection.close()
             self._connection = None
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
             settings = {"application_name": f"{self._schema}-rate-limits"}
             if self._role:

@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.audit import note_presented_client, storable
 from shared.auth import ALL_SCOPES, BOUND_ROLES, Principal
-from shared.db import SessionDep
+from shared.db import Connection, SessionDep
 from shared.errors import ErrorCode, problem_response
 from shared.identifiers import credit_code_error
 from shared.limits import KiB, max_body
@@ -218,7 +218,7 @@ def cli_actor(name: str | None = None) -> str:
     return "cli:" + name
 
 
-async def _audit(connection: Any, actor: str, action: str, target: str, status: int) -> None:
+async def _audit(connection: Connection, actor: str, action: str, target: str, status: int) -> None:
     """One row of the registry's audit log for a client administered outside HTTP."""
     await connection.execute(
         "INSERT INTO registry.audit_log (at, request_id, actor, method, path, status, outcome, duration_ms) "
@@ -251,7 +251,7 @@ def _check_scopes(scopes: list[str], organisation: str | None) -> None:
 
 
 async def create_client(
-    connection: Any,
+    connection: Connection,
     name: str,
     scopes: list[str],
     *,
@@ -289,7 +289,7 @@ async def create_client(
     return NewClient(client_id, client_secret, scopes, organisation)
 
 
-async def _change(connection: Any, actor: str | None, action: str, client_id: str, sql: str, *args: Any) -> None:
+async def _change(connection: Connection, actor: str | None, action: str, client_id: str, sql: str, *args: Any) -> None:
     """Change an active client and audit it in one transaction; an unknown or revoked one is audited as refused."""
     async with connection.transaction():
         status = await connection.execute(sql, client_id, *args)
@@ -300,7 +300,7 @@ async def _change(connection: Any, actor: str | None, action: str, client_id: st
 
 
 async def rotate_secret(
-    connection: Any, client_id: str, *, grace: timedelta = timedelta(0), actor: str | None = None
+    connection: Connection, client_id: str, *, grace: timedelta = timedelta(0), actor: str | None = None
 ) -> str:
     """A new secret; the old one keeps working for `grace` (so a deployment can roll over)."""
     secret = secrets.token_urlsafe(32)
@@ -318,7 +318,7 @@ async def rotate_secret(
     return secret
 
 
-async def revoke(connection: Any, client_id: str, *, actor: str | None = None) -> None:
+async def revoke(connection: Connection, client_id: str, *, actor: str | None = None) -> None:
     await _change(
         connection,
         actor,
@@ -328,7 +328,7 @@ async def revoke(connection: Any, client_id: str, *, actor: str | None = None) -
     )
 
 
-async def list_clients(connection: Any) -> list[dict[str, Any]]:
+async def list_clients(connection: Connection) -> list[dict[str, Any]]:
     rows = await connection.fetch(
         "SELECT client_id, name, scopes, organisation, created_at, secret_rotated_at, revoked_at "
         "FROM registry.clients ORDER BY created_at, client_id"

@@ -20,6 +20,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Connection
+
 CHECKS: dict[str, str] = {
     # debits equal credits: every entry moves an amount out of one account and into another
     "sum_is_zero": """
@@ -141,7 +143,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-async def check_invariants(connection: asyncpg.Connection) -> list[Violation]:
+async def check_invariants(connection: Connection) -> list[Violation]:
     """Every violated invariant, with the rows that break it (empty: the ledger is consistent)."""
     violations: list[Violation] = []
     for name, query in CHECKS.items():

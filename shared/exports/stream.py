@@ -94,7 +94,7 @@ def connection_settings(app: FastAPI) -> tuple[str, dict[str, str]]:
     return dsn, server_settings
 
 
-async def open_connection(app: FastAPI) -> Any:
+async def open_connection(app: FastAPI) -> asyncpg.Connection:
     dsn, server_settings = connection_settings(app)
     try:
         return await asyncpg.connect(dsn, server_settings=server_settings, timeout=CONNECT_TIMEOUT_SECONDS)
@@ -123,10 +123,16 @@ def _rows(status: str) -> int:
         return -1
 
 
-async def _copy(connection: Any, sql: str, args: Sequence[Any], options: dict[str, Any], queue: Any) -> None:
+async def _copy(
+    connection: asyncpg.Connection,
+    sql: str,
+    args: Sequence[Any],
+    options: dict[str, Any],
+    queue: asyncio.Queue[Item],
+) -> None:
     """Run the COPY into the queue; its last item says how it ended (finished, or the error)."""
 
-    async def sink(data: bytearray) -> None:
+    async def sink(data: bytes | bytearray) -> None:  # asyncpg passes bytearray; its stubs say bytes
         await queue.put(data)  # a new bytearray each time (asyncpg's consume_messages): no copy needed
 
     try:
@@ -143,7 +149,7 @@ async def _copy(connection: Any, sql: str, args: Sequence[Any], options: dict[st
 class _Stream:
     """One running export: its connection, the COPY task and the queue between them."""
 
-    connection: Any
+    connection: asyncpg.Connection
     task: asyncio.Task[None]
     queue: asyncio.Queue[Item]
     slots: ExportSlots

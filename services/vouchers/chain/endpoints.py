@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from shared.auth import ADMIN, AUDITOR, PLATFORM, Principal, require
-from shared.db import SessionDep
+from shared.db import SessionDep, raw_connection
 from shared.pagination import Page, PageParams, page_params
 
 from ..deps import Now
@@ -60,9 +60,8 @@ async def checkpoint_keys(request: Request) -> dict[str, Any]:
     dependencies=[require(AUDITOR, ADMIN)],
 )
 async def get_seal_lag(request: Request, session: SessionDep) -> SealLagRead:
-    raw = await (await session.connection()).get_raw_connection()
     sealer: Sealer | None = getattr(request.app.state, "sealer", None)
-    return await service.seal_lag_report(raw.driver_connection, sealer)
+    return await service.seal_lag_report(await raw_connection(session), sealer)
 
 
 @router.post(

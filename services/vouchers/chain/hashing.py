@@ -7,10 +7,10 @@ import hashlib
 import json
 import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -37,6 +37,12 @@ _INTEGER_FIELDS = frozenset(
     {"id", "from_account_id", "to_account_id", "amount_fen", "voucher_id", "redemption_id", "reverses_entry_id"}
 )
 _REQUIRED_FIELDS = frozenset({"id", "created_at", "kind", "from_account_id", "to_account_id", "amount_fen"})
+
+
+class EntryFields(Protocol):
+    """An entry's fields by name: a mapping (an exported line) or an asyncpg Record (a row); KeyError if absent."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
 
 
 class CanonicalError(ValueError):
@@ -93,7 +99,7 @@ def _canonical_value(name: str, value: object) -> object:
     return unicodedata.normalize("NFC", value)
 
 
-def canonical_entry(entry: Mapping[str, Any]) -> bytes:
+def canonical_entry(entry: EntryFields) -> bytes:
     """The bytes that are hashed: `v1|` + the JSON array of `ENTRY_FIELDS` (see the module doc)."""
     values: list[object] = []
     for name in ENTRY_FIELDS:
@@ -106,7 +112,7 @@ def canonical_entry(entry: Mapping[str, Any]) -> bytes:
     return f"{CANONICAL_VERSION}|{body}".encode()
 
 
-def entry_hash(entry: Mapping[str, Any]) -> str:
+def entry_hash(entry: EntryFields) -> str:
     return hashlib.sha256(canonical_entry(entry)).hexdigest()
 
 
@@ -114,7 +120,7 @@ def chain_hash(previous: str, entry_digest: str) -> str:
     return hashlib.sha256((previous + entry_digest).encode("ascii")).hexdigest()
 
 
-def export_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+def export_entry(entry: EntryFields) -> dict[str, Any]:
     """An entry as JSON: exactly the hashed fields, as stored (not normalised)."""
     exported: dict[str, Any] = {}
     for name in ENTRY_FIELDS:
@@ -189,7 +195,7 @@ class ChainVerifier:
         *,
         seq: int,
         entry_id: int,
-        entry: Mapping[str, Any] | None,
+        entry: EntryFields | None,
         sealed_entry_hash: str,
         sealed_chain_hash: str,
         order: tuple[int, int] | None = None,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import Connection
 
 from ..models import Checkpoint
 from .hashing import ENTRY_FIELDS
@@ -72,7 +73,9 @@ LOCK_SQL = "SELECT pg_advisory_lock($1)"
 UNLOCK_SQL = "SELECT pg_advisory_unlock($1)"
 
 
-async def _sealed_batch(connection: Any, after: int, until: int, limit: int) -> list[tuple[Any, Any]]:
+async def _sealed_batch(
+    connection: Connection, after: int, until: int, limit: int
+) -> list[tuple[asyncpg.Record, asyncpg.Record | None]]:
     """Seals with seq in (after, until], in seq order, each with its entry (None when it is gone)."""
     seals = await connection.fetch(SEALS_SQL, after, until, limit)
     if not seals:

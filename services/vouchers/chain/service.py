@@ -13,9 +13,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import Connection
 from shared.errors import ProblemError
 from shared.feed.outbox import emit
 from shared.pagination import Page, PageParams, decode_cursor, make_page
@@ -89,7 +91,7 @@ VERIFY_BATCH_SIZE = 5_000
 # --- walking the stored chain -------------------------------------------------------------------
 
 
-def _feed(verifier: ChainVerifier, batch: Sequence[tuple[Any, Any]]) -> Mismatch | None:
+def _feed(verifier: ChainVerifier, batch: Sequence[tuple[asyncpg.Record, asyncpg.Record | None]]) -> Mismatch | None:
     for sealed, entry in batch:
         mismatch = verifier.add(
             seq=int(sealed["seq"]),
@@ -105,7 +107,7 @@ def _feed(verifier: ChainVerifier, batch: Sequence[tuple[Any, Any]]) -> Mismatch
 
 
 async def _walk(
-    connection: Any, verifier: ChainVerifier, *, after: int, until: int, batch_size: int
+    connection: Connection, verifier: ChainVerifier, *, after: int, until: int, batch_size: int
 ) -> Mismatch | None:
     while after < until:
         batch = await _sealed_batch(connection, after, until, batch_size)
@@ -118,7 +120,7 @@ async def _walk(
     return None
 
 
-async def _seal_before_reading(connection: Any, batch_size: int) -> SealRun:
+async def _seal_before_reading(connection: Connection, batch_size: int) -> SealRun:
     try:
         return await seal_run(connection, batch_size=batch_size)
     except ChainHalted as exc:  # the walk names the missing entry
@@ -126,7 +128,7 @@ async def _seal_before_reading(connection: Any, batch_size: int) -> SealRun:
         return SealRun(0, None)
 
 
-def _mark(row: Any) -> CheckpointMark:
+def _mark(row: asyncpg.Record) -> CheckpointMark:
     return CheckpointMark(row["day"], int(row["entry_id"]), str(row["chain_hash"]), int(row["entries"]))
 
 
@@ -148,7 +150,7 @@ def external_mark(mark: SignedMark) -> CheckpointMark:
 
 
 async def verify_ledger(
-    connection: Any, *, batch_size: int = VERIFY_BATCH_SIZE, signed: SignedCheckpoints | None = None
+    connection: Connection, *, batch_size: int = VERIFY_BATCH_SIZE, signed: SignedCheckpoints | None = None
 ) -> VerifyReport:
     """Seal, then recompute the whole chain from genesis and check every checkpoint against it:
     the stored ones and the signed ones of the sink (`signed`), which the database owner cannot rewrite."""
@@ -210,7 +212,7 @@ class ChainBroken(Exception):
 
 
 async def verified_head(
-    connection: Any, since: CheckpointMark | None, *, batch_size: int = VERIFY_BATCH_SIZE
+    connection: Connection, since: CheckpointMark | None, *, batch_size: int = VERIFY_BATCH_SIZE
 ) -> VerifiedHead | None:
     """Seal, then verify the chain from the last checkpoint (or genesis) to the head; None if empty."""
     await _seal_before_reading(connection, batch_size)
@@ -260,7 +262,9 @@ async def read_sink(sink: Path | None, signer: CheckpointSigner | None) -> Signe
 
 
 @contextlib.asynccontextmanager
-async def ledger_connection(hotpath: HotPath, settings: VouchersSettings, purpose: str) -> AsyncIterator[Any]:
+async def ledger_connection(
+    hotpath: HotPath, settings: VouchersSettings, purpose: str
+) -> AsyncIterator[asyncpg.Connection]:
     connection = await connect(hotpath.dsn, hotpath.role, f"vouchers-{purpose}", settings.db_statement_timeout_ms)
     try:
         yield connection
@@ -273,7 +277,7 @@ async def verify(hotpath: HotPath, settings: VouchersSettings, signed: SignedChe
         return await verify_ledger(connection, signed=signed)
 
 
-async def seal_lag_report(connection: Any, sealer: Sealer | None) -> SealLagRead:
+async def seal_lag_report(connection: Connection, sealer: Sealer | None) -> SealLagRead:
     lag = await seal_lag(connection)
     status = None
     if sealer is not None:
@@ -388,14 +392,14 @@ def _line(record: Mapping[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
 
 
-def _head_json(head: Any) -> dict[str, Any] | None:
+def _head_json(head: asyncpg.Record | None) -> dict[str, Any] | None:
     if head is None:
         return None
     return {"seq": int(head["seq"]), "entry_id": int(head["entry_id"]), "chain_hash": str(head["chain_hash"])}
 
 
 async def export_lines(
-    connection: Any, head: Any, unsealed: int, with_checkpoints: bool, batch_size: int
+    connection: asyncpg.Connection, head: asyncpg.Record | None, unsealed: int, with_checkpoints: bool, batch_size: int
 ) -> AsyncIterator[bytes]:
     """header, one line per sealed entry in seq order (keyset batches), checkpoints, end."""
     try:
@@ -446,7 +450,9 @@ async def export_lines(
         await close_connection(connection)
 
 
-async def open_export(hotpath: HotPath, settings: VouchersSettings) -> tuple[Any, Any, int]:
+async def open_export(
+    hotpath: HotPath, settings: VouchersSettings
+) -> tuple[asyncpg.Connection, asyncpg.Record | None, int]:
     """The export's own connection (the stream closes it), sealed first; its head and what is unsealed."""
     connection = await connect(hotpath.dsn, hotpath.role, "vouchers-export", settings.db_statement_timeout_ms)
     try:

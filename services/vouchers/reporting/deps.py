@@ -1,8 +1,8 @@
-"""What the aggregates routes share: who reads them, the year and measure filters, the raw connection."""
+"""What the aggregates routes share: who reads them, the year and measure filters."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Query
 
@@ -15,9 +15,3 @@ DETAIL_READERS = (OFFICER, APPROVER, ADMIN, AUDITOR)
 Reader = Annotated[Principal, require(*READERS)]
 Year = Annotated[int | None, Query(ge=2000, le=2100, description="Calendar year (Shenzhen time); default: this year")]
 MeasureFilter = Annotated[str | None, Query(pattern=r"^M(1[0-5]|[1-9])$", description="One measure, e.g. M1")]
-
-
-async def raw_connection(session: Any) -> Any:
-    """The asyncpg connection under the request's session (the read side's SQL is asyncpg's)."""
-    raw = await (await session.connection()).get_raw_connection()
-    return raw.driver_connection

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from shared.auth import ADMIN, AUDITOR, DASHBOARD, DASHBOARD_DETAIL, Principal, require
-from shared.db import SessionDep
+from shared.db import SessionDep, raw_connection
 
 from ..deps import Now
 from ..policy.budgets import Budgets
 from . import service
-from .deps import DETAIL_READERS, MeasureFilter, Reader, Year, raw_connection
+from .deps import DETAIL_READERS, MeasureFilter, Reader, Year
 from .errors import detail_forbidden
 from .schemas import (
     BudgetRead,

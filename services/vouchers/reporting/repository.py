@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+
+from shared.db import Connection
 
 PROJECT_LOCK_KEY = 0x4C47_5052_4F4A_0001  # "LGPROJ", 1: one projector at a time, across processes
 LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
@@ -213,13 +214,14 @@ class AsOf:
     txid: int
 
 
-async def as_of(connection: Any) -> AsOf:
+async def as_of(connection: Connection) -> AsOf:
     """Where the projections stand: the last entry projected and how many entries lie beyond it.
 
     `lag_entries` counts the committed entries after the cursor in (txid, id) order, exactly up
     to 10,000; beyond that it is estimated from entry ids (an exact count would cost a scan).
     """
     cursor = await connection.fetchrow(CURSOR_SQL)
+    assert cursor is not None, "vouchers.projection_cursor has its one row from the migration on"
     txid, entry_id = int(cursor["txid"]), int(cursor["entry_id"])
     lag = int(await connection.fetchval(LAG_SQL, txid, entry_id))
     if lag > LAG_EXACT_UP_TO:

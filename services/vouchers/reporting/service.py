@@ -9,11 +9,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
-from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from shared.db import Connection
 from shared.peers import PeerClient, PeerRejected, make_peer_client
 from shared.periodic import close_connection, connect
 
@@ -93,7 +94,7 @@ def _width(top: int, buckets: int) -> int:
 # --- the projected aggregates --------------------------------------------------------------------------
 
 
-async def summary(connection: Any, year: int) -> SummaryRead:
+async def summary(connection: Connection, year: int) -> SummaryRead:
     freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(SUMMARY_SQL, year)
     flows: dict[str, dict[str, int]] = {}
@@ -127,7 +128,7 @@ async def summary(connection: Any, year: int) -> SummaryRead:
     return SummaryRead(year=year, totals=totals, by_measure=lines, as_of=as_of_read(freshness))
 
 
-async def monthly(connection: Any, year: int, measure: str | None) -> MonthlyRead:
+async def monthly(connection: Connection, year: int, measure: str | None) -> MonthlyRead:
     freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(MONTHLY_SQL, year, measure)
     months: dict[int, dict[str, int]] = {m: {} for m in range(1, 13)}
@@ -151,7 +152,7 @@ async def monthly(connection: Any, year: int, measure: str | None) -> MonthlyRea
     )
 
 
-async def revenue_classes(connection: Any, year: int) -> RevenueClassesRead:
+async def revenue_classes(connection: Connection, year: int) -> RevenueClassesRead:
     freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(REVENUE_CLASSES_SQL, year)
     return RevenueClassesRead(
@@ -159,7 +160,7 @@ async def revenue_classes(connection: Any, year: int) -> RevenueClassesRead:
     )
 
 
-async def compute_share(connection: Any, year: int) -> ComputeShareRead:
+async def compute_share(connection: Connection, year: int) -> ComputeShareRead:
     freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(SHARES_SQL, year)
     found = {row["share"]: row for row in rows}
@@ -178,7 +179,7 @@ async def compute_share(connection: Any, year: int) -> ComputeShareRead:
     )
 
 
-async def vendors(connection: Any, year: int, measure: str | None, limit: int) -> VendorsRead:
+async def vendors(connection: Connection, year: int, measure: str | None, limit: int) -> VendorsRead:
     freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(VENDORS_SQL, year, measure, limit)
     return VendorsRead(
@@ -189,7 +190,7 @@ async def vendors(connection: Any, year: int, measure: str | None, limit: int) -
     )
 
 
-async def budget(connection: Any, budgets: Budgets, year: int, moment: datetime) -> BudgetRead:
+async def budget(connection: Connection, budgets: Budgets, year: int, moment: datetime) -> BudgetRead:
     freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(BUDGET_USED_SQL, year)
     used = {row["measure"]: int(row["used_fen"]) for row in rows}
@@ -224,7 +225,7 @@ async def budget(connection: Any, budgets: Budgets, year: int, moment: datetime)
     return BudgetRead(year=year, budget_file_version=budgets.version, measures=lines, as_of=as_of_read(freshness))
 
 
-async def ceiling_headroom(connection: Any, year: int, buckets: int) -> HeadroomRead:
+async def ceiling_headroom(connection: Connection, year: int, buckets: int) -> HeadroomRead:
     newest = await connection.fetchval(NEWEST_ENTRY_SQL)
     as_of_now = AsOfRead(entry_id=int(newest), projected_at=datetime.now(UTC), lag_entries=0)
     ceiling = await connection.fetchval(CEILING_SQL, year)
@@ -249,7 +250,7 @@ async def ceiling_headroom(connection: Any, year: int, buckets: int) -> Headroom
     )
 
 
-async def top_enterprises(connection: Any, year: int, limit: int) -> TopEnterprisesRead:
+async def top_enterprises(connection: Connection, year: int, limit: int) -> TopEnterprisesRead:
     freshness = await as_of(connection)  # first: the figures then cover at least this much
     rows = await connection.fetch(TOP_ENTERPRISES_SQL, year, limit)
     return TopEnterprisesRead(
@@ -272,7 +273,7 @@ def _reconciliation_read(result: Reconciliation) -> ReconciliationRead:
 
 
 @contextlib.asynccontextmanager
-async def _own_connection(request: Request, timeout_ms: int) -> AsyncIterator[Any]:
+async def _own_connection(request: Request, timeout_ms: int) -> AsyncIterator[asyncpg.Connection]:
     hotpath: HotPath = request.app.state.hotpath
     connection = await connect(hotpath.dsn, hotpath.role, "vouchers-reconciliation", timeout_ms)
     try:
