@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from shared.apidocs import install_api_docs
@@ -79,6 +80,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def operation_id(route: APIRoute) -> str:
+    """An operation's OpenAPI id: its route's name, the endpoint function's (`redeem_voucher`, `finish_hold`), not
+    FastAPI's default of name, path and method (`redeem_v1_vouchers__code__redemptions_post`). A generated
+    client's methods are named by it; tests/api/test_operation_ids.py holds them unique per document."""
+    return route.name
+
+
 def create_service_app(
     *,
     service_name: str,
@@ -127,6 +135,7 @@ def create_service_app(
         version="0.1.0",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        generate_unique_id_function=operation_id,
         # /docs is served from this package with a CSP (shared/apidocs); no ReDoc, no OAuth2 redirect page
         docs_url=None,
         redoc_url=None,

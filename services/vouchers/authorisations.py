@@ -145,7 +145,7 @@ def application_providers(decision: dict[str, Any]) -> list[str]:
     description="201 with the new authorisation, or 200 with the standing one. A model voucher (M3) is spent "
     "only by its contract's vendor: 409 `voucher_names_its_vendor`.",
 )
-async def authorise(
+async def authorise_vendor(
     session: SessionDep,
     principal: Holder,
     code: VoucherCode,
@@ -236,7 +236,7 @@ async def list_authorisations(session: SessionDep, principal: Reader, code: Vouc
     description="Holds the vendor already made stay until captured, released, or ended by the bureau "
     "(`POST /v1/holds/{id}/bureau-release`).",
 )
-async def revoke(
+async def revoke_authorisation(
     session: SessionDep,
     principal: Revoker,
     code: VoucherCode,

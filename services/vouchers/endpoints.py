@@ -136,7 +136,7 @@ _VENDOR_ONLY = (VENDOR,)
 
 @protected(VENDOR)
 async def redeem_hot(request: Request) -> Response:
-    """The same endpoint as `redeem` below, without FastAPI's dependency machinery.
+    """The same endpoint as `redeem_voucher` below, without FastAPI's dependency machinery.
 
     Vendors' redemptions are the hot path: resolving four dependencies per request cost a
     measurable share of the process's CPU (docs/benchmarks.md). The answers are FastAPI's,
@@ -169,7 +169,7 @@ router.add_route("/v1/vouchers/{code}/redemptions", redeem_hot, methods=["POST"]
         429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"},
     },
 )
-async def redeem(
+async def redeem_voucher(
     request: Request,
     hotpath: HotDep,
     moment: Now,
@@ -188,7 +188,7 @@ async def redeem(
     summary="Reserve an amount (like a card authorisation); capture or release it later",
     responses={429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"}},
 )
-async def hold(
+async def create_hold(
     request: Request,
     hotpath: HotDep,
     moment: Now,
@@ -250,7 +250,7 @@ async def finish_hold(
     summary="Issue a compute (M1) or model (M3) voucher from an approved decision (officers)",
     description=BUDGET_NOTE,
 )
-async def issue(
+async def issue_voucher(
     session: SessionDep,
     client: EligibilityDep,
     budgets: BudgetsDep,
@@ -279,7 +279,7 @@ async def issue(
     summary="Disburse another measure's grant (M2, M4–M13) from an approved decision (officers)",
     description=BUDGET_NOTE,
 )
-async def grant(
+async def disburse_grant(
     session: SessionDep,
     client: EligibilityDep,
     budgets: BudgetsDep,
@@ -355,7 +355,7 @@ async def get_voucher(
     tags=["vouchers"],
     summary="Void a voucher: its unused amount returns to the budget (officers)",
 )
-async def void(
+async def void_voucher(
     session: SessionDep, budgets: BudgetsDep, moment: Now, principal: Officer, code: VoucherCode, payload: VoidRequest
 ) -> VoucherRead:
     return await service.void(session, budgets, code, payload, principal.actor, moment)
@@ -367,7 +367,7 @@ async def void(
     summary="Release expired holds and expire vouchers past their date (officers)",
     dependencies=[require(OFFICER, ADMIN)],
 )
-async def expire(session: SessionDep, budgets: BudgetsDep, moment: Now) -> dict[str, int]:
+async def expire_vouchers(session: SessionDep, budgets: BudgetsDep, moment: Now) -> dict[str, int]:
     return {"expired_vouchers": await service.expire_due(session, budgets, moment)}
 
 
@@ -377,7 +377,7 @@ async def expire(session: SessionDep, budgets: BudgetsDep, moment: Now) -> dict[
     summary="Check the ledger against its projections: sums, balances, ceilings, redemptions (auditors)",
     dependencies=[require(AUDITOR, ADMIN)],
 )
-async def invariants(hotpath: HotDep) -> dict[str, object]:
+async def check_ledger_invariants(hotpath: HotDep) -> dict[str, object]:
     assert hotpath.pool is not None
     async with hotpath.pool.acquire() as connection:
         violations = await check_invariants(connection)

@@ -155,7 +155,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         response_model=EventPage,
         summary="The change feed: events in commit-safe order, resumable with `after` (no loss, no duplicates)",
     )
-    async def feed(
+    async def list_events(
         session: SessionDep,
         _: Annotated[Principal, require(*FEED_ROLES)],
         after: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
@@ -201,7 +201,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         )
 
     @router.get("/v1/events/types", response_model=list[EventType], summary="The event types of this service")
-    async def event_types(_: Annotated[Principal, caller]) -> list[EventType]:
+    async def list_event_types(_: Annotated[Principal, caller]) -> list[EventType]:
         return [EventType(type=name, description=description) for name, description in catalogue.types.items()]
 
     def _replay(stored: Mapping[str, Any], digest: str, key: str, response: Response) -> WebhookCreated:
@@ -390,7 +390,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         response_model=DeliveryRead,
         summary="Send that delivery's event again now (signed afresh; logged as a manual delivery)",
     )
-    async def redeliver(
+    async def redeliver_delivery(
         request: Request,
         session: SessionDep,
         principal: Annotated[Principal, caller],

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.vouchers.app import create_app
-from services.vouchers.endpoints import redeem as documented_redeem
+from services.vouchers.endpoints import redeem_voucher as documented_redeem
 from services.vouchers.settings import VouchersSettings
 from shared.auth import APPROVER, OFFICER
 from shared.dbroles import login_url
