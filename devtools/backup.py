@@ -1,6 +1,6 @@
 """`make backup` / `make restore`: pg_dump and pg_restore of the three services' schemas.
 
-    python -m devtools.backup dump [FILE]        # default: backups/longgang-<UTC time>.dump
+    python -m devtools.backup dump [FILE]        # default: backups/longgang-<UTC time>.dump (owner-only)
     python -m devtools.backup restore FILE       # into DATABASE_URL, which must not hold the schemas yet
 
 The dump is PostgreSQL's custom format (compressed, restorable table by table) of the
@@ -10,6 +10,11 @@ not in a dump: restore creates the services' group roles (`registry_writer`,
 `eligibility_writer`, `vouchers_writer`, NOLOGIN) if the target server lacks them, and their
 logins afterwards (shared/dbroles.py; passwords from `<SERVICE>_DB_PASSWORD`). The binaries
 are the embedded PostgreSQL 18's, which read servers from PostgreSQL 9.2 on.
+
+Without `DATABASE_URL` both work on the local stack's database (`make run`'s, under `.data/`);
+for any other server set it. `backups/` is ignored by git: a dump never belongs in the repository.
+A restore into a new cluster continues the ledger's transaction ids above the restored ones
+(`vouchers.bridge_epoch()`), so new entries are sealed after them.
 
 After a restore, prove the ledger is the one that was backed up: `GET /v1/ledger/verify`
 recomputes the hash chain from genesis and checks every checkpoint, and the chain hash at
@@ -44,7 +49,11 @@ def _libpq_url(url: str) -> str:
 
 
 def dump(database_url: str, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """The dump holds the ledger and every applicant's data: readable by its owner only (created so, before
+    pg_dump writes into it), in a directory only the owner may list."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    target.chmod(0o600)  # an existing file keeps its mode through O_CREAT
     command = [_bin("pg_dump"), "--format=custom", "--no-owner", f"--file={target}"]
     command += [f"--schema={schema}" for schema in SERVICES]
     subprocess.run([*command, _libpq_url(database_url)], check=True)
@@ -80,7 +89,22 @@ def restore(database_url: str, source: Path) -> None:
     url = _libpq_url(database_url)
     version = asyncio.run(_prepare_target(url))
     _restore(url, version, source)
+    bridged = asyncio.run(_bridge_epoch(url))
+    if bridged:
+        print(f"the ledger's transaction ids continue above the restored ones (offset {bridged})")
     ensure_logins(url)
+
+
+async def _bridge_epoch(url: str) -> int:
+    """A fresh cluster counts transactions from far below the restored ledger's: new entries continue above
+    them, or the sealer would never reach them (migrations/vouchers/functions/ledger_epoch.sql). 0: not needed."""
+    connection = await asyncpg.connect(url)
+    try:
+        if not await connection.fetchval("SELECT to_regprocedure('vouchers.bridge_epoch()') IS NOT NULL"):
+            return 0  # a dump older than the ledger's own ids: migrating it bridges
+        return int(await connection.fetchval("SELECT vouchers.bridge_epoch()"))
+    finally:
+        await connection.close()
 
 
 def _restore(url: str, version: int, source: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from alembic import command, context
@@ -75,8 +76,12 @@ def _configured_url(service: str) -> str:
     raise RuntimeError(f"set MIGRATION_DATABASE_URL or DATABASE_URL (the schema owner's) to migrate {service}")
 
 
-def run_env(service: str, schema: str, metadata: MetaData) -> None:
-    """The body of `migrations/<service>/env.py` (online mode only: we always have a database)."""
+def run_env(service: str, schema: str, metadata: MetaData, after: Sequence[str] = ()) -> None:
+    """The body of `migrations/<service>/env.py` (online mode only: we always have a database).
+
+    `after`: statements run after the migrations, in their transaction, on every run (even with
+    nothing to migrate): upkeep that must follow any change of the database under the service.
+    """
 
     def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
         if type_ == "table":
@@ -97,6 +102,8 @@ def run_env(service: str, schema: str, metadata: MetaData) -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            for statement in after:
+                connection.execute(text(statement))
 
     async def run() -> None:
         engine = create_async_engine(_configured_url(service), poolclass=pool.NullPool)

@@ -85,7 +85,7 @@ class Entry(Base):
     )
     #: the writing transaction, so the sealer never seals past one still in flight
     txid: Mapped[int] = mapped_column(
-        BigInteger, nullable=False, server_default=text("pg_current_xact_id()::text::bigint")
+        BigInteger, nullable=False, server_default=text("vouchers.ledger_txid()")
     )
     kind: Mapped[str] = mapped_column(Text, nullable=False)
     from_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)

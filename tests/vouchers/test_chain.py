@@ -9,8 +9,10 @@ would fail every later verification.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import socket
 import sys
 import unicodedata
 import uuid
@@ -120,15 +122,15 @@ class Ledger:
     client: httpx.AsyncClient
 
 
-@pytest_asyncio.fixture
-async def isolated(
-    databases: DatabaseFactory, live_eligibility: str, live_registry: str, service_auth_env: dict[str, str]
+@contextlib.asynccontextmanager
+async def ledger_app(
+    url: str, live_eligibility: str, live_registry: str, auth_env: dict[str, str]
 ) -> AsyncIterator[Ledger]:
-    """A second vouchers app on a database of its own, without a background sealer (tests seal)."""
+    """A vouchers app on the database at `url` (as the service's login), without a background sealer (tests
+    seal), and an admin's client of it."""
     from services.vouchers.app import create_app
     from services.vouchers.settings import VouchersSettings
 
-    url = databases.create("longgang_chain_tamper")
     settings = VouchersSettings.model_validate(
         {
             "database_url": login_url(url, "vouchers"),
@@ -136,9 +138,9 @@ async def isolated(
             "registry_url": live_registry,
             "sealer_interval_seconds": 0,
             # the service's own client: it reads approved decisions from eligibility with a token
-            "client_id": service_auth_env["VOUCHERS_CLIENT_ID"],
-            "client_secret": service_auth_env["VOUCHERS_CLIENT_SECRET"],
-            "auth_token_url": service_auth_env["AUTH_TOKEN_URL"],
+            "client_id": auth_env["VOUCHERS_CLIENT_ID"],
+            "client_secret": auth_env["VOUCHERS_CLIENT_SECRET"],
+            "auth_token_url": auth_env["AUTH_TOKEN_URL"],
         }
     )
     app = create_app(settings)
@@ -148,6 +150,16 @@ async def isolated(
             transport=transport, base_url="http://vouchers", timeout=60, headers=admin()
         ) as client:
             yield Ledger(url, app, client)
+
+
+@pytest_asyncio.fixture
+async def isolated(
+    databases: DatabaseFactory, live_eligibility: str, live_registry: str, service_auth_env: dict[str, str]
+) -> AsyncIterator[Ledger]:
+    """A second vouchers app on a database of its own."""
+    url = databases.create("longgang_chain_tamper")
+    async with ledger_app(url, live_eligibility, live_registry, service_auth_env) as ledger:
+        yield ledger
 
 
 async def activity(
@@ -784,3 +796,83 @@ async def test_a_restored_backup_verifies_against_the_last_published_checkpoint(
     # restoring over an existing ledger is refused, nothing is touched
     with pytest.raises(RuntimeError, match="already has the schemas"):
         await asyncio.to_thread(backup.restore, fresh, dump)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _counter_at_least(url: str, xid: int) -> None:
+    """Spend transaction ids until the server's counter reaches `xid` (one id per statement, autocommit)."""
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        while int(await connection.fetchval("SELECT pg_current_xact_id()::text::bigint")) < xid:
+            pass
+    finally:
+        await connection.close()
+
+
+async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_redemptions(
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    live_eligibility: str,
+    live_registry: str,
+    service_auth_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Issue #15: restored into a new PostgreSQL cluster, whose transaction counter starts far below the restored
+    entries' ids, the ledger's next entries still come after them: sealed, and verify is clean end to end. Before
+    the ledger's own ids (migration 0015) the first new entry was never sealed (`not_in_chain`, seal lag 0).
+    Both clusters are new embedded PostgreSQL 18 ones, whatever server the rest of the suite uses."""
+    from devtools import backup
+    from devtools.devdb import EmbeddedPostgres
+    from shared.migrations import upgrade_all
+
+    source = EmbeddedPostgres(tmp_path / "source-cluster", port=_free_port())
+    target = EmbeddedPostgres(tmp_path / "fresh-cluster", port=_free_port())
+    try:
+        origin = await asyncio.to_thread(source.start)
+        await asyncio.to_thread(upgrade_all, origin)
+        async with ledger_app(origin, live_eligibility, live_registry, service_auth_env) as ledger:
+            await activity(ledger.client, live_registry_client, live_eligibility_client)
+            supply, decision_id = await approved_m3(live_registry_client, live_eligibility_client)
+            issued = await issue(ledger.client, decision_id)
+            assert issued.status_code == 201, issued.text
+            code = str(issued.json()["code"])
+            # a live ledger's counter is in the millions; here, well above what a new cluster starts from
+            await _counter_at_least(origin, 5_000)
+            before = await settled(ledger.client)
+            assert before["ok"], before
+            assert before["unsealed"] == 0
+        dump = await asyncio.to_thread(backup.dump, origin, tmp_path / "backups" / "ledger.dump")
+        assert (dump.stat().st_mode & 0o777, dump.parent.stat().st_mode & 0o777) == (0o600, 0o700)  # owner only
+
+        fresh = await asyncio.to_thread(target.start)
+        await asyncio.to_thread(backup.restore, fresh, dump)
+        connection = await asyncpg.connect(fresh)
+        try:
+            last = int(await connection.fetchval("SELECT max(txid) FROM vouchers.entries"))
+            assert int(await connection.fetchval("SELECT pg_current_xact_id()::text::bigint")) < last  # the trap
+            epoch = await connection.fetchrow("SELECT offset_xid, bridged_from FROM vouchers.ledger_epoch")
+            assert epoch["offset_xid"] > 0
+            assert epoch["bridged_from"] == last
+            assert int(await connection.fetchval("SELECT vouchers.ledger_txid()")) > last
+        finally:
+            await connection.close()
+
+        async with ledger_app(fresh, live_eligibility, live_registry, service_auth_env) as restored:
+            redeemed = await redeem(restored.client, code, supply.vendor, 1_000 * YUAN, f"{code}-after", "FP-9")
+            assert redeemed.status_code == 201, redeemed.text
+            report = await settled(restored.client)
+            assert report["ok"], report
+            assert report["unsealed"] == 0
+            assert report["entries_verified"] == before["entries_verified"] + 1
+            assert report["head"]["entry_id"] == redeemed.json()["entry_id"]
+            lag = await restored.client.get("/v1/ledger/seal-lag")
+            assert lag.status_code == 200, lag.text
+            assert lag.json()["unsealed"] == 0
+    finally:
+        for cluster in (source, target):
+            await asyncio.to_thread(cluster.stop)

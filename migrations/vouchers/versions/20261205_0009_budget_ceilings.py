@@ -20,8 +20,11 @@ a voucher to a vendor, never from a budget.
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from alembic import op
+
+from shared.migrations import sql_functions
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -30,27 +33,12 @@ depends_on: str | Sequence[str] | None = None
 
 SERVICE_ROLE = "vouchers_writer"
 
-COMMITTED = """
-CREATE FUNCTION vouchers.budget_committed(account_ref text) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    -- what left the budget account (issue, grant) less what came back (void, expire, reversal);
-    -- the calling transaction's own entries are left out (NULL when it has written nothing)
-    SELECT coalesce(sum(moves.amount_fen), 0)::bigint FROM (
-        SELECT e.amount_fen, e.txid
-        FROM vouchers.accounts a JOIN vouchers.entries e ON e.from_account_id = a.id
-        WHERE a.kind = 'budget' AND a.ref = account_ref
-        UNION ALL
-        SELECT -e.amount_fen, e.txid
-        FROM vouchers.accounts a JOIN vouchers.entries e ON e.to_account_id = a.id
-        WHERE a.kind = 'budget' AND a.ref = account_ref
-    ) moves
-    WHERE moves.txid IS DISTINCT FROM pg_current_xact_id_if_assigned()::text::bigint
-$$
-"""
+FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 
 
 def upgrade() -> None:
-    op.execute(COMMITTED)
+    for statement in sql_functions(FUNCTIONS, "budget_committed", version=1):
+        op.execute(statement)
     op.execute(
         "COMMENT ON FUNCTION vouchers.budget_committed(text) IS "
         "'A2: issued + granted - returned on a budget account (measure:year), other transactions only'"

@@ -15,7 +15,8 @@ SEAL_LOCK_KEY = 0x4C47_5345_414C_0001  # "LGSEAL", 1: one sealer at a time, acro
 CHECKPOINT_LOCK_KEY = 0x4C47_5345_414C_0002
 
 _COLUMNS = ", ".join(f"e.{name}" for name in ("txid", *ENTRY_FIELDS))
-XMIN_SQL = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+#: the oldest transaction still running, in the ledger's ids (migrations/vouchers/functions/ledger_epoch.sql)
+XMIN_SQL = "SELECT vouchers.ledger_watermark()"
 HEAD_SQL = """
     SELECT s.seq, s.entry_id, s.chain_hash, e.txid
     FROM vouchers.seals s LEFT JOIN vouchers.entries e ON e.id = s.entry_id
