@@ -22,7 +22,6 @@ itself, in the same transaction as the change: method `CLI`, path `/clients/<id>
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -41,6 +40,7 @@ from shared.db import SessionDep
 from shared.instants import Instant
 from shared.migrations import append_only_sql
 from shared.pagination import Page, decode_cursor, make_page
+from shared.periodic import Periodic
 
 logger = logging.getLogger("shared.audit")
 
@@ -120,23 +120,30 @@ def drop_audit_correlation_sql(schema: str) -> list[str]:
     return [f'ALTER TABLE "{schema}".audit_log DROP COLUMN correlation_id']
 
 
-class AuditWriter:
-    """Buffers audit rows and copies them into the table in batches."""
+class AuditWriter(Periodic):
+    """Buffers audit rows and copies them into the table in batches (a round: one COPY of what is buffered).
+
+    A round comes every `interval` seconds, or at once when `batch` rows wait. `stop()` lets the loop
+    finish the copy it is in (a copy cancelled half-way leaves the connection in an unknown protocol
+    state) and flushes what is left; if the database hangs it gives up on the loop after 10 s, and
+    the rows stay buffered.
+    """
+
+    delay_first = True
+    drain_seconds = 10.0
 
     def __init__(
         self, dsn: str, schema: str, *, role: str | None = None, interval: float = 0.2, batch: int = 500
     ) -> None:
+        super().__init__(interval)
+        self.name = f"audit-writer-{schema}"
         self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
         self.schema = schema
         self.role = role
-        self.interval = interval
         self.batch = batch
         self.max_buffer = 200_000
         self._rows: list[tuple[Any, ...]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._connection: Any = None
+        self._connection: asyncpg.Connection | None = None
         self.dropped = 0
 
     def record(self, row: tuple[Any, ...]) -> None:
@@ -145,12 +152,9 @@ class AuditWriter:
             return
         self._rows.append(row)
         if len(self._rows) >= self.batch:
-            self._wake.set()
+            self.wake()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name=f"audit-writer-{self.schema}")
-
-    async def _connect(self) -> Any:
+    async def _connect(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
             settings = {"application_name": f"{self.schema}-audit"}
             if self.role:
@@ -183,25 +187,12 @@ class AuditWriter:
             return 0
         return len(rows)
 
-    async def _loop(self) -> None:
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
-            await self.flush()
+    async def round(self) -> None:
+        await self.flush()
 
     async def stop(self) -> None:
-        """Let the loop finish the copy it is in (a copy cancelled half-way leaves the connection in an
-        unknown protocol state), then flush what is left."""
-        if self._task is not None:
-            self._stopping = True
-            self._wake.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except TimeoutError:  # the database hangs: give up on the loop, the rows stay buffered
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+        """The loop finishes the copy it is in (`drain_seconds`), then what is left is flushed."""
+        await super().stop()
         await self.flush()
         if self._connection is not None:
             with contextlib.suppress(Exception):

@@ -1,10 +1,18 @@
-"""A process's periodic background work: one loop (the vouchers sealer, projector and reconcilers use it).
+"""A process's periodic background work: one loop for every job (issue #14).
 
 `Periodic` calls `round()` every `interval` seconds in a task of its own (0: never), keeps going
-after any failure and stops when cancelled. `OnOwnConnection` is a `Periodic` whose rounds run
-on a connection of its own as the service's login (the sealer, the projector, the projections'
-reconciliation): reopened after a failure, which is logged once per kind (`last_error`), the
-pause growing with consecutive failures (× 2 each, up to `max_backoff_seconds`).
+after any failure and stops when cancelled; `wake()` ends the pause at once (work has come), a
+round that returns True is followed by the next at once (more is waiting), `delay_first` waits
+one pause before the first round, and with `drain_seconds` set `stop()` lets the round in
+progress finish (woken, a pausing loop runs one more round) instead of cancelling it.
+Its jobs: the vouchers' sealer, projector and reconcilers, the webhook dispatcher
+(shared/feed/dispatcher.py) and the audit writer (shared/audit.py).
+
+`OnOwnConnection` is a `Periodic` whose rounds run on a connection of its own as the service's
+login (the sealer, the projector, the projections' reconciliation): reopened after a failure,
+which is logged once per kind (`last_error`), the pause growing with consecutive failures (× 2
+each, up to `max_backoff_seconds`). `BelowWatermark` is one whose rounds do every committed row
+below the watermark (the sealer, the projector), skipped cheaply while the watermark stands still.
 """
 
 from __future__ import annotations
@@ -12,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from datetime import UTC, datetime
 
 import asyncpg
 
 logger = logging.getLogger("shared.periodic")
 
 
-async def connect(dsn: str, role: str, application_name: str, statement_timeout_ms: int = 30_000) -> Any:
+async def connect(dsn: str, role: str, application_name: str, statement_timeout_ms: int = 30_000) -> asyncpg.Connection:
     """A connection of its own, as the service's login (like the hot path's pool); `role` switches only if set."""
     server_settings = {
         "application_name": application_name,
@@ -31,7 +39,7 @@ async def connect(dsn: str, role: str, application_name: str, statement_timeout_
     return await asyncpg.connect(dsn, server_settings=server_settings)
 
 
-async def close_connection(connection: Any) -> None:
+async def close_connection(connection: asyncpg.Connection) -> None:
     """Close politely; if that fails or takes too long, drop the socket (the server rolls back)."""
     try:
         await asyncio.wait_for(connection.close(), timeout=5)
@@ -46,32 +54,48 @@ class Periodic:
     """`round()` every `interval` seconds in a background task named `name` (0: never)."""
 
     name = "periodic"
+    #: the first round comes after one pause (which `wake()` ends), not at start
+    delay_first = False
+    #: `stop()` lets the loop finish its round (waking it if it pauses: one more round), then ends
+    #: it; after this many seconds it is cancelled. None: `stop()` cancels the loop wherever it is
+    drain_seconds: float | None = None
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
 
     @property
     def enabled(self) -> bool:
         return self.interval > 0
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if self.enabled and self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        if self.drain_seconds is not None:
+            self._stopping = True
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):  # else it hangs: cancelled below
+                await asyncio.wait_for(asyncio.shield(task), self.drain_seconds)
+        if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
-    async def round(self) -> None:
+    def wake(self) -> None:
+        """End the pause now: the next round comes at once (after the one in progress, if any)."""
+        self._wake.set()
+
+    async def round(self) -> bool | None:
+        """One round; True: more is waiting (the next round comes at once)."""
         raise NotImplementedError
-
-    async def first_wait(self) -> None:
-        """Before the first round (default: none)."""
-        return None
 
     def succeeded(self) -> None:
         return None
@@ -87,19 +111,29 @@ class Periodic:
         """When the task ends (stopped)."""
         return None
 
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
     async def _loop(self) -> None:
         failures = 0
-        await self.first_wait()
         try:
+            if self.delay_first:
+                await self._pause(self.pause(failures))
             while True:
+                more = False
                 try:
-                    await self.round()
+                    more = bool(await self.round())
                     failures = 0
                     self.succeeded()
                 except Exception as exc:  # keep going after any failure
                     failures += 1
                     self.failed(exc)
-                await asyncio.sleep(self.pause(failures))
+                if self._stopping:
+                    return
+                if not more:
+                    await self._pause(self.pause(failures))
         finally:
             await self.finish()
 
@@ -119,9 +153,9 @@ class OnOwnConnection(Periodic):
         self.role = role
         self.statement_timeout_ms = statement_timeout_ms
         self.last_error: str | None = None
-        self._connection: Any = None
+        self._connection: asyncpg.Connection | None = None
 
-    async def step(self, connection: Any) -> None:
+    async def step(self, connection: asyncpg.Connection) -> None:
         raise NotImplementedError
 
     async def round(self) -> None:
@@ -149,3 +183,46 @@ class OnOwnConnection(Periodic):
         connection, self._connection = self._connection, None
         if connection is not None:
             await close_connection(connection)
+
+
+class BelowWatermark(OnOwnConnection):
+    """Each round does every committed row below the watermark (`run`), unless it has not moved.
+
+    A transaction id below `pg_snapshot_xmin` has ended and every later one gets a larger id:
+    while the watermark stands where the last drained run left it, nothing new can be there.
+    """
+
+    #: a statement whose single value is the watermark (`pg_snapshot_xmin` as a bigint)
+    watermark_sql: str
+
+    def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 30_000) -> None:
+        super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
+        # what it has done in this process: runs, rows done by all of them and by the last one, when
+        self.runs = 0
+        self.done_total = 0
+        self.done_last = 0
+        self.last_run_at: datetime | None = None
+        #: every committed row of a transaction below this id is done (None: not drained yet)
+        self.watermark: int | None = None
+
+    async def run(self, connection: asyncpg.Connection) -> tuple[int, int | None]:
+        """Do the rows below the watermark, not waiting for another process's lock: how many, and the
+        watermark it drained to (None: not drained, e.g. another process holds the lock)."""
+        raise NotImplementedError
+
+    async def run_once(self, connection: asyncpg.Connection) -> int:
+        """One round; skipped cheaply when the watermark has not moved since everything was done."""
+        xmin = int(await connection.fetchval(self.watermark_sql))
+        if self.watermark is not None and xmin == self.watermark:
+            return 0  # no transaction below it can have committed since: nothing new to do
+        done, watermark = await self.run(connection)
+        self.runs += 1
+        self.done_last = done
+        self.done_total += done
+        self.last_run_at = datetime.now(UTC)
+        if watermark is not None:
+            self.watermark = watermark
+        return done
+
+    async def step(self, connection: asyncpg.Connection) -> None:
+        await self.run_once(connection)

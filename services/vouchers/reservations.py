@@ -234,7 +234,7 @@ async def start_reconciler(app: FastAPI) -> None:
         interval_seconds=settings.reservation_reconcile_seconds,
     )
     app.state.reservation_reconciler = reconciler
-    reconciler.start()
+    await reconciler.start()
 
 
 async def stop_reconciler(app: FastAPI) -> None:

@@ -6,7 +6,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +20,13 @@ from shared.feed.settings import WebhookSettings
 from shared.feed.signing import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
+    Fields,
     backoff_delay,
     envelope,
     event_id,
     signature_header,
 )
+from shared.periodic import Periodic
 
 logger = logging.getLogger("shared.events")  # the name its log lines have always carried (log queries use it)
 
@@ -37,7 +39,7 @@ class DeliveryResult:
     duration_ms: int
 
 
-def subscription_matches(subscription: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+def subscription_matches(subscription: Fields, event: Fields) -> bool:
     """Type filter and object filter: applicants and vendors get only events about themselves."""
     if not type_matches(list(subscription["event_types"] or ()), str(event["type"])):
         return False
@@ -47,16 +49,20 @@ def subscription_matches(subscription: Mapping[str, Any], event: Mapping[str, An
     return bool((vendor and event["vendor"] == vendor) or (organisation and event["organisation"] == organisation))
 
 
-class Dispatcher:
+class Dispatcher(Periodic):
     """Sends each subscription's events in feed order, one at a time, with retries (see module doc).
 
-    Each claimed subscription is served by its own task, and the loop claims more as soon as
-    a slot is free: it never waits for a group, so a receiver that hangs holds one slot for
-    one timeout, and others' deliveries go on (issue #12). Subscriptions that are failing
-    get at most half of the slots, so many broken receivers cannot take them all.
+    A round (`run_once`) claims subscriptions for the free slots; each claimed subscription is
+    served by its own task, and the loop claims more as soon as a slot is free (`wake()`): it never
+    waits for a group, so a receiver that hangs holds one slot for one timeout, and others'
+    deliveries go on (issue #12). Subscriptions that are failing get at most half of the slots, so
+    many broken receivers cannot take them all. Nothing claimed: the next round after
+    `WEBHOOK_POLL_SECONDS`, or when woken (a slot is free, a subscription resumed).
     """
 
     def __init__(self, dsn: str, schema: str, settings: WebhookSettings, *, role: str | None = None) -> None:
+        super().__init__(settings.poll_seconds)
+        self.name = f"webhooks-{schema}"
         self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
         self.schema = schema
         self.settings = settings
@@ -64,8 +70,6 @@ class Dispatcher:
         self.random: Callable[[], float] = random.random
         self._pool: asyncpg.Pool | None = None
         self._http: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._token = uuid.uuid4()  # this process's leases
         self._serving: dict[int, tuple[asyncio.Task[int], bool]] = {}  # subscription → (task, was failing)
         self.resolver: Resolver = resolve_host
@@ -144,16 +148,15 @@ class Dispatcher:
             )
         return self._http
 
-    async def start(self) -> None:
-        if self.settings.poll_seconds > 0:
-            self._task = asyncio.create_task(self._loop(), name=f"webhooks-{self.schema}")
+    @property
+    def enabled(self) -> bool:
+        return self.settings.poll_seconds > 0  # the settings as they are now (tests replace them)
+
+    def pause(self, failures: int) -> float:
+        return self.settings.poll_seconds
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         serving = [task for task, _ in self._serving.values()]
         for task in serving:
             task.cancel()
@@ -170,9 +173,6 @@ class Dispatcher:
             await self._pool.close()
             self._pool = None
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             server_settings = {"application_name": f"{self.schema}-webhooks"}
@@ -187,19 +187,13 @@ class Dispatcher:
             )
         return self._pool
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                busy = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database away, a bug: log, wait, try again
-                logger.warning("webhook dispatcher: %s: %s", type(exc).__name__, exc)
-                busy = 0
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
-                self._wake.clear()
+    async def round(self) -> bool:
+        """Claimed some: claim again at once (else the pause, which a free slot ends)."""
+        return await self.run_once() > 0
+
+    def failed(self, exc: Exception) -> None:
+        """The database away, a bug: log, wait, try again."""
+        logger.warning("webhook dispatcher: %s: %s", type(exc).__name__, exc)
 
     # work
 
@@ -226,9 +220,9 @@ class Dispatcher:
         for sub_id, (serving, _) in list(self._serving.items()):
             if serving is task:
                 del self._serving[sub_id]
-        self._wake.set()  # a slot is free
+        self.wake()  # a slot is free
 
-    async def _serve_logged(self, pool: asyncpg.Pool, subscription: Mapping[str, Any], token: uuid.UUID) -> int:
+    async def _serve_logged(self, pool: asyncpg.Pool, subscription: Fields, token: uuid.UUID) -> int:
         try:
             return await self._serve(pool, subscription, token)
         except asyncio.CancelledError:
@@ -237,7 +231,7 @@ class Dispatcher:
             logger.warning("webhook %s: %s: %s", subscription["id"], type(exc).__name__, exc)
             return 0
 
-    async def _serve(self, pool: asyncpg.Pool, subscription: Mapping[str, Any], token: uuid.UUID) -> int:
+    async def _serve(self, pool: asyncpg.Pool, subscription: Fields, token: uuid.UUID) -> int:
         """Send this subscription's waiting events in order until one fails or the batch is done."""
         sub_id = subscription["id"]
         cursor = (int(subscription["cursor_txid"]), int(subscription["cursor_id"]))
@@ -293,7 +287,7 @@ class Dispatcher:
         await pool.execute(self._release_sql, sub_id, token, cursor[0], cursor[1])
         return sent
 
-    async def send(self, url: str, secret: str, event: Mapping[str, Any], attempt: int) -> DeliveryResult:
+    async def send(self, url: str, secret: str, event: Fields, attempt: int) -> DeliveryResult:
         """One signed POST of one event to the address checked for it; never raises for the receiver's failures."""
         body = envelope(self.schema, event)
         started = time.perf_counter()

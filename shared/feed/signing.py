@@ -5,13 +5,18 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 SIGNATURE_HEADER = "Longgang-Signature"
 EVENT_ID_HEADER = "Longgang-Event-Id"
 DEFAULT_TOLERANCE_SECONDS = 300
+
+
+class Fields(Protocol):
+    """A row's fields by name: a mapping, or an asyncpg Record (the dispatcher's rows)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -71,7 +76,7 @@ def event_id(schema: str, row_id: int) -> str:
     return f"{schema}-{row_id}"
 
 
-def envelope(schema: str, row: Mapping[str, Any]) -> bytes:
+def envelope(schema: str, row: Fields) -> bytes:
     """The body of a delivery: `{id, type, occurred_at, subject, data}` as compact UTF-8 JSON."""
     payload = row["payload"]
     data = json.loads(payload) if isinstance(payload, str) else payload

@@ -168,7 +168,7 @@ async def test_every_entry_is_counted_once_across_projector_restarts(
     # background projectors killed at random moments: between batches, inside one, mid-statement
     for _ in range(8):
         projector = Projector(connection_dsn(login_url(agg_database, "vouchers")), "", 0.001, batch_size=4)
-        projector.start()
+        await projector.start()
         await asyncio.sleep(rng.uniform(0.0, 0.05))
         await projector.stop()
     await project(agg_database, batch_size=7)
@@ -283,7 +283,7 @@ async def test_reconciliation_reports_a_corrupted_projection(
         agg_app.state.reconciler = job
         try:
             with caplog.at_level(logging.WARNING, logger="services.vouchers.projections"):
-                job.start()
+                await job.start()
                 for _ in range(100):
                     if job.last is not None:
                         break

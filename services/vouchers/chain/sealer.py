@@ -6,13 +6,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
+import asyncpg
 from fastapi import FastAPI
 
-from shared.periodic import OnOwnConnection
+from shared.periodic import BelowWatermark
 
 from ..hotpath import HotPath
 from ..settings import VouchersSettings
@@ -137,34 +138,23 @@ class SealerStats:
     watermark: int | None = None
 
 
-class Sealer(OnOwnConnection):
+class Sealer(BelowWatermark):
     """Seals in the background of a vouchers process, every `interval` seconds (0: never)."""
 
     name = "vouchers-sealer"
     label = "sealer"
     log = logger
     max_backoff_seconds = 30.0
+    watermark_sql = XMIN_SQL
 
-    def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 30_000) -> None:
-        super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
-        self.stats = SealerStats()
+    @property
+    def stats(self) -> SealerStats:
+        """What it has done, under the names the API (`GET /v1/ledger/seal-lag`) and the metrics give it."""
+        return SealerStats(self.runs, self.done_total, self.done_last, self.last_run_at, self.watermark)
 
-    async def run_once(self, connection: Any) -> int:
-        """One round; skipped cheaply when the watermark has not moved since everything was sealed."""
-        xmin = int(await connection.fetchval(XMIN_SQL))
-        if self.stats.watermark is not None and xmin == self.stats.watermark:
-            return 0  # no transaction below it can have committed since: nothing new is sealable
+    async def run(self, connection: asyncpg.Connection) -> tuple[int, int | None]:
         run = await seal_run(connection, wait=False)
-        self.stats.runs += 1
-        self.stats.last_sealed = run.sealed
-        self.stats.sealed_total += run.sealed
-        self.stats.last_run_at = datetime.now(UTC)
-        if run.watermark is not None:
-            self.stats.watermark = run.watermark
-        return run.sealed
-
-    async def step(self, connection: Any) -> None:
-        await self.run_once(connection)
+        return run.sealed, run.watermark
 
 
 async def start_sealer(app: FastAPI) -> None:
@@ -178,7 +168,7 @@ async def start_sealer(app: FastAPI) -> None:
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
     app.state.sealer = sealer
-    sealer.start()
+    await sealer.start()
 
 
 async def stop_sealer(app: FastAPI) -> None:

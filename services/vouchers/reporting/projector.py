@@ -51,9 +51,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 
-from shared.periodic import OnOwnConnection
+from shared.periodic import BelowWatermark, OnOwnConnection
 
 from ..chain.repository import XMIN_SQL
 from ..hotpath import HotPath
@@ -178,44 +179,22 @@ async def reset(connection: Any) -> None:
 # --- background tasks -----------------------------------------------------------------------------
 
 
-@dataclass
-class ProjectorStats:
-    runs: int = 0
-    projected_total: int = 0
-    last_projected: int = 0
-    last_run_at: datetime | None = None
-    watermark: int | None = None
-
-
-class Projector(OnOwnConnection):
+class Projector(BelowWatermark):
     """Folds new entries into the projections every `interval` seconds (0: never)."""
 
     name = "vouchers-projector"
     log = logger
+    watermark_sql = XMIN_SQL
 
     def __init__(
         self, dsn: str, role: str, interval: float, *, batch_size: int = 20_000, statement_timeout_ms: int = 30_000
     ) -> None:
         super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
         self.batch_size = batch_size
-        self.stats = ProjectorStats()
 
-    async def run_once(self, connection: Any) -> int:
-        """One round; skipped cheaply when the watermark has not moved since everything was projected."""
-        xmin = int(await connection.fetchval(XMIN_SQL))
-        if self.stats.watermark is not None and xmin == self.stats.watermark:
-            return 0  # no transaction below it can have committed since: nothing new to project
+    async def run(self, connection: asyncpg.Connection) -> tuple[int, int | None]:
         run = await project_run(connection, batch_size=self.batch_size, wait=False)
-        self.stats.runs += 1
-        self.stats.last_projected = run.projected
-        self.stats.projected_total += run.projected
-        self.stats.last_run_at = datetime.now(UTC)
-        if run.watermark is not None:
-            self.stats.watermark = run.watermark
-        return run.projected
-
-    async def step(self, connection: Any) -> None:
-        await self.run_once(connection)
+        return run.projected, run.watermark
 
 
 class Reconciler(OnOwnConnection):
@@ -223,14 +202,12 @@ class Reconciler(OnOwnConnection):
 
     name = "vouchers-reconciliation"
     log = logger
+    delay_first = True  # not at start-up: the first check comes after one interval
 
     def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 600_000) -> None:
         super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
         self.last: Reconciliation | None = None
         self._lock = asyncio.Lock()
-
-    async def first_wait(self) -> None:
-        await asyncio.sleep(self.interval)  # not at start-up: the first check comes after one interval
 
     async def check(self, connection: Any) -> Reconciliation:
         async with self._lock:
@@ -274,8 +251,8 @@ async def start_read_side(app: FastAPI) -> None:
     )
     app.state.projector = projector
     app.state.reconciler = reconciler
-    projector.start()
-    reconciler.start()
+    await projector.start()
+    await reconciler.start()
 
 
 async def stop_read_side(app: FastAPI) -> None:
