@@ -9,11 +9,10 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
 
 from shared.apidocs import install_api_docs
 from shared.audit import install_audit
@@ -25,6 +24,7 @@ from shared.limits import DEFAULT_MAX_BODY_BYTES, install_request_guard
 from shared.logs import RequestContextMiddleware, configure_logging
 from shared.metrics import install_metrics
 from shared.migrations import head_revision, known_revisions
+from shared.openapi import PROBLEM_RESPONSES, install_openapi
 from shared.peers import PeerUnavailable, peer_unavailable_handler
 from shared.ratelimit import InFlightMiddleware, limiter_from_settings
 from shared.settings import ServiceSettings
@@ -42,42 +42,6 @@ def state_dependency(name: str, kind: type[T]) -> Callable[[Request], Awaitable[
         return value
 
     return dependency
-
-
-class FieldProblem(BaseModel):
-    field: str
-    code: str
-    message: str
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, as every error of every service is answered."""
-
-    type: str = Field(examples=["urn:longgang-ai:problem:validation_failed"])
-    title: str
-    status: int
-    code: str = Field(description="Stable machine-readable code")
-    detail: str
-    instance: str
-    request_id: str
-    clause: str | None = Field(default=None, description="Policy clause id (M1…M15, A1…A4) when one applies")
-    errors: list[FieldProblem] | None = None
-
-
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
-    for status, text in {
-        400: "Bad request",
-        401: "No valid bearer token (missing, expired, tampered, wrong issuer or audience)",
-        403: "The token's role may not do this",
-        404: "Not found",
-        409: "Conflict",
-        413: "Request body too large",
-        422: "Invalid input (problem+json with per-field `errors`)",
-        429: "Too many requests from this client (rate or requests at once); retry after `Retry-After` seconds",
-        503: "A dependency is unavailable; retry after `Retry-After` seconds",
-    }.items()
-}
 
 
 def operation_id(route: APIRoute) -> str:
@@ -168,6 +132,7 @@ def create_service_app(
     install_metrics(app)  # outermost middleware, and GET /metrics
     app.include_router(health_router)
     install_api_docs(app)
+    install_openapi(app)
     for router in routers:
         app.include_router(router)
     check_routes_protected(app)

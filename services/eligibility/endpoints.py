@@ -38,6 +38,7 @@ from shared.db import SessionDep
 from shared.errors import FieldError, validation_problem
 from shared.identifiers import CreditCode
 from shared.limits import KiB, MiB, max_body
+from shared.openapi import CREATED_AT_LOCATION
 from shared.pagination import Page, PageParams, decode_cursor, decode_cursor_keys, encode_cursor, make_page, page_params
 
 from . import approvals, decisions, parameter_versions, repository, service, simulation
@@ -96,6 +97,7 @@ Approver = Annotated[Principal, require(APPROVER, ADMIN)]
     "/v1/applications",
     status_code=201,
     response_model=ApplicationRead,
+    responses=CREATED_AT_LOCATION,
     tags=["applications"],
     summary="Submit an application: evaluated at once against the registry's facts as of its date",
 )

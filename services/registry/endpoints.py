@@ -29,6 +29,7 @@ from shared.db import SessionDep
 from shared.identifiers import CreditCode
 from shared.instants import Instant
 from shared.limits import MiB, max_body
+from shared.openapi import CREATED_AT_LOCATION
 from shared.pagination import Page, PageParams, page_params
 
 from . import imports, records, schemas
@@ -122,6 +123,7 @@ def add_record_routes(router: APIRouter, resource: Resource) -> None:
         status_code=201,
         response_model=read_model,
         name=f"create_{resource.entity}",
+        responses=CREATED_AT_LOCATION,
         dependencies=[require(*WRITERS)],
         summary=f"Create a {resource.entity}",
         description=resource.description,

@@ -161,7 +161,10 @@ async def _authenticate_client(
 @router.post(
     "/oauth/token",
     summary="Get an access token (OAuth2 client-credentials grant, RFC 6749 §4.4)",
-    responses={200: {"description": "`access_token` (a signed JWT), `token_type`, `expires_in`, `scope`"}},
+    responses={
+        200: {"description": "`access_token` (a signed JWT), `token_type`, `expires_in`, `scope`"},
+        401: {"description": "Client authentication failed (`invalid_client`)"},
+    },
 )
 @max_body(8 * KiB)  # public: a client id, a secret and a scope
 async def token(

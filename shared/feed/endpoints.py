@@ -43,6 +43,7 @@ from shared.feed.schemas import (
     webhook_read,
 )
 from shared.feed.signing import new_secret
+from shared.openapi import CREATED_AT_LOCATION
 from shared.pagination import decode_cursor, decode_cursor_keys, encode_cursor
 
 FEED_ROLES = (PLATFORM, AUDITOR, ADMIN)
@@ -225,6 +226,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         "/v1/webhooks",
         status_code=201,
         response_model=WebhookCreated,
+        responses=CREATED_AT_LOCATION,
         summary="Subscribe a URL to this service's events (the signing secret is shown only here; "
         "retry safely with Idempotency-Key)",
     )

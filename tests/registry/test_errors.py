@@ -96,7 +96,7 @@ async def test_oversized_bodies_are_refused_before_reading(registry: httpx.Async
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["code"] == "payload_too_large"
-    # the documented Problem (shared/app.py PROBLEM_RESPONSES), like every other refusal
+    # the documented Problem (shared/openapi.py), like every other refusal
     assert problem["instance"] == "/v1/organisations"
     assert problem["request_id"] == response.headers["x-request-id"]
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from shared.db import SessionDep
 from shared.errors import ProblemError
 from shared.identifiers import CreditCode
+from shared.openapi import CREATED_AT_LOCATION
 from shared.pagination import Page
 
 from .. import service as vouchers
@@ -37,6 +38,7 @@ router = APIRouter()
     "/v1/settlement-batches",
     status_code=201,
     response_model=BatchRead,
+    responses=CREATED_AT_LOCATION,
     tags=["settlement"],
     summary="Gather a vendor's captured, unsettled redemptions into a new open batch",
 )

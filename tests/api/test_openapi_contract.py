@@ -1,0 +1,61 @@
+"""Issue #15: the three OpenAPI documents say what the services answer (shared/openapi.py).
+
+The documents are the integrators' contract: a client generated from them must parse every
+answer (tests/api/test_generated_client.py generates one and drives a vendor's flow).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.apps import SERVICES, document
+
+METHODS = {"get", "put", "post", "delete", "patch"}
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, operation)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS
+    ]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_error_is_a_documented_problem(service: str) -> None:
+    spec = document(service)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # every 422 is a Problem
+    for path, method, operation in operations(spec):
+        errors = {int(status): answer for status, answer in operation["responses"].items() if int(status) >= 400}
+        assert 503 in errors, (path, method)
+        for status, answer in errors.items():
+            assert answer["content"] == PROBLEM, (path, method, status)
+            headers = answer["headers"]
+            assert headers["Content-Language"] == {"$ref": "#/components/headers/Content-Language"}
+            assert ("Retry-After" in headers) == (status in (429, 503)), (path, method, status)
+        if "security" in operation:  # needs a token: refused without one, or for the wrong role, or too often
+            assert {401, 403, 429} <= set(errors), (path, method)
+        else:
+            assert not {403, 429} & set(errors), (path, method)
+        if method == "get":
+            assert 409 not in errors, (path, method)
+    problem = spec["components"]["schemas"]["Problem"]
+    assert {"type", "title", "status", "code", "detail", "instance", "request_id"} <= set(problem["required"])
+    assert problem["additionalProperties"] is True  # a code's parameters come beside the fields
+
+
+def test_a_201_that_sets_location_documents_it() -> None:
+    located = {
+        ("registry", "/v1/organisations"),
+        ("registry", "/v1/webhooks"),
+        ("eligibility", "/v1/applications"),
+        ("vouchers", "/v1/settlement-batches"),
+        ("vouchers", "/v1/webhooks"),
+    }
+    for service, path in located:
+        created = document(service)["paths"][path]["post"]["responses"]["201"]
+        assert created["headers"]["Location"]["schema"] == {"type": "string"}, (service, path)
