@@ -9,12 +9,16 @@ test_generated_client.py uses openapi-python-client) parses every answer:
   with `Content-Language`, and `Retry-After` on 429 and 503. Which statuses apply follows from the
   route: 401, 403 and 429 need a token, 409 a write, 413 a body, 400 and 422 some input;
 - `Location` on a 201 whose route sets it (`CREATED_AT_LOCATION` in the route's `responses`);
+- headers a route refuses to go without although its code reads them as optional, to answer its
+  own problem rather than FastAPI's 422 (`document_required_headers`: the Idempotency-Key of a
+  vendor's call), are declared required;
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -94,6 +98,31 @@ def _header(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/headers/{name}"}
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+_REQUIRED_HEADERS = "__openapi_required_headers__"
+
+
+def document_required_headers(*names: str) -> Callable[[F], F]:
+    """Mark an endpoint or dependency that refuses a request without these headers with a problem of its own (so
+    its parameter stays optional to FastAPI, which would answer 422 first): the document says required."""
+
+    def mark(function: F) -> F:
+        setattr(function, _REQUIRED_HEADERS, names)
+        return function
+
+    return mark
+
+
+def _required_headers(route: APIRoute) -> set[str]:
+    found: set[str] = set()
+    stack = [route.dependant]
+    while stack:
+        current = stack.pop()
+        found.update(getattr(current.call, _REQUIRED_HEADERS, ()))
+        stack.extend(current.dependencies)
+    return {name.lower() for name in found}
+
+
 def _applies(status: int, operation: dict[str, Any], method: str, protected: bool, own: set[int]) -> bool:
     """Whether an operation can answer this error status (its own declared `responses` always can)."""
     path_parameters = any(p["in"] == "path" for p in operation.get("parameters", []))
@@ -129,6 +158,17 @@ def _complete_errors(operation: dict[str, Any], method: str, protected: bool, ow
             headers["Retry-After"] = _header("Retry-After")
 
 
+def _require_headers(operation: dict[str, Any], names: set[str]) -> None:
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "header" and parameter["name"].lower() in names:
+            parameter["required"] = True
+            schema = parameter["schema"]
+            variants = [s for s in schema.pop("anyOf", []) if s.get("type") != "null"]
+            if variants:
+                schema.update(variants[0])
+            schema["minLength"] = max(1, schema.get("minLength", 0))
+
+
 def _drop_unused_schemas(document: dict[str, Any]) -> None:
     """FastAPI's own 422 schemas, unused once every 422 is a Problem."""
     schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
@@ -146,11 +186,14 @@ def complete_document(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
             continue
         scopes = route_scopes(context)
         own = {int(status) for status in route.responses if str(status).isdigit()}
+        required = _required_headers(route)
         for method in sorted(context.methods or ()):
             operation = document["paths"].get(str(context.path), {}).get(method.lower())
             if operation is None:
                 continue
             _complete_errors(operation, method.lower(), scopes is not None, own)
+            if required:
+                _require_headers(operation, required)
     document.setdefault("components", {})["headers"] = HEADERS
     _drop_unused_schemas(document)
     return document

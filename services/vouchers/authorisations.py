@@ -38,6 +38,7 @@ from shared.context import request_id_var
 from shared.db import SessionDep
 from shared.errors import ErrorCode, ProblemError
 from shared.identifiers import CreditCode
+from shared.openapi import document_required_headers
 
 from .deps import KeyHeader, VoucherCode
 from .errors import IDEMPOTENCY_KEY_REQUIRED, IDEMPOTENCY_KEY_REUSED, VOUCHER_NOT_FOUND
@@ -145,6 +146,7 @@ def application_providers(decision: dict[str, Any]) -> list[str]:
     description="201 with the new authorisation, or 200 with the standing one. A model voucher (M3) is spent "
     "only by its contract's vendor: 409 `voucher_names_its_vendor`.",
 )
+@document_required_headers("Idempotency-Key")  # missing: our 400 `idempotency_key_required`, not FastAPI's 422
 async def authorise_vendor(
     session: SessionDep,
     principal: Holder,

@@ -38,6 +38,7 @@ from shared.auth import (
 )
 from shared.db import SessionDep
 from shared.errors import ProblemError
+from shared.openapi import document_required_headers
 
 from . import holds, replay, service
 from .deps import BudgetsDep, EligibilityDep, HotDep, KeyHeader, Now, VoucherCode, now, read_body, redemption_input
@@ -47,8 +48,10 @@ from .invariants import check_invariants
 from .peers import ISSUE_PARAMETERS, Eligibility
 from .schemas import (
     GrantRead,
+    HoldFinished,
     HoldRequest,
     IssueRequest,
+    RedemptionRead,
     RedemptionRequest,
     ReversalRequest,
     VoidRequest,
@@ -89,6 +92,7 @@ def idempotency_key(value: str | None) -> str:
     return value
 
 
+@document_required_headers("Idempotency-Key")  # missing: our 400 `idempotency_key_required`, not FastAPI's 422
 async def vendor_call(principal: VendorPrincipal, key: KeyHeader = None) -> tuple[str, str]:
     """Every mutating vendor call: the vendor (from the token) and its Idempotency-Key."""
     return vendor_of(principal), idempotency_key(key)
@@ -165,7 +169,7 @@ router.add_route("/v1/vouchers/{code}/redemptions", redeem_hot, methods=["POST"]
     tags=["redemption"],
     summary="Redeem part or all of a voucher (vendors; idempotent by Idempotency-Key)",
     responses={
-        201: {"description": "Redeemed: the redemption and the voucher's balances after it"},
+        201: {"model": RedemptionRead, "description": "Redeemed: the redemption and the voucher's balances after it"},
         429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"},
     },
 )
@@ -186,7 +190,10 @@ async def redeem_voucher(
     status_code=201,
     tags=["redemption"],
     summary="Reserve an amount (like a card authorisation); capture or release it later",
-    responses={429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"}},
+    responses={
+        201: {"model": RedemptionRead, "description": "Held (`status` held): the hold, its id and end"},
+        429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"},
+    },
 )
 async def create_hold(
     request: Request,
@@ -225,7 +232,10 @@ HoldId = Annotated[int, Path(ge=1, le=2**62)]
     tags=["redemption"],
     summary="Capture a hold (it becomes a redemption) or release it (the amount is available again)",
     description="Only the vendor that made the hold may finish it; another vendor's hold answers `hold_not_found`.",
-    responses={429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"}},
+    responses={
+        200: {"model": HoldFinished, "description": "Captured or released"},
+        429: {"description": "Too many requests from this client; retry after `Retry-After` seconds"},
+    },
 )
 async def finish_hold(
     request: Request,

@@ -35,6 +35,43 @@ class HoldRequest(RedemptionRequest):
     )
 
 
+class VoucherBalances(BaseModel):
+    """A voucher's balances just after the call."""
+
+    amount_fen: int
+    available_fen: int
+    held_fen: int
+    redeemed_fen: int
+
+
+class RedemptionRead(BaseModel):
+    """A redemption, or a hold (`status` held), as the ledger answers it (migrations/vouchers/functions/redeem.sql);
+    a call sent again with its Idempotency-Key answers the same."""
+
+    id: int = Field(description="The redemption's id; a hold's is what capture and release take")
+    voucher_code: str
+    vendor: str = Field(description="The vendor's credit code (the token's organisation)")
+    amount_fen: int
+    invoice_number: str
+    contract_number: str | None
+    status: Literal["held", "captured"] = Field(description="held: a hold; captured: redeemed")
+    hold_expires_at: datetime | None = Field(description="When a hold ends if not captured; null for a redemption")
+    entry_id: int = Field(description="The ledger entry written")
+    voucher: VoucherBalances
+
+
+class HoldFinished(BaseModel):
+    """A hold captured (it is a redemption now) or released (the amount is available again), as the ledger answers
+    it (migrations/vouchers/functions/finish_hold.sql); a call sent again with its Idempotency-Key answers the same."""
+
+    id: int = Field(description="The hold's id")
+    status: Literal["captured", "released"]
+    amount_fen: int
+    entry_id: int | None = Field(default=None, description="Capture: the ledger entry written")
+    voucher_code: str | None = Field(default=None, description="Capture: the voucher")
+    voucher: VoucherBalances | None = Field(default=None, description="Capture: the voucher's balances after it")
+
+
 class ReversalRequest(Input):
     reason: Annotated[str, Field(min_length=2, max_length=2000)]
 

@@ -59,3 +59,29 @@ def test_a_201_that_sets_location_documents_it() -> None:
     for service, path in located:
         created = document(service)["paths"][path]["post"]["responses"]["201"]
         assert created["headers"]["Location"]["schema"] == {"type": "string"}, (service, path)
+
+
+VENDOR_CALLS = {
+    ("/v1/vouchers/{code}/redemptions", "201", "RedemptionRead"),
+    ("/v1/vouchers/{code}/holds", "201", "RedemptionRead"),
+    ("/v1/holds/{hold_id}/{action}", "200", "HoldFinished"),
+}
+
+
+def test_the_redemption_path_documents_its_answers_and_its_required_key() -> None:
+    """The routes answer raw bytes from the ledger (for speed); the document types them, and says the
+    Idempotency-Key is required (at run time its absence is still answered 400 `idempotency_key_required`)."""
+    spec = document("vouchers")
+    for path, status, model in VENDOR_CALLS:
+        operation = spec["paths"][path]["post"]
+        answered = operation["responses"][status]["content"]["application/json"]["schema"]
+        assert answered == {"$ref": f"#/components/schemas/{model}"}, path
+        (key,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+        assert key["required"] is True, path
+        assert (key["schema"]["type"], key["schema"]["minLength"]) == ("string", 1), path
+    held = spec["components"]["schemas"]["RedemptionRead"]
+    assert {"id", "status", "hold_expires_at", "voucher"} <= set(held["required"])
+    authorise = spec["paths"]["/v1/vouchers/{code}/authorisations"]["post"]
+    assert [p["required"] for p in authorise["parameters"] if p["name"] == "Idempotency-Key"] == [True]
+    issue = spec["paths"]["/v1/vouchers"]["post"]  # an officer's key is optional: without one, no replay
+    assert [p["required"] for p in issue["parameters"] if p["name"] == "Idempotency-Key"] == [False]
