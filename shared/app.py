@@ -132,7 +132,7 @@ def create_service_app(
     install_metrics(app)  # outermost middleware, and GET /metrics
     app.include_router(health_router)
     install_api_docs(app)
-    install_openapi(app)
+    install_openapi(app, settings.auth_token_url)
     for router in routers:
         app.include_router(router)
     check_routes_protected(app)

@@ -8,10 +8,14 @@ test_generated_client.py uses openapi-python-client) parses every answer:
   schema (FastAPI would put a response model under the route's media type, `application/json`),
   with `Content-Language`, and `Retry-After` on 429 and 503. Which statuses apply follows from the
   route: 401, 403 and 429 need a token, 409 a write, 413 a body, 400 and 422 some input;
+- a stream an operation answers (NDJSON, CSV) and documents without a schema is described as text;
 - `Location` on a 201 whose route sets it (`CREATED_AT_LOCATION` in the route's `responses`);
 - headers a route refuses to go without although its code reads them as optional, to answer its
   own problem rather than FastAPI's 422 (`document_required_headers`: the Idempotency-Key of a
   vendor's call), are declared required;
+- the security scheme is what clients do: OAuth2 client credentials at the token endpoint
+  (`AUTH_TOKEN_URL`, or the registry's own `/oauth/token`), and each operation lists the roles
+  (scopes) that may call it, any one of them (the tokens are checked as before: shared/auth.py).
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import auth
 from shared.auth import iter_routes, route_scopes
 
+GRANT_PATH = "/oauth/token"  # the registry's token endpoint (services/registry/identity.py)
+SCHEME = "OAuth2"
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = "#/components/schemas/Problem"
 
@@ -158,6 +165,20 @@ def _complete_errors(operation: dict[str, Any], method: str, protected: bool, ow
             headers["Retry-After"] = _header("Retry-After")
 
 
+#: What a stream is, where its operation says no more (the exports say more: shared/exports/params.py).
+STREAMS = {
+    "application/x-ndjson": "UTF-8, one JSON object per line",
+    "text/csv": "UTF-8, RFC 4180, a header row with the column names, then one row per record",
+}
+
+
+def _describe_streams(operation: dict[str, Any]) -> None:
+    for answer in operation["responses"].values():
+        for media_type, content in answer.get("content", {}).items():
+            if media_type in STREAMS and not content.get("schema"):
+                content["schema"] = {"type": "string", "description": STREAMS[media_type]}
+
+
 def _require_headers(operation: dict[str, Any], names: set[str]) -> None:
     for parameter in operation.get("parameters", []):
         if parameter["in"] == "header" and parameter["name"].lower() in names:
@@ -169,6 +190,35 @@ def _require_headers(operation: dict[str, Any], names: set[str]) -> None:
             schema["minLength"] = max(1, schema.get("minLength", 0))
 
 
+#: The roles (OAuth2 scopes) as the token URL's clients are given them (README, Authentication).
+SCOPES = {
+    auth.ADMIN: "Administrators",
+    auth.OFFICER: "Bureau officers: review applications, issue, grant and void",
+    auth.APPROVER: "Bureau approvers: approve reviews, A1 decisions, reverse grants",
+    auth.APPLICANT: "An enterprise's system, bound to its organisation",
+    auth.VENDOR: "A compute or model vendor's system, bound to its organisation: redeem, hold, capture, release",
+    auth.PLATFORM: "The municipal data platform: imports, exports, the change feed",
+    auth.DASHBOARD: "Dashboards: the aggregates",
+    auth.AUDITOR: "Auditors: read everything, check the ledger",
+    auth.REGISTRY_READ: "The services: read the registry's facts",
+    auth.DECISIONS_READ: "The vouchers service: read approved decisions",
+    auth.BUDGET_RESERVE: "The eligibility service: reserve the programme budget (A2)",
+    auth.DASHBOARD_DETAIL: "With dashboard: per-enterprise figures",
+    auth.METRICS_READ: "Prometheus: scrape /metrics",
+}
+
+
+def _security_scheme(token_url: str) -> dict[str, Any]:
+    return {
+        "type": "oauth2",
+        "description": "Client credentials (RFC 6749 §4.4): post `grant_type=client_credentials` with the client's "
+        "id and secret (HTTP Basic, or `client_id` and `client_secret` in the form) to the token URL, and send the "
+        "access token it answers (a JWT, valid 10 minutes: fetch another when it expires) as "
+        "`Authorization: Bearer …`. A client has one role, its scope; each operation lists the roles it accepts.",
+        "flows": {"clientCredentials": {"tokenUrl": token_url, "scopes": {n: SCOPES[n] for n in auth.ALL_SCOPES}}},
+    }
+
+
 def _drop_unused_schemas(document: dict[str, Any]) -> None:
     """FastAPI's own 422 schemas, unused once every 422 is a Problem."""
     schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
@@ -178,7 +228,7 @@ def _drop_unused_schemas(document: dict[str, Any]) -> None:
             schemas[name] = schema
 
 
-def complete_document(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
+def complete_document(app: FastAPI, document: dict[str, Any], token_url: str) -> dict[str, Any]:
     """Complete FastAPI's document in place (see the module's docstring); returns it."""
     for context in iter_routes(app):
         route = context.original_route
@@ -192,20 +242,25 @@ def complete_document(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
             if operation is None:
                 continue
             _complete_errors(operation, method.lower(), scopes is not None, own)
+            _describe_streams(operation)
             if required:
                 _require_headers(operation, required)
-    document.setdefault("components", {})["headers"] = HEADERS
+            if scopes is not None:  # any one of the route's roles (OR: one requirement each)
+                operation["security"] = [{SCHEME: [scope]} for scope in scopes]
+    components = document.setdefault("components", {})
+    components["headers"] = HEADERS
+    components["securitySchemes"] = {SCHEME: _security_scheme(token_url)}  # not FastAPI's bare HTTPBearer
     _drop_unused_schemas(document)
     return document
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, token_url: str) -> None:
     """Serve the completed document at /openapi.json (built once, as FastAPI does)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = complete_document(app, generate())
+            app.openapi_schema = complete_document(app, generate(), token_url or GRANT_PATH)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

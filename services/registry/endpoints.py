@@ -246,8 +246,23 @@ def _import_route(resource: Resource) -> None:
             "requestBody": {
                 "required": True,
                 "content": {
-                    "text/csv": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                    "text/csv": {
+                        "schema": {
+                            "type": "string",
+                            "description": f"UTF-8 (a byte order mark is ignored), RFC 4180: a header row naming "
+                            f"columns among the fields of {resource.create.__name__} (another column: 422 "
+                            "`import_unknown_columns`), then one row per record, at most "
+                            f"{imports.MAX_ROWS}; an empty cell is an absent field, a `*_fen` cell an integer's digits",
+                        }
+                    },
+                    "application/json": {
+                        "schema": {
+                            "type": "array",
+                            "items": {"$ref": f"#/components/schemas/{resource.create.__name__}"},
+                            "maxItems": imports.MAX_ROWS,
+                            "description": 'The records (`{"rows": [...]}` is read as well)',
+                        }
+                    },
                 },
             }
         },

@@ -103,7 +103,27 @@ async def export_options(
 EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The records, streamed: NDJSON ending with a trailer line, or CSV with a header row",
-        "content": {NDJSON_MEDIA_TYPE: {}, "text/csv": {}},
+        "content": {
+            NDJSON_MEDIA_TYPE: {
+                "schema": {
+                    "type": "string",
+                    "description": "`format=ndjson`: UTF-8, one JSON object per line (a record, its columns as keys), "
+                    'then the trailer line `{"end": {"rows": N}}`; a file without the trailer is incomplete',
+                }
+            },
+            "text/csv": {
+                "schema": {
+                    "type": "string",
+                    "description": "`format=csv` (`text/csv; charset=utf-8; header=present`): UTF-8 (with a byte "
+                    "order mark if `bom=true`), a header row with the column names, then one row per record; a text "
+                    "cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is written with a `'` in "
+                    "front (CSV injection), numbers, dates and JSON cells never are",
+                }
+            },
+        },
+        "headers": {
+            "Content-Disposition": {"description": "`attachment` and the file's name", "schema": {"type": "string"}}
+        },
     },
     429: {"description": "Too many exports running in this process; retry after `Retry-After` seconds"},
 }

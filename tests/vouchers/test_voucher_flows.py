@@ -473,7 +473,7 @@ async def test_the_hot_redemption_route_keeps_the_documented_contract(
     spec = (await vouchers.get("/openapi.json")).json()
     operation = spec["paths"]["/v1/vouchers/{code}/redemptions"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RedemptionRequest")
-    assert operation["security"] == [{"HTTPBearer": []}]
+    assert operation["security"] == [{"OAuth2": ["vendor"]}]  # client credentials, role vendor (issue #15)
     parameters = {p["name"] for p in operation["parameters"]}
     assert parameters == {"code", "Idempotency-Key"}  # no X-Vendor-Id: the vendor is the token's organisation
 
