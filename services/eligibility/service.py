@@ -223,9 +223,11 @@ async def submit(
     as_of = _application_date(payload, received_on, principal, policy)
     evidence: Evidence = payload.evidence
     measure: str = evidence.measure  # type: ignore[attr-defined]
-    await repository.lock_applicant_measure(session, payload.applicant, measure)
+    # the registry first, before this request touches the database: no lock or transaction is held while a peer
+    # answers (issue #12); what the lock below serialises (the register, the year's caps) is read after it
     request = facts_needed(evidence)
     facts = await registry.fetch(payload.applicant, as_of, request)
+    await repository.lock_applicant_measure(session, payload.applicant, measure)
     if request.prior_awards:
         facts.prior_awards = await repository.prior_awards(session, payload.applicant, measure)
     parameters = await current_parameters(session, policy.parameters)
