@@ -23,6 +23,7 @@ import logging
 from datetime import UTC, datetime
 
 import asyncpg
+from fastapi import FastAPI
 
 logger = logging.getLogger("shared.periodic")
 
@@ -48,6 +49,22 @@ async def close_connection(connection: asyncpg.Connection) -> None:
         raise
     except Exception:
         connection.terminate()
+
+
+async def start_jobs(app: FastAPI, **jobs: Periodic) -> None:
+    """A start-up hook's end: each job kept as `app.state.<name>` (where `stop_jobs` finds it), then started."""
+    for name, job in jobs.items():
+        setattr(app.state, name, job)
+    for job in jobs.values():
+        await job.start()
+
+
+async def stop_jobs(app: FastAPI, *names: str) -> None:
+    """A shutdown hook: the jobs kept as `app.state.<name>` stopped, in this order (absent ones skipped)."""
+    for name in names:
+        job: Periodic | None = getattr(app.state, name, None)
+        if job is not None:
+            await job.stop()
 
 
 class Periodic:

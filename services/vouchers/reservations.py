@@ -29,7 +29,7 @@ from shared.db import SessionDep
 from shared.errors import ProblemError
 from shared.money import PositiveFenAmount
 from shared.peers import PeerUnavailable
-from shared.periodic import Periodic
+from shared.periodic import Periodic, start_jobs, stop_jobs
 
 from . import budget_ceilings
 from .deps import BudgetsDep, Now
@@ -233,11 +233,8 @@ async def start_reconciler(app: FastAPI) -> None:
         grace_seconds=settings.reservation_grace_seconds,
         interval_seconds=settings.reservation_reconcile_seconds,
     )
-    app.state.reservation_reconciler = reconciler
-    await reconciler.start()
+    await start_jobs(app, reservation_reconciler=reconciler)
 
 
 async def stop_reconciler(app: FastAPI) -> None:
-    reconciler: Reconciler | None = getattr(app.state, "reservation_reconciler", None)
-    if reconciler is not None:
-        await reconciler.stop()
+    await stop_jobs(app, "reservation_reconciler")

@@ -26,7 +26,7 @@ from shared.feed.signing import (
     event_id,
     signature_header,
 )
-from shared.periodic import Periodic
+from shared.periodic import Periodic, start_jobs, stop_jobs
 
 logger = logging.getLogger("shared.events")  # the name its log lines have always carried (log queries use it)
 
@@ -344,11 +344,8 @@ async def start_dispatcher(app: FastAPI) -> None:
         settings,
         role=getattr(service_settings, "db_role", None),
     )
-    app.state.dispatcher = dispatcher
-    await dispatcher.start()
+    await start_jobs(app, dispatcher=dispatcher)
 
 
 async def stop_dispatcher(app: FastAPI) -> None:
-    dispatcher: Dispatcher | None = getattr(app.state, "dispatcher", None)
-    if dispatcher is not None:
-        await dispatcher.stop()
+    await stop_jobs(app, "dispatcher")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 import asyncpg
 from fastapi import FastAPI
 
-from shared.periodic import BelowWatermark
+from shared.db import Connection
+from shared.periodic import BelowWatermark, start_jobs, stop_jobs
 
 from ..hotpath import HotPath
 from ..settings import VouchersSettings
-from .hashing import GENESIS, chain_hash, entry_hash
+from .hashing import GENESIS, EntryFields, chain_hash, entry_hash
 from .repository import (
     BEHIND_SQL,
     HEAD_SQL,
@@ -56,7 +57,7 @@ async def _maybe_in_thread(size: int, function: Callable[[], T]) -> T:
     return function()
 
 
-def _hash_batch(rows: Sequence[Mapping[str, Any]], previous: str) -> tuple[list[int], list[str], list[str]]:
+def _hash_batch(rows: Sequence[EntryFields], previous: str) -> tuple[list[int], list[str], list[str]]:
     ids: list[int] = []
     digests: list[str] = []
     links: list[str] = []
@@ -69,7 +70,7 @@ def _hash_batch(rows: Sequence[Mapping[str, Any]], previous: str) -> tuple[list[
     return ids, digests, links
 
 
-async def seal_run(connection: Any, *, batch_size: int = SEAL_BATCH_SIZE, wait: bool = True) -> SealRun:
+async def seal_run(connection: Connection, *, batch_size: int = SEAL_BATCH_SIZE, wait: bool = True) -> SealRun:
     """Seal every committed entry below the watermark; `wait=False` gives up if another sealer runs."""
     sealed = 0
     while True:
@@ -98,7 +99,7 @@ async def seal_run(connection: Any, *, batch_size: int = SEAL_BATCH_SIZE, wait: 
             return SealRun(sealed, watermark)
 
 
-async def seal(connection: Any, *, batch_size: int = SEAL_BATCH_SIZE, wait: bool = True) -> int:
+async def seal(connection: Connection, *, batch_size: int = SEAL_BATCH_SIZE, wait: bool = True) -> int:
     """Seal what is sealable (see the module doc); returns how many entries were sealed."""
     return (await seal_run(connection, batch_size=batch_size, wait=wait)).sealed
 
@@ -112,6 +113,9 @@ class Lag:
 
 async def seal_lag(connection: Any, *, exact: bool = False) -> Lag:
     """How far sealing is behind: entries not sealed yet, and the age of the oldest of them.
+
+    `connection`: a `shared.db.Connection` (Any while ledger_metrics.py passes SQLAlchemy's
+    `driver_connection`, which is typed Any | None).
 
     For metrics, the entries after the last sealed one in (txid, id) order (cheap with an
     index on entries (txid, id)); `exact` counts every entry without a seal, including
@@ -167,14 +171,11 @@ async def start_sealer(app: FastAPI) -> None:
         float(settings.sealer_interval_seconds),
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
-    app.state.sealer = sealer
-    await sealer.start()
+    await start_jobs(app, sealer=sealer)
 
 
 async def stop_sealer(app: FastAPI) -> None:
-    sealer: Sealer | None = getattr(app.state, "sealer", None)
-    if sealer is not None:
-        await sealer.stop()
+    await stop_jobs(app, "sealer")
 
 
 # --- walking the stored chain -------------------------------------------------------------------

@@ -49,12 +49,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
 
-from shared.periodic import BelowWatermark, OnOwnConnection
+from shared.db import Connection
+from shared.periodic import BelowWatermark, OnOwnConnection, start_jobs, stop_jobs
 
 from ..chain.repository import XMIN_SQL
 from ..hotpath import HotPath
@@ -87,11 +87,13 @@ class ProjectRun:
     watermark: int | None
 
 
-async def project_batch(connection: Any, watermark: int, batch_size: int) -> int:
+async def project_batch(connection: Connection, watermark: int, batch_size: int) -> int:
     """Project the next batch below `watermark` in the caller's transaction; returns its size."""
     cursor = await connection.fetchrow(CURSOR_SQL)
+    assert cursor is not None, "vouchers.projection_cursor has its one row from the migration on"
     await connection.execute(BATCH_SETTINGS)
     row = await connection.fetchrow(PROJECT_SQL, watermark, int(cursor["txid"]), int(cursor["entry_id"]), batch_size)
+    assert row is not None, "the batch statement answers one row (its counts), even for no entries"
     count = int(row["batch"])
     if count and row["entries"] is None:
         raise CursorMoved("the projection cursor moved during the batch")
@@ -99,7 +101,7 @@ async def project_batch(connection: Any, watermark: int, batch_size: int) -> int
 
 
 async def project_run(
-    connection: Any, *, batch_size: int = 20_000, wait: bool = True, max_batches: int | None = None
+    connection: Connection, *, batch_size: int = 20_000, wait: bool = True, max_batches: int | None = None
 ) -> ProjectRun:
     """Project every committed entry below the watermark, one short transaction per batch.
 
@@ -141,7 +143,7 @@ class Reconciliation:
     differences_total: int = 0
 
 
-async def reconcile(connection: Any) -> Reconciliation:
+async def reconcile(connection: Connection) -> Reconciliation:
     """Recompute every projection from the ledger up to the cursor and list where they differ."""
     started = time.perf_counter()
     async with connection.transaction(readonly=True):
@@ -168,7 +170,7 @@ async def reconcile(connection: Any) -> Reconciliation:
     )
 
 
-async def reset(connection: Any) -> None:
+async def reset(connection: Connection) -> None:
     """Empty the projections and rewind the cursor (the projector then rebuilds them from the ledger)."""
     async with connection.transaction():
         await connection.execute(LOCK_SQL, PROJECT_LOCK_KEY)
@@ -209,7 +211,7 @@ class Reconciler(OnOwnConnection):
         self.last: Reconciliation | None = None
         self._lock = asyncio.Lock()
 
-    async def check(self, connection: Any) -> Reconciliation:
+    async def check(self, connection: Connection) -> Reconciliation:
         async with self._lock:
             result = await reconcile(connection)
             self.last = result
@@ -228,7 +230,7 @@ class Reconciler(OnOwnConnection):
             )
         return result
 
-    async def step(self, connection: Any) -> None:
+    async def step(self, connection: asyncpg.Connection) -> None:
         await self.check(connection)
 
 
@@ -249,14 +251,8 @@ async def start_read_side(app: FastAPI) -> None:
         float(settings.reconciliation_interval_seconds),
         statement_timeout_ms=max(settings.db_statement_timeout_ms, 600_000),
     )
-    app.state.projector = projector
-    app.state.reconciler = reconciler
-    await projector.start()
-    await reconciler.start()
+    await start_jobs(app, projector=projector, reconciler=reconciler)
 
 
 async def stop_read_side(app: FastAPI) -> None:
-    for name in ("reconciler", "projector"):
-        task: OnOwnConnection | None = getattr(app.state, name, None)
-        if task is not None:
-            await task.stop()
+    await stop_jobs(app, "reconciler", "projector")
