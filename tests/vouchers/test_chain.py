@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import shutil
 import socket
 import sys
+import tempfile
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -830,8 +832,11 @@ async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_red
     from devtools.devdb import EmbeddedPostgres
     from shared.migrations import upgrade_all
 
-    source = EmbeddedPostgres(tmp_path / "source-cluster", port=_free_port())
-    target = EmbeddedPostgres(tmp_path / "fresh-cluster", port=_free_port())
+    # not under tmp_path: the server runs as another user (when root), and another pytest session starting meanwhile
+    # makes pytest's own temporary root private again
+    clusters = Path(tempfile.mkdtemp(prefix="longgang-restore-"))
+    source = EmbeddedPostgres(clusters / "source", port=_free_port())
+    target = EmbeddedPostgres(clusters / "fresh", port=_free_port())
     try:
         origin = await asyncio.to_thread(source.start)
         await asyncio.to_thread(upgrade_all, origin)
@@ -876,3 +881,4 @@ async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_red
     finally:
         for cluster in (source, target):
             await asyncio.to_thread(cluster.stop)
+        shutil.rmtree(clusters, ignore_errors=True)
