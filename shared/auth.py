@@ -254,12 +254,9 @@ class TokenVerifier:
                 return cached
             del self._cache[token]
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise _invalid("malformed") from exc
-        algorithm = header.get("alg")
-        if algorithm not in self.ALGORITHMS:
-            raise _invalid(f"algorithm {algorithm!r} is not accepted")
+            header, algorithm = signed_header(token, self.ALGORITHMS)
+        except ValueError as exc:
+            raise _invalid(str(exc)) from exc
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise _invalid("no key id (kid)")
@@ -302,6 +299,19 @@ class TokenVerifier:
             or expires - now > self.max_lifetime_seconds + self.leeway_seconds
         ):
             raise _invalid(f"lifetime above {self.max_lifetime_seconds} s")
+
+
+def signed_header(token: str, algorithms: Iterable[str]) -> tuple[dict[str, Any], str]:
+    """A JWT's header, unverified, and its algorithm if it is one of `algorithms` (never `none` nor HMAC here:
+    a public key must not serve as an HMAC secret); else ValueError with the reason."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise ValueError("malformed") from exc
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in algorithms:
+        raise ValueError(f"algorithm {algorithm!r} is not accepted")
+    return header, algorithm
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

@@ -18,6 +18,7 @@ from shared.metrics import on_scrape
 from shared.tokens import TokenSigner
 
 from . import exports, identity
+from .clients.endpoints import router as clients_router
 from .endpoints import router
 from .events import CATALOGUE
 from .models import SCHEMA
@@ -48,7 +49,8 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             lifetime_seconds=settings.token_lifetime_seconds,
             kid=settings.signing_kid,
         )
-        routers.append(identity.router)
+        # the token endpoint, and the administration of the clients it authenticates (issue #15)
+        routers += [identity.router, clients_router]
     app = create_service_app(
         service_name="registry",
         schema=SCHEMA,

@@ -1,12 +1,15 @@
 """The project's own OAuth2 token endpoint (client-credentials grant) and its clients.
 
     POST /oauth/token            grant_type=client_credentials, client id and secret by
-                                 HTTP Basic (or client_id/client_secret form fields);
+                                 HTTP Basic (or client_id/client_secret form fields), or a
+                                 signed assertion (private_key_jwt, RFC 7523: clients/assertions.py);
                                  optional `scope` narrows the client's scopes
     GET  /.well-known/jwks.json  the public keys every service verifies tokens with
 
 Clients are rows of `registry.clients`, managed with the admin CLI
-(`python -m services.registry.identity create|rotate|revoke|list`). Secrets are 256-bit
+(`python -m services.registry.identity create|rotate|revoke|list`) or, but for admin clients,
+the admin API (`/v1/clients`, services/registry/clients/), both through the functions below
+(`create_client`, `rotate_secret`, `revoke`, `set_keys`). Secrets are 256-bit
 random strings, so a SHA-256 digest is enough to store them (no password hashing needed:
 there is nothing to brute-force). Revoking a client stops new tokens at once; tokens
 already issued end with their short lifetime (`REGISTRY_TOKEN_LIFETIME_SECONDS`).
@@ -16,8 +19,9 @@ issuer and public keys (`AUTH_ISSUER`, `AUTH_JWKS`).
 Audit (issue #12): every token request is in the registry's audit log with the client id —
 the authenticated client's, or as presented when refused (never the secret). Creating,
 rotating and revoking a client writes an audit row in the same transaction as the change
-(method `CLI`, path `/clients/<id>/<action>`, the actor `cli:<--actor or the OS user>`);
-refused attempts (unknown client, invalid request) are recorded too.
+(method `CLI`, path `/clients/<id>/<action>`, the actor `cli:<--actor or the OS user>`; from the
+admin API, method `API` and the administrator's client: `Actor`); refused attempts (unknown client,
+invalid request) are recorded too.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ from shared.limits import KiB, max_body
 from shared.logs import new_request_id
 from shared.tokens import TokenSigner, jwks
 
+from .clients import assertions
+
 INVALID_CLIENT = ErrorCode(
     "invalid_client", 401, "客户端认证失败（编号或密钥错误，或已吊销）", "Client authentication failed"
 )
@@ -63,11 +69,24 @@ UNSUPPORTED_GRANT = ErrorCode(
     "仅支持 client_credentials 授权方式",
     "Only the client_credentials grant is supported",
 )
+INVALID_CLIENT_ASSERTION = ErrorCode(
+    "invalid_client", 401, "客户端断言无效：{reason}", "The client assertion is refused: {reason}"
+)
 INVALID_SCOPE = ErrorCode(
     "invalid_scope", 400, "请求的范围超出该客户端的授权：{scope}", "Scope not granted to this client: {scope}"
 )
 
 router = APIRouter(tags=["identity"])
+
+#: How a client authenticates at the token endpoint (RFC 7591's names): `client_secret_basic`, its secret
+#: (HTTP Basic or the form's fields) or, if it has registered keys, a signed assertion; `private_key_jwt`,
+#: only a signed assertion (RFC 7523; services/registry/clients/assertions.py).
+SECRET_METHOD = "client_secret_basic"  # noqa: S105 (a method's name, not a secret)
+KEY_METHOD = "private_key_jwt"
+CLIENT_COLUMNS = (
+    "client_id, name, scopes, organisation, secret_sha256, previous_secret_sha256, previous_secret_expires_at, "
+    "revoked_at, jwks, token_endpoint_auth_method"
+)
 
 
 def secret_digest(secret: str) -> str:
@@ -109,47 +128,92 @@ def _oauth_problem(request: Request, refusal: _Refused) -> JSONResponse:
     return response
 
 
-async def _authenticate_client(
-    request: Request,
-    session: AsyncSession,
-    grant_type: str,
-    scope: str | None,
-    client_id: str | None,
-    client_secret: str | None,
-) -> tuple[RowMapping, list[str]]:
-    """The client's row and the scopes its token gets, or `_Refused`."""
-    if grant_type != "client_credentials":
-        raise _Refused(UNSUPPORTED_GRANT)
-    credentials = _basic_credentials(request) or ((client_id, client_secret) if client_id and client_secret else None)
-    refused = _Refused(INVALID_CLIENT, headers={"WWW-Authenticate": 'Basic realm="token"'})
-    if credentials is None:
-        raise refused
-    row = (
-        (
-            await session.execute(
-                text(
-                    "SELECT client_id, name, scopes, organisation, secret_sha256, previous_secret_sha256, "
-                    "previous_secret_expires_at, revoked_at FROM registry.clients WHERE client_id = :id"
-                ),
-                {"id": credentials[0]},
-            )
-        )
-        .mappings()
-        .one_or_none()
+async def _client_row(session: AsyncSession, client_id: str) -> RowMapping | None:
+    result = await session.execute(
+        text(f"SELECT {CLIENT_COLUMNS} FROM registry.clients WHERE client_id = :id"), {"id": client_id}
     )
-    offered = secret_digest(credentials[1])
-    if row is None or row["revoked_at"] is not None:
-        raise refused
-    valid = hmac.compare_digest(offered, row["secret_sha256"]) or (
+    return result.mappings().one_or_none()
+
+
+def _secret_matches(row: RowMapping, secret: str) -> bool:
+    offered = secret_digest(secret)
+    return hmac.compare_digest(offered, row["secret_sha256"]) or (
         row["previous_secret_sha256"] is not None
         and row["previous_secret_expires_at"] is not None
         and row["previous_secret_expires_at"] > datetime.now(UTC)
         and hmac.compare_digest(offered, row["previous_secret_sha256"])
     )
-    if not valid:
+
+
+async def _client_by_secret(session: AsyncSession, credentials: tuple[str, str] | None) -> RowMapping:
+    refused = _Refused(INVALID_CLIENT, headers={"WWW-Authenticate": 'Basic realm="token"'})
+    if credentials is None:
         raise refused
+    row = await _client_row(session, credentials[0])
+    if row is None or row["revoked_at"] is not None or row["token_endpoint_auth_method"] != SECRET_METHOD:
+        raise refused
+    if not _secret_matches(row, credentials[1]):
+        raise refused
+    return row
+
+
+async def _client_by_assertion(
+    request: Request, session: AsyncSession, form: TokenForm, basic: tuple[str, str] | None
+) -> RowMapping:
+    """RFC 7523 §2.2: the client is whoever signed `client_assertion` with one of its registered keys."""
+    if basic is not None or form.client_secret is not None:
+        raise _assertion_refused("one client authentication method per request (RFC 6749 §2.3)")
+    if form.client_assertion_type != assertions.ASSERTION_TYPE or not form.client_assertion:
+        raise _assertion_refused(f"client_assertion_type is {assertions.ASSERTION_TYPE}, with a client_assertion")
+    claimed = form.client_id or assertions.claimed_client(form.client_assertion)
+    row = None if claimed is None else await _client_row(session, claimed)
+    if row is None or row["revoked_at"] is not None or not row["jwks"]:
+        raise _assertion_refused("no active client with registered keys by that id")
+    try:
+        claims = assertions.verify(form.client_assertion, row["client_id"], row["jwks"], _token_endpoint_url(request))
+    except assertions.AssertionRefused as refusal:
+        raise _assertion_refused(refusal.reason) from refusal
+    if not await assertions.first_use(session, row["client_id"], claims):
+        raise _assertion_refused("this assertion (jti) was used already")
+    return row
+
+
+def _assertion_refused(reason: str) -> _Refused:
+    return _Refused(INVALID_CLIENT_ASSERTION, reason=reason)
+
+
+def _token_endpoint_url(request: Request) -> str:
+    """The audience a client assertion names: `REGISTRY_TOKEN_ENDPOINT_URL`, else this endpoint as reached."""
+    configured: str = getattr(request.app.state.settings, "token_endpoint_url", "")
+    return configured or str(request.url_for("token"))
+
+
+@dataclass(frozen=True)
+class TokenForm:
+    """The token request's form fields (RFC 6749 §4.4.2, §2.3.1; RFC 7521 §4.2)."""
+
+    grant_type: str
+    scope: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    client_assertion_type: str | None = None
+    client_assertion: str | None = None
+
+
+async def _authenticate_client(
+    request: Request, session: AsyncSession, form: TokenForm
+) -> tuple[RowMapping, list[str]]:
+    """The client's row and the scopes its token gets, or `_Refused`."""
+    if form.grant_type != "client_credentials":
+        raise _Refused(UNSUPPORTED_GRANT)
+    basic = _basic_credentials(request)
+    if form.client_assertion_type is not None or form.client_assertion is not None:
+        row = await _client_by_assertion(request, session, form, basic)
+    else:
+        fields = (form.client_id, form.client_secret) if form.client_id and form.client_secret else None
+        row = await _client_by_secret(session, basic or fields)
     granted: list[str] = list(row["scopes"])
-    asked = list(dict.fromkeys((scope or "").split()))  # in order, once each
+    asked = list(dict.fromkeys((form.scope or "").split()))  # in order, once each
     if asked:
         extra = [item for item in asked if item not in granted]
         if extra:
@@ -161,12 +225,17 @@ async def _authenticate_client(
 @router.post(
     "/oauth/token",
     summary="Get an access token (OAuth2 client-credentials grant, RFC 6749 §4.4)",
+    description="The client authenticates with its secret (HTTP Basic, or the `client_id` and `client_secret` "
+    "fields) or, with keys registered (`PUT /v1/clients/{client_id}/jwks`), with a signed assertion "
+    "(`private_key_jwt`, RFC 7523): `client_assertion_type=" + assertions.ASSERTION_TYPE + "` and "
+    "`client_assertion`, a JWT signed by one of its keys with `iss` and `sub` its client id, `aud` this "
+    "endpoint's URL, `exp` at most 5 minutes ahead and a `jti` never used before.",
     responses={
         200: {"description": "`access_token` (a signed JWT), `token_type`, `expires_in`, `scope`"},
         401: {"description": "Client authentication failed (`invalid_client`)"},
     },
 )
-@max_body(8 * KiB)  # public: a client id, a secret and a scope
+@max_body(8 * KiB)  # public: a client id, a secret or an assertion, and a scope
 async def token(
     request: Request,
     session: SessionDep,
@@ -174,12 +243,18 @@ async def token(
     scope: Annotated[str | None, Form(max_length=500)] = None,
     client_id: Annotated[str | None, Form(max_length=100)] = None,
     client_secret: Annotated[str | None, Form(max_length=200)] = None,
+    client_assertion_type: Annotated[str | None, Form(max_length=100)] = None,
+    client_assertion: Annotated[str | None, Form(max_length=assertions.MAX_ASSERTION_LENGTH)] = None,
 ) -> JSONResponse:
+    form = TokenForm(grant_type, scope, client_id, client_secret, client_assertion_type, client_assertion)
     try:
-        row, granted = await _authenticate_client(request, session, grant_type, scope, client_id, client_secret)
+        row, granted = await _authenticate_client(request, session, form)
     except _Refused as refusal:
         basic = _basic_credentials(request)
-        note_presented_client(request, basic[0] if basic else client_id)
+        presented = basic[0] if basic else client_id
+        if presented is None and client_assertion:
+            presented = assertions.claimed_client(client_assertion)
+        note_presented_client(request, presented)
         return _oauth_problem(request, refusal)
     # the audit row names the client (it has no bearer token to be named by)
     request.scope.setdefault("state", {})["principal"] = Principal(
@@ -221,13 +296,43 @@ def cli_actor(name: str | None = None) -> str:
     return "cli:" + name
 
 
-async def _audit(connection: Connection, actor: str, action: str, target: str, status: int) -> None:
-    """One row of the registry's audit log for a client administered outside HTTP."""
+@dataclass(frozen=True)
+class Actor:
+    """Who administers a client, as the change's own audit row names them.
+
+    The CLI is `Actor(cli_actor(...))` (method `CLI`, no client); the admin API
+    (services/registry/clients/) names the administrator's client, roles and request (method `API`).
+    """
+
+    name: str
+    method: str = "CLI"
+    client_id: str | None = None
+    roles: tuple[str, ...] = ()
+    organisation: str | None = None
+    request_id: str | None = None
+    correlation_id: str | None = None
+
+
+def _actor(actor: str | Actor | None) -> Actor:
+    if isinstance(actor, Actor):
+        return actor
+    return Actor(actor or cli_actor())
+
+
+async def _audit(connection: Connection, actor: str | Actor, action: str, target: str, status: int) -> None:
+    """One row of the registry's audit log for a change of a client, written beside the change."""
+    who = _actor(actor)
     await connection.execute(
-        "INSERT INTO registry.audit_log (at, request_id, actor, method, path, status, outcome, duration_ms) "
-        "VALUES (clock_timestamp(), $1, $2, 'CLI', $3, $4, $5, 0)",
-        new_request_id(),
-        storable(actor, 200),
+        "INSERT INTO registry.audit_log (at, request_id, correlation_id, client_id, actor, roles, organisation, "
+        "method, path, status, outcome, duration_ms) "
+        "VALUES (clock_timestamp(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0)",
+        who.request_id or new_request_id(),
+        who.correlation_id,
+        who.client_id,
+        storable(who.name, 200),
+        list(who.roles),
+        who.organisation,
+        who.method,
         storable(f"/clients/{target}/{action}", 500),
         status,
         "ok" if status < 400 else "refused",
@@ -261,10 +366,16 @@ async def create_client(
     organisation: str | None = None,
     client_id: str | None = None,
     client_secret: str | None = None,
-    actor: str | None = None,
+    actor: str | Actor | None = None,
+    jwks: dict[str, Any] | None = None,
+    token_endpoint_auth_method: str = SECRET_METHOD,
 ) -> NewClient:
-    """Audited, with `actor` (default: `cli_actor()`), refusals included."""
-    actor = actor or cli_actor()
+    """Audited, with `actor` (default: `cli_actor()`), refusals included.
+
+    `jwks`: public keys the client may sign `private_key_jwt` assertions with (checked by the caller:
+    `clients.keys.check_jwks`); `token_endpoint_auth_method` `private_key_jwt` refuses its secret.
+    """
+    actor = _actor(actor)
     client_id = client_id or "c-" + secrets.token_hex(8)
     try:
         _check_scopes(scopes, organisation)
@@ -277,13 +388,15 @@ async def create_client(
     try:
         async with connection.transaction():
             await connection.execute(
-                "INSERT INTO registry.clients (client_id, name, scopes, organisation, secret_sha256) "
-                "VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO registry.clients (client_id, name, scopes, organisation, secret_sha256, jwks, "
+                "token_endpoint_auth_method) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
                 client_id,
                 name,
                 scopes,
                 organisation,
                 secret_digest(client_secret),
+                None if jwks is None else json.dumps(jwks),
+                token_endpoint_auth_method,
             )
             await _audit(connection, actor, "create", client_id, 201)
     except asyncpg.UniqueViolationError:
@@ -292,18 +405,20 @@ async def create_client(
     return NewClient(client_id, client_secret, scopes, organisation)
 
 
-async def _change(connection: Connection, actor: str | None, action: str, client_id: str, sql: str, *args: Any) -> None:
+async def _change(
+    connection: Connection, actor: str | Actor | None, action: str, client_id: str, sql: str, *args: Any
+) -> None:
     """Change an active client and audit it in one transaction; an unknown or revoked one is audited as refused."""
     async with connection.transaction():
         status = await connection.execute(sql, client_id, *args)
         found = not status.endswith(" 0")
-        await _audit(connection, actor or cli_actor(), action, client_id, 200 if found else 404)
+        await _audit(connection, _actor(actor), action, client_id, 200 if found else 404)
     if not found:
         raise LookupError(f"no active client {client_id}")
 
 
 async def rotate_secret(
-    connection: Connection, client_id: str, *, grace: timedelta = timedelta(0), actor: str | None = None
+    connection: Connection, client_id: str, *, grace: timedelta = timedelta(0), actor: str | Actor | None = None
 ) -> str:
     """A new secret; the old one keeps working for `grace` (so a deployment can roll over)."""
     secret = secrets.token_urlsafe(32)
@@ -321,13 +436,34 @@ async def rotate_secret(
     return secret
 
 
-async def revoke(connection: Connection, client_id: str, *, actor: str | None = None) -> None:
+async def revoke(connection: Connection, client_id: str, *, actor: str | Actor | None = None) -> None:
     await _change(
         connection,
         actor,
         "revoke",
         client_id,
         "UPDATE registry.clients SET revoked_at = now() WHERE client_id = $1 AND revoked_at IS NULL",
+    )
+
+
+async def set_keys(
+    connection: Connection,
+    client_id: str,
+    jwks: dict[str, Any] | None,
+    token_endpoint_auth_method: str,
+    *,
+    actor: str | Actor | None = None,
+) -> None:
+    """Replace an active client's public keys (`private_key_jwt`) and how it must authenticate."""
+    await _change(
+        connection,
+        actor,
+        "keys",
+        client_id,
+        "UPDATE registry.clients SET jwks = $2::jsonb, token_endpoint_auth_method = $3 "
+        "WHERE client_id = $1 AND revoked_at IS NULL",
+        None if jwks is None else json.dumps(jwks),
+        token_endpoint_auth_method,
     )
 
 

@@ -20,6 +20,12 @@ class RegistrySettings(ServiceSettings):
     signing_keys_dir: str = Field(default="", description="Directory of Ed25519 signing keys (<kid>.pem)")
     signing_kid: str | None = Field(default=None, description="The key that signs (default: the newest file)")
     token_lifetime_seconds: int = Field(default=600, ge=60, le=3600)
+    token_endpoint_url: str = Field(
+        default="",
+        max_length=500,
+        description="The token endpoint's public URL, the `aud` a private_key_jwt assertion names "
+        "(default: the URL the request reached, which a proxy in front may change)",
+    )
 
     @model_validator(mode="after")
     def _tokens_outlive_no_verifier(self) -> Self:

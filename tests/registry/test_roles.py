@@ -40,6 +40,8 @@ AUDIT = frozenset({ADMIN, AUDITOR})
 INTEGRATORS = frozenset({ADMIN, AUDITOR, PLATFORM})
 #: Bulk exports: the data platform, auditors and administrators.
 EXPORT = frozenset({ADMIN, AUDITOR, PLATFORM})
+#: OAuth2 client administration.
+CLIENT_ADMIN = frozenset({ADMIN})
 KINDS = ("organisations", "revenues", "affiliations", "vendors", "models", "filings", "recognitions")
 
 
@@ -78,6 +80,13 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/webhooks/{webhook_id}/resume"): INTEGRATORS,
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): INTEGRATORS,
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): INTEGRATORS,
+    # OAuth2 clients (issue #15): administrators only, and not even they make admin clients here
+    ("POST", "/v1/clients"): CLIENT_ADMIN,
+    ("GET", "/v1/clients"): CLIENT_ADMIN,
+    ("GET", "/v1/clients/{client_id}"): CLIENT_ADMIN,
+    ("POST", "/v1/clients/{client_id}/rotate"): CLIENT_ADMIN,
+    ("POST", "/v1/clients/{client_id}/revoke"): CLIENT_ADMIN,
+    ("PUT", "/v1/clients/{client_id}/jwks"): CLIENT_ADMIN,
 }
 
 #: Values for path parameters: well-formed, so that allowed roles reach the handler.
@@ -88,6 +97,7 @@ PATH_VALUES = {
     "number": "Guangdong-TestFiling-202401010001",
     "webhook_id": "1",
     "delivery_id": "1",
+    "client_id": "role-matrix-no-such-client",
 }
 
 
@@ -123,7 +133,7 @@ async def _call(
     path = template.format(**PATH_VALUES)
     if path.startswith("/v1/imports/"):
         request = client.build_request(method, path, content=b"[]", headers={"Content-Type": "application/json"})
-    elif method in ("POST", "PATCH"):
+    elif method in ("POST", "PATCH", "PUT"):
         request = client.build_request(method, path, json={})
     else:
         request = client.build_request(method, path)
