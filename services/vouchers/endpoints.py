@@ -14,6 +14,7 @@ holds; an applicant sees only vouchers it holds. Anything else answers the usual
 """
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
@@ -46,6 +47,7 @@ from .errors import IDEMPOTENCY_KEY_REQUIRED
 from .hotpath import HotPath, local_today, render, request_hash
 from .invariants import check_invariants
 from .peers import ISSUE_PARAMETERS, Eligibility
+from .policy.budgets import Budgets
 from .schemas import (
     GrantRead,
     HoldFinished,
@@ -249,6 +251,51 @@ async def finish_hold(
     return await _finish(request, hotpath, hold_id, action, vendor, key, moment)
 
 
+@dataclass(frozen=True)
+class Payment:
+    """What issuing a voucher or disbursing a grant needs from the request: one dependency for both routes."""
+
+    session: AsyncSession
+    eligibility: Eligibility
+    budgets: Budgets
+    moment: datetime
+    principal: Principal
+    key: str | None
+
+    async def once(
+        self,
+        action: str,
+        payload: IssueRequest,
+        parameters: tuple[str, ...],
+        pay: Callable[[AsyncSession, Eligibility, Budgets, IssueRequest, str, datetime], Awaitable[M]],
+    ) -> M | Response:
+        """Once per Idempotency-Key, with the decision and `parameters` read from eligibility first (`prepared`,
+        before the transaction: no peer call while it is open)."""
+        eligibility = await self.eligibility.prepared(payload.decision_id, parameters)
+        return await replay.once(
+            self.session,
+            self.principal.client_id,
+            self.key,
+            action,
+            payload.model_dump(mode="json"),
+            lambda: pay(self.session, eligibility, self.budgets, payload, self.principal.actor, self.moment),
+        )
+
+
+async def payment(
+    session: SessionDep,
+    client: EligibilityDep,
+    budgets: BudgetsDep,
+    moment: Now,
+    principal: Officer,
+    key: KeyHeader = None,
+) -> Payment:
+    return Payment(session, client, budgets, moment, principal, key)
+
+
+PaymentDep = Annotated[Payment, Depends(payment)]
+
+
 # --- officers -------------------------------------------------------------------------------
 
 
@@ -260,25 +307,9 @@ async def finish_hold(
     summary="Issue a compute (M1) or model (M3) voucher from an approved decision (officers)",
     description=BUDGET_NOTE,
 )
-async def issue_voucher(
-    session: SessionDep,
-    client: EligibilityDep,
-    budgets: BudgetsDep,
-    moment: Now,
-    principal: Officer,
-    payload: IssueRequest,
-    key: KeyHeader = None,
-) -> VoucherRead | Response:
+async def issue_voucher(payload: IssueRequest, payment: PaymentDep) -> VoucherRead | Response:
     """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
-    return await _pay_once(
-        session,
-        principal,
-        payload,
-        key,
-        "issue",
-        await client.prepared(payload.decision_id, ISSUE_PARAMETERS),
-        lambda eligibility: service.issue_voucher(session, eligibility, budgets, payload, principal.actor, moment),
-    )
+    return await payment.once("issue", payload, ISSUE_PARAMETERS, service.issue_voucher)
 
 
 @router.post(
@@ -289,41 +320,9 @@ async def issue_voucher(
     summary="Disburse another measure's grant (M2, M4–M13) from an approved decision (officers)",
     description=BUDGET_NOTE,
 )
-async def disburse_grant(
-    session: SessionDep,
-    client: EligibilityDep,
-    budgets: BudgetsDep,
-    moment: Now,
-    principal: Officer,
-    payload: IssueRequest,
-    key: KeyHeader = None,
-) -> GrantRead | Response:
+async def disburse_grant(payload: IssueRequest, payment: PaymentDep) -> GrantRead | Response:
     """With an `Idempotency-Key`, a retry answers what the first call did (replay.py)."""
-    return await _pay_once(
-        session,
-        principal,
-        payload,
-        key,
-        "grant",
-        await client.prepared(payload.decision_id),
-        lambda eligibility: service.grant(session, eligibility, budgets, payload, principal.actor, moment),
-    )
-
-
-async def _pay_once(
-    session: AsyncSession,
-    principal: Principal,
-    payload: IssueRequest,
-    key: str | None,
-    action: str,
-    eligibility: Eligibility,
-    pay: Callable[[Eligibility], Awaitable[M]],
-) -> M | Response:
-    """Issue or grant once per Idempotency-Key, with the decision and parameters read already (`prepared`, before
-    the transaction: no peer call while it is open)."""
-    return await replay.once(
-        session, principal.client_id, key, action, payload.model_dump(mode="json"), lambda: pay(eligibility)
-    )
+    return await payment.once("grant", payload, (), service.grant)
 
 
 @router.post(

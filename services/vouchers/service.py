@@ -107,10 +107,18 @@ def reserved_by_approval(decision: dict[str, Any]) -> uuid.UUID | None:
     return uuid.UUID(str(reservation)) if reservation else None
 
 
-async def _unpaid_decision(
-    session: AsyncSession, eligibility: Eligibility, decision_id: uuid.UUID, *, voucher: bool
-) -> tuple[dict[str, Any], str, int]:
-    """The approved decision (its measure paid by a voucher, or else by a grant), locked and not paid yet."""
+async def _pay_decision(
+    session: AsyncSession,
+    eligibility: Eligibility,
+    budgets: Budgets,
+    decision_id: uuid.UUID,
+    actor: str,
+    now: datetime,
+    *,
+    voucher: bool,
+) -> tuple[dict[str, Any], str, int, int | None]:
+    """The approved decision (its measure paid by a voucher, or else by a grant), locked and not paid yet, and the
+    budget its approval reserved consumed (A2): (decision, measure, amount, the reservation's year or None)."""
     decision = await eligibility.approved_decision(decision_id)
     measure = str(decision["measure"])
     if (measure in VOUCHER_MEASURES) != voucher:
@@ -121,7 +129,11 @@ async def _unpaid_decision(
     existing = await _already_issued(session, decision_id)
     if existing:
         raise ProblemError(ALREADY_ISSUED, reference=existing)
-    return decision, measure, int(decision["amount_fen"])
+    amount = int(decision["amount_fen"])
+    reserved_year = await budget_ceilings.consume(
+        session, budgets, reserved_by_approval(decision), decision_id, measure, amount, actor, now
+    )
+    return decision, measure, amount, reserved_year
 
 
 async def _lock_decision(session: AsyncSession, decision_id: uuid.UUID) -> None:
@@ -148,11 +160,10 @@ async def issue_voucher(
     now: datetime,
 ) -> VoucherRead:
     today = local_today(now)
-    decision, measure, amount = await _unpaid_decision(session, eligibility, payload.decision_id, voucher=True)
-    # A2: the budget the approval reserved; without one, today's figure (none → refused before any write)
-    reserved_year = await budget_ceilings.consume(
-        session, budgets, reserved_by_approval(decision), payload.decision_id, measure, amount, actor, now
+    decision, measure, amount, reserved_year = await _pay_decision(
+        session, eligibility, budgets, payload.decision_id, actor, now, voucher=True
     )
+    # A2: without a reservation, today's figure (none → refused before any write)
     figure = None if reserved_year else budget_ceilings.standing(budgets, measure, today.year, today)
     validity = str(await eligibility.parameter("vouchers.validity", today))
     holder = decision["applicant"]
@@ -231,9 +242,8 @@ async def grant(
 ) -> GrantRead:
     """Other measures (M2, M4–M13): a disbursement from the budget, once per decision."""
     today = local_today(now)
-    decision, measure, amount = await _unpaid_decision(session, eligibility, payload.decision_id, voucher=False)
-    reserved_year = await budget_ceilings.consume(
-        session, budgets, reserved_by_approval(decision), payload.decision_id, measure, amount, actor, now
+    decision, measure, amount, reserved_year = await _pay_decision(
+        session, eligibility, budgets, payload.decision_id, actor, now, voucher=False
     )
     if reserved_year is None:
         await budget_ceilings.take(
