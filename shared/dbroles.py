@@ -56,23 +56,23 @@ def login_sql(service: str) -> str:
     login, group = LOGIN_ROLES[service], GROUP_ROLES[service]
     return f"""
     DO $$ BEGIN
-        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{login}') THEN
-            BEGIN
-                CREATE ROLE {login} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
-            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-            END;
-        END IF;
-        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{group}') THEN
-            BEGIN
-                CREATE ROLE {group} NOLOGIN;
-            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-            END;
-        END IF;
+        {create_role_sql(login, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT")}
+        {create_role_sql(group, "NOLOGIN")}
         IF NOT pg_has_role('{login}', '{group}', 'MEMBER') THEN
             GRANT {group} TO {login};
         END IF;
     END $$
     """
+
+
+def create_role_sql(name: str, attributes: str) -> str:
+    """PL/pgSQL that creates role `name` if it is missing; a concurrent creator is no error."""
+    return f"""IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN
+            BEGIN
+                CREATE ROLE {name} {attributes};
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+            END;
+        END IF;"""
 
 
 async def ensure_logins_async(owner_url: str, passwords: Mapping[str, str] | None = None) -> None:

@@ -21,6 +21,8 @@ from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from shared.dbroles import create_role_sql
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("registry", "eligibility", "vouchers")
 
@@ -204,16 +206,7 @@ def writer_grants_sql(schema: str, group: str, append_only: tuple[str, ...]) -> 
     missing (CREATEROLE: the superuser locally; deploy/k8s creates it at initdb).
     """
     statements = [
-        f"""
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{group}') THEN
-                BEGIN
-                    CREATE ROLE {group} NOLOGIN;
-                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                END;
-            END IF;
-        END $$
-        """,
+        f"DO $$ BEGIN {create_role_sql(group, 'NOLOGIN')} END $$",
         f'GRANT USAGE ON SCHEMA "{schema}" TO {group}',
         f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO {group}',
         f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO {group}',
