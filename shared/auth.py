@@ -1,7 +1,7 @@
 """Who is calling: OAuth2 bearer tokens (signed JWTs) verified locally, roles, rate limits.
 
 Clients get short-lived tokens from an OAuth2 token endpoint (client-credentials grant;
-the project ships one in the registry service, `services/registry/identity.py`, but any
+the project ships one in the registry service, `services/registry/token_endpoint.py`, but any
 identity provider will do: only `AUTH_ISSUER` and the public keys change). Every service
 verifies tokens itself against the configured public keys (a JWKS document; the key is
 picked by the token's `kid`, so keys rotate by publishing the new one beside the old).

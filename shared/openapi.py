@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared import auth
 from shared.auth import iter_routes, route_scopes
 
-GRANT_PATH = "/oauth/token"  # the registry's token endpoint (services/registry/identity.py)
+GRANT_PATH = "/oauth/token"  # the registry's token endpoint (services/registry/token_endpoint.py)
 SCHEME = "OAuth2"
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = "#/components/schemas/Problem"

@@ -17,7 +17,7 @@ from shared.feed.metrics import outbox_figures
 from shared.metrics import on_scrape
 from shared.tokens import TokenSigner
 
-from . import exports, identity
+from . import exports, token_endpoint
 from .clients.endpoints import router as clients_router
 from .endpoints import router
 from .events import CATALOGUE
@@ -50,7 +50,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             kid=settings.signing_kid,
         )
         # the token endpoint, and the administration of the clients it authenticates (issue #15)
-        routers += [identity.router, clients_router]
+        routers += [token_endpoint.router, clients_router]
     app = create_service_app(
         service_name="registry",
         schema=SCHEMA,

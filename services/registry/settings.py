@@ -16,7 +16,7 @@ class RegistrySettings(ServiceSettings):
 
     database_url: PostgresDsn = database_url_field("REGISTRY_")
     port: int = 8001
-    # the token endpoint (services/registry/identity.py); unset: this registry issues no tokens
+    # the token endpoint (services/registry/token_endpoint.py); unset: this registry issues no tokens
     signing_keys_dir: str = Field(default="", description="Directory of Ed25519 signing keys (<kid>.pem)")
     signing_kid: str | None = Field(default=None, description="The key that signs (default: the newest file)")
     token_lifetime_seconds: int = Field(default=600, ge=60, le=3600)
