@@ -19,8 +19,9 @@ next page and a `next_cursor` to continue from; with a type filter the cursor al
 past events that do not match, so a poller never rescans them.
 
 **Webhooks.** A client subscribes a URL to event types (`POST /v1/webhooks`); the secret
-it gets back once signs every delivery: `Longgang-Signature: t=<unix seconds>,v1=<hex
-HMAC-SHA256(secret, "<t>.<raw body>")>`. Applicant and vendor clients only receive
+it gets back once signs every delivery per Standard Webhooks: `webhook-id` (the event id),
+`webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<t>.<raw body>")>`
+(the deprecated `Longgang-Signature` beside it until 0.3.0; `signing`). Applicant and vendor clients only receive
 events about their own organisation (`organisation` / `vendor` of the event). A
 dispatcher in each process serves subscriptions one event at a time, in feed order:
 a 2xx moves the subscription on; anything else (or no answer within the timeout) is

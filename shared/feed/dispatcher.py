@@ -25,6 +25,7 @@ from shared.feed.signing import (
     envelope,
     event_id,
     signature_header,
+    standard_headers,
 )
 from shared.periodic import Periodic, start_jobs, stop_jobs
 
@@ -301,14 +302,16 @@ class Dispatcher(Periodic):
             elapsed = int((time.perf_counter() - started) * 1000)
             return DeliveryResult(False, None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
         timestamp = int(time.time())
+        message_id = event_id(self.schema, int(event["id"]))
         headers = {
             "Host": target.host_header,
             "Content-Type": "application/json",
             "User-Agent": "longgang-ai-webhooks/1",
-            EVENT_ID_HEADER: event_id(self.schema, int(event["id"])),
+            **standard_headers([secret], message_id, timestamp, body),
+            EVENT_ID_HEADER: message_id,
             "Longgang-Event-Type": str(event["type"]),
             "Longgang-Delivery-Attempt": str(attempt),
-            SIGNATURE_HEADER: signature_header(secret, timestamp, body),
+            SIGNATURE_HEADER: signature_header(secret, timestamp, body),  # deprecated: removed in 0.3.0
         }
         extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
         try:

@@ -77,7 +77,9 @@ class WebhookRead(BaseModel):
 
 
 class WebhookCreated(WebhookRead):
-    secret: str = Field(description="Signs every delivery (Longgang-Signature); shown only here")
+    secret: str = Field(
+        description="Signs every delivery (Standard Webhooks `webhook-signature`, `whsec_<base64>`); shown only here"
+    )
 
 
 class WebhookPage(BaseModel):

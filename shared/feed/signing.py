@@ -1,15 +1,31 @@
-"""Signatures, delivery envelopes and retry backoff (pure functions)."""
+"""Signatures, delivery envelopes and retry backoff (pure functions).
 
+Deliveries are signed per the Standard Webhooks specification (https://www.standardwebhooks.com/):
+`webhook-id` (the event id, the same on every retry), `webhook-timestamp` (unix seconds of this
+attempt) and `webhook-signature`, `v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>` (one
+per valid secret, space-separated). The key of a `whsec_<base64>` secret is its decoded bytes; a
+secret issued before (`whsec_` and 43 URL-safe characters, which is not padded base64) keys with
+its UTF-8 bytes, as the house signature always did (`signing_key`). The house header
+`Longgang-Signature` is deprecated: sent alongside until release 0.3.0 (docs/webhooks.md).
+"""
+
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-SIGNATURE_HEADER = "Longgang-Signature"
+SIGNATURE_HEADER = "Longgang-Signature"  # deprecated: removed in release 0.3.0
 EVENT_ID_HEADER = "Longgang-Event-Id"
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 DEFAULT_TOLERANCE_SECONDS = 300
 
 
@@ -68,7 +84,43 @@ def backoff_delay(attempt: int, base: float, cap: float, fraction: float) -> flo
 
 
 def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    """A Standard Webhooks secret: `whsec_` and the standard (padded) base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of the Standard Webhooks signature for a subscription's secret.
+
+    `whsec_<standard padded base64>` (every secret issued since release 0.2.0): the decoded bytes,
+    as the Standard Webhooks libraries derive it. Anything else — the secrets issued before,
+    `whsec_` and `secrets.token_urlsafe(32)` (43 characters, never valid padded base64) — keys with
+    the secret's UTF-8 bytes, the key the house signature used: such a receiver passes
+    `secret.encode()` (bytes) to its library instead of the string.
+    """
+    if secret.startswith(SECRET_PREFIX):
+        encoded = secret[len(SECRET_PREFIX) :]
+        if encoded and len(encoded) % 4 == 0:
+            try:
+                return base64.b64decode(encoded, validate=True)
+            except binascii.Error:
+                pass
+    return secret.encode("utf-8")
+
+
+def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">` under the secret's key (Standard Webhooks)."""
+    message = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(signing_key(secret), message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def standard_headers(secrets_: Sequence[str], message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """`webhook-id`, `webhook-timestamp` and `webhook-signature` (one signature per secret, space-separated)."""
+    return {
+        WEBHOOK_ID_HEADER: message_id,
+        WEBHOOK_TIMESTAMP_HEADER: str(timestamp),
+        WEBHOOK_SIGNATURE_HEADER: " ".join(standard_signature(s, message_id, timestamp, body) for s in secrets_),
+    }
 
 
 def event_id(schema: str, row_id: int) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
 from shared.feed.signing import verify_signature
 
 
@@ -34,7 +36,16 @@ class Received:
         return self.headers["longgang-event-id"]
 
     def verified(self, secret: str) -> bool:
+        """The deprecated house signature (`Longgang-Signature`) checks out."""
         return verify_signature(secret, self.headers.get("longgang-signature", ""), self.body)
+
+    def standard_verified(self, secret: str | bytes, body: bytes | None = None) -> bool:
+        """The Standard Webhooks headers check out with that project's own library (`standardwebhooks`)."""
+        try:
+            Webhook(secret).verify(self.body if body is None else body, self.headers)
+        except WebhookVerificationError:
+            return False
+        return True
 
 
 class Receiver:

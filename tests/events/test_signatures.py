@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +16,15 @@ import pytest
 
 from shared.feed.catalogue import type_matches
 from shared.feed.dispatcher import subscription_matches
-from shared.feed.signing import backoff_delay, envelope, sign, signature_header, verify_signature
+from shared.feed.signing import (
+    backoff_delay,
+    envelope,
+    new_secret,
+    sign,
+    signature_header,
+    standard_headers,
+    verify_signature,
+)
 
 SECRET = "whsec_test-secret"
 BODY = b'{"id":"vouchers-7","type":"vouchers.voucher.redeemed","data":{"amount_fen":100}}'
@@ -115,16 +125,44 @@ def test_type_and_object_filters() -> None:
 
 
 def test_the_verification_snippet_in_the_docs_agrees() -> None:
-    """docs/webhooks.md shows receivers how to verify: that code must accept ours and refuse the rest."""
+    """docs/webhooks.md shows receivers how to verify (the Standard Webhooks library): that code must accept
+    ours and refuse the rest."""
     document = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text(encoding="utf-8")
     snippet = re.search(r"```python\n(.*?)```", document, re.DOTALL)
     assert snippet is not None
-    namespace: dict[str, object] = {}
+    secret = new_secret()
+    stored: list[str] = []
+
+    @dataclass
+    class Response:
+        status_code: int
+
+    @dataclass
+    class Request:
+        raw: bytes
+        headers: dict[str, str]
+
+        async def body(self) -> bytes:
+            return self.raw
+
+    namespace: dict[str, object] = {
+        "SECRET": secret,
+        "Response": Response,
+        "store_once": lambda event_id, event: stored.append(event_id),
+    }
     exec(snippet.group(1), namespace)  # noqa: S102 - our own documentation
-    verify = namespace["verify"]
-    assert callable(verify)
+    receive = namespace["receive"]
+    assert callable(receive)
     now = int(time.time())
-    assert verify(SECRET, signature_header(SECRET, now, BODY), BODY)
-    assert not verify("whsec_other", signature_header(SECRET, now, BODY), BODY)
-    assert not verify(SECRET, signature_header(SECRET, now, BODY), BODY + b" ")
-    assert not verify(SECRET, signature_header(SECRET, now - 301, BODY), BODY)
+
+    def answer(secret_used: str, body: bytes, timestamp: int = now, sent: bytes = BODY) -> int:
+        headers = standard_headers([secret_used], "vouchers-7", timestamp, sent)
+        response = asyncio.run(receive(Request(body, headers)))
+        return int(response.status_code)
+
+    assert answer(secret, BODY) == 204
+    assert stored == ["vouchers-7"]
+    assert answer(new_secret(), BODY) == 401
+    assert answer(secret, BODY + b" ") == 401
+    assert answer(secret, BODY, now - 301) == 401
+    assert stored == ["vouchers-7"]
