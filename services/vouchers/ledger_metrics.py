@@ -6,6 +6,9 @@ Scrape-time figures of the ledger and its sealer (`ledger_figures`), and the cei
 
 from __future__ import annotations
 
+from typing import cast
+
+import asyncpg
 from fastapi import FastAPI
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
@@ -30,7 +33,8 @@ async def ledger_figures(app: FastAPI, connection: AsyncConnection) -> list[Metr
     """
 
     raw = await connection.get_raw_connection()
-    lag = await seal_lag(raw.driver_connection)
+    driver = cast(asyncpg.Connection, raw.driver_connection)  # SQLAlchemy types it Any | None; it is open here
+    lag = await seal_lag(driver)
     sealed = int((await connection.execute(text(SEALED_SQL))).scalar_one())
     figures: list[Metric] = [
         metrics.counter("vouchers_ledger_entries", "Entries in the ledger (append-only)", sealed + lag.unsealed),

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 from fastapi import FastAPI
@@ -111,11 +111,8 @@ class Lag:
     lag_seconds: float
 
 
-async def seal_lag(connection: Any, *, exact: bool = False) -> Lag:
+async def seal_lag(connection: Connection, *, exact: bool = False) -> Lag:
     """How far sealing is behind: entries not sealed yet, and the age of the oldest of them.
-
-    `connection`: a `shared.db.Connection` (Any while ledger_metrics.py passes SQLAlchemy's
-    `driver_connection`, which is typed Any | None).
 
     For metrics, the entries after the last sealed one in (txid, id) order (cheap with an
     index on entries (txid, id)); `exact` counts every entry without a seal, including
@@ -130,6 +127,7 @@ async def seal_lag(connection: Any, *, exact: bool = False) -> Lag:
             row = await connection.fetchrow(BEHIND_SQL, int(head["txid"]), int(head["entry_id"]))
     if row is None:
         row = await connection.fetchrow(UNSEALED_SQL)
+    assert row is not None  # an aggregate answers one row
     return Lag(int(row["unsealed"]), row["oldest"], float(row["lag_seconds"]))
 
 
