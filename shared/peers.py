@@ -1,8 +1,9 @@
 """httpx clients for calls between services.
 
 Every client has explicit timeouts (never httpx's "none"). Retries happen only where
-repeating is harmless: idempotent methods, requests carrying an `Idempotency-Key`, and
-connection failures (the request never left). Anything that still fails becomes
+repeating is harmless: idempotent methods, reads sent as POST (`PeerClient.query_json`: a
+query with a body), requests carrying an `Idempotency-Key`, and connection failures (the
+request never left). Anything that still fails becomes
 `PeerUnavailable`, which the handler every service app registers (`peer_unavailable_handler`,
 shared/app.py) answers with 503 + `Retry-After`, so a caller never makes a decision on missing
 facts: routes let it propagate.
@@ -34,6 +35,8 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 #: 4xx answers counted as failed calls (metrics): the calling service's credentials or rate, not the peer's
 #: domain answer (a 404 "not approved" is an answer)
 COUNTED_REJECTIONS = frozenset({401, 403, 429})
+#: A request extension marking a POST that only reads (`PeerClient.query_json`): safe to repeat like a GET.
+READ_ONLY = "longgang_read_only"
 
 
 def failure_reason(exc: httpx.HTTPError) -> str:
@@ -82,7 +85,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self.backoff_seconds = backoff_seconds
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        safe = request.method in IDEMPOTENT_METHODS or "idempotency-key" in request.headers
+        safe = (
+            request.method in IDEMPOTENT_METHODS
+            or "idempotency-key" in request.headers
+            or request.extensions.get(READ_ONLY) is True
+        )
         attempt = 0
         while True:
             try:
@@ -164,6 +171,10 @@ class PeerClient:
 
     async def get_json(self, url: str, **kwargs: Any) -> Any:
         return await self.request_json("GET", url, **kwargs)
+
+    async def query_json(self, url: str, body: Any) -> Any:
+        """A read sent as POST with a JSON body (too large for a URL): retried as a GET is."""
+        return await self.request_json("POST", url, json=body, extensions={READ_ONLY: True})
 
     async def aclose(self) -> None:
         await self.client.aclose()

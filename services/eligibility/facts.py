@@ -3,13 +3,13 @@
 `Facts` is plain data (stored with every decision, so a simulation can re-run the rules
 without asking the registry again). `RegistryFacts` is the I/O edge: it asks the
 registry over REST for exactly what a rule says it needs (`FactsRequest`), as of the
-application's date. Any failure to reach the registry raises `PeerUnavailable` — the
-caller answers 503 and decides nothing.
+application's date, in one call (`POST /v1/facts`) that the registry answers from one
+snapshot. Any failure to reach the registry, or a refusal of the question, raises
+`PeerUnavailable` — the caller answers 503 and decides nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
@@ -125,93 +125,65 @@ class FactsRequest:
 
 
 class RegistryFacts:
-    """Reads the registry over REST, always `as_of` the application's date."""
+    """Reads the registry over REST, always `as_of` the application's date: one call (`POST /v1/facts`),
+    which the registry answers from one snapshot, so the facts of a decision are consistent."""
 
-    PAGE = 500
+    PATH = "/v1/facts"
 
     def __init__(self, registry: PeerClient) -> None:
         self.registry = registry
 
-    async def _get(self, path: str, **params: Any) -> Any | None:
-        """A record, or None when the registry says it did not exist (404)."""
-        try:
-            return await self.registry.get_json(path, params=params)
-        except PeerRejected as exc:
-            if exc.status == 404:
-                return None
-            raise PeerUnavailable(self.registry.name, f"unexpected HTTP {exc.status} for {path}") from exc
-
-    async def _list(self, path: str, **params: Any) -> list[Any]:
-        items: list[Any] = []
-        cursor: str | None = None
-        while True:
-            query = {**params, "limit": self.PAGE, **({"cursor": cursor} if cursor else {})}
-            page = await self._get(path, **query)
-            if page is None:
-                return items
-            items.extend(page["items"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return items
+    @staticmethod
+    def query(applicant: str, as_of: date, request: FactsRequest) -> dict[str, Any]:
+        """What the registry is asked: exactly what the rule needs (each list without duplicates)."""
+        return {
+            "credit_code": applicant,
+            "as_of": as_of.isoformat(),
+            "revenues": request.revenues,
+            "affiliations": request.affiliates,
+            "vendor_codes": sorted(set(request.vendor_codes)),
+            "recognitions": request.recognitions,
+            "recognition_ids": sorted({str(rid) for rid in request.recognition_ids}),
+            "model_id": str(request.model_id) if request.model_id is not None else None,
+            "filings_on": request.filings_on.isoformat() if request.filings_on is not None else None,
+            "filings_on_as_of": request.filings_on_as_of,
+            "ranked_models": request.ranked_models,
+        }
 
     async def fetch(self, applicant: str, as_of: date, request: FactsRequest) -> Facts:
-        day = as_of.isoformat()
+        try:
+            answer = await self.registry.query_json(self.PATH, self.query(applicant, as_of, request))
+        except PeerRejected as exc:  # the question is ours: a refusal is a fault, never "no facts"
+            raise PeerUnavailable(self.registry.name, f"unexpected HTTP {exc.status} for {self.PATH}") from exc
         facts = Facts(as_of=as_of, applicant=applicant)
-        organisation = await self._get(f"/v1/organisations/{applicant}", as_of=day)
-        if organisation is None:
+        if answer["organisation"] is None:
             return facts
-        facts.organisation = OrganisationFacts.model_validate(organisation)
-
-        async def revenues() -> None:
-            rows = await self._list("/v1/revenues", credit_code=applicant, as_of=day)
-            facts.revenues = {int(row["year"]): int(row["revenue_fen"]) for row in rows}
-
-        async def affiliates() -> None:
-            rows = await self._list("/v1/affiliations", organisation=applicant, active="true", as_of=day)
-            facts.affiliates = sorted(
-                {row["credit_code_b"] if row["credit_code_a"] == applicant else row["credit_code_a"] for row in rows}
-            )
-
-        async def vendor(code: str) -> None:
-            found = await self._get(f"/v1/vendors/{code}", as_of=day)
-            facts.vendors[code] = VendorFacts.model_validate(found) if found else None
-
-        async def recognitions() -> None:
-            rows = await self._list("/v1/recognitions", credit_code=applicant, as_of=day)
-            facts.recognitions = [RecognitionFacts.model_validate(row) for row in rows]
-
-        async def referenced(recognition_id: uuid.UUID) -> None:
-            found = await self._get(f"/v1/recognitions/{recognition_id}", as_of=day)
-            facts.referenced[str(recognition_id)] = RecognitionFacts.model_validate(found) if found else None
-
-        async def model(model_id: uuid.UUID) -> None:
-            found = await self._get(f"/v1/models/{model_id}", as_of=day)
-            facts.model = ModelFacts.model_validate(found) if found else None
-            if found and request.filings_on is not None:
-                rows = await self._list("/v1/filings", model_id=str(model_id), as_of=request.filings_on.isoformat())
-                facts.filings = [FilingFacts.model_validate(row) for row in rows]
-            if found and request.filings_on_as_of:
-                rows = await self._list("/v1/filings", model_id=str(model_id), as_of=day)
-                facts.filings_on_as_of = [FilingFacts.model_validate(row) for row in rows]
-
-        async def ranked_models() -> None:
-            rows = await self._list("/v1/models", as_of=day)
-            facts.ranked_models = [
-                ModelFacts.model_validate(row) for row in rows if row.get("national_filing_date") is not None
-            ]
-
-        tasks = []
+        facts.organisation = OrganisationFacts.model_validate(answer["organisation"])
         if request.revenues:
-            tasks.append(revenues())
+            facts.revenues = {int(row["year"]): int(row["revenue_fen"]) for row in answer["revenues"]}
         if request.affiliates:
-            tasks.append(affiliates())
-        tasks.extend(vendor(code) for code in sorted(set(request.vendor_codes)))
+            facts.affiliates = sorted(
+                {
+                    row["credit_code_b"] if row["credit_code_a"] == applicant else row["credit_code_a"]
+                    for row in answer["affiliations"]
+                }
+            )
+        for code, vendor in (answer["vendors"] or {}).items():
+            facts.vendors[code] = VendorFacts.model_validate(vendor) if vendor else None
         if request.recognitions:
-            tasks.append(recognitions())
-        tasks.extend(referenced(rid) for rid in sorted(set(request.recognition_ids), key=str))
-        if request.model_id is not None:
-            tasks.append(model(request.model_id))
+            facts.recognitions = [RecognitionFacts.model_validate(row) for row in answer["recognitions"]]
+        for rid, recognition in (answer["recognitions_by_id"] or {}).items():
+            facts.referenced[rid] = RecognitionFacts.model_validate(recognition) if recognition else None
+        if request.model_id is not None and answer["model"] is not None:
+            facts.model = ModelFacts.model_validate(answer["model"])
+            if request.filings_on is not None:
+                facts.filings = [FilingFacts.model_validate(row) for row in answer["filings"]]
+            if request.filings_on_as_of:
+                facts.filings_on_as_of = [FilingFacts.model_validate(row) for row in answer["filings_on_as_of"]]
         if request.ranked_models:
-            tasks.append(ranked_models())
-        await asyncio.gather(*tasks)
+            facts.ranked_models = [
+                ModelFacts.model_validate(row)
+                for row in answer["ranked_models"]
+                if row.get("national_filing_date") is not None
+            ]
         return facts

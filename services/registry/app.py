@@ -21,6 +21,7 @@ from . import exports, token_endpoint
 from .clients.endpoints import router as clients_router
 from .endpoints import router
 from .events import CATALOGUE
+from .facts.endpoints import router as facts_router
 from .models import SCHEMA
 from .settings import RegistrySettings
 
@@ -39,7 +40,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     on_scrape("registry", outbox_figures)
     # registry changes go to the bureau and the data platform only (applicants and vendors read no registry)
-    routers = [router, events_router(CATALOGUE, webhook_roles=(PLATFORM, ADMIN, AUDITOR)), exports.router]
+    routers = [router, facts_router, events_router(CATALOGUE, webhook_roles=(PLATFORM, ADMIN, AUDITOR)), exports.router]
     signer = None
     if settings.signing_keys_dir:
         signer = TokenSigner(

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ProblemError
 from shared.feed.outbox import emit_many
-from shared.pagination import Page, PageParams, decode_cursor, make_page
+from shared.pagination import MAX_LIMIT, Page, PageParams, decode_cursor, make_page
 
 from .errors import BEFORE_RECORD_EXISTED, CONCURRENT_CHANGE, RECORD_EXISTS, RECORD_NOT_FOUND, RECORD_NOT_FOUND_AS_OF
 from .events import record_event
@@ -101,15 +101,18 @@ def _snapshot_at(resource: Resource, entity_id: Any, as_of: date, known_at: date
     return statement.order_by(Version.valid_from.desc(), Version.version.desc()).limit(1)
 
 
-async def get_record(
+async def find_record(
     session: AsyncSession,
     resource: Resource,
     key: Mapping[str, Any],
     *,
     as_of: date | None = None,
     known_at: datetime | None = None,
-) -> Any:
-    row = await _current_row(session, resource, key)
+) -> Any | None:
+    """A record now (or as of a date, as known at an instant); None when there was none."""
+    row: Any = (await session.execute(select(resource.table).where(resource.key_clause(key)))).scalar_one_or_none()
+    if row is None:
+        return None
     if as_of is None and known_at is None:
         return read_payload(
             resource,
@@ -120,18 +123,35 @@ async def get_record(
     day = as_of or today()
     snapshot = (await session.execute(_snapshot_at(resource, row.id, day, known_at))).scalar_one_or_none()
     if snapshot is None:
-        raise ProblemError(
-            RECORD_NOT_FOUND_AS_OF,
-            entity=resource.entity,
-            entity_zh=resource.entity_zh,
-            key=resource.key_label(key),
-            as_of=day.isoformat(),
-        )
+        return None
     return read_payload(
         resource,
         snapshot.data,
         row_keys(resource, row),
         {"version": snapshot.version, "valid_from": snapshot.valid_from, "recorded_at": snapshot.recorded_at},
+    )
+
+
+async def get_record(
+    session: AsyncSession,
+    resource: Resource,
+    key: Mapping[str, Any],
+    *,
+    as_of: date | None = None,
+    known_at: datetime | None = None,
+) -> Any:
+    """`find_record`, or 404: no such record, or none yet as of the date."""
+    found = await find_record(session, resource, key, as_of=as_of, known_at=known_at)
+    if found is not None:
+        return found
+    await _current_row(session, resource, key)  # no such record at all: RECORD_NOT_FOUND
+    day = as_of or today()
+    raise ProblemError(
+        RECORD_NOT_FOUND_AS_OF,
+        entity=resource.entity,
+        entity_zh=resource.entity_zh,
+        key=resource.key_label(key),
+        as_of=day.isoformat(),
     )
 
 
@@ -267,3 +287,24 @@ async def list_records(
         ]
     page_of_pairs = make_page(resource.plural, items, page.limit, lambda item: item[0])
     return Page[Any](items=[item for _, item in page_of_pairs.items], next_cursor=page_of_pairs.next_cursor)
+
+
+async def all_records(
+    session: AsyncSession,
+    resource: Resource,
+    filters: Mapping[str, Any],
+    *,
+    as_of: date | None = None,
+    known_at: datetime | None = None,
+) -> list[Any]:
+    """Every record `list_records` pages through, in order (the pages read in the caller's transaction)."""
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page = await list_records(
+            session, resource, filters, PageParams(cursor=cursor, limit=MAX_LIMIT), as_of=as_of, known_at=known_at
+        )
+        items.extend(page.items)
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor

@@ -40,6 +40,8 @@ AUDIT = frozenset({ADMIN, AUDITOR})
 INTEGRATORS = frozenset({ADMIN, AUDITOR, PLATFORM})
 #: Bulk exports: the data platform, auditors and administrators.
 EXPORT = frozenset({ADMIN, AUDITOR, PLATFORM})
+#: The facts of one application in one call (issue #16): the services' own scope only.
+FACTS = frozenset({REGISTRY_READ})
 #: OAuth2 client administration.
 CLIENT_ADMIN = frozenset({ADMIN})
 KINDS = ("organisations", "revenues", "affiliations", "vendors", "models", "filings", "recognitions")
@@ -66,6 +68,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     **_records("models", "{id}"),
     **_records("filings", "{number}"),
     **_records("recognitions", "{id}"),
+    ("POST", "/v1/facts"): FACTS,
     ("POST", "/v1/imports/organisations"): WRITE,
     ("POST", "/v1/imports/revenues"): WRITE,
     ("POST", "/v1/imports/filings"): WRITE,

@@ -49,6 +49,13 @@ async def test_post_with_idempotency_key_is_retried() -> None:
     assert len(recorder.calls) == 2
 
 
+async def test_a_read_sent_as_post_is_retried_like_a_get() -> None:
+    recorder = Recorder(503, httpx.ReadError("cut"), 200)
+    assert await _client(recorder).query_json("/v1/facts", {"q": 1}) == {"ok": True}
+    assert [request.method for request in recorder.calls] == ["POST"] * 3
+    assert recorder.calls[0].content == b'{"q":1}'
+
+
 async def test_read_timeouts_become_peer_unavailable_after_retries() -> None:
     recorder = Recorder(httpx.ReadTimeout("slow"))
     with pytest.raises(PeerUnavailable) as caught:

@@ -1,0 +1,34 @@
+"""`POST /v1/facts`: what one application needs from the registry, as of a date, in one call (issue #16).
+
+A read with a body (a thousand vendor codes do not fit a URL): it changes nothing, and a peer may send
+it again (shared/peers.py `PeerClient.query_json`). The services' own scope only (`registry:read`):
+the bureau reads the same records one by one.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from shared.auth import REGISTRY_READ, require
+from shared.db import SessionDep
+
+from . import service
+from .schemas import FactsQuery, FactsRead
+
+router = APIRouter(tags=["facts"])
+
+
+@router.post(
+    "/v1/facts",
+    response_model=FactsRead,
+    dependencies=[require(REGISTRY_READ)],
+    summary="The facts an application needs, as of a date, read in one snapshot",
+    description=(
+        "The organisation and what is asked of it (revenues, active affiliations, vendors by code, its "
+        "recognitions, recognitions by id, a model and its filings on two dates, the nationally filed models), "
+        "each record as its own read answers it `?as_of=` the date, all read in one REPEATABLE READ, read-only "
+        "transaction. Nothing is written."
+    ),
+)
+async def read_application_facts(session: SessionDep, query: FactsQuery) -> FactsRead:
+    return await service.read_facts(session, query)
