@@ -1,13 +1,13 @@
 """Issue #7: slow and broken peers. A fault proxy (tests/resilience/proxy.py) sits on each service-to-service path:
 
-    eligibility ──proxy──▶ registry        facts for an application
+    eligibility ──proxy──▶ registry        facts for an application (one POST /v1/facts, issue #16)
     vouchers    ──proxy──▶ eligibility     the approved decision and the policy parameters (issuance)
     vouchers    ──proxy──▶ registry        is the vendor a compute vendor, unaffiliated? (M1 redemption)
 
 For each fault — an answer later than the peer timeout, a request swallowed, a connection reset as the
 request arrives or as it is accepted, a reply cut mid-way — the caller gives up within its peer
-timeout (each GET is tried `RETRIES + 1` times, with a short backoff, as shared/peers.py retries
-safe requests), answers a clean 503 problem+json `peer_unavailable` with Retry-After, and writes
+timeout (each GET, and the facts read sent as POST, is tried `RETRIES + 1` times, with a short backoff, as
+shared/peers.py retries safe requests), answers a clean 503 problem+json `peer_unavailable` with Retry-After, and writes
 nothing: no application, no voucher, no entry, no allowance, no outbox event, no idempotency record,
 and the ledger's invariants hold. A fault that passes (one cut reply; a slow answer within the
 timeout) costs nothing but time, and once the network heals the same request succeeds.
@@ -40,7 +40,7 @@ from tests.resilience.workload import _approve, _submit
 from tests.vouchers.flow import OFFICER_CHEN, YUAN, m1_decision, m3_evidence, model_supply, vendor_call
 
 PEER_TIMEOUT = 0.5  # seconds, for both callers (ELIGIBILITY_ and VOUCHERS_PEER_TIMEOUT_SECONDS)
-RETRIES = 2  # shared.peers.make_peer_client: a GET is sent at most 3 times
+RETRIES = 2  # shared.peers.make_peer_client: a GET (or a read sent as POST) is sent at most 3 times
 BACKOFF = 0.05 * (2 + 4) * 1.5  # shared.peers.RetryTransport: 0.05 s × 2^attempt × jitter ≤ 1.5, twice
 #: the longest a caller may take to give up: every attempt times out, plus the backoff, plus process slack
 GIVE_UP_WITHIN = (RETRIES + 1) * PEER_TIMEOUT + BACKOFF + 1.5
@@ -184,15 +184,21 @@ async def test_eligibility_with_a_broken_registry_answers_503_and_stores_no_appl
             },
         )
 
-    for name, fault in FAILURES.items():
-        before = await row_counts(peers.database_url, "eligibility")
-        proxy.add(fault(None))
-        response, elapsed = await timed(apply())
-        proxy.clear()
-        assert_clean_503(response, elapsed, "eligibility → registry", name)
-        assert await row_counts(peers.database_url, "eligibility") == before, name
+    # every call, or the one facts read (POST /v1/facts: the application's facts in one call)
+    for where in (None, b"/v1/facts"):
+        for name, fault in FAILURES.items():
+            if where is not None and name == "connection reset on accept":
+                continue  # a connection is accepted before the request says what it is for
+            before = await row_counts(peers.database_url, "eligibility")
+            proxy.add(fault(where))
+            response, elapsed = await timed(apply())
+            proxy.clear()
+            assert_clean_503(
+                response, elapsed, "eligibility → registry", f"{name} at {(where or b'every call').decode()}"
+            )
+            assert await row_counts(peers.database_url, "eligibility") == before, (name, where)
 
-    # one reply cut (the GET is sent again), then a registry slow but within the timeout: only slower
+    # one reply cut (the facts read is sent again: it only reads), then a registry slow within the timeout: slower
     cuts, slow = proxy.stats["cut"], proxy.stats["latency"]
     proxy.add(Fault("cut", after_bytes=30, times=1))
     proxy.add(Fault("latency", seconds=PEER_TIMEOUT / 3))
