@@ -84,9 +84,7 @@ class Entry(Base):
         DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
     )
     #: the writing transaction, so the sealer never seals past one still in flight
-    txid: Mapped[int] = mapped_column(
-        BigInteger, nullable=False, server_default=text("vouchers.ledger_txid()")
-    )
+    txid: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("vouchers.ledger_txid()"))
     kind: Mapped[str] = mapped_column(Text, nullable=False)
     from_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
     to_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), nullable=False)
