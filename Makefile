@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger \
 	bench-export bench-aggregates \
-	token client backup restore browser compose-tool test-resilience
+	token client backup restore browser compose-tool pooler-tool test-resilience
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required (found %s)" % sys.version.split()[0]'
@@ -70,7 +70,14 @@ compose-tool:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) || \
 		echo "docker-compose could not be installed (apt-get install docker-compose): tests/test_compose.py will fail"
 
-pytest: $(STAMP) browser compose-tool
+# Debian's PgBouncer: tests/pooler/ runs the services through it in both pool modes (issue #15). Installed once when
+# absent; if it cannot be, those tests fail and say so.
+pooler-tool:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null) || \
+		echo "pgbouncer could not be installed (apt-get install pgbouncer): tests/pooler/ will fail"
+
+pytest: $(STAMP) browser compose-tool pooler-tool
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint types pytest
@@ -92,7 +99,7 @@ bench-eligibility: $(STAMP)
 	$(BIN)/python -m bench.eligibility_bench
 
 # wrk is the load generator (a Debian package); without it the benchmark uses its slower Python one
-bench-ledger: $(STAMP)
+bench-ledger: $(STAMP) pooler-tool
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		echo "wrk could not be installed: bench-ledger falls back to its Python load generator"
 	$(BIN)/python -m bench.ledger_bench

@@ -18,6 +18,7 @@ from shared.apidocs import install_api_docs
 from shared.audit import install_audit
 from shared.auth import check_routes_protected, verifier_from_settings
 from shared.db import Database
+from shared.dbconnect import check_login_defaults, declare
 from shared.errors import install_error_handlers
 from shared.health import router as health_router
 from shared.limits import DEFAULT_MAX_BODY_BYTES, install_request_guard
@@ -72,6 +73,8 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.db_pooler != "none":  # PgBouncer passes no timeouts: the login's own must be there
+            await check_login_defaults(settings.async_database_url, settings.db_statement_timeout_ms)
         await app.state.audit.start()
         await app.state.rate_limiter.start(
             settings.async_database_url, schema, role=audit_role, interval=settings.rate_limit_sync_seconds
@@ -113,6 +116,8 @@ def create_service_app(
     app.state.settings = settings
     app.state.migration_head = head_revision(service_name)
     app.state.known_revisions = known_revisions(service_name)
+    declare(settings.async_database_url, settings.db_pooler)
+    declare(settings.async_read_database_url, settings.db_pooler)
     app.state.database = Database(
         settings.async_database_url,
         application_name=service_name,

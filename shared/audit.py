@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import ADMIN, AUDITOR, Principal, require
 from shared.context import correlation_id_var, request_id_var
 from shared.db import SessionDep
+from shared.dbconnect import connect_options
 from shared.instants import Instant
 from shared.migrations import append_only_sql
 from shared.pagination import Page, decode_cursor, make_page
@@ -156,10 +157,8 @@ class AuditWriter(Periodic):
 
     async def _connect(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
-            settings = {"application_name": f"{self.schema}-audit"}
-            if self.role:
-                settings["role"] = self.role
-            self._connection = await asyncpg.connect(self.dsn, server_settings=settings, timeout=5)
+            options = connect_options(self.dsn, f"{self.schema}-audit", role=self.role)
+            self._connection = await asyncpg.connect(self.dsn, timeout=5, **options)
         return self._connection
 
     async def flush(self) -> int:

@@ -8,6 +8,7 @@ told "created" about something that did not commit, and rolls back on any error.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeAlias, cast
 
@@ -16,6 +17,8 @@ from asyncpg.pool import PoolConnectionProxy
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from shared.dbconnect import connect_options, pooler_of, timeouts
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -36,6 +39,10 @@ def service_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
+def _statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
+
+
 class Database:
     def __init__(
         self,
@@ -47,19 +54,17 @@ class Database:
         server_settings: dict[str, str] | None = None,
         **engine_options: Any,
     ) -> None:
+        settings = {**timeouts(statement_timeout_ms), **(server_settings or {})}
+        connect_args = connect_options(url, application_name, settings=settings)
+        if pooler_of(url) == "transaction":
+            # SQLAlchemy prepares every statement by name: unique names, none kept (its PgBouncer advice)
+            connect_args |= {"prepared_statement_cache_size": 0, "prepared_statement_name_func": _statement_name}
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_recycle=1800,
-            connect_args={
-                "server_settings": {
-                    "application_name": application_name,
-                    "statement_timeout": str(statement_timeout_ms),
-                    "idle_in_transaction_session_timeout": str(statement_timeout_ms * 2),
-                    **(server_settings or {}),
-                },
-            },
+            connect_args=connect_args,
             **engine_options,
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)

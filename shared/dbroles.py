@@ -10,16 +10,23 @@ startup parameter switches roles (PgBouncer may drop those).
 The logins are the tooling's business, never a migration's (their passwords would be in the
 repository): `ensure_logins` creates a missing one (the owner needs CREATEROLE: true locally
 and in compose; in deploy/k8s CloudNativePG's managed roles create them) and sets the
-password from `<SERVICE>_DB_PASSWORD` when one is given. `login_url` is the owner's URL with
+password from `<SERVICE>_DB_PASSWORD` when one is given, and gives each login its timeouts as role
+defaults (`statement_timeout`, `idle_in_transaction_session_timeout`: `role_defaults`), which every
+connection gets whatever is between it and the server (PgBouncer passes no such startup
+parameter: shared/dbconnect.py; issue #15). `login_url` is the owner's URL with
 the login's name and password: what `make run` and the tests give each service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
+
+logger = logging.getLogger("shared.dbroles")
 
 SERVICES = ("registry", "eligibility", "vouchers")
 #: The NOLOGIN role each service's privileges are granted to (by its migrations).
@@ -75,6 +82,44 @@ def create_role_sql(name: str, attributes: str) -> str:
         END IF;"""
 
 
+def statement_timeout_ms(service: str, environ: Mapping[str, str] | None = None) -> int:
+    """The service's `<SERVICE>_DB_STATEMENT_TIMEOUT_MS` (its settings' default: 30 s)."""
+    environ = os.environ if environ is None else environ
+    return int(environ.get(f"{service.upper()}_DB_STATEMENT_TIMEOUT_MS") or 30_000)
+
+
+def role_defaults(service: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The login's own settings: the service's timeouts, as `ALTER ROLE … SET` stores them."""
+    from shared.dbconnect import timeouts
+
+    return {name: f"{value}ms" for name, value in timeouts(statement_timeout_ms(service, environ)).items()}
+
+
+async def _set_role_defaults(connection: Any, service: str) -> None:
+    """`ALTER ROLE <login> SET …` for each default that differs (none written when all are in place)."""
+    login = LOGIN_ROLES[service]
+    current = await connection.fetchval(
+        "SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+        "WHERE r.rolname = $1 AND s.setdatabase = 0",
+        login,
+    )
+    present = set(current or ())
+    import asyncpg
+
+    for name, value in role_defaults(service).items():
+        if f"{name}={value}" not in present:
+            try:
+                await connection.execute(f"ALTER ROLE {login} SET {name} = '{value}'")
+            except asyncpg.InsufficientPrivilegeError:  # deploy/k8s: the Cluster's bootstrap SQL sets them
+                logger.warning(
+                    "cannot set %s's %s (%s); a service behind PgBouncer refuses to start without it",
+                    login,
+                    name,
+                    value,
+                )
+                return
+
+
 async def ensure_logins_async(owner_url: str, passwords: Mapping[str, str] | None = None) -> None:
     import asyncpg
 
@@ -85,6 +130,7 @@ async def ensure_logins_async(owner_url: str, passwords: Mapping[str, str] | Non
             for attempt in range(5):
                 try:
                     await connection.execute(login_sql(service))
+                    await _set_role_defaults(connection, service)
                     break
                 except asyncpg.PostgresError as exc:  # "tuple concurrently updated": another session did it
                     if attempt == 4 or "concurrently" not in str(exc):

@@ -25,19 +25,18 @@ from datetime import UTC, datetime
 import asyncpg
 from fastapi import FastAPI
 
+from shared.dbconnect import connect_options, timeouts
+
 logger = logging.getLogger("shared.periodic")
 
 
 async def connect(dsn: str, role: str, application_name: str, statement_timeout_ms: int = 30_000) -> asyncpg.Connection:
-    """A connection of its own, as the service's login (like the hot path's pool); `role` switches only if set."""
-    server_settings = {
-        "application_name": application_name,
-        "statement_timeout": str(statement_timeout_ms),
-        "idle_in_transaction_session_timeout": str(statement_timeout_ms * 2),
-    }
-    if role:
-        server_settings["role"] = role
-    return await asyncpg.connect(dsn, server_settings=server_settings)
+    """A connection of its own, as the service's login (like the hot path's pool); `role` switches only if set.
+
+    Behind PgBouncer the timeouts are the login's defaults (shared/dbconnect.py)."""
+    options = connect_options(dsn, application_name, role=role, settings=timeouts(statement_timeout_ms))
+    connection: asyncpg.Connection = await asyncpg.connect(dsn, **options)
+    return connection
 
 
 async def close_connection(connection: asyncpg.Connection) -> None:

@@ -37,6 +37,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.dbconnect import connect_options
+
 logger = logging.getLogger("shared.ratelimit")
 
 # route classes
@@ -186,10 +188,8 @@ class RateLimiter:
 
     async def _connect(self) -> asyncpg.Connection:
         if self._connection is None or self._connection.is_closed():
-            settings = {"application_name": f"{self._schema}-rate-limits"}
-            if self._role:
-                settings["role"] = self._role
-            self._connection = await asyncpg.connect(self._dsn, server_settings=settings, timeout=5, command_timeout=5)
+            options = connect_options(self._dsn, f"{self._schema}-rate-limits", role=self._role)
+            self._connection = await asyncpg.connect(self._dsn, timeout=5, command_timeout=5, **options)
         return self._connection
 
     async def _loop(self) -> None:

@@ -61,6 +61,10 @@ class ServiceSettings(BaseSettings):
         default=10.0, gt=0, le=300, description="Wait for a free connection this long, then answer 503 service_busy"
     )
     peer_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    db_pooler: Literal["none", "session", "transaction"] = Field(
+        default="none",
+        description="PgBouncer's pool_mode between the service and its database (none: direct; shared/dbconnect.py)",
+    )
 
     # authentication (shared/auth.py): the same for every service, hence no prefix
     auth_jwks: str = Field(

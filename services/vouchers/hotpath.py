@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from shared.context import request_id_var
+from shared.dbconnect import connect_options
 from shared.errors import ErrorCode, problem_response
 from shared.instants import SHENZHEN
 from shared.money import format_yuan
@@ -116,8 +117,8 @@ class HotPath:
             self.dsn,
             min_size=1,
             max_size=self.size,
-            server_settings={"application_name": "vouchers-hotpath", **({"role": self.role} if self.role else {})},
             command_timeout=10,
+            **connect_options(self.dsn, "vouchers-hotpath", role=self.role),
         )
 
     async def close(self) -> None:

@@ -40,6 +40,12 @@ class VouchersSettings(ServiceSettings):
     )
 
     @model_validator(mode="after")
+    def _no_role_switch_behind_a_pooler(self) -> VouchersSettings:
+        if self.db_role and self.db_pooler != "none":
+            raise ValueError("VOUCHERS_DB_ROLE must be empty behind PgBouncer (VOUCHERS_DB_POOLER): it refuses `role`")
+        return self
+
+    @model_validator(mode="after")
     def _default_hold_within_maximum(self) -> VouchersSettings:
         if self.hold_seconds > self.hold_max_seconds:
             raise ValueError("VOUCHERS_HOLD_SECONDS must not exceed VOUCHERS_HOLD_MAX_SECONDS")

@@ -16,6 +16,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from shared.context import request_id_var
+from shared.dbconnect import TIMEOUTS, connect_options, pooler_of
 from shared.errors import DATABASE_UNAVAILABLE, ErrorCode, FieldError, ProblemError, validation_problem
 from shared.exports.params import ExportOptions
 from shared.exports.query import (
@@ -87,17 +88,25 @@ def connection_settings(app: FastAPI) -> tuple[str, dict[str, str]]:
         "DateStyle": "ISO, YMD",
         "client_encoding": "UTF8",
     }
-    role = getattr(settings, "db_role", None)
-    if role:
-        server_settings["role"] = str(role)
     dsn = str(settings.async_read_database_url).replace("postgresql+asyncpg://", "postgresql://")
     return dsn, server_settings
 
 
 async def open_connection(app: FastAPI) -> asyncpg.Connection:
+    """Behind PgBouncer its settings are `SET LOCAL` in a read-only transaction the export runs in."""
     dsn, server_settings = connection_settings(app)
+    role = str(getattr(app.state.settings, "db_role", "") or "")
     try:
-        return await asyncpg.connect(dsn, server_settings=server_settings, timeout=CONNECT_TIMEOUT_SECONDS)
+        options = connect_options(dsn, server_settings.pop("application_name"), role=role, settings=server_settings)
+        connection: asyncpg.Connection = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS, **options)
+        if pooler_of(dsn) != "none":
+            local = "; ".join(f"SET LOCAL {name} = '{server_settings[name]}'" for name in TIMEOUTS)
+            try:
+                await connection.execute(f"BEGIN READ ONLY; {local}")
+            except BaseException:
+                connection.terminate()
+                raise
+        return connection
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         logger.error("export: cannot connect to the database: %s", type(exc).__name__)
         raise ProblemError(DATABASE_UNAVAILABLE, headers={"Retry-After": "2"}) from exc

@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
+from shared.dbconnect import connect_options
 from shared.feed.addresses import AddressRefused, Resolver, pin, resolve_host
 from shared.feed.catalogue import type_matches
 from shared.feed.settings import WebhookSettings
@@ -176,15 +177,12 @@ class Dispatcher(Periodic):
 
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            server_settings = {"application_name": f"{self.schema}-webhooks"}
-            if self.role:
-                server_settings["role"] = self.role
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=0,
                 max_size=min(self.settings.concurrency, 4) + 1,  # short statements only
-                server_settings=server_settings,
                 command_timeout=30,
+                **connect_options(self.dsn, f"{self.schema}-webhooks", role=self.role),
             )
         return self._pool
 

@@ -70,8 +70,8 @@ EXPORT_CHECKPOINTS_SQL = (
 )
 SEAL_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
 TRY_SEAL_LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1)"
-LOCK_SQL = "SELECT pg_advisory_lock($1)"
-UNLOCK_SQL = "SELECT pg_advisory_unlock($1)"
+#: checkpoint publishers, one at a time (held in a transaction of its own: PgBouncer-safe)
+PUBLISHER_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
 
 
 async def _sealed_batch(

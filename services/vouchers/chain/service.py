@@ -65,9 +65,8 @@ from .repository import (
     INSERT_CHECKPOINT_SQL,
     LAST_SEAL_SQL,
     LATEST_CHECKPOINT_SQL,
-    LOCK_SQL,
+    PUBLISHER_LOCK_SQL,
     SEAL_OF_ENTRY_SQL,
-    UNLOCK_SQL,
     _sealed_batch,
     checkpoints_after,
 )
@@ -272,6 +271,17 @@ async def ledger_connection(
         await close_connection(connection)
 
 
+@contextlib.asynccontextmanager
+async def _publisher_lock(hotpath: HotPath, settings: VouchersSettings) -> AsyncIterator[None]:
+    """One publisher at a time: a transaction-level advisory lock, held by a connection of its own
+    for the whole publication (a session-level one would not survive PgBouncer's transaction
+    pooling, shared/dbconnect.py); it is idle meanwhile, so its idle timeout is off for it."""
+    async with ledger_connection(hotpath, settings, "checkpoint-lock") as holder, holder.transaction():
+        await holder.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        await holder.execute(PUBLISHER_LOCK_SQL, CHECKPOINT_LOCK_KEY)
+        yield
+
+
 async def verify(hotpath: HotPath, settings: VouchersSettings, signed: SignedCheckpoints | None) -> VerifyReport:
     async with ledger_connection(hotpath, settings, "verify") as connection:
         return await verify_ledger(connection, signed=signed)
@@ -313,66 +323,62 @@ async def publish_checkpoint(
         raise ProblemError(CHECKPOINT_DAY_IN_FUTURE, day=day.isoformat(), today=today.isoformat())
     if signer is None:
         raise ProblemError(CHECKPOINT_KEY_MISSING)
-    # one connection, one publisher at a time: the head published is the head verified, and
+    # one publisher at a time (a lock held for it by another connection): the head published is the head verified, and
     # heads only move forward with the days; the INSERT commits before the answer is sent
-    async with ledger_connection(hotpath, settings, "checkpoint") as connection:
-        await connection.execute(LOCK_SQL, CHECKPOINT_LOCK_KEY)
+    async with _publisher_lock(hotpath, settings), ledger_connection(hotpath, settings, "checkpoint") as connection:
+        latest = await connection.fetchrow(LATEST_CHECKPOINT_SQL)
+        _refuse_day(day, None if latest is None else latest["day"])
+        since = None if latest is None else _mark(latest)
+        # continue from the furthest signed head outside the database: the stored one may be rewritten
+        signed = await read_sink(sink, signer)
+        if signed is not None:
+            if signed.bad:
+                bad = signed.bad[0]
+                raise ProblemError(CHECKPOINT_SINK_INVALID, line=bad.line, problem=bad.problem)
+            outside = signed.latest
+            if outside is not None and (since is None or outside.entries >= since.entries):
+                since = external_mark(outside)
         try:
-            latest = await connection.fetchrow(LATEST_CHECKPOINT_SQL)
-            _refuse_day(day, None if latest is None else latest["day"])
-            since = None if latest is None else _mark(latest)
-            # continue from the furthest signed head outside the database: the stored one may be rewritten
-            signed = await read_sink(sink, signer)
-            if signed is not None:
-                if signed.bad:
-                    bad = signed.bad[0]
-                    raise ProblemError(CHECKPOINT_SINK_INVALID, line=bad.line, problem=bad.problem)
-                outside = signed.latest
-                if outside is not None and (since is None or outside.entries >= since.entries):
-                    since = external_mark(outside)
+            head = await verified_head(connection, since)
+        except ChainBroken as exc:
+            found = exc.mismatch
+            raise ProblemError(
+                CHAIN_BROKEN, entry_id=found.entry_id, reason=found.reason, mismatch=found.model_dump(mode="json")
+            ) from exc
+        if head is None:
+            raise ProblemError(LEDGER_EMPTY)
+        checkpoint = {
+            "day": day.isoformat(),
+            "entry_id": head.entry_id,
+            "chain_hash": head.chain_hash,
+            "entries": head.entries,
+            "signed_off_by": actor,
+            "canonical": CANONICAL_VERSION,
+        }
+        signature = signer.sign(checkpoint)
+        # out of the database first: a sink line without its row is still a true head of the chain
+        if sink is not None:
             try:
-                head = await verified_head(connection, since)
-            except ChainBroken as exc:
-                found = exc.mismatch
-                raise ProblemError(
-                    CHAIN_BROKEN, entry_id=found.entry_id, reason=found.reason, mismatch=found.model_dump(mode="json")
-                ) from exc
-            if head is None:
-                raise ProblemError(LEDGER_EMPTY)
-            checkpoint = {
-                "day": day.isoformat(),
-                "entry_id": head.entry_id,
-                "chain_hash": head.chain_hash,
-                "entries": head.entries,
-                "signed_off_by": actor,
-                "canonical": CANONICAL_VERSION,
-            }
-            signature = signer.sign(checkpoint)
-            # out of the database first: a sink line without its row is still a true head of the chain
-            if sink is not None:
-                try:
-                    await asyncio.to_thread(append_to_sink, sink, sink_line(checkpoint, signer.kid, signature))
-                except OSError as exc:
-                    logger.error("checkpoint sink %s: %s", sink, exc)
-                    raise ProblemError(CHECKPOINT_SINK_UNAVAILABLE) from exc
-            async with connection.transaction():
-                row = await connection.fetchrow(
-                    INSERT_CHECKPOINT_SQL,
-                    day,
-                    head.entry_id,
-                    head.chain_hash,
-                    head.entries,
-                    actor,
+                await asyncio.to_thread(append_to_sink, sink, sink_line(checkpoint, signer.kid, signature))
+            except OSError as exc:
+                logger.error("checkpoint sink %s: %s", sink, exc)
+                raise ProblemError(CHECKPOINT_SINK_UNAVAILABLE) from exc
+        async with connection.transaction():
+            row = await connection.fetchrow(
+                INSERT_CHECKPOINT_SQL,
+                day,
+                head.entry_id,
+                head.chain_hash,
+                head.entries,
+                actor,
+            )
+            if row is not None:  # to the change feed and the platform's webhooks, in the same transaction
+                await emit(
+                    connection,
+                    "vouchers.ledger.checkpoint",
+                    day.isoformat(),
+                    {**checkpoint, "kid": signer.kid, "signature": signature},
                 )
-                if row is not None:  # to the change feed and the platform's webhooks, in the same transaction
-                    await emit(
-                        connection,
-                        "vouchers.ledger.checkpoint",
-                        day.isoformat(),
-                        {**checkpoint, "kid": signer.kid, "signature": signature},
-                    )
-        finally:
-            await connection.execute(UNLOCK_SQL, CHECKPOINT_LOCK_KEY)
     if row is None:
         raise ProblemError(CHECKPOINT_EXISTS, day=day.isoformat())
     return PublishedCheckpoint.model_validate({**dict(row), "kid": signer.kid, "signature": signature})
