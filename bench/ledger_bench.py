@@ -23,7 +23,9 @@ One run, on this machine, all on 127.0.0.1:
    clients as in the design measurements (docs/benchmarks.md);
 5. the load: `POST /v1/vouchers/{code}/redemptions` from `wrk` (N connections, T seconds,
    after a short warm-up), first against ONE vouchers process, then against TWO (the wrk
-   threads split between their ports). A generated Lua script gives every request its own
+   threads split between their ports), then against one process whose connections go through
+   PgBouncer in transaction pooling (Debian's `pgbouncer`, `make pooler-tool`; statement cache
+   off: issue #15; --skip-pooler leaves it out). A generated Lua script gives every request its own
    Idempotency-Key (run, thread, counter), takes the vouchers in turn, sends the token of
    the voucher's vendor and redeems 1 to 100 fen, so no voucher runs out (the vendor rate
    limit is raised out of the way; the limiter still runs). Without wrk, a
@@ -93,6 +95,7 @@ from bench.common import (
 )
 from devtools import devauth, devdb
 from devtools.devrun import ROOT, Stack, start_service, stop_services, wait_ready
+from devtools.pgbouncer import PGBOUNCER, PgBouncer
 from shared.auth import ADMIN, APPROVER, OFFICER, VENDOR
 from shared.migrations import upgrade_all
 
@@ -108,6 +111,8 @@ TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 REDEMPTION_ROUTE = re.compile(r"^/v1/vouchers/[^/]+/redemptions$")
 FILL_BATCH = 100_000
+#: the vouchers processes' log files: one, two, and one through PgBouncer
+PROCESS_LOGS = ("vouchers", "vouchers-2", "vouchers-pooled")
 NOISE_CORES = 0.15  # cores used outside the benchmark during a run above which the output warns
 CORES = len(os.sched_getaffinity(0))
 
@@ -1429,6 +1434,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--seal-timeout", type=float, default=240.0, help="wait for the sealer after a fill (default 240 s)"
     )
     parser.add_argument("--skip-pgbench", action="store_true", help="no baseline (ratios shown as nan)")
+    parser.add_argument("--skip-pooler", action="store_true", help="no run through PgBouncer")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="budget for the whole run (default 900)")
     parser.add_argument("--seed", type=int, default=20261127, help="random seed of the data (default 20261127)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' log files")
@@ -1582,6 +1588,16 @@ def main(argv: list[str] | None = None) -> int:
         meter.vouchers.discard(processes["vouchers-2"].pid)
         stop_services({"vouchers-2": processes.pop("vouchers-2")})
 
+        if args.skip_pooler:
+            say("no run through PgBouncer (--skip-pooler)")
+        elif not Path(PGBOUNCER).exists():
+            say("! pgbouncer is not installed (make pooler-tool): no run through PgBouncer")
+        else:
+            remaining("the run through PgBouncer")
+            pooled_run(
+                args, server_url, database_url, ports, env, processes, log_files, log_dir, meter, loader, results
+            )
+
         say("checking the ledger's invariants")
         check_invariants(database_url, results)
         for size in later:
@@ -1595,7 +1611,7 @@ def main(argv: list[str] | None = None) -> int:
         attribute_logs(log_dir, database_url, results)
         for run in results.all_runs:
             results.problems += run.problems()
-        for service in ("vouchers", "vouchers-2", "registry", "eligibility"):
+        for service in (*PROCESS_LOGS, "registry", "eligibility"):
             for problem in log_problems(log_dir / f"{service}.log"):
                 say(f"  {service} log ! {problem}")
 
@@ -1642,6 +1658,46 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"service logs kept in {log_dir}")
 
 
+def pooled_run(
+    args: argparse.Namespace,
+    server_url: str,
+    database_url: str,
+    ports: dict[str, int],
+    env: dict[str, str],
+    processes: dict[str, subprocess.Popen[bytes]],
+    log_files: dict[str, IO[bytes]],
+    log_dir: Path,
+    meter: CpuMeter,
+    loader: Loader,
+    results: Results,
+) -> None:
+    """The one-process run again, the vouchers process reaching PostgreSQL through PgBouncer in
+    transaction pooling (issue #15: its statement cache off; docs/operations.md, "PgBouncer").
+    PgBouncer's own CPU is counted as "other"."""
+    bouncer = PgBouncer(server_url, "transaction", pool_size=max(args.hot_pool_size or 10, 10) + 10)
+    bouncer.start(probe_database=database_url.rsplit("/", 1)[1])
+    try:
+        port = free_port()
+        pooled = Stack(bouncer.url(database_url), HOST, {**ports, "vouchers": port})
+        log_files["vouchers-pooled"] = (log_dir / "vouchers-pooled.log").open("wb")
+        processes["vouchers-pooled"] = start_service(
+            pooled, "vouchers", log=log_files["vouchers-pooled"], extra_env=env | {"VOUCHERS_DB_POOLER": "transaction"}
+        )
+        wait_ready(pooled, {"vouchers": processes["vouchers-pooled"]}, timeout=60)
+        meter.vouchers.add(processes["vouchers-pooled"].pid)
+        say(f"load: {args.clients} connections, one vouchers process through PgBouncer (transaction pooling)")
+        asyncio.run(settle(database_url))
+        results.runs.append(loader.run("warm-up (PgBouncer)", [port], args.clients, args.warmup, measured=False))
+        results.runs.append(
+            loader.run("1 vouchers process through PgBouncer (transaction pooling)", [port], args.clients, args.seconds)
+        )
+        say("  " + describe(results.runs[-1]))
+        meter.vouchers.discard(processes["vouchers-pooled"].pid)
+        stop_services({"vouchers-pooled": processes.pop("vouchers-pooled")})
+    finally:
+        bouncer.stop()
+
+
 def local_year() -> int:
     from services.vouchers.hotpath import local_today
 
@@ -1665,7 +1721,7 @@ def check_invariants(database_url: str, results: Results) -> None:
 def attribute_logs(log_dir: Path, database_url: str, results: Results) -> None:
     """The access logs' redemption lines: server-side durations per run; every answer 201; as many
     201 answers as redemption rows the load wrote (the filler's are not answers)."""
-    entries = [e for name in ("vouchers", "vouchers-2") for e in redemption_log(log_dir / f"{name}.log")]
+    entries = [e for name in PROCESS_LOGS for e in redemption_log(log_dir / f"{name}.log")]
     for entry in entries:
         if entry.status == 201:
             results.access_201 += 1
