@@ -28,6 +28,7 @@ import httpx
 
 from devtools import devauth, devdb
 from shared import dbroles
+from shared.feed.secretbox import ensure_key_file
 from shared.migrations import SERVICES, upgrade_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         keys_dir = Path(os.environ.get("VOUCHERS_CHECKPOINT_KEYS_DIR", ledger_dir / "checkpoint-keys"))
         os.environ["VOUCHERS_CHECKPOINT_KEYS_DIR"] = str(devauth.ensure_checkpoint_key(keys_dir))
         os.environ.setdefault("VOUCHERS_CHECKPOINT_SINK", str(ledger_dir / "ledger-checkpoints.jsonl"))
+        # webhook secrets are stored encrypted: a local key, made once (shared/feed/secretbox.py)
+        os.environ.setdefault("WEBHOOK_SECRET_KEY", ensure_key_file(auth_dir / "webhook-secret-key"))
         # a developer's webhook receiver runs on this machine: allow loopback targets locally
         os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
         busy = [f"{s} ({p})" for s, p in ports.items() if port_in_use(host, p)]

@@ -33,6 +33,7 @@ from devtools import devauth, devdb
 from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.db import get_session
 from shared.dbroles import login_url
+from shared.feed.secretbox import ensure_key_file
 from shared.migrations import upgrade_all
 from tests.auth import admin
 
@@ -50,6 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["REGISTRY_SIGNING_KEYS_DIR"] = str(keys)
     # the vouchers service signs ledger checkpoints with a key of its own (its sink is per test)
     os.environ["VOUCHERS_CHECKPOINT_KEYS_DIR"] = str(devauth.ensure_checkpoint_key(AUTH_DIR / "checkpoint-keys"))
+    # webhook secrets are stored encrypted with it (shared/feed/secretbox.py)
+    os.environ["WEBHOOK_SECRET_KEY"] = ensure_key_file(AUTH_DIR / "webhook-secret-key")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from shared.dbconnect import connect_options
 from shared.feed.addresses import AddressRefused, Resolver, pin, resolve_host
 from shared.feed.catalogue import type_matches
+from shared.feed.secretbox import SecretBox, seal_at_rest
 from shared.feed.settings import WebhookSettings
 from shared.feed.signing import (
     EVENT_ID_HEADER,
@@ -74,6 +75,8 @@ class Dispatcher(Periodic):
         self._http: httpx.AsyncClient | None = None
         self._token = uuid.uuid4()  # this process's leases
         self._serving: dict[int, tuple[asyncio.Task[int], bool]] = {}  # subscription → (task, was failing)
+        self._box: SecretBox | None = None
+        self.sealed: int | None = None  # secrets this process encrypted at its first round (None: not yet)
         self.resolver: Resolver = resolve_host
         s = f'"{schema}"'
         self.lease_seconds = settings.timeout_seconds * 2 + 30
@@ -93,7 +96,7 @@ class Dispatcher(Periodic):
             UPDATE {s}.webhook_subscriptions w
                SET lease_token = $2, lease_until = clock_timestamp() + make_interval(secs => $3)
               FROM due WHERE w.id = due.id
-            RETURNING w.id, w.url, w.secret, w.event_types, w.all_objects, w.vendor, w.organisation,
+            RETURNING w.id, w.url, w.secret, w.secret_encrypted, w.event_types, w.all_objects, w.vendor, w.organisation,
                       w.cursor_txid, w.cursor_id, w.attempts
         """
         self._window_sql = f"""
@@ -151,6 +154,13 @@ class Dispatcher(Periodic):
         return self._http
 
     @property
+    def box(self) -> SecretBox:
+        """The webhook secrets' keys (`WEBHOOK_SECRET_KEY`, `WEBHOOK_SECRET_OLD_KEYS`)."""
+        if self._box is None:
+            self._box = self.settings.secret_box()
+        return self._box
+
+    @property
     def enabled(self) -> bool:
         return self.settings.poll_seconds > 0  # the settings as they are now (tests replace them)
 
@@ -202,6 +212,11 @@ class Dispatcher(Periodic):
         if free <= 0:
             return 0
         pool = await self._ensure_pool()
+        if self.sealed is None:  # plaintext secrets, or sealed by an old key: encrypted with the current one
+            async with pool.acquire() as connection:
+                self.sealed = await seal_at_rest(connection, self.schema, self.box)
+            if self.sealed:
+                logger.info("webhook secrets of %s encrypted with the current key: %d", self.schema, self.sealed)
         busy = list(self._serving)
         claimed = list(await pool.fetch(self._claim_sql, free, self._token, self.lease_seconds, False, busy))
         failing_slots = max(1, self.settings.concurrency // 2) - sum(1 for _, f in self._serving.values() if f)
@@ -246,7 +261,8 @@ class Dispatcher(Periodic):
                 if not subscription_matches(subscription, event):
                     cursor = (int(event["txid"]), int(event["id"]))
                     continue
-                result = await self.send(subscription["url"], subscription["secret"], event, attempts + 1)
+                secret = self.box.secret_of(subscription, self.schema)
+                result = await self.send(subscription["url"], secret, event, attempts + 1)
                 common: tuple[Any, ...] = (
                     sub_id,
                     token,
@@ -336,8 +352,12 @@ def settings_of(app: FastAPI) -> WebhookSettings:
 
 
 async def start_dispatcher(app: FastAPI) -> None:
-    """Start-up hook: `app.state.webhook_settings` (tests) or the `WEBHOOK_*` environment."""
+    """Start-up hook: `app.state.webhook_settings` (tests) or the `WEBHOOK_*` environment.
+
+    Refuses to start without `WEBHOOK_SECRET_KEY` (webhook secrets are stored encrypted with it).
+    """
     settings = settings_of(app)
+    settings.secret_box()  # raises SecretKeyError: unset or malformed
     service_settings = app.state.settings
     dispatcher = Dispatcher(
         service_settings.async_database_url,

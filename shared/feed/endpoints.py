@@ -42,6 +42,7 @@ from shared.feed.schemas import (
     feed_listing,
     webhook_read,
 )
+from shared.feed.secretbox import SecretBox
 from shared.feed.signing import new_secret
 from shared.openapi import CREATED_AT_LOCATION
 from shared.pagination import decode_cursor, decode_cursor_keys, encode_cursor
@@ -131,7 +132,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         "WHERE txid < CAST(:watermark AS xid8) ORDER BY txid DESC, id DESC LIMIT 1"
     )
     by_key_sql = (
-        f"SELECT {SUBSCRIPTION_COLUMNS}, secret, request_hash FROM {s}.webhook_subscriptions "
+        f"SELECT {SUBSCRIPTION_COLUMNS}, secret, secret_encrypted, request_hash FROM {s}.webhook_subscriptions "
         "WHERE client_id = :client AND idempotency_key = :key"
     )
     router = APIRouter(tags=["events"])
@@ -145,7 +146,10 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
 
     async def _subscription(session: AsyncSession, principal: Principal, webhook_id: int) -> dict[str, Any]:
         clause, args = _whose(principal)
-        sql = f"SELECT {SUBSCRIPTION_COLUMNS}, secret FROM {s}.webhook_subscriptions WHERE id = :id AND {clause}"
+        sql = (
+            f"SELECT {SUBSCRIPTION_COLUMNS}, secret, secret_encrypted FROM {s}.webhook_subscriptions "
+            f"WHERE id = :id AND {clause}"
+        )
         row = await _first(session, sql, id=webhook_id, **args)
         if row is None:
             raise ProblemError(WEBHOOK_NOT_FOUND, id=webhook_id)
@@ -205,12 +209,13 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
     async def list_event_types(_: Annotated[Principal, caller]) -> list[EventType]:
         return [EventType(type=name, description=description) for name, description in catalogue.types.items()]
 
-    def _replay(stored: Mapping[str, Any], digest: str, key: str, response: Response) -> WebhookCreated:
+    def _replay(stored: Mapping[str, Any], digest: str, key: str, response: Response, box: SecretBox) -> WebhookCreated:
         if stored["request_hash"] != digest:
             raise ProblemError(IDEMPOTENCY_KEY_REUSED, key=key)
         response.headers["Location"] = f"/v1/webhooks/{stored['id']}"
         response.headers["Idempotent-Replayed"] = "true"
-        return WebhookCreated(**webhook_read(service, stored).model_dump(), secret=stored["secret"])
+        secret = box.secret_of(stored, service)
+        return WebhookCreated(**webhook_read(service, stored).model_dump(), secret=secret)
 
     async def _start_position(session: AsyncSession, after: str | None) -> tuple[int, int]:
         if after == "beginning":
@@ -245,11 +250,12 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
             raise validation_problem([PRIVATE_ADDRESS])
         patterns = _validate_types(known, payload.event_types, "body.event_types")
         digest = _request_hash(payload)
+        settings = settings_of(request.app)
+        box = settings.secret_box()
         if idempotency_key:
             stored = await _first(session, by_key_sql, client=principal.client_id, key=idempotency_key)
             if stored is not None:
-                return _replay(stored, digest, idempotency_key, response)
-        settings = settings_of(request.app)
+                return _replay(stored, digest, idempotency_key, response, box)
         count = await _scalar(
             session,
             f"SELECT count(*) FROM {s}.webhook_subscriptions WHERE client_id = :client AND status <> 'deactivated'",
@@ -259,13 +265,14 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
             raise ProblemError(WEBHOOK_LIMIT, limit=settings.max_per_client)
         start = await _start_position(session, payload.after)
         sees_all = principal.sees_everything()
+        secret = new_secret()
         row = await _first(
             session,
             f"INSERT INTO {s}.webhook_subscriptions (client_id, created_by, url, description, event_types, "
-            "all_objects, vendor, organisation, secret, cursor_txid, cursor_id, idempotency_key, request_hash) "
-            "VALUES (:client, :actor, :url, :description, CAST(:types AS text[]), :all, :vendor, :organisation, "
-            ":secret, CAST(:txid AS xid8), :id, :key, :hash) ON CONFLICT (client_id, idempotency_key) DO NOTHING "
-            f"RETURNING {SUBSCRIPTION_COLUMNS}, secret",
+            "all_objects, vendor, organisation, secret_encrypted, cursor_txid, cursor_id, idempotency_key, "
+            "request_hash) VALUES (:client, :actor, :url, :description, CAST(:types AS text[]), :all, :vendor, "
+            ":organisation, :sealed, CAST(:txid AS xid8), :id, :key, :hash) "
+            f"ON CONFLICT (client_id, idempotency_key) DO NOTHING RETURNING {SUBSCRIPTION_COLUMNS}",
             client=principal.client_id,
             actor=principal.actor,
             url=url,
@@ -274,7 +281,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
             all=sees_all,
             vendor=None if sees_all else principal.vendor,
             organisation=None if sees_all else principal.applicant,
-            secret=new_secret(),
+            sealed=box.encrypt(secret, service),
             txid=start[0],
             id=start[1],
             key=idempotency_key,
@@ -283,9 +290,9 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         if row is None:  # a concurrent request with the same key won, and has committed
             stored = await _first(session, by_key_sql, client=principal.client_id, key=idempotency_key)
             assert stored is not None
-            return _replay(stored, digest, str(idempotency_key), response)
+            return _replay(stored, digest, str(idempotency_key), response, box)
         response.headers["Location"] = f"/v1/webhooks/{row['id']}"
-        return WebhookCreated(**webhook_read(service, row).model_dump(), secret=row["secret"])
+        return WebhookCreated(**webhook_read(service, row).model_dump(), secret=secret)
 
     @router.get("/v1/webhooks", response_model=WebhookPage, summary="Your webhook subscriptions")
     async def list_webhooks(
@@ -430,7 +437,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
                 str(request.app.state.settings.async_database_url), service, settings_of(request.app)
             )
         try:
-            result = await dispatcher.send(target["url"], target["secret"], event, attempt)
+            result = await dispatcher.send(target["url"], dispatcher.box.secret_of(target, service), event, attempt)
         finally:
             if own:
                 await dispatcher.stop()

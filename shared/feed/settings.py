@@ -1,13 +1,15 @@
 """`WEBHOOK_*` settings of the dispatcher and the subscription endpoints."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.feed.secretbox import SecretBox
 
 
 class WebhookSettings(BaseSettings):
     """`WEBHOOK_*` environment variables, the same for the three services."""
 
-    model_config = SettingsConfigDict(env_prefix="WEBHOOK_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="WEBHOOK_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     backoff_base_seconds: float = Field(default=5.0, gt=0, description="First retry after about this long")
     backoff_cap_seconds: float = Field(default=600.0, gt=0, description="Retries at least this often")
@@ -29,3 +31,16 @@ class WebhookSettings(BaseSettings):
         description="Deliver to loopback, private and link-local addresses too (local development and tests only: "
         "otherwise a subscriber could make the service call its internal network)",
     )
+    secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Encrypts webhook secrets at rest (AES-256-GCM): 32 bytes in base64 "
+        "(python -m shared.feed.secretbox generate); required, a service refuses to start without it",
+    )
+    secret_old_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Earlier keys, comma-separated: they only decrypt (rotation; re-encrypted at start-up)",
+    )
+
+    def secret_box(self) -> SecretBox:
+        """The keys as a SecretBox; raises SecretKeyError when `WEBHOOK_SECRET_KEY` is unset or malformed."""
+        return SecretBox(self.secret_key.get_secret_value(), self.secret_old_keys.get_secret_value())

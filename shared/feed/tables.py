@@ -92,3 +92,38 @@ def drop_events_tables_sql(schema: str) -> list[str]:
         f"DROP FUNCTION {s}.refuse_change_webhook_deliveries()",
         f"DROP FUNCTION {s}.refuse_change_outbox()",
     ]
+
+
+def secrets_at_rest_sql(schema: str) -> list[str]:
+    """`webhook_subscriptions.secret_encrypted` (shared/feed/secretbox.py): each row holds its secret either
+    encrypted or, until the dispatcher's first round with a key seals it, in plaintext; never both.
+
+    The migration needs no key: the service encrypts the plaintext secrets stored before at its
+    dispatcher's first round with `WEBHOOK_SECRET_KEY` and sets `secret` to NULL; new subscriptions
+    are stored encrypted from the start (docs/webhooks.md, "Secrets at rest").
+    """
+    s = f'"{schema}".webhook_subscriptions'
+    return [
+        f"ALTER TABLE {s} ADD COLUMN secret_encrypted text",
+        f"ALTER TABLE {s} ALTER COLUMN secret DROP NOT NULL",
+        f"ALTER TABLE {s} ADD CONSTRAINT webhook_subscriptions_one_secret "
+        "CHECK (num_nonnulls(secret, secret_encrypted) = 1)",
+        f"COMMENT ON COLUMN {s}.secret IS 'plaintext, before encryption at rest (NULL once sealed: secretbox.py)'",
+    ]
+
+
+def secrets_at_rest_downgrade_sql(schema: str) -> list[str]:
+    """Back to a plaintext column: only while nothing is encrypted (a downgrade cannot decrypt)."""
+    s = f'"{schema}".webhook_subscriptions'
+    return [
+        f"""
+        DO $$ BEGIN
+            IF EXISTS (SELECT 1 FROM {s} WHERE secret_encrypted IS NOT NULL) THEN
+                RAISE EXCEPTION 'webhook secrets are encrypted: a downgrade would lose them';
+            END IF;
+        END $$
+        """,
+        f"ALTER TABLE {s} DROP CONSTRAINT webhook_subscriptions_one_secret",
+        f"ALTER TABLE {s} DROP COLUMN secret_encrypted",
+        f"ALTER TABLE {s} ALTER COLUMN secret SET NOT NULL",
+    ]
