@@ -486,10 +486,17 @@ def test_postgres_cluster_and_poolers(overlay: tuple[str, list[Obj]]) -> None:
     for pooler in (rw, ro):
         assert pooler["cluster"]["name"] == CLUSTER
         assert pooler["instances"] >= 1
-        # asyncpg's prepared statements, a session-level advisory lock and per-connection settings
+        # the budget fits session pooling, which keeps asyncpg's statement cache (issue #15)
         assert pooler["pgbouncer"]["poolMode"] == "session"
         ignored = pooler["pgbouncer"].get("parameters", {}).get("ignore_startup_parameters", "")
         assert not ignored, "settings the services send are kept or refused, never dropped"
+    # issue #15: the services know the Poolers' mode (their statement cache depends on it), and
+    # their logins carry the timeouts PgBouncer does not pass as startup parameters
+    config = one(objects, "ConfigMap", "longgang-config")["data"]
+    for service in SERVICES:
+        assert config[f"{service.upper()}_DB_POOLER"] == rw["pgbouncer"]["poolMode"] == ro["pgbouncer"]["poolMode"]
+        for setting in ("statement_timeout", "idle_in_transaction_session_timeout"):
+            assert f"ALTER ROLE {service}_app SET {setting} = " in sql, f"{service}_app: {setting}"
 
 
 def _url_of(objects: list[Obj], value: str, env: dict[str, str], deployment: Obj) -> Any:
