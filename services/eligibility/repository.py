@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Text, Uuid, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Text, Uuid, and_, bindparam, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,26 @@ async def lock_applicant_measure(session: AsyncSession, applicant: str, measure:
     await session.execute(
         text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"eligibility:{applicant}:{measure}"}
     )
+
+
+#: Filled in by PostgreSQL when a submission's rows are inserted (the identity, the transaction's clock).
+_GENERATED = frozenset({"seq", "submitted_at", "decided_at"})
+
+
+def _row(entity: Application | Decision) -> dict[str, Any]:
+    return {
+        column.key: getattr(entity, column.key) for column in entity.__table__.columns if column.key not in _GENERATED
+    }
+
+
+async def insert_submission(session: AsyncSession, application: Application, decision: Decision) -> None:
+    """The application and its decision (with the trace) in one statement: two inserts of one command, so the
+    decision's foreign key to the application is checked when both rows are there. Sets the clock's columns."""
+    applications = insert(Application).values(_row(application)).returning(Application.submitted_at).cte("application")
+    decisions = insert(Decision).values(_row(decision)).returning(Decision.decided_at).cte("decision")
+    both = applications.join(decisions, true())  # one row each
+    row = (await session.execute(select(applications.c.submitted_at, decisions.c.decided_at).select_from(both))).one()
+    application.submitted_at, decision.decided_at = row.submitted_at, row.decided_at
 
 
 async def prior_awards(session: AsyncSession, applicant: str, measure: str) -> list[PriorAward]:

@@ -148,10 +148,12 @@ async def read_application(
 # --- submitting -------------------------------------------------------------------------------
 
 
-def _decision_row(application_id: uuid.UUID, evaluation: Evaluation, facts: Facts, principal: Principal) -> Decision:
+def _decision_row(
+    decision_id: uuid.UUID, application_id: uuid.UUID, evaluation: Evaluation, facts: Facts, principal: Principal
+) -> Decision:
     result = evaluation.result
     return Decision(
-        id=uuid.uuid4(),
+        id=decision_id,
         application_id=application_id,
         kind="automatic",
         outcome=result.outcome,
@@ -236,6 +238,7 @@ async def submit(
     evaluation = evaluate_application(evidence, as_of, facts, parameters)
     evaluation = replace(evaluation, trace=_dated(received_on, as_of, payload, principal) + evaluation.trace)
     back_dated = as_of != received_on
+    decision_id = uuid.uuid4()
     application = Application(
         id=uuid.uuid4(),
         measure=measure,
@@ -248,16 +251,10 @@ async def submit(
         submitted_by=principal.actor,
         status="ineligible" if evaluation.result.outcome == "ineligible" else "in_review",
         priority=policy.rubric.score(evaluation.result, measure),
+        current_decision_id=decision_id,
     )
-    session.add(application)
-    await session.flush()
-    decision = _decision_row(application.id, evaluation, facts, principal)
-    session.add(decision)
-    await session.flush()
-    application.current_decision_id = decision.id
-    await session.flush()
-    await session.refresh(application)
-    await session.refresh(decision)
+    decision = _decision_row(decision_id, application.id, evaluation, facts, principal)
+    await repository.insert_submission(session, application, decision)  # one statement, one round trip
     read = application_read(application, decision, [])
     await events.application_changed(session, read, "submitted", "decided")
     return read

@@ -41,6 +41,19 @@ async def _m6(
     return body
 
 
+async def test_the_submissions_answer_is_what_is_stored(
+    eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    """The application and its decision are written by one statement (issue #16): what the submission answers,
+    clock columns included, is what reading it back answers."""
+    application = await _m6(eligibility, live_registry_client)
+    read = await eligibility.get(f"/v1/applications/{application['id']}")
+    assert read.status_code == 200, read.text
+    assert read.json() == application
+    assert application["decision"]["application_id"] == application["id"]
+    assert application["decision"]["trace"][0]["clause"] == "A4"
+
+
 async def test_review_then_approval_by_someone_else(
     eligibility: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
 ) -> None:
