@@ -36,7 +36,9 @@ the event id. See docs/webhooks.md.
 
 The modules: `catalogue` (each service registers its event types from its own `events.py`),
 `tables` (the DDL the migrations run), `outbox` (`emit`, and the dispatcher's lag for /metrics),
-`signing` (HMAC signatures, envelopes, backoff), `addresses` (what a webhook may reach),
-`settings` (`WEBHOOK_*`), `dispatcher`, `schemas`, `errors`, `endpoints` (the router) and `metrics`
+`signing` (Standard Webhooks and house signatures, envelopes, backoff), `secretbox` (secrets
+encrypted at rest), `retention` (the job trimming the outbox and the delivery log: docs/webhooks.md,
+"Retention"), `addresses` (what a webhook may reach), `settings` (`WEBHOOK_*`), `dispatcher`,
+`schemas`, `errors`, `endpoints` (the router) and `metrics`
 (the outbox lag at scrape time, which each service registers with `shared.metrics.on_scrape`).
 """

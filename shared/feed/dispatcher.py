@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from shared.dbconnect import connect_options
 from shared.feed.addresses import AddressRefused, Resolver, pin, resolve_host
 from shared.feed.catalogue import type_matches
+from shared.feed.retention import FeedRetention
 from shared.feed.secretbox import SecretBox, seal_at_rest
 from shared.feed.settings import WebhookSettings
 from shared.feed.signing import (
@@ -365,8 +366,14 @@ async def start_dispatcher(app: FastAPI) -> None:
         settings,
         role=getattr(service_settings, "db_role", None),
     )
-    await start_jobs(app, dispatcher=dispatcher)
+    retention = FeedRetention(
+        service_settings.async_database_url,
+        app.state.schema,
+        settings,
+        role=getattr(service_settings, "db_role", None),
+    )
+    await start_jobs(app, dispatcher=dispatcher, feed_retention=retention)
 
 
 async def stop_dispatcher(app: FastAPI) -> None:
-    await stop_jobs(app, "dispatcher")
+    await stop_jobs(app, "dispatcher", "feed_retention")

@@ -17,6 +17,8 @@ from shared.feed.addresses import address_allowed
 from shared.feed.catalogue import EventCatalogue
 from shared.feed.dispatcher import Dispatcher, settings_of
 from shared.feed.errors import (
+    CURSOR_EXPIRED,
+    EVENT_EXPIRED,
     IDEMPOTENCY_KEY_REUSED,
     PRIVATE_ADDRESS,
     WEBHOOK_DEACTIVATED,
@@ -135,8 +137,16 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         f"SELECT {SUBSCRIPTION_COLUMNS}, secret, secret_encrypted, request_hash FROM {s}.webhook_subscriptions "
         "WHERE client_id = :client AND idempotency_key = :key"
     )
+    horizon_sql = f"SELECT trimmed_txid::text::bigint AS txid, trimmed_id AS id FROM {s}.feed_horizon"
     router = APIRouter(tags=["events"])
     caller = require(*webhook_roles)
+
+    async def _unexpired(session: AsyncSession, position: tuple[int, int]) -> tuple[int, int]:
+        """A cursor before what retention deleted has lost events: 410 `cursor_expired`."""
+        horizon = await _first(session, horizon_sql)
+        if horizon is not None and position < _position(horizon):
+            raise ProblemError(CURSOR_EXPIRED)
+        return position
 
     def _whose(principal: Principal) -> tuple[str, dict[str, Any]]:
         """Administrators manage every subscription (e.g. a revoked client's); others only their own."""
@@ -170,7 +180,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         ] = None,
     ) -> EventPage:
         keys = decode_cursor_keys(listing, after, 2) if after else (0, 0)
-        position = (keys[0], keys[1])
+        position = await _unexpired(session, (keys[0], keys[1])) if after else (0, 0)
         patterns = _validate_types(known, [t.strip() for t in (types or "").split(",") if t.strip()], "query.types")
         watermark = int(await _scalar(session, WATERMARK_SQL))
         type_clause = ""
@@ -222,7 +232,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
             return 0, 0
         if after:
             keys = decode_cursor_keys(listing, after, 2)
-            return keys[0], keys[1]
+            return await _unexpired(session, (keys[0], keys[1]))
         # from now on: after everything that can no longer change
         last = await _first(session, tail_sql, watermark=int(await _scalar(session, WATERMARK_SQL)))
         return (0, 0) if last is None else _position(last)
@@ -418,7 +428,8 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         if target["status"] == "deactivated":
             raise ProblemError(WEBHOOK_DEACTIVATED, id=webhook_id)
         event = await _first(session, f"SELECT {EVENT_COLUMNS} FROM {s}.outbox WHERE id = :id", id=found["event_id"])
-        assert event is not None
+        if event is None:  # deleted by retention (the delivery log may outlive it)
+            raise ProblemError(EVENT_EXPIRED, id=f"{service}-{found['event_id']}")
         attempt = 1 + int(
             await _scalar(
                 session,

@@ -24,6 +24,20 @@ IDEMPOTENCY_KEY_REUSED = ErrorCode(
     "This Idempotency-Key was used for a different request: {key}",
 )
 
+CURSOR_EXPIRED = ErrorCode(
+    "cursor_expired",
+    410,
+    "游标之前的事件已按保留期限删除：请从头（不带 after）或更新的游标重新读取",
+    "Events after this cursor were deleted by retention: read again from the start (no `after`) or a newer "
+    "cursor, and reconcile what you missed",
+)
+EVENT_EXPIRED = ErrorCode(
+    "event_expired",
+    410,
+    "该投递的事件已按保留期限删除：{id}",
+    "The event of this delivery was deleted by retention: {id}",
+)
+
 PRIVATE_ADDRESS = FieldError(
     "body.url",
     "url_not_allowed",

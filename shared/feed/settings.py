@@ -31,6 +31,14 @@ class WebhookSettings(BaseSettings):
         description="Deliver to loopback, private and link-local addresses too (local development and tests only: "
         "otherwise a subscriber could make the service call its internal network)",
     )
+    retention_days: int = Field(
+        default=90,
+        ge=0,
+        description="Events and delivery-log rows are kept this long (at least 1; 0: forever); an event is "
+        "deleted only once every subscription not deactivated has passed it",
+    )
+    retention_interval_seconds: float = Field(default=3600.0, ge=0, description="How often retention runs (0: off)")
+    retention_batch: int = Field(default=1000, ge=1, le=10000, description="Rows deleted per short transaction")
     secret_key: SecretStr = Field(
         default=SecretStr(""),
         description="Encrypts webhook secrets at rest (AES-256-GCM): 32 bytes in base64 "

@@ -127,3 +127,114 @@ def secrets_at_rest_downgrade_sql(schema: str) -> list[str]:
         f"ALTER TABLE {s} DROP COLUMN secret_encrypted",
         f"ALTER TABLE {s} ALTER COLUMN secret SET NOT NULL",
     ]
+
+
+#: The shortest retention `trim_feed` accepts, whoever calls it: the service's login cannot empty the feed.
+MIN_RETENTION = "1 day"
+
+
+def retention_sql(schema: str, group: str) -> list[str]:
+    """`<schema>.trim_feed(retention, batch)`: the one way rows leave the outbox and the delivery log.
+
+    The outbox and `webhook_deliveries` stay append-only (their triggers refuse UPDATE, DELETE and
+    TRUNCATE) except for a DELETE inside `trim_feed`, which sets a transaction-local flag the
+    triggers let through. It runs with the schema owner's rights (SECURITY DEFINER; the service's
+    group may only EXECUTE it, and has no DELETE on either table) and deletes, at most `batch` of each:
+    events older than `retention` (at least MIN_RETENTION) that every subscription not deactivated
+    has passed (its cursor is at or after them), and delivery-log rows older than `retention`. It
+    records in `feed_horizon` the last event position it deleted: a change-feed cursor before it
+    has lost events (410 `cursor_expired`).
+    """
+    s = f'"{schema}"'
+    statements = [
+        f"""
+        CREATE TABLE {s}.feed_horizon (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            trimmed_txid xid8 NOT NULL DEFAULT '0',
+            trimmed_id bigint NOT NULL DEFAULT 0,
+            trimmed_at timestamptz
+        )
+        """,
+        f"INSERT INTO {s}.feed_horizon DEFAULT VALUES",
+        f"REVOKE INSERT, UPDATE, DELETE ON {s}.feed_horizon FROM {group}",
+        f"GRANT SELECT ON {s}.feed_horizon TO {group}",
+        f"CREATE INDEX ix_webhook_deliveries_at ON {s}.webhook_deliveries (at)",
+    ]
+    for table in ("outbox", "webhook_deliveries"):
+        statements.append(
+            f"""
+            CREATE OR REPLACE FUNCTION {s}.refuse_change_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW'
+                   AND current_setting('longgang.feed_trim', true) = '{schema}' THEN
+                    RETURN OLD;  -- trim_feed's own delete (retention)
+                END IF;
+                RAISE EXCEPTION '{schema}.{table} is append-only (% refused)', TG_OP
+                    USING ERRCODE = 'insufficient_privilege';
+            END $$
+            """
+        )
+    statements += [
+        f"""
+        CREATE FUNCTION {s}.trim_feed(retention interval, batch integer)
+        RETURNS TABLE (events bigint, deliveries bigint)
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        DECLARE
+            bound timestamptz := clock_timestamp() - greatest(retention, interval '{MIN_RETENTION}');
+            floor_txid xid8;
+            floor_id bigint;
+            last_txid xid8;
+            last_id bigint;
+        BEGIN
+            IF batch IS NULL OR batch < 1 OR batch > 10000 THEN
+                RAISE EXCEPTION 'batch must be 1 to 10000' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            -- the oldest position a subscription that may still deliver has not passed
+            SELECT w.cursor_txid, w.cursor_id INTO floor_txid, floor_id
+              FROM {s}.webhook_subscriptions w WHERE w.status <> 'deactivated'
+             ORDER BY w.cursor_txid, w.cursor_id LIMIT 1;
+            PERFORM set_config('longgang.feed_trim', '{schema}', true);
+            WITH doomed AS (
+                SELECT o.id, o.txid FROM {s}.outbox o
+                 WHERE o.occurred_at < bound
+                   AND o.txid < pg_snapshot_xmin(pg_current_snapshot())
+                   AND (floor_txid IS NULL OR (o.txid, o.id) <= (floor_txid, floor_id))
+                 ORDER BY o.txid, o.id LIMIT batch
+            ), gone AS (
+                DELETE FROM {s}.outbox o USING doomed WHERE o.id = doomed.id RETURNING o.txid, o.id
+            )
+            SELECT (SELECT count(*) FROM gone), g.txid, g.id INTO events, last_txid, last_id
+              FROM (SELECT 1) one
+              LEFT JOIN LATERAL (SELECT gone.txid, gone.id FROM gone ORDER BY gone.txid DESC, gone.id DESC LIMIT 1) g
+                ON true;
+            IF events > 0 THEN
+                UPDATE {s}.feed_horizon h
+                   SET trimmed_txid = last_txid, trimmed_id = last_id, trimmed_at = clock_timestamp()
+                 WHERE (h.trimmed_txid, h.trimmed_id) < (last_txid, last_id);
+            END IF;
+            WITH doomed AS (
+                SELECT d.id FROM {s}.webhook_deliveries d WHERE d.at < bound ORDER BY d.at LIMIT batch
+            ), gone AS (
+                DELETE FROM {s}.webhook_deliveries d USING doomed WHERE d.id = doomed.id RETURNING 1
+            )
+            SELECT count(*) INTO deliveries FROM gone;
+            PERFORM set_config('longgang.feed_trim', '', true);
+            RETURN NEXT;
+        END $$
+        """,
+        f"REVOKE ALL ON FUNCTION {s}.trim_feed(interval, integer) FROM PUBLIC",
+        f"GRANT EXECUTE ON FUNCTION {s}.trim_feed(interval, integer) TO {group}",
+    ]
+    return statements
+
+
+def retention_downgrade_sql(schema: str) -> list[str]:
+    s = f'"{schema}"'
+    statements = [
+        f"DROP FUNCTION {s}.trim_feed(interval, integer)",
+        f"DROP INDEX {s}.ix_webhook_deliveries_at",
+        f"DROP TABLE {s}.feed_horizon",
+    ]
+    for table in ("outbox", "webhook_deliveries"):  # the triggers' functions as append_only_sql made them
+        statements.append(append_only_sql(schema, table)[0].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    return statements

@@ -43,6 +43,7 @@ def fast_settings(**overrides: Any) -> WebhookSettings:
         "timeout_seconds": 3.0,
         "retry_for_seconds": 3600.0,
         "allow_private_networks": True,  # the receivers of these tests listen on 127.0.0.1
+        "retention_interval_seconds": 0.0,  # no retention job: tests/events/test_retention.py runs its own
         **overrides,
     }
     return WebhookSettings(**values)

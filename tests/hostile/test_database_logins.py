@@ -255,3 +255,33 @@ async def test_the_services_really_log_in_as_their_own_roles(
     finally:
         await owner.close()
     assert {row["usename"] for row in users} == {"registry_app"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_retention_is_the_only_delete_and_a_login_cannot_widen_it(
+    service: str, logins_database: str, owner: Any
+) -> None:
+    """trim_feed (issue #15) runs as the owner and deletes only events older than a day that no subscription
+    still needs: the login may run it, but not delete outbox or delivery rows itself, move the horizon, or
+    get the trigger's leave by setting its flag."""
+    fresh = await owner.fetchval(
+        f"INSERT INTO {service}.outbox (type, subject) VALUES ('{service}.retention.probe', 'fresh') RETURNING id"
+    )
+    connection = await _as_login(logins_database, service)
+    try:
+        # a zero retention is raised to the minimum (a day): the fresh event stays
+        await connection.fetchrow(f"SELECT * FROM {service}.trim_feed('0', 10000)")
+        await connection.execute(f"SET longgang.feed_trim = '{service}'")  # the trigger's flag: no privilege
+        for sql in (
+            f"DELETE FROM {service}.outbox WHERE id = {fresh}",
+            f"DELETE FROM {service}.webhook_deliveries",
+            f"UPDATE {service}.feed_horizon SET trimmed_id = 2^62",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                await connection.execute(sql)
+    finally:
+        await connection.close()
+    assert await owner.fetchval(f"SELECT count(*) FROM {service}.outbox WHERE id = $1", fresh) == 1
+    # and the owner itself is refused by the trigger outside trim_feed
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await owner.execute(f"DELETE FROM {service}.outbox WHERE id = $1", fresh)
