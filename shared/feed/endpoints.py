@@ -46,10 +46,17 @@ from shared.feed.schemas import (
 )
 from shared.feed.secretbox import SecretBox
 from shared.feed.signing import new_secret
-from shared.openapi import CREATED_AT_LOCATION
+from shared.openapi import CREATED_AT_LOCATION, Problem
 from shared.pagination import decode_cursor, decode_cursor_keys, encode_cursor
 
 FEED_ROLES = (PLATFORM, AUDITOR, ADMIN)
+#: Retention deleted what was asked for (docs/webhooks.md, "Retention").
+CURSOR_GONE: dict[int | str, dict[str, Any]] = {
+    410: {"model": Problem, "description": "`cursor_expired`: events after this cursor were deleted by retention"}
+}
+EVENT_GONE: dict[int | str, dict[str, Any]] = {
+    410: {"model": Problem, "description": "`event_expired`: the delivery's event was deleted by retention"}
+}
 WEBHOOK_ROLES = (PLATFORM, ADMIN, AUDITOR, APPLICANT, VENDOR)
 
 
@@ -168,6 +175,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
     @router.get(
         "/v1/events",
         response_model=EventPage,
+        responses=CURSOR_GONE,
         summary="The change feed: events in commit-safe order, resumable with `after` (no loss, no duplicates)",
     )
     async def list_events(
@@ -241,7 +249,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         "/v1/webhooks",
         status_code=201,
         response_model=WebhookCreated,
-        responses=CREATED_AT_LOCATION,
+        responses={**CREATED_AT_LOCATION, **CURSOR_GONE},
         summary="Subscribe a URL to this service's events (the signing secret is shown only here; "
         "retry safely with Idempotency-Key)",
     )
@@ -407,6 +415,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
         status_code=201,
         response_model=DeliveryRead,
+        responses=EVENT_GONE,
         summary="Send that delivery's event again now (signed afresh; logged as a manual delivery)",
     )
     async def redeliver_delivery(
