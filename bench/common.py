@@ -16,6 +16,7 @@ from pathlib import Path
 
 from devtools import devauth, devdb
 from devtools.devrun import ROOT, ensure_database
+from shared.feed.secretbox import ensure_key_file
 from shared.identifiers import USCC_ALPHABET, uscc_check_character
 from shared.tokens import TokenSigner
 
@@ -145,6 +146,10 @@ def bench_auth(database_url: str, registry_url: str, directory: Path) -> dict[st
     devauth.ensure_keys(directory)
     clients = devauth.ensure_clients(database_url, directory / "clients.json", devauth.SERVICE_CLIENTS)
     environment = devauth.service_env(directory, registry_url, clients)
+    # webhook secrets are stored encrypted: the services refuse to start without a key
+    environment["WEBHOOK_SECRET_KEY"] = os.environ.get("WEBHOOK_SECRET_KEY") or ensure_key_file(
+        directory / "webhook-secret-key"
+    )
     os.environ.update(environment)
     return environment
 
