@@ -97,3 +97,32 @@ async def test_old_events_go_once_no_subscription_needs_them(
 def test_retention_zero_keeps_everything() -> None:
     job = FeedRetention("postgresql://x@y/z", "vouchers", fast_settings(retention_days=0))
     assert not job.enabled
+
+
+async def test_a_redelivery_of_a_deleted_event_is_410(
+    client: httpx.AsyncClient, connect: Connect, receiver: Receiver, events_database: str
+) -> None:
+    owner = await connect()
+    gone = await old_event(owner, new_subject("GONE"))
+    hook = await subscribe(client, admin(), receiver.url, event_types=[TYPE], after="beginning")
+    await eventually(lambda: f"vouchers-{gone}" in receiver.accepted_ids())
+    log = (await client.get(f"/v1/webhooks/{hook['id']}/deliveries", params={"limit": 500})).json()["items"]
+    delivery = next(d for d in log if d["event_id"] == f"vouchers-{gone}")
+    await eventually(lambda: _passed(owner, hook["id"], gone))
+    retention = FeedRetention(login_url(events_database, "vouchers"), "vouchers", fast_settings(retention_days=1))
+    login = await asyncpg.connect(
+        login_url(events_database, "vouchers").replace("postgresql+asyncpg://", "postgresql://")
+    )
+    try:
+        await retention.trim(login)
+    finally:
+        await login.close()
+    assert await owner.fetchval("SELECT count(*) FROM vouchers.outbox WHERE id = $1", gone) == 0
+    answer = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver")
+    assert answer.status_code == 410
+    assert answer.json()["code"] == "event_expired"
+
+
+async def _passed(owner: asyncpg.Connection, webhook_id: int, event_id: int) -> bool:
+    cursor = await owner.fetchval("SELECT cursor_id FROM vouchers.webhook_subscriptions WHERE id = $1", webhook_id)
+    return bool(cursor is not None and cursor >= event_id)
