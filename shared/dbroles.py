@@ -23,8 +23,11 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    import asyncpg
 
 logger = logging.getLogger("shared.dbroles")
 
@@ -95,7 +98,7 @@ def role_defaults(service: str, environ: Mapping[str, str] | None = None) -> dic
     return {name: f"{value}ms" for name, value in timeouts(statement_timeout_ms(service, environ)).items()}
 
 
-async def _set_role_defaults(connection: Any, service: str) -> None:
+async def _set_role_defaults(connection: asyncpg.Connection, service: str) -> None:
     """`ALTER ROLE <login> SET …` for each default that differs (none written when all are in place)."""
     login = LOGIN_ROLES[service]
     current = await connection.fetchval(

@@ -29,6 +29,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.db import Connection
+
 VERSION = "v1"
 
 logger = logging.getLogger("shared.events")
@@ -111,7 +113,7 @@ def seal_sql(schema: str) -> tuple[str, str]:
     return select, update
 
 
-async def seal_at_rest(connection: Any, schema: str, box: SecretBox) -> int:
+async def seal_at_rest(connection: Connection, schema: str, box: SecretBox) -> int:
     """Encrypt plaintext secrets, re-encrypt those an old key sealed, with the current key; how many.
 
     Safe with several processes starting at once: each update applies only if the row is still as read.
