@@ -145,13 +145,16 @@ def bench_auth(database_url: str, registry_url: str, directory: Path) -> dict[st
     """
     devauth.ensure_keys(directory)
     clients = devauth.ensure_clients(database_url, directory / "clients.json", devauth.SERVICE_CLIENTS)
-    environment = devauth.service_env(directory, registry_url, clients)
-    # webhook secrets are stored encrypted: the services refuse to start without a key
-    environment["WEBHOOK_SECRET_KEY"] = os.environ.get("WEBHOOK_SECRET_KEY") or ensure_key_file(
-        directory / "webhook-secret-key"
-    )
+    environment = {**devauth.service_env(directory, registry_url, clients), **webhook_secret_env(directory)}
     os.environ.update(environment)
     return environment
+
+
+def webhook_secret_env(directory: Path) -> dict[str, str]:
+    """Webhook secrets are stored encrypted: the services refuse to start without a key (the environment's, or
+    one kept in `directory`)."""
+    key = os.environ.get("WEBHOOK_SECRET_KEY") or ensure_key_file(directory / "webhook-secret-key")
+    return {"WEBHOOK_SECRET_KEY": key}
 
 
 def bench_headers(directory: Path, *scopes: str, org: str | None = None, name: str = "bench") -> dict[str, str]:

@@ -92,6 +92,7 @@ from bench.common import (
     postgres_server,
     say,
     signals_ignored,
+    webhook_secret_env,
 )
 from devtools import devauth, devdb
 from devtools.devrun import ROOT, Stack, start_service, stop_services, wait_ready
@@ -171,7 +172,7 @@ class BenchAuth:
         keys, _ = devauth.ensure_keys(directory)
         clients = devauth.ensure_clients(database_url, directory / "clients.json", devauth.SERVICE_CLIENTS)
         #: for every service process (AUTH_JWKS, the signing keys, the services' client ids and secrets)
-        self.env = devauth.service_env(directory, registry_url, clients)
+        self.env = {**devauth.service_env(directory, registry_url, clients), **webhook_secret_env(directory)}
         # its tokens live as long as the run: the stack's verifiers accept that lifetime (and no longer)
         self.env["AUTH_MAX_TOKEN_LIFETIME_SECONDS"] = str(lifetime_seconds)
         self.signer = TokenSigner(
