@@ -33,6 +33,8 @@ from shared.feed.signing import (
 from shared.periodic import Periodic, start_jobs, stop_jobs
 
 logger = logging.getLogger("shared.events")  # the name its log lines have always carried (log queries use it)
+#: the longest each step of a dispatcher's shutdown may wait
+STOP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -169,22 +171,29 @@ class Dispatcher(Periodic):
         return self.settings.poll_seconds
 
     async def stop(self) -> None:
+        """Every wait is bounded (STOP_SECONDS each): a shutdown never hangs on a receiver, a lease or a
+        connection still held (asyncpg's Pool.close waits for every connection to come back)."""
         await super().stop()
         serving = [task for task, _ in self._serving.values()]
         for task in serving:
             task.cancel()
-        await asyncio.gather(*serving, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*serving, return_exceptions=True), STOP_SECONDS)
         self._serving.clear()
-        if self._pool is not None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
             # hand back what this process was serving: another process continues at once (not after the lease)
             with contextlib.suppress(Exception):
-                await self._pool.execute(self._unlease_sql, self._token)
+                await asyncio.wait_for(pool.execute(self._unlease_sql, self._token), STOP_SECONDS)
         if self._http is not None:
-            await self._http.aclose()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.aclose(), STOP_SECONDS)
             self._http = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), STOP_SECONDS)
+            except Exception:  # a connection never came back: drop them all (the server rolls back)
+                pool.terminate()
 
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is None:
