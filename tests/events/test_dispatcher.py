@@ -145,7 +145,11 @@ async def test_manual_redelivery(client: httpx.AsyncClient, connect: Connect, re
     subject = new_subject("AGAIN")
     await emit_committed(connection, subject, vendor=vendor, amount_fen=5)
     await eventually(lambda: receiver.accepted_subjects() == [subject])
-    (delivery,) = await deliveries(client, headers, hook["id"])
+
+    async def logged() -> list[dict[str, Any]]:  # the log row commits after the receiver has answered
+        return await deliveries(client, headers, hook["id"])
+
+    (delivery,) = await eventually(logged)
 
     again = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver", headers=headers)
     assert again.status_code == 201, again.text
