@@ -21,7 +21,7 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,32 @@ def assert_clean_503(response: httpx.Response, elapsed: float, path: str, case: 
     assert elapsed <= GIVE_UP_WITHIN, f"gave up after {elapsed:.2f} s, later than {GIVE_UP_WITHIN:.2f} s"
 
 
+async def each_fault_answers_503(
+    peers: Peers,
+    proxy: FaultProxy,
+    call: Callable[[], Awaitable[httpx.Response]],
+    path: str,
+    at: bytes,
+    *,
+    ledger_checked: bool = False,
+) -> None:
+    """Every failure of FAILURES, at every call of `path` and at the one call that names `at`: a clean 503 within
+    the bound, and not a row written in the caller's schema (nor, for the ledger, an invariant broken)."""
+    schema = path.split(" ", 1)[0]
+    for where in (None, at):
+        for name, fault in FAILURES.items():
+            if where is not None and name == "connection reset on accept":
+                continue  # a connection is accepted before the request says what it is for
+            before = await row_counts(peers.database_url, schema)
+            proxy.add(fault(where))
+            response, elapsed = await timed(call())
+            proxy.clear()
+            assert_clean_503(response, elapsed, path, f"{name} at {(where or b'every call').decode()}")
+            assert await row_counts(peers.database_url, schema) == before, (name, where)
+            if ledger_checked:
+                assert await check_database(peers.database_url) == []
+
+
 async def test_eligibility_with_a_broken_registry_answers_503_and_stores_no_application(
     peers: Peers, clients: tuple[httpx.AsyncClient, httpx.AsyncClient, httpx.AsyncClient]
 ) -> None:
@@ -185,18 +211,7 @@ async def test_eligibility_with_a_broken_registry_answers_503_and_stores_no_appl
         )
 
     # every call, or the one facts read (POST /v1/facts: the application's facts in one call)
-    for where in (None, b"/v1/facts"):
-        for name, fault in FAILURES.items():
-            if where is not None and name == "connection reset on accept":
-                continue  # a connection is accepted before the request says what it is for
-            before = await row_counts(peers.database_url, "eligibility")
-            proxy.add(fault(where))
-            response, elapsed = await timed(apply())
-            proxy.clear()
-            assert_clean_503(
-                response, elapsed, "eligibility → registry", f"{name} at {(where or b'every call').decode()}"
-            )
-            assert await row_counts(peers.database_url, "eligibility") == before, (name, where)
+    await each_fault_answers_503(peers, proxy, apply, "eligibility → registry", b"/v1/facts")
 
     # one reply cut (the facts read is sent again: it only reads), then a registry slow within the timeout: slower
     cuts, slow = proxy.stats["cut"], proxy.stats["latency"]
@@ -221,19 +236,9 @@ async def test_issuance_with_a_broken_eligibility_answers_503_and_writes_nothing
 
     # every failure, at every call and at one of the parameters issuing reads (the redemption ceiling): all are
     # asked in parallel before the issuing transaction opens, so either fails the request within one call's budget
-    for where in (None, b"M3.annual_redemption_ceiling_fen"):
-        for name, fault in FAILURES.items():
-            if where is not None and name == "connection reset on accept":
-                continue  # a connection is accepted before the request says what it is for
-            before = await row_counts(peers.database_url, "vouchers")
-            proxy.add(fault(where))
-            response, elapsed = await timed(issue())
-            proxy.clear()
-            assert_clean_503(
-                response, elapsed, "vouchers → eligibility", f"{name} at {(where or b'every call').decode()}"
-            )
-            assert await row_counts(peers.database_url, "vouchers") == before, (name, where)
-            assert await check_database(peers.database_url) == []
+    await each_fault_answers_503(
+        peers, proxy, issue, "vouchers → eligibility", b"M3.annual_redemption_ceiling_fen", ledger_checked=True
+    )
 
     issued = await issue()  # the network healed: issued once
     assert issued.status_code == 201, issued.text
@@ -258,16 +263,8 @@ async def test_an_m1_redemption_with_a_broken_registry_answers_503_and_the_same_
     async def redeem() -> httpx.Response:
         return await vouchers.post(f"/v1/vouchers/{code}/redemptions", json=request, headers=headers)
 
-    for where in (None, b"/v1/affiliations"):  # the vendor's record, or the holder's affiliations after it
-        for name, fault in FAILURES.items():
-            if where is not None and name == "connection reset on accept":
-                continue
-            before = await row_counts(peers.database_url, "vouchers")
-            proxy.add(fault(where))
-            response, elapsed = await timed(redeem())
-            proxy.clear()
-            assert_clean_503(response, elapsed, "vouchers → registry", f"{name} at {(where or b'every call').decode()}")
-            assert await row_counts(peers.database_url, "vouchers") == before, (name, where)
+    # the vendor's record, or the holder's affiliations after it
+    await each_fault_answers_503(peers, proxy, redeem, "vouchers → registry", b"/v1/affiliations")
 
     redeemed = await redeem()  # the same key, the network healed: redeemed once
     assert redeemed.status_code == 201, redeemed.text
