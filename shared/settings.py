@@ -12,9 +12,9 @@ out of the settings' repr.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AliasChoices, Field, PostgresDsn, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PostgresDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The longest token lifetime the verifier accepts by default: the longest the registry's token
@@ -119,6 +119,28 @@ class ServiceSettings(BaseSettings):
     rate_limit_sync_seconds: float = Field(
         default=0.2, ge=0, le=10, description="How often processes share their counts (0: each process alone)"
     )
+
+    # where the stack runs, and test clocks (issue #15; docs/sandbox.md): the same for every service, no prefix
+    deployment_environment: Literal["development", "test", "staging", "production"] = Field(
+        default="development",
+        validation_alias="DEPLOYMENT_ENVIRONMENT",
+        description="Where this stack runs; deploy/k8s says production (sandbox mode is refused there)",
+    )
+    sandbox_mode: bool = Field(
+        default=False,
+        validation_alias="SANDBOX_MODE",
+        description="Test clocks (docs/sandbox.md): the registry serves /v1/test-clocks, and the time of an "
+        "enterprise bound to a clock is that clock's. Never in production: refused at start-up",
+    )
+
+    @model_validator(mode="after")
+    def _no_sandbox_in_production(self) -> Self:
+        """Test clocks move time: a production stack refuses to start with them (shared/testclocks.py)."""
+        if self.sandbox_mode and self.deployment_environment == "production":
+            raise ValueError(
+                "SANDBOX_MODE is on with DEPLOYMENT_ENVIRONMENT=production: test clocks are refused in production"
+            )
+        return self
 
     @field_validator("database_url", "read_database_url", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from shared.feed.endpoints import events_router
 from shared.feed.metrics import outbox_figures
 from shared.metrics import on_scrape
 from shared.peers import PeerClient, make_peer_client
+from shared.testclocks import enterprise_clocks
 from shared.tokens import peer_auth
 
 from . import aggregates, exports
@@ -41,9 +42,14 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
     on_scrape("eligibility", outbox_figures)
     auth = peer_auth(settings)
     # refuse to start on a bad parameter file: the error names the file and the key
-    policy = Policy(load_parameter_file(settings.policy_file), load_priority_rubric(settings.priority_file))
     registry = PeerClient(
         "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth)
+    )
+    policy = Policy(
+        load_parameter_file(settings.policy_file),
+        load_priority_rubric(settings.priority_file),
+        # sandbox mode: an enterprise bound to a test clock applies on its clock's day (docs/sandbox.md)
+        clocks=enterprise_clocks(settings.sandbox_mode, registry),
     )
 
     vouchers = PeerClient(

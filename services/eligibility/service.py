@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.auth import ADMIN, OFFICER, ORGANISATION_MISMATCH, Principal
 from shared.context import request_id_var
 from shared.errors import ProblemError
-from shared.instants import SHENZHEN
+from shared.instants import SHENZHEN, local_today
+from shared.testclocks import EnterpriseClocks
 
 from . import events, repository
 from .engine import Trace
@@ -63,11 +64,21 @@ def today() -> date:
 
 @dataclass(frozen=True)
 class Policy:
-    """The parameter file and rubric loaded (and checked) at start-up, and the clock."""
+    """The parameter file and rubric loaded (and checked) at start-up, and the clock.
+
+    `clocks` answers an enterprise's test clock in sandbox mode (shared/testclocks.py; no registry, no call,
+    otherwise): an application by an enterprise bound to one is received on that clock's day (A4).
+    """
 
     parameters: ParameterSet
     rubric: PriorityRubric
     today: Callable[[], date] = field(default=today)
+    clocks: EnterpriseClocks = field(default_factory=lambda: EnterpriseClocks(None))
+
+    async def received_on(self, applicant: str) -> tuple[date, bool]:
+        """The day an application by this enterprise is received, and whether its test clock says so."""
+        moment = await self.clocks.clock_of(applicant)
+        return (self.today(), False) if moment is None else (local_today(moment), True)
 
 
 def benefit_year(evidence: Evidence, as_of: date) -> int:
@@ -190,10 +201,19 @@ def _application_date(payload: ApplicationCreate, received_on: date, principal: 
     return as_of
 
 
-def _dated(received_on: date, as_of: date, payload: ApplicationCreate, principal: Principal) -> list[dict[str, Any]]:
+def _dated(
+    received_on: date, as_of: date, payload: ApplicationCreate, principal: Principal, test_clock: bool = False
+) -> list[dict[str, Any]]:
     """The trace's first step: which day the application counts as made, and who decided it if not today."""
     trace = Trace()
-    if as_of == received_on:
+    if as_of == received_on and test_clock:
+        trace.step(
+            "A4",
+            "申请日期：收件当日（测试时钟，深圳时间；沙盒模式）",
+            "Application date: the day received (the enterprise's test clock, Shenzhen time; sandbox mode)",
+            inputs={"received_on": received_on.isoformat(), "as_of": as_of.isoformat(), "test_clock": True},
+        )
+    elif as_of == received_on:
         trace.step(
             "A4",
             "申请日期：收件当日（服务器时间，深圳）",
@@ -221,7 +241,7 @@ async def submit(
 ) -> ApplicationRead:
     if not principal.has(OFFICER, ADMIN) and payload.applicant != principal.applicant:
         raise ProblemError(ORGANISATION_MISMATCH, org=principal.organisation or "-")
-    received_on = policy.today()
+    received_on, test_clock = await policy.received_on(payload.applicant)  # in sandbox mode, a registry call
     as_of = _application_date(payload, received_on, principal, policy)
     evidence: Evidence = payload.evidence
     measure: str = evidence.measure  # type: ignore[attr-defined]
@@ -236,7 +256,9 @@ async def submit(
     keys = claim_keys(evidence, payload.applicant, parameters, as_of)
     facts.claimed = await repository.claim_holders(session, keys)
     evaluation = evaluate_application(evidence, as_of, facts, parameters)
-    evaluation = replace(evaluation, trace=_dated(received_on, as_of, payload, principal) + evaluation.trace)
+    evaluation = replace(
+        evaluation, trace=_dated(received_on, as_of, payload, principal, test_clock) + evaluation.trace
+    )
     back_dated = as_of != received_on
     decision_id = uuid.uuid4()
     application = Application(

@@ -19,6 +19,7 @@ from shared.tokens import TokenSigner
 
 from . import exports, token_endpoint
 from .clients.endpoints import router as clients_router
+from .clocks.endpoints import router as clocks_router
 from .endpoints import router
 from .events import CATALOGUE
 from .facts.endpoints import router as facts_router
@@ -52,6 +53,8 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         )
         # the token endpoint, and the administration of the clients it authenticates (issue #15)
         routers += [token_endpoint.router, clients_router]
+    if settings.sandbox_mode:  # test clocks (docs/sandbox.md): never in production (shared/settings.py refuses)
+        routers.append(clocks_router)
     app = create_service_app(
         service_name="registry",
         schema=SCHEMA,
