@@ -29,6 +29,8 @@ from shared.openapi import PROBLEM_RESPONSES, install_openapi
 from shared.peers import PeerUnavailable, peer_unavailable_handler
 from shared.ratelimit import InFlightMiddleware, limiter_from_settings
 from shared.settings import ServiceSettings
+from shared.tracing import configure_tracing
+from shared.tracing import shutdown as shutdown_tracing
 
 Hook = Callable[[FastAPI], Awaitable[None]]
 T = TypeVar("T")
@@ -94,6 +96,7 @@ def create_service_app(
             await app.state.audit.stop()
             await app.state.rate_limiter.stop()
             await app.state.database.dispose()
+            await shutdown_tracing(app)  # after the jobs: their last spans are sent
 
     configure_logging(service_name, settings.log_level)
     app = FastAPI(
@@ -141,4 +144,6 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     check_routes_protected(app)
+    # OpenTelemetry when the OTEL_* variables ask for it; off, nothing is installed (shared/tracing.py)
+    configure_tracing(app, service_name)
     return app

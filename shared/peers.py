@@ -29,6 +29,7 @@ from shared.context import request_id_var
 from shared.errors import PEER_UNAVAILABLE, ProblemError, problem_error_response
 from shared.metrics import observe_peer_call
 from shared.tokens import TokenUnavailable
+from shared.tracing import instrument_client
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -129,9 +130,11 @@ def make_peer_client(
     headers: dict[str, str] | None = None,
     auth: httpx.Auth | None = None,
 ) -> httpx.AsyncClient:
-    """A client for one peer service. Pass `transport=httpx.MockTransport(...)` in unit tests."""
+    """A client for one peer service. Pass `transport=httpx.MockTransport(...)` in unit tests.
+
+    With tracing on (shared/tracing.py) each call is a client span whose W3C `traceparent` goes along."""
     inner = transport or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=50))
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 1.0)),
         transport=RetryTransport(inner, retries=retries),
@@ -139,6 +142,7 @@ def make_peer_client(
         auth=auth,
         event_hooks={"request": [_forward_request_id]},
     )
+    return instrument_client(client)
 
 
 class PeerClient:

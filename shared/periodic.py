@@ -13,6 +13,11 @@ login (the sealer, the projector, the projections' reconciliation): reopened aft
 which is logged once per kind (`last_error`), the pause growing with consecutive failures (× 2
 each, up to `max_backoff_seconds`). `BelowWatermark` is one whose rounds do every committed row
 below the watermark (the sealer, the projector), skipped cheaply while the watermark stands still.
+
+With tracing on (shared/tracing.py), `start_jobs` gives each job its app's tracer: an `OnOwnConnection`
+round is a span (named after the job), a `BelowWatermark` one only when the watermark has moved (a
+span per run that does work: `vouchers-sealer run`, `vouchers-projector run`), and the statements it
+sends are its children. Off, a round costs one `is None` more.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 from fastapi import FastAPI
+from opentelemetry.trace import Tracer
 
 from shared.dbconnect import connect_options, timeouts
+from shared.tracing import span, tracer
 
 logger = logging.getLogger("shared.periodic")
 
@@ -51,9 +58,11 @@ async def close_connection(connection: asyncpg.Connection) -> None:
 
 
 async def start_jobs(app: FastAPI, **jobs: Periodic) -> None:
-    """A start-up hook's end: each job kept as `app.state.<name>` (where `stop_jobs` finds it), then started."""
+    """A start-up hook's end: each job kept as `app.state.<name>` (where `stop_jobs` finds it), then started;
+    each traces with the app's tracer (None: tracing off)."""
     for name, job in jobs.items():
         setattr(app.state, name, job)
+        job.tracer = tracer(app, "shared.periodic")
     for job in jobs.values():
         await job.start()
 
@@ -75,9 +84,12 @@ class Periodic:
     #: `stop()` lets the loop finish its round (waking it if it pauses: one more round), then ends
     #: it; after this many seconds it is cancelled. None: `stop()` cancels the loop wherever it is
     drain_seconds: float | None = None
+    #: each round is a span (when `tracer` is set: tracing on)
+    traced_rounds = False
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
+        self.tracer: Tracer | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -140,7 +152,8 @@ class Periodic:
             while True:
                 more = False
                 try:
-                    more = bool(await self.round())
+                    with span(self.tracer if self.traced_rounds else None, self.name):
+                        more = bool(await self.round())
                     failures = 0
                     self.succeeded()
                 except Exception as exc:  # keep going after any failure
@@ -159,6 +172,7 @@ class OnOwnConnection(Periodic):
 
     #: the longest pause after consecutive failures
     max_backoff_seconds = 60.0
+    traced_rounds = True
     #: what a failure's log line calls it (default: `name`), and the logger it is written to
     label: str | None = None
     log = logger
@@ -210,6 +224,8 @@ class BelowWatermark(OnOwnConnection):
 
     #: a statement whose single value is the watermark (`pg_snapshot_xmin` as a bigint)
     watermark_sql: str
+    #: a span per run that does work (`run_once`), not per round: most rounds find the watermark unmoved
+    traced_rounds = False
 
     def __init__(self, dsn: str, role: str, interval: float, *, statement_timeout_ms: int = 30_000) -> None:
         super().__init__(dsn, role, interval, statement_timeout_ms=statement_timeout_ms)
@@ -231,7 +247,11 @@ class BelowWatermark(OnOwnConnection):
         xmin = int(await connection.fetchval(self.watermark_sql))
         if self.watermark is not None and xmin == self.watermark:
             return 0  # no transaction below it can have committed since: nothing new to do
-        done, watermark = await self.run(connection)
+        with span(self.tracer, f"{self.name} run", {"watermark.from": self.watermark or 0}) as current:
+            done, watermark = await self.run(connection)
+            if current is not None:
+                current.set_attribute("rows", done)
+                current.set_attribute("watermark.to", watermark or 0)
         self.runs += 1
         self.done_last = done
         self.done_total += done

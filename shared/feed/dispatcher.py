@@ -1,4 +1,7 @@
-"""The webhook dispatcher: each subscription's events in feed order, signed, retried (see shared/feed)."""
+"""The webhook dispatcher: each subscription's events in feed order, signed, retried (see shared/feed).
+
+With tracing on (shared/tracing.py) each delivery batch (a claimed subscription served) is a span, each
+delivery a client span under it whose W3C `traceparent` the receiver gets with the request."""
 
 import asyncio
 import contextlib
@@ -31,6 +34,7 @@ from shared.feed.signing import (
     standard_headers,
 )
 from shared.periodic import Periodic, start_jobs, stop_jobs
+from shared.tracing import instrument_client, span
 
 logger = logging.getLogger("shared.events")  # the name its log lines have always carried (log queries use it)
 #: the longest each step of a dispatcher's shutdown may wait
@@ -151,8 +155,10 @@ class Dispatcher(Periodic):
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.settings.timeout_seconds), follow_redirects=False, trust_env=False
+            self._http = instrument_client(
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.settings.timeout_seconds), follow_redirects=False, trust_env=False
+                )
             )
         return self._http
 
@@ -248,7 +254,15 @@ class Dispatcher(Periodic):
 
     async def _serve_logged(self, pool: asyncpg.Pool, subscription: Fields, token: uuid.UUID) -> int:
         try:
-            return await self._serve(pool, subscription, token)
+            attributes: dict[str, str | int] = {
+                "webhook.schema": self.schema,
+                "webhook.subscription": int(subscription["id"]),
+            }
+            with span(self.tracer, "webhook delivery batch", attributes) as current:
+                sent = await self._serve(pool, subscription, token)
+                if current is not None:
+                    current.set_attribute("webhook.sent", sent)
+            return sent
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the lease runs out and another round (or process) takes it up
