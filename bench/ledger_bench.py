@@ -1700,7 +1700,7 @@ def pooled_run(
 
 
 def local_year() -> int:
-    from services.vouchers.hotpath import local_today
+    from shared.instants import local_today
 
     return local_today(datetime.now(UTC)).year
 

@@ -10,7 +10,7 @@ same rule to the exports' `from` / `to`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,12 @@ from shared.errors import register_field_messages
 #: The programme's time zone: Shenzhen's dates (a voucher's year, a day's statement, an export's `from`) are
 #: dates in this zone. SQL spells it 'Asia/Shanghai' too.
 SHENZHEN = ZoneInfo("Asia/Shanghai")
+
+
+def local_today(moment: datetime) -> date:
+    """The Shenzhen date of an instant: the day a voucher's year, validity and statements count by."""
+    return moment.astimezone(SHENZHEN).date()
+
 
 OUT_OF_RANGE = "instant_out_of_range"
 OUT_OF_RANGE_EN = "The instant is out of range: in UTC it is not between the years 1 and 9999"

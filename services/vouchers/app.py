@@ -17,17 +17,21 @@ from shared.metrics import on_scrape
 from shared.peers import PeerClient, make_peer_client
 from shared.tokens import peer_auth
 
-from . import authorisations, exports, holds, reservations
+from . import exports
+from .authorisations import endpoints as authorisations
+from .budgets import endpoints as budgets
+from .budgets import reconciler
 from .chain import endpoints as chain
 from .chain import sealer
 from .chain import service as chain_service
 from .dashboard import install_dashboard
-from .endpoints import router
 from .events import CATALOGUE
-from .hotpath import HotPath
+from .issuance import endpoints as issuance
 from .ledger_metrics import register_metrics
 from .models import SCHEMA
 from .peers import Eligibility, Registry
+from .pool import LedgerPool
+from .redemptions import endpoints as redemptions
 from .reporting import endpoints as reporting
 from .reporting import projector
 from .reporting import service as reporting_service
@@ -50,7 +54,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     settings = settings or VouchersSettings()
     on_scrape("vouchers", outbox_figures)  # before the ledger's (register_metrics)
     auth = peer_auth(settings)
-    hotpath = HotPath(settings.async_database_url, settings.db_role, settings.hot_pool_size)
+    ledger_pool = LedgerPool(settings.async_database_url, settings.db_role, settings.hot_pool_size)
     eligibility = PeerClient(
         "eligibility",
         make_peer_client(settings.eligibility_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth),
@@ -60,10 +64,10 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     )
 
     async def start(app: FastAPI) -> None:
-        await hotpath.start()
+        await ledger_pool.start()
 
     async def stop(app: FastAPI) -> None:
-        await hotpath.close()
+        await ledger_pool.close()
         await eligibility.aclose()
         await registry.aclose()
 
@@ -74,12 +78,12 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         settings=settings,
         routers=[
-            holds.router,  # before `router`: its /v1/holds/{id}/{action} would take bureau-release
-            router,
+            redemptions.router,
+            issuance.router,
             authorisations.router,
             chain.router,
             settlement.router,
-            reservations.router,
+            budgets.router,
             events_router(CATALOGUE),
             exports.router,
             reporting.router,
@@ -89,10 +93,10 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
             sealer.start_sealer,
             projector.start_read_side,
             start_dispatcher,
-            reservations.start_reconciler,
+            reconciler.start_reconciler,
         ],
         on_shutdown=[
-            reservations.stop_reconciler,
+            reconciler.stop_reconciler,
             stop_dispatcher,
             projector.stop_read_side,
             reporting_service.close,
@@ -106,7 +110,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     install_dashboard(app)  # GET /dashboard: the page that reads the aggregates API
     reporting_service.configure(app, settings)  # budgets (checked here: a bad file stops the service)
     chain_service.configure_checkpoints(app, settings)  # the checkpoint signing key (a key dir without one stops it)
-    app.state.hotpath = hotpath
+    app.state.ledger_pool = ledger_pool
     app.state.eligibility = Eligibility(eligibility)
     app.state.registry = Registry(registry, settings.vendor_check_ttl_seconds)
     app.state.clock = lambda: datetime.now(UTC)

@@ -1,10 +1,10 @@
 """The vouchers service's own counters (GET /metrics; the kernel's are in shared/metrics.py).
 
 - `vouchers_redemptions_total{action, outcome}` (redeem, hold, capture, release; `ok` or the
-  refusal code the ledger function returned), counted by the redemption path (hotpath.py);
+  refusal code the ledger function returned), counted by the redemption path (redemptions/service.py);
 - `vouchers_ceiling_refusals_total{clause, code}` (M3 redemption and claim ceilings, M1 class
   cap, contract share, one claim per contract), counted wherever such a problem is answered
-  (redemptions in hotpath.py, claims in service.py) by an observer of shared/errors.py.
+  (redemptions in redemptions/, claims in issuance/) by an observer of shared/errors.py.
 
 Both count answers given: an idempotent replay of a refusal counts again. The scrape-time
 figures of the ledger and its sealer are in ledger_metrics.py.
@@ -17,7 +17,8 @@ from prometheus_client import Counter
 from shared.errors import ErrorCode
 from shared.metrics import Children
 
-from .errors import CLAIM_CEILING, CLASS_CAP, CONTRACT_ALREADY_CLAIMED, OVER_CONTRACT_SHARE, REDEMPTION_CEILING
+from .issuance.errors import CLAIM_CEILING, CLASS_CAP, CONTRACT_ALREADY_CLAIMED, OVER_CONTRACT_SHARE
+from .redemptions.errors import REDEMPTION_CEILING
 
 REDEMPTIONS = Counter(
     "vouchers_redemptions",

@@ -9,11 +9,12 @@ from fastapi import Request
 
 from shared.auth import ADMIN, APPROVER, AUDITOR, OFFICER, PLATFORM, Principal
 from shared.errors import ProblemError
+from shared.instants import local_today
 
 from .errors import VENDOR_AFFILIATED, VENDOR_NOT_COMPUTE_VENDOR, VOUCHER_NOT_FOUND
-from .hotpath import HotPath, local_today
 from .models import Voucher
 from .peers import Registry, VendorCheck
+from .pool import LedgerPool
 
 
 async def _compute_vendor_check(request: Request, vendor: str, holder: str, moment: datetime) -> VendorCheck:
@@ -22,10 +23,12 @@ async def _compute_vendor_check(request: Request, vendor: str, holder: str, mome
     return await registry.compute_vendor_check(vendor, holder, local_today(moment))
 
 
-async def compute_vendor_may_redeem(request: Request, hotpath: HotPath, code: str, vendor: str, day: datetime) -> None:
+async def compute_vendor_may_redeem(
+    request: Request, ledger_pool: LedgerPool, code: str, vendor: str, day: datetime
+) -> None:
     """M1: a registered compute vendor, not affiliated with the holder (asked of the registry)."""
-    assert hotpath.pool is not None
-    holder = await hotpath.pool.fetchval("SELECT holder FROM vouchers.vouchers WHERE code = $1", code)
+    assert ledger_pool.pool is not None
+    holder = await ledger_pool.pool.fetchval("SELECT holder FROM vouchers.vouchers WHERE code = $1", code)
     if holder is None:
         return  # the ledger function answers voucher_not_found
     check = await _compute_vendor_check(request, vendor, holder, day)
@@ -37,10 +40,10 @@ async def compute_vendor_may_redeem(request: Request, hotpath: HotPath, code: st
 
 async def _authorised(request: Request, voucher_id: int, vendor: str) -> bool:
     """Has the holder authorised this vendor for this (compute) voucher? One index probe."""
-    hotpath: HotPath = request.app.state.hotpath
-    assert hotpath.pool is not None
+    ledger_pool: LedgerPool = request.app.state.ledger_pool
+    assert ledger_pool.pool is not None
     return bool(
-        await hotpath.pool.fetchval(
+        await ledger_pool.pool.fetchval(
             "SELECT EXISTS (SELECT 1 FROM vouchers.vendor_authorisations "
             "WHERE voucher_id = $1 AND vendor = $2 AND revoked_at IS NULL)",
             voucher_id,

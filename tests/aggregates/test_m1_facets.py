@@ -84,7 +84,7 @@ async def test_an_a1_decision_carries_the_facets_of_the_decision_it_replaces(
 
 
 def test_facets_that_do_not_add_up_are_not_recorded() -> None:
-    from services.vouchers.service import m1_facets
+    from services.vouchers.issuance.service import m1_facets
 
     assert m1_facets({"facets": {}}) == {"revenue_class": None}
     assert m1_facets({}) == {"revenue_class": None}

@@ -240,7 +240,7 @@ async def test_the_services_really_log_in_as_their_own_roles(
     """The in-process app (every pool: requests, hot path) and a service process as `make run` starts it."""
     async with vouchers_app.state.database.engine.connect() as connection:
         assert (await connection.exec_driver_sql("SELECT current_user")).scalar_one() == "vouchers_app"
-    pool = vouchers_app.state.hotpath.pool
+    pool = vouchers_app.state.ledger_pool.pool
     assert await pool.fetchval("SELECT current_user") == "vouchers_app"
     assert await pool.fetchval("SELECT session_user") == "vouchers_app"
 

@@ -191,8 +191,8 @@ async def test_the_service_login_cannot_undo_a_revocation_or_forge_one(
     code, holder, provider = await m1_voucher(vouchers, live_registry_client, live_eligibility_client)
     revoked = await vouchers.delete(f"/v1/vouchers/{code}/authorisations/{provider}", headers=as_applicant(holder))
     assert revoked.status_code == 200, revoked.text
-    hotpath = vouchers_app.state.hotpath  # the very pool (and login) the redemption path uses
-    async with hotpath.pool.acquire() as connection:
+    ledger = vouchers_app.state.ledger_pool  # the very pool (and login) the redemption path uses
+    async with ledger.pool.acquire() as connection:
         with pytest.raises(asyncpg.PostgresError):
             await connection.execute(statement, revoked.json()["id"])
     listed = (await vouchers.get(f"/v1/vouchers/{code}/authorisations", headers=as_applicant(holder))).json()

@@ -11,10 +11,12 @@ from fastapi.responses import StreamingResponse
 
 from shared.auth import ADMIN, AUDITOR, PLATFORM, Principal, require
 from shared.db import SessionDep, raw_connection
+from shared.instants import local_today
 from shared.pagination import Page, PageParams, page_params
 
-from ..deps import Now
-from ..hotpath import HotPath, local_today
+from ..deps import LedgerPoolDep, Now
+from ..invariants import check_invariants
+from ..pool import LedgerPool
 from ..settings import VouchersSettings
 from . import service
 from .anchor import CheckpointSigner, SignedCheckpoints
@@ -41,7 +43,7 @@ async def read_sink(request: Request) -> SignedCheckpoints | None:
 )
 async def verify(request: Request) -> VerifyReport:
     signed = await read_sink(request)
-    return await service.verify(request.app.state.hotpath, request.app.state.settings, signed)
+    return await service.verify(request.app.state.ledger_pool, request.app.state.settings, signed)
 
 
 @router.get(
@@ -77,7 +79,7 @@ async def create_checkpoint(
     signer: CheckpointSigner | None = request.app.state.checkpoint_signer
     sink: Path | None = request.app.state.checkpoint_sink
     return await service.publish_checkpoint(
-        request.app.state.hotpath,
+        request.app.state.ledger_pool,
         request.app.state.settings,
         signer,
         sink,
@@ -111,11 +113,22 @@ async def export(
     checkpoints: Annotated[bool, Query(description="Add the published checkpoints after the entries")] = True,
 ) -> StreamingResponse:
     settings: VouchersSettings = request.app.state.settings
-    hotpath: HotPath = request.app.state.hotpath
-    connection, head, unsealed = await service.open_export(hotpath, settings)
+    ledger_pool: LedgerPool = request.app.state.ledger_pool
+    connection, head, unsealed = await service.open_export(ledger_pool, settings)
     day = local_today(datetime.now(UTC)).isoformat()
     return StreamingResponse(
         service.export_lines(connection, head, unsealed, checkpoints, service.VERIFY_BATCH_SIZE),
         media_type=NDJSON,
         headers={"Content-Disposition": f'attachment; filename="vouchers-ledger-{day}.ndjson"'},
     )
+
+
+@router.get(
+    "/v1/ledger/invariants",
+    summary="Check the ledger against its projections: sums, balances, ceilings, redemptions (auditors)",
+    dependencies=[require(AUDITOR, ADMIN)],
+)
+async def check_ledger_invariants(ledger: LedgerPoolDep) -> dict[str, object]:
+    async with ledger.ready.acquire() as connection:
+        violations = await check_invariants(connection)
+    return {"ok": not violations, "violations": [{"check": v.check, "row": v.row} for v in violations]}

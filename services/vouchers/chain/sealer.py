@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from shared.db import Connection
 from shared.periodic import BelowWatermark, start_jobs, stop_jobs
 
-from ..hotpath import HotPath
+from ..pool import LedgerPool
 from ..settings import VouchersSettings
 from .hashing import GENESIS, EntryFields, chain_hash, entry_hash
 from .repository import (
@@ -162,10 +162,10 @@ class Sealer(BelowWatermark):
 async def start_sealer(app: FastAPI) -> None:
     """Startup hook: the background sealer, on its own connection as the service role."""
     settings: VouchersSettings = app.state.settings
-    hotpath: HotPath = app.state.hotpath
+    ledger_pool: LedgerPool = app.state.ledger_pool
     sealer = Sealer(
-        hotpath.dsn,
-        hotpath.role,
+        ledger_pool.dsn,
+        ledger_pool.role,
         float(settings.sealer_interval_seconds),
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )

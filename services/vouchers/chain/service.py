@@ -23,7 +23,7 @@ from shared.feed.outbox import emit
 from shared.pagination import Page, PageParams, decode_cursor, make_page
 from shared.periodic import close_connection, connect
 
-from ..hotpath import HotPath
+from ..pool import LedgerPool
 from ..settings import VouchersSettings
 from .anchor import (
     CheckpointSigner,
@@ -262,9 +262,11 @@ async def read_sink(sink: Path | None, signer: CheckpointSigner | None) -> Signe
 
 @contextlib.asynccontextmanager
 async def ledger_connection(
-    hotpath: HotPath, settings: VouchersSettings, purpose: str
+    ledger_pool: LedgerPool, settings: VouchersSettings, purpose: str
 ) -> AsyncIterator[asyncpg.Connection]:
-    connection = await connect(hotpath.dsn, hotpath.role, f"vouchers-{purpose}", settings.db_statement_timeout_ms)
+    connection = await connect(
+        ledger_pool.dsn, ledger_pool.role, f"vouchers-{purpose}", settings.db_statement_timeout_ms
+    )
     try:
         yield connection
     finally:
@@ -272,18 +274,18 @@ async def ledger_connection(
 
 
 @contextlib.asynccontextmanager
-async def _publisher_lock(hotpath: HotPath, settings: VouchersSettings) -> AsyncIterator[None]:
+async def _publisher_lock(ledger_pool: LedgerPool, settings: VouchersSettings) -> AsyncIterator[None]:
     """One publisher at a time: a transaction-level advisory lock, held by a connection of its own
     for the whole publication (a session-level one would not survive PgBouncer's transaction
     pooling, shared/dbconnect.py); it is idle meanwhile, so its idle timeout is off for it."""
-    async with ledger_connection(hotpath, settings, "checkpoint-lock") as holder, holder.transaction():
+    async with ledger_connection(ledger_pool, settings, "checkpoint-lock") as holder, holder.transaction():
         await holder.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         await holder.execute(PUBLISHER_LOCK_SQL, CHECKPOINT_LOCK_KEY)
         yield
 
 
-async def verify(hotpath: HotPath, settings: VouchersSettings, signed: SignedCheckpoints | None) -> VerifyReport:
-    async with ledger_connection(hotpath, settings, "verify") as connection:
+async def verify(ledger_pool: LedgerPool, settings: VouchersSettings, signed: SignedCheckpoints | None) -> VerifyReport:
+    async with ledger_connection(ledger_pool, settings, "verify") as connection:
         return await verify_ledger(connection, signed=signed)
 
 
@@ -308,7 +310,7 @@ def _refuse_day(day: date, latest: date | None) -> None:
 
 
 async def publish_checkpoint(
-    hotpath: HotPath,
+    ledger_pool: LedgerPool,
     settings: VouchersSettings,
     signer: CheckpointSigner | None,
     sink: Path | None,
@@ -325,7 +327,10 @@ async def publish_checkpoint(
         raise ProblemError(CHECKPOINT_KEY_MISSING)
     # one publisher at a time (a lock held for it by another connection): the head published is the head verified, and
     # heads only move forward with the days; the INSERT commits before the answer is sent
-    async with _publisher_lock(hotpath, settings), ledger_connection(hotpath, settings, "checkpoint") as connection:
+    async with (
+        _publisher_lock(ledger_pool, settings),
+        ledger_connection(ledger_pool, settings, "checkpoint") as connection,
+    ):
         latest = await connection.fetchrow(LATEST_CHECKPOINT_SQL)
         _refuse_day(day, None if latest is None else latest["day"])
         since = None if latest is None else _mark(latest)
@@ -457,10 +462,10 @@ async def export_lines(
 
 
 async def open_export(
-    hotpath: HotPath, settings: VouchersSettings
+    ledger_pool: LedgerPool, settings: VouchersSettings
 ) -> tuple[asyncpg.Connection, asyncpg.Record | None, int]:
     """The export's own connection (the stream closes it), sealed first; its head and what is unsealed."""
-    connection = await connect(hotpath.dsn, hotpath.role, "vouchers-export", settings.db_statement_timeout_ms)
+    connection = await connect(ledger_pool.dsn, ledger_pool.role, "vouchers-export", settings.db_statement_timeout_ms)
     try:
         await _seal_before_reading(connection, SEAL_BATCH_SIZE)
         head = await connection.fetchrow(LAST_SEAL_SQL)

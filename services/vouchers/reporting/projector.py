@@ -57,7 +57,7 @@ from shared.db import Connection
 from shared.periodic import BelowWatermark, OnOwnConnection, start_jobs, stop_jobs
 
 from ..chain.repository import XMIN_SQL
-from ..hotpath import HotPath
+from ..pool import LedgerPool
 from ..settings import VouchersSettings
 from .repository import (
     BATCH_SETTINGS,
@@ -237,17 +237,17 @@ class Reconciler(OnOwnConnection):
 async def start_read_side(app: FastAPI) -> None:
     """Startup hook: the projector and the reconciliation job, each on its own connection."""
     settings: VouchersSettings = app.state.settings
-    hotpath: HotPath = app.state.hotpath
+    ledger_pool: LedgerPool = app.state.ledger_pool
     projector = Projector(
-        hotpath.dsn,
-        hotpath.role,
+        ledger_pool.dsn,
+        ledger_pool.role,
         float(settings.projector_interval_seconds),
         batch_size=settings.projector_batch_size,
         statement_timeout_ms=max(settings.db_statement_timeout_ms, 120_000),
     )
     reconciler = Reconciler(
-        hotpath.dsn,
-        hotpath.role,
+        ledger_pool.dsn,
+        ledger_pool.role,
         float(settings.reconciliation_interval_seconds),
         statement_timeout_ms=max(settings.db_statement_timeout_ms, 600_000),
     )

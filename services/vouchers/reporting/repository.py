@@ -304,12 +304,12 @@ BUDGET_USED_SQL = (
     "SELECT measure, (issued_fen + granted_fen - returned_fen - reversed_fen)::bigint AS used_fen "
     "FROM vouchers.agg_budget WHERE year = $1"
 )
-#: the budget ceiling rows of the year (A2, services/vouchers/budget_ceilings.py)
+#: the budget ceiling rows of the year (A2, services/vouchers/budgets/service.py)
 BUDGET_ROWS_SQL = (
     "SELECT kind, used_fen FROM vouchers.allowances WHERE holder = 'programme' AND year = $1 AND kind LIKE 'budget.%'"
 )
 
-#: what approvals reserved and issuance has not consumed yet (A2, services/vouchers/reservations.py)
+#: what approvals reserved and issuance has not consumed yet (A2, services/vouchers/budgets/endpoints.py)
 RESERVED_SQL = (
     "SELECT measure, sum(amount_fen)::bigint AS reserved_fen FROM vouchers.budget_reservations "
     "WHERE year = $1 AND state = 'reserved' GROUP BY measure"

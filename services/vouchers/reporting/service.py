@@ -15,11 +15,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from shared.db import Connection
+from shared.instants import local_today
 from shared.peers import PeerClient, PeerRejected, make_peer_client
 from shared.periodic import close_connection, connect
 
-from ..hotpath import HotPath, local_today
 from ..policy.budgets import Budgets, load_budget_file
+from ..pool import LedgerPool
 from ..settings import VouchersSettings
 from .projector import Reconciler, Reconciliation
 from .repository import (
@@ -274,8 +275,8 @@ def _reconciliation_read(result: Reconciliation) -> ReconciliationRead:
 
 @contextlib.asynccontextmanager
 async def _own_connection(request: Request, timeout_ms: int) -> AsyncIterator[asyncpg.Connection]:
-    hotpath: HotPath = request.app.state.hotpath
-    connection = await connect(hotpath.dsn, hotpath.role, "vouchers-reconciliation", timeout_ms)
+    ledger_pool: LedgerPool = request.app.state.ledger_pool
+    connection = await connect(ledger_pool.dsn, ledger_pool.role, "vouchers-reconciliation", timeout_ms)
     try:
         yield connection
     finally:

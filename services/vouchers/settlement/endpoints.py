@@ -12,8 +12,8 @@ from shared.identifiers import CreditCode
 from shared.openapi import CREATED_AT_LOCATION
 from shared.pagination import Page
 
-from .. import service as vouchers
 from ..deps import Now, VoucherCode
+from ..issuance import service as vouchers
 from ..visibility import ensure_visible
 from . import service
 from .deps import BUREAU, BatchId, BatchReader, HolderReader, Pages, Settler, VendorPath, VendorReader

@@ -10,17 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.auth import Principal
 from shared.context import request_id_var
 from shared.errors import ProblemError
+from shared.instants import local_today
 from shared.pagination import Page, PageParams, decode_cursor, encode_cursor, make_page
 
 from .. import events
-from .. import service as vouchers
-from ..errors import STATEMENT_NOT_FOUND
-from ..hotpath import local_today
+from ..issuance import repository as ledger
+from ..issuance import service as vouchers
 from ..models import Entry, SettlementBatch, Voucher
 from ..schemas import AllowanceRead, GrantRead
 from . import repository
 from .deps import BUREAU
-from .errors import NOTHING_TO_SETTLE, SETTLEMENT_BATCH_CLOSED, SETTLEMENT_BATCH_NOT_FOUND
+from .errors import NOTHING_TO_SETTLE, SETTLEMENT_BATCH_CLOSED, SETTLEMENT_BATCH_NOT_FOUND, STATEMENT_NOT_FOUND
 from .schemas import (
     AccountRef,
     BatchCreate,
@@ -82,8 +82,8 @@ async def close_batch(session: AsyncSession, batch_id: int, actor: str, now: dat
         raise ProblemError(
             SETTLEMENT_BATCH_CLOSED, id=batch.id, closed_by=batch.closed_by, closed_at=batch.closed_at.isoformat()
         )
-    receivable = await vouchers.account(session, "vendor_receivable", batch.vendor)
-    settled = await vouchers.account(session, "settled", batch.vendor)
+    receivable = await ledger.account(session, "vendor_receivable", batch.vendor)
+    settled = await ledger.account(session, "settled", batch.vendor)
     entry = Entry(
         kind="settle",
         from_account_id=receivable,

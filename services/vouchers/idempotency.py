@@ -1,4 +1,5 @@
-"""An officer's issuance or grant sent again with the same `Idempotency-Key` answers what the first did.
+"""One `Idempotency-Key` mechanism: what makes two requests the same (`request_hash`), and an officer's
+issuance or grant sent again with the same key answering what the first did (`once`).
 
 One mechanism with the redemption path: the key is claimed by the same SQL function,
 `vouchers.claim_key()` (a concurrent twin waits for the first, then reads its answer; another
@@ -14,21 +15,28 @@ is claimed (no peer call inside the transaction), so a retry while eligibility i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ProblemError
 
 from .errors import IDEMPOTENCY_KEY_REUSED
-from .hotpath import request_hash
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def request_hash(action: str, target: str, payload: dict[str, Any]) -> str:
+    """What makes two requests 'the same' for idempotency: action, target and canonical body."""
+    canonical = json.dumps([action, target, payload], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
 
 _CLAIM = text("SELECT fresh, status_code, body FROM vouchers.claim_key(:client, :key, :hash)")
 _REMEMBER = text("SELECT vouchers.remember(:client, :key, :status, CAST(:body AS jsonb))")
@@ -46,8 +54,7 @@ async def once(
     """Run `produce` once per (client, key); a repeat with the same request replays its answer."""
     if key is None:
         return await produce()
-    params = {"client": client, "key": key, "hash": request_hash(action, "", payload)}
-    claim = (await session.execute(_CLAIM, params)).one()
+    claim = await claim_key(session, client, key, request_hash(action, "", payload))
     if not claim.fresh:
         if claim.status_code in (None, 409):  # another request under this key (409), or no stored answer
             raise ProblemError(IDEMPOTENCY_KEY_REUSED, key=key)
@@ -55,5 +62,15 @@ async def once(
         return JSONResponse(stored, status_code=claim.status_code, headers={"Idempotent-Replayed": "true"})
     answer = await produce()
     body = answer.model_dump_json()
-    await session.execute(_REMEMBER, {"client": client, "key": key, "status": status_code, "body": body})
+    await remember(session, client, key, status_code, body)
     return answer
+
+
+async def claim_key(session: AsyncSession, client: str, key: str, digest: str) -> Row[Any]:
+    """`vouchers.claim_key()`: (fresh, status_code, body); not fresh, the key's first request's stored answer."""
+    return (await session.execute(_CLAIM, {"client": client, "key": key, "hash": digest})).one()
+
+
+async def remember(session: AsyncSession, client: str, key: str, status_code: int, body: str) -> None:
+    """`vouchers.remember()`: the answer (JSON text) a retry with the key replays."""
+    await session.execute(_REMEMBER, {"client": client, "key": key, "status": status_code, "body": body})

@@ -3,7 +3,7 @@
 Issuance reads the approved decision and the policy parameters from the eligibility
 service *before* writing anything (unreachable → 503, nothing written). Then, in one
 transaction: the ceilings (`ceilings.py`: one `allowances` row each, conditional UPDATE), the programme
-budget of the measure and year (A2, `budget_ceilings.py`), the voucher, its accounts and
+budget of the measure and year (A2, `budgets/`), the voucher, its accounts and
 the entry from the budget. A refused claim rolls everything back and says why, with the
 headroom left (M3-6, A2). Voiding, expiry and a grant's reversal give the amount back to
 the budget in the same transaction as their entry.
@@ -16,29 +16,33 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.context import request_id_var
 from shared.errors import ProblemError
+from shared.instants import local_today
 
-from . import authorisations, budget_ceilings, ceilings, events, holds
+from .. import events
+from ..authorisations import service as authorisations
+from ..budgets import service as budget_ceilings
+from ..errors import VOUCHER_NOT_FOUND
+from ..models import Entry, Grant, Voucher
+from ..peers import Eligibility
+from ..policy.budgets import Budgets
+from ..redemptions import service as holds
+from ..schemas import GrantRead, VoucherRead
+from . import ceilings, repository
 from .errors import (
     ALREADY_ISSUED,
     ALREADY_REVERSED,
     CONTRACT_ALREADY_CLAIMED,
     GRANT_NOT_FOUND,
     VOUCHER_NOT_ACTIVE,
-    VOUCHER_NOT_FOUND,
     WRONG_INSTRUMENT,
 )
-from .hotpath import local_today
-from .models import Account, Entry, Grant, Voucher
-from .peers import Eligibility
-from .policy.budgets import Budgets
-from .schemas import GrantRead, IssueRequest, ReversalRequest, VoidRequest, VoucherRead
+from .repository import account
+from .schemas import IssueRequest, ReversalRequest, VoidRequest
 
 VOUCHER_MEASURES = ("M1", "M3")
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read over the phone
@@ -76,14 +80,6 @@ def voucher_read(voucher: Voucher, today: date) -> VoucherRead:
             "state": state_of(voucher, today),
         }
     )
-
-
-async def account(session: AsyncSession, kind: str, ref: str) -> int:
-    """Get or create an account (race-safe)."""
-    await session.execute(insert(Account).values(kind=kind, ref=ref).on_conflict_do_nothing())
-    found = await session.scalar(select(Account.id).where(Account.kind == kind, Account.ref == ref))
-    assert found is not None
-    return int(found)
 
 
 def m1_facets(decision: dict[str, Any]) -> dict[str, Any]:
@@ -125,8 +121,8 @@ async def _pay_decision(
         raise ProblemError(
             WRONG_INSTRUMENT, measure=measure, endpoint="POST /v1/grants" if voucher else "POST /v1/vouchers"
         )
-    await _lock_decision(session, decision_id)
-    existing = await _already_issued(session, decision_id)
+    await repository.lock_decision(session, decision_id)
+    existing = await repository.already_issued(session, decision_id)
     if existing:
         raise ProblemError(ALREADY_ISSUED, reference=existing)
     amount = int(decision["amount_fen"])
@@ -134,21 +130,6 @@ async def _pay_decision(
         session, budgets, reserved_by_approval(decision), decision_id, measure, amount, actor, now
     )
     return decision, measure, amount, reserved_year
-
-
-async def _lock_decision(session: AsyncSession, decision_id: uuid.UUID) -> None:
-    """Claims of one decision take turns, so the loser hears `already_issued`, not another refusal."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"vouchers:decision:{decision_id}"}
-    )
-
-
-async def _already_issued(session: AsyncSession, decision_id: uuid.UUID) -> str | None:
-    code = await session.scalar(select(Voucher.code).where(Voucher.decision_id == decision_id))
-    if code:
-        return str(code)
-    grant = await session.scalar(select(Grant.id).where(Grant.decision_id == decision_id))
-    return f"grant {grant}" if grant else None
 
 
 async def issue_voucher(
@@ -284,7 +265,7 @@ async def grant(
 
 
 async def _grant_read(session: AsyncSession, row: Grant) -> GrantRead:
-    reversal = await session.scalar(select(Entry.id).where(Entry.reverses_entry_id == row.entry_id))
+    reversal = await repository.reversal_of(session, row.entry_id)
     read = GrantRead.model_validate(row, from_attributes=True)
     return read.model_copy(update={"reversed_by_entry_id": reversal})
 
@@ -297,13 +278,12 @@ async def reverse_grant(
     The amount goes back to the budget it left (A2), after the entry: a concurrent reversal of
     the same grant has then already lost on the unique index, and gives nothing back.
     """
-    # no row lock (the role may not UPDATE grants): the unique index on reverses_entry_id decides races
-    row = (await session.execute(select(Grant).where(Grant.id == grant_id))).scalar_one_or_none()
+    row = await repository.grant(session, grant_id)
     if row is None:
         raise ProblemError(GRANT_NOT_FOUND, id=grant_id)
     original = await session.get(Entry, row.entry_id)
     assert original is not None
-    done = await session.scalar(select(Entry.id).where(Entry.reverses_entry_id == original.id))
+    done = await repository.reversal_of(session, original.id)
     if done is not None:
         raise ProblemError(ALREADY_REVERSED, entry_id=done)
     session.add(
@@ -332,10 +312,7 @@ async def reverse_grant(
 
 
 async def get_voucher(session: AsyncSession, code: str, *, lock: bool = False) -> Voucher:
-    statement = select(Voucher).where(Voucher.code == code)
-    if lock:
-        statement = statement.with_for_update()
-    voucher = (await session.execute(statement)).scalar_one_or_none()
+    voucher = await repository.voucher(session, code, lock=lock)
     if voucher is None:
         raise ProblemError(VOUCHER_NOT_FOUND, code=code)
     return voucher
@@ -395,16 +372,9 @@ async def void(
 
 async def expire_due(session: AsyncSession, budgets: Budgets, now: datetime) -> int:
     """Release expired holds, then return the unused amount of vouchers past their date."""
-    await session.execute(select(func.vouchers.expire_holds(now)))
+    await repository.expire_holds(session, now)
     today = local_today(now)
-    due = (
-        await session.execute(
-            select(Voucher)
-            .where(Voucher.valid_until < today, Voucher.expired_at.is_(None), Voucher.voided_at.is_(None))
-            .order_by(Voucher.id)
-            .with_for_update(skip_locked=True)
-        )
-    ).scalars()
+    due = await repository.due_vouchers(session, today)
     expired: list[Voucher] = []
     returned: dict[int, int] = {}
     for voucher in due:

@@ -28,7 +28,7 @@ amount before its approval commits, under an id of its own per attempt that the 
 The reservation takes from the same row, so the row counts committed + reserved and the bureau
 cannot approve past the budget. Issuing the voucher or the grant consumes the reservation instead of
 taking again, from the reservation's budget year; a failed approval releases it; a reservation no
-approval recorded is released by the reconciler (`reservations.py`).
+approval recorded is released by the reconciler (`reconciler.py`).
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ import logging
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ProblemError
 from shared.money import format_yuan
 
+from ..models import BudgetReservation
+from ..policy.budgets import Budget, Budgets
+from . import repository
 from .errors import (
     BUDGET_ALREADY_RESERVED,
     BUDGET_EXHAUSTED,
@@ -52,57 +53,17 @@ from .errors import (
     RESERVATION_CONSUMED,
     RESERVATION_NOT_FOUND,
 )
-from .models import Account, Allowance, BudgetReservation
-from .policy.budgets import Budget, Budgets
+from .repository import account_ref, budget_ref
 
-logger = logging.getLogger("services.vouchers.budget_ceilings")
+__all__ = ["account_ref", "budget_ref", "consume", "give_back", "parse_ref", "release", "reserve", "standing", "take"]
 
-HOLDER = "programme"
-CLAUSE = "A2"
-
-_ENSURE = text(
-    """
-    INSERT INTO vouchers.allowances (holder, year, kind, limit_fen, used_fen, clause, parameter)
-    SELECT :holder, :year, :kind, greatest(:figure, ledger.used), ledger.used, :clause, :parameter
-    FROM (SELECT vouchers.budget_committed(:ref) AS used) ledger
-    ON CONFLICT (holder, year, kind) DO NOTHING
-    """
-)
-#: the ceiling: one conditional UPDATE, checked against the figure standing today, which becomes the limit
-_TAKE = text(
-    """
-    UPDATE vouchers.allowances SET used_fen = used_fen + :amount, limit_fen = :figure
-    WHERE holder = :holder AND year = :year AND kind = :kind AND used_fen + :amount <= :figure
-    RETURNING used_fen
-    """
-)
-_GIVE_BACK = text(
-    """
-    UPDATE vouchers.allowances SET used_fen = used_fen - :amount
-    WHERE holder = :holder AND year = :year AND kind = :kind AND used_fen >= :amount
-    RETURNING used_fen
-    """
-)
-_EMPTY = text("UPDATE vouchers.allowances SET used_fen = 0 WHERE holder = :holder AND year = :year AND kind = :kind")
-
-
-def kind_of(measure: str) -> str:
-    return f"budget.{measure}"
-
-
-def account_ref(measure: str, year: int) -> str:
-    """The budget account the money leaves from and returns to (`accounts.ref`)."""
-    return f"{measure}:{year}"
+logger = logging.getLogger("services.vouchers.budgets")
 
 
 def parse_ref(ref: str) -> tuple[str, int] | None:
     """`M3:2026` → ("M3", 2026); None for anything else."""
     measure, _, year = ref.partition(":")
     return (measure, int(year)) if measure and year.isdigit() else None
-
-
-def _key(measure: str, year: int) -> dict[str, object]:
-    return {"holder": HOLDER, "year": year, "kind": kind_of(measure)}
 
 
 def standing(budgets: Budgets, measure: str, year: int, today: date) -> Budget:
@@ -120,39 +81,13 @@ def standing(budgets: Budgets, measure: str, year: int, today: date) -> Budget:
     return figure
 
 
-async def _ensure(session: AsyncSession, measure: str, year: int, figure_fen: int) -> None:
-    await session.execute(
-        _ENSURE,
-        {
-            **_key(measure, year),
-            "figure": figure_fen,
-            "clause": CLAUSE,
-            "parameter": f"budgets.yaml:{measure}",
-            "ref": account_ref(measure, year),
-        },
-    )
-
-
-async def committed(session: AsyncSession, measure: str, year: int) -> int | None:
-    """What the budget row says is committed (None: no row yet)."""
-    used = await session.scalar(
-        select(Allowance.used_fen).where(
-            Allowance.holder == HOLDER, Allowance.year == year, Allowance.kind == kind_of(measure)
-        )
-    )
-    return None if used is None else int(used)
-
-
 async def take(session: AsyncSession, budgets: Budgets, figure: Budget, amount: int) -> None:
     """Commit `amount` of the budget `figure` stands for, or refuse with what remains (nothing is written)."""
     measure, year = figure.measure, figure.year
-    await _ensure(session, measure, year, figure.budget_fen)
-    taken = (
-        await session.execute(_TAKE, {**_key(measure, year), "amount": amount, "figure": figure.budget_fen})
-    ).first()
-    if taken is not None:
+    await repository.ensure(session, measure, year, figure.budget_fen)
+    if await repository.take(session, measure, year, amount, figure.budget_fen):
         return
-    used = await committed(session, measure, year) or 0
+    used = await repository.committed(session, measure, year) or 0
     remaining = max(0, figure.budget_fen - used)
     raise ProblemError(
         BUDGET_EXHAUSTED,
@@ -177,18 +112,12 @@ async def give_back(session: AsyncSession, budgets: Budgets, ref: str, amount: i
         return
     measure, year = parsed
     figure = budgets.budget(measure, year, today)
-    await _ensure(session, measure, year, figure.budget_fen if figure else 0)
-    if (await session.execute(_GIVE_BACK, {**_key(measure, year), "amount": amount})).first() is None:
+    await repository.ensure(session, measure, year, figure.budget_fen if figure else 0)
+    if not await repository.give_back(session, measure, year, amount):
         # the row counted less than comes back: commitments it never saw (a process older than
         # migration 0009 issuing meanwhile). A return is never refused; the invariants name the row.
         logger.error("budget row %s counted less than the %s fen returned: set to 0", ref, amount)
-        await session.execute(_EMPTY, _key(measure, year))
-
-
-async def budget_ref(session: AsyncSession, account_id: int) -> str | None:
-    """The `measure:year` of a budget account (None if the account is not a budget)."""
-    ref = await session.scalar(select(Account.ref).where(Account.id == account_id, Account.kind == "budget"))
-    return None if ref is None else str(ref)
+        await repository.empty(session, measure, year)
 
 
 # --- approval reserves (A2) -----------------------------------------------------------------------
@@ -216,54 +145,28 @@ async def reserve(
     one already issued) is `budget_already_reserved`. Over the budget: `budget_exhausted`, nothing
     written.
     """
-    existing = await session.get(BudgetReservation, reservation_id)
+    existing = await repository.reservation(session, reservation_id)
     if existing is not None:
         if _reservation_fields(existing) != {"decision_id": decision_id, "measure": measure, "amount_fen": amount}:
             raise ProblemError(RESERVATION_CONFLICT, id=str(reservation_id))
         return existing
-    live = await _live_reservation(session, decision_id)
+    live = await repository.live_reservation(session, decision_id)
     if live is not None:
         raise _already_reserved(live)
     figure = standing(budgets, measure, today.year, today)
-    inserted = (
-        await session.execute(
-            insert(BudgetReservation)
-            .values(
-                id=reservation_id,
-                decision_id=decision_id,
-                measure=measure,
-                year=today.year,
-                amount_fen=amount,
-                state="reserved",
-                reserved_by=actor,
-                request_id=request_id,
-            )
-            .on_conflict_do_nothing()
-            .returning(BudgetReservation.id)
-        )
-    ).first()
-    if inserted is None:  # a concurrent call won: the same attempt retried, or another attempt on the decision
-        again = await session.get(BudgetReservation, reservation_id, populate_existing=True)
+    if not await repository.add_reservation(
+        session, reservation_id, decision_id, measure, today.year, amount, actor, request_id
+    ):  # a concurrent call won: the same attempt retried, or another attempt on the decision
+        again = await repository.reservation(session, reservation_id, fresh=True)
         if again is not None:
             return await reserve(session, budgets, reservation_id, decision_id, measure, amount, today, actor, None)
-        other = await _live_reservation(session, decision_id)
+        other = await repository.live_reservation(session, decision_id)
         assert other is not None  # the insert met it
         raise _already_reserved(other)
     await take(session, budgets, figure, amount)
-    row = await session.get(BudgetReservation, reservation_id, populate_existing=True)
+    row = await repository.reservation(session, reservation_id, fresh=True)
     assert row is not None
     return row
-
-
-async def _live_reservation(session: AsyncSession, decision_id: uuid.UUID) -> BudgetReservation | None:
-    """The decision's reservation that is reserved or consumed (a partial unique index: at most one)."""
-    return (
-        await session.execute(
-            select(BudgetReservation).where(
-                BudgetReservation.decision_id == decision_id, BudgetReservation.state != "released"
-            )
-        )
-    ).scalar_one_or_none()
 
 
 def _already_reserved(live: BudgetReservation) -> ProblemError:
@@ -276,27 +179,14 @@ def _already_reserved(live: BudgetReservation) -> ProblemError:
     )
 
 
-async def _settle(
-    session: AsyncSession, reservation_id: uuid.UUID, state: str, actor: str, reason: str, now: datetime
-) -> bool:
-    """Move a reserved row to `state`; False if it was not reserved any more (a concurrent settlement won)."""
-    moved = await session.execute(
-        update(BudgetReservation)
-        .where(BudgetReservation.id == reservation_id, BudgetReservation.state == "reserved")
-        .values(state=state, settled_at=now, settled_by=actor, settled_reason=reason)
-        .returning(BudgetReservation.id)
-    )
-    return moved.first() is not None
-
-
 async def release(
     session: AsyncSession, budgets: Budgets, reservation_id: uuid.UUID, actor: str, reason: str, now: datetime
 ) -> BudgetReservation:
     """Give a reservation's amount back to its year's budget (a failed or abandoned approval); idempotent."""
-    row = await session.get(BudgetReservation, reservation_id)
+    row = await repository.reservation(session, reservation_id)
     if row is None:
         raise ProblemError(RESERVATION_NOT_FOUND, id=str(reservation_id))
-    if row.state == "reserved" and await _settle(session, reservation_id, "released", actor, reason, now):
+    if row.state == "reserved" and await repository.settle(session, reservation_id, "released", actor, reason, now):
         await give_back(session, budgets, account_ref(row.measure, row.year), row.amount_fen, now.date())
     await session.refresh(row)
     if row.state == "consumed":
@@ -322,23 +212,12 @@ async def consume(
     """
     if reservation_id is None:
         return None
-    row = (
-        await session.execute(select(BudgetReservation).where(BudgetReservation.id == reservation_id).with_for_update())
-    ).scalar_one_or_none()
+    row = await repository.reservation(session, reservation_id, lock=True)
     if row is None or row.state != "reserved":
         return None
     if _reservation_fields(row) != {"decision_id": decision_id, "measure": measure, "amount_fen": amount}:
         # not what was approved: give it back and let the caller take what is being paid
         await release(session, budgets, reservation_id, actor, "issued amount differs from the reservation", now)
         return None
-    await _settle(session, reservation_id, "consumed", actor, "issued", now)
+    await repository.settle(session, reservation_id, "consumed", actor, "issued", now)
     return row.year
-
-
-async def confirm(session: AsyncSession, reservation_id: uuid.UUID, now: datetime) -> None:
-    """The reconciler found the approval that recorded this reservation: stop asking about it."""
-    await session.execute(
-        update(BudgetReservation)
-        .where(BudgetReservation.id == reservation_id, BudgetReservation.state == "reserved")
-        .values(confirmed_at=now)
-    )

@@ -13,56 +13,14 @@ from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ProblemError
 from shared.money import format_yuan
 
+from ..peers import Eligibility
 from .errors import ALREADY_ISSUED, CLAIM_CEILING, CLASS_CAP, CONTRACT_ALREADY_CLAIMED, OVER_CONTRACT_SHARE
-from .models import Allowance, Voucher
-from .peers import Eligibility
-
-
-async def ensure_allowance(
-    session: AsyncSession, holder: str, year: int, kind: str, limit_fen: int, clause: str, parameter: str | None
-) -> None:
-    await session.execute(
-        insert(Allowance)
-        .values(
-            holder=holder, year=year, kind=kind, limit_fen=limit_fen, used_fen=0, clause=clause, parameter=parameter
-        )
-        .on_conflict_do_nothing()
-    )
-
-
-async def take_allowance(session: AsyncSession, holder: str, year: int, kind: str, amount: int) -> Allowance | None:
-    """The atomic ceiling check: one conditional UPDATE; None if it would exceed the limit."""
-    return (
-        await session.execute(
-            update(Allowance)
-            .where(
-                Allowance.holder == holder,
-                Allowance.year == year,
-                Allowance.kind == kind,
-                Allowance.used_fen + amount <= Allowance.limit_fen,
-            )
-            .values(used_fen=Allowance.used_fen + amount)
-            .returning(Allowance)
-        )
-    ).scalar_one_or_none()
-
-
-async def headroom(session: AsyncSession, holder: str, year: int, kind: str) -> tuple[int, int]:
-    row = (
-        await session.execute(
-            select(Allowance.limit_fen, Allowance.used_fen).where(
-                Allowance.holder == holder, Allowance.year == year, Allowance.kind == kind
-            )
-        )
-    ).one()
-    return int(row[0]), int(row[1])
+from .repository import allowance_exists, contract_claim, ensure_allowance, headroom, take_allowance
 
 
 def floor_fen(value: Decimal) -> int:
@@ -87,9 +45,7 @@ async def m3_ceilings(
             ratio=f"{ratio:%}",
         )
     key = f"{contract['vendor_credit_code']}:{contract['number']}"
-    claimed = (
-        await session.execute(select(Voucher.code, Voucher.decision_id).where(Voucher.contract_key == key))
-    ).first()
+    claimed = await contract_claim(session, key)
     if claimed is not None:
         if str(claimed.decision_id) == str(decision["decision_id"]):  # the same decision, claimed concurrently
             raise ProblemError(ALREADY_ISSUED, reference=claimed.code)
@@ -124,14 +80,7 @@ async def m1_class_cap(session: AsyncSession, decision: dict[str, Any]) -> None:
         return
     if cap is not None:
         await ensure_allowance(session, holder, year, "M1.class_cap", int(cap), "M1", "M1.revenue_classes")
-    elif (
-        await session.scalar(
-            select(Allowance.id).where(
-                Allowance.holder == holder, Allowance.year == year, Allowance.kind == "M1.class_cap"
-            )
-        )
-        is None
-    ):
+    elif not await allowance_exists(session, holder, year, "M1.class_cap"):
         return  # no class known for this enterprise and year yet: nothing to count against
     if await take_allowance(session, holder, year, "M1.class_cap", capped) is None:
         limit, used = await headroom(session, holder, year, "M1.class_cap")

@@ -1,0 +1,138 @@
+"""The redemption routes: vendors redeem, hold, capture and release; the bureau releases a hold.
+
+Vendors' systems (`vendor` clients, each bound to one vendor organisation's credit code) call
+with an `Idempotency-Key` on every call; the vendor is the token's organisation. These routes are
+rate limited per client (429, Retry-After). A vendor acts on and sees only vouchers it may
+redeem, and only its own holds: anything else answers the usual 404 (`voucher_not_found`,
+`hold_not_found`), so a client cannot learn what exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+
+from shared.auth import ADMIN, OFFICER, VENDOR, Principal, authorize, protected, require
+from shared.db import SessionDep
+
+from ..deps import LedgerPoolDep, Now, VoucherCode, idempotency_key, now
+from ..pool import LedgerPool
+from . import service
+from .deps import VendorCall, read_body, redemption_input, vendor_of
+from .schemas import BureauRelease, HoldFinished, HoldRequest, RedemptionRead, RedemptionRequest, ReleasedHold
+
+router = APIRouter(tags=["redemption"])
+
+_VENDOR_ONLY = (VENDOR,)
+HoldId = Annotated[int, Path(ge=1, le=2**62)]
+TOO_MANY = {"description": "Too many requests from this client; retry after `Retry-After` seconds"}
+
+
+@router.post(
+    "/v1/holds/{hold_id}/bureau-release",
+    response_model=ReleasedHold,
+    summary="Release a vendor's hold for the bureau, with a reason (officers): the amount is available again",
+    description="The release entry records the officer and the reason, as does the `vouchers.hold.released` event.",
+)
+async def bureau_release(
+    session: SessionDep,
+    moment: Now,
+    principal: Annotated[Principal, require(OFFICER, ADMIN)],
+    hold_id: HoldId,
+    payload: BureauRelease,
+) -> ReleasedHold:
+    """Registered before `/v1/holds/{hold_id}/{action}`, which would take it."""
+    return await service.bureau_release(session, hold_id, payload, principal.actor, moment)
+
+
+@protected(VENDOR)
+async def redeem_hot(request: Request) -> Response:
+    """The same endpoint as `redeem_voucher` below, without FastAPI's dependency machinery.
+
+    Vendors' redemptions are the hot path: resolving four dependencies per request cost a
+    measurable share of the process's CPU (docs/benchmarks.md). The answers are FastAPI's,
+    in FastAPI's order: the token (401, verified before the body is read by
+    `shared.limits.RequestGuardMiddleware`, which leaves the principal in the request state),
+    a body that is not JSON (422), the role and rate (403, 429), the Idempotency-Key (400), then
+    the header, path and body rules together (one 422 with every field), with the same models.
+    The FastAPI route below documents it in OpenAPI (a test sends both the same requests).
+    """
+    received = await read_body(request)
+    vendor = vendor_of(authorize(request, _VENDOR_ONLY, rate_limited=True))
+    key = idempotency_key(request.headers.get("idempotency-key"))
+    code = request.path_params["code"]
+    payload = redemption_input(code, key, received)
+    ledger: LedgerPool = request.app.state.ledger_pool
+    return await service.redeem(request, ledger, code, payload, vendor, key, None, await now(request))
+
+
+# registered first, so it is the one that answers; the documented route has the same contract
+router.add_route("/v1/vouchers/{code}/redemptions", redeem_hot, methods=["POST"], include_in_schema=False)
+
+
+@router.post(
+    "/v1/vouchers/{code}/redemptions",
+    status_code=201,
+    summary="Redeem part or all of a voucher (vendors; idempotent by Idempotency-Key)",
+    responses={
+        201: {"model": RedemptionRead, "description": "Redeemed: the redemption and the voucher's balances after it"},
+        429: TOO_MANY,
+    },
+)
+async def redeem_voucher(
+    request: Request,
+    ledger: LedgerPoolDep,
+    moment: Now,
+    call: VendorCall,
+    code: VoucherCode,
+    payload: RedemptionRequest,
+) -> Response:
+    vendor, key = call
+    return await service.redeem(request, ledger, code, payload, vendor, key, None, moment)
+
+
+@router.post(
+    "/v1/vouchers/{code}/holds",
+    status_code=201,
+    summary="Reserve an amount (like a card authorisation); capture or release it later",
+    responses={
+        201: {"model": RedemptionRead, "description": "Held (`status` held): the hold, its id and end"},
+        429: TOO_MANY,
+    },
+)
+async def create_hold(
+    request: Request,
+    ledger: LedgerPoolDep,
+    moment: Now,
+    call: VendorCall,
+    code: VoucherCode,
+    payload: HoldRequest,
+) -> Response:
+    vendor, key = call
+    settings = request.app.state.settings
+    seconds = payload.hold_seconds or settings.hold_seconds
+    service.check_hold_seconds(seconds, settings.hold_max_seconds)
+    return await service.redeem(request, ledger, code, payload, vendor, key, seconds, moment)
+
+
+@router.post(
+    "/v1/holds/{hold_id}/{action}",
+    summary="Capture a hold (it becomes a redemption) or release it (the amount is available again)",
+    description="Only the vendor that made the hold may finish it; another vendor's hold answers `hold_not_found`.",
+    responses={
+        200: {"model": HoldFinished, "description": "Captured or released"},
+        429: TOO_MANY,
+    },
+)
+async def finish_hold(
+    request: Request,
+    ledger: LedgerPoolDep,
+    moment: Now,
+    call: VendorCall,
+    hold_id: HoldId,
+    action: Literal["capture", "release"],
+) -> Response:
+    vendor, key = call
+    return await service.finish(request, ledger, hold_id, action, vendor, key, moment)
