@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger \
-	bench-export bench-aggregates \
+	bench-export bench-aggregates bench-tracing \
 	token client backup restore browser compose-tool pooler-tool test-resilience
 
 $(BIN)/python:
@@ -103,6 +103,12 @@ bench-ledger: $(STAMP) pooler-tool
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		echo "wrk could not be installed: bench-ledger falls back to its Python load generator"
 	$(BIN)/python -m bench.ledger_bench
+
+# the redemption path with tracing off and on (OTLP to a local sink), alternating, in one run (docs/benchmarks.md)
+bench-tracing: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk \
+		>/dev/null) || echo "wrk could not be installed: bench-tracing falls back to its Python load generator"
+	$(BIN)/python -m bench.tracing_bench $(ARGS)
 
 # 1,000,000 ledger entries exported as NDJSON and CSV over HTTP: rate and the service's peak memory
 bench-export: $(STAMP)

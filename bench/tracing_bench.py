@@ -1,0 +1,338 @@
+"""What tracing costs the redemption path: one vouchers process with tracing off, then on, in one run.
+
+`make bench-tracing` (or `python -m bench.tracing_bench`). The stack is the ledger benchmark's (its data,
+its vouchers, its load generator: wrk when installed, bench/ledger_bench.py): registry, eligibility and
+a vouchers process issue M3 vouchers through the public APIs; then, in turn, a vouchers process is
+started with tracing off (no OTEL_* variable: shared/tracing.py installs nothing) and one with tracing
+on (OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink in this process that answers 200 and counts
+what it gets: every request sampled, exported in batches as in production), each warmed up and then
+loaded with redemptions by the same generator for the same time. The phases alternate (off, on, off,
+on, …: --rounds) so that a drift of the machine does not look like a cost; the figures are the medians
+over the rounds, and off's spread between its own rounds says how much of a difference is noise.
+
+Printed: each run, the medians, the ratios on/off (throughput, p50, p99, the vouchers process's CPU per
+redemption) and off/off (noise), and a Markdown block for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from bench.common import (
+    HOST,
+    bounded,
+    drop_database,
+    free_port,
+    fresh_database,
+    keep_local,
+    machine,
+    postgres_server,
+    say,
+    signals_ignored,
+)
+from bench.ledger_bench import (
+    BenchAuth,
+    CpuMeter,
+    Loader,
+    LoadRun,
+    Setup,
+    create_vouchers,
+    describe,
+    ms,
+    service_env,
+    settle,
+)
+from devtools import devdb
+from devtools.devrun import Stack, start_service, stop_services, wait_ready
+from shared.migrations import upgrade_all
+
+MODES = ("off", "on")
+
+
+class OtlpSink:
+    """Stands for an OpenTelemetry collector: answers every OTLP/HTTP export 200 and counts it."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with sink._lock:
+                    sink.requests += 1
+                    sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{HOST}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtlpSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return self.requests, self.bytes
+
+
+@dataclass
+class Phase:
+    mode: str
+    round: int
+    run: LoadRun
+    exports: int = 0  # OTLP requests the sink got during the phase (on)
+    export_bytes: int = 0
+
+
+@dataclass
+class Results:
+    setup: Setup = field(default_factory=Setup)
+    phases: list[Phase] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def of(self, mode: str) -> list[LoadRun]:
+        return [p.run for p in self.phases if p.mode == mode]
+
+    def median(self, mode: str, measure: str) -> float:
+        runs = self.of(mode)
+        values = {
+            "rate": [r.rate for r in runs],
+            "p50": [r.p50 for r in runs],
+            "p99": [r.p99 for r in runs],
+            "cpu": [r.cpu_us("vouchers") for r in runs],
+        }[measure]
+        return statistics.median(values) if values else float("nan")
+
+    def ratio(self, measure: str) -> float:
+        off = self.median("off", measure)
+        return self.median("on", measure) / off if off else float("nan")
+
+    def noise(self) -> float:
+        """The spread of off's throughput between its rounds: largest / smallest − 1."""
+        rates = [r.rate for r in self.of("off")]
+        return max(rates) / min(rates) - 1 if len(rates) > 1 and min(rates) > 0 else float("nan")
+
+
+def tracing_env(mode: str, sink: OtlpSink) -> dict[str, str]:
+    if mode == "off":
+        return {}
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+
+
+def markdown(args: argparse.Namespace, argv: list[str], results: Results, where: str) -> str:
+    facts = machine()
+    command = "make bench-tracing" + (f" ARGS='{shlex.join(argv)}'" if argv else "")
+    rows = []
+    for phase in results.phases:
+        run = phase.run
+        exported = f"{phase.exports:,} exports, {phase.export_bytes / 1e6:.1f} MB" if phase.mode == "on" else "—"
+        rows.append(
+            f"| {phase.mode} | {phase.round} | {run.rate:,.0f} | {ms(run.p50)} | {ms(run.p99)} | "
+            f"{run.cpu_us('vouchers'):,.0f} | {exported} |"
+        )
+    return "\n".join(
+        [
+            f"`{command}` — {facts.get('cpu', '?')}, "
+            f"{facts.get('nproc', '?')} cores; PostgreSQL: {where}; load: {args.load_generator}, "
+            f"{args.clients} connections, {args.seconds} s per run after {args.warmup} s of warm-up, "
+            f"{args.rounds} rounds (off, on alternating); one vouchers process.",
+            "",
+            "| tracing | round | redemptions/s | p50 | p99 | vouchers CPU µs / redemption | spans exported |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Medians: off {results.median('off', 'rate'):,.0f}/s, on {results.median('on', 'rate'):,.0f}/s. "
+            f"**on/off: throughput {results.ratio('rate'):.2f}, p50 {results.ratio('p50'):.2f}, "
+            f"p99 {results.ratio('p99'):.2f}, vouchers CPU per redemption {results.ratio('cpu'):.2f}**; "
+            f"off against itself (spread between its rounds, the noise): {results.noise():.1%}.",
+        ]
+    )
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.tracing_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=bounded(1, 512), default=32, help="connections (default 32)")
+    parser.add_argument("--seconds", type=bounded(1, 300), default=15, help="per measured run (default 15)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="before each run, not counted (default 3)")
+    parser.add_argument("--rounds", type=bounded(1, 10), default=2, help="off/on pairs (default 2)")
+    parser.add_argument("--vouchers", type=bounded(1, 1000), default=64, help="redeemed in turn (default 64)")
+    parser.add_argument("--enterprises", type=bounded(1, 1000), default=32, help="holding them (default 32)")
+    parser.add_argument("--vendors", type=bounded(1, 100), default=8, help="model vendors (default 8)")
+    parser.add_argument("--wrk-threads", type=bounded(1, 16), default=2, help="wrk threads (default 2)")
+    parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--hot-pool-size", type=bounded(1, 200), help="VOUCHERS_HOT_POOL_SIZE")
+    parser.add_argument("--log-level", help="VOUCHERS_LOG_LEVEL (default: the service's)")
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="budget for the whole run (default 900)")
+    parser.add_argument("--seed", type=int, default=20261205, help="random seed of the data")
+    args = parser.parse_args(argv)
+    if args.load_generator == "auto":
+        args.load_generator = "wrk" if shutil.which("wrk") else "python"
+    elif args.load_generator == "wrk" and not shutil.which("wrk"):
+        parser.error("wrk is not installed (apt-get install wrk), or use --load-generator python")
+    if args.vouchers < args.enterprises:
+        parser.error("--vouchers must be at least --enterprises")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    deadline = time.monotonic() + args.max_seconds
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = keep_local(os.environ.get(name, ""))
+    # the phases say whether tracing is on: none of the caller's OTEL_* variables reaches a service
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        del os.environ[name]
+
+    name = f"bench_tracing_{os.getpid()}"
+    server_url: str | None = None
+    started_server: devdb.EmbeddedPostgres | None = None
+    created: list[str] = []
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    log_dir = Path(tempfile.mkdtemp(prefix="bench_tracing_"))
+    auth_dir = Path(tempfile.mkdtemp(prefix="bench_tracing_auth_"))
+    log_files: list[IO[bytes]] = []
+    results = Results()
+    ok = False
+    try:
+        server_url, started_server, where = postgres_server()
+        database_url = asyncio.run(fresh_database(server_url, name))
+        created.append(name)
+        say(f"database {name}: migrating")
+        upgrade_all(database_url)
+        ports = {s: free_port() for s in ("registry", "eligibility", "vouchers")}
+        stack = Stack(database_url, HOST, ports)
+        auth = BenchAuth(auth_dir, database_url, stack.url("registry"), int(args.max_seconds) + 3600)
+        os.environ.update(auth.env)
+        env = service_env(args)
+        for service in ("registry", "eligibility", "vouchers"):
+            log_files.append((log_dir / f"{service}.log").open("wb"))
+            processes[service] = start_service(
+                stack, service, log=log_files[-1], extra_env=env if service == "vouchers" else None
+            )
+        wait_ready(stack, processes, timeout=60)
+        say(f"obtaining {args.vouchers} M3 vouchers through registry → eligibility → vouchers")
+        asyncio.run(create_vouchers(stack, stack.url("vouchers"), args, results.setup, auth))
+        stop_services({"vouchers": processes.pop("vouchers")})  # the measured ones are started per phase
+
+        # one loader for every phase: its runs' Idempotency-Keys never repeat (a repeat would be a replay)
+        loader = Loader(
+            database_url, results.setup, CpuMeter(set(), {name}), args.load_generator, args.wrk_threads, log_dir
+        )
+        with OtlpSink() as sink:
+            for round_ in range(1, args.rounds + 1):
+                for mode in MODES:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the time budget (--max-seconds) ran out")
+                    port = free_port()
+                    phase_stack = Stack(database_url, HOST, {**ports, "vouchers": port})
+                    log_files.append((log_dir / f"vouchers-{mode}-{round_}.log").open("wb"))
+                    process = start_service(
+                        phase_stack, "vouchers", log=log_files[-1], extra_env={**env, **tracing_env(mode, sink)}
+                    )
+                    processes["vouchers"] = process
+                    wait_ready(phase_stack, {"vouchers": process}, timeout=60)
+                    loader.meter = CpuMeter({process.pid}, {name})
+                    asyncio.run(settle(database_url))
+                    loader.run(f"warm-up ({mode})", [port], args.clients, args.warmup, measured=False)
+                    before = sink.counts()
+                    run = loader.run(f"tracing {mode}, round {round_}", [port], args.clients, args.seconds)
+                    stop_services({"vouchers": processes.pop("vouchers")})  # its last spans are sent at exit
+                    after = sink.counts()
+                    phase = Phase(mode, round_, run, after[0] - before[0], after[1] - before[1])
+                    results.phases.append(phase)
+                    say(f"  tracing {mode}, round {round_}: " + describe(run))
+                    if mode == "on":
+                        say(f"    OTLP sink: {phase.exports:,} exports, {phase.export_bytes:,} bytes")
+                        if phase.exports == 0:
+                            results.problems.append(f"round {round_}: tracing on, but no span was exported")
+                    elif phase.exports:
+                        results.problems.append(f"round {round_}: tracing off, yet {phase.exports} exports arrived")
+                    results.problems += run.problems()
+
+        say(
+            f"\nmedians: off {results.median('off', 'rate'):,.0f}/s, on {results.median('on', 'rate'):,.0f}/s; "
+            f"on/off: throughput {results.ratio('rate'):.3f}, p50 {results.ratio('p50'):.3f}, "
+            f"p99 {results.ratio('p99'):.3f}, vouchers CPU/redemption {results.ratio('cpu'):.3f}; "
+            f"off's spread between rounds {results.noise():.1%}"
+        )
+        say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
+        say(markdown(args, argv, results, where))
+        say("\n" + "-" * 74)
+        ok = not results.problems
+        if not ok:
+            say("\nFAILED:")
+            for problem in results.problems:
+                say(f"  ! {problem}")
+        return 0 if ok else 1
+    except (RuntimeError, TimeoutError, OSError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
+        say(f"error: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        with signals_ignored():
+            stop_services(processes)
+            for log in log_files:
+                log.close()
+            for database in created:
+                if server_url:
+                    try:
+                        asyncio.run(drop_database(server_url, database))
+                        say(f"database {database} dropped")
+                    except Exception as exc:  # report it, keep cleaning up
+                        say(f"! could not drop database {database}: {exc}")
+            if started_server is not None:
+                started_server.stop()
+            shutil.rmtree(auth_dir, ignore_errors=True)
+            if ok:
+                shutil.rmtree(log_dir, ignore_errors=True)
+            else:
+                say(f"service logs kept in {log_dir}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
