@@ -32,6 +32,7 @@ from .models import SCHEMA
 from .peers import Eligibility, Registry
 from .pool import LedgerPool
 from .redemptions import endpoints as redemptions
+from .redemptions.group_commit import GroupCommit
 from .reporting import endpoints as reporting
 from .reporting import projector
 from .reporting import service as reporting_service
@@ -55,6 +56,12 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     on_scrape("vouchers", outbox_figures)  # before the ledger's (register_metrics)
     auth = peer_auth(settings)
     ledger_pool = LedgerPool(settings.async_database_url, settings.db_role, settings.hot_pool_size)
+    group_commit = GroupCommit(
+        ledger_pool,
+        enabled=settings.group_commit,
+        in_flight=min(settings.group_commit_in_flight, settings.hot_pool_size),
+        max_batch=settings.group_commit_max_batch,
+    )
     eligibility = PeerClient(
         "eligibility",
         make_peer_client(settings.eligibility_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth),
@@ -67,6 +74,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         await ledger_pool.start()
 
     async def stop(app: FastAPI) -> None:
+        await group_commit.drain()
         await ledger_pool.close()
         await eligibility.aclose()
         await registry.aclose()
@@ -111,6 +119,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     reporting_service.configure(app, settings)  # budgets (checked here: a bad file stops the service)
     chain_service.configure_checkpoints(app, settings)  # the checkpoint signing key (a key dir without one stops it)
     app.state.ledger_pool = ledger_pool
+    app.state.group_commit = group_commit
     app.state.eligibility = Eligibility(eligibility)
     app.state.registry = Registry(registry, settings.vendor_check_ttl_seconds)
     app.state.clock = lambda: datetime.now(UTC)

@@ -31,6 +31,15 @@ class VouchersSettings(ServiceSettings):
     hot_pool_size: int = Field(
         default=10, ge=1, le=200, description="Connections of the redemption path (about 5 per core is best)"
     )
+    group_commit: bool = Field(
+        default=True,
+        description="Vendor calls that wait for a busy ledger go to PostgreSQL as one batch (issue #16); "
+        "off: one transaction per call",
+    )
+    group_commit_in_flight: int = Field(
+        default=2, ge=1, le=200, description="Ledger calls (single or batch) one process runs at once"
+    )
+    group_commit_max_batch: int = Field(default=64, ge=2, le=1000, description="Most vendor calls in one batch")
     hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="Default lifetime of a hold")
     hold_max_seconds: int = Field(
         default=24 * 3600,

@@ -481,7 +481,7 @@ async def test_the_hot_redemption_route_keeps_the_documented_contract(
     install_error_handlers(twin)
     install_request_guard(twin)  # as every service app: the token before the body (issue #12)
     twin.add_api_route("/v1/vouchers/{code}/redemptions", documented_redeem, methods=["POST"], status_code=201)
-    for name in ("verifier", "rate_limiter", "ledger_pool", "clock", "settings", "registry"):
+    for name in ("verifier", "rate_limiter", "ledger_pool", "group_commit", "clock", "settings", "registry"):
         setattr(twin.state, name, getattr(vouchers_app.state, name))
     vendor = vendor_call(VENDOR_G, "k")
     as_json = {"Content-Type": "application/json"}

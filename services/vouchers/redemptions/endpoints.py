@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
+from shared.app import state_dependency
 from shared.auth import ADMIN, OFFICER, VENDOR, Principal, authorize, protected, require
 from shared.db import SessionDep
 
-from ..deps import LedgerPoolDep, Now, VoucherCode, idempotency_key, now
-from ..pool import LedgerPool
+from ..deps import Now, VoucherCode, idempotency_key, now
 from . import service
 from .deps import VendorCall, read_body, redemption_input, vendor_of
+from .group_commit import GroupCommit
 from .schemas import BureauRelease, HoldFinished, HoldRequest, RedemptionRead, RedemptionRequest, ReleasedHold
 
 router = APIRouter(tags=["redemption"])
+#: the process's ledger calls (group commit: what waits for a busy ledger goes as one batch)
+LedgerCalls = Annotated[GroupCommit, Depends(state_dependency("group_commit", GroupCommit))]
 
 _VENDOR_ONLY = (VENDOR,)
 HoldId = Annotated[int, Path(ge=1, le=2**62)]
@@ -64,7 +67,7 @@ async def redeem_hot(request: Request) -> Response:
     key = idempotency_key(request.headers.get("idempotency-key"))
     code = request.path_params["code"]
     payload = redemption_input(code, key, received)
-    ledger: LedgerPool = request.app.state.ledger_pool
+    ledger: GroupCommit = request.app.state.group_commit
     return await service.redeem(request, ledger, code, payload, vendor, key, None, await now(request))
 
 
@@ -83,7 +86,7 @@ router.add_route("/v1/vouchers/{code}/redemptions", redeem_hot, methods=["POST"]
 )
 async def redeem_voucher(
     request: Request,
-    ledger: LedgerPoolDep,
+    ledger: LedgerCalls,
     moment: Now,
     call: VendorCall,
     code: VoucherCode,
@@ -104,7 +107,7 @@ async def redeem_voucher(
 )
 async def create_hold(
     request: Request,
-    ledger: LedgerPoolDep,
+    ledger: LedgerCalls,
     moment: Now,
     call: VendorCall,
     code: VoucherCode,
@@ -128,7 +131,7 @@ async def create_hold(
 )
 async def finish_hold(
     request: Request,
-    ledger: LedgerPoolDep,
+    ledger: LedgerCalls,
     moment: Now,
     call: VendorCall,
     hold_id: HoldId,

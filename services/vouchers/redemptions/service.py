@@ -24,13 +24,13 @@ from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.context import request_id_var
 from shared.errors import ErrorCode, ProblemError, problem_response
 from shared.money import format_yuan
 
 from ..errors import IDEMPOTENCY_KEY_REUSED, VOUCHER_NOT_FOUND
 from ..idempotency import request_hash
 from ..metrics import count_redemption
-from ..pool import LedgerPool
 from ..visibility import compute_vendor_may_redeem
 from . import repository
 from .errors import (
@@ -44,6 +44,7 @@ from .errors import (
     VOUCHER_HAS_HOLDS,
     VOUCHER_VOIDED,
 )
+from .group_commit import Finish, GroupCommit, Redemption
 from .schemas import BureauRelease, HoldRequest, RedemptionRequest, ReleasedHold
 
 REFUSALS: dict[str, ErrorCode] = {
@@ -106,7 +107,7 @@ def render(request: Request, status_code: int, body: str) -> Response:
 
 async def redeem(
     request: Request,
-    ledger: LedgerPool,
+    ledger: GroupCommit,
     code: str,
     payload: RedemptionRequest,
     vendor: str,
@@ -116,38 +117,35 @@ async def redeem(
 ) -> Response:
     """A redemption, or a hold of `hold_seconds`, answered as the ledger function decided."""
     if code.startswith("M1-"):
-        await compute_vendor_may_redeem(request, ledger, code, vendor, moment)
+        await compute_vendor_may_redeem(request, ledger.ledger, code, vendor, moment)
     if hold_seconds is None:
         digest = request_hash("redeem", code, payload.model_dump(mode="json"))
     else:  # a hold's digest is that of the redemption it reserves for (its length aside)
         digest = request_hash("hold", code, payload.model_dump(mode="json", exclude=HOLD_ONLY))
-    status_code, body = await repository.redeem(
-        ledger.ready,
-        vendor=vendor,
-        key=key,
-        digest=digest,
-        code=code,
-        amount_fen=payload.amount_fen,
-        invoice_number=payload.invoice_number,
-        contract_number=payload.contract_number,
-        hold_seconds=hold_seconds,
-        now=moment,
+    status_code, body = await ledger.call(
+        Redemption(
+            vendor,
+            key,
+            digest,
+            moment,
+            request_id_var.get(),
+            code=code,
+            amount_fen=payload.amount_fen,
+            invoice_number=payload.invoice_number,
+            contract_number=payload.contract_number,
+            hold_seconds=hold_seconds,
+        )
     )
     return render(request, status_code, body)
 
 
 async def finish(
-    request: Request, ledger: LedgerPool, hold_id: int, action: str, vendor: str, key: str, moment: datetime
+    request: Request, ledger: GroupCommit, hold_id: int, action: str, vendor: str, key: str, moment: datetime
 ) -> Response:
     """A hold captured or released by the vendor that made it."""
-    status_code, body = await repository.finish_hold(
-        ledger.ready,
-        vendor=vendor,
-        key=key,
-        digest=request_hash(action, str(hold_id), {}),
-        redemption_id=hold_id,
-        action=action,
-        now=moment,
+    digest = request_hash(action, str(hold_id), {})
+    status_code, body = await ledger.call(
+        Finish(vendor, key, digest, moment, request_id_var.get(), redemption_id=hold_id, action=action)
     )
     return render(request, status_code, body)
 
