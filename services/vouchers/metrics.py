@@ -4,7 +4,9 @@
   refusal code the ledger function returned), counted by the redemption path (redemptions/service.py);
 - `vouchers_ceiling_refusals_total{clause, code}` (M3 redemption and claim ceilings, M1 class
   cap, contract share, one claim per contract), counted wherever such a problem is answered
-  (redemptions in redemptions/, claims in issuance/) by an observer of shared/errors.py.
+  (redemptions in redemptions/, claims in issuance/) by an observer of shared/errors.py;
+- `vouchers_ledger_calls_total{how}` and `vouchers_ledger_batches_total{outcome}`: group commit
+  (redemptions/group_commit.py), calls alone or batched and batches that failed.
 
 Both count answers given: an idempotent replay of a refusal counts again. The scrape-time
 figures of the ledger and its sealer are in ledger_metrics.py.
@@ -29,6 +31,15 @@ CEILING_REFUSALS = Counter(
     "vouchers_ceiling_refusals", "Requests refused by a ceiling, by clause and code", ("clause", "code")
 )
 
+LEDGER_CALLS = Counter(
+    "vouchers_ledger_calls",
+    "Vendor calls sent to the ledger (group commit): alone, in a batch, or alone after their batch failed",
+    ("how",),
+)
+LEDGER_BATCHES = Counter(
+    "vouchers_ledger_batches", "Batches of vendor calls sent to the ledger, by outcome", ("outcome",)
+)
+
 #: problem codes that are ceilings: counted by clause too
 CEILING_CODES = frozenset(
     error.code
@@ -37,6 +48,19 @@ CEILING_CODES = frozenset(
 
 _redemptions = Children(REDEMPTIONS)
 _ceilings = Children(CEILING_REFUSALS)
+
+
+_calls = Children(LEDGER_CALLS)
+_batches = Children(LEDGER_BATCHES)
+
+
+def count_ledger_calls(how: str, calls: int = 1) -> None:
+    """Calls answered `alone`, `batched`, or `after_failed_batch`."""
+    _calls(how).inc(calls)
+
+
+def count_batch(outcome: str) -> None:
+    _batches(outcome).inc()
 
 
 def count_redemption(action: str, outcome: str) -> None:

@@ -4,8 +4,13 @@
 -- its own call would run (vouchers.redeem() for `redeem`, vouchers.finish_hold() for `finish`), in array order.
 -- Each call keeps its own Idempotency-Key claim and stored answer, its own conditional UPDATEs and entry; a refusal
 -- is an answer like any other and changes nothing, so it never affects another call. One commit (one WAL flush)
--- for the whole batch; an error that is not a refusal (a deadlock, a lost connection) rolls the whole batch back,
--- and the caller answers each call on its own (services/vouchers/redemptions/group_commit.py).
+-- for the whole batch; an error that is not a refusal (a lost connection) rolls the whole batch back, and the
+-- caller answers each call on its own (services/vouchers/redemptions/group_commit.py).
+--
+-- Lock order. A single call locks its voucher's row, then its M3 redemption ceiling's row. A batch changes many
+-- of each, so it first locks every voucher row its calls will change, in code order, then every ceiling row, in
+-- (holder, year) order: every transaction takes these rows vouchers first, each kind in one order, and no two
+-- (two batches, or a batch and a single call) can wait for each other in a circle.
 --
 -- version: 1
 -- Versions: 1 migration 0018.
@@ -20,6 +25,23 @@ LANGUAGE plpgsql AS $$
 DECLARE
     l_answer record;
 BEGIN
+    -- what the calls will change: their vouchers (a capture's or release's, through its hold), and the M3
+    -- redemption ceilings of the years they count in (a redemption's: the day's; a capture's or release's: the hold's)
+    PERFORM 1 FROM vouchers.vouchers v
+     WHERE v.code = ANY (p_code)
+        OR v.id IN (SELECT r.voucher_id FROM vouchers.redemptions r WHERE r.id = ANY (p_redemption_id))
+     ORDER BY v.code FOR NO KEY UPDATE;
+    PERFORM 1 FROM vouchers.allowances a
+     WHERE a.kind = 'M3.redemptions'
+       AND (a.holder, a.year) IN (
+            SELECT v.holder, extract(year FROM c.today)::int
+              FROM unnest(p_code, p_today) AS c(code, today) JOIN vouchers.vouchers v ON v.code = c.code
+             WHERE v.kind = 'M3'
+            UNION
+            SELECT v.holder, r.year
+              FROM vouchers.redemptions r JOIN vouchers.vouchers v ON v.id = r.voucher_id
+             WHERE r.id = ANY (p_redemption_id) AND v.kind = 'M3')
+     ORDER BY a.holder, a.year FOR NO KEY UPDATE;
     FOR i IN 1 .. coalesce(array_length(p_op, 1), 0) LOOP
         IF p_op[i] = 'finish' THEN
             SELECT * INTO l_answer FROM vouchers.finish_hold(

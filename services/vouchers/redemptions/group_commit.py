@@ -12,8 +12,10 @@ call is answered by the very function its own call would run, so the answers are
 codes, same idempotent replays, and a refusal is an answer that changes nothing and never
 affects another call.
 
-A batch that fails for a reason that is not a refusal (a deadlock between two processes' batches,
-a lost connection) rolled back as a whole, so nothing of it was written: each of its calls is then
+The batch locks every voucher row it will change, then every ceiling row, each in one order
+(`vouchers.ledger_batch()`), as a single call does, so batches do not deadlock with each other or
+with single calls. A batch that fails for a reason that is not a refusal (a lost connection)
+rolled back as a whole, so nothing of it was written: each of its calls is then
 answered on its own, by the per-request path (which replays by Idempotency-Key if the batch had in
 fact committed before the connection was lost). A process killed mid-batch leaves either the whole
 batch or none of it, and only a committed batch was answered.
@@ -26,9 +28,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from shared.context import request_id_var
 from shared.instants import local_today
 
+from ..metrics import count_batch, count_ledger_calls
 from ..pool import LedgerPool
 from . import repository
 
@@ -36,6 +41,8 @@ logger = logging.getLogger("services.vouchers.redemptions.group_commit")
 
 #: how long stopping waits for the batches in flight
 DRAIN_SECONDS = 5.0
+#: a call alone that PostgreSQL rolled back (a deadlock with another process's batch) is tried this often
+ROLLBACK_RETRIES = 3
 
 BATCH_SQL = (
     "SELECT ord, status_code, body FROM vouchers.ledger_batch("
@@ -109,6 +116,7 @@ class GroupCommit:
             self.busy += 1
             try:
                 self.singles += 1
+                count_ledger_calls("alone")
                 return await self._single(call)
             finally:
                 self._freed()
@@ -142,10 +150,13 @@ class GroupCommit:
                 answers = await self._batch([call for call, _ in taken]) if len(taken) > 1 else None
             except Exception as exc:  # not a refusal (those are answers): nothing of the batch was written
                 self.fallbacks += 1
+                count_batch("failed")
                 logger.warning("a batch of %d ledger calls failed (%s): answered one by one", len(taken), exc)
                 answers = None
             if answers is not None:
                 self.batched += len(taken)
+                count_batch("ok")
+                count_ledger_calls("batched", len(taken))
                 for (_, future), answer in zip(taken, answers, strict=True):
                     if not future.done():
                         future.set_result(answer)
@@ -158,12 +169,24 @@ class GroupCommit:
                         future.set_exception(exc)
                 else:
                     self.singles += 1
+                    count_ledger_calls("alone" if len(taken) == 1 else "after_failed_batch")
                     if not future.done():
                         future.set_result(answer)
         finally:
             self._freed()
 
     async def _single(self, call: Call) -> Answer:
+        """A call alone. A deadlock or serialization failure rolled its transaction back whole: tried again."""
+        for attempt in range(1, ROLLBACK_RETRIES + 1):
+            try:
+                return await self._once(call)
+            except asyncpg.TransactionRollbackError:
+                if attempt == ROLLBACK_RETRIES:
+                    raise
+                logger.warning("a ledger call was rolled back by PostgreSQL (attempt %d): tried again", attempt)
+        raise AssertionError("unreachable")
+
+    async def _once(self, call: Call) -> Answer:
         pool = self.ledger.ready
         token = request_id_var.set(call.request_id)
         try:
