@@ -1,0 +1,374 @@
+"""Group commit on the redemption path (issue #16): a batch answers every call as the calls one by one would.
+
+A vouchers app with one ledger call in flight (`group_commit_in_flight=1`) on the vouchers tests'
+database. Each test makes the batch deterministic instead of hoping for one: a "plug" redemption
+takes the only slot and waits in PostgreSQL on a voucher row the test has locked; the calls are
+then sent one at a time, each only once the previous one waits in the process (so their arrival
+order is the list's), and the lock is committed: the plug is answered and everything that waited
+goes as one call of `vouchers.ledger_batch()`.
+
+The calls mix redemptions and holds on three vouchers (two of one vendor, one of another), with
+successes, refusals (`insufficient_balance` beyond the balance, another vendor's voucher,
+`idempotency_key_reused` for a key sent again with another body), replays (the same key and body
+twice in the batch), captures and releases of holds made before, a hold finished twice, another
+vendor's capture. The answers of
+
+- the batch,
+- the same calls on fresh vouchers sent one by one with group commit off, in the batch's order, and
+- the same calls on fresh vouchers whose batch fails (a deadlock) and falls back to one call each,
+
+are the same, once ids, codes, vendors and request ids are named alike; and in each run the
+vouchers' balances follow from the answers, and the ledger's invariants hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+
+from services.vouchers.invariants import check_database
+from services.vouchers.redemptions.group_commit import GroupCommit
+from shared.dbroles import login_url
+from tests.auth import admin
+from tests.conftest import _settings_auth
+from tests.vouchers.flow import YUAN, approved_m3, issue, model_supply, vendor_call
+
+VOUCHER_FEN = 1_000_000 * YUAN  # each voucher's amount (claim)
+#: answer fields that differ from one run to the next whatever the order (ids, times, request ids, texts)
+VOLATILE = {"id", "entry_id", "hold_expires_at", "request_id", "detail", "instance", "type", "title"}
+
+
+@pytest_asyncio.fixture(scope="module")
+async def app(
+    vouchers_database: str,
+    live_eligibility: str,
+    live_registry: str,
+    service_auth_env: dict[str, str],
+    ample_budgets: Path,
+) -> AsyncIterator[FastAPI]:
+    """The vouchers app as tests/conftest.py makes it, with ONE ledger call in flight: what waits is batched."""
+    from services.vouchers.app import create_app
+    from services.vouchers.settings import VouchersSettings
+
+    app = create_app(
+        VouchersSettings(
+            database_url=login_url(vouchers_database, "vouchers"),
+            eligibility_url=live_eligibility,
+            registry_url=live_registry,
+            budget_file=ample_budgets,
+            group_commit=True,
+            group_commit_in_flight=1,
+            **_settings_auth(service_auth_env, "vouchers"),  # type: ignore[arg-type]
+        )
+    )
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest_asyncio.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=60, headers=admin()) as c:
+        yield c
+
+
+@dataclass
+class Setup:
+    """Fresh vouchers X, Y (vendor v1), Z and the plug P (vendor v2), and holds h1 (X), h2 and h3 (Y)."""
+
+    codes: dict[str, str]  # symbol → voucher code
+    vendors: dict[str, str]  # symbol → credit code
+    holds: dict[str, int]  # symbol → hold id
+    run: str  # makes this run's Idempotency-Keys and invoice numbers unique in the shared ledger
+
+    def names(self) -> dict[str, str]:
+        """Every run-specific string → its symbol (hold ids are only in the fields VOLATILE leaves out)."""
+        return {
+            **{v: k for k, v in self.codes.items()},
+            **{v: k for k, v in self.vendors.items()},
+            self.run: "run",
+        }
+
+
+@dataclass(frozen=True)
+class Call:
+    """One vendor call, by symbols: `target` is a voucher (redeem, hold) or a hold (capture, release)."""
+
+    kind: str  # redeem | hold | capture | release
+    vendor: str
+    target: str
+    key: str
+    amount_yuan: int = 0
+
+    def request(self, setup: Setup) -> tuple[str, dict[str, Any] | None, dict[str, str]]:
+        headers = vendor_call(setup.vendors[self.vendor], f"{setup.run}-{self.key}")
+        if self.kind in ("capture", "release"):
+            return f"/v1/holds/{setup.holds[self.target]}/{self.kind}", None, headers
+        body = {"amount_fen": self.amount_yuan * YUAN, "invoice_number": f"{setup.run}-{self.key}"}
+        path = f"/v1/vouchers/{setup.codes[self.target]}/" + ("holds" if self.kind == "hold" else "redemptions")
+        return path, body, headers
+
+    def order(self, setup: Setup) -> str:
+        """Where GroupCommit puts it in a batch (`Redemption.order`, `Finish.order`)."""
+        if self.kind in ("capture", "release"):
+            return f"~{setup.holds[self.target]:020d}"
+        return setup.codes[self.target]
+
+
+#: in arrival order. X: 1,000,000 with h1 50,000 held; Y: 1,000,000 with h2 30,000 and h3 20,000 held; Z: 1,000,000
+CALLS = [
+    Call("redeem", "v1", "X", "a1", 100_000),  # 201
+    Call("redeem", "v1", "Y", "a2", 300_000),  # 201
+    Call("redeem", "v1", "X", "a3", 1_000_001),  # more than the voucher: insufficient_balance
+    Call("redeem", "v1", "X", "a1", 100_000),  # the same key and body: a1's answer again
+    Call("redeem", "v2", "Z", "b1", 250_000),  # 201
+    Call("redeem", "v1", "Z", "a4", 1_000),  # another vendor's voucher: voucher_not_found
+    Call("hold", "v2", "Z", "b2", 100_000),  # 201, held
+    Call("redeem", "v1", "Y", "a5", 10_000),  # 201
+    Call("redeem", "v1", "Y", "a5", 20_000),  # the same key, another body: idempotency_key_reused
+    Call("redeem", "v2", "Z", "b3", 900_000),  # 650,000 left: insufficient_balance
+    Call("redeem", "v1", "Y", "a6", 600_000),  # 640,000 left: 201
+    Call("redeem", "v1", "Y", "a7", 50_000),  # 40,000 left: insufficient_balance
+    Call("capture", "v1", "h1", "a8"),  # 200
+    Call("release", "v1", "h2", "a9"),  # 200
+    Call("capture", "v1", "h2", "a10"),  # released just before: hold_not_active
+    Call("capture", "v2", "h3", "b4"),  # another vendor's hold: hold_not_found
+    Call("capture", "v1", "h1", "a8"),  # the same key: a8's answer again
+]
+EXPECTED = [
+    (201, None),
+    (201, None),
+    (409, "insufficient_balance"),
+    (201, None),
+    (201, None),
+    (404, "voucher_not_found"),
+    (201, None),
+    (201, None),
+    (409, "idempotency_key_reused"),
+    (409, "insufficient_balance"),
+    (201, None),
+    (409, "insufficient_balance"),
+    (200, None),
+    (200, None),
+    (409, "hold_not_active"),
+    (404, "hold_not_found"),
+    (200, None),
+]
+RUNS = iter(range(1_000_000))
+
+
+async def prepare(client: httpx.AsyncClient, registry: httpx.AsyncClient, eligibility: httpx.AsyncClient) -> Setup:
+    """Fresh enterprises, vouchers and holds (through the real registry and eligibility processes)."""
+    first, second = await model_supply(registry), await model_supply(registry)
+    codes: dict[str, str] = {}
+    for symbol, supply in (("X", first), ("Y", first), ("Z", second), ("P", second)):
+        _, decision_id = await approved_m3(registry, eligibility, claim_fen=VOUCHER_FEN, supply=supply)
+        issued = await issue(client, decision_id)
+        assert issued.status_code == 201, issued.text
+        codes[symbol] = issued.json()["code"]
+    setup = Setup(codes, {"v1": first.vendor, "v2": second.vendor}, {}, f"gc{time.time_ns()}-{next(RUNS)}")
+    for symbol, target, amount_yuan in (("h1", "X", 50_000), ("h2", "Y", 30_000), ("h3", "Y", 20_000)):
+        path, body, headers = Call("hold", "v1", target, f"pre-{symbol}", amount_yuan).request(setup)
+        held = await client.post(path, json=body, headers=headers)
+        assert held.status_code == 201, held.text
+        setup.holds[symbol] = int(held.json()["id"])
+    return setup
+
+
+def send(client: httpx.AsyncClient, setup: Setup, call: Call) -> Awaitable[httpx.Response]:
+    path, body, headers = call.request(setup)
+    return client.post(path, json=body, headers=headers)
+
+
+async def until(condition: Any, what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+async def batched(
+    client: httpx.AsyncClient, group_commit: GroupCommit, database_url: str, setup: Setup
+) -> list[httpx.Response]:
+    """CALLS sent while the only ledger slot is taken by a plug waiting on a lock: they go as one batch."""
+    owner = await asyncpg.connect(database_url)
+    try:
+        lock = owner.transaction()
+        await lock.start()
+        await owner.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", setup.codes["P"])
+        plug = asyncio.ensure_future(send(client, setup, Call("redeem", "v2", "P", "plug", 1_000)))
+
+        async def plug_waits() -> bool:
+            assert not plug.done(), f"the plug was answered: {plug.result().text}"
+            waiting = await owner.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE '%vouchers.redeem(%'"
+            )
+            return bool(waiting)
+
+        await until(plug_waits, "the plug to wait on the voucher's lock")
+        assert group_commit.busy == group_commit.slots == 1
+        assert not group_commit.waiting
+        sent: list[asyncio.Future[httpx.Response]] = []
+        for n, call in enumerate(CALLS, start=1):  # one at a time: the arrival order is the list's
+            sent.append(asyncio.ensure_future(send(client, setup, call)))
+
+            async def queued(n: int = n) -> bool:
+                return len(group_commit.waiting) == n
+
+            await until(queued, f"call {n} to wait in the process")
+        await lock.commit()
+        answered = await plug
+        assert answered.status_code == 201, answered.text
+        return list(await asyncio.gather(*sent))
+    finally:
+        await owner.close()
+
+
+def normalised(response: httpx.Response, names: dict[str, str]) -> tuple[int, Any]:
+    """The answer with what must differ between runs taken out, and run-specific strings by symbol."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k not in VOLATILE}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str):
+            for actual, symbol in names.items():
+                value = value.replace(actual, symbol)
+            return value
+        return value
+
+    return response.status_code, clean(response.json())
+
+
+async def check_run(
+    client: httpx.AsyncClient, database_url: str, setup: Setup, responses: list[httpx.Response]
+) -> list[tuple[int, Any]]:
+    """The answers are the expected ones, replays repeat, balances follow from the answers, invariants hold."""
+    answers = [(r.status_code, r.json().get("code") if r.status_code >= 400 else None) for r in responses]
+    assert answers == EXPECTED, [r.text for r in responses]
+    first: dict[Call, httpx.Response] = {}
+    for call, response in zip(CALLS, responses, strict=True):
+        original = first.setdefault(call, response)
+        if original is not response and original.status_code < 300:
+            assert response.json() == original.json()  # a replay: the stored answer itself
+    redeemed: dict[str, int] = {"X": 0, "Y": 0, "Z": 0}
+    held: dict[str, int] = {"X": 50_000 * YUAN, "Y": 50_000 * YUAN, "Z": 0}
+    hold_amounts = {"h1": ("X", 50_000 * YUAN), "h2": ("Y", 30_000 * YUAN), "h3": ("Y", 20_000 * YUAN)}
+    seen: set[str] = set()
+    for call, response in zip(CALLS, responses, strict=True):
+        if response.status_code >= 300 or call.key in seen:
+            continue
+        seen.add(call.key)
+        if call.kind == "redeem":
+            redeemed[call.target] += call.amount_yuan * YUAN
+        elif call.kind == "hold":
+            held[call.target] += call.amount_yuan * YUAN
+        else:
+            voucher, amount = hold_amounts[call.target]
+            held[voucher] -= amount
+            redeemed[voucher] += amount if call.kind == "capture" else 0
+    for symbol in ("X", "Y", "Z"):
+        voucher = (await client.get(f"/v1/vouchers/{setup.codes[symbol]}")).json()
+        assert (voucher["redeemed_fen"], voucher["held_fen"], voucher["available_fen"]) == (
+            redeemed[symbol],
+            held[symbol],
+            VOUCHER_FEN - redeemed[symbol] - held[symbol],
+        ), symbol
+    assert await check_database(database_url) == []
+    names = setup.names()
+    return [normalised(r, names) for r in responses]
+
+
+def batch_order(setup: Setup) -> list[int]:
+    """The positions of CALLS in the order a batch runs them: voucher code (holds after), then arrival."""
+    return sorted(range(len(CALLS)), key=lambda n: CALLS[n].order(setup))
+
+
+async def test_a_batch_answers_as_the_calls_one_by_one_in_its_order(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    group_commit: GroupCommit = app.state.group_commit
+    setup = await prepare(client, live_registry_client, live_eligibility_client)
+    before = (group_commit.batched, group_commit.fallbacks)
+    responses = await batched(client, group_commit, vouchers_database, setup)
+    assert (group_commit.batched - before[0], group_commit.fallbacks - before[1]) == (len(CALLS), 0)
+    answers = await check_run(client, vouchers_database, setup, responses)
+    # the rows the batch wrote are one transaction's
+    keys = [f"{setup.run}-{call.key}" for call in CALLS]
+    connection = await asyncpg.connect(vouchers_database)
+    try:
+        xmins = await connection.fetchval(
+            "SELECT count(DISTINCT xmin::text) FROM vouchers.idempotency WHERE key = ANY($1::text[])", keys
+        )
+        stored = await connection.fetchval("SELECT count(*) FROM vouchers.idempotency WHERE key = ANY($1)", keys)
+    finally:
+        await connection.close()
+    assert (xmins, stored) == (1, len({call.key for call in CALLS}))
+
+    # the same calls on fresh vouchers, one at a time with group commit off, in the order the batch ran them
+    reference = await prepare(client, live_registry_client, live_eligibility_client)
+    monkeypatch.setattr(group_commit, "enabled", False)
+    singles = group_commit.singles
+    order = batch_order(setup)  # by the first run's codes: the same order of the same symbols
+    serial: dict[int, httpx.Response] = {}
+    for n in order:
+        serial[n] = await send(client, reference, CALLS[n])
+    assert group_commit.singles - singles == len(CALLS)
+    monkeypatch.setattr(group_commit, "enabled", True)
+    assert await check_run(client, vouchers_database, reference, [serial[n] for n in range(len(CALLS))]) == answers
+
+
+async def test_a_failed_batch_is_answered_call_by_call(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch that fails for a reason that is not a refusal (here a deadlock, before it runs) wrote nothing:
+    each call is answered on its own, in the batch's order, as a batch would have answered it."""
+    group_commit: GroupCommit = app.state.group_commit
+    original = GroupCommit._batch
+    failures: list[int] = []
+
+    async def deadlocked_once(self: GroupCommit, calls: list[Any]) -> list[tuple[int, str]]:
+        if not failures:
+            failures.append(len(calls))
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return await original(self, calls)
+
+    monkeypatch.setattr(GroupCommit, "_batch", deadlocked_once)
+    setup = await prepare(client, live_registry_client, live_eligibility_client)
+    before = (group_commit.batched, group_commit.fallbacks, group_commit.singles)
+    responses = await batched(client, group_commit, vouchers_database, setup)
+    assert failures == [len(CALLS)]
+    assert (
+        group_commit.batched - before[0],
+        group_commit.fallbacks - before[1],
+        group_commit.singles - before[2],
+    ) == (0, 1, len(CALLS) + 1)  # the plug, then each call alone
+    answers = await check_run(client, vouchers_database, setup, responses)
+
+    # and the same answers as a batch that went through, on fresh vouchers
+    monkeypatch.setattr(GroupCommit, "_batch", original)
+    again = await prepare(client, live_registry_client, live_eligibility_client)
+    responses = await batched(client, group_commit, vouchers_database, again)
+    assert await check_run(client, vouchers_database, again, responses) == answers
