@@ -15,6 +15,7 @@ from shared.feed.endpoints import events_router
 from shared.feed.metrics import outbox_figures
 from shared.metrics import on_scrape
 from shared.peers import PeerClient, make_peer_client
+from shared.testclocks import enterprise_clocks
 from shared.tokens import peer_auth
 
 from . import exports
@@ -123,4 +124,6 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     app.state.eligibility = Eligibility(eligibility)
     app.state.registry = Registry(registry, settings.vendor_check_ttl_seconds)
     app.state.clock = lambda: datetime.now(UTC)
+    # sandbox mode: an enterprise bound to a test clock lives on its time (clocks.py; docs/sandbox.md)
+    app.state.enterprise_clocks = enterprise_clocks(settings.sandbox_mode, registry, lambda: app.state.clock())
     return app

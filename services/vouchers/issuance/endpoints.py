@@ -15,6 +15,7 @@ from shared.auth import ADMIN, APPLICANT, APPROVER, AUDITOR, OFFICER, PLATFORM, 
 from shared.db import SessionDep
 from shared.instants import local_today
 
+from ..clocks import VoucherNow, bound
 from ..deps import BudgetsDep, Now, Officer, VoucherCode
 from ..peers import ISSUE_PARAMETERS
 from ..schemas import GrantRead, VoucherRead
@@ -82,7 +83,7 @@ async def reverse_grant(
     summary="A voucher (its holder, a vendor that may redeem it, the bureau)",
 )
 async def get_voucher(
-    request: Request, session: SessionDep, moment: Now, principal: VoucherReader, code: VoucherCode
+    request: Request, session: SessionDep, principal: VoucherReader, code: VoucherCode, moment: VoucherNow
 ) -> VoucherRead:
     voucher = await service.get_voucher(session, code)
     await session.commit()  # only read: no connection is held while the registry may be asked (issue #12)
@@ -96,7 +97,12 @@ async def get_voucher(
     summary="Void a voucher: its unused amount returns to the budget (officers)",
 )
 async def void_voucher(
-    session: SessionDep, budgets: BudgetsDep, moment: Now, principal: Officer, code: VoucherCode, payload: VoidRequest
+    session: SessionDep,
+    budgets: BudgetsDep,
+    principal: Officer,
+    code: VoucherCode,
+    payload: VoidRequest,
+    moment: VoucherNow,
 ) -> VoucherRead:
     return await service.void(session, budgets, code, payload, principal.actor, moment)
 
@@ -106,5 +112,7 @@ async def void_voucher(
     summary="Release expired holds and expire vouchers past their date (officers)",
     dependencies=[require(OFFICER, ADMIN)],
 )
-async def expire_vouchers(session: SessionDep, budgets: BudgetsDep, moment: Now) -> dict[str, int]:
-    return {"expired_vouchers": await service.expire_due(session, budgets, moment)}
+async def expire_vouchers(request: Request, session: SessionDep, budgets: BudgetsDep, moment: Now) -> dict[str, int]:
+    # sandbox mode: a test enterprise's vouchers expire by its clock (docs/sandbox.md), asked before the transaction
+    clocks = await bound(request)
+    return {"expired_vouchers": await service.expire_due(session, budgets, moment, clocks)}

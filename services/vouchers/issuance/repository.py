@@ -67,20 +67,22 @@ async def expire_holds(session: AsyncSession, now: datetime) -> None:
     await session.execute(select(func.vouchers.expire_holds(now)))
 
 
-async def due_vouchers(session: AsyncSession, today: date) -> Sequence[Voucher]:
-    """Vouchers past their date, not yet expired or voided, locked (skipping those another call holds)."""
-    return (
-        (
-            await session.execute(
-                select(Voucher)
-                .where(Voucher.valid_until < today, Voucher.expired_at.is_(None), Voucher.voided_at.is_(None))
-                .order_by(Voucher.id)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        .scalars()
-        .all()
+async def due_vouchers(
+    session: AsyncSession, today: date, *, exclude: Sequence[str] = (), only: Sequence[str] = ()
+) -> Sequence[Voucher]:
+    """Vouchers past their date, not yet expired or voided, locked (skipping those another call holds);
+    `only` these holders' or all but `exclude`'s (sandbox mode: test enterprises expire by their clocks)."""
+    statement = (
+        select(Voucher)
+        .where(Voucher.valid_until < today, Voucher.expired_at.is_(None), Voucher.voided_at.is_(None))
+        .order_by(Voucher.id)
+        .with_for_update(skip_locked=True)
     )
+    if only:
+        statement = statement.where(Voucher.holder.in_(only))
+    if exclude:
+        statement = statement.where(Voucher.holder.not_in(exclude))
+    return (await session.execute(statement)).scalars().all()
 
 
 # --- the ceilings' rows (ceilings.py) ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -370,11 +371,30 @@ async def void(
     return voided
 
 
-async def expire_due(session: AsyncSession, budgets: Budgets, now: datetime) -> int:
-    """Release expired holds, then return the unused amount of vouchers past their date."""
+async def expire_due(
+    session: AsyncSession, budgets: Budgets, now: datetime, clocks: Mapping[str, datetime] | None = None
+) -> int:
+    """Release expired holds, then return the unused amount of vouchers past their date.
+
+    `clocks` (sandbox mode, docs/sandbox.md): enterprises bound to a test clock and its time; their vouchers
+    expire by it, and not by `now`.
+    """
     await repository.expire_holds(session, now)
+    clocks = clocks or {}
+    count = await _expire_vouchers(session, budgets, now, exclude=sorted(clocks))
+    by_time: dict[datetime, list[str]] = {}
+    for holder, moment in clocks.items():
+        by_time.setdefault(moment, []).append(holder)
+    for moment, holders in sorted(by_time.items()):
+        count += await _expire_vouchers(session, budgets, moment, only=sorted(holders))
+    return count
+
+
+async def _expire_vouchers(
+    session: AsyncSession, budgets: Budgets, now: datetime, *, exclude: Sequence[str] = (), only: Sequence[str] = ()
+) -> int:
     today = local_today(now)
-    due = await repository.due_vouchers(session, today)
+    due = await repository.due_vouchers(session, today, exclude=exclude, only=only)
     expired: list[Voucher] = []
     returned: dict[int, int] = {}
     for voucher in due:

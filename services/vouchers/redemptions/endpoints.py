@@ -18,7 +18,8 @@ from shared.app import state_dependency
 from shared.auth import ADMIN, OFFICER, VENDOR, Principal, authorize, protected, require
 from shared.db import SessionDep
 
-from ..deps import Now, VoucherCode, idempotency_key, now
+from ..clocks import HoldNow, VoucherNow, of_voucher
+from ..deps import VoucherCode, idempotency_key
 from . import service
 from .deps import VendorCall, read_body, redemption_input, vendor_of
 from .group_commit import GroupCommit
@@ -41,9 +42,9 @@ TOO_MANY = {"description": "Too many requests from this client; retry after `Ret
 )
 async def bureau_release(
     session: SessionDep,
-    moment: Now,
     principal: Annotated[Principal, require(OFFICER, ADMIN)],
     hold_id: HoldId,
+    moment: HoldNow,
     payload: BureauRelease,
 ) -> ReleasedHold:
     """Registered before `/v1/holds/{hold_id}/{action}`, which would take it."""
@@ -68,7 +69,8 @@ async def redeem_hot(request: Request) -> Response:
     code = request.path_params["code"]
     payload = redemption_input(code, key, received)
     ledger: GroupCommit = request.app.state.group_commit
-    return await service.redeem(request, ledger, code, payload, vendor, key, None, await now(request))
+    moment = await of_voucher(request, code)  # the app's clock; in sandbox mode, the holder's test clock
+    return await service.redeem(request, ledger, code, payload, vendor, key, None, moment)
 
 
 # registered first, so it is the one that answers; the documented route has the same contract
@@ -87,9 +89,9 @@ router.add_route("/v1/vouchers/{code}/redemptions", redeem_hot, methods=["POST"]
 async def redeem_voucher(
     request: Request,
     ledger: LedgerCalls,
-    moment: Now,
     call: VendorCall,
     code: VoucherCode,
+    moment: VoucherNow,  # after the caller's checks: in sandbox mode it may ask the registry
     payload: RedemptionRequest,
 ) -> Response:
     vendor, key = call
@@ -108,9 +110,9 @@ async def redeem_voucher(
 async def create_hold(
     request: Request,
     ledger: LedgerCalls,
-    moment: Now,
     call: VendorCall,
     code: VoucherCode,
+    moment: VoucherNow,  # after the caller's checks: in sandbox mode it may ask the registry
     payload: HoldRequest,
 ) -> Response:
     vendor, key = call
@@ -132,9 +134,9 @@ async def create_hold(
 async def finish_hold(
     request: Request,
     ledger: LedgerCalls,
-    moment: Now,
     call: VendorCall,
     hold_id: HoldId,
+    moment: HoldNow,
     action: Literal["capture", "release"],
 ) -> Response:
     vendor, key = call
