@@ -102,7 +102,7 @@ bench-eligibility: $(STAMP)
 bench-ledger: $(STAMP) pooler-tool
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		echo "wrk could not be installed: bench-ledger falls back to its Python load generator"
-	$(BIN)/python -m bench.ledger_bench
+	$(BIN)/python -m bench.ledger_bench --profile --group-commit both
 
 # the redemption path with tracing off and on (OTLP to a local sink), alternating, in one run (docs/benchmarks.md)
 bench-tracing: $(STAMP)

@@ -46,6 +46,7 @@ from typing import IO, Any
 
 import httpx
 
+from bench import profile
 from bench.common import (
     HOST,
     bench_auth,
@@ -259,6 +260,9 @@ class Results:
     baseline: Baseline = field(default_factory=Baseline)
     samples: list[dict[str, Any]] = field(default_factory=list)
     postgres_version: str = ""
+    #: with --profile: the CPU per submission of each process, and where each service's went
+    cpu_per_submission: dict[str, float] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
 
     @property
     def simulated(self) -> int:
@@ -428,6 +432,48 @@ async def from_database(database_url: str, results: Results) -> None:
         await connection.close()
 
 
+@dataclass
+class Sampling:
+    """py-spy samplers of the services and the CPU they (and PostgreSQL) had used when the submissions began."""
+
+    pids: dict[str, int]
+    samplers: dict[str, tuple[subprocess.Popen[bytes], Path]]
+    cpu_before: dict[str, float]
+
+
+PROFILE_SECONDS = 30
+
+
+def start_profiles(args: argparse.Namespace, stack: Stack) -> Sampling:
+    pids: dict[str, int] = args.pids
+    samplers = {}
+    if profile.available():
+        for service, pid in pids.items():
+            path = Path(args.log_dir) / f"{service}.pyspy.txt"
+            samplers[service] = (profile.record(pid, PROFILE_SECONDS, path), path)
+    else:
+        say("! py-spy is not installed (pip install py-spy): CPU per submission only, no profile")
+    before = {service: profile.cpu_seconds(pid) for service, pid in pids.items()}
+    before["postgres"] = profile.postgres_cpu_seconds()
+    return Sampling(pids, samplers, before)
+
+
+def finish_profiles(sampling: Sampling, results: Results) -> None:
+    created = results.submissions.created or 1
+    now = {service: profile.cpu_seconds(pid) for service, pid in sampling.pids.items()}
+    now["postgres"] = profile.postgres_cpu_seconds()
+    for name, seconds in now.items():
+        results.cpu_per_submission[name] = (seconds - sampling.cpu_before[name]) / created
+    for service, (sampler, path) in sampling.samplers.items():
+        sampler.wait(timeout=PROFILE_SECONDS + 60)
+        per = results.cpu_per_submission.get(service, 0.0) * 1e6
+        results.profiles[service] = profile.summary(path, per) if path.exists() else "(py-spy wrote nothing)"
+    say(
+        "  CPU per submission: "
+        + ", ".join(f"{name} {seconds * 1e3:,.1f} ms" for name, seconds in results.cpu_per_submission.items())
+    )
+
+
 async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, deadline: float) -> None:
     rng = random.Random(args.seed)
     timeout = httpx.Timeout(120.0, connect=5.0)
@@ -461,10 +507,13 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
         headers=bench_headers(auth_dir, OFFICER),
     ) as eligibility:
         say(f"submitting {len(payloads):,} applications ({', '.join(MEASURES)}), concurrency {args.concurrency}")
+        sampling = start_profiles(args, stack) if args.profile else None
         async with asyncio.timeout(remaining()):
             first_round = len(MEASURES) * len(codes)
             await submit_all(eligibility, payloads, args.concurrency, first_round, results.submissions)
         s = results.submissions
+        if sampling is not None:
+            finish_profiles(sampling, results)
         say(
             f"  {s.created:,} × 201 in {s.seconds:.2f} s: {s.rate:,.1f} submissions/s, "
             f"p50 {ms(percentile(s.latencies, 50))}, p99 {ms(percentile(s.latencies, 99))}"
@@ -669,6 +718,15 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: 
         lines += ["", f"Reasons given for the ineligible decisions: {failure_reasons(s)}."]
     if s.repeat_outcomes:
         lines += ["", f"{REPEATS.capitalize()}: {repeat_summary(s)}."]
+    if results.cpu_per_submission:
+        lines += [
+            "",
+            "CPU per submission (`--profile`; each process's CPU time over the submissions ÷ submissions): "
+            + ", ".join(f"{name} {seconds * 1e3:,.1f} ms" for name, seconds in results.cpu_per_submission.items())
+            + ".",
+        ]
+    for service, text in results.profiles.items():
+        lines += ["", f"Where the {service} process's CPU went during the submissions (py-spy):", "", text]
     return "\n".join(lines)
 
 
@@ -717,6 +775,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="budget for the whole run (default 1800)")
     parser.add_argument("--seed", type=int, default=20261127, help="random seed of the data (default 20261127)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' log files")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the registry and eligibility processes with py-spy during the submissions: where the CPU goes",
+    )
     return parser.parse_args(argv)
 
 
@@ -759,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
             log_files[service] = (log_dir / f"{service}.log").open("wb")
             processes[service] = start_service(stack, service, log=log_files[service])
         wait_ready(stack, processes, timeout=60)
+        args.pids = {service: process.pid for service, process in processes.items()}
+        args.log_dir = log_dir
         say("services ready: " + ", ".join(f"{s} {stack.url(s)}" for s in SERVICES) + f" (logs in {log_dir})")
 
         asyncio.run(http_phases(stack, args, results, deadline))
