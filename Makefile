@@ -84,7 +84,8 @@ test: lint types pytest
 
 # issue #7: a few thousand random operations on two processes of each service while eligibility is stopped, a
 # vouchers process killed and PostgreSQL restarted, then the checker (about 2-3 minutes); slow and broken peers
-# behind a fault proxy. RESILIENCE_SEED=<n> replays a run (tests/resilience/test_history.py lists the knobs).
+# behind a fault proxy; a vouchers process killed while a group-commit batch is in flight (issue #16).
+# RESILIENCE_SEED=<n> replays a run (tests/resilience/test_history.py lists the knobs).
 # The files are named: pyproject's addopts keep the slow ones out of `make test`, and named files override that.
 test-resilience: $(STAMP)
 	$(BIN)/pytest -v $(sort $(wildcard tests/resilience/test_*.py)) $(PYTEST_ARGS)
