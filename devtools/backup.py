@@ -14,7 +14,8 @@ are the embedded PostgreSQL 18's, which read servers from PostgreSQL 9.2 on.
 Without `DATABASE_URL` both work on the local stack's database (`make run`'s, under `.data/`);
 for any other server set it. `backups/` is ignored by git: a dump never belongs in the repository.
 A restore into a new cluster continues the ledger's transaction ids above the restored ones
-(`vouchers.bridge_epoch()`), so new entries are sealed after them.
+(`vouchers.bridge_epoch()`), so new entries are sealed after them, and each change feed's above its
+restored events and cursors (`<schema>.bridge_feed_epoch()`), so consumers and webhooks go on.
 
 After a restore, prove the ledger is the one that was backed up: `GET /v1/ledger/verify`
 recomputes the hash chain from genesis and checks every checkpoint, and the chain hash at
@@ -92,6 +93,8 @@ def restore(database_url: str, source: Path) -> None:
     bridged = asyncio.run(_bridge_epoch(url))
     if bridged:
         print(f"the ledger's transaction ids continue above the restored ones (offset {bridged})")
+    for schema, offset in asyncio.run(_bridge_feeds(url)).items():
+        print(f"{schema}'s change feed continues above the restored events and cursors (offset {offset})")
     ensure_logins(url)
 
 
@@ -105,6 +108,21 @@ async def _bridge_epoch(url: str) -> int:
         return int(await connection.fetchval("SELECT vouchers.bridge_epoch()"))
     finally:
         await connection.close()
+
+
+async def _bridge_feeds(url: str) -> dict[str, int]:
+    """The same for each service's change feed (shared/feed/tables.py `feed_epoch_sql`): the schemas bridged."""
+    connection = await asyncpg.connect(url)
+    bridged: dict[str, int] = {}
+    try:
+        for schema in ("registry", "eligibility", "vouchers"):
+            if await connection.fetchval(f"SELECT to_regprocedure('\"{schema}\".bridge_feed_epoch()') IS NOT NULL"):
+                offset = int(await connection.fetchval(f'SELECT "{schema}".bridge_feed_epoch()'))
+                if offset:
+                    bridged[schema] = offset
+    finally:
+        await connection.close()
+    return bridged
 
 
 def _restore(url: str, version: int, source: Path) -> None:

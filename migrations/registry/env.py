@@ -1,6 +1,8 @@
 """Alembic environment of the registry schema (see shared/migrations.py)."""
 
 from services.registry.models import SCHEMA, Base
+from shared.feed.tables import bridge_feed_epoch_sql
 from shared.migrations import run_env
 
-run_env("registry", SCHEMA, Base.metadata)
+#: after every migration (a restore is followed by one): the change feed's ids stay above those it holds
+run_env("registry", SCHEMA, Base.metadata, after=[bridge_feed_epoch_sql("registry")])

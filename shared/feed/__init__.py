@@ -6,11 +6,13 @@ asyncpg connection; the vouchers ledger's SQL functions insert theirs themselves
 change that rolls back leaves no event; an event never exists without its change.
 
 **Order and watermark** (as the ledger's sealer, `services/vouchers/chain/sealer.py`). Rows are
-ordered by (transaction id, id), and only rows whose transaction id is below
-`pg_snapshot_xmin(pg_current_snapshot())` are ever served: every transaction below it
-has ended, and every later one gets a larger id, so nothing can later appear before a
-position once served. A reader that resumes after a position (`?after=<cursor>`, or a
-webhook subscription's stored position) therefore misses nothing and sees nothing twice.
+ordered by (transaction id, id), and only rows whose transaction id is below the oldest running
+transaction (`<schema>.feed_watermark()`) are ever served: every transaction below it has ended,
+and every later one gets a larger id, so nothing can later appear before a position once served.
+The ids are the feed's own (the cluster's plus an offset that a restore into a new cluster raises
+above every stored position: `tables.feed_epoch_sql`), so cursors survive a restore. A reader that
+resumes after a position (`?after=<cursor>`, or a webhook subscription's stored position) therefore
+misses nothing and sees nothing twice.
 The price is latency: a write transaction still open anywhere on the PostgreSQL server
 holds the feed back until it ends (lag, never a gap).
 

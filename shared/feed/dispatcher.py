@@ -94,7 +94,7 @@ class Dispatcher(Periodic):
                   AND (w.lease_until IS NULL OR w.lease_until < clock_timestamp())
                   AND (w.attempts > 0) = $4 AND w.id <> ALL($5::bigint[])
                   AND EXISTS (SELECT 1 FROM {s}.outbox o
-                              WHERE o.txid < pg_snapshot_xmin(pg_current_snapshot())
+                              WHERE o.txid < {s}.feed_watermark()
                                 AND (o.txid, o.id) > (w.cursor_txid, w.cursor_id))
                 ORDER BY w.next_attempt_at, w.id
                 LIMIT $1
@@ -109,7 +109,7 @@ class Dispatcher(Periodic):
         self._window_sql = f"""
             SELECT id, txid, occurred_at, type, subject, organisation, vendor, payload::text AS payload
             FROM {s}.outbox
-            WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) AND (txid, id) > ($1::xid8, $2)
+            WHERE txid < {s}.feed_watermark() AND (txid, id) > ($1::xid8, $2)
             ORDER BY txid, id LIMIT $3
         """
         log = f"""

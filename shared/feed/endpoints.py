@@ -110,9 +110,6 @@ def _request_hash(payload: WebhookCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-WATERMARK_SQL = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-
-
 async def _rows(session: AsyncSession, sql: str, **args: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in (await session.execute(text(sql), args)).mappings()]
 
@@ -145,6 +142,8 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         "WHERE client_id = :client AND idempotency_key = :key"
     )
     horizon_sql = f"SELECT trimmed_txid::text::bigint AS txid, trimmed_id AS id FROM {s}.feed_horizon"
+    #: the feed's own watermark: its oldest running transaction, in its own ids (feed_epoch_sql)
+    watermark_sql = f"SELECT {s}.feed_watermark()::text::bigint"
     router = APIRouter(tags=["events"])
     caller = require(*webhook_roles)
 
@@ -190,7 +189,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         keys = decode_cursor_keys(listing, after, 2) if after else (0, 0)
         position = await _unexpired(session, (keys[0], keys[1])) if after else (0, 0)
         patterns = _validate_types(known, [t.strip() for t in (types or "").split(",") if t.strip()], "query.types")
-        watermark = int(await _scalar(session, WATERMARK_SQL))
+        watermark = int(await _scalar(session, watermark_sql))
         type_clause = ""
         if patterns:
             type_clause = (
@@ -242,7 +241,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
             keys = decode_cursor_keys(listing, after, 2)
             return await _unexpired(session, (keys[0], keys[1]))
         # from now on: after everything that can no longer change
-        last = await _first(session, tail_sql, watermark=int(await _scalar(session, WATERMARK_SQL)))
+        last = await _first(session, tail_sql, watermark=int(await _scalar(session, watermark_sql)))
         return (0, 0) if last is None else _position(last)
 
     @router.post(

@@ -175,8 +175,20 @@ def retention_sql(schema: str, group: str) -> list[str]:
             """
         )
     statements += [
-        f"""
-        CREATE FUNCTION {s}.trim_feed(retention interval, batch integer)
+        trim_feed_sql(schema, "pg_snapshot_xmin(pg_current_snapshot())"),
+        f"REVOKE ALL ON FUNCTION {s}.trim_feed(interval, integer) FROM PUBLIC",
+        f"GRANT EXECUTE ON FUNCTION {s}.trim_feed(interval, integer) TO {group}",
+    ]
+    return statements
+
+
+def trim_feed_sql(schema: str, watermark: str, *, replace: bool = False) -> str:
+    """`<schema>.trim_feed()` (retention_sql), deleting only events below `watermark`: before the feed's own
+    transaction ids (feed_epoch_sql) the cluster's oldest running transaction, since then the feed's."""
+    s = f'"{schema}"'
+    create = "CREATE OR REPLACE FUNCTION" if replace else "CREATE FUNCTION"
+    return f"""
+        {create} {s}.trim_feed(retention interval, batch integer)
         RETURNS TABLE (events bigint, deliveries bigint)
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
         DECLARE
@@ -197,7 +209,7 @@ def retention_sql(schema: str, group: str) -> list[str]:
             WITH doomed AS (
                 SELECT o.id, o.txid FROM {s}.outbox o
                  WHERE o.occurred_at < bound
-                   AND o.txid < pg_snapshot_xmin(pg_current_snapshot())
+                   AND o.txid < {watermark}
                    AND (floor_txid IS NULL OR (o.txid, o.id) <= (floor_txid, floor_id))
                  ORDER BY o.txid, o.id LIMIT batch
             ), gone AS (
@@ -221,11 +233,7 @@ def retention_sql(schema: str, group: str) -> list[str]:
             PERFORM set_config('longgang.feed_trim', '', true);
             RETURN NEXT;
         END $$
-        """,
-        f"REVOKE ALL ON FUNCTION {s}.trim_feed(interval, integer) FROM PUBLIC",
-        f"GRANT EXECUTE ON FUNCTION {s}.trim_feed(interval, integer) TO {group}",
-    ]
-    return statements
+        """
 
 
 def retention_downgrade_sql(schema: str) -> list[str]:
@@ -238,3 +246,92 @@ def retention_downgrade_sql(schema: str) -> list[str]:
     for table in ("outbox", "webhook_deliveries"):  # the triggers' functions as append_only_sql made them
         statements.append(append_only_sql(schema, table)[0].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     return statements
+
+
+def feed_epoch_sql(schema: str, group: str) -> list[str]:
+    """The change feed's own transaction ids, independent of the cluster's counter (issue #15).
+
+    Events are served, delivered and trimmed in (txid, id) order below a watermark (the oldest
+    transaction still running): that order is what makes a cursor safe. Restored into a new
+    cluster, whose counter starts far below the restored events' ids, new events sorted before
+    every cursor and were never served until the counter caught up. As the ledger does
+    (migrations/vouchers/functions/ledger_epoch.sql), the feed now counts in its own epoch: the
+    cluster's id plus `<schema>.feed_epoch.offset_xid` (0 until a restore), and
+    `<schema>.bridge_feed_epoch()`, run by the owner after every migration and restore, raises the
+    offset above every position the schema holds (events, subscriptions' cursors, the retention
+    horizon). The service's group reads the offset and may not change it or run the bridge.
+    """
+    s = f'"{schema}"'
+    return [
+        f"""
+        CREATE TABLE {s}.feed_epoch (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            offset_xid bigint NOT NULL DEFAULT 0 CHECK (offset_xid >= 0),
+            bridged_from bigint,
+            bridged_at timestamptz
+        )
+        """,
+        f"INSERT INTO {s}.feed_epoch DEFAULT VALUES",
+        f"GRANT SELECT ON {s}.feed_epoch TO {group}",
+        f"""
+        CREATE FUNCTION {s}.feed_txid() RETURNS xid8 LANGUAGE sql STABLE AS $$
+            SELECT (pg_current_xact_id()::text::bigint + (SELECT offset_xid FROM {s}.feed_epoch))::text::xid8
+        $$
+        """,
+        f"""
+        CREATE FUNCTION {s}.feed_watermark() RETURNS xid8 LANGUAGE sql STABLE AS $$
+            SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                    + (SELECT offset_xid FROM {s}.feed_epoch))::text::xid8
+        $$
+        """,
+        f"""
+        CREATE FUNCTION {s}.bridge_feed_epoch() RETURNS bigint LANGUAGE plpgsql AS $$
+        DECLARE
+            l_offset bigint;
+            l_last bigint;
+            l_next bigint;
+        BEGIN
+            SELECT offset_xid INTO l_offset FROM {s}.feed_epoch FOR UPDATE;
+            SELECT greatest((SELECT max(txid) FROM {s}.outbox),
+                            (SELECT max(cursor_txid) FROM {s}.webhook_subscriptions),
+                            (SELECT trimmed_txid FROM {s}.feed_horizon))::text::bigint
+              INTO l_last;
+            l_next := pg_current_xact_id()::text::bigint + l_offset;
+            IF l_last IS NULL OR l_last < l_next THEN
+                RETURN 0;  -- the cluster's counter is ahead of the feed: nothing to bridge
+            END IF;
+            l_offset := l_offset + (l_last - l_next) + 1;
+            UPDATE {s}.feed_epoch SET offset_xid = l_offset, bridged_from = l_last, bridged_at = now();
+            RETURN l_offset;
+        END $$
+        """,
+        f"REVOKE EXECUTE ON FUNCTION {s}.bridge_feed_epoch() FROM PUBLIC",
+        f"GRANT EXECUTE ON FUNCTION {s}.feed_txid(), {s}.feed_watermark() TO {group}",
+        f"ALTER TABLE {s}.outbox ALTER COLUMN txid SET DEFAULT {s}.feed_txid()",
+        trim_feed_sql(schema, f"{s}.feed_watermark()", replace=True),
+    ]
+
+
+def feed_epoch_downgrade_sql(schema: str) -> list[str]:
+    s = f'"{schema}"'
+    return [
+        trim_feed_sql(schema, "pg_snapshot_xmin(pg_current_snapshot())", replace=True),
+        f"ALTER TABLE {s}.outbox ALTER COLUMN txid SET DEFAULT pg_current_xact_id()",
+        f"DROP FUNCTION {s}.bridge_feed_epoch()",
+        f"DROP FUNCTION {s}.feed_watermark()",
+        f"DROP FUNCTION {s}.feed_txid()",
+        f"DROP TABLE {s}.feed_epoch",
+    ]
+
+
+#: run by the owner after every migration and restore (migrations/<service>/env.py, devtools/backup.py)
+def bridge_feed_epoch_sql(schema: str) -> str:
+    """The bridge, if this schema's migrations have created it (a no-op before)."""
+    s = f'"{schema}"'
+    return f"""
+DO $$ BEGIN
+    IF to_regprocedure('{s}.bridge_feed_epoch()') IS NOT NULL THEN
+        PERFORM {s}.bridge_feed_epoch();
+    END IF;
+END $$
+"""

@@ -816,6 +816,18 @@ async def _counter_at_least(url: str, xid: int) -> None:
         await connection.close()
 
 
+async def _feed_end(client: httpx.AsyncClient) -> str:
+    """The change feed read to its end: the cursor a consumer that has seen everything holds."""
+    cursor = None
+    while True:
+        page = await client.get("/v1/events", params={"limit": 500, **({"after": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        cursor = body["next_cursor"]
+        if not body["items"]:
+            return str(cursor)
+
+
 async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_redemptions(
     live_registry_client: httpx.AsyncClient,
     live_eligibility_client: httpx.AsyncClient,
@@ -827,7 +839,8 @@ async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_red
     """Issue #15: restored into a new PostgreSQL cluster, whose transaction counter starts far below the restored
     entries' ids, the ledger's next entries still come after them: sealed, and verify is clean end to end. Before
     the ledger's own ids (migration 0015) the first new entry was never sealed (`not_in_chain`, seal lag 0).
-    Both clusters are new embedded PostgreSQL 18 ones, whatever server the rest of the suite uses."""
+    The change feed likewise: a consumer resumes where it was and gets the new events. Both clusters are new
+    embedded PostgreSQL 18 ones, whatever server the rest of the suite uses."""
     from devtools import backup
     from devtools.devdb import EmbeddedPostgres
     from shared.migrations import upgrade_all
@@ -851,6 +864,7 @@ async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_red
             before = await settled(ledger.client)
             assert before["ok"], before
             assert before["unsealed"] == 0
+            feed_cursor = await _feed_end(ledger.client)  # a consumer that has read everything
         dump = await asyncio.to_thread(backup.dump, origin, tmp_path / "backups" / "ledger.dump")
         assert (dump.stat().st_mode & 0o777, dump.parent.stat().st_mode & 0o777) == (0o600, 0o700)  # owner only
 
@@ -864,6 +878,12 @@ async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_red
             assert epoch["offset_xid"] > 0
             assert epoch["bridged_from"] == last
             assert int(await connection.fetchval("SELECT vouchers.ledger_txid()")) > last
+            # the change feed likewise (shared/feed/tables.py feed_epoch_sql): new events after every old position
+            last_event = int(await connection.fetchval("SELECT max(txid)::text::bigint FROM vouchers.outbox"))
+            feed = await connection.fetchrow("SELECT offset_xid, bridged_from FROM vouchers.feed_epoch")
+            assert feed["offset_xid"] > 0
+            assert feed["bridged_from"] == last_event
+            assert int(await connection.fetchval("SELECT vouchers.feed_txid()::text::bigint")) > last_event
         finally:
             await connection.close()
 
@@ -878,6 +898,12 @@ async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_red
             lag = await restored.client.get("/v1/ledger/seal-lag")
             assert lag.status_code == 200, lag.text
             assert lag.json()["unsealed"] == 0
+            # the consumer resumes where it was before the backup and gets the new redemption's event: before the
+            # feed's own ids it came after the restored events only once the new cluster's counter caught up
+            page = await restored.client.get("/v1/events", params={"after": feed_cursor})
+            assert page.status_code == 200, page.text
+            events = [(e["type"], e["subject"]) for e in page.json()["items"]]
+            assert ("vouchers.voucher.redeemed", code) in events, events
     finally:
         for cluster in (source, target):
             await asyncio.to_thread(cluster.stop)
