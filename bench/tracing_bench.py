@@ -1,17 +1,18 @@
-"""What tracing costs the redemption path: one vouchers process with tracing off, then on, in one run.
+"""What tracing costs the redemption path: one vouchers process with tracing off, on, and sampled, in one run.
 
 `make bench-tracing` (or `python -m bench.tracing_bench`). The stack is the ledger benchmark's (its data,
 its vouchers, its load generator: wrk when installed, bench/ledger_bench.py): registry, eligibility and
 a vouchers process issue M3 vouchers through the public APIs; then, in turn, a vouchers process is
-started with tracing off (no OTEL_* variable: shared/tracing.py installs nothing) and one with tracing
-on (OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink in this process that answers 200 and counts
-what it gets: every request sampled, exported in batches as in production), each warmed up and then
-loaded with redemptions by the same generator for the same time. The phases alternate (off, on, off,
-on, …: --rounds) so that a drift of the machine does not look like a cost; the figures are the medians
-over the rounds, and off's spread between its own rounds says how much of a difference is noise.
+started with tracing off (no OTEL_* variable: shared/tracing.py installs nothing), on (every request
+traced, OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink in this process that answers 200 and counts
+what it gets, batched as in production) and sampled (the same, 5% of the traces kept:
+parentbased_traceidratio), each warmed up and then loaded with redemptions by the same generator for
+the same time. The phases take turns (off, on, sampled, off, …: --rounds) so that a drift of the machine
+does not look like a cost; the figures are the medians over the rounds, and off's spread between its own
+rounds says how much of a difference is noise.
 
-Printed: each run, the medians, the ratios on/off (throughput, p50, p99, the vouchers process's CPU per
-redemption) and off/off (noise), and a Markdown block for docs/benchmarks.md.
+Printed: each run, the medians, the ratios to off (throughput, p50, p99, the vouchers process's CPU per
+redemption) and off's spread, and a Markdown block for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ from devtools import devdb
 from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.migrations import upgrade_all
 
-MODES = ("off", "on")
+#: off: no OTEL_* variable; on: every request traced; sampled: 5% of the traces that start at the service
+#: (OTEL_TRACES_SAMPLER=parentbased_traceidratio), what a busy production would run
+MODES = ("off", "on", "sampled")
+SAMPLED_RATIO = "0.05"
 
 
 class OtlpSink:
@@ -137,9 +141,9 @@ class Results:
         }[measure]
         return statistics.median(values) if values else float("nan")
 
-    def ratio(self, measure: str) -> float:
+    def ratio(self, measure: str, mode: str = "on") -> float:
         off = self.median("off", measure)
-        return self.median("on", measure) / off if off else float("nan")
+        return self.median(mode, measure) / off if off else float("nan")
 
     def noise(self) -> float:
         """The spread of off's throughput between its rounds: largest / smallest − 1."""
@@ -150,11 +154,14 @@ class Results:
 def tracing_env(mode: str, sink: OtlpSink) -> dict[str, str]:
     if mode == "off":
         return {}
-    return {
+    env = {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     }
+    if mode == "sampled":
+        env.update({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": SAMPLED_RATIO})
+    return env
 
 
 def markdown(args: argparse.Namespace, argv: list[str], results: Results, where: str) -> str:
@@ -163,7 +170,7 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, where:
     rows = []
     for phase in results.phases:
         run = phase.run
-        exported = f"{phase.exports:,} exports, {phase.export_bytes / 1e6:.1f} MB" if phase.mode == "on" else "—"
+        exported = f"{phase.exports:,} exports, {phase.export_bytes / 1e6:.1f} MB" if phase.mode != "off" else "—"
         rows.append(
             f"| {phase.mode} | {phase.round} | {run.rate:,.0f} | {ms(run.p50)} | {ms(run.p99)} | "
             f"{run.cpu_us('vouchers'):,.0f} | {exported} |"
@@ -173,16 +180,23 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, where:
             f"`{command}` — {facts.get('cpu', '?')}, "
             f"{facts.get('nproc', '?')} cores; PostgreSQL: {where}; load: {args.load_generator}, "
             f"{args.clients} connections, {args.seconds} s per run after {args.warmup} s of warm-up, "
-            f"{args.rounds} rounds (off, on alternating); one vouchers process.",
+            f"{args.rounds} rounds of {', '.join(args.modes)} in turn; one vouchers process; "
+            f"sampled: {SAMPLED_RATIO} of the traces (parentbased_traceidratio).",
             "",
             "| tracing | round | redemptions/s | p50 | p99 | vouchers CPU µs / redemption | spans exported |",
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            f"Medians: off {results.median('off', 'rate'):,.0f}/s, on {results.median('on', 'rate'):,.0f}/s. "
-            f"**on/off: throughput {results.ratio('rate'):.2f}, p50 {results.ratio('p50'):.2f}, "
-            f"p99 {results.ratio('p99'):.2f}, vouchers CPU per redemption {results.ratio('cpu'):.2f}**; "
-            f"off against itself (spread between its rounds, the noise): {results.noise():.1%}.",
+            *(
+                f"{mode}/off (medians): throughput {results.ratio('rate', mode):.2f}, "
+                f"p50 {results.ratio('p50', mode):.2f}, p99 {results.ratio('p99', mode):.2f}, "
+                f"**vouchers CPU per redemption {results.ratio('cpu', mode):.2f}** "
+                f"({results.median(mode, 'cpu'):,.0f} against {results.median('off', 'cpu'):,.0f} µs)."
+                for mode in args.modes
+                if mode != "off"
+            ),
+            "",
+            f"Off against itself (spread of its throughput between rounds, the noise): {results.noise():.1%}.",
         ]
     )
 
@@ -194,7 +208,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--clients", type=bounded(1, 512), default=32, help="connections (default 32)")
     parser.add_argument("--seconds", type=bounded(1, 300), default=15, help="per measured run (default 15)")
     parser.add_argument("--warmup", type=float, default=3.0, help="before each run, not counted (default 3)")
-    parser.add_argument("--rounds", type=bounded(1, 10), default=2, help="off/on pairs (default 2)")
+    parser.add_argument("--rounds", type=bounded(1, 10), default=3, help="rounds of every mode (default 3)")
+    parser.add_argument(
+        "--modes",
+        type=lambda text: [m for m in text.split(",") if m],
+        default=list(MODES),
+        help=f"phases of a round, in order (default {','.join(MODES)}; off must be one)",
+    )
     parser.add_argument("--vouchers", type=bounded(1, 1000), default=64, help="redeemed in turn (default 64)")
     parser.add_argument("--enterprises", type=bounded(1, 1000), default=32, help="holding them (default 32)")
     parser.add_argument("--vendors", type=bounded(1, 100), default=8, help="model vendors (default 8)")
@@ -211,6 +231,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("wrk is not installed (apt-get install wrk), or use --load-generator python")
     if args.vouchers < args.enterprises:
         parser.error("--vouchers must be at least --enterprises")
+    if "off" not in args.modes or not set(args.modes) <= set(MODES):
+        parser.error(f"--modes: some of {', '.join(MODES)}, off included")
     return args
 
 
@@ -266,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         with OtlpSink() as sink:
             for round_ in range(1, args.rounds + 1):
-                for mode in MODES:
+                for mode in args.modes:
                     if time.monotonic() > deadline:
                         raise TimeoutError("the time budget (--max-seconds) ran out")
                     port = free_port()
@@ -287,20 +309,22 @@ def main(argv: list[str] | None = None) -> int:
                     phase = Phase(mode, round_, run, after[0] - before[0], after[1] - before[1])
                     results.phases.append(phase)
                     say(f"  tracing {mode}, round {round_}: " + describe(run))
-                    if mode == "on":
+                    if mode != "off":
                         say(f"    OTLP sink: {phase.exports:,} exports, {phase.export_bytes:,} bytes")
                         if phase.exports == 0:
-                            results.problems.append(f"round {round_}: tracing on, but no span was exported")
+                            results.problems.append(f"round {round_}: tracing {mode}, but no span was exported")
                     elif phase.exports:
                         results.problems.append(f"round {round_}: tracing off, yet {phase.exports} exports arrived")
                     results.problems += run.problems()
 
-        say(
-            f"\nmedians: off {results.median('off', 'rate'):,.0f}/s, on {results.median('on', 'rate'):,.0f}/s; "
-            f"on/off: throughput {results.ratio('rate'):.3f}, p50 {results.ratio('p50'):.3f}, "
-            f"p99 {results.ratio('p99'):.3f}, vouchers CPU/redemption {results.ratio('cpu'):.3f}; "
-            f"off's spread between rounds {results.noise():.1%}"
-        )
+        for mode in args.modes:
+            say(
+                f"{mode}: median {results.median(mode, 'rate'):,.0f}/s, vouchers CPU/redemption "
+                f"{results.median(mode, 'cpu'):,.0f} µs; /off: throughput {results.ratio('rate', mode):.3f}, "
+                f"p50 {results.ratio('p50', mode):.3f}, p99 {results.ratio('p99', mode):.3f}, "
+                f"CPU {results.ratio('cpu', mode):.3f}"
+            )
+        say(f"off's spread between rounds {results.noise():.1%}")
         say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
         say(markdown(args, argv, results, where))
         say("\n" + "-" * 74)

@@ -135,13 +135,18 @@ def configure_tracing(app: FastAPI, service_name: str) -> None:
     app.state.tracer_provider = provider
     if provider is None:
         return
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.instrumentation import fastapi as fastapi_instrumentation
 
     router = _routing()
     router.add(provider)
-    FastAPIInstrumentor.instrument_app(
+    # The instrumentation names a server span by matching the request against every route of the app
+    # before it runs (~0.4 ms a request for the vouchers service's 61 routes): the span starts named by
+    # its method, and `_RouteNamer` names it by the route the app's own routing found.
+    setattr(fastapi_instrumentation, "_get_default_span_details", _method_only)  # noqa: B010
+    fastapi_instrumentation.FastAPIInstrumentor.instrument_app(
         app, tracer_provider=provider, excluded_urls=EXCLUDED_URLS, exclude_spans=["receive", "send"]
     )
+    app.add_middleware(_RouteNamer)
 
 
 async def shutdown(app: FastAPI) -> None:
@@ -193,6 +198,41 @@ def _routing() -> _RoutingProvider:
         children = _RoutingProvider(_router, children_only=True)
         AsyncPGInstrumentor().instrument(tracer_provider=children)  # type: ignore[no-untyped-call]
     return _router
+
+
+def _method_only(scope: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """A server span's first name: its method (`_RouteNamer` adds the route)."""
+    return str(scope.get("method") or "HTTP").strip(), {}
+
+
+class _RouteNamer:
+    """Pure ASGI, installed only when tracing is on: when the answer starts (the app has routed it), the
+    server span is named `<method> <route template>`, with `http.route` (the instrumentation ends the span
+    with the answer's last byte: later would be too late)."""
+
+    def __init__(self, app: Any) -> None:
+        from shared.metrics import matched_route, route_template
+
+        self.app = app
+        self.matched_route = matched_route
+        self.route_template = route_template
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        span = trace.get_current_span()
+
+        async def named(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                route = self.matched_route(scope)
+                if route is not None:
+                    template = self.route_template(route)
+                    span.update_name(f"{scope['method']} {template}")
+                    span.set_attribute("http.route", template)
+            await send(message)
+
+        await self.app(scope, receive, named if span.is_recording() else send)
 
 
 def _quiet(attributes: Any) -> bool:

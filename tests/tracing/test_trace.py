@@ -207,6 +207,7 @@ async def test_application_to_redemption_is_one_trace_across_the_three_services(
 
     # the redemption's one SQL call is a span of the redemption's request
     redemption = server_span(spans, *redemption_route)
+    assert redemption.name == "POST /v1/vouchers/{code}/redemptions"  # named by its route (shared/tracing.py)
     calls = [s for s in spans if "vouchers.redeem(" in statement(s)]
     assert len(calls) == 1, [statement(s) for s in spans if statement(s)]
     assert calls[0].kind == SpanKind.CLIENT
