@@ -372,3 +372,82 @@ async def test_a_failed_batch_is_answered_call_by_call(
     again = await prepare(client, live_registry_client, live_eligibility_client)
     responses = await batched(client, group_commit, vouchers_database, again)
     assert await check_run(client, vouchers_database, again, responses) == answers
+
+
+async def test_a_batch_waiting_for_a_voucher_holds_no_ceiling_a_single_call_needs(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    """A batch locks its vouchers, then their ceilings (`vouchers.ledger_batch()`), as a single call does.
+
+    A batch [X, Z, Y] of one holder (X < Z < Y) waits for Z (locked by the test) holding X only: a redemption on Y
+    sent to another app (another process; idle, so a single call) takes Y and the holder's ceiling and is
+    answered at once. Were the batch to hold the ceiling from X's call while it waits for Z, the two would wait
+    for each other in a circle (a deadlock) once Z is released. Then the batch is answered, with no fallback."""
+    group_commit: GroupCommit = app.state.group_commit
+    holder, other = await model_supply(live_registry_client), await model_supply(live_registry_client)
+    codes = []
+    for supply in (holder, holder, holder, other):
+        _, decision_id = await approved_m3(
+            live_registry_client, live_eligibility_client, claim_fen=VOUCHER_FEN, supply=supply
+        )
+        issued = await issue(client, decision_id)
+        assert issued.status_code == 201, issued.text
+        codes.append(issued.json()["code"])
+    x, z, y = sorted(codes[:3])
+    vendors = {"v1": holder.vendor, "v2": other.vendor}
+    setup = Setup({"X": x, "Z": z, "Y": y, "P": codes[3]}, vendors, {}, f"gcdl{time.time_ns()}")
+    owner, lock_p, lock_z = [await asyncpg.connect(vouchers_database) for _ in range(3)]
+
+    async def waiting(query: str) -> int:
+        return int(
+            await owner.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE $1",
+                f"%{query}%",
+            )
+        )
+
+    fallbacks = group_commit.fallbacks
+    try:
+        plug_lock, z_lock = lock_p.transaction(), lock_z.transaction()
+        await plug_lock.start()
+        await lock_p.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", setup.codes["P"])
+        await z_lock.start()
+        await lock_z.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", z)
+        plug = asyncio.ensure_future(send(client, setup, Call("redeem", "v2", "P", "plug", 1_000)))
+
+        async def plug_waits() -> bool:
+            return await waiting("vouchers.redeem(") == 1
+
+        await until(plug_waits, "the plug to wait")
+        batch = []
+        for n, target in enumerate(("X", "Z", "Y"), start=1):
+            batch.append(asyncio.ensure_future(send(client, setup, Call("redeem", "v1", target, f"b{target}", 1_000))))
+
+            async def queued(n: int = n) -> bool:
+                return len(group_commit.waiting) == n
+
+            await until(queued, f"call {n} to wait in the process")
+        await plug_lock.commit()
+        assert (await plug).status_code == 201
+
+        async def batch_waits() -> bool:
+            return await waiting("vouchers.ledger_batch(") == 1
+
+        await until(batch_waits, "the batch to wait for Z")
+        single = await asyncio.wait_for(send(vouchers, setup, Call("redeem", "v1", "Y", "single", 1_000)), 10)
+        assert single.status_code == 201, single.text
+        assert not any(call.done() for call in batch)
+        await z_lock.commit()
+        answers = [r.status_code for r in await asyncio.gather(*batch)]
+    finally:
+        for connection in (owner, lock_p, lock_z):
+            await connection.close()
+    assert answers == [201, 201, 201]
+    assert group_commit.fallbacks == fallbacks
+    assert await check_database(vouchers_database) == []
