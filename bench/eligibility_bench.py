@@ -467,7 +467,8 @@ def finish_profiles(sampling: Sampling, results: Results) -> None:
     for service, (sampler, path) in sampling.samplers.items():
         sampler.wait(timeout=PROFILE_SECONDS + 60)
         per = results.cpu_per_submission.get(service, 0.0) * 1e6
-        results.profiles[service] = profile.summary(path, per) if path.exists() else "(py-spy wrote nothing)"
+        summary = profile.summary(path, per, operation="submission") if path.exists() else "(py-spy wrote nothing)"
+        results.profiles[service] = summary
     say(
         "  CPU per submission: "
         + ", ".join(f"{name} {seconds * 1e3:,.1f} ms" for name, seconds in results.cpu_per_submission.items())

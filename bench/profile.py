@@ -28,6 +28,8 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("framework (starlette, fastapi)", r"(^|/)(starlette|fastapi)/"),
     ("validation (pydantic)", r"(^|/)pydantic(_core)?/"),
     ("database driver (asyncpg)", r"(^|/)asyncpg/"),
+    ("ORM and SQL toolkit (sqlalchemy, greenlet)", r"(^|/)(sqlalchemy|greenlet)/"),
+    ("HTTP client to peers (httpx, httpcore, anyio)", r"(^|/)(httpx|httpcore|anyio|h2)/"),
     ("event loop (asyncio, selectors, uvloop)", r"(^|/)(asyncio|uvloop)/|(^|/)selectors\.py"),
     ("logging", r"(^|/)logging/|shared/logs\.py"),
     ("metrics (prometheus_client, shared/metrics.py)", r"(^|/)prometheus_client/|shared/metrics\.py"),
@@ -40,7 +42,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("audit log (shared/audit.py)", r"shared/audit\.py"),
     ("request guard and errors (shared/limits.py, errors.py)", r"shared/(limits|errors|context)\.py"),
     ("tracing (shared/tracing.py, opentelemetry)", r"shared/tracing\.py|(^|/)opentelemetry/"),
-    ("the redemption route (services/vouchers)", r"services/vouchers/"),
+    ("the service's own code (services/)", r"(^|/)services/"),
     ("the rest of the kernel (shared/)", r"(^|/)shared/"),
 )
 
@@ -75,8 +77,8 @@ def _leaf(stack: str) -> tuple[str, str]:
     return found["function"], found["file"]
 
 
-def summary(path: Path, per_operation_us: float | None = None, top: int = 20) -> str:
-    """Markdown tables of the samples in `path`; with the CPU one operation took, each share in µs too."""
+def summary(path: Path, per_operation_us: float | None = None, top: int = 20, operation: str = "redemption") -> str:
+    """Markdown tables of the samples in `path`; with the CPU one `operation` took, each share in µs too."""
     by_group: Counter[str] = Counter()
     by_function: Counter[str] = Counter()
     total = 0
@@ -96,7 +98,7 @@ def summary(path: Path, per_operation_us: float | None = None, top: int = 20) ->
         text = f"{samples / total:.1%}"
         return f"{text} | {samples / total * per_operation_us:,.0f} µs" if per_operation_us else text
 
-    unit = " | per redemption" if per_operation_us else ""
+    unit = f" | per {operation}" if per_operation_us else ""
     lines = [
         f"{total:,} samples of the busy process.",
         "",
