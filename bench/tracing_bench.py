@@ -180,7 +180,8 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, where:
             f"`{command}` — {facts.get('cpu', '?')}, "
             f"{facts.get('nproc', '?')} cores; PostgreSQL: {where}; load: {args.load_generator}, "
             f"{args.clients} connections, {args.seconds} s per run after {args.warmup} s of warm-up, "
-            f"{args.rounds} rounds of {', '.join(args.modes)} in turn; one vouchers process; "
+            f"{args.rounds} rounds of {', '.join(args.modes)} in turn; one vouchers process "
+            f"(group commit {args.group_commit}); "
             f"sampled: {SAMPLED_RATIO} of the traces (parentbased_traceidratio).",
             "",
             "| tracing | round | redemptions/s | p50 | p99 | vouchers CPU µs / redemption | spans exported |",
@@ -222,6 +223,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--hot-pool-size", type=bounded(1, 200), help="VOUCHERS_HOT_POOL_SIZE")
     parser.add_argument("--log-level", help="VOUCHERS_LOG_LEVEL (default: the service's)")
+    parser.add_argument(
+        "--group-commit",
+        choices=("on", "off"),
+        default="on",
+        help="VOUCHERS_GROUP_COMMIT of the vouchers processes (default on, the service's default)",
+    )
     parser.add_argument("--max-seconds", type=float, default=900.0, help="budget for the whole run (default 900)")
     parser.add_argument("--seed", type=int, default=20261205, help="random seed of the data")
     args = parser.parse_args(argv)
