@@ -5,13 +5,15 @@ vouchers process with ONE ledger call in flight (`VOUCHERS_GROUP_COMMIT_IN_FLIGH
 one call of `vouchers.ledger_batch()`. The batch is made, not hoped for:
 
 1. five M3 vouchers issued through the real services: A, and W1 < W2 < B < W4 (by code, the batch's order);
-2. the test locks A's row and B's row (`SELECT … FOR UPDATE`, as the owner, on two connections);
+2. as the owner, on two connections, the test locks A's row (`SELECT … FOR UPDATE`) and claims, uncommitted,
+   the Idempotency-Key of one of B's calls (the row `vouchers.claim_key()` inserts first);
 3. one redemption on A takes the only slot and waits in PostgreSQL; 20 vendor calls on W1, W2, B, W4
    (redemptions and holds that fit, redemptions beyond the voucher, another vendor's voucher; each with its
    own Idempotency-Key) then wait in the process; A's lock is committed: A is answered (acknowledged) and
-   the 20 go as one batch, which writes W1's and W2's calls and waits on B's lock (pg_stat_activity: a
-   `ledger_batch` query waiting on a lock; W1's row is locked by it);
-4. the vouchers process is killed (SIGKILL): none of the 20 is answered; B's lock is released;
+   the 20 go as one batch, which locks the four vouchers and their ceilings, writes W1's and W2's calls (and
+   perhaps some of B's) and waits for the claimed key (pg_stat_activity: a `ledger_batch` query waiting on a
+   lock, holding a RowExclusiveLock on vouchers.entries: it has written entries; W1's row is locked by it);
+4. the vouchers process is killed (SIGKILL): none of the 20 is answered; the key's claim is rolled back;
 5. in the database: the 20 calls are all there (one transaction) or none is, A's redemption is there exactly
    once, no redemption lacks its entry or its Idempotency-Key record, the ledger's invariants hold;
 6. the process restarts and every unacknowledged call is sent again with its key and body: each gets a
@@ -19,10 +21,10 @@ one call of `vouchers.ledger_batch()`. The batch is made, not hoped for:
    ledger once, the balances follow, the invariants hold and the hash chain verifies once the sealer caught up.
 
 Whether a batch cut off this way commits is PostgreSQL's business: the backend finishes the function once
-B's lock is released and commits at the protocol's Sync unless writing the answer to the dead client failed
+the key is free and commits at the protocol's Sync unless writing the answer to the dead client failed
 first. Both are fine, and both are shown: the first test leaves PostgreSQL as it is (and says which it
 was), the second sets `client_connection_check_interval`, so that the backend notices the client is gone
-while it waits for the lock and rolls the batch back; the retries then write the calls.
+while it waits for the key and rolls the batch back; the retries then write the calls.
 
 Not part of `make test` (pyproject: --ignore); `make test-resilience` runs it.
 """
@@ -200,16 +202,24 @@ async def locked(connection: asyncpg.Connection, code: str) -> asyncpg.transacti
 
 
 async def kill_mid_batch(cluster: Cluster, run: Run, *, rolled_back: bool) -> None:
-    """Steps 2 to 4: A answered, the batch of 20 in flight and waiting on B, the process killed, B released."""
+    """Steps 2 to 4: A answered, the batch of 20 in flight, partly written and waiting for a key of B's, the
+    process killed, the key released."""
     owner = await asyncpg.connect(cluster.database_url)
     lock_a_connection = await asyncpg.connect(cluster.database_url)
-    lock_b_connection = await asyncpg.connect(cluster.database_url)
+    key_connection = await asyncpg.connect(cluster.database_url)
+    held = next(call for call in run.calls if call.code == run.codes["B"])  # its key is claimed by the test
     timeout = httpx.Timeout(60.0, connect=5.0)
     limits = httpx.Limits(max_connections=64)
     try:
         async with httpx.AsyncClient(base_url=cluster.url(VOUCHERS), timeout=timeout, limits=limits) as client:
             lock_a = await locked(lock_a_connection, run.codes["A"])
-            lock_b = await locked(lock_b_connection, run.codes["B"])
+            key_claim = key_connection.transaction()
+            await key_claim.start()
+            await key_connection.execute(
+                "INSERT INTO vouchers.idempotency (client, key, request_hash) VALUES ($1, $2, 'held by the test')",
+                held.vendor,
+                held.key,
+            )
             plug = asyncio.ensure_future(send(client, run.a))
 
             async def a_waits() -> bool:
@@ -234,8 +244,14 @@ async def kill_mid_batch(cluster: Cluster, run: Run, *, rolled_back: bool) -> No
                 rows = await owner.fetch(BATCHES)
                 return any(r["state"] == "active" and r["wait_event_type"] == "Lock" for r in rows)
 
-            await until(batch_waits, "the batch to wait on B's lock")
-            # it wrote what comes before B in its order: W1's row is its, until it ends
+            await until(batch_waits, "the batch to wait for the key of B's call")
+            # it wrote what comes before B in its order (entries), and W1's row is its until it ends
+            written = await owner.fetch(
+                "SELECT l.relation::regclass::text AS relation FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.query LIKE '%vouchers.ledger_batch(%' "
+                "AND a.pid <> pg_backend_pid() AND l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'"
+            )
+            assert {"vouchers.entries", "vouchers.redemptions"} <= {row["relation"] for row in written}, written
             with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
                 async with owner.transaction():
                     await owner.execute(
@@ -256,10 +272,10 @@ async def kill_mid_batch(cluster: Cluster, run: Run, *, rolled_back: bool) -> No
 
             if rolled_back:  # the backend notices its client is gone while it waits, and rolls the batch back
                 await until(batch_gone, "the batch's backend to notice its client is gone")
-            await lock_b.rollback()
+            await key_claim.rollback()  # the batch claims the key itself and goes on
             await until(batch_gone, "the batch's backend to end")
     finally:
-        for connection in (owner, lock_a_connection, lock_b_connection):
+        for connection in (owner, lock_a_connection, key_connection):
             await connection.close()
 
 
@@ -395,7 +411,8 @@ async def scenario(cluster: Cluster, tag: str, *, rolled_back: bool) -> Run:
     lines = await retry_and_check(cluster, run)
     SUMMARIES.append(
         f"group commit, a vouchers process killed mid-batch ({tag}): A acknowledged and present once; the batch of "
-        f"{len(calls)} calls (W1 < W2 < B < W4, waiting on B) {run.outcome} after the kill; " + "; ".join(lines)
+        f"{len(calls)} calls (W1 < W2 < B < W4, written up to a key of B's and waiting for it) {run.outcome} after "
+        "the kill; " + "; ".join(lines)
     )
     return run
 
@@ -407,8 +424,8 @@ async def test_a_process_killed_mid_batch_leaves_all_of_it_or_none_and_every_ans
 
 
 async def test_a_batch_whose_client_died_is_rolled_back_whole_and_the_retries_write_it(cluster: Cluster) -> None:
-    """With `client_connection_check_interval`, the backend notices the dead process while the batch waits on
-    B's lock and rolls the batch back: none of it is written, A is, and the retries write each call once."""
+    """With `client_connection_check_interval`, the backend notices the dead process while the batch waits for
+    the key and rolls the batch back: none of it is written, A is, and the retries write each call once."""
     owner = await asyncpg.connect(cluster.database_url)
     try:
         await owner.execute(f"ALTER DATABASE {DATABASE} SET client_connection_check_interval = '100ms'")
