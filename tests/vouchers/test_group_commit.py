@@ -41,7 +41,7 @@ from services.vouchers.redemptions.group_commit import GroupCommit
 from shared.dbroles import login_url
 from tests.auth import admin
 from tests.conftest import _settings_auth
-from tests.vouchers.flow import YUAN, approved_m3, issue, model_supply, vendor_call
+from tests.vouchers.flow import OFFICER_CHEN, YUAN, approved_m3, issue, model_supply, vendor_call
 
 VOUCHER_FEN = 1_000_000 * YUAN  # each voucher's amount (claim)
 #: answer fields that differ from one run to the next whatever the order (ids, times, request ids, texts)
@@ -450,4 +450,98 @@ async def test_a_batch_waiting_for_a_voucher_holds_no_ceiling_a_single_call_need
             await connection.close()
     assert answers == [201, 201, 201]
     assert group_commit.fallbacks == fallbacks
+    assert await check_database(vouchers_database) == []
+
+
+@pytest.mark.xfail(
+    reason="ledger_batch() locks a capture's voucher before its hold (the voucher rows first, then in the loop "
+    "finish_hold() locks the hold), where a void, a single capture and the bureau's release lock the hold first: "
+    "the void and the batch deadlock, and the void, PostgreSQL's victim here, is answered 500. Locking the finish "
+    "calls' redemption rows first in ledger_batch() (PERFORM 1 FROM vouchers.redemptions r WHERE r.id = ANY "
+    "(p_redemption_id) ORDER BY r.id FOR UPDATE, before the vouchers) keeps one order: this test then passes",
+    strict=False,  # were the batch the victim instead, it falls back and every answer is right
+)
+async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    """A void locks the voucher's open holds, then the voucher (as a single capture does: hold, then voucher).
+    A batch [capture of h on X, redemption on Q] (X < Q) locks X, waits for Q (locked by the test); the bureau
+    voids X in another app: it locks h and waits for X; Q is released: the batch runs and its capture wants h.
+    Each must get an answer: the void 200 (it released h first), the capture 409 hold_not_active or 200."""
+    group_commit: GroupCommit = app.state.group_commit
+    supply = await model_supply(live_registry_client)
+    codes = []
+    for _ in range(3):
+        _, decision_id = await approved_m3(
+            live_registry_client, live_eligibility_client, claim_fen=VOUCHER_FEN, supply=supply
+        )
+        issued = await issue(client, decision_id)
+        assert issued.status_code == 201, issued.text
+        codes.append(issued.json()["code"])
+    x, q = sorted(codes[:2])
+    setup = Setup({"X": x, "Q": q, "P": codes[2]}, {"v1": supply.vendor}, {}, f"gcv{time.time_ns()}")
+    path, body, headers = Call("hold", "v1", "X", "pre-h", 50_000).request(setup)
+    held = await client.post(path, json=body, headers=headers)
+    assert held.status_code == 201, held.text
+    setup.holds["h"] = int(held.json()["id"])
+    owner, lock_p, lock_q = [await asyncpg.connect(vouchers_database) for _ in range(3)]
+
+    async def waiting(query: str) -> int:
+        return int(
+            await owner.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE $1",
+                f"%{query}%",
+            )
+        )
+
+    try:
+        plug_lock, q_lock = lock_p.transaction(), lock_q.transaction()
+        await plug_lock.start()
+        await lock_p.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", setup.codes["P"])
+        await q_lock.start()
+        await lock_q.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", q)
+        plug = asyncio.ensure_future(send(client, setup, Call("redeem", "v1", "P", "plug", 1_000)))
+
+        async def plug_waits() -> bool:
+            return await waiting("vouchers.redeem(") == 1
+
+        await until(plug_waits, "the plug to wait")
+        batch = []
+        for n, call in enumerate((Call("capture", "v1", "h", "cap"), Call("redeem", "v1", "Q", "rq", 1_000)), 1):
+            batch.append(asyncio.ensure_future(send(client, setup, call)))
+
+            async def queued(n: int = n) -> bool:
+                return len(group_commit.waiting) == n
+
+            await until(queued, f"call {n} to wait in the process")
+        await plug_lock.commit()
+        assert (await plug).status_code == 201
+
+        async def batch_waits() -> bool:
+            return await waiting("vouchers.ledger_batch(") == 1
+
+        await until(batch_waits, "the batch to wait for Q")  # it holds X
+        void = asyncio.ensure_future(
+            vouchers.post(f"/v1/vouchers/{x}/void", json={"reason": "测试：作废"}, headers=OFFICER_CHEN)
+        )
+
+        async def void_waits() -> bool:
+            return await waiting("") == 2  # the batch (for Q) and the void (for X)
+
+        await until(void_waits, "the void to wait for X")
+        await q_lock.commit()
+        voided = await void
+        answers = await asyncio.gather(*batch)
+    finally:
+        for connection in (owner, lock_p, lock_q):
+            await connection.close()
+    assert voided.status_code == 200, voided.text
+    assert answers[1].status_code == 201, answers[1].text
+    assert answers[0].status_code in (200, 409), answers[0].text
     assert await check_database(vouchers_database) == []
