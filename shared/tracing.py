@@ -15,7 +15,8 @@ the sampler (`OTEL_TRACES_SAMPLER`, `_ARG`), the propagators (`OTEL_PROPAGATORS`
 service's name). Then:
 
 - the app is instrumented (opentelemetry-instrumentation-fastapi): a server span per request, continuing
-  the caller's `traceparent` (health probes and /metrics excluded);
+  the caller's `traceparent` (health probes and /metrics excluded), named `<method> <route template>`
+  from the app's own routing (`_RouteNamer`);
 - peer calls (shared/peers.py) and webhook deliveries (shared/feed/dispatcher.py) go through the httpx
   instrumentation: a client span each, its `traceparent` sent with the request;
 - asyncpg is instrumented (opentelemetry-instrumentation-asyncpg): a span per statement, the redemption
