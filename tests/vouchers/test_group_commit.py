@@ -453,14 +453,6 @@ async def test_a_batch_waiting_for_a_voucher_holds_no_ceiling_a_single_call_need
     assert await check_database(vouchers_database) == []
 
 
-@pytest.mark.xfail(
-    reason="ledger_batch() locks a capture's voucher before its hold (the voucher rows first, then in the loop "
-    "finish_hold() locks the hold), where a void, a single capture and the bureau's release lock the hold first: "
-    "the void and the batch deadlock, and the void, PostgreSQL's victim here, is answered 500. Locking the finish "
-    "calls' redemption rows first in ledger_batch() (PERFORM 1 FROM vouchers.redemptions r WHERE r.id = ANY "
-    "(p_redemption_id) ORDER BY r.id FOR UPDATE, before the vouchers) keeps one order: this test then passes",
-    strict=False,  # were the batch the victim instead, it falls back and every answer is right
-)
 async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
     app: FastAPI,
     client: httpx.AsyncClient,
@@ -470,9 +462,10 @@ async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
     vouchers_database: str,
 ) -> None:
     """A void locks the voucher's open holds, then the voucher (as a single capture does: hold, then voucher).
-    A batch [capture of h on X, redemption on Q] (X < Q) locks X, waits for Q (locked by the test); the bureau
-    voids X in another app: it locks h and waits for X; Q is released: the batch runs and its capture wants h.
-    Each must get an answer: the void 200 (it released h first), the capture 409 hold_not_active or 200."""
+    A batch [capture of h on X, redemption on Q] (X < Q) waits for Q (locked by the test) while the bureau voids X
+    in another app. Before ledger_batch() locked its holds first, the batch held X and the void held h: a deadlock
+    whose victim, the void, was answered 500. Now the batch holds h and X, the void waits for h; Q is released:
+    each gets an answer: the void 200, the capture 409 hold_not_active or 200."""
     group_commit: GroupCommit = app.state.group_commit
     supply = await model_supply(live_registry_client)
     codes = []

@@ -7,10 +7,12 @@
 -- for the whole batch; an error that is not a refusal (a lost connection) rolls the whole batch back, and the
 -- caller answers each call on its own (services/vouchers/redemptions/group_commit.py).
 --
--- Lock order. A single call locks its voucher's row, then its M3 redemption ceiling's row. A batch changes many
--- of each, so it first locks every voucher row its calls will change, in code order, then every ceiling row, in
--- (holder, year) order: every transaction takes these rows vouchers first, each kind in one order, and no two
--- (two batches, or a batch and a single call) can wait for each other in a circle.
+-- Lock order. A single capture or release locks its hold's row, then its voucher's, then its M3 redemption
+-- ceiling's; a redemption its voucher's, then the ceiling's; a void the voucher's open holds, then the voucher. A
+-- batch changes many of each, so it first locks every hold its captures and releases finish, in id order, then
+-- every voucher row its calls will change, in code order, then every ceiling row, in (holder, year) order: every
+-- transaction takes these rows holds first, then vouchers, then ceilings, each kind in one order, and no two (two
+-- batches, or a batch and a single call or a void) can wait for each other in a circle.
 --
 -- version: 1
 -- Versions: 1 migration 0018.
@@ -25,8 +27,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     l_answer record;
 BEGIN
-    -- what the calls will change: their vouchers (a capture's or release's, through its hold), and the M3
-    -- redemption ceilings of the years they count in (a redemption's: the day's; a capture's or release's: the hold's)
+    -- what the calls will change: the holds they finish, their vouchers (a capture's or release's, through its hold),
+    -- and the M3 redemption ceilings of the years they count in (a redemption's: the day's; a capture's or
+    -- release's: the hold's)
+    PERFORM 1 FROM vouchers.redemptions r WHERE r.id = ANY (p_redemption_id) ORDER BY r.id FOR UPDATE;
     PERFORM 1 FROM vouchers.vouchers v
      WHERE v.code = ANY (p_code)
         OR v.id IN (SELECT r.voucher_id FROM vouchers.redemptions r WHERE r.id = ANY (p_redemption_id))
