@@ -1,4 +1,4 @@
-"""All queries of the eligibility service."""
+"""All queries of the eligibility service but a submission's, which are fixed SQL in `submission_sql.py`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Text, Uuid, and_, bindparam, func, or_, select, text, true, update
+from sqlalchemy import Text, Uuid, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .facts import ClaimHolder, PriorAward
 from .models import Application, Award, Decision, ParameterVersion, Review, YearCap
 
 STANDING = ("in_review", "reviewed", "approved")
@@ -21,55 +20,6 @@ async def lock_applicant_measure(session: AsyncSession, applicant: str, measure:
     await session.execute(
         text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"eligibility:{applicant}:{measure}"}
     )
-
-
-#: Filled in by PostgreSQL when a submission's rows are inserted (the identity, the transaction's clock).
-_GENERATED = frozenset({"seq", "submitted_at", "decided_at"})
-
-
-def _row(entity: Application | Decision) -> dict[str, Any]:
-    return {
-        column.key: getattr(entity, column.key) for column in entity.__table__.columns if column.key not in _GENERATED
-    }
-
-
-async def insert_submission(session: AsyncSession, application: Application, decision: Decision) -> None:
-    """The application and its decision (with the trace) in one statement: two inserts of one command, so the
-    decision's foreign key to the application is checked when both rows are there. Sets the clock's columns."""
-    applications = insert(Application).values(_row(application)).returning(Application.submitted_at).cte("application")
-    decisions = insert(Decision).values(_row(decision)).returning(Decision.decided_at).cte("decision")
-    both = applications.join(decisions, true())  # one row each
-    row = (await session.execute(select(applications.c.submitted_at, decisions.c.decided_at).select_from(both))).one()
-    application.submitted_at, decision.decided_at = row.submitted_at, row.decided_at
-
-
-async def prior_awards(session: AsyncSession, applicant: str, measure: str) -> list[PriorAward]:
-    """Decisions for this applicant and measure that still stand (not rejected, not ineligible)."""
-    statement = (
-        select(
-            Decision.id,
-            Application.benefit_year,
-            Decision.amount_fen,
-            Decision.components,
-            Decision.basis,
-            _approved_amount(),
-        )
-        .join(Application, Application.current_decision_id == Decision.id)
-        .where(
-            Application.applicant == applicant,
-            Application.measure == measure,
-            Application.status.in_(STANDING),
-            Decision.outcome.in_(("eligible", "needs_review")),
-        )
-    )
-    awards: list[PriorAward] = []
-    for decision_id, year, amount, components, basis, approved in (await session.execute(statement)).all():
-        value = approved if approved is not None else amount
-        if value:
-            awards.append(
-                PriorAward(decision_id=decision_id, year=year, amount_fen=value, components=components, basis=basis)
-            )
-    return awards
 
 
 async def parameter_versions(session: AsyncSession) -> list[ParameterVersion]:
@@ -188,34 +138,6 @@ def queue_key(application: Application) -> tuple[int, int]:
 
 
 # --- the award register (rules/claims.py) ------------------------------------------------------
-
-
-async def claim_holders(session: AsyncSession, keys: Sequence[str]) -> dict[str, ClaimHolder]:
-    """Who holds each key already: an award in the register, else an application still in review."""
-    if not keys:
-        return {}
-    holders: dict[str, ClaimHolder] = {}
-    pending = await session.execute(
-        text(
-            """
-            SELECT k.key, a.id FROM eligibility.applications a
-            JOIN eligibility.decisions d ON d.id = a.current_decision_id
-            CROSS JOIN LATERAL unnest(d.claims) AS k(key)
-            WHERE a.status IN ('in_review', 'reviewed') AND d.claims && CAST(:keys AS text[])
-              AND k.key = ANY(CAST(:keys AS text[]))
-            ORDER BY a.seq
-            """
-        ),
-        {"keys": list(keys)},
-    )
-    for claim_key, application_id in pending.all():
-        holders.setdefault(claim_key, ClaimHolder(application_id=str(application_id), status="pending"))
-    awarded = await session.execute(
-        select(Award.claim_key, Award.application_id).where(Award.claim_key.in_(keys)).order_by(Award.id)
-    )
-    for claim_key, application_id in awarded.all():
-        holders[claim_key] = ClaimHolder(application_id=str(application_id), status="awarded")
-    return holders
 
 
 async def register_awards(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:

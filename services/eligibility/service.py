@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import ADMIN, OFFICER, ORGANISATION_MISMATCH, Principal
 from shared.context import request_id_var
+from shared.db import raw_connection
 from shared.errors import ProblemError
 from shared.instants import SHENZHEN, local_today
 from shared.testclocks import EnterpriseClocks
 
-from . import events, repository
+from . import events, repository, submission_sql
 from .engine import Trace
 from .errors import (
     APPLICATION_NOT_FOUND,
@@ -91,7 +92,10 @@ def benefit_year(evidence: Evidence, as_of: date) -> int:
 
 
 async def current_parameters(session: AsyncSession, base: ParameterSet) -> ParameterSet:
-    rows = await repository.parameter_versions(session)
+    return _with_versions(base, await repository.parameter_versions(session))
+
+
+def _with_versions(base: ParameterSet, rows: list[ParameterVersion]) -> ParameterSet:
     if not rows:
         return base
     return base.with_versions((row.parameter_id, _stored_value(row)) for row in rows)
@@ -249,12 +253,14 @@ async def submit(
     # answers (issue #12); what the lock below serialises (the register, the year's caps) is read after it
     request = facts_needed(evidence)
     facts = await registry.fetch(payload.applicant, as_of, request)
-    await repository.lock_applicant_measure(session, payload.applicant, measure)
+    await repository.lock_applicant_measure(session, payload.applicant, measure)  # begins the transaction
+    # the rest of the submission's statements are fixed SQL on the connection under the session (issue #16)
+    connection = await raw_connection(session)
     if request.prior_awards:
-        facts.prior_awards = await repository.prior_awards(session, payload.applicant, measure)
-    parameters = await current_parameters(session, policy.parameters)
+        facts.prior_awards = await submission_sql.prior_awards(connection, payload.applicant, measure)
+    parameters = _with_versions(policy.parameters, await submission_sql.parameter_versions(connection))
     keys = claim_keys(evidence, payload.applicant, parameters, as_of)
-    facts.claimed = await repository.claim_holders(session, keys)
+    facts.claimed = await submission_sql.claim_holders(connection, keys)
     evaluation = evaluate_application(evidence, as_of, facts, parameters)
     evaluation = replace(
         evaluation, trace=_dated(received_on, as_of, payload, principal, test_clock) + evaluation.trace
@@ -276,7 +282,7 @@ async def submit(
         current_decision_id=decision_id,
     )
     decision = _decision_row(decision_id, application.id, evaluation, facts, principal)
-    await repository.insert_submission(session, application, decision)  # one statement, one round trip
+    await submission_sql.insert_submission(connection, application, decision)  # one statement, one round trip
     read = application_read(application, decision, [])
-    await events.application_changed(session, read, "submitted", "decided")
+    await events.application_changed(connection, read, "submitted", "decided")
     return read
