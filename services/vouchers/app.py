@@ -115,6 +115,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         db_server_settings={"role": settings.db_role} if settings.db_role else None,
         audit_role=settings.db_role or None,
     )
+    app.router.routes.insert(0, redemptions.HOT_ROUTE)  # vendors' redemptions: the first route tried
     register_metrics()  # the ledger's scrape-time figures, ceilings counted by clause
     install_dashboard(app)  # GET /dashboard: the page that reads the aggregates API
     reporting_service.configure(app, settings)  # budgets (checked here: a bad file stops the service)

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.vouchers.app import create_app
+from services.vouchers.redemptions.endpoints import HOT_ROUTE, redeem_hot
 from services.vouchers.redemptions.endpoints import redeem_voucher as documented_redeem
 from services.vouchers.settings import VouchersSettings
 from shared.auth import APPROVER, OFFICER
@@ -470,6 +471,9 @@ async def test_the_hot_redemption_route_keeps_the_documented_contract(
     authentication, the Idempotency-Key, the path and the body are checked in the same order
     and refused with the same problems.
     """
+    # the bare route answers: it is the app's first route, tried before any other (issue #16)
+    assert vouchers_app.router.routes[0] is HOT_ROUTE
+    assert HOT_ROUTE.endpoint is redeem_hot
     spec = (await vouchers.get("/openapi.json")).json()
     operation = spec["paths"]["/v1/vouchers/{code}/redemptions"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RedemptionRequest")
