@@ -97,7 +97,7 @@ db-stop: $(STAMP)
 	@$(BIN)/python -m devtools.devdb stop
 
 bench-eligibility: $(STAMP)
-	$(BIN)/python -m bench.eligibility_bench
+	$(BIN)/python -m bench.eligibility_bench --profile
 
 # wrk is the load generator (a Debian package); without it the benchmark uses its slower Python one
 bench-ledger: $(STAMP) pooler-tool
