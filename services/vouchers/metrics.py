@@ -5,7 +5,7 @@
 - `vouchers_ceiling_refusals_total{clause, code}` (M3 redemption and claim ceilings, M1 class
   cap, contract share, one claim per contract), counted wherever such a problem is answered
   (redemptions in redemptions/, claims in issuance/) by an observer of shared/errors.py;
-- `vouchers_ledger_calls_total{how}` and `vouchers_ledger_batches_total{outcome}`: group commit
+- `vouchers_group_commit_calls_total{how}` and `vouchers_group_commit_batches_total{outcome}`: group commit
   (redemptions/group_commit.py), calls alone or batched and batches that failed.
 
 Both count answers given: an idempotent replay of a refusal counts again. The scrape-time
@@ -32,12 +32,12 @@ CEILING_REFUSALS = Counter(
 )
 
 LEDGER_CALLS = Counter(
-    "vouchers_ledger_calls",
+    "vouchers_group_commit_calls",
     "Vendor calls sent to the ledger (group commit): alone, in a batch, or alone after their batch failed",
     ("how",),
 )
 LEDGER_BATCHES = Counter(
-    "vouchers_ledger_batches", "Batches of vendor calls sent to the ledger, by outcome", ("outcome",)
+    "vouchers_group_commit_batches", "Batches of vendor calls sent to the ledger, by outcome", ("outcome",)
 )
 
 #: problem codes that are ceilings: counted by clause too
