@@ -1404,6 +1404,104 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+# --- a run's stack and its end, shared with bench/tracing_bench.py ---------------------------------------
+
+#: what ends a run with "error: …" and exit status 1 (anything else is a bug: its traceback is shown)
+RUN_ERRORS = (RuntimeError, TimeoutError, OSError, httpx.HTTPError, subprocess.TimeoutExpired)
+
+
+def prepare_process() -> None:
+    """SIGTERM ends the run as an exception does, through its clean-up; and the services, the bench and wait_ready
+    talk to 127.0.0.1 directly, never through a proxy."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = keep_local(os.environ.get(name, ""))
+
+
+def migrated_database(server_url: str, name: str, created: list[str]) -> str:
+    """A fresh database `name` on the server, migrated; noted in `created` first, for clean_up to drop."""
+    database_url = asyncio.run(fresh_database(server_url, name))
+    created.append(name)
+    say(f"database {name}: migrating")
+    upgrade_all(database_url)
+    return database_url
+
+
+def start_stack(
+    args: argparse.Namespace,
+    database_url: str,
+    ports: dict[str, int],
+    auth_dir: Path,
+    log_dir: Path,
+    processes: dict[str, subprocess.Popen[bytes]],
+    log_files: dict[str, IO[bytes]],
+) -> tuple[Stack, BenchAuth, dict[str, str]]:
+    """Registry, eligibility and vouchers (with service_env(args)) on `ports`, ready; each logs to
+    `log_dir`/<service>.log. Returns the stack, its authentication and the vouchers process's environment."""
+    stack = Stack(database_url, HOST, ports)
+    auth = BenchAuth(auth_dir, database_url, stack.url("registry"), int(args.max_seconds) + 3600)
+    os.environ.update(auth.env)  # every service process verifies tokens; the registry also signs them
+    env = service_env(args)
+    for service in ("registry", "eligibility", "vouchers"):
+        log_files[service] = (log_dir / f"{service}.log").open("wb")
+        processes[service] = start_service(
+            stack, service, log=log_files[service], extra_env=env if service == "vouchers" else None
+        )
+    wait_ready(stack, processes, timeout=60)
+    return stack, auth, env
+
+
+def report(text: str, problems: list[str]) -> bool:
+    """Prints the Markdown block for docs/benchmarks.md, then the problems if any: whether there were none."""
+    say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
+    say(text)
+    say("\n" + "-" * 74)
+    if problems:
+        say("\nFAILED:")
+        for problem in problems:
+            say(f"  ! {problem}")
+    return not problems
+
+
+def clean_up(
+    processes: dict[str, subprocess.Popen[bytes]],
+    log_files: dict[str, IO[bytes]],
+    server_url: str | None,
+    created: list[str],
+    started_server: devdb.EmbeddedPostgres | None,
+    auth_dir: Path,
+    log_dir: Path,
+    *,
+    keep_logs: bool,
+) -> None:
+    """A run's end, however it ends (signals ignored meanwhile): the services stopped, the databases in `created`
+    dropped, the embedded server stopped if the run started it, the signing key removed, the logs unless kept."""
+    with signals_ignored():
+        stop_services(processes)
+        for log in log_files.values():
+            log.close()
+        for database in created:
+            if not server_url:
+                break
+            try:
+                asyncio.run(drop_database(server_url, database))
+                say(f"database {database} dropped")
+            except Exception as exc:  # report it, keep cleaning up
+                say(f"! could not drop database {database}: {exc}")
+        if started_server is not None:
+            started_server.stop()
+            say("embedded PostgreSQL stopped (it was not running before)")
+        shutil.rmtree(auth_dir, ignore_errors=True)  # the throw-away signing key
+        if keep_logs:
+            say(f"service logs kept in {log_dir}")
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
 def sizes(text: str) -> list[int]:
     try:
         values = sorted({int(v.replace("_", "")) for v in text.split(",") if v.strip()})
@@ -1457,13 +1555,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="VOUCHERS_GROUP_COMMIT for the runs; both: the one-process run again with it off (default on)",
     )
     args = parser.parse_args(argv)
+    check_load_args(parser, args)
+    return args
+
+
+def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--load-generator auto becomes wrk when it is installed, else python; wrk when it is not is an error, and so
+    is --vouchers below --enterprises."""
     if args.load_generator == "auto":
         args.load_generator = "wrk" if shutil.which("wrk") else "python"
     elif args.load_generator == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk), or use --load-generator python")
     if args.vouchers < args.enterprises:
         parser.error("--vouchers must be at least --enterprises")
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1475,13 +1579,7 @@ def main(argv: list[str] | None = None) -> int:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the time budget (--max-seconds) ran out before {phase}")
 
-    def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    # the services, the bench and wait_ready talk to 127.0.0.1 directly, never through a proxy
-    for name in ("NO_PROXY", "no_proxy"):
-        os.environ[name] = keep_local(os.environ.get(name, ""))
+    prepare_process()
 
     name = f"bench_ledger_{os.getpid()}"
     pgbench_name = f"bench_ledger_pgbench_{os.getpid()}"
@@ -1496,10 +1594,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         server_url, started_server, where = postgres_server()
-        database_url = asyncio.run(fresh_database(server_url, name))
-        created.append(name)
-        say(f"database {name}: migrating")
-        upgrade_all(database_url)
+        database_url = migrated_database(server_url, name, created)
         asyncio.run(server_facts(database_url, results))
         if args.load_generator == "wrk":
             results.wrk_version = wrk_version()
@@ -1508,16 +1603,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ports = {s: free_port() for s in ("registry", "eligibility", "vouchers")}
         second_port = free_port()
-        stack = Stack(database_url, HOST, ports)
-        auth = BenchAuth(auth_dir, database_url, stack.url("registry"), int(args.max_seconds) + 3600)
-        os.environ.update(auth.env)  # every service process verifies tokens; the registry also signs them
-        env = service_env(args)
-        for service in ("registry", "eligibility", "vouchers"):
-            log_files[service] = (log_dir / f"{service}.log").open("wb")
-            processes[service] = start_service(
-                stack, service, log=log_files[service], extra_env=env if service == "vouchers" else None
-            )
-        wait_ready(stack, processes, timeout=60)
+        stack, auth, env = start_stack(args, database_url, ports, auth_dir, log_dir, processes, log_files)
         say("services ready: " + ", ".join(f"{s} {stack.url(s)}" for s in ports) + f" (logs in {log_dir})")
 
         say(
@@ -1661,39 +1747,22 @@ def main(argv: list[str] | None = None) -> int:
                     f"p50 {ms(g.run.p50)}, "
                     f"p99 {ms(g.run.p99)}, in the service {server_percentiles(g.run)}"
                 )
-        say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
-        say(markdown(args, argv, results, where))
-        say("\n" + "-" * 74)
-        ok = not results.problems
-        if not ok:
-            say("\nFAILED:")
-            for problem in results.problems:
-                say(f"  ! {problem}")
+        ok = report(markdown(args, argv, results, where), results.problems)
         return 0 if ok else 1
-    except (RuntimeError, TimeoutError, OSError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
+    except RUN_ERRORS as exc:
         say(f"error: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        with signals_ignored():
-            stop_services(processes)
-            for log in log_files.values():
-                log.close()
-            for database in created:
-                if not server_url:
-                    break
-                try:
-                    asyncio.run(drop_database(server_url, database))
-                    say(f"database {database} dropped")
-                except Exception as exc:  # report it, keep cleaning up
-                    say(f"! could not drop database {database}: {exc}")
-            if started_server is not None:
-                started_server.stop()
-                say("embedded PostgreSQL stopped (it was not running before)")
-            shutil.rmtree(auth_dir, ignore_errors=True)  # the throw-away signing key
-            if ok and not args.keep_logs:
-                shutil.rmtree(log_dir, ignore_errors=True)
-            else:
-                say(f"service logs kept in {log_dir}")
+        clean_up(
+            processes,
+            log_files,
+            server_url,
+            created,
+            started_server,
+            auth_dir,
+            log_dir,
+            keep_logs=args.keep_logs or not ok,
+        )
 
 
 def pooled_run(

@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import os
 import shlex
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,35 +32,33 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
-
 from bench.common import (
     HOST,
     bounded,
-    drop_database,
     free_port,
-    fresh_database,
-    keep_local,
     machine,
     postgres_server,
     say,
-    signals_ignored,
 )
 from bench.ledger_bench import (
-    BenchAuth,
+    RUN_ERRORS,
     CpuMeter,
     Loader,
     LoadRun,
     Setup,
+    check_load_args,
+    clean_up,
     create_vouchers,
     describe,
+    migrated_database,
     ms,
-    service_env,
+    prepare_process,
+    report,
     settle,
+    start_stack,
 )
 from devtools import devdb
 from devtools.devrun import Stack, start_service, stop_services, wait_ready
-from shared.migrations import upgrade_all
 
 #: off: no OTEL_* variable; on: every request traced; sampled: 5% of the traces that start at the service
 #: (OTEL_TRACES_SAMPLER=parentbased_traceidratio), what a busy production would run
@@ -232,12 +228,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=900.0, help="budget for the whole run (default 900)")
     parser.add_argument("--seed", type=int, default=20261205, help="random seed of the data")
     args = parser.parse_args(argv)
-    if args.load_generator == "auto":
-        args.load_generator = "wrk" if shutil.which("wrk") else "python"
-    elif args.load_generator == "wrk" and not shutil.which("wrk"):
-        parser.error("wrk is not installed (apt-get install wrk), or use --load-generator python")
-    if args.vouchers < args.enterprises:
-        parser.error("--vouchers must be at least --enterprises")
+    check_load_args(parser, args)
     if "off" not in args.modes or not set(args.modes) <= set(MODES):
         parser.error(f"--modes: some of {', '.join(MODES)}, off included")
     return args
@@ -248,12 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     deadline = time.monotonic() + args.max_seconds
 
-    def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    for name in ("NO_PROXY", "no_proxy"):
-        os.environ[name] = keep_local(os.environ.get(name, ""))
+    prepare_process()
     # the phases say whether tracing is on: none of the caller's OTEL_* variables reaches a service
     for name in [n for n in os.environ if n.startswith("OTEL_")]:
         del os.environ[name]
@@ -265,26 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     processes: dict[str, subprocess.Popen[bytes]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="bench_tracing_"))
     auth_dir = Path(tempfile.mkdtemp(prefix="bench_tracing_auth_"))
-    log_files: list[IO[bytes]] = []
+    log_files: dict[str, IO[bytes]] = {}
     results = Results()
     ok = False
     try:
         server_url, started_server, where = postgres_server()
-        database_url = asyncio.run(fresh_database(server_url, name))
-        created.append(name)
-        say(f"database {name}: migrating")
-        upgrade_all(database_url)
+        database_url = migrated_database(server_url, name, created)
         ports = {s: free_port() for s in ("registry", "eligibility", "vouchers")}
-        stack = Stack(database_url, HOST, ports)
-        auth = BenchAuth(auth_dir, database_url, stack.url("registry"), int(args.max_seconds) + 3600)
-        os.environ.update(auth.env)
-        env = service_env(args)
-        for service in ("registry", "eligibility", "vouchers"):
-            log_files.append((log_dir / f"{service}.log").open("wb"))
-            processes[service] = start_service(
-                stack, service, log=log_files[-1], extra_env=env if service == "vouchers" else None
-            )
-        wait_ready(stack, processes, timeout=60)
+        stack, auth, env = start_stack(args, database_url, ports, auth_dir, log_dir, processes, log_files)
         say(f"obtaining {args.vouchers} M3 vouchers through registry → eligibility → vouchers")
         asyncio.run(create_vouchers(stack, stack.url("vouchers"), args, results.setup, auth))
         stop_services({"vouchers": processes.pop("vouchers")})  # the measured ones are started per phase
@@ -300,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
                         raise TimeoutError("the time budget (--max-seconds) ran out")
                     port = free_port()
                     phase_stack = Stack(database_url, HOST, {**ports, "vouchers": port})
-                    log_files.append((log_dir / f"vouchers-{mode}-{round_}.log").open("wb"))
+                    log = f"vouchers-{mode}-{round_}"
+                    log_files[log] = (log_dir / f"{log}.log").open("wb")
                     process = start_service(
-                        phase_stack, "vouchers", log=log_files[-1], extra_env={**env, **tracing_env(mode, sink)}
+                        phase_stack, "vouchers", log=log_files[log], extra_env={**env, **tracing_env(mode, sink)}
                     )
                     processes["vouchers"] = process
                     wait_ready(phase_stack, {"vouchers": process}, timeout=60)
@@ -332,37 +307,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"CPU {results.ratio('cpu', mode):.3f}"
             )
         say(f"off's spread between rounds {results.noise():.1%}")
-        say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
-        say(markdown(args, argv, results, where))
-        say("\n" + "-" * 74)
-        ok = not results.problems
-        if not ok:
-            say("\nFAILED:")
-            for problem in results.problems:
-                say(f"  ! {problem}")
+        ok = report(markdown(args, argv, results, where), results.problems)
         return 0 if ok else 1
-    except (RuntimeError, TimeoutError, OSError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
+    except RUN_ERRORS as exc:
         say(f"error: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        with signals_ignored():
-            stop_services(processes)
-            for log in log_files:
-                log.close()
-            for database in created:
-                if server_url:
-                    try:
-                        asyncio.run(drop_database(server_url, database))
-                        say(f"database {database} dropped")
-                    except Exception as exc:  # report it, keep cleaning up
-                        say(f"! could not drop database {database}: {exc}")
-            if started_server is not None:
-                started_server.stop()
-            shutil.rmtree(auth_dir, ignore_errors=True)
-            if ok:
-                shutil.rmtree(log_dir, ignore_errors=True)
-            else:
-                say(f"service logs kept in {log_dir}")
+        clean_up(processes, log_files, server_url, created, started_server, auth_dir, log_dir, keep_logs=not ok)
 
 
 if __name__ == "__main__":
