@@ -17,10 +17,11 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -331,28 +332,43 @@ def vouchers_database(databases: DatabaseFactory) -> str:
     return databases.create("longgang_vouchers")
 
 
-@pytest_asyncio.fixture(scope="session")
-async def vouchers_app(
+@pytest.fixture(scope="session")
+def running_vouchers_app(
     vouchers_database: str,
     live_eligibility: str,
     live_registry: str,
     service_auth_env: dict[str, str],
     ample_budgets: Path,
-) -> AsyncIterator[FastAPI]:
+) -> Callable[..., AbstractAsyncContextManager[FastAPI]]:
+    """Starts a vouchers app (lifespan) on the vouchers tests' database, calling the live peers; keyword arguments:
+    more VouchersSettings."""
     from services.vouchers.app import create_app
     from services.vouchers.settings import VouchersSettings
 
-    app = create_app(
-        VouchersSettings(
-            database_url=login_url(vouchers_database, "vouchers"),
-            eligibility_url=live_eligibility,
-            registry_url=live_registry,
-            # budgets are ceilings (A2): the shared ledger's tests together claim more than the placeholders
-            budget_file=ample_budgets,
-            **_settings_auth(service_auth_env, "vouchers"),  # type: ignore[arg-type]
+    @asynccontextmanager
+    async def running(**settings: Any) -> AsyncIterator[FastAPI]:
+        app = create_app(
+            VouchersSettings(
+                database_url=login_url(vouchers_database, "vouchers"),
+                eligibility_url=live_eligibility,
+                registry_url=live_registry,
+                # budgets are ceilings (A2): the shared ledger's tests together claim more than the placeholders
+                budget_file=ample_budgets,
+                **settings,
+                **_settings_auth(service_auth_env, "vouchers"),  # type: ignore[arg-type]
+            )
         )
-    )
-    async with app.router.lifespan_context(app):
+        async with app.router.lifespan_context(app):
+            yield app
+
+    return running
+
+
+@pytest_asyncio.fixture(scope="session")
+async def vouchers_app(
+    running_vouchers_app: Callable[..., AbstractAsyncContextManager[FastAPI]],
+) -> AsyncIterator[FastAPI]:
+    async with running_vouchers_app() as app:
         yield app
 
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -38,9 +38,7 @@ from fastapi import FastAPI
 
 from services.vouchers.invariants import check_database
 from services.vouchers.redemptions.group_commit import GroupCommit
-from shared.dbroles import login_url
 from tests.auth import admin
-from tests.conftest import _settings_auth
 from tests.vouchers.flow import OFFICER_CHEN, YUAN, approved_m3, issue, model_supply, vendor_call
 
 VOUCHER_FEN = 1_000_000 * YUAN  # each voucher's amount (claim)
@@ -49,29 +47,9 @@ VOLATILE = {"id", "entry_id", "hold_expires_at", "request_id", "detail", "instan
 
 
 @pytest_asyncio.fixture(scope="module")
-async def app(
-    vouchers_database: str,
-    live_eligibility: str,
-    live_registry: str,
-    service_auth_env: dict[str, str],
-    ample_budgets: Path,
-) -> AsyncIterator[FastAPI]:
+async def app(running_vouchers_app: Callable[..., AbstractAsyncContextManager[FastAPI]]) -> AsyncIterator[FastAPI]:
     """The vouchers app as tests/conftest.py makes it, with ONE ledger call in flight: what waits is batched."""
-    from services.vouchers.app import create_app
-    from services.vouchers.settings import VouchersSettings
-
-    app = create_app(
-        VouchersSettings(
-            database_url=login_url(vouchers_database, "vouchers"),
-            eligibility_url=live_eligibility,
-            registry_url=live_registry,
-            budget_file=ample_budgets,
-            group_commit=True,
-            group_commit_in_flight=1,
-            **_settings_auth(service_auth_env, "vouchers"),  # type: ignore[arg-type]
-        )
-    )
-    async with app.router.lifespan_context(app):
+    async with running_vouchers_app(group_commit=True, group_commit_in_flight=1) as app:
         yield app
 
 
@@ -233,6 +211,72 @@ async def batched(
         return list(await asyncio.gather(*sent))
     finally:
         await owner.close()
+
+
+@dataclass
+class Plugged:
+    """A batch waiting in PostgreSQL for a voucher the test has locked (plugged_batch)."""
+
+    sent: list[asyncio.Future[httpx.Response]]  # the calls' answers, in the calls' order
+    waiting: Callable[[str], Awaitable[int]]  # how many sessions wait for a lock, in a query like this
+    release: Callable[[], Awaitable[None]]  # commits the test's lock on the voucher: the batch goes on
+
+
+@asynccontextmanager
+async def plugged_batch(
+    client: httpx.AsyncClient,
+    group_commit: GroupCommit,
+    database_url: str,
+    setup: Setup,
+    plug_vendor: str,
+    calls: list[Call],
+    locked: str,
+) -> AsyncIterator[Plugged]:
+    """`calls` sent one at a time while a plug (a redemption on P by `plug_vendor`) takes the only ledger slot:
+    they go as one batch once the plug is answered, and that batch waits for the voucher `locked` (a symbol),
+    which the test holds until release()."""
+    owner, lock_p, lock_w = [await asyncpg.connect(database_url) for _ in range(3)]
+
+    async def waiting(query: str) -> int:
+        return int(
+            await owner.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE $1",
+                f"%{query}%",
+            )
+        )
+
+    try:
+        plug_lock, w_lock = lock_p.transaction(), lock_w.transaction()
+        await plug_lock.start()
+        await lock_p.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", setup.codes["P"])
+        await w_lock.start()
+        await lock_w.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", setup.codes[locked])
+        plug = asyncio.ensure_future(send(client, setup, Call("redeem", plug_vendor, "P", "plug", 1_000)))
+
+        async def plug_waits() -> bool:
+            return await waiting("vouchers.redeem(") == 1
+
+        await until(plug_waits, "the plug to wait")
+        sent: list[asyncio.Future[httpx.Response]] = []
+        for n, call in enumerate(calls, start=1):
+            sent.append(asyncio.ensure_future(send(client, setup, call)))
+
+            async def queued(n: int = n) -> bool:
+                return len(group_commit.waiting) == n
+
+            await until(queued, f"call {n} to wait in the process")
+        await plug_lock.commit()
+        assert (await plug).status_code == 201
+
+        async def batch_waits() -> bool:
+            return await waiting("vouchers.ledger_batch(") == 1
+
+        await until(batch_waits, f"the batch to wait for {locked}")
+        yield Plugged(sent, waiting, w_lock.commit)
+    finally:
+        for connection in (owner, lock_p, lock_w):
+            await connection.close()
 
 
 def normalised(response: httpx.Response, names: dict[str, str]) -> tuple[int, Any]:
@@ -401,53 +445,14 @@ async def test_a_batch_waiting_for_a_voucher_holds_no_ceiling_a_single_call_need
     x, z, y = sorted(codes[:3])
     vendors = {"v1": holder.vendor, "v2": other.vendor}
     setup = Setup({"X": x, "Z": z, "Y": y, "P": codes[3]}, vendors, {}, f"gcdl{time.time_ns()}")
-    owner, lock_p, lock_z = [await asyncpg.connect(vouchers_database) for _ in range(3)]
-
-    async def waiting(query: str) -> int:
-        return int(
-            await owner.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query LIKE $1",
-                f"%{query}%",
-            )
-        )
-
     fallbacks = group_commit.fallbacks
-    try:
-        plug_lock, z_lock = lock_p.transaction(), lock_z.transaction()
-        await plug_lock.start()
-        await lock_p.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", setup.codes["P"])
-        await z_lock.start()
-        await lock_z.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", z)
-        plug = asyncio.ensure_future(send(client, setup, Call("redeem", "v2", "P", "plug", 1_000)))
-
-        async def plug_waits() -> bool:
-            return await waiting("vouchers.redeem(") == 1
-
-        await until(plug_waits, "the plug to wait")
-        batch = []
-        for n, target in enumerate(("X", "Z", "Y"), start=1):
-            batch.append(asyncio.ensure_future(send(client, setup, Call("redeem", "v1", target, f"b{target}", 1_000))))
-
-            async def queued(n: int = n) -> bool:
-                return len(group_commit.waiting) == n
-
-            await until(queued, f"call {n} to wait in the process")
-        await plug_lock.commit()
-        assert (await plug).status_code == 201
-
-        async def batch_waits() -> bool:
-            return await waiting("vouchers.ledger_batch(") == 1
-
-        await until(batch_waits, "the batch to wait for Z")
+    calls = [Call("redeem", "v1", target, f"b{target}", 1_000) for target in ("X", "Z", "Y")]
+    async with plugged_batch(client, group_commit, vouchers_database, setup, "v2", calls, "Z") as plugged:
         single = await asyncio.wait_for(send(vouchers, setup, Call("redeem", "v1", "Y", "single", 1_000)), 10)
         assert single.status_code == 201, single.text
-        assert not any(call.done() for call in batch)
-        await z_lock.commit()
-        answers = [r.status_code for r in await asyncio.gather(*batch)]
-    finally:
-        for connection in (owner, lock_p, lock_z):
-            await connection.close()
+        assert not any(call.done() for call in plugged.sent)
+        await plugged.release()
+        answers = [r.status_code for r in await asyncio.gather(*plugged.sent)]
     assert answers == [201, 201, 201]
     assert group_commit.fallbacks == fallbacks
     assert await check_database(vouchers_database) == []
@@ -482,58 +487,19 @@ async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
     held = await client.post(path, json=body, headers=headers)
     assert held.status_code == 201, held.text
     setup.holds["h"] = int(held.json()["id"])
-    owner, lock_p, lock_q = [await asyncpg.connect(vouchers_database) for _ in range(3)]
-
-    async def waiting(query: str) -> int:
-        return int(
-            await owner.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query LIKE $1",
-                f"%{query}%",
-            )
-        )
-
-    try:
-        plug_lock, q_lock = lock_p.transaction(), lock_q.transaction()
-        await plug_lock.start()
-        await lock_p.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", setup.codes["P"])
-        await q_lock.start()
-        await lock_q.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", q)
-        plug = asyncio.ensure_future(send(client, setup, Call("redeem", "v1", "P", "plug", 1_000)))
-
-        async def plug_waits() -> bool:
-            return await waiting("vouchers.redeem(") == 1
-
-        await until(plug_waits, "the plug to wait")
-        batch = []
-        for n, call in enumerate((Call("capture", "v1", "h", "cap"), Call("redeem", "v1", "Q", "rq", 1_000)), 1):
-            batch.append(asyncio.ensure_future(send(client, setup, call)))
-
-            async def queued(n: int = n) -> bool:
-                return len(group_commit.waiting) == n
-
-            await until(queued, f"call {n} to wait in the process")
-        await plug_lock.commit()
-        assert (await plug).status_code == 201
-
-        async def batch_waits() -> bool:
-            return await waiting("vouchers.ledger_batch(") == 1
-
-        await until(batch_waits, "the batch to wait for Q")  # it holds X
+    calls = [Call("capture", "v1", "h", "cap"), Call("redeem", "v1", "Q", "rq", 1_000)]
+    async with plugged_batch(client, group_commit, vouchers_database, setup, "v1", calls, "Q") as plugged:  # it holds X
         void = asyncio.ensure_future(
             vouchers.post(f"/v1/vouchers/{x}/void", json={"reason": "测试：作废"}, headers=OFFICER_CHEN)
         )
 
         async def void_waits() -> bool:
-            return await waiting("") == 2  # the batch (for Q) and the void (for X)
+            return await plugged.waiting("") == 2  # the batch (for Q) and the void (for X)
 
         await until(void_waits, "the void to wait for X")
-        await q_lock.commit()
+        await plugged.release()
         voided = await void
-        answers = await asyncio.gather(*batch)
-    finally:
-        for connection in (owner, lock_p, lock_q):
-            await connection.close()
+        answers = await asyncio.gather(*plugged.sent)
     assert voided.status_code == 200, voided.text
     assert answers[1].status_code == 201, answers[1].text
     assert answers[0].status_code in (200, 409), answers[0].text
