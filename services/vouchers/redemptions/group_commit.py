@@ -176,15 +176,14 @@ class GroupCommit:
             self._freed()
 
     async def _single(self, call: Call) -> Answer:
-        """A call alone. A deadlock or serialization failure rolled its transaction back whole: tried again."""
-        for attempt in range(1, ROLLBACK_RETRIES + 1):
+        """A call alone. A deadlock or serialization failure rolled its transaction back whole: tried again, up to
+        ROLLBACK_RETRIES attempts in all; the last one's rollback is raised."""
+        for attempt in range(1, ROLLBACK_RETRIES):
             try:
                 return await self._once(call)
             except asyncpg.TransactionRollbackError:
-                if attempt == ROLLBACK_RETRIES:
-                    raise
                 logger.warning("a ledger call was rolled back by PostgreSQL (attempt %d): tried again", attempt)
-        raise AssertionError("unreachable")
+        return await self._once(call)
 
     async def _once(self, call: Call) -> Answer:
         pool = self.ledger.ready
