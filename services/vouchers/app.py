@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from shared.app import create_service_app
 from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
@@ -116,6 +117,10 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         audit_role=settings.db_role or None,
     )
     app.router.routes.insert(0, redemptions.HOT_ROUTE)  # vendors' redemptions: the first route tried
+    if settings.fast_path:
+        # ...and served past the routing layers (HotPath): the innermost middleware, last of the list
+        # (`add_middleware` puts a middleware first, outermost)
+        app.user_middleware.append(Middleware(redemptions.HotPath))
     register_metrics()  # the ledger's scrape-time figures, ceilings counted by clause
     install_dashboard(app)  # GET /dashboard: the page that reads the aggregates API
     reporting_service.configure(app, settings)  # budgets (checked here: a bad file stops the service)

@@ -36,6 +36,11 @@ class VouchersSettings(ServiceSettings):
         description="Vendor calls that wait for a busy ledger go to PostgreSQL as one batch (issue #16); "
         "off: one transaction per call",
     )
+    fast_path: bool = Field(
+        default=True,
+        description="Vendors' redemptions go from the request guard straight to their route, past the routing "
+        "layers (issue #16; the same answers); off: routed like every other request",
+    )
     group_commit_in_flight: int = Field(
         default=2, ge=1, le=200, description="Ledger calls (single or batch) one process runs at once"
     )

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.vouchers.app import create_app
-from services.vouchers.redemptions.endpoints import HOT_ROUTE, redeem_hot
+from services.vouchers.redemptions.endpoints import HOT_ROUTE, HotPath, redeem_hot
 from services.vouchers.redemptions.endpoints import redeem_voucher as documented_redeem
 from services.vouchers.settings import VouchersSettings
 from shared.auth import APPROVER, OFFICER
@@ -533,3 +533,42 @@ async def test_the_hot_redemption_route_keeps_the_documented_contract(
             hot, cold = await send(vouchers, n, code, headers, body), await send(documented, n, code, headers, body)
             assert hot.status_code >= 400, hot.text
             assert _answer(hot) == _answer(cold), (code, headers, body, hot.text, cold.text)
+
+
+async def test_the_fast_path_answers_as_the_routed_path(
+    vouchers: httpx.AsyncClient, vouchers_app: FastAPI, vouchers_database: str, live_registry: str
+) -> None:
+    """`VOUCHERS_FAST_PATH` (on) serves the first route from the innermost middleware; off, the router does (issue
+    #16). The same requests get the same answers from both: refusals, problems raised in the route, the ledger's."""
+    assert vouchers_app.user_middleware[-1].cls is HotPath  # innermost: inside the request guard and the audit log
+    routed = create_app(
+        VouchersSettings(
+            database_url=login_url(vouchers_database, "vouchers"),
+            eligibility_url=f"http://127.0.0.1:{free_port()}",
+            registry_url=live_registry,
+            fast_path=False,
+        )
+    )
+    assert all(middleware.cls is not HotPath for middleware in routed.user_middleware)
+    vendor = vendor_call(VENDOR_G, "k")
+    cases: list[tuple[str, dict[str, str], Any]] = [
+        ("M3-AAAAA", {"Authorization": ""}, GOOD),  # the request guard's 401
+        ("M3-AAAAA", as_vendor(VENDOR_G), GOOD),  # the route's 400 (no Idempotency-Key)
+        ("M3-AAAAA", auth(OFFICER, **{"Idempotency-Key": "k"}), GOOD),  # 403
+        ("m3-lower", vendor_call(VENDOR_G, "k" * 201), {"amount_fen": -1, "invoice_number": ""}),  # 422
+        ("M3-AAAAA", {**vendor, "Content-Type": "application/json"}, b"\xff"),  # FastAPI's HTTPException (400)
+        ("M3-AAAAA-NOPE", vendor_call(VENDOR_G, f"fast-{uuid.uuid4()}"), GOOD),  # the ledger's 404
+    ]
+    async with (
+        routed.router.lifespan_context(routed),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=routed), base_url="http://v") as client,
+    ):
+        for code, headers, body in cases:
+            path = f"/v1/vouchers/{code}/redemptions"
+            sent = {"content": body} if isinstance(body, bytes) else {"json": body}
+            fast = await vouchers.post(path, headers=headers, **sent)
+            slow = await client.post(path, headers=headers, **sent)
+            assert fast.status_code >= 400, fast.text
+            assert _answer(fast) == _answer(slow), (code, fast.text, slow.text)
+            assert fast.headers["x-request-id"]
+            assert fast.json()["instance"] == slow.json()["instance"] == path

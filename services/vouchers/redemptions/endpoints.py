@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.responses import Response
+from starlette._exception_handler import ExceptionHandlers, StatusHandlers
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.app import state_dependency
 from shared.auth import ADMIN, OFFICER, VENDOR, Principal, authorize, protected, require
@@ -90,6 +92,44 @@ class _ServingRoute(Route):
 
 
 HOT_ROUTE = _ServingRoute("/v1/vouchers/{code}/redemptions", redeem_hot, methods=["POST"], include_in_schema=False)
+
+
+class HotPath:
+    """Pure ASGI, the vouchers app's innermost middleware (`VOUCHERS_FAST_PATH`, on by default): a request the
+    first route serves goes from the request guard straight to it, past three layers that only routing needs:
+    Starlette's ExceptionMiddleware, FastAPI's AsyncExitStack (which closes uploaded files; a redemption has
+    none) and its router's loop. The route is matched and run as the router runs it (`scope` updated with its
+    path parameters, `scope["router"]`), and it answers errors with the handlers ExceptionMiddleware would have
+    given it (`scope["starlette.exception_handlers"]`: the route's own wrapper handles what it raises, as when
+    routed; what no handler takes goes up to ServerErrorMiddleware as before). Everything else goes the usual way.
+    """
+
+    def __init__(self, app: ASGIApp, route: Route = HOT_ROUTE) -> None:
+        self.app = app
+        self.route = route
+        self._handlers: tuple[ExceptionHandlers, StatusHandlers] | None = None
+
+    def handlers(self, application: FastAPI) -> tuple[ExceptionHandlers, StatusHandlers]:
+        """The handlers FastAPI's middleware stack gives ExceptionMiddleware (every one but the 500 handler,
+        ServerErrorMiddleware's), as ExceptionMiddleware itself files them (its own HTTPException default
+        included); taken when the first request comes, once the app's handlers are all installed."""
+        given = {key: value for key, value in application.exception_handlers.items() if key not in (500, Exception)}
+        middleware = ExceptionMiddleware(self.app, handlers=given, debug=application.debug)
+        return middleware._exception_handlers, middleware._status_handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match, child = self.route.matches(scope)
+            if match is Match.FULL:
+                if self._handlers is None:
+                    self._handlers = self.handlers(scope["app"])
+                scope.update(child)
+                if "router" not in scope:
+                    scope["router"] = scope["app"].router
+                scope["starlette.exception_handlers"] = self._handlers
+                await self.route.handle(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @router.post(
