@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from fastapi import Request
@@ -28,6 +28,8 @@ from fastapi.responses import JSONResponse
 from shared.context import request_id_var
 from shared.errors import PEER_UNAVAILABLE, ProblemError, problem_error_response
 from shared.metrics import observe_peer_call
+from shared.peer_transport import AiohttpTransport
+from shared.settings import ServiceSettings
 from shared.tokens import TokenUnavailable
 from shared.tracing import instrument_client
 
@@ -129,11 +131,17 @@ def make_peer_client(
     transport: httpx.AsyncBaseTransport | None = None,
     headers: dict[str, str] | None = None,
     auth: httpx.Auth | None = None,
+    http_client: Literal["aiohttp", "httpcore"] = "aiohttp",
 ) -> httpx.AsyncClient:
-    """A client for one peer service. Pass `transport=httpx.MockTransport(...)` in unit tests.
+    """A client for one peer service. Pass `transport=httpx.MockTransport(...)` in unit tests; otherwise
+    `http_client` chooses what carries the requests (the setting `peer_http_client`, shared/peer_transport.py).
 
     With tracing on (shared/tracing.py) each call is a client span whose W3C `traceparent` goes along."""
-    inner = transport or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=50))
+    inner = transport or (
+        AiohttpTransport(max_connections=50)
+        if http_client == "aiohttp"
+        else httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=50))
+    )
     client = httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 1.0)),
@@ -143,6 +151,14 @@ def make_peer_client(
         event_hooks={"request": [_forward_request_id]},
     )
     return instrument_client(client)
+
+
+def peer_client(name: str, base_url: str, settings: ServiceSettings, *, auth: httpx.Auth | None = None) -> PeerClient:
+    """A service's client for one peer, as its settings say (timeout, what carries the requests)."""
+    client = make_peer_client(
+        base_url, timeout_seconds=settings.peer_timeout_seconds, http_client=settings.peer_http_client, auth=auth
+    )
+    return PeerClient(name, client)
 
 
 class PeerClient:

@@ -61,6 +61,11 @@ class ServiceSettings(BaseSettings):
         default=10.0, gt=0, le=300, description="Wait for a free connection this long, then answer 503 service_busy"
     )
     peer_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    peer_http_client: Literal["aiohttp", "httpcore"] = Field(
+        default="aiohttp",
+        description="What carries the httpx peer clients' requests: aiohttp's pool (faster) or httpx's own "
+        "(shared/peer_transport.py)",
+    )
     db_pooler: Literal["none", "session", "transaction"] = Field(
         default="none",
         description="PgBouncer's pool_mode between the service and its database (none: direct; shared/dbconnect.py)",

@@ -13,7 +13,7 @@ from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
 from shared.feed.endpoints import events_router
 from shared.feed.metrics import outbox_figures
 from shared.metrics import on_scrape
-from shared.peers import PeerClient, make_peer_client
+from shared.peers import peer_client
 from shared.testclocks import enterprise_clocks
 from shared.tokens import peer_auth
 
@@ -42,9 +42,7 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
     on_scrape("eligibility", outbox_figures)
     auth = peer_auth(settings)
     # refuse to start on a bad parameter file: the error names the file and the key
-    registry = PeerClient(
-        "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth)
-    )
+    registry = peer_client("registry", settings.registry_url, settings, auth=auth)
     policy = Policy(
         load_parameter_file(settings.policy_file),
         load_priority_rubric(settings.priority_file),
@@ -52,9 +50,7 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
         clocks=enterprise_clocks(settings.sandbox_mode, registry),
     )
 
-    vouchers = PeerClient(
-        "vouchers", make_peer_client(settings.vouchers_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth)
-    )
+    vouchers = peer_client("vouchers", settings.vouchers_url, settings, auth=auth)
 
     async def close_registry(app: FastAPI) -> None:
         await registry.aclose()

@@ -15,7 +15,7 @@ from shared.feed.dispatcher import start_dispatcher, stop_dispatcher
 from shared.feed.endpoints import events_router
 from shared.feed.metrics import outbox_figures
 from shared.metrics import on_scrape
-from shared.peers import PeerClient, make_peer_client
+from shared.peers import peer_client
 from shared.testclocks import enterprise_clocks
 from shared.tokens import peer_auth
 
@@ -64,13 +64,8 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         in_flight=min(settings.group_commit_in_flight, settings.hot_pool_size),
         max_batch=settings.group_commit_max_batch,
     )
-    eligibility = PeerClient(
-        "eligibility",
-        make_peer_client(settings.eligibility_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth),
-    )
-    registry = PeerClient(
-        "registry", make_peer_client(settings.registry_url, timeout_seconds=settings.peer_timeout_seconds, auth=auth)
-    )
+    eligibility = peer_client("eligibility", settings.eligibility_url, settings, auth=auth)
+    registry = peer_client("registry", settings.registry_url, settings, auth=auth)
 
     async def start(app: FastAPI) -> None:
         await ledger_pool.start()

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from shared.db import Connection
 from shared.instants import local_today
-from shared.peers import PeerClient, PeerRejected, make_peer_client
+from shared.peers import PeerClient, PeerRejected, peer_client
 from shared.periodic import close_connection, connect
 
 from ..policy.budgets import Budgets, load_budget_file
@@ -314,9 +314,7 @@ async def forward(request: Request, path: str) -> Response:
 def configure(app: FastAPI, settings: VouchersSettings) -> None:
     """Load the budgets (a bad file stops the service here) and the forwarding client."""
     app.state.budgets = load_budget_file(settings.budget_file)
-    app.state.eligibility_forwarder = PeerClient(
-        "eligibility", make_peer_client(settings.eligibility_url, timeout_seconds=settings.peer_timeout_seconds)
-    )
+    app.state.eligibility_forwarder = peer_client("eligibility", settings.eligibility_url, settings)
 
 
 async def close(app: FastAPI) -> None:
