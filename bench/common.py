@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
+import multiprocessing
 import os
 import platform
 import random
+import re
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from devtools import devauth, devdb
 from devtools.devrun import ROOT, ensure_database
@@ -166,3 +172,77 @@ def bench_headers(directory: Path, *scopes: str, org: str | None = None, name: s
         lifetime_seconds=3600,
     )
     return {"Authorization": "Bearer " + signer.sign(name, list(scopes), name=name, organisation=org)}
+
+
+# --- a load generator in its own process: the benchmark's client must not share a core with its own bookkeeping ---
+
+
+def post_all(port: int, path: str, headers: dict[str, str], bodies: list[bytes], concurrency: int) -> PostResults:
+    """POST every body to 127.0.0.1:`port``path`, `concurrency` keep-alive connections at a time, from a child
+    process: raw HTTP/1.1 over asyncio streams (uvloop when installed), about a tenth of httpx's CPU per request,
+    so that on two cores the services, not the client, bound the rate. Answers come back in `bodies`' order."""
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    child = context.Process(target=_post_all_child, args=(port, path, headers, bodies, concurrency, answers))
+    child.start()
+    try:
+        results: PostResults = answers.get()
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    return results
+
+
+@dataclass
+class PostResults:
+    seconds: float
+    #: per body, in order: (status, or 0 when the connection failed; seconds; the answer's body or the error)
+    answers: list[tuple[int, float, bytes]]
+    #: the child's own CPU seconds (user + system) over the load
+    cpu_seconds: float
+
+
+def _post_all_child(
+    port: int, path: str, headers: dict[str, str], bodies: list[bytes], concurrency: int, answers: Any
+) -> None:
+    with suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    answers.put(asyncio.run(_post_all(port, path, headers, bodies, concurrency)))
+
+
+async def _post_all(
+    port: int, path: str, headers: dict[str, str], bodies: list[bytes], concurrency: int
+) -> PostResults:
+    head = f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    results: list[tuple[int, float, bytes]] = [(0, 0.0, b"")] * len(bodies)
+    following = iter(range(len(bodies)))
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            for index in following:
+                body = bodies[index]
+                sent = time.perf_counter()
+                try:
+                    writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                    answer = await reader.readuntil(b"\r\n\r\n")
+                    length = _CONTENT_LENGTH.search(answer)
+                    content = await reader.readexactly(int(length.group(1)) if length else 0)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                    results[index] = (0, time.perf_counter() - sent, repr(exc).encode())
+                    return
+                results[index] = (int(answer[9:12]), time.perf_counter() - sent, content)
+        finally:
+            writer.close()
+
+    cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(min(concurrency, len(bodies)))))
+    return PostResults(time.perf_counter() - started, results, time.process_time() - cpu)
+
+
+_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
