@@ -26,8 +26,8 @@ router = APIRouter(tags=["facts"])
     description=(
         "The organisation and what is asked of it (revenues, active affiliations, vendors by code, its "
         "recognitions, recognitions by id, a model and its filings on two dates, the nationally filed models), "
-        "each record as its own read answers it `?as_of=` the date, all read in one REPEATABLE READ, read-only "
-        "transaction. Nothing is written."
+        "each record as its own read answers it `?as_of=` the date, all read in one snapshot (one statement). "
+        "Nothing is written."
     ),
 )
 async def read_application_facts(session: SessionDep, query: FactsQuery) -> FactsRead:

@@ -1,11 +1,12 @@
-"""The as-of reads of `POST /v1/facts`, as fixed SQL on the session's own connection (issue #16).
+"""The as-of reads of `POST /v1/facts`, as one SQL statement on the session's own connection (issue #16).
 
 They answer what `records.find_record` and `records.all_records` answer as of a date, record for record and
-in the same order, but each is one prepared statement, written once: the records of one kind by many keys
-in one statement (`= ANY($n)`, the current row and its snapshot together, LATERAL), and a kind's list as of
-a date as `list_records` reads it (each record's latest snapshot on the date, then the filters on that
-snapshot), without the paging. They run in the caller's transaction (its read-only snapshot) through the
-asyncpg connection under the session, whose JSONB codec (SQLAlchemy's) takes and gives JSON text/objects.
+in the same order: the records of one kind by many keys (`= ANY($n)`, the current row and its snapshot
+together, LATERAL), and a kind's list as of a date as `list_records` reads it (each record's latest snapshot on
+the date, then the filters on that snapshot), without the paging. All of a call's reads are parts of one
+statement, which PostgreSQL answers from one snapshot: the organisation, its revenues and a vendor cannot come
+from either side of an import, with no transaction held around them. Through the asyncpg connection under the
+session, whose JSONB codec (SQLAlchemy's) takes and gives JSON text/objects.
 """
 
 from __future__ import annotations
@@ -22,28 +23,28 @@ from shared.db import Connection
 from ..kinds import Resource
 from ..states import read_payload
 
-#: a record of `table` by its key column, with its latest snapshot on a date ($1 entity, $2 date, $3 keys)
+#: a record of `table` by its key column, with its latest snapshot on a date ({entity}, {day}, {keys}: parameters)
 _BY_KEYS = """
-SELECT t.{key} AS key, {uid} AS uid, s.data, s.version, s.valid_from, s.recorded_at
+SELECT t.{key}::text AS key, {uid} AS uid, s.data, s.version, s.valid_from, s.recorded_at, 0::bigint AS n
 FROM registry.{table} t
 CROSS JOIN LATERAL (
     SELECT v.data, v.version, v.valid_from, v.recorded_at FROM registry.versions v
-    WHERE v.entity = $1 AND v.entity_id = t.id AND v.valid_from <= $2
+    WHERE v.entity = {entity} AND v.entity_id = t.id AND v.valid_from <= {day}
     ORDER BY v.valid_from DESC, v.version DESC LIMIT 1
 ) s
-WHERE t.{key} = ANY($3::{type}[])
+WHERE t.{key} = ANY({keys}::{type}[])
 """
 
-#: every record of `table` as of a date ($1 entity, $2 date), its snapshot filtered by JSON containment
+#: every record of `table` as of a date, its snapshot filtered by JSON containment, numbered in id order
 _AS_OF = """
-SELECT {uid} AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at
+SELECT NULL::text AS key, {uid} AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
+       row_number() OVER (ORDER BY snap.entity_id) AS n
 FROM (
     SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-    FROM registry.versions v WHERE v.entity = $1 AND v.valid_from <= $2
+    FROM registry.versions v WHERE v.entity = {entity} AND v.valid_from <= {day}
     ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
 ) snap JOIN registry.{table} t ON t.id = snap.entity_id
 {where}
-ORDER BY snap.entity_id
 """
 
 #: the key column of a kind's current row, and its SQL type (the kinds `/v1/facts` reads by key)
@@ -68,31 +69,65 @@ def _payload(resource: Resource, row: Record) -> Any:
     return read_payload(resource, data, keys, meta)
 
 
-async def find_by_keys(connection: Connection, resource: Resource, keys: Iterable[Any], day: date) -> dict[str, Any]:
-    """`find_record(resource, {key: k}, as_of=day)` for every k at once: str(k) → the record (absent: none)."""
-    column, sql_type = _KEYS[resource.entity]
-    sql = _BY_KEYS.format(key=column, uid=_uid(resource), table=_table(resource), type=sql_type)
-    rows = await connection.fetch(sql, resource.entity, day, list(keys))
-    return {str(row["key"]): _payload(resource, row) for row in rows}
-
-
 def _contains(fragment: Mapping[str, Any]) -> str:
     return json.dumps(fragment, default=str)
 
 
-async def all_as_of(
-    connection: Connection, resource: Resource, day: date, *conditions: Sequence[Mapping[str, Any]]
-) -> list[Any]:
-    """`all_records(resource, filters, as_of=day)`: each condition is a list of JSON fragments, one of which
-    the snapshot contains (`Filter.snapshot_clause`); every condition holds."""
-    clauses: list[str] = []
-    arguments: list[Any] = [resource.entity, day]
-    for alternatives in conditions:
-        terms = []
-        for fragment in alternatives:
-            arguments.append(_contains(fragment))
-            terms.append(f"snap.data @> ${len(arguments)}::jsonb")
-        clauses.append("(" + " OR ".join(terms) + ")")
-    where = "WHERE " + " AND ".join(clauses) if clauses else ""
-    sql = _AS_OF.format(uid=_uid(resource), table=_table(resource), where=where)
-    return [_payload(resource, row) for row in await connection.fetch(sql, *arguments)]
+class Reads:
+    """The reads of one `/v1/facts` call, sent as ONE statement (a UNION ALL of one part per read, each row tagged
+    with its part and numbered in its order): one round trip, and one snapshot without a transaction around it.
+
+    `by_keys` answers `find_record(resource, {key: k}, as_of=day)` for every k at once (str(k) → the record;
+    absent: none); `as_of` answers `all_records(resource, filters, as_of=day)`, where each condition is a list
+    of JSON fragments one of which the snapshot contains (`Filter.snapshot_clause`) and every condition holds."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[str, Resource]] = []
+        self._sql: list[str] = []
+        self._arguments: list[Any] = []
+
+    def _argument(self, value: Any) -> str:
+        self._arguments.append(value)
+        return f"${len(self._arguments)}"
+
+    def _add(self, name: str, resource: Resource, sql: str) -> None:
+        self._sql.append(f"SELECT {len(self._parts)} AS part, q.* FROM ({sql}) q")
+        self._parts.append((name, resource))
+
+    def by_keys(self, name: str, resource: Resource, keys: Iterable[Any], day: date) -> None:
+        column, sql_type = _KEYS[resource.entity]
+        entity, on, wanted = self._argument(resource.entity), self._argument(day), self._argument(list(keys))
+        sql = _BY_KEYS.format(
+            key=column, uid=_uid(resource), table=_table(resource), type=sql_type, entity=entity, day=on, keys=wanted
+        )
+        self._add(name, resource, sql)
+
+    def as_of(self, name: str, resource: Resource, day: date, *conditions: Sequence[Mapping[str, Any]]) -> None:
+        entity, on = self._argument(resource.entity), self._argument(day)
+        clauses = [
+            "(" + " OR ".join(f"snap.data @> {self._argument(_contains(f))}::jsonb" for f in alternatives) + ")"
+            for alternatives in conditions
+        ]
+        where = "WHERE " + " AND ".join(clauses) if clauses else ""
+        sql = _AS_OF.format(uid=_uid(resource), table=_table(resource), entity=entity, day=on, where=where)
+        self._add(name, resource, sql)
+
+    async def fetch(self, connection: Connection) -> dict[str, Answer]:
+        """Each part's answer by name: its records in order, and by key for the `by_keys` parts."""
+        answers = {name: Answer() for name, _ in self._parts}
+        if not self._parts:
+            return answers
+        statement = "\nUNION ALL\n".join(self._sql) + "\nORDER BY part, n"
+        for row in await connection.fetch(statement, *self._arguments):
+            name, resource = self._parts[row["part"]]
+            payload = _payload(resource, row)
+            answers[name].records.append(payload)
+            if row["key"] is not None:
+                answers[name].by_key[row["key"]] = payload
+        return answers
+
+
+class Answer:
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.by_key: dict[str, Any] = {}
