@@ -13,6 +13,10 @@ moves. Sequential calls, so group commit never batches (one ledger call per rede
 
 The event loop is uvloop when installed, as uvicorn's (`--loop auto`) is in production.
 `--runs 3` (default) repeats the measured loop on the same app and reports each and the median.
+`--compare` also builds the app as it was before issue #16's CPU work (`VOUCHERS_FAST_PATH=false`, the
+ledger pool sending asyncpg's reset query on every release) in the same process and measures both in
+alternating blocks of `--block` redemptions: a busy machine slows both alike, so their difference holds
+where two runs one after the other would differ by more than the change (±15% seen on a shared machine).
 The sealer, projector, reconciler and dispatcher are off (their rounds are not per request); the
 audit writer and the rate-limit sync run, as in production. Needs DATABASE_URL (never starts the
 embedded server).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -31,7 +36,7 @@ import time
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -40,6 +45,7 @@ from devtools import devauth
 from shared.dbroles import login_url
 from shared.migrations import upgrade_all
 
+T = TypeVar("T")
 VENDOR = "91440300708461136T"
 HOLDER = "9144030071526726XG"
 PATH_TEMPLATE = "/v1/vouchers/{code}/redemptions"
@@ -172,48 +178,69 @@ def calls(app: Any, codes: list[str], authorization: str, count: int, tag: str) 
 async def measure(app: Any, codes: list[str], authorization: str, count: int, tag: str) -> float:
     """CPU µs per redemption over `count` sequential calls (all must answer 201)."""
     batch = calls(app, codes, authorization, count, tag)
-    before = os.times()
     started = time.process_time()
     for call in batch:
         await call()
     cpu = time.process_time() - started
-    after = os.times()
-    user, system = after.user - before.user, after.system - before.system
-    say(f"  ({user / count * 1e6:.1f} µs user, {system / count * 1e6:.1f} µs system)")
     failed = [call for call in batch if call.status != 201]
     if failed:
         raise RuntimeError(f"{len(failed)} calls failed, e.g. HTTP {failed[0].status}: {failed[0].answer[:500]!r}")
     return cpu / count * 1e6
 
 
-async def run(database_url: str, args: argparse.Namespace, directory: Path) -> list[float]:
+def build(database_url: str, *, fast_path: bool = True) -> Any:
     from services.vouchers.app import create_app
     from services.vouchers.settings import VouchersSettings
 
-    codes = await insert_vouchers(database_url, args.vouchers)
-    settings = VouchersSettings(
-        database_url=login_url(database_url, "vouchers"),
-        eligibility_url="http://127.0.0.1:9",  # never called: M3 redemptions ask no peer
-        registry_url="http://127.0.0.1:9",
-        sealer_interval_seconds=0,
-        projector_interval_seconds=0,
-        reconciliation_interval_seconds=0,
-        rate_limit_per_second=1e6,  # the loop is faster than a vendor may be
-        rate_limit_burst=10**6,
+    return create_app(
+        VouchersSettings(
+            database_url=login_url(database_url, "vouchers"),  # type: ignore[arg-type]
+            eligibility_url="http://127.0.0.1:9",  # never called: M3 redemptions ask no peer
+            registry_url="http://127.0.0.1:9",
+            sealer_interval_seconds=0,
+            projector_interval_seconds=0,
+            reconciliation_interval_seconds=0,
+            rate_limit_per_second=1e6,  # the loop is faster than a vendor may be
+            rate_limit_burst=10**6,
+            fast_path=fast_path,
+        )
     )
-    app = create_app(settings)
+
+
+async def run(database_url: str, args: argparse.Namespace, directory: Path) -> dict[str, list[float]]:
+    """Each run's CPU µs per redemption, per app: `now` (the code as it is), and with `--compare` `before`."""
+    codes = await insert_vouchers(database_url, args.vouchers)
     authorization = bench_headers(directory, "vendor", org=VENDOR, name="bench vendor")["Authorization"]
-    figures = []
-    async with app.router.lifespan_context(app):
-        await measure(app, codes, authorization, args.warmup, "warmup")
+    apps = {"now": build(database_url)}
+    if args.compare:
+        apps["before"] = build(database_url, fast_path=False)
+    figures: dict[str, list[float]] = {name: [] for name in apps}
+    async with contextlib.AsyncExitStack() as stack:
+        for app in apps.values():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        if args.compare:  # asyncpg's reset query on every release, as before issue #16's CPU work
+            apps["before"].state.ledger_pool.ready._reset = None
+        for name, app in apps.items():
+            await measure(app, codes, authorization, args.warmup, f"warmup-{name}-{os.getpid()}")
+        block = min(args.block, args.requests) if args.compare else args.requests
         for n in range(args.runs):
-            figure = await measure(app, codes, authorization, args.requests, f"run{n}-{os.getpid()}")
-            say(f"run {n + 1}: {figure:.1f} µs CPU per redemption ({args.requests} redemptions)")
-            figures.append(figure)
+            spent = dict.fromkeys(apps, 0.0)
+            for start in range(0, args.requests, block):  # interleaved: both see the machine as it is
+                count = min(block, args.requests - start)
+                for name, app in apps.items():
+                    tag = f"run{n}-{start}-{name}-{os.getpid()}"
+                    spent[name] += await measure(app, codes, authorization, count, tag) * count
+            for name in apps:
+                figures[name].append(spent[name] / args.requests)
+            say(
+                f"run {n + 1}: "
+                + ", ".join(f"{name} {figures[name][-1]:.1f}" for name in apps)
+                + f" µs CPU per redemption ({args.requests} redemptions each)"
+            )
     return figures
 
 
-def event_loop_run(main: Coroutine[Any, Any, list[float]]) -> list[float]:
+def event_loop_run(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when installed, as uvicorn does (`--loop auto`); else on asyncio's loop."""
     try:
         import uvloop
@@ -228,6 +255,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--vouchers", type=int, default=20, help="redemptions go round these vouchers")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also measure the app as it was before issue #16's CPU work (VOUCHERS_FAST_PATH=false, asyncpg's "
+        "reset query on every release), in the same process, in alternating blocks",
+    )
+    parser.add_argument("--block", type=int, default=250, help="redemptions per block with --compare")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL")
     if not server:
@@ -245,7 +279,15 @@ def main() -> None:
             figures = event_loop_run(run(database_url, args, directory))
     finally:
         asyncio.run(drop_database(server, name))
-    say(f"median of {len(figures)}: {statistics.median(figures):.1f} µs CPU per redemption")
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    say(
+        f"median of {args.runs}: "
+        + ", ".join(f"{name} {median:.1f}" for name, median in medians.items())
+        + " µs CPU per redemption"
+    )
+    if "before" in medians:
+        saved = medians["before"] - medians["now"]
+        say(f"now saves {saved:.1f} µs CPU per redemption ({saved / medians['before']:.0%})")
 
 
 if __name__ == "__main__":
