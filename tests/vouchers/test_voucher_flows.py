@@ -547,6 +547,11 @@ async def test_the_fast_path_answers_as_the_routed_path(
             eligibility_url=f"http://127.0.0.1:{free_port()}",
             registry_url=live_registry,
             fast_path=False,
+            # the session's app seals and projects: a second sealer racing it would leave gaps in the chain's
+            # sequence, which the ledger's entry count (tests/metrics) reads
+            sealer_interval_seconds=0,
+            projector_interval_seconds=0,
+            reconciliation_interval_seconds=0,
         )
     )
     assert all(middleware.cls is not HotPath for middleware in routed.user_middleware)
