@@ -15,13 +15,6 @@ from .models import Application, Award, Decision, ParameterVersion, Review, Year
 STANDING = ("in_review", "reviewed", "approved")
 
 
-async def lock_applicant_measure(session: AsyncSession, applicant: str, measure: str) -> None:
-    """Serialise evaluations of one applicant and measure, so annual caps see each other."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"eligibility:{applicant}:{measure}"}
-    )
-
-
 async def parameter_versions(session: AsyncSession) -> list[ParameterVersion]:
     return list((await session.execute(select(ParameterVersion).order_by(ParameterVersion.id))).scalars())
 

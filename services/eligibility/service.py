@@ -75,6 +75,8 @@ class Policy:
     rubric: PriorityRubric
     today: Callable[[], date] = field(default=today)
     clocks: EnterpriseClocks = field(default_factory=lambda: EnterpriseClocks(None))
+    #: the parameter versions this process read last (a submission reads them again only when they changed)
+    parameter_versions: submission_sql.ParameterVersions = field(default_factory=submission_sql.ParameterVersions)
 
     async def received_on(self, applicant: str) -> tuple[date, bool]:
         """The day an application by this enterprise is received, and whether its test clock says so."""
@@ -164,7 +166,12 @@ async def read_application(
 
 
 def _decision_row(
-    decision_id: uuid.UUID, application_id: uuid.UUID, evaluation: Evaluation, facts: Facts, principal: Principal
+    decision_id: uuid.UUID,
+    application_id: uuid.UUID,
+    evaluation: Evaluation,
+    facts: Facts,
+    principal: Principal,
+    decided_at: datetime,
 ) -> Decision:
     result = evaluation.result
     return Decision(
@@ -186,6 +193,7 @@ def _decision_row(
         claims=list(result.claims),
         caps=list(result.caps),
         basis=result.basis,
+        decided_at=decided_at,
     )
 
 
@@ -253,12 +261,12 @@ async def submit(
     # answers (issue #12); what the lock below serialises (the register, the year's caps) is read after it
     request = facts_needed(evidence)
     facts = await registry.fetch(payload.applicant, as_of, request)
-    await repository.lock_applicant_measure(session, payload.applicant, measure)  # begins the transaction
+    start = await submission_sql.begin(session, payload.applicant, measure)  # the lock; begins the transaction
     # the rest of the submission's statements are fixed SQL on the connection under the session (issue #16)
     connection = await raw_connection(session)
     if request.prior_awards:
         facts.prior_awards = await submission_sql.prior_awards(connection, payload.applicant, measure)
-    parameters = _with_versions(policy.parameters, await submission_sql.parameter_versions(connection))
+    parameters = _with_versions(policy.parameters, await policy.parameter_versions.read(connection, start))
     keys = claim_keys(evidence, payload.applicant, parameters, as_of)
     facts.claimed = await submission_sql.claim_holders(connection, keys)
     evaluation = evaluate_application(evidence, as_of, facts, parameters)
@@ -280,9 +288,10 @@ async def submit(
         status="ineligible" if evaluation.result.outcome == "ineligible" else "in_review",
         priority=policy.rubric.score(evaluation.result, measure),
         current_decision_id=decision_id,
+        submitted_at=start.at,
     )
-    decision = _decision_row(decision_id, application.id, evaluation, facts, principal)
-    await submission_sql.insert_submission(connection, application, decision)  # one statement, one round trip
+    decision = _decision_row(decision_id, application.id, evaluation, facts, principal, start.at)
     read = application_read(application, decision, [])
-    await events.application_changed(connection, read, "submitted", "decided")
+    changes = [events.application_event(change, read) for change in ("submitted", "decided")]
+    await submission_sql.insert_submission(connection, application, decision, changes)  # one statement
     return read

@@ -3,7 +3,9 @@
 They read and write in the request's transaction as prepared statements written once (they were SQLAlchemy
 statements in `repository.py`): no SQL construction, cache key or ORM loading per request. The
 caller passes the asyncpg connection under its session (`shared.db.raw_connection`) once the session has
-begun the transaction (its first statement, the applicant's lock, runs through the session). JSONB goes
+begun the transaction (its first statement, `begin`: the applicant's lock, runs through the session). Four round
+trips in all (issue #16): `begin`, the claims (with the prior awards for measures with annual caps, one more),
+the rows with their events, the commit; the parameter versions only when they changed. JSONB goes
 through SQLAlchemy's codec on that connection: JSON text in, Python objects out.
 """
 
@@ -11,12 +13,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Connection
+from shared.feed.outbox import OUTBOX_INSERT, NewEvent, outbox_rows
 
 from .facts import ClaimHolder, PriorAward
 from .models import Application, Decision, ParameterVersion
@@ -36,20 +42,40 @@ WHERE a.applicant = $1 AND a.measure = $2 AND a.status = ANY($3::text[])
   AND d.outcome IN ('eligible', 'needs_review')
 """
 
-#: the claim keys held by an application still in review, then by an award in the register
-_PENDING_CLAIMS = """
-SELECT k.key, a.id FROM eligibility.applications a
-JOIN eligibility.decisions d ON d.id = a.current_decision_id
-CROSS JOIN LATERAL unnest(d.claims) AS k(key)
-WHERE a.status IN ('in_review', 'reviewed') AND d.claims && $1::text[] AND k.key = ANY($1::text[])
-ORDER BY a.seq
+#: the claim keys held by an application still in review (pending), then by an award in the register (awarded)
+_CLAIM_HOLDERS = """
+SELECT * FROM (
+    SELECT 'pending' AS status, k.key, a.id, a.seq AS n FROM eligibility.applications a
+    JOIN eligibility.decisions d ON d.id = a.current_decision_id
+    CROSS JOIN LATERAL unnest(d.claims) AS k(key)
+    WHERE a.status IN ('in_review', 'reviewed') AND d.claims && $1::text[] AND k.key = ANY($1::text[])
+    UNION ALL
+    SELECT 'awarded', claim_key, application_id, id FROM eligibility.awards WHERE claim_key = ANY($1::text[])
+) held
+ORDER BY status DESC, n
 """
-_AWARDED_CLAIMS = (
-    "SELECT claim_key, application_id FROM eligibility.awards WHERE claim_key = ANY($1::text[]) ORDER BY id"
+
+#: the parameter versions' fingerprint: the table is append-only (its rows are never changed or deleted) and its
+#: ids never reused, so the same count, largest and sum of ids is the same set of rows
+_VERSIONS_SEEN = "SELECT count(*) AS n, coalesce(max(id), 0) AS top, coalesce(sum(id), 0)::bigint AS total"
+
+#: the submission's first statement: the lock, the transaction's clock and the parameter versions' fingerprint
+_BEGIN = (
+    "SELECT pg_advisory_xact_lock(hashtext(:key)) AS locked, now() AS at, v.n, v.top, v.total "
+    f"FROM ({_VERSIONS_SEEN} FROM eligibility.parameter_versions) v"
 )
 
-#: Filled in by PostgreSQL when a submission's rows are inserted (the identity, the transaction's clock).
-_GENERATED = frozenset({"seq", "submitted_at", "decided_at"})
+
+@dataclass(frozen=True)
+class Start:
+    """What a submission's first statement answers besides taking the lock."""
+
+    at: datetime
+    versions: tuple[int, int, int]
+
+
+#: Filled in by PostgreSQL when a submission's rows are inserted (the identity)
+_GENERATED = frozenset({"seq"})
 
 
 def _columns(table: Table) -> tuple[tuple[str, ...], frozenset[str]]:
@@ -65,16 +91,21 @@ def _values(names: Sequence[str], first: int) -> str:
     return ", ".join(f"${first + n}" for n in range(len(names)))
 
 
-#: a submission's two rows in one statement
+#: a submission's two rows and its events in one statement (the outbox's arrays follow the rows' columns)
 _INSERT_SUBMISSION = f"""
 WITH application AS (
     INSERT INTO eligibility.applications ({", ".join(_APPLICATION)}) VALUES ({_values(_APPLICATION, 1)})
-    RETURNING submitted_at
 ), decision AS (
     INSERT INTO eligibility.decisions ({", ".join(_DECISION)}) VALUES ({_values(_DECISION, 1 + len(_APPLICATION))})
-    RETURNING decided_at
+), events AS (
+    {
+    OUTBOX_INSERT.format(
+        schema="eligibility",
+        **{name: f"${n}" for n, name in enumerate("tsovp", 1 + len(_APPLICATION) + len(_DECISION))},
+    )
+}
 )
-SELECT application.submitted_at, decision.decided_at FROM application, decision
+SELECT 1
 """
 
 
@@ -83,19 +114,46 @@ def _arguments(entity: Application | Decision, names: Sequence[str], as_json: fr
     return [json.dumps(value) if name in as_json else value for name, value in zip(names, values, strict=True)]
 
 
-async def insert_submission(connection: Connection, application: Application, decision: Decision) -> None:
-    """The application and its decision (with the trace) in one statement: two inserts of one command, so the
-    decision's foreign key to the application is checked when both rows are there. Sets the clock's columns."""
+async def insert_submission(
+    connection: Connection, application: Application, decision: Decision, events: Sequence[NewEvent]
+) -> None:
+    """The application, its decision (with the trace) and its events in one statement: inserts of one command, so
+    the decision's foreign key to the application is checked when both rows are there. The clock's columns are
+    the caller's (`Start.at`, the transaction's `now()`), as the events already say."""
     arguments = _arguments(application, _APPLICATION, _APPLICATION_JSON)
     arguments += _arguments(decision, _DECISION, _DECISION_JSON)
-    row = await connection.fetchrow(_INSERT_SUBMISSION, *arguments)
-    assert row is not None
-    application.submitted_at, decision.decided_at = row["submitted_at"], row["decided_at"]
+    schema, columns = outbox_rows(events)
+    if schema != "eligibility":
+        raise ValueError(f"a submission writes eligibility's events, not {schema}'s")
+    await connection.execute(_INSERT_SUBMISSION, *arguments, *columns)
 
 
-async def parameter_versions(connection: Connection) -> list[ParameterVersion]:
-    """`repository.parameter_versions` (unattached rows)."""
-    return [ParameterVersion(**dict(row)) for row in await connection.fetch(_PARAMETER_VERSIONS)]
+async def begin(session: AsyncSession, applicant: str, measure: str) -> Start:
+    """Begin the submission's transaction with the lock that serialises evaluations of one applicant and measure
+    (so annual caps see each other); the same round trip answers the transaction's clock (`now()`: what the rows
+    `insert_submission` writes are stamped with) and the parameter versions' fingerprint."""
+    row = (
+        await session.execute(
+            text(_BEGIN),
+            {"key": f"eligibility:{applicant}:{measure}"},
+        )
+    ).one()
+    return Start(at=row.at, versions=(row.n, row.top, row.total))
+
+
+class ParameterVersions:
+    """The parameter versions a process read last (`repository.parameter_versions`, unattached rows), under their
+    fingerprint: a submission reads them again only when the fingerprint its first statement saw differs."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[tuple[int, int, int], list[ParameterVersion]] | None = None
+
+    async def read(self, connection: Connection, start: Start) -> list[ParameterVersion]:
+        if self._seen is None or self._seen[0] != start.versions:
+            rows = [ParameterVersion(**dict(row)) for row in await connection.fetch(_PARAMETER_VERSIONS)]
+            ids = [row.id for row in rows]
+            self._seen = ((len(ids), max(ids, default=0), sum(ids)), rows)
+        return self._seen[1]
 
 
 async def prior_awards(connection: Connection, applicant: str, measure: str) -> list[PriorAward]:
@@ -113,12 +171,14 @@ async def prior_awards(connection: Connection, applicant: str, measure: str) -> 
 
 
 async def claim_holders(connection: Connection, keys: Sequence[str]) -> dict[str, ClaimHolder]:
-    """Who holds each key already: an award in the register, else an application still in review."""
+    """Who holds each key already: an award in the register, else an application still in review (one statement:
+    the pending rows first, each key's first application in submission order; an award replaces them)."""
     if not keys:
         return {}
     holders: dict[str, ClaimHolder] = {}
-    for claim_key, application_id in await connection.fetch(_PENDING_CLAIMS, list(keys)):
-        holders.setdefault(claim_key, ClaimHolder(application_id=str(application_id), status="pending"))
-    for claim_key, application_id in await connection.fetch(_AWARDED_CLAIMS, list(keys)):
-        holders[claim_key] = ClaimHolder(application_id=str(application_id), status="awarded")
+    for status, claim_key, application_id, _ in await connection.fetch(_CLAIM_HOLDERS, list(keys)):
+        if status == "awarded":
+            holders[claim_key] = ClaimHolder(application_id=str(application_id), status="awarded")
+        else:
+            holders.setdefault(claim_key, ClaimHolder(application_id=str(application_id), status="pending"))
     return holders

@@ -39,14 +39,12 @@ async def emit(
     await emit_many(target, [NewEvent(type, subject, payload, organisation, vendor)])
 
 
-async def emit_many(target: AsyncSession | AsyncConnection | Any, events: Sequence[NewEvent]) -> None:
-    """Write events in the caller's transaction, in the given order (one statement)."""
-    if not events:
-        return
+def outbox_rows(events: Sequence[NewEvent]) -> tuple[str, tuple[list[Any], ...]]:
+    """The schema the events go to and their columns (type, subject, organisation, vendor, payload as JSON text),
+    for `OUTBOX_INSERT` or a statement that writes them along with other rows."""
     schemas = {schema_of(event.type) for event in events}
     if len(schemas) != 1:
         raise ValueError(f"events of one service at a time, not {sorted(schemas)}")
-    schema = schemas.pop()
     columns = (
         [event.type for event in events],
         [event.subject for event in events],
@@ -54,23 +52,29 @@ async def emit_many(target: AsyncSession | AsyncConnection | Any, events: Sequen
         [event.vendor for event in events],
         [_json(event.payload) for event in events],
     )
+    return schemas.pop(), columns
+
+
+#: the events' rows, in the given order; `{schema}` and the five arrays' placeholders `{t}`…`{p}` filled in
+OUTBOX_INSERT = (
+    'INSERT INTO "{schema}".outbox (type, subject, organisation, vendor, payload) '
+    "SELECT t, s, o, v, p::jsonb FROM unnest({t}::text[], {s}::text[], {o}::text[], {v}::text[], {p}::text[]) "
+    "WITH ORDINALITY AS e(t, s, o, v, p, n) ORDER BY n"
+)
+
+
+async def emit_many(target: AsyncSession | AsyncConnection | Any, events: Sequence[NewEvent]) -> None:
+    """Write events in the caller's transaction, in the given order (one statement)."""
+    if not events:
+        return
+    schema, columns = outbox_rows(events)
     if isinstance(target, AsyncSession | AsyncConnection):
-        await target.execute(
-            text(
-                f'INSERT INTO "{schema}".outbox (type, subject, organisation, vendor, payload) '
-                "SELECT t, s, o, v, p::jsonb FROM unnest(CAST(:t AS text[]), CAST(:s AS text[]), "
-                "CAST(:o AS text[]), CAST(:v AS text[]), CAST(:p AS text[])) WITH ORDINALITY AS e(t, s, o, v, p, n) "
-                "ORDER BY n"
-            ),
-            dict(zip("tsovp", columns, strict=True)),
-        )
+        names = {name: f"CAST(:{name} AS text[])" for name in "tsovp"}
+        sql = OUTBOX_INSERT.replace("::text[]", "").format(schema=schema, **names)
+        await target.execute(text(sql), dict(zip("tsovp", columns, strict=True)))
     else:  # an asyncpg connection (or pool connection proxy)
-        await target.execute(
-            f'INSERT INTO "{schema}".outbox (type, subject, organisation, vendor, payload) '
-            "SELECT t, s, o, v, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) "
-            "WITH ORDINALITY AS e(t, s, o, v, p, n) ORDER BY n",
-            *columns,
-        )
+        sql = OUTBOX_INSERT.format(schema=schema, **{name: f"${n}" for n, name in enumerate("tsovp", 1)})
+        await target.execute(sql, *columns)
 
 
 # --- lag (for /metrics, computed at scrape time) ---------------------------------------------------

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from services.eligibility import aggregates
+from services.eligibility.submission_sql import insert_submission
 from shared.auth import DASHBOARD
 from shared.db import get_session
 from shared.errors import PEER_UNAVAILABLE, ProblemError
@@ -202,7 +203,12 @@ async def test_a_request_that_fails_after_writing_changes_no_count(
     async def fail(*args: Any, **kwargs: Any) -> None:  # after the rows were flushed, before the commit
         raise ProblemError(PEER_UNAVAILABLE, peer="test")
 
+    async def write_then_fail(*args: Any, **kwargs: Any) -> None:  # a submission's rows and events, then a failure
+        await insert_submission(*args, **kwargs)
+        await fail()
+
     monkeypatch.setattr("services.eligibility.events.application_changed", fail)
+    monkeypatch.setattr("services.eligibility.submission_sql.insert_submission", write_then_fail)
     failed_submission = await client.post(
         "/v1/applications",
         json={

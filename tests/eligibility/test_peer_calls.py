@@ -32,7 +32,7 @@ class Probe(RegistryFacts):
 
     async def fetch(self, applicant: str, as_of: date, request: FactsRequest) -> Facts:
         connection = await asyncpg.connect(self.database_url)
-        try:  # the same key as repository.lock_applicant_measure; try-and-release in one statement
+        try:  # the same key as submission_sql.begin; try-and-release in one statement
             free = await connection.fetchval(
                 "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"eligibility:{applicant}:M1"
             )
