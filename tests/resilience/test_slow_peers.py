@@ -75,13 +75,17 @@ class Peers:
             proxy.clear()
 
 
-@pytest_asyncio.fixture(scope="module")
+@pytest_asyncio.fixture(scope="module", params=["aiohttp", "httpcore"])
 async def peers(request: pytest.FixtureRequest) -> AsyncIterator[Peers]:
-    """One process of each service on a PostgreSQL of their own, every service-to-service call through a proxy."""
+    """One process of each service on a PostgreSQL of their own, every service-to-service call through a proxy;
+    the peer clients carried by either `PEER_HTTP_CLIENT` (shared/peer_transport.py): each must fail the same way."""
     workdir = Path(tempfile.mkdtemp(prefix="longgang-peers-"))
+    http_client = request.param
     environment = {
         "ELIGIBILITY_PEER_TIMEOUT_SECONDS": str(PEER_TIMEOUT),
         "VOUCHERS_PEER_TIMEOUT_SECONDS": str(PEER_TIMEOUT),
+        "ELIGIBILITY_PEER_HTTP_CLIENT": http_client,
+        "VOUCHERS_PEER_HTTP_CLIENT": http_client,
         "VOUCHERS_VENDOR_CHECK_TTL_SECONDS": "0",  # ask the registry at every M1 redemption
     }
     cluster = Cluster(workdir, environment, topology=ONE_EACH)
@@ -121,7 +125,8 @@ async def peers(request: pytest.FixtureRequest) -> AsyncIterator[Peers]:
             shutil.rmtree(workdir, ignore_errors=True)
         if CASES:
             limit = f"peer timeout {PEER_TIMEOUT} s per attempt, at most {GIVE_UP_WITHIN:.2f} s to give up"
-            SUMMARIES.append(f"slow and broken peers ({limit}):\n" + "\n".join(CASES))
+            SUMMARIES.append(f"slow and broken peers, {http_client} ({limit}):\n" + "\n".join(CASES))
+            CASES.clear()
 
 
 @pytest_asyncio.fixture
