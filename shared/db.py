@@ -59,13 +59,10 @@ class Database:
         if pooler_of(url) == "transaction":
             # SQLAlchemy prepares every statement by name: unique names, none kept (its PgBouncer advice)
             connect_args |= {"prepared_statement_cache_size": 0, "prepared_statement_name_func": _statement_name}
-        # at most 2 × pool_size connections, each opened when first needed and then kept: SQLAlchemy closes an
-        # "overflow" connection as soon as it is returned, so a steady load above pool_size opened and closed one
-        # per request (TLS attempt, authentication, a server process forked: issue #16)
         self.engine: AsyncEngine = create_async_engine(
             url,
-            pool_size=2 * pool_size,
-            max_overflow=0,
+            pool_size=pool_size,
+            max_overflow=pool_size,
             pool_recycle=1800,
             connect_args=connect_args,
             **engine_options,
