@@ -54,6 +54,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["VOUCHERS_CHECKPOINT_KEYS_DIR"] = str(devauth.ensure_checkpoint_key(AUTH_DIR / "checkpoint-keys"))
     # webhook secrets are stored encrypted with it (shared/feed/secretbox.py)
     os.environ["WEBHOOK_SECRET_KEY"] = ensure_key_file(AUTH_DIR / "webhook-secret-key")
+    # many apps and service processes share one server here: each keeps at most 2 × 5 connections (shared/db.py)
+    for service in ("REGISTRY", "ELIGIBILITY", "VOUCHERS"):
+        os.environ.setdefault(f"{service}_DB_POOL_SIZE", "5")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -556,7 +556,7 @@ def connections_per_pod(service: str, env: dict[str, str]) -> int:
     def setting(name: str) -> int:
         return int(env.get(prefix + name.upper(), fields[name].default))
 
-    total = 2 * setting("db_pool_size")  # SQLAlchemy's pool and its overflow (shared/db.py)
+    total = 2 * setting("db_pool_size")  # SQLAlchemy's pool: twice the setting (shared/db.py)
     total += setting("export_max_concurrent")  # streaming exports, one connection each
     concurrency = int(env.get("WEBHOOK_CONCURRENCY", WebhookSettings.model_fields["concurrency"].default))
     total += min(concurrency, 4) + 1  # the dispatcher's pool (shared/feed/dispatcher.py: short statements only)

@@ -154,7 +154,7 @@ async def test_an_exhausted_pool_answers_503_with_retry_after(small: tuple[FastA
     """Every pooled connection busy past the pool's timeout: 503 `service_busy` + Retry-After, never a 500."""
     app, client = small
     engine = app.state.database.engine
-    held = [await engine.connect() for _ in range(4)]  # pool_size 2 + overflow 2
+    held = [await engine.connect() for _ in range(4)]  # db_pool_size 2: a pool of 4
     try:
         for connection in held:
             await connection.exec_driver_sql("SELECT 1")
