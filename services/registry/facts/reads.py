@@ -35,13 +35,15 @@ CROSS JOIN LATERAL (
 WHERE t.{key} = ANY({keys}::{type}[])
 """
 
-#: every record of `table` as of a date, its snapshot filtered by JSON containment, numbered in id order
+#: every record of `table` as of a date, its snapshot filtered by JSON containment, numbered in id order. With a
+#: filter, only the records of which some snapshot matches its first condition are looked at (`{candidates}`, through
+#: the index on the snapshots' content): a record whose latest snapshot on the date matches is among them
 _AS_OF = """
 SELECT NULL::text AS key, {uid} AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
        row_number() OVER (ORDER BY snap.entity_id) AS n
 FROM (
     SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-    FROM registry.versions v WHERE v.entity = {entity} AND v.valid_from <= {day}
+    FROM registry.versions v WHERE v.entity = {entity} AND v.valid_from <= {day} {candidates}
     ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
 ) snap JOIN registry.{table} t ON t.id = snap.entity_id
 {where}
@@ -104,12 +106,21 @@ class Reads:
 
     def as_of(self, name: str, resource: Resource, day: date, *conditions: Sequence[Mapping[str, Any]]) -> None:
         entity, on = self._argument(resource.entity), self._argument(day)
+        fragments = [[self._argument(_contains(f)) for f in alternatives] for alternatives in conditions]
         clauses = [
-            "(" + " OR ".join(f"snap.data @> {self._argument(_contains(f))}::jsonb" for f in alternatives) + ")"
-            for alternatives in conditions
+            "(" + " OR ".join(f"snap.data @> {f}::jsonb" for f in alternatives) + ")" for alternatives in fragments
         ]
         where = "WHERE " + " AND ".join(clauses) if clauses else ""
-        sql = _AS_OF.format(uid=_uid(resource), table=_table(resource), entity=entity, day=on, where=where)
+        candidates = ""
+        if fragments:
+            matching = " OR ".join(f"c.data @> {f}::jsonb" for f in fragments[0])
+            candidates = (
+                f"AND v.entity_id IN (SELECT c.entity_id FROM registry.versions c "
+                f"WHERE c.entity = {entity} AND ({matching}))"
+            )
+        sql = _AS_OF.format(
+            uid=_uid(resource), table=_table(resource), entity=entity, day=on, candidates=candidates, where=where
+        )
         self._add(name, resource, sql)
 
     async def fetch(self, connection: Connection) -> dict[str, Answer]:
