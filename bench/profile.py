@@ -29,7 +29,10 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("validation (pydantic)", r"(^|/)pydantic(_core)?/"),
     ("database driver (asyncpg)", r"(^|/)asyncpg/"),
     ("ORM and SQL toolkit (sqlalchemy, greenlet)", r"(^|/)(sqlalchemy|greenlet)/"),
-    ("HTTP client to peers (httpx, httpcore, anyio)", r"(^|/)(httpx|httpcore|anyio|h2)/"),
+    (
+        "HTTP client to peers (httpx, aiohttp, httpcore, anyio)",
+        r"(^|/)(httpx|httpcore|anyio|h2|aiohttp|yarl|multidict|aiohappyeyeballs|propcache)/",
+    ),
     ("event loop (asyncio, selectors, uvloop)", r"(^|/)(asyncio|uvloop)/|(^|/)selectors\.py"),
     ("logging", r"(^|/)logging/|shared/logs\.py"),
     ("metrics (prometheus_client, shared/metrics.py)", r"(^|/)prometheus_client/|shared/metrics\.py"),
