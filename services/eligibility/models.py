@@ -73,7 +73,10 @@ class Application(Base):
 
 class Decision(Base):
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_claims", "claims", postgresql_using="gin"),)
+    __table_args__ = (
+        # no pending list (eligibility 0016): each submission's claims search would read it all
+        Index("ix_decisions_claims", "claims", postgresql_using="gin", postgresql_with={"fastupdate": "off"}),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     application_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("applications.id"), nullable=False, index=True)

@@ -169,7 +169,13 @@ class Version(Base):
         UniqueConstraint("entity", "entity_id", "version"),
         Index("ix_versions_as_of", "entity", "entity_id", "valid_from", "version"),
         # the snapshots containing a JSON fragment (POST /v1/facts: an organisation's records as of a date)
-        Index("ix_versions_data", "data", postgresql_using="gin", postgresql_ops={"data": "jsonb_path_ops"}),
+        Index(
+            "ix_versions_data",
+            "data",
+            postgresql_using="gin",
+            postgresql_ops={"data": "jsonb_path_ops"},
+            postgresql_with={"fastupdate": "off"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
