@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import Connection
 from shared.feed.catalogue import register_catalogue
 from shared.feed.outbox import NewEvent, emit_many
 
@@ -88,10 +87,7 @@ def application_event(change: ApplicationChange, application: ApplicationRead) -
     )
 
 
-async def application_changed(
-    session: AsyncSession | Connection, application: ApplicationRead, *changes: ApplicationChange
-) -> None:
-    """In the request's transaction: through its session, or the asyncpg connection under it."""
+async def application_changed(session: AsyncSession, application: ApplicationRead, *changes: ApplicationChange) -> None:
     await emit_many(session, [application_event(change, application) for change in changes])
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Connection
-from shared.feed.outbox import OUTBOX_INSERT, NewEvent, outbox_rows
+from shared.feed.outbox import OUTBOX_INSERT, NewEvent, asyncpg_arrays, outbox_rows
 
 from .facts import ClaimHolder, PriorAward
 from .models import Application, Decision, ParameterVersion
@@ -55,14 +55,13 @@ SELECT * FROM (
 ORDER BY status DESC, n
 """
 
-#: the parameter versions' fingerprint: the table is append-only (its rows are never changed or deleted) and its
-#: ids never reused, so the same count, largest and sum of ids is the same set of rows
-_VERSIONS_SEEN = "SELECT count(*) AS n, coalesce(max(id), 0) AS top, coalesce(sum(id), 0)::bigint AS total"
-
 #: the submission's first statement: the lock, the transaction's clock and the parameter versions' fingerprint
-_BEGIN = (
-    "SELECT pg_advisory_xact_lock(hashtext(:key)) AS locked, now() AS at, v.n, v.top, v.total "
-    f"FROM ({_VERSIONS_SEEN} FROM eligibility.parameter_versions) v"
+#: (the table is append-only, its rows never changed or deleted, and its ids never reused: the same count, largest
+#: and sum of ids is the same set of rows)
+_BEGIN = text(
+    "SELECT pg_advisory_xact_lock(hashtext(:key)) AS locked, now() AS at, v.n, v.top, v.total FROM ("
+    "SELECT count(*) AS n, coalesce(max(id), 0) AS top, coalesce(sum(id), 0)::bigint AS total "
+    "FROM eligibility.parameter_versions) v"
 )
 
 
@@ -98,12 +97,7 @@ WITH application AS (
 ), decision AS (
     INSERT INTO eligibility.decisions ({", ".join(_DECISION)}) VALUES ({_values(_DECISION, 1 + len(_APPLICATION))})
 ), events AS (
-    {
-    OUTBOX_INSERT.format(
-        schema="eligibility",
-        **{name: f"${n}" for n, name in enumerate("tsovp", 1 + len(_APPLICATION) + len(_DECISION))},
-    )
-}
+    {OUTBOX_INSERT.format(schema="eligibility", **asyncpg_arrays(1 + len(_APPLICATION) + len(_DECISION)))}
 )
 SELECT 1
 """
@@ -132,12 +126,7 @@ async def begin(session: AsyncSession, applicant: str, measure: str) -> Start:
     """Begin the submission's transaction with the lock that serialises evaluations of one applicant and measure
     (so annual caps see each other); the same round trip answers the transaction's clock (`now()`: what the rows
     `insert_submission` writes are stamped with) and the parameter versions' fingerprint."""
-    row = (
-        await session.execute(
-            text(_BEGIN),
-            {"key": f"eligibility:{applicant}:{measure}"},
-        )
-    ).one()
+    row = (await session.execute(_BEGIN, {"key": f"eligibility:{applicant}:{measure}"})).one()
     return Start(at=row.at, versions=(row.n, row.top, row.total))
 
 

@@ -55,12 +55,16 @@ def outbox_rows(events: Sequence[NewEvent]) -> tuple[str, tuple[list[Any], ...]]
     return schemas.pop(), columns
 
 
-#: the events' rows, in the given order; `{schema}` and the five arrays' placeholders `{t}`…`{p}` filled in
+#: the events' rows, in the given order; `{schema}` and the five text arrays `{t}`…`{p}` filled in (`asyncpg_arrays`)
 OUTBOX_INSERT = (
     'INSERT INTO "{schema}".outbox (type, subject, organisation, vendor, payload) '
-    "SELECT t, s, o, v, p::jsonb FROM unnest({t}::text[], {s}::text[], {o}::text[], {v}::text[], {p}::text[]) "
-    "WITH ORDINALITY AS e(t, s, o, v, p, n) ORDER BY n"
+    "SELECT t, s, o, v, p::jsonb FROM unnest({t}, {s}, {o}, {v}, {p}) WITH ORDINALITY AS e(t, s, o, v, p, n) ORDER BY n"
 )
+
+
+def asyncpg_arrays(first: int) -> dict[str, str]:
+    """`OUTBOX_INSERT`'s arrays as asyncpg parameters, numbered from `first`."""
+    return {name: f"${n}::text[]" for n, name in enumerate("tsovp", first)}
 
 
 async def emit_many(target: AsyncSession | AsyncConnection | Any, events: Sequence[NewEvent]) -> None:
@@ -69,12 +73,12 @@ async def emit_many(target: AsyncSession | AsyncConnection | Any, events: Sequen
         return
     schema, columns = outbox_rows(events)
     if isinstance(target, AsyncSession | AsyncConnection):
-        names = {name: f"CAST(:{name} AS text[])" for name in "tsovp"}
-        sql = OUTBOX_INSERT.replace("::text[]", "").format(schema=schema, **names)
-        await target.execute(text(sql), dict(zip("tsovp", columns, strict=True)))
+        arrays = {name: f"CAST(:{name} AS text[])" for name in "tsovp"}  # SQLAlchemy's binds (`:t::` is no bind)
+        await target.execute(
+            text(OUTBOX_INSERT.format(schema=schema, **arrays)), dict(zip("tsovp", columns, strict=True))
+        )
     else:  # an asyncpg connection (or pool connection proxy)
-        sql = OUTBOX_INSERT.format(schema=schema, **{name: f"${n}" for n, name in enumerate("tsovp", 1)})
-        await target.execute(sql, *columns)
+        await target.execute(OUTBOX_INSERT.format(schema=schema, **asyncpg_arrays(1)), *columns)
 
 
 # --- lag (for /metrics, computed at scrape time) ---------------------------------------------------
