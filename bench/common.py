@@ -231,7 +231,7 @@ async def _post_all(
                 try:
                     writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
                     answer = await reader.readuntil(b"\r\n\r\n")
-                    length = _CONTENT_LENGTH.search(answer)
+                    length = CONTENT_LENGTH.search(answer)
                     content = await reader.readexactly(int(length.group(1)) if length else 0)
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
                     results[index] = (0, time.perf_counter() - sent, repr(exc).encode())
@@ -245,4 +245,5 @@ async def _post_all(
     return PostResults(time.perf_counter() - started, results, time.process_time() - cpu)
 
 
-_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+#: an HTTP/1.1 answer's body length, from its head (the raw load generators)
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")

@@ -81,6 +81,7 @@ import httpx
 
 from bench import profile
 from bench.common import (
+    CONTENT_LENGTH,
     HOST,
     bounded,
     credit_codes,
@@ -1012,7 +1013,7 @@ async def _python_load(spec: dict[str, Any]) -> dict[str, Any]:
                 sent = time.perf_counter()
                 writer.write(head + body)
                 answer = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", answer)
+                length = CONTENT_LENGTH.search(answer)
                 await reader.readexactly(int(length.group(1)) if length else 0)
                 latencies.append(time.perf_counter() - sent)
                 statuses[int(answer[9:12])] += 1
