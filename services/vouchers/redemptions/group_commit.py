@@ -2,15 +2,24 @@
 
 A redemption is one SQL function call and one transaction; on two cores PostgreSQL spends about
 as much per call as on a TPC-B transaction, most of it on the transaction itself (snapshot,
-commit, WAL flush) and the round trip. So each process runs at most `in_flight` ledger calls at
-once. A call that finds a free slot and nobody waiting goes alone, as before (the per-request
-path: no added latency when the service is quiet). A call that finds every slot busy waits; when
-a slot frees, everything waiting (at most `max_batch`) goes as one call of
-`vouchers.ledger_batch()`: one round trip, one transaction, one commit. The batch is ordered by
-voucher code, then arrival (deterministic; two batches lock vouchers in the same order), and each
+commit, WAL flush) and the round trip. So each process runs its ledger calls in `in_flight` lanes,
+one call at a time per lane. A call that finds its lane free and nobody waiting in it goes alone, as
+before (the per-request path: no added latency when the service is quiet). A call that finds its
+lane busy waits; when the lane frees, everything waiting in it (at most `max_batch`) goes as one
+call of `vouchers.ledger_batch()`: one round trip, one transaction, one commit. The batch is ordered
+by voucher code, then arrival (deterministic; two batches lock vouchers in the same order), and each
 call is answered by the very function its own call would run, so the answers are the same: same
 codes, same idempotent replays, and a refusal is an answer that changes nothing and never
 affects another call.
+
+A call's lane is chosen by its voucher's holder (`crc32(holder) % in_flight`, the same in every
+process): a redemption changes its voucher's row and its holder's M3 ceiling row and holds both
+until its commit is flushed, so calls of one enterprise wait for each other in any case, and two
+lanes' batches touch different rows and run side by side instead of one waiting for the other's
+commit. The holder of a code is read once per process (a voucher's holder never changes) and kept;
+a code that names no voucher, or a read that fails, takes a lane by the code itself. A capture or
+release takes a lane by its hold's id. The lane only decides who waits for whom: the locks are the
+database's, so a call in the "wrong" lane is slower, never wrong.
 
 The batch locks every voucher row it will change, then every ceiling row, each in one order
 (`vouchers.ledger_batch()`), as a single call does, so batches do not deadlock with each other or
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,6 +53,13 @@ logger = logging.getLogger("services.vouchers.redemptions.group_commit")
 DRAIN_SECONDS = 5.0
 #: a call alone that PostgreSQL rolled back (a deadlock with another process's batch) is tried this often
 ROLLBACK_RETRIES = 3
+
+#: a voucher's holder, which decides the lane of its calls
+HOLDER_SQL = "SELECT holder FROM vouchers.vouchers WHERE code = $1"
+#: how long the lane waits for that read before taking a lane by the code (a database that does not answer)
+HOLDER_TIMEOUT_SECONDS = 0.5
+#: voucher codes whose lane a process keeps (then it starts again: a read per code)
+HOLDERS_KEPT = 100_000
 
 BATCH_SQL = (
     "SELECT ord, status_code, body FROM vouchers.ledger_batch("
@@ -94,35 +111,63 @@ Call = Redemption | Finish
 Answer = tuple[int, str]
 
 
+class Lane:
+    """Ledger calls that wait for each other: one in flight at a time, what waits meanwhile goes as one batch."""
+
+    __slots__ = ("busy", "waiting")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.waiting: list[tuple[Call, asyncio.Future[Answer]]] = []
+
+
 class GroupCommit:
-    """The process's ledger calls: at most `in_flight` at once, and what waits goes as one batch."""
+    """The process's ledger calls: one at a time per lane, `in_flight` lanes, and what waits goes as one batch."""
 
     def __init__(self, ledger: LedgerPool, *, enabled: bool, in_flight: int, max_batch: int) -> None:
         self.ledger = ledger
         self.enabled = enabled
         self.slots = in_flight
         self.max_batch = max_batch
-        self.busy = 0
-        self.waiting: list[tuple[Call, asyncio.Future[Answer]]] = []
+        self.lanes = [Lane() for _ in range(in_flight)]
+        #: voucher code → its holder's lane (a voucher's holder never changes); bounded by HOLDERS_KEPT
+        self.lane_of_code: dict[str, int] = {}
+        #: one read of holders at a time: a burst of new codes takes one connection, not the pool
+        self.reading_holders = asyncio.Lock()
         self.batches: set[asyncio.Task[None]] = set()
         #: counters for the benchmark and the tests: calls answered alone, in batches, and batches that fell back
         self.singles = 0
         self.batched = 0
         self.fallbacks = 0
 
+    @property
+    def busy(self) -> int:
+        """Lanes with a ledger call in flight."""
+        return sum(lane.busy for lane in self.lanes)
+
+    @property
+    def waiting(self) -> list[tuple[Call, asyncio.Future[Answer]]]:
+        """Every call waiting for its lane, lane by lane."""
+        return [pair for lane in self.lanes for pair in lane.waiting]
+
     async def call(self, call: Call) -> Answer:
         """The ledger's answer to one vendor call (its status code and JSON body)."""
-        if not self.enabled or (self.busy < self.slots and not self.waiting):
-            self.busy += 1
+        if not self.enabled:
+            self.singles += 1
+            count_ledger_calls("alone")
+            return await self._single(call)
+        lane = self.lanes[await self._lane(call)] if len(self.lanes) > 1 else self.lanes[0]
+        if not lane.busy and not lane.waiting:
+            lane.busy = True
             try:
                 self.singles += 1
                 count_ledger_calls("alone")
                 return await self._single(call)
             finally:
-                self._freed()
+                self._freed(lane)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self.waiting.append((call, future))
-        self._dispatch()
+        lane.waiting.append((call, future))
+        self._dispatch(lane)
         return await future
 
     async def drain(self) -> None:
@@ -130,20 +175,44 @@ class GroupCommit:
         if self.batches:
             await asyncio.wait(self.batches, timeout=DRAIN_SECONDS)
 
-    def _freed(self) -> None:
-        self.busy -= 1
-        self._dispatch()
+    async def _lane(self, call: Call) -> int:
+        """The call's lane: its voucher's holder's (read once per code), a hold's by its id."""
+        if isinstance(call, Finish):
+            return call.redemption_id % len(self.lanes)
+        known = self.lane_of_code.get(call.code)
+        if known is not None:
+            return known
+        try:
+            async with asyncio.timeout(HOLDER_TIMEOUT_SECONDS):  # the turn, a connection, then the read
+                async with self.reading_holders:
+                    known = self.lane_of_code.get(call.code)  # read meanwhile by the call before
+                    if known is not None:
+                        return known
+                    holder = await self.ledger.ready.fetchval(HOLDER_SQL, call.code)
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:  # the call will say
+            logger.debug("the holder of a voucher was not read (%s): a lane by its code", exc)
+            holder = None
+        if holder is None:  # no such voucher (the call answers 404), or not read: not kept
+            return zlib.crc32(call.code.encode()) % len(self.lanes)
+        if len(self.lane_of_code) >= HOLDERS_KEPT:
+            self.lane_of_code.clear()
+        lane = self.lane_of_code[call.code] = zlib.crc32(str(holder).encode()) % len(self.lanes)
+        return lane
 
-    def _dispatch(self) -> None:
-        """Send what waits as one batch per free slot."""
-        while self.waiting and self.busy < self.slots:
-            taken, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
-            self.busy += 1
-            task = asyncio.get_running_loop().create_task(self._run(taken))
+    def _freed(self, lane: Lane) -> None:
+        lane.busy = False
+        self._dispatch(lane)
+
+    def _dispatch(self, lane: Lane) -> None:
+        """Send what waits in a free lane as one batch."""
+        if lane.waiting and not lane.busy:
+            taken, lane.waiting = lane.waiting[: self.max_batch], lane.waiting[self.max_batch :]
+            lane.busy = True
+            task = asyncio.get_running_loop().create_task(self._run(lane, taken))
             self.batches.add(task)
             task.add_done_callback(self.batches.discard)
 
-    async def _run(self, taken: list[tuple[Call, asyncio.Future[Answer]]]) -> None:
+    async def _run(self, lane: Lane, taken: list[tuple[Call, asyncio.Future[Answer]]]) -> None:
         try:
             taken.sort(key=lambda pair: pair[0].order)  # stable: arrival order within a voucher
             try:
@@ -173,7 +242,7 @@ class GroupCommit:
                     if not future.done():
                         future.set_result(answer)
         finally:
-            self._freed()
+            self._freed(lane)
 
     async def _single(self, call: Call) -> Answer:
         """A call alone. A deadlock or serialization failure rolled its transaction back whole: tried again, up to

@@ -1,0 +1,123 @@
+"""Group commit's lanes (issue #16): calls of one enterprise wait for each other, another enterprise's do not.
+
+A vouchers app with two lanes (`group_commit_in_flight=2`). A redemption's transaction holds its voucher's
+row and its holder's M3 ceiling row until its commit, so two batches with one enterprise in common would
+wait for each other in PostgreSQL anyway: a call's lane is its voucher's holder's (`crc32(holder) % 2`).
+The test holds a lock on voucher A1 (enterprise A): the redemption of A1 waits in PostgreSQL and takes A's
+lane; a redemption of A2 (the same enterprise) then waits in the process for that lane, while one of B1
+(an enterprise of the other lane) is answered at once. Released, both of A's are answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+import asyncpg
+import httpx
+import pytest_asyncio
+from fastapi import FastAPI
+
+from services.vouchers.redemptions.group_commit import GroupCommit
+from tests.auth import admin
+from tests.vouchers.flow import YUAN, ModelSupply, approved_m3, issue, model_supply, redeem
+
+LANES = 2
+
+
+@pytest_asyncio.fixture(scope="module")
+async def app(running_vouchers_app: Callable[..., AbstractAsyncContextManager[FastAPI]]) -> AsyncIterator[FastAPI]:
+    async with running_vouchers_app(group_commit=True, group_commit_in_flight=LANES) as app:
+        yield app
+
+
+@pytest_asyncio.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=60, headers=admin()) as c:
+        yield c
+
+
+def lane_of(holder: str) -> int:
+    return zlib.crc32(holder.encode()) % LANES
+
+
+async def voucher(
+    client: httpx.AsyncClient, registry: httpx.AsyncClient, eligibility: httpx.AsyncClient, supply: ModelSupply
+) -> str:
+    _, decision_id = await approved_m3(registry, eligibility, claim_fen=100_000 * YUAN, supply=supply)
+    issued = await issue(client, decision_id)
+    assert issued.status_code == 201, issued.text
+    return str(issued.json()["code"])
+
+
+async def until(condition: Callable[[], object], what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await condition():  # type: ignore[misc]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+async def test_an_enterprise_waits_for_its_own_lane_and_not_for_another(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    group_commit: GroupCommit = app.state.group_commit
+    registry, eligibility = live_registry_client, live_eligibility_client
+    a = await model_supply(registry)
+    b = await model_supply(registry)
+    while lane_of(b.holder) == lane_of(a.holder):  # an enterprise of the other lane (one in two is)
+        b = await model_supply(registry)
+    a1, a2 = [await voucher(client, registry, eligibility, a) for _ in range(2)]
+    b1 = await voucher(client, registry, eligibility, b)
+    stamp = time.time_ns()
+
+    # the lock is held in one session; pg_stat_activity is read from another (a transaction sees one snapshot of it)
+    locker, watcher = await asyncpg.connect(vouchers_database), await asyncpg.connect(vouchers_database)
+    try:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", a1)
+        first = asyncio.ensure_future(redeem(client, a1, a.vendor, 100 * YUAN, f"l{stamp}-a1", f"FP-{stamp}-a1"))
+
+        async def first_waits() -> bool:
+            assert not first.done(), first.result().text
+            return bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%vouchers.redeem(%'"
+                )
+            )
+
+        await until(first_waits, "A1's redemption to wait for its voucher's lock")
+        own_lane = group_commit.lanes[lane_of(a.holder)]
+        assert own_lane.busy
+        assert not own_lane.waiting
+        second = asyncio.ensure_future(redeem(client, a2, a.vendor, 100 * YUAN, f"l{stamp}-a2", f"FP-{stamp}-a2"))
+
+        async def second_queued() -> bool:
+            return len(own_lane.waiting) == 1
+
+        await until(second_queued, "A2's redemption to wait in A's lane")
+        # the other lane is free: B1's redemption is answered while A1's voucher is still locked
+        other = await asyncio.wait_for(
+            redeem(client, b1, b.vendor, 100 * YUAN, f"l{stamp}-b1", f"FP-{stamp}-b1"), timeout=20
+        )
+        assert other.status_code == 201, other.text
+        assert not first.done()
+        assert not second.done()
+        await lock.commit()
+        answers = await asyncio.gather(first, second)
+    finally:
+        await locker.close()
+        await watcher.close()
+    assert [answer.status_code for answer in answers] == [201, 201], [answer.text for answer in answers]
+    assert group_commit.lane_of_code[a1] == group_commit.lane_of_code[a2] == lane_of(a.holder)
+    assert group_commit.lane_of_code[b1] == lane_of(b.holder) != lane_of(a.holder)
+    assert not any(lane.busy or lane.waiting for lane in group_commit.lanes)
