@@ -22,8 +22,8 @@ One run, on this machine, all on 127.0.0.1:
    `bench_ledger_pgbench_<pid>` (scale 10), with the same number of clients, and with 8
    clients as in the design measurements (docs/benchmarks.md);
 5. the load: `POST /v1/vouchers/{code}/redemptions` from `wrk` (N connections, T seconds,
-   after a short warm-up), first against ONE vouchers process, then against TWO (the wrk
-   threads split between their ports), then against one process whose connections go through
+   after a short warm-up), first against ONE vouchers process, then against TWO fresh ones with
+   --two-process-lanes lanes each (the wrk threads split between their ports), then against one process whose connections go through
    PgBouncer in transaction pooling (Debian's `pgbouncer`, `make pooler-tool`; statement cache
    off: issue #15; --skip-pooler leaves it out). A generated Lua script gives every request its own
    Idempotency-Key (run, thread, counter), takes the vouchers in turn, sends the token of
@@ -114,8 +114,8 @@ TARGET_RATIO = 1.0  # issue #16: at least pgbench's TPC-B-like rate with the sam
 TARGET_P99_MS = 50.0
 REDEMPTION_ROUTE = re.compile(r"^/v1/vouchers/[^/]+/redemptions$")
 FILL_BATCH = 100_000
-#: the vouchers processes' log files: one, two, and one through PgBouncer
-PROCESS_LOGS = ("vouchers", "vouchers-2", "vouchers-pooled")
+#: the vouchers processes' log files: one, the two of the two-process run, and one through PgBouncer
+PROCESS_LOGS = ("vouchers", "vouchers-2a", "vouchers-2b", "vouchers-pooled")
 NOISE_CORES = 0.15  # cores used outside the benchmark during a run above which the output warns
 CORES = len(os.sched_getaffinity(0))
 
@@ -1555,6 +1555,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="on",
         help="VOUCHERS_GROUP_COMMIT for the runs; both: the one-process run again with it off (default on)",
     )
+    parser.add_argument(
+        "--two-process-lanes",
+        type=int,
+        default=1,
+        help="VOUCHERS_GROUP_COMMIT_IN_FLIGHT of each process in the two-process run (default 1: lanes across "
+        "the processes about the cores, as README advises; the one-process runs keep the service's default)",
+    )
     args = parser.parse_args(argv)
     check_load_args(parser, args)
     return args
@@ -1696,22 +1703,28 @@ def main(argv: list[str] | None = None) -> int:
             stop_services({"vouchers-alone": processes.pop("vouchers-alone")})
 
         remaining("the two-process run")
-        second = Stack(database_url, HOST, {**ports, "vouchers": second_port})
-        log_files["vouchers-2"] = (log_dir / "vouchers-2.log").open("wb")
-        processes["vouchers-2"] = start_service(second, "vouchers", log=log_files["vouchers-2"], extra_env=env)
-        wait_ready(second, {"vouchers": processes["vouchers-2"]}, timeout=60)
-        meter.vouchers.add(processes["vouchers-2"].pid)
+        # two fresh processes with the lanes of a two-process deployment (README: lanes across processes ≈ cores);
+        # the first process stays up, idle but for its sealer (its CPU is counted with theirs)
+        pair = {"vouchers-2a": second_port, "vouchers-2b": free_port()}
+        lanes_env = {**env, "VOUCHERS_GROUP_COMMIT_IN_FLIGHT": str(args.two_process_lanes)}
+        for name, port in pair.items():
+            stack = Stack(database_url, HOST, {**ports, "vouchers": port})
+            log_files[name] = (log_dir / f"{name}.log").open("wb")
+            processes[name] = start_service(stack, "vouchers", log=log_files[name], extra_env=lanes_env)
+            wait_ready(stack, {"vouchers": processes[name]}, timeout=60)
+            meter.vouchers.add(processes[name].pid)
+        both = list(pair.values())
         say(
-            f"load: {args.clients} connections split between two vouchers processes (ports {ports['vouchers']}, "
-            f"{second_port})"
+            f"load: {args.clients} connections split between two vouchers processes (ports {both[0]}, {both[1]}; "
+            f"VOUCHERS_GROUP_COMMIT_IN_FLIGHT={args.two_process_lanes})"
         )
-        both = [ports["vouchers"], second_port]
         asyncio.run(settle(database_url))
         results.runs.append(loader.run("warm-up (2)", both, args.clients, args.warmup, measured=False))
         results.runs.append(loader.run("2 vouchers processes", both, args.clients, args.seconds))
         say("  " + describe(results.runs[-1]))
-        meter.vouchers.discard(processes["vouchers-2"].pid)
-        stop_services({"vouchers-2": processes.pop("vouchers-2")})
+        for name in pair:
+            meter.vouchers.discard(processes[name].pid)
+            stop_services({name: processes.pop(name)})
 
         if args.skip_pooler:
             say("no run through PgBouncer (--skip-pooler)")

@@ -63,6 +63,7 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
         enabled=settings.group_commit,
         in_flight=min(settings.group_commit_in_flight, settings.hot_pool_size),
         max_batch=settings.group_commit_max_batch,
+        defer=settings.group_commit_defer,
     )
     eligibility = peer_client("eligibility", settings.eligibility_url, settings, auth=auth)
     registry = peer_client("registry", settings.registry_url, settings, auth=auth)

@@ -55,7 +55,7 @@ _batches = Children(LEDGER_BATCHES)
 
 
 def count_ledger_calls(how: str, calls: int = 1) -> None:
-    """Calls answered `alone`, `batched`, or `after_failed_batch`."""
+    """Calls answered `alone`, `batched`, or `after_failed_batch`; or `deferred` to the next batch (not answered)."""
     _calls(how).inc(calls)
 
 

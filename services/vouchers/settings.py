@@ -45,6 +45,11 @@ class VouchersSettings(ServiceSettings):
         default=2, ge=1, le=200, description="Ledger calls (single or batch) one process runs at once"
     )
     group_commit_max_batch: int = Field(default=64, ge=2, le=1000, description="Most vendor calls in one batch")
+    group_commit_defer: bool = Field(
+        default=True,
+        description="A batch skips the rows another transaction (another process's batch) holds and sends the "
+        "calls that need them in its lane's next batch, instead of waiting for that transaction's commit",
+    )
     hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="Default lifetime of a hold")
     hold_max_seconds: int = Field(
         default=24 * 3600,

@@ -393,11 +393,11 @@ async def test_a_failed_batch_is_answered_call_by_call(
     original = GroupCommit._batch
     failures: list[int] = []
 
-    async def deadlocked_once(self: GroupCommit, calls: list[Any]) -> list[tuple[int, str]]:
+    async def deadlocked_once(self: GroupCommit, calls: list[Any], defer: bool) -> list[tuple[int, str]]:
         if not failures:
             failures.append(len(calls))
             raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
-        return await original(self, calls)
+        return await original(self, calls, defer)
 
     monkeypatch.setattr(GroupCommit, "_batch", deadlocked_once)
     setup = await prepare(client, live_registry_client, live_eligibility_client)
@@ -425,6 +425,7 @@ async def test_a_batch_waiting_for_a_voucher_holds_no_ceiling_a_single_call_need
     live_registry_client: httpx.AsyncClient,
     live_eligibility_client: httpx.AsyncClient,
     vouchers_database: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A batch locks its vouchers, then their ceilings (`vouchers.ledger_batch()`), as a single call does.
 
@@ -435,6 +436,7 @@ async def test_a_batch_waiting_for_a_voucher_holds_no_ceiling_a_single_call_need
     group_commit: GroupCommit = app.state.group_commit
     holder, other = await model_supply(live_registry_client), await model_supply(live_registry_client)
     codes = []
+    monkeypatch.setattr(group_commit, "defer", False)  # the batch waits for Z instead of deferring its call
     for supply in (holder, holder, holder, other):
         _, decision_id = await approved_m3(
             live_registry_client, live_eligibility_client, claim_fen=VOUCHER_FEN, supply=supply
@@ -465,6 +467,7 @@ async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
     live_registry_client: httpx.AsyncClient,
     live_eligibility_client: httpx.AsyncClient,
     vouchers_database: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A void locks the voucher's open holds, then the voucher (as a single capture does: hold, then voucher).
     A batch [capture of h on X, redemption on Q] (X < Q) waits for Q (locked by the test) while the bureau voids X
@@ -472,6 +475,7 @@ async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
     whose victim, the void, was answered 500. Now the batch holds h and X, the void waits for h; Q is released:
     each gets an answer: the void 200, the capture 409 hold_not_active or 200."""
     group_commit: GroupCommit = app.state.group_commit
+    monkeypatch.setattr(group_commit, "defer", False)  # the batch waits for Q instead of deferring its call
     supply = await model_supply(live_registry_client)
     codes = []
     for _ in range(3):
@@ -503,4 +507,62 @@ async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
     assert voided.status_code == 200, voided.text
     assert answers[1].status_code == 201, answers[1].text
     assert answers[0].status_code in (200, 409), answers[0].text
+    assert await check_database(vouchers_database) == []
+
+
+async def test_a_batch_defers_the_calls_whose_voucher_another_transaction_holds(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    """A batch [X, Z, Z, Y] while the test holds Z's row (as another process's batch would): X and Y are answered by
+    that batch at once; Z's two calls are deferred (nothing of them written) and go as the next batch, which waits
+    for Z, without deferring again; released, they are answered 201, and the ledger's invariants hold."""
+    group_commit: GroupCommit = app.state.group_commit
+    assert group_commit.defer
+    first, second = await model_supply(live_registry_client), await model_supply(live_registry_client)
+    codes = []
+    for supply in (first, first, second, second):
+        _, decision_id = await approved_m3(
+            live_registry_client, live_eligibility_client, claim_fen=VOUCHER_FEN, supply=supply
+        )
+        issued = await issue(client, decision_id)
+        assert issued.status_code == 201, issued.text
+        codes.append(issued.json()["code"])
+    setup = Setup(
+        {"X": codes[0], "Y": codes[1], "Z": codes[2], "P": codes[3]},
+        {"v1": first.vendor, "v2": second.vendor},
+        {},
+        f"gcdf{time.time_ns()}",
+    )
+    calls = [
+        Call("redeem", "v1", "X", "x", 1_000),
+        Call("redeem", "v2", "Z", "z1", 1_000),
+        Call("redeem", "v2", "Z", "z2", 2_000),
+        Call("redeem", "v1", "Y", "y", 1_000),
+    ]
+    deferrals, fallbacks = group_commit.deferrals, group_commit.fallbacks
+    async with plugged_batch(client, group_commit, vouchers_database, setup, "v2", calls, "Z") as plugged:
+        # the batch waiting for Z is the second: the first answered X and Y and deferred Z's calls
+        x, z1, z2, y = plugged.sent
+        assert x.done()
+        assert y.done()
+        assert not z1.done()
+        assert not z2.done()
+        assert [x.result().status_code, y.result().status_code] == [201, 201]
+        assert group_commit.deferrals - deferrals == 2
+        keys = [f"{setup.run}-z1", f"{setup.run}-z2"]
+        connection = await asyncpg.connect(vouchers_database)
+        try:  # nothing of the deferred calls was written, not even their keys' claims
+            assert await connection.fetchval("SELECT count(*) FROM vouchers.idempotency WHERE key = ANY($1)", keys) == 0
+        finally:
+            await connection.close()
+        await plugged.release()
+        answers = await asyncio.gather(z1, z2)
+    assert [answer.status_code for answer in answers] == [201, 201], [answer.text for answer in answers]
+    assert answers[1].json()["voucher"]["available_fen"] == VOUCHER_FEN - 1_000 * YUAN - 2_000 * YUAN
+    assert group_commit.deferrals - deferrals == 2  # deferred once, then waited
+    assert group_commit.fallbacks == fallbacks
     assert await check_database(vouchers_database) == []

@@ -14,51 +14,102 @@
 -- transaction takes these rows holds first, then vouchers, then ceilings, each kind in one order, and no two (two
 -- batches, or a batch and a single call or a void) can wait for each other in a circle.
 --
--- version: 1
--- Versions: 1 migration 0018.
+-- Calls that wait for another process (version 2, `p_defer`). Batches of one process never wait for each other
+-- (its lanes: group_commit.py), but two processes' batches often share an enterprise, and one would wait for
+-- the other's commit to be flushed. With `p_defer` the batch takes the rows it will change with SKIP LOCKED
+-- instead: a call whose hold, voucher or ceiling row exists and is held by another transaction is not run and
+-- is answered `status_code` 0, NULL body (deferred: nothing of it was written, not even its key's claim); the
+-- caller sends it again in its next batch, without `p_defer` (then it waits, as before). Skipping never waits,
+-- so it adds no lock cycle. A batch's vouchers are found by their ids (code, or the hold's voucher) through
+-- indexes, not by a scan of every voucher.
+--
+-- version: 2
+-- Versions: 1 migration 0018; 2 migration 0021 (p_defer, vouchers by index).
 
 CREATE OR REPLACE FUNCTION vouchers.ledger_batch(
     p_op text[], p_client text[], p_key text[], p_hash text[],
     p_code text[], p_amount bigint[], p_invoice text[], p_contract text[], p_hold_seconds int[],
     p_redemption_id bigint[], p_action text[],
-    p_now timestamptz[], p_today date[], p_request_id text[])
+    p_now timestamptz[], p_today date[], p_request_id text[], p_defer boolean)
 RETURNS TABLE (ord int, status_code int, body text)
 LANGUAGE plpgsql AS $$
 DECLARE
     l_answer record;
+    l_holds bigint[];
+    l_vouchers bigint[];
+    l_ceilings bigint[];
+    l_locked bigint[];
+    l_skipped_holds bigint[];
+    l_skipped_vouchers bigint[];
+    l_skipped_ceilings bigint[];
+    l_deferred int[] := '{}';
 BEGIN
     -- what the calls will change: the holds they finish, their vouchers (a capture's or release's, through its hold),
     -- and the M3 redemption ceilings of the years they count in (a redemption's: the day's; a capture's or
-    -- release's: the hold's)
-    PERFORM 1 FROM vouchers.redemptions r WHERE r.id = ANY (p_redemption_id) ORDER BY r.id FOR UPDATE;
-    PERFORM 1 FROM vouchers.vouchers v
-     WHERE v.code = ANY (p_code)
-        OR v.id IN (SELECT r.voucher_id FROM vouchers.redemptions r WHERE r.id = ANY (p_redemption_id))
-     ORDER BY v.code FOR NO KEY UPDATE;
-    PERFORM 1 FROM vouchers.allowances a
-     WHERE a.kind = 'M3.redemptions'
-       AND (a.holder, a.year) IN (
-            SELECT v.holder, extract(year FROM c.today)::int
-              FROM unnest(p_code, p_today) AS c(code, today) JOIN vouchers.vouchers v ON v.code = c.code
-             WHERE v.kind = 'M3'
-            UNION
-            SELECT v.holder, r.year
-              FROM vouchers.redemptions r JOIN vouchers.vouchers v ON v.id = r.voucher_id
-             WHERE r.id = ANY (p_redemption_id) AND v.kind = 'M3')
-     ORDER BY a.holder, a.year FOR NO KEY UPDATE;
+    -- release's: the hold's); each row found by a unique index
+    l_holds := ARRAY(SELECT r.id FROM vouchers.redemptions r WHERE r.id = ANY (p_redemption_id));
+    l_vouchers := ARRAY(
+        SELECT v.id FROM vouchers.vouchers v WHERE v.code = ANY (p_code)
+        UNION
+        SELECT r.voucher_id FROM vouchers.redemptions r WHERE r.id = ANY (l_holds));
+    l_ceilings := ARRAY(
+        SELECT a.id FROM vouchers.allowances a
+         WHERE a.kind = 'M3.redemptions'
+           AND (a.holder, a.year) IN (
+                SELECT v.holder, extract(year FROM c.today)::int
+                  FROM unnest(p_code, p_today) AS c(code, today) JOIN vouchers.vouchers v ON v.code = c.code
+                 WHERE v.kind = 'M3'
+                UNION
+                SELECT v.holder, r.year
+                  FROM vouchers.redemptions r JOIN vouchers.vouchers v ON v.id = r.voucher_id
+                 WHERE r.id = ANY (l_holds) AND v.kind = 'M3'));
+    IF p_defer THEN
+        -- each kind in its order, skipping rows another transaction holds; a call that needs one is deferred
+        l_locked := ARRAY(SELECT r.id FROM vouchers.redemptions r WHERE r.id = ANY (l_holds)
+                           ORDER BY r.id FOR UPDATE SKIP LOCKED);
+        l_skipped_holds := ARRAY(SELECT unnest(l_holds) EXCEPT SELECT unnest(l_locked));
+        l_locked := ARRAY(SELECT v.id FROM vouchers.vouchers v WHERE v.id = ANY (l_vouchers)
+                           ORDER BY v.code FOR NO KEY UPDATE SKIP LOCKED);
+        l_skipped_vouchers := ARRAY(SELECT unnest(l_vouchers) EXCEPT SELECT unnest(l_locked));
+        l_locked := ARRAY(SELECT a.id FROM vouchers.allowances a WHERE a.id = ANY (l_ceilings)
+                           ORDER BY a.holder, a.year FOR NO KEY UPDATE SKIP LOCKED);
+        l_skipped_ceilings := ARRAY(SELECT unnest(l_ceilings) EXCEPT SELECT unnest(l_locked));
+        IF cardinality(l_skipped_holds) + cardinality(l_skipped_vouchers) + cardinality(l_skipped_ceilings) > 0 THEN
+            l_deferred := ARRAY(
+                SELECT c.i
+                  FROM unnest(p_op, p_code, p_redemption_id, p_today) WITH ORDINALITY AS c(op, code, rid, today, i)
+                  LEFT JOIN vouchers.redemptions r ON r.id = c.rid
+                  LEFT JOIN vouchers.vouchers v
+                         ON v.id = coalesce(r.voucher_id, (SELECT w.id FROM vouchers.vouchers w WHERE w.code = c.code))
+                  LEFT JOIN vouchers.allowances a
+                         ON v.kind = 'M3' AND a.kind = 'M3.redemptions' AND a.holder = v.holder
+                        AND a.year = CASE WHEN c.op = 'finish' THEN r.year ELSE extract(year FROM c.today)::int END
+                 WHERE r.id = ANY (l_skipped_holds) OR v.id = ANY (l_skipped_vouchers)
+                    OR a.id = ANY (l_skipped_ceilings));
+        END IF;
+    ELSE
+        PERFORM 1 FROM vouchers.redemptions r WHERE r.id = ANY (l_holds) ORDER BY r.id FOR UPDATE;
+        PERFORM 1 FROM vouchers.vouchers v WHERE v.id = ANY (l_vouchers) ORDER BY v.code FOR NO KEY UPDATE;
+        PERFORM 1 FROM vouchers.allowances a WHERE a.id = ANY (l_ceilings) ORDER BY a.holder, a.year FOR NO KEY UPDATE;
+    END IF;
     FOR i IN 1 .. coalesce(array_length(p_op, 1), 0) LOOP
-        IF p_op[i] = 'finish' THEN
+        ord := i;
+        IF i = ANY (l_deferred) THEN
+            status_code := 0;
+            body := NULL;
+        ELSIF p_op[i] = 'finish' THEN
             SELECT * INTO l_answer FROM vouchers.finish_hold(
                 p_client[i], p_key[i], p_hash[i], p_redemption_id[i], p_client[i], p_action[i], p_now[i],
                 p_request_id[i]);
+            status_code := l_answer.status_code;
+            body := l_answer.body;
         ELSE
             SELECT * INTO l_answer FROM vouchers.redeem(
                 p_client[i], p_key[i], p_hash[i], p_code[i], p_client[i], p_amount[i], p_invoice[i], p_contract[i],
                 p_hold_seconds[i], p_now[i], p_today[i], p_request_id[i]);
+            status_code := l_answer.status_code;
+            body := l_answer.body;
         END IF;
-        ord := i;
-        status_code := l_answer.status_code;
-        body := l_answer.body;
         RETURN NEXT;
     END LOOP;
 END $$;

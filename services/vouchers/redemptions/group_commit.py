@@ -21,6 +21,11 @@ a code that names no voucher, or a read that fails, takes a lane by the code its
 release takes a lane by its hold's id. The lane only decides who waits for whom: the locks are the
 database's, so a call in the "wrong" lane is slower, never wrong.
 
+Lanes keep one process's batches apart; two processes' batches of the same lane still share enterprises.
+So a batch skips the rows another transaction holds (`defer`, `vouchers.ledger_batch(…, p_defer)`): the
+calls that need one are not run (nothing of them is written) and wait for the lane's next batch, which
+includes them first and waits for its rows as before. A call is deferred at most once.
+
 The batch locks every voucher row it will change, then every ceiling row, each in one order
 (`vouchers.ledger_batch()`), as a single call does, so batches do not deadlock with each other or
 with single calls. A batch that fails for a reason that is not a refusal (a lost connection)
@@ -60,11 +65,13 @@ HOLDER_SQL = "SELECT holder FROM vouchers.vouchers WHERE code = $1"
 HOLDER_TIMEOUT_SECONDS = 0.5
 #: voucher codes whose lane a process keeps (then it starts again: a read per code)
 HOLDERS_KEPT = 100_000
+#: `vouchers.ledger_batch()`'s status for a call it did not run because another transaction holds a row it needs
+DEFERRED = 0
 
 BATCH_SQL = (
     "SELECT ord, status_code, body FROM vouchers.ledger_batch("
     "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::int[], "
-    "$10::bigint[], $11::text[], $12::timestamptz[], $13::date[], $14::text[])"
+    "$10::bigint[], $11::text[], $12::timestamptz[], $13::date[], $14::text[], $15::boolean)"
 )
 
 
@@ -114,19 +121,24 @@ Answer = tuple[int, str]
 class Lane:
     """Ledger calls that wait for each other: one in flight at a time, what waits meanwhile goes as one batch."""
 
-    __slots__ = ("busy", "waiting")
+    __slots__ = ("busy", "deferred", "waiting")
 
     def __init__(self) -> None:
         self.busy = False
         self.waiting: list[tuple[Call, asyncio.Future[Answer]]] = []
+        #: calls deferred once (their futures): a batch that holds one waits for its rows
+        self.deferred: set[asyncio.Future[Answer]] = set()
 
 
 class GroupCommit:
     """The process's ledger calls: one at a time per lane, `in_flight` lanes, and what waits goes as one batch."""
 
-    def __init__(self, ledger: LedgerPool, *, enabled: bool, in_flight: int, max_batch: int) -> None:
+    def __init__(
+        self, ledger: LedgerPool, *, enabled: bool, in_flight: int, max_batch: int, defer: bool = True
+    ) -> None:
         self.ledger = ledger
         self.enabled = enabled
+        self.defer = defer
         self.slots = in_flight
         self.max_batch = max_batch
         self.lanes = [Lane() for _ in range(in_flight)]
@@ -139,6 +151,7 @@ class GroupCommit:
         self.singles = 0
         self.batched = 0
         self.fallbacks = 0
+        self.deferrals = 0
 
     @property
     def busy(self) -> int:
@@ -215,22 +228,33 @@ class GroupCommit:
     async def _run(self, lane: Lane, taken: list[tuple[Call, asyncio.Future[Answer]]]) -> None:
         try:
             taken.sort(key=lambda pair: pair[0].order)  # stable: arrival order within a voucher
+            defer = self.defer and not any(future in lane.deferred for _, future in taken)
             try:
-                answers = await self._batch([call for call, _ in taken]) if len(taken) > 1 else None
+                answers = await self._batch([call for call, _ in taken], defer) if len(taken) > 1 else None
             except Exception as exc:  # not a refusal (those are answers): nothing of the batch was written
                 self.fallbacks += 1
                 count_batch("failed")
                 logger.warning("a batch of %d ledger calls failed (%s): answered one by one", len(taken), exc)
                 answers = None
             if answers is not None:
-                self.batched += len(taken)
                 count_batch("ok")
-                count_ledger_calls("batched", len(taken))
-                for (_, future), answer in zip(taken, answers, strict=True):
-                    if not future.done():
+                again: list[tuple[Call, asyncio.Future[Answer]]] = []
+                for (call, future), answer in zip(taken, answers, strict=True):
+                    lane.deferred.discard(future)
+                    if answer[0] == DEFERRED:  # nothing of it written: first in the lane's next batch
+                        lane.deferred.add(future)
+                        again.append((call, future))
+                    elif not future.done():
                         future.set_result(answer)
+                lane.waiting[:0] = again
+                self.deferrals += len(again)
+                self.batched += len(taken) - len(again)
+                count_ledger_calls("batched", len(taken) - len(again))
+                if again:
+                    count_ledger_calls("deferred", len(again))
                 return
             for call, future in taken:  # alone, or after a failed batch: the per-request path, in order
+                lane.deferred.discard(future)
                 try:
                     answer = await self._single(call)
                 except Exception as exc:
@@ -283,7 +307,7 @@ class GroupCommit:
         finally:
             request_id_var.reset(token)
 
-    async def _batch(self, calls: list[Call]) -> list[Answer]:
+    async def _batch(self, calls: list[Call], defer: bool) -> list[Answer]:
         redemptions = [call if isinstance(call, Redemption) else None for call in calls]
         finishes = [call if isinstance(call, Finish) else None for call in calls]
         rows = await self.ledger.ready.fetch(
@@ -302,7 +326,11 @@ class GroupCommit:
             [call.now for call in calls],
             [local_today(call.now) for call in calls],
             [call.request_id for call in calls],
+            defer,
         )
         if len(rows) != len(calls):  # the function answers every call: anything else is not an answer
             raise RuntimeError(f"ledger_batch answered {len(rows)} of {len(calls)} calls")
-        return [(int(row["status_code"]), str(row["body"])) for row in sorted(rows, key=lambda row: row["ord"])]
+        return [
+            (int(row["status_code"]), str(row["body"]) if row["status_code"] != DEFERRED else "")
+            for row in sorted(rows, key=lambda row: row["ord"])
+        ]
