@@ -24,6 +24,7 @@ vouchers' balances follow from the answers, and the ledger's invariants hold.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -176,9 +177,13 @@ async def until(condition: Any, what: str, seconds: float = 20.0) -> None:
 
 
 async def batched(
-    client: httpx.AsyncClient, group_commit: GroupCommit, database_url: str, setup: Setup
+    client: httpx.AsyncClient,
+    group_commit: GroupCommit,
+    database_url: str,
+    setup: Setup,
+    calls: list[Call] = CALLS,
 ) -> list[httpx.Response]:
-    """CALLS sent while the only ledger slot is taken by a plug waiting on a lock: they go as one batch."""
+    """`calls` sent while the only ledger slot is taken by a plug waiting on a lock: they go as one batch."""
     owner = await asyncpg.connect(database_url)
     try:
         lock = owner.transaction()
@@ -198,7 +203,7 @@ async def batched(
         assert group_commit.busy == group_commit.slots == 1
         assert not group_commit.waiting
         sent: list[asyncio.Future[httpx.Response]] = []
-        for n, call in enumerate(CALLS, start=1):  # one at a time: the arrival order is the list's
+        for n, call in enumerate(calls, start=1):  # one at a time: the arrival order is the list's
             sent.append(asyncio.ensure_future(send(client, setup, call)))
 
             async def queued(n: int = n) -> bool:
@@ -566,3 +571,87 @@ async def test_a_batch_defers_the_calls_whose_voucher_another_transaction_holds(
     assert group_commit.deferrals - deferrals == 2  # deferred once, then waited
     assert group_commit.fallbacks == fallbacks
     assert await check_database(vouchers_database) == []
+
+
+#: plain M3 redemptions, each answered 201 (vouchers.ledger_captures() writes such a batch set by set)
+PLAIN = [
+    Call("redeem", "v1", "X", "p1", 100_000),
+    Call("redeem", "v1", "Y", "p2", 300_000),
+    Call("redeem", "v2", "Z", "p3", 250_000),
+    Call("redeem", "v1", "X", "p4", 50_000),
+    Call("redeem", "v2", "Z", "p5", 1_000),
+    Call("redeem", "v1", "Y", "p6", 640_000),  # Y's last 640,000 (h2 and h3 hold the rest)
+]
+
+LEDGER_ROWS = """
+SELECT (SELECT max(e.created_at) FROM vouchers.entries e WHERE e.request_id = ANY ($1::text[])) AS last_entry,
+       (SELECT min(o.occurred_at) FROM vouchers.outbox o WHERE o.payload->>'invoice_number' = ANY ($2::text[]))
+           AS first_event,
+       (SELECT array_agg(o.payload ORDER BY o.id) FROM vouchers.outbox o
+         WHERE o.payload->>'invoice_number' = ANY ($2::text[])) AS events
+"""
+
+
+async def test_a_batch_of_plain_redemptions_is_written_set_by_set_as_the_calls_one_by_one(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PLAIN as one batch (vouchers.ledger_captures(): every table written once for the batch, so all its ledger
+    entries are written before its first event) and one by one with group commit off (each call's entry, then its
+    event): the same answers, the same stored replies, the same events, balances and invariants."""
+    group_commit: GroupCommit = app.state.group_commit
+    runs: list[tuple[list[tuple[int, Any]], list[tuple[int, Any]], list[Any]]] = []
+    for together in (True, False):
+        setup = await prepare(client, live_registry_client, live_eligibility_client)
+        names = setup.names()
+        if together:
+            responses = await batched(client, group_commit, vouchers_database, setup, PLAIN)
+        else:
+            monkeypatch.setattr(group_commit, "enabled", False)
+            responses = [await send(client, setup, call) for call in PLAIN]
+            monkeypatch.setattr(group_commit, "enabled", True)
+        assert [r.status_code for r in responses] == [201] * len(PLAIN), [r.text for r in responses]
+        replays = [await send(client, setup, call) for call in PLAIN]  # the stored replies
+        connection = await asyncpg.connect(vouchers_database)
+        try:
+            row = await connection.fetchrow(
+                LEDGER_ROWS,
+                [r.headers["x-request-id"] for r in responses],
+                [f"{setup.run}-{call.key}" for call in PLAIN],
+            )
+        finally:
+            await connection.close()
+        assert row is not None
+        # set by set: every entry before the first event; one by one: the first event before the second entry
+        assert (row["last_entry"] < row["first_event"]) is together
+        events = [json.loads(event) if isinstance(event, str) else event for event in row["events"]]
+        runs.append(
+            (
+                [normalised(r, names) for r in responses],
+                [normalised(r, names) for r in replays],
+                sorted(  # by call: a batch runs its calls in voucher order, not arrival order
+                    ({k: v for k, v in _clean_event(event, names).items() if k not in VOLATILE} for event in events),
+                    key=lambda event: str(event["invoice_number"]),
+                ),
+            )
+        )
+        assert await check_database(vouchers_database) == []
+        for symbol, spent in (("X", 150_000), ("Y", 940_000), ("Z", 251_000)):
+            voucher = (await client.get(f"/v1/vouchers/{setup.codes[symbol]}")).json()
+            assert voucher["redeemed_fen"] == spent * YUAN, symbol
+    together, alone = runs
+    assert together == alone
+    assert together[0] == together[1]  # a replay is the stored answer
+
+
+def _clean_event(event: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    text = json.dumps(event, sort_keys=True)
+    for actual, symbol in names.items():
+        text = text.replace(actual, symbol)
+    cleaned: dict[str, Any] = json.loads(text)
+    cleaned["holder"] = f"holder of {cleaned['voucher_code']}"  # fresh enterprises each run
+    return cleaned

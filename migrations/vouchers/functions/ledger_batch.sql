@@ -23,8 +23,11 @@
 -- so it adds no lock cycle. A batch's vouchers are found by their ids (code, or the hold's voucher) through
 -- indexes, not by a scan of every voucher.
 --
--- version: 2
--- Versions: 1 migration 0018; 2 migration 0021 (p_defer, vouchers by index).
+-- A batch of plain M3 redemptions (no call deferred, every call sure to be answered 201) is written set by set
+-- (version 3): vouchers.ledger_captures(), one statement per table instead of about nine per call.
+--
+-- version: 3
+-- Versions: 1 migration 0018; 2 migration 0021 (p_defer, vouchers by index); 3 migration 0022 (ledger_captures).
 
 CREATE OR REPLACE FUNCTION vouchers.ledger_batch(
     p_op text[], p_client text[], p_key text[], p_hash text[],
@@ -35,23 +38,40 @@ RETURNS TABLE (ord int, status_code int, body text)
 LANGUAGE plpgsql AS $$
 DECLARE
     l_answer record;
-    l_holds bigint[];
+    l_holds bigint[] := '{}';
+    l_codes text[] := p_code;
     l_vouchers bigint[];
     l_ceilings bigint[];
     l_locked bigint[];
-    l_skipped_holds bigint[];
-    l_skipped_vouchers bigint[];
-    l_skipped_ceilings bigint[];
+    l_skipped_holds bigint[] := '{}';
+    l_skipped_vouchers bigint[] := '{}';
+    l_skipped_ceilings bigint[] := '{}';
     l_deferred int[] := '{}';
 BEGIN
-    -- what the calls will change: the holds they finish, their vouchers (a capture's or release's, through its hold),
-    -- and the M3 redemption ceilings of the years they count in (a redemption's: the day's; a capture's or
-    -- release's: the hold's); each row found by a unique index
-    l_holds := ARRAY(SELECT r.id FROM vouchers.redemptions r WHERE r.id = ANY (p_redemption_id));
-    l_vouchers := ARRAY(
-        SELECT v.id FROM vouchers.vouchers v WHERE v.code = ANY (p_code)
-        UNION
-        SELECT r.voucher_id FROM vouchers.redemptions r WHERE r.id = ANY (l_holds));
+    -- what the calls will change, each kind locked in its order (with p_defer: skipping rows another transaction
+    -- holds, and a call that needs one is deferred): the holds they finish; their vouchers (a capture's or
+    -- release's, through its hold); the M3 redemption ceilings of the years they count in (a redemption's: the
+    -- day's; a capture's or release's: the hold's). Each row is found through a unique index.
+    IF array_remove(p_redemption_id, NULL) <> '{}' THEN
+        l_holds := ARRAY(SELECT r.id FROM vouchers.redemptions r WHERE r.id = ANY (p_redemption_id) ORDER BY r.id);
+        IF p_defer THEN
+            l_locked := ARRAY(SELECT r.id FROM vouchers.redemptions r WHERE r.id = ANY (l_holds)
+                               ORDER BY r.id FOR UPDATE SKIP LOCKED);
+            l_skipped_holds := ARRAY(SELECT unnest(l_holds) EXCEPT SELECT unnest(l_locked));
+        ELSE
+            PERFORM 1 FROM vouchers.redemptions r WHERE r.id = ANY (l_holds) ORDER BY r.id FOR UPDATE;
+        END IF;
+        l_codes := l_codes || ARRAY(SELECT v.code FROM vouchers.redemptions r JOIN vouchers.vouchers v
+                                                    ON v.id = r.voucher_id WHERE r.id = ANY (l_holds));
+    END IF;
+    IF p_defer THEN
+        l_vouchers := ARRAY(SELECT v.id FROM vouchers.vouchers v WHERE v.code = ANY (l_codes)
+                             ORDER BY v.code FOR NO KEY UPDATE SKIP LOCKED);
+        l_skipped_vouchers := ARRAY(SELECT v.id FROM vouchers.vouchers v
+                                     WHERE v.code = ANY (l_codes) AND v.id <> ALL (l_vouchers));
+    ELSE
+        PERFORM 1 FROM vouchers.vouchers v WHERE v.code = ANY (l_codes) ORDER BY v.code FOR NO KEY UPDATE;
+    END IF;
     l_ceilings := ARRAY(
         SELECT a.id FROM vouchers.allowances a
          WHERE a.kind = 'M3.redemptions'
@@ -62,18 +82,14 @@ BEGIN
                 UNION
                 SELECT v.holder, r.year
                   FROM vouchers.redemptions r JOIN vouchers.vouchers v ON v.id = r.voucher_id
-                 WHERE r.id = ANY (l_holds) AND v.kind = 'M3'));
+                 WHERE r.id = ANY (l_holds) AND v.kind = 'M3')
+         ORDER BY a.holder, a.year);
     IF p_defer THEN
-        -- each kind in its order, skipping rows another transaction holds; a call that needs one is deferred
-        l_locked := ARRAY(SELECT r.id FROM vouchers.redemptions r WHERE r.id = ANY (l_holds)
-                           ORDER BY r.id FOR UPDATE SKIP LOCKED);
-        l_skipped_holds := ARRAY(SELECT unnest(l_holds) EXCEPT SELECT unnest(l_locked));
-        l_locked := ARRAY(SELECT v.id FROM vouchers.vouchers v WHERE v.id = ANY (l_vouchers)
-                           ORDER BY v.code FOR NO KEY UPDATE SKIP LOCKED);
-        l_skipped_vouchers := ARRAY(SELECT unnest(l_vouchers) EXCEPT SELECT unnest(l_locked));
         l_locked := ARRAY(SELECT a.id FROM vouchers.allowances a WHERE a.id = ANY (l_ceilings)
                            ORDER BY a.holder, a.year FOR NO KEY UPDATE SKIP LOCKED);
-        l_skipped_ceilings := ARRAY(SELECT unnest(l_ceilings) EXCEPT SELECT unnest(l_locked));
+        IF cardinality(l_locked) < cardinality(l_ceilings) THEN
+            l_skipped_ceilings := ARRAY(SELECT unnest(l_ceilings) EXCEPT SELECT unnest(l_locked));
+        END IF;
         IF cardinality(l_skipped_holds) + cardinality(l_skipped_vouchers) + cardinality(l_skipped_ceilings) > 0 THEN
             l_deferred := ARRAY(
                 SELECT c.i
@@ -88,9 +104,15 @@ BEGIN
                     OR a.id = ANY (l_skipped_ceilings));
         END IF;
     ELSE
-        PERFORM 1 FROM vouchers.redemptions r WHERE r.id = ANY (l_holds) ORDER BY r.id FOR UPDATE;
-        PERFORM 1 FROM vouchers.vouchers v WHERE v.id = ANY (l_vouchers) ORDER BY v.code FOR NO KEY UPDATE;
         PERFORM 1 FROM vouchers.allowances a WHERE a.id = ANY (l_ceilings) ORDER BY a.holder, a.year FOR NO KEY UPDATE;
+    END IF;
+    IF cardinality(l_deferred) = 0 THEN  -- plain redemptions only: written set by set, or nothing done here
+        RETURN QUERY SELECT * FROM vouchers.ledger_captures(
+            p_op, p_client, p_key, p_hash, p_code, p_amount, p_invoice, p_contract, p_hold_seconds, p_today,
+            p_request_id);
+        IF FOUND THEN
+            RETURN;
+        END IF;
     END IF;
     FOR i IN 1 .. coalesce(array_length(p_op, 1), 0) LOOP
         ord := i;
