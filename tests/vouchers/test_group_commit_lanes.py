@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from services.vouchers.redemptions.group_commit import GroupCommit
 from tests.auth import admin
 from tests.vouchers.flow import YUAN, ModelSupply, approved_m3, issue, model_supply, redeem
+from tests.vouchers.test_group_commit import until
 
 LANES = 2
 
@@ -52,13 +53,6 @@ async def voucher(
     issued = await issue(client, decision_id)
     assert issued.status_code == 201, issued.text
     return str(issued.json()["code"])
-
-
-async def until(condition: Callable[[], object], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await condition():  # type: ignore[misc]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
 
 
 async def test_an_enterprise_waits_for_its_own_lane_and_not_for_another(
