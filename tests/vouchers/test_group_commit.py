@@ -40,7 +40,7 @@ from fastapi import FastAPI
 from services.vouchers.invariants import check_database
 from services.vouchers.redemptions.group_commit import GroupCommit
 from tests.auth import admin
-from tests.vouchers.flow import OFFICER_CHEN, YUAN, approved_m3, issue, model_supply, vendor_call
+from tests.vouchers.flow import OFFICER_CHEN, YUAN, ModelSupply, approved_m3, issue, model_supply, vendor_call
 
 VOUCHER_FEN = 1_000_000 * YUAN  # each voucher's amount (claim)
 #: answer fields that differ from one run to the next whatever the order (ids, times, request ids, texts)
@@ -162,6 +162,24 @@ async def prepare(client: httpx.AsyncClient, registry: httpx.AsyncClient, eligib
         assert held.status_code == 201, held.text
         setup.holds[symbol] = int(held.json()["id"])
     return setup
+
+
+async def issued_codes(
+    client: httpx.AsyncClient,
+    registry: httpx.AsyncClient,
+    eligibility: httpx.AsyncClient,
+    supplies: list[ModelSupply],
+    claim_fen: int = VOUCHER_FEN,
+) -> list[str]:
+    """One M3 voucher of `claim_fen` per supply (an enterprise with its model vendor), applied for, approved and
+    issued through the real processes: their codes, in the supplies' order."""
+    codes = []
+    for supply in supplies:
+        _, decision_id = await approved_m3(registry, eligibility, claim_fen=claim_fen, supply=supply)
+        issued = await issue(client, decision_id)
+        assert issued.status_code == 201, issued.text
+        codes.append(str(issued.json()["code"]))
+    return codes
 
 
 def send(client: httpx.AsyncClient, setup: Setup, call: Call) -> Awaitable[httpx.Response]:
@@ -440,15 +458,8 @@ async def test_a_batch_waiting_for_a_voucher_holds_no_ceiling_a_single_call_need
     for each other in a circle (a deadlock) once Z is released. Then the batch is answered, with no fallback."""
     group_commit: GroupCommit = app.state.group_commit
     holder, other = await model_supply(live_registry_client), await model_supply(live_registry_client)
-    codes = []
     monkeypatch.setattr(group_commit, "defer", False)  # the batch waits for Z instead of deferring its call
-    for supply in (holder, holder, holder, other):
-        _, decision_id = await approved_m3(
-            live_registry_client, live_eligibility_client, claim_fen=VOUCHER_FEN, supply=supply
-        )
-        issued = await issue(client, decision_id)
-        assert issued.status_code == 201, issued.text
-        codes.append(issued.json()["code"])
+    codes = await issued_codes(client, live_registry_client, live_eligibility_client, [holder, holder, holder, other])
     x, z, y = sorted(codes[:3])
     vendors = {"v1": holder.vendor, "v2": other.vendor}
     setup = Setup({"X": x, "Z": z, "Y": y, "P": codes[3]}, vendors, {}, f"gcdl{time.time_ns()}")
@@ -482,14 +493,7 @@ async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
     group_commit: GroupCommit = app.state.group_commit
     monkeypatch.setattr(group_commit, "defer", False)  # the batch waits for Q instead of deferring its call
     supply = await model_supply(live_registry_client)
-    codes = []
-    for _ in range(3):
-        _, decision_id = await approved_m3(
-            live_registry_client, live_eligibility_client, claim_fen=VOUCHER_FEN, supply=supply
-        )
-        issued = await issue(client, decision_id)
-        assert issued.status_code == 201, issued.text
-        codes.append(issued.json()["code"])
+    codes = await issued_codes(client, live_registry_client, live_eligibility_client, [supply] * 3)
     x, q = sorted(codes[:2])
     setup = Setup({"X": x, "Q": q, "P": codes[2]}, {"v1": supply.vendor}, {}, f"gcv{time.time_ns()}")
     path, body, headers = Call("hold", "v1", "X", "pre-h", 50_000).request(setup)
@@ -528,14 +532,7 @@ async def test_a_batch_defers_the_calls_whose_voucher_another_transaction_holds(
     group_commit: GroupCommit = app.state.group_commit
     assert group_commit.defer
     first, second = await model_supply(live_registry_client), await model_supply(live_registry_client)
-    codes = []
-    for supply in (first, first, second, second):
-        _, decision_id = await approved_m3(
-            live_registry_client, live_eligibility_client, claim_fen=VOUCHER_FEN, supply=supply
-        )
-        issued = await issue(client, decision_id)
-        assert issued.status_code == 201, issued.text
-        codes.append(issued.json()["code"])
+    codes = await issued_codes(client, live_registry_client, live_eligibility_client, [first, first, second, second])
     setup = Setup(
         {"X": codes[0], "Y": codes[1], "Z": codes[2], "P": codes[3]},
         {"v1": first.vendor, "v2": second.vendor},

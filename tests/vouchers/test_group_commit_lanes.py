@@ -23,8 +23,8 @@ from fastapi import FastAPI
 
 from services.vouchers.redemptions.group_commit import GroupCommit
 from tests.auth import admin
-from tests.vouchers.flow import YUAN, ModelSupply, approved_m3, issue, model_supply, redeem
-from tests.vouchers.test_group_commit import until
+from tests.vouchers.flow import YUAN, model_supply, redeem
+from tests.vouchers.test_group_commit import issued_codes, until
 
 LANES = 2
 
@@ -46,15 +46,6 @@ def lane_of(holder: str) -> int:
     return zlib.crc32(holder.encode()) % LANES
 
 
-async def voucher(
-    client: httpx.AsyncClient, registry: httpx.AsyncClient, eligibility: httpx.AsyncClient, supply: ModelSupply
-) -> str:
-    _, decision_id = await approved_m3(registry, eligibility, claim_fen=100_000 * YUAN, supply=supply)
-    issued = await issue(client, decision_id)
-    assert issued.status_code == 201, issued.text
-    return str(issued.json()["code"])
-
-
 async def test_an_enterprise_waits_for_its_own_lane_and_not_for_another(
     app: FastAPI,
     client: httpx.AsyncClient,
@@ -68,8 +59,7 @@ async def test_an_enterprise_waits_for_its_own_lane_and_not_for_another(
     b = await model_supply(registry)
     while lane_of(b.holder) == lane_of(a.holder):  # an enterprise of the other lane (one in two is)
         b = await model_supply(registry)
-    a1, a2 = [await voucher(client, registry, eligibility, a) for _ in range(2)]
-    b1 = await voucher(client, registry, eligibility, b)
+    a1, a2, b1 = await issued_codes(client, registry, eligibility, [a, a, b], claim_fen=100_000 * YUAN)
     stamp = time.time_ns()
 
     # the lock is held in one session; pg_stat_activity is read from another (a transaction sees one snapshot of it)
