@@ -22,10 +22,10 @@ One run, on this machine, all on 127.0.0.1:
    `bench_ledger_pgbench_<pid>` (scale 10), with the same number of clients, and with 8
    clients as in the design measurements (docs/benchmarks.md);
 5. the load: `POST /v1/vouchers/{code}/redemptions` from `wrk` (N connections, T seconds, after a
-   short warm-up), first against ONE vouchers process, then against TWO fresh ones with --two-
-   process-lanes lanes each (the wrk threads split between their ports), then against one process
-   whose connections go through PgBouncer in transaction pooling (Debian's `pgbouncer`, `make
-   pooler-tool`; statement cache off: issue #15; --skip-pooler leaves it out). A generated Lua
+   short warm-up), first against ONE vouchers process, then against TWO fresh ones with
+   --two-process-lanes lanes each (the wrk threads split between their ports), then against one
+   process whose connections go through PgBouncer in transaction pooling (Debian's `pgbouncer`,
+   `make pooler-tool`; statement cache off: issue #15; --skip-pooler leaves it out). A generated Lua
    script gives every request its own Idempotency-Key (run, thread, counter), takes the vouchers in
    turn, sends the token of the voucher's vendor and redeems 1 to 100 fen, so no voucher runs out
    (the vendor rate limit is raised out of the way; the limiter still runs). Without wrk, a Python
