@@ -60,8 +60,10 @@ BEGIN
           JOIN vouchers.vouchers v ON v.code = c.code
         WINDOW w AS (PARTITION BY v.id ORDER BY c.i)
     ),
-    receivable AS (
-        SELECT d.client, vouchers.vendor_account(d.client) AS account_id FROM (SELECT DISTINCT client FROM c) d
+    receivable AS (  -- a vendor's account made if missing, in the order of the vendors' first calls (as one by one)
+        SELECT d.client, vouchers.vendor_account(d.client) AS account_id
+          FROM (SELECT client, min(i) AS first FROM c GROUP BY client) d
+         ORDER BY d.first
     ),
     spent AS (
         UPDATE vouchers.vouchers vv

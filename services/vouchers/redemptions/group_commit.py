@@ -265,6 +265,15 @@ class GroupCommit:
                     count_ledger_calls("alone" if len(taken) == 1 else "after_failed_batch")
                     if not future.done():
                         future.set_result(answer)
+        except BaseException as exc:  # a bug, or cancelled (the app stopping): no caller is left waiting
+            queued = {id(future) for _, future in lane.waiting}
+            for _, future in taken:
+                if not future.done() and id(future) not in queued:
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            raise
         finally:
             self._freed(lane)
 
