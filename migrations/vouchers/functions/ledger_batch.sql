@@ -12,7 +12,11 @@
 -- batch changes many of each, so it first locks every hold its captures and releases finish, in id order, then
 -- every voucher row its calls will change, in code order, then every ceiling row, in (holder, year) order: every
 -- transaction takes these rows holds first, then vouchers, then ceilings, each kind in one order, and no two (two
--- batches, or a batch and a single call or a void) can wait for each other in a circle.
+-- batches, or a batch and a single call or a void) can wait for each other in a circle over these rows. One circle
+-- remains, over an Idempotency-Key: a single call claims its key before its rows, a batch after them, so a vendor's
+-- retry of a call that sits in another process's batch can deadlock with that batch. PostgreSQL breaks it (after
+-- deadlock_timeout): the batch is rolled back whole and its calls are answered one by one, the single call retried
+-- (group_commit.py); no money moves twice, the calls wait about a second.
 --
 -- Calls that wait for another process (version 2, `p_defer`). Batches of one process never wait for each other
 -- (its lanes: group_commit.py), but two processes' batches often share an enterprise, and one would wait for
