@@ -1,7 +1,8 @@
 -- vouchers.ledger_batch(): group commit for the redemption path (issue #16). Concurrent redemptions, holds,
 -- captures and releases that one vouchers process gathered while its ledger calls were busy go to PostgreSQL as
 -- one call and one transaction: the i-th element of every array is one vendor call, answered by the very function
--- its own call would run (vouchers.redeem() for `redeem`, vouchers.finish_hold() for `finish`), in array order.
+-- its own call would run (vouchers.redeem() for `redeem`, vouchers.finish_hold() for `finish`), in array order,
+-- or, when every call is a plain M3 redemption sure to be answered 201, by vouchers.ledger_captures() (below).
 -- Each call keeps its own Idempotency-Key claim and stored answer, its own conditional UPDATEs and entry; a refusal
 -- is an answer like any other and changes nothing, so it never affects another call. One commit (one WAL flush)
 -- for the whole batch; an error that is not a refusal (a lost connection) rolls the whole batch back, and the

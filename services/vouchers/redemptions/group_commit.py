@@ -10,7 +10,8 @@ call of `vouchers.ledger_batch()`: one round trip, one transaction, one commit. 
 by voucher code, then arrival (deterministic; two batches lock vouchers in the same order), and each
 call is answered by the very function its own call would run, so the answers are the same: same
 codes, same idempotent replays, and a refusal is an answer that changes nothing and never
-affects another call.
+affects another call. A batch of plain M3 redemptions each sure to be answered 201 is written set by
+set instead (`vouchers.ledger_captures()`: the same rows and answers, one statement per table).
 
 A call's lane is chosen by its voucher's holder (`crc32(holder) % in_flight`, the same in every
 process): a redemption changes its voucher's row and its holder's M3 ceiling row and holds both
