@@ -26,7 +26,9 @@ DECLARE
     l_plain boolean;
     l_claimed bigint;
     l_spent bigint;
+    l_vouchers bigint;
     l_counted bigint;
+    l_ceilings bigint;
     l_ords int[];
     l_bodies text[];
 BEGIN
@@ -125,17 +127,16 @@ BEGIN
           FROM answers ORDER BY i
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM claimed), (SELECT count(*) FROM spent), (SELECT count(*) FROM counted),
+    SELECT (SELECT count(*) FROM claimed),
+           (SELECT count(*) FROM spent), (SELECT count(DISTINCT voucher_id) FROM c),
+           (SELECT count(*) FROM counted), (SELECT count(DISTINCT (holder, year)) FROM c),
            array_agg(i::int ORDER BY i), array_agg(result::text ORDER BY i)
-      INTO l_claimed, l_spent, l_counted, l_ords, l_bodies
+      INTO l_claimed, l_spent, l_vouchers, l_counted, l_ceilings, l_ords, l_bodies
       FROM answers;
     IF l_claimed <> l_calls THEN  -- a key claimed meanwhile: nothing of this transaction may stand
         RAISE EXCEPTION USING ERRCODE = 'LG002', MESSAGE = 'an Idempotency-Key of the batch was claimed meanwhile';
     END IF;
-    IF l_spent <> (SELECT count(DISTINCT c) FROM unnest(p_code) c)
-       OR l_counted <> (SELECT count(DISTINCT (v.holder, extract(year FROM c.today)))
-                          FROM unnest(p_code, p_today) AS c(code, today) JOIN vouchers.vouchers v ON v.code = c.code)
-    THEN  -- a balance or a ceiling not as checked: never expected, and nothing of this transaction may stand
+    IF l_spent <> l_vouchers OR l_counted <> l_ceilings THEN  -- a balance or a ceiling not as checked: never expected, and nothing of this transaction may stand
         RAISE EXCEPTION USING ERRCODE = 'LG003', MESSAGE = 'a voucher or ceiling changed under the batch''s lock';
     END IF;
     RETURN QUERY SELECT o.ord, 201, o.body FROM unnest(l_ords, l_bodies) AS o(ord, body);
