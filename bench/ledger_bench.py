@@ -1683,48 +1683,31 @@ def main(argv: list[str] | None = None) -> int:
         say("  " + describe(results.runs[-1]))
         if args.profile:
             profile_run(loader, processes["vouchers"].pid, ports["vouchers"], args, results, log_dir)
+        measuring = Measuring(args, database_url, processes, log_files, log_dir, meter, loader, results)
         if args.group_commit == "both":
             remaining("the one-process run without group commit")
-            alone = Stack(database_url, HOST, {**ports, "vouchers": second_port})
-            log_files["vouchers-alone"] = (log_dir / "vouchers-alone.log").open("wb")
-            processes["vouchers-alone"] = start_service(
-                alone, "vouchers", log=log_files["vouchers-alone"], extra_env={**env, "VOUCHERS_GROUP_COMMIT": "false"}
-            )
-            wait_ready(alone, {"vouchers": processes["vouchers-alone"]}, timeout=60)
-            meter.vouchers.add(processes["vouchers-alone"].pid)
             say("load: one vouchers process with group commit off (VOUCHERS_GROUP_COMMIT=false)")
-            asyncio.run(settle(database_url))
-            results.runs.append(loader.run("warm-up (alone)", [second_port], args.clients, args.warmup, measured=False))
-            results.runs.append(
-                loader.run("1 vouchers process, group commit off", [second_port], args.clients, args.seconds)
+            alone = Stack(database_url, HOST, {**ports, "vouchers": second_port})
+            fresh_vouchers_run(
+                "1 vouchers process, group commit off",
+                {"vouchers-alone": (alone, {**env, "VOUCHERS_GROUP_COMMIT": "false"})},
+                measuring,
             )
-            say("  " + describe(results.runs[-1]))
-            meter.vouchers.discard(processes["vouchers-alone"].pid)
-            stop_services({"vouchers-alone": processes.pop("vouchers-alone")})
 
         remaining("the two-process run")
         # two fresh processes with the lanes of a two-process deployment (README: lanes across processes ≈ cores);
         # the first process stays up, idle but for its sealer (its CPU is counted with theirs)
         pair = {"vouchers-2a": second_port, "vouchers-2b": free_port()}
         lanes_env = {**env, "VOUCHERS_GROUP_COMMIT_IN_FLIGHT": str(args.two_process_lanes)}
-        for name, port in pair.items():
-            stack = Stack(database_url, HOST, {**ports, "vouchers": port})
-            log_files[name] = (log_dir / f"{name}.log").open("wb")
-            processes[name] = start_service(stack, "vouchers", log=log_files[name], extra_env=lanes_env)
-            wait_ready(stack, {"vouchers": processes[name]}, timeout=60)
-            meter.vouchers.add(processes[name].pid)
-        both = list(pair.values())
         say(
-            f"load: {args.clients} connections split between two vouchers processes (ports {both[0]}, {both[1]}; "
-            f"VOUCHERS_GROUP_COMMIT_IN_FLIGHT={args.two_process_lanes})"
+            f"load: {args.clients} connections split between two vouchers processes (ports "
+            f"{', '.join(map(str, pair.values()))}; VOUCHERS_GROUP_COMMIT_IN_FLIGHT={args.two_process_lanes})"
         )
-        asyncio.run(settle(database_url))
-        results.runs.append(loader.run("warm-up (2)", both, args.clients, args.warmup, measured=False))
-        results.runs.append(loader.run("2 vouchers processes", both, args.clients, args.seconds))
-        say("  " + describe(results.runs[-1]))
-        for name in pair:
-            meter.vouchers.discard(processes[name].pid)
-            stop_services({name: processes.pop(name)})
+        fresh_vouchers_run(
+            "2 vouchers processes",
+            {name: (Stack(database_url, HOST, {**ports, "vouchers": port}), lanes_env) for name, port in pair.items()},
+            measuring,
+        )
 
         if args.skip_pooler:
             say("no run through PgBouncer (--skip-pooler)")
@@ -1732,9 +1715,7 @@ def main(argv: list[str] | None = None) -> int:
             say("! pgbouncer is not installed (make pooler-tool): no run through PgBouncer")
         else:
             remaining("the run through PgBouncer")
-            pooled_run(
-                args, server_url, database_url, ports, env, processes, log_files, log_dir, meter, loader, results
-            )
+            pooled_run(server_url, ports, env, measuring)
 
         say("checking the ledger's invariants")
         check_invariants(database_url, results)
@@ -1779,44 +1760,57 @@ def main(argv: list[str] | None = None) -> int:
         )
 
 
-def pooled_run(
-    args: argparse.Namespace,
-    server_url: str,
-    database_url: str,
-    ports: dict[str, int],
-    env: dict[str, str],
-    processes: dict[str, subprocess.Popen[bytes]],
-    log_files: dict[str, IO[bytes]],
-    log_dir: Path,
-    meter: CpuMeter,
-    loader: Loader,
-    results: Results,
-) -> None:
+def pooled_run(server_url: str, ports: dict[str, int], env: dict[str, str], on: Measuring) -> None:
     """The one-process run again, the vouchers process reaching PostgreSQL through PgBouncer in
     transaction pooling (issue #15: its statement cache off; docs/operations.md, "PgBouncer").
     PgBouncer's own CPU is counted as "other"."""
-    bouncer = PgBouncer(server_url, "transaction", pool_size=max(args.hot_pool_size or 10, 10) + 10)
-    bouncer.start(probe_database=database_url.rsplit("/", 1)[1])
+    bouncer = PgBouncer(server_url, "transaction", pool_size=max(on.args.hot_pool_size or 10, 10) + 10)
+    bouncer.start(probe_database=on.database_url.rsplit("/", 1)[1])
     try:
-        port = free_port()
-        pooled = Stack(bouncer.url(database_url), HOST, {**ports, "vouchers": port})
-        log_files["vouchers-pooled"] = (log_dir / "vouchers-pooled.log").open("wb")
-        processes["vouchers-pooled"] = start_service(
-            pooled, "vouchers", log=log_files["vouchers-pooled"], extra_env=env | {"VOUCHERS_DB_POOLER": "transaction"}
+        say(f"load: {on.args.clients} connections, one vouchers process through PgBouncer (transaction pooling)")
+        pooled = Stack(bouncer.url(on.database_url), HOST, {**ports, "vouchers": free_port()})
+        fresh_vouchers_run(
+            "1 vouchers process through PgBouncer (transaction pooling)",
+            {"vouchers-pooled": (pooled, env | {"VOUCHERS_DB_POOLER": "transaction"})},
+            on,
         )
-        wait_ready(pooled, {"vouchers": processes["vouchers-pooled"]}, timeout=60)
-        meter.vouchers.add(processes["vouchers-pooled"].pid)
-        say(f"load: {args.clients} connections, one vouchers process through PgBouncer (transaction pooling)")
-        asyncio.run(settle(database_url))
-        results.runs.append(loader.run("warm-up (PgBouncer)", [port], args.clients, args.warmup, measured=False))
-        results.runs.append(
-            loader.run("1 vouchers process through PgBouncer (transaction pooling)", [port], args.clients, args.seconds)
-        )
-        say("  " + describe(results.runs[-1]))
-        meter.vouchers.discard(processes["vouchers-pooled"].pid)
-        stop_services({"vouchers-pooled": processes.pop("vouchers-pooled")})
     finally:
         bouncer.stop()
+
+
+@dataclass
+class Measuring:
+    """What a run on processes of its own measures with: the benchmark's arguments, database, process and log
+    registries, CPU meter, load generator and results."""
+
+    args: argparse.Namespace
+    database_url: str
+    processes: dict[str, subprocess.Popen[bytes]]
+    log_files: dict[str, IO[bytes]]
+    log_dir: Path
+    meter: CpuMeter
+    loader: Loader
+    results: Results
+
+
+def fresh_vouchers_run(label: str, fresh: dict[str, tuple[Stack, dict[str, str]]], on: Measuring) -> None:
+    """`label`'s load on vouchers processes started for it (name → its stack and environment; the load split
+    between them), after a warm-up; their CPU is metered and they are stopped after."""
+    for name, (stack, extra_env) in fresh.items():
+        on.log_files[name] = (on.log_dir / f"{name}.log").open("wb")
+        on.processes[name] = start_service(stack, "vouchers", log=on.log_files[name], extra_env=extra_env)
+        wait_ready(stack, {"vouchers": on.processes[name]}, timeout=60)
+        on.meter.vouchers.add(on.processes[name].pid)
+    targets = [stack.ports["vouchers"] for stack, _ in fresh.values()]
+    asyncio.run(settle(on.database_url))
+    on.results.runs.append(
+        on.loader.run(f"warm-up ({label})", targets, on.args.clients, on.args.warmup, measured=False)
+    )
+    on.results.runs.append(on.loader.run(label, targets, on.args.clients, on.args.seconds))
+    say("  " + describe(on.results.runs[-1]))
+    for name in fresh:
+        on.meter.vouchers.discard(on.processes[name].pid)
+        stop_services({name: on.processes.pop(name)})
 
 
 def profile_run(loader: Loader, pid: int, port: int, args: argparse.Namespace, results: Results, log_dir: Path) -> None:
