@@ -476,6 +476,57 @@ async def test_a_batch_waiting_for_a_voucher_holds_no_ceiling_a_single_call_need
     assert await check_database(vouchers_database) == []
 
 
+async def test_a_retry_of_a_call_in_a_batch_waits_for_the_batch_on_its_key(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Idempotency-Keys are locked before rows on every path (`vouchers.claim_key()`, `vouchers.ledger_batch()`).
+
+    A batch [X with key k, Z] (X < Z) waits for Z (locked by the test) holding X; the vendor retries k (the same
+    key and body) through another app (another process; idle, so a single call). The retry waits for the batch
+    on k's advisory lock, holding nothing. Until the batch took its keys first, the retry claimed k, then waited
+    for X: once Z was released the batch waited for k, a deadlock PostgreSQL broke after deadlock_timeout. Then:
+    the batch answers k 201 and the retry replays that very answer; no fallback; the invariants hold."""
+    group_commit: GroupCommit = app.state.group_commit
+    monkeypatch.setattr(group_commit, "defer", False)  # the batch waits for Z instead of deferring its call
+    supply = await model_supply(live_registry_client)
+    codes = await issued_codes(client, live_registry_client, live_eligibility_client, [supply] * 3)
+    x, z = sorted(codes[:2])
+    setup = Setup({"X": x, "Z": z, "P": codes[2]}, {"v1": supply.vendor}, {}, f"gck{time.time_ns()}")
+    fallbacks = group_commit.fallbacks
+    k = Call("redeem", "v1", "X", "k", 1_000)
+    async with plugged_batch(
+        client, group_commit, vouchers_database, setup, "v1", [k, Call("redeem", "v1", "Z", "z", 1_000)], "Z"
+    ) as plugged:
+        retry = asyncio.ensure_future(send(vouchers, setup, k))
+        owner = await asyncpg.connect(vouchers_database)
+        try:
+
+            async def retry_waits() -> str | None:
+                return await owner.fetchval(  # type: ignore[no-any-return]
+                    "SELECT wait_event FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%vouchers.redeem(%'"
+                )
+
+            await until(retry_waits, "the retry to wait")
+            assert await retry_waits() == "advisory"  # on its key, before any row (not on X: "transactionid")
+        finally:
+            await owner.close()
+        assert not retry.done()
+        await plugged.release()
+        first, second = await asyncio.gather(*plugged.sent)
+        again = await asyncio.wait_for(retry, 10)
+    assert [first.status_code, second.status_code, again.status_code] == [201, 201, 201], again.text
+    assert again.json() == first.json()  # the batch's answer, replayed
+    assert group_commit.fallbacks == fallbacks
+    assert await check_database(vouchers_database) == []
+
+
 async def test_a_void_while_a_batch_captures_a_hold_of_the_voucher(
     app: FastAPI,
     client: httpx.AsyncClient,

@@ -13,11 +13,12 @@
 -- batch changes many of each, so it first locks every hold its captures and releases finish, in id order, then
 -- every voucher row its calls will change, in code order, then every ceiling row, in (holder, year) order: every
 -- transaction takes these rows holds first, then vouchers, then ceilings, each kind in one order, and no two (two
--- batches, or a batch and a single call or a void) can wait for each other in a circle over these rows. One circle
--- remains, over an Idempotency-Key: a single call claims its key before its rows, a batch after them, so a vendor's
--- retry of a call that sits in another process's batch can deadlock with that batch. PostgreSQL breaks it (after
--- deadlock_timeout): the batch is rolled back whole and its calls are answered one by one, the single call retried
--- (group_commit.py); no money moves twice, the calls wait about a second.
+-- batches, or a batch and a single call or a void) can wait for each other in a circle over these rows. Before any
+-- row, the batch takes the advisory lock of every call's Idempotency-Key, in the locks' order (version 4), as a
+-- single call takes its key's before its rows (vouchers.claim_key()): a vendor's retry of a call that sits in
+-- another process's batch waits for that batch, then replays its answer. (Until version 3 a batch claimed its keys
+-- after its rows: such a retry and the batch deadlocked, PostgreSQL broke it after deadlock_timeout and the batch
+-- was answered call by call.) A deferred call's key stays locked until the batch commits: its retry waits for that.
 --
 -- Calls that wait for another process (version 2, `p_defer`). Batches of one process never wait for each other
 -- (its lanes: group_commit.py), but two processes' batches often share an enterprise, and one would wait for
@@ -31,8 +32,9 @@
 -- A batch of plain M3 redemptions (no call deferred, every call sure to be answered 201) is written set by set
 -- (version 3): vouchers.ledger_captures(), one statement per table instead of about nine per call.
 --
--- version: 3
--- Versions: 1 migration 0018; 2 migration 0021 (p_defer, vouchers by index); 3 migration 0022 (ledger_captures).
+-- version: 4
+-- Versions: 1 migration 0018; 2 migration 0021 (p_defer, vouchers by index); 3 migration 0022 (ledger_captures);
+-- 4 migration 0023 (the keys' advisory locks first).
 
 CREATE OR REPLACE FUNCTION vouchers.ledger_batch(
     p_op text[], p_client text[], p_key text[], p_hash text[],
@@ -52,7 +54,13 @@ DECLARE
     l_skipped_vouchers bigint[] := '{}';
     l_skipped_ceilings bigint[] := '{}';
     l_deferred int[] := '{}';
+    l_key_lock int;
 BEGIN
+    -- every call's Idempotency-Key first, in one order, as vouchers.claim_key() locks a single call's
+    FOR l_key_lock IN SELECT DISTINCT hashtext(c || E'\n' || k) FROM unnest(p_client, p_key) AS x(c, k) ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('vouchers.idempotency'), l_key_lock);
+    END LOOP;
     -- what the calls will change, each kind locked in its order (with p_defer: skipping rows another transaction
     -- holds, and a call that needs one is deferred): the holds they finish; their vouchers (a capture's or
     -- release's, through its hold); the M3 redemption ceilings of the years they count in (a redemption's: the

@@ -27,13 +27,13 @@ So a batch skips the rows another transaction holds (`defer`, `vouchers.ledger_b
 calls that need one are not run (nothing of them is written) and wait for the lane's next batch, which
 includes them first and waits for its rows as before. A call is deferred at most once.
 
-The batch locks every voucher row it will change, then every ceiling row, each in one order
-(`vouchers.ledger_batch()`), as a single call does, so batches do not deadlock with each other or
-with single calls. A batch that fails for a reason that is not a refusal (a lost connection)
-rolled back as a whole, so nothing of it was written: each of its calls is then
-answered on its own, by the per-request path (which replays by Idempotency-Key if the batch had in
-fact committed before the connection was lost). A process killed mid-batch leaves either the whole
-batch or none of it, and only a committed batch was answered.
+The batch locks every call's Idempotency-Key (an advisory lock), then every voucher row it will change,
+then every ceiling row, each in one order (`vouchers.ledger_batch()`), as a single call does, so batches
+do not deadlock with each other or with single calls (a vendor's retry of a call in a batch included). A
+batch that fails for a reason that is not a refusal (a lost connection) rolled back as a whole, so
+nothing of it was written: each of its calls is then answered on its own, by the per-request path (which
+replays by Idempotency-Key if the batch had in fact committed before the connection was lost). A process
+killed mid-batch leaves either the whole batch or none of it, and only a committed batch was answered.
 """
 
 from __future__ import annotations
