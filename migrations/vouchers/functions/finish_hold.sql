@@ -1,8 +1,12 @@
 -- vouchers.finish_hold(): capture a hold (it becomes a redemption, with its event) or release it (release_hold);
 -- idempotent like redeem().
 --
--- version: 2
--- Versions: 1 migration 0002; 2 migration 0007 (the capture's event).
+-- It runs with enable_seqscan off (version 3): its statements reach rows by key only, and PL/pgSQL keeps each
+-- statement's plan for the session. A plan made while a table was small (a fresh database) scanned the table
+-- whole, and went on doing so as the table grew: a benchmark's batch check read all of vouchers.idempotency.
+--
+-- version: 3
+-- Versions: 1 migration 0002; 2 migration 0007 (the capture's event); 3 migration 0024 (enable_seqscan off).
 -- Migrations load a version by number (shared.migrations.sql_functions): this file is the current one;
 -- an older one is this file with history/finish_hold.<n>.diff applied, down from the current version.
 
@@ -10,7 +14,7 @@ CREATE OR REPLACE FUNCTION vouchers.finish_hold(
     p_client text, p_key text, p_hash text,
     p_redemption bigint, p_vendor text, p_action text, p_now timestamptz, p_request_id text,
     OUT status_code int, OUT body text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     l_claimed record;
     r vouchers.redemptions%ROWTYPE;

@@ -14,9 +14,13 @@
 -- subtransaction per call, whose own transaction id is what concurrent writers wait on, and past 64 of them in
 -- one transaction (a batch: ledger_batch.sql) every snapshot on the server must look up pg_subtrans.
 --
--- version: 4
+-- It runs with enable_seqscan off (version 5): its statements reach rows by key only, and PL/pgSQL keeps each
+-- statement's plan for the session. A plan made while a table was small (a fresh database) scanned the table
+-- whole, and went on doing so as the table grew: a benchmark's batch check read all of vouchers.idempotency.
+--
+-- version: 5
 -- Versions: 1 migration 0002; 2 migration 0007 (its event); 3 migration 0014 (M1: the holder's authorisations);
--- 4 migration 0020 (no subtransaction).
+-- 4 migration 0020 (no subtransaction); 5 migration 0024 (enable_seqscan off).
 -- Migrations load a version by number (shared.migrations.sql_functions): this file is the current one;
 -- an older one is this file with history/redeem.<n>.diff applied, down from the current version.
 
@@ -25,7 +29,7 @@ CREATE OR REPLACE FUNCTION vouchers.redeem(
     p_code text, p_vendor text, p_amount bigint, p_invoice text, p_contract text,
     p_hold_seconds int, p_now timestamptz, p_today date, p_request_id text,
     OUT status_code int, OUT body text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     l_claimed record;
     v vouchers.vouchers%ROWTYPE;
