@@ -200,6 +200,34 @@ async def test_across_new_year_the_ceiling_validity_and_expiry_follow_the_clock(
     assert "outside_validity_window" in [failure["code"] for failure in outside["decision"]["failures"]]
 
 
+async def test_the_expiry_run_ends_a_hold_by_its_holders_clock(clients: dict[str, httpx.AsyncClient]) -> None:
+    """A bound enterprise's hold is released by the expiry run once the enterprise's clock has passed the hold's
+    end, and not before; the real clock, months behind, does not decide it (it did until the sweep of holds
+    followed the clocks as the vouchers' expiry does)."""
+    registry, eligibility, vouchers = clients["registry"], clients["eligibility"], clients["vouchers"]
+    supply = await model_supply(registry)
+    clock_id = await _clock(registry, "2027-03-01T10:00:00+08:00", supply.holder)
+    issued = await issue(vouchers, await _approved(eligibility, supply, "2027-03-01"))
+    assert issued.status_code == 201, issued.text
+    code, amount = issued.json()["code"], issued.json()["amount_fen"]
+    held = await vouchers.post(
+        f"/v1/vouchers/{code}/holds",
+        json={"amount_fen": 1_000 * YUAN, "invoice_number": "FP-E", "hold_seconds": 600},
+        headers=vendor_call(supply.vendor, "sandbox-expiring-hold"),
+    )
+    assert held.status_code == 201, held.text
+    assert held.json()["hold_expires_at"].startswith("2027-03-01T02:10:00"), held.json()
+
+    assert (await vouchers.post("/v1/expiries")).status_code == 200  # the clock says 10:00: the hold stands
+    read = (await vouchers.get(f"/v1/vouchers/{code}")).json()
+    assert (read["held_fen"], read["available_fen"]) == (1_000 * YUAN, amount - 1_000 * YUAN), read
+
+    await _advance(registry, clock_id, "2027-03-01T10:11:00+08:00")
+    assert (await vouchers.post("/v1/expiries")).status_code == 200
+    read = (await vouchers.get(f"/v1/vouchers/{code}")).json()
+    assert (read["held_fen"], read["available_fen"], read["state"]) == (0, amount, "active"), read
+
+
 async def test_a_clock_never_goes_back_and_only_an_administrator_moves_it(
     clients: dict[str, httpx.AsyncClient],
 ) -> None:

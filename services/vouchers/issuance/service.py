@@ -376,16 +376,17 @@ async def expire_due(
 ) -> int:
     """Release expired holds, then return the unused amount of vouchers past their date.
 
-    `clocks` (sandbox mode, docs/sandbox.md): enterprises bound to a test clock and its time; their vouchers
-    expire by it, and not by `now`.
+    `clocks` (sandbox mode, docs/sandbox.md): enterprises bound to a test clock and its time; their holds end and
+    their vouchers expire by it, and not by `now`.
     """
-    await repository.expire_holds(session, now)
     clocks = clocks or {}
+    await repository.expire_holds(session, now, exclude=sorted(clocks))
     count = await _expire_vouchers(session, budgets, now, exclude=sorted(clocks))
     by_time: dict[datetime, list[str]] = {}
     for holder, moment in clocks.items():
         by_time.setdefault(moment, []).append(holder)
     for moment, holders in sorted(by_time.items()):
+        await repository.expire_holds(session, moment, only=sorted(holders))
         count += await _expire_vouchers(session, budgets, moment, only=sorted(holders))
     return count
 
