@@ -100,6 +100,7 @@ from devtools import devauth, devdb
 from devtools.devrun import ROOT, Stack, start_service, stop_services, wait_ready
 from devtools.pgbouncer import PGBOUNCER, PgBouncer
 from shared.auth import ADMIN, APPROVER, OFFICER, VENDOR
+from shared.http_protocol import DEFAULT_HTTP_PROTOCOL
 from shared.migrations import upgrade_all
 
 YUAN = 100  # fen
@@ -1231,7 +1232,8 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, where:
         f"in {setup.seconds:.1f} s |",
         f"| load | {generator}; {args.clients} connections, {args.seconds:g} s per run after a {args.warmup:g} s "
         "warm-up; every request a new Idempotency-Key, the vouchers in turn, 1–100 fen |",
-        f"| vouchers process | uvicorn (uvloop, httptools), 1 worker each; settings: {overrides}; "
+        f"| vouchers process | uvicorn (uvloop, `--http {os.environ.get('HTTP_PROTOCOL') or DEFAULT_HTTP_PROTOCOL}`), "
+        f"1 worker each; settings: {overrides}; "
         "JSON access log to a file; its background sealer on |",
         "",
         f"| run | per second | p50 | p99 | ratio to pgbench ({args.clients} clients) | ratio to pgbench "

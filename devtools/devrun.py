@@ -29,6 +29,7 @@ import httpx
 from devtools import devauth, devdb
 from shared import dbroles
 from shared.feed.secretbox import ensure_key_file
+from shared.http_protocol import DEFAULT_HTTP_PROTOCOL
 from shared.migrations import SERVICES, upgrade_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,7 @@ def start_service(
         "5",
     ]
     env = {**stack.service_env(), **(extra_env or {})}
+    command += ["--http", env.get("HTTP_PROTOCOL") or DEFAULT_HTTP_PROTOCOL]  # shared/http_protocol.py
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
