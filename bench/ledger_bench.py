@@ -1561,8 +1561,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--two-process-lanes",
         type=int,
         default=1,
-        help="VOUCHERS_GROUP_COMMIT_IN_FLIGHT of each process in the two-process run (default 1: lanes across "
-        "the processes about the cores, as README advises; the one-process runs keep the service's default)",
+        help="VOUCHERS_GROUP_COMMIT_IN_FLIGHT of each process in the two-process run (default 1, the service's own "
+        "default, as README advises on 2 cores; the one-process runs keep the service's default)",
     )
     args = parser.parse_args(argv)
     check_load_args(parser, args)
@@ -1697,7 +1697,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         remaining("the two-process run")
-        # two fresh processes with the lanes of a two-process deployment (README: lanes across processes ≈ cores);
+        # two fresh processes with the lanes of a two-process deployment (README: on 2 cores, one lane each);
         # the first process stays up, idle but for its sealer (its CPU is counted with theirs)
         pair = {"vouchers-2a": second_port, "vouchers-2b": free_port()}
         lanes_env = {**env, "VOUCHERS_GROUP_COMMIT_IN_FLIGHT": str(args.two_process_lanes)}

@@ -42,11 +42,11 @@ class VouchersSettings(ServiceSettings):
         "layers (issue #16; the same answers); off: routed like every other request",
     )
     group_commit_in_flight: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=200,
         description="Lanes of ledger calls one process runs: a call goes to its voucher holder's lane, one call or "
-        "batch in flight per lane (lanes across all processes about the database's cores)",
+        "batch in flight per lane (on 2 cores one lane per process does best: docs/benchmarks.md)",
     )
     group_commit_max_batch: int = Field(default=64, ge=2, le=1000, description="Most vendor calls in one batch")
     group_commit_defer: bool = Field(
