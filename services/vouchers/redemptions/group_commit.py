@@ -227,6 +227,7 @@ class GroupCommit:
             task.add_done_callback(self.batches.discard)
 
     async def _run(self, lane: Lane, taken: list[tuple[Call, asyncio.Future[Answer]]]) -> None:
+        freed = False
         try:
             taken.sort(key=lambda pair: pair[0].order)  # stable: arrival order within a voucher
             defer = self.defer and not any(future in lane.deferred for _, future in taken)
@@ -240,19 +241,27 @@ class GroupCommit:
             if answers is not None:
                 count_batch("ok")
                 again: list[tuple[Call, asyncio.Future[Answer]]] = []
+                answered: list[tuple[asyncio.Future[Answer], Answer]] = []
                 for (call, future), answer in zip(taken, answers, strict=True):
                     lane.deferred.discard(future)
                     if answer[0] == DEFERRED:  # nothing of it written: first in the lane's next batch
                         lane.deferred.add(future)
                         again.append((call, future))
-                    elif not future.done():
-                        future.set_result(answer)
+                    else:
+                        answered.append((future, answer))
                 lane.waiting[:0] = again
                 self.deferrals += len(again)
-                self.batched += len(taken) - len(again)
-                count_ledger_calls("batched", len(taken) - len(again))
+                self.batched += len(answered)
+                count_ledger_calls("batched", len(answered))
                 if again:
                     count_ledger_calls("deferred", len(again))
+                # the lane's next batch is started before these answers are written: its task runs first, so
+                # PostgreSQL works on it while this process writes the responses (they are the same either way)
+                freed = True
+                self._freed(lane)
+                for future, answer in answered:
+                    if not future.done():
+                        future.set_result(answer)
                 return
             for call, future in taken:  # alone, or after a failed batch: the per-request path, in order
                 lane.deferred.discard(future)
@@ -276,7 +285,8 @@ class GroupCommit:
                         future.cancel()
             raise
         finally:
-            self._freed(lane)
+            if not freed:
+                self._freed(lane)
 
     async def _single(self, call: Call) -> Answer:
         """A call alone. A deadlock or serialization failure rolled its transaction back whole: tried again, up to
