@@ -255,10 +255,13 @@ async def test_the_sealer_the_projector_and_the_dispatcher_trace_their_runs(trac
     delivery = deliveries[0]
     assert delivery.kind == SpanKind.CLIENT
     assert service(delivery) == "vouchers"
-    batches = {s.context.span_id: s for s in named("webhook delivery batch") if s.context is not None}
     assert delivery.parent is not None
-    assert delivery.parent.span_id in batches
-    assert batches[delivery.parent.span_id].attributes["webhook.sent"] >= 1  # type: ignore[index,operator]
+    parent = delivery.parent.span_id
+    # the batch's span ends after its deliveries' (it records their results first): waited for, not assumed
+    batches = await eventually(
+        lambda: [s for s in named("webhook delivery batch") if s.context is not None and s.context.span_id == parent]
+    )
+    assert batches[0].attributes["webhook.sent"] >= 1  # type: ignore[index,operator]
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
