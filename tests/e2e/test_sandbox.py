@@ -89,6 +89,19 @@ async def _apply(
     return body
 
 
+async def _hold(vouchers: httpx.AsyncClient, code: str, supply: ModelSupply, key: str, ends_at: str) -> int:
+    """A hold of 1,000 yuan for 600 s by the voucher's vendor; it must end at `ends_at` (UTC, by the holder's
+    clock): its id."""
+    held = await vouchers.post(
+        f"/v1/vouchers/{code}/holds",
+        json={"amount_fen": 1_000 * YUAN, "invoice_number": f"FP-{key}", "hold_seconds": 600},
+        headers=vendor_call(supply.vendor, key),
+    )
+    assert held.status_code == 201, held.text
+    assert held.json()["hold_expires_at"].startswith(ends_at), held.json()
+    return int(held.json()["id"])
+
+
 def _real_today() -> str:
     return datetime.now(SHENZHEN).date().isoformat()
 
@@ -161,15 +174,9 @@ async def test_across_new_year_the_ceiling_validity_and_expiry_follow_the_clock(
     again = await redeem(vouchers, voucher["code"], supply.vendor, 500_000 * YUAN, "sandbox-2", invoice="FP-2")
     assert again.status_code == 201, again.text
     # a hold ends by the holder's clock; captured while the clock has not moved
-    held = await vouchers.post(
-        f"/v1/vouchers/{voucher['code']}/holds",
-        json={"amount_fen": 1_000 * YUAN, "invoice_number": "FP-H", "hold_seconds": 600},
-        headers=vendor_call(supply.vendor, "sandbox-hold"),
-    )
-    assert held.status_code == 201, held.text
-    assert held.json()["hold_expires_at"].startswith("2027-01-02T02:10:00"), held.json()
+    hold_id = await _hold(vouchers, voucher["code"], supply, "sandbox-hold", "2027-01-02T02:10:00")
     captured = await vouchers.post(
-        f"/v1/holds/{held.json()['id']}/capture", headers=vendor_call(supply.vendor, "sandbox-capture")
+        f"/v1/holds/{hold_id}/capture", headers=vendor_call(supply.vendor, "sandbox-capture")
     )
     assert captured.status_code == 200, captured.text
 
@@ -210,13 +217,7 @@ async def test_the_expiry_run_ends_a_hold_by_its_holders_clock(clients: dict[str
     issued = await issue(vouchers, await _approved(eligibility, supply, "2027-03-01"))
     assert issued.status_code == 201, issued.text
     code, amount = issued.json()["code"], issued.json()["amount_fen"]
-    held = await vouchers.post(
-        f"/v1/vouchers/{code}/holds",
-        json={"amount_fen": 1_000 * YUAN, "invoice_number": "FP-E", "hold_seconds": 600},
-        headers=vendor_call(supply.vendor, "sandbox-expiring-hold"),
-    )
-    assert held.status_code == 201, held.text
-    assert held.json()["hold_expires_at"].startswith("2027-03-01T02:10:00"), held.json()
+    await _hold(vouchers, code, supply, "sandbox-expiring-hold", "2027-03-01T02:10:00")
 
     assert (await vouchers.post("/v1/expiries")).status_code == 200  # the clock says 10:00: the hold stands
     read = (await vouchers.get(f"/v1/vouchers/{code}")).json()
