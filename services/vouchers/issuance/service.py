@@ -380,8 +380,9 @@ async def expire_due(
     their vouchers expire by it, and not by `now`.
     """
     clocks = clocks or {}
-    await repository.expire_holds(session, now, exclude=sorted(clocks))
-    count = await _expire_vouchers(session, budgets, now, exclude=sorted(clocks))
+    bound = sorted(clocks)
+    await repository.expire_holds(session, now, exclude=bound)
+    count = await _expire_vouchers(session, budgets, now, exclude=bound)
     by_time: dict[datetime, list[str]] = {}
     for holder, moment in clocks.items():
         by_time.setdefault(moment, []).append(holder)
