@@ -10,6 +10,8 @@ snapshot. Any failure to reach the registry, or a refusal of the question, raise
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shared.peers import PeerClient, PeerRejected, PeerUnavailable
+
+logger = logging.getLogger("services.eligibility.facts")
 
 
 class OrganisationFacts(BaseModel):
@@ -126,12 +130,26 @@ class FactsRequest:
 
 class RegistryFacts:
     """Reads the registry over REST, always `as_of` the application's date: one call (`POST /v1/facts`),
-    which the registry answers from one snapshot, so the facts of a decision are consistent."""
+    which the registry answers from one snapshot, so the facts of a decision are consistent.
+
+    Submissions that need facts while a call to the registry is in flight wait for it, then go together as one
+    call (`POST /v1/facts/batch`, at most `max_batch`; issue #16): one request, one statement and one snapshot
+    for several applications instead of one each. Each still gets exactly the answer its own call gets (the
+    registry answers each question of a batch as it answers it alone). A batch the registry refuses (a 4xx: one
+    wrong question refuses them all, or a registry without the batch call) is asked again question by question,
+    so one question never fails another; a registry that cannot be reached fails every question of the batch,
+    as it would fail each alone. Alone when nothing is in flight: no added wait when the service is quiet."""
 
     PATH = "/v1/facts"
+    BATCH_PATH = "/v1/facts/batch"
 
-    def __init__(self, registry: PeerClient) -> None:
+    def __init__(self, registry: PeerClient, *, batch: bool = True, max_batch: int = 16) -> None:
         self.registry = registry
+        self.batch = batch
+        self.max_batch = max_batch
+        self._busy = False
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._calls: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def query(applicant: str, as_of: date, request: FactsRequest) -> dict[str, Any]:
@@ -151,10 +169,7 @@ class RegistryFacts:
         }
 
     async def fetch(self, applicant: str, as_of: date, request: FactsRequest) -> Facts:
-        try:
-            answer = await self.registry.query_json(self.PATH, self.query(applicant, as_of, request))
-        except PeerRejected as exc:  # the question is ours: a refusal is a fault, never "no facts"
-            raise PeerUnavailable(self.registry.name, f"unexpected HTTP {exc.status} for {self.PATH}") from exc
+        answer = await self._ask(self.query(applicant, as_of, request))
         facts = Facts(as_of=as_of, applicant=applicant)
         if answer["organisation"] is None:
             return facts
@@ -187,3 +202,88 @@ class RegistryFacts:
                 if row.get("national_filing_date") is not None
             ]
         return facts
+
+    async def _ask(self, query: dict[str, Any]) -> dict[str, Any]:
+        """The registry's answer to one question: alone when no call is in flight, else in the next batch."""
+        if not self.batch:
+            return await self._alone(query)
+        if not self._busy and not self._waiting:
+            self._busy = True
+            try:
+                return await self._alone(query)
+            finally:
+                self._freed()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((query, future))
+        self._dispatch()
+        return await future
+
+    async def _alone(self, query: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer: dict[str, Any] = await self.registry.query_json(self.PATH, query)
+        except PeerRejected as exc:  # the question is ours: a refusal is a fault, never "no facts"
+            raise PeerUnavailable(self.registry.name, f"unexpected HTTP {exc.status} for {self.PATH}") from exc
+        return answer
+
+    def _freed(self) -> None:
+        self._busy = False
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Send what waits as one call, once no call is in flight."""
+        if self._waiting and not self._busy:
+            taken, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+            self._busy = True
+            task = asyncio.get_running_loop().create_task(self._run(taken))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _run(self, taken: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]) -> None:
+        try:
+            answers = await self._together([query for query, _ in taken])
+            if answers is None:  # refused as a batch: each question alone, each with its own answer or fault
+                for query, future in taken:
+                    try:
+                        answer = await self._alone(query)
+                    except Exception as exc:
+                        _settle(future, exc)
+                    else:
+                        _settle(future, answer)
+                return
+            for (_, future), answer in zip(taken, answers, strict=True):
+                _settle(future, answer)
+        except BaseException as exc:  # the registry unreachable, a bug, or cancelled: no caller is left waiting
+            for _, future in taken:
+                _settle(future, exc if isinstance(exc, Exception) else None)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._freed()
+
+    async def _together(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """The answers of one call for all `queries` (one alone goes as `POST /v1/facts`); None if refused."""
+        if len(queries) == 1:
+            return [await self._alone(queries[0])]
+        try:
+            answer = await self.registry.query_json(self.BATCH_PATH, {"queries": queries})
+        except PeerRejected as exc:
+            logger.warning(
+                "the registry refused a batch of %d questions (HTTP %d): asked one by one", len(queries), exc.status
+            )
+            return None
+        facts = answer.get("facts") if isinstance(answer, dict) else None
+        if not isinstance(facts, list) or len(facts) != len(queries):
+            raise PeerUnavailable(self.registry.name, f"{self.BATCH_PATH} answered other than one fact per question")
+        return facts
+
+
+def _settle(future: asyncio.Future[dict[str, Any]], outcome: dict[str, Any] | BaseException | None) -> None:
+    """A waiting question's answer, fault (raised to its caller), or None: cancelled."""
+    if future.done():  # its caller is gone (its request cancelled)
+        return
+    if outcome is None:
+        future.cancel()
+    elif isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -23,5 +23,11 @@ class EligibilitySettings(ServiceSettings):
     registry_url: str = peer_url_field("ELIGIBILITY_", "REGISTRY", "http://127.0.0.1:8001")
     #: A2: approvals reserve the programme budget in the vouchers service before they commit
     vouchers_url: str = peer_url_field("ELIGIBILITY_", "VOUCHERS", "http://127.0.0.1:8003")
+    facts_batch: bool = Field(
+        default=True,
+        description="Submissions that need the registry's facts while a call to it is in flight go together in the "
+        "next call (POST /v1/facts/batch; issue #16); off: one call per submission",
+    )
+    facts_max_batch: int = Field(default=16, ge=2, le=64, description="Most submissions' questions in one call")
     policy_file: Path = Field(default=DEFAULT_FILE, description="The dated parameter file (YAML)")
     priority_file: Path = Field(default=DEFAULT_RUBRIC, description="The review-queue priority rubric (YAML)")

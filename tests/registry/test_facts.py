@@ -225,3 +225,56 @@ async def test_the_bureau_reads_records_one_by_one_not_here(registry: httpx.Asyn
     query = {"credit_code": new_credit_code(), "as_of": DATES[0]}
     response = await registry.post("/v1/facts", json=query, headers=auth(OFFICER, name="alice"))
     assert (response.status_code, response.json()["code"]) == (403, "forbidden")
+
+
+# --- POST /v1/facts/batch: several questions in one call (issue #16) ------------------------------------------------
+
+
+async def test_a_batch_answers_each_question_as_it_is_answered_alone(registry: httpx.AsyncClient) -> None:
+    seeded = await _history(registry)
+    other = await _history(registry)
+    queries = [
+        _everything(seeded, DATES[0]),
+        {"credit_code": other["code"], "as_of": DATES[1], "revenues": True},
+        _everything(other, DATES[1]),
+        {"credit_code": new_credit_code(), "as_of": DATES[1], "revenues": True},  # no record: no facts
+        _everything(seeded, DATES[1]),
+        {"credit_code": seeded["code"], "as_of": DATES[0]},
+    ]
+    batch = await _ok(await registry.post("/v1/facts/batch", json={"queries": queries}, headers=SERVICE), 200)
+    alone = [await _ok(await registry.post("/v1/facts", json=q, headers=SERVICE), 200) for q in queries]
+    assert batch["facts"] == alone  # in the order asked, each exactly its own answer
+    assert [f["credit_code"] for f in batch["facts"]] == [q["credit_code"] for q in queries]
+    assert batch["facts"][0]["affiliations"] != batch["facts"][4]["affiliations"]  # each on its own date
+    assert batch["facts"][3]["organisation"] is None
+    # the same mix of questions in another order: the same answers, in that order
+    again = await _ok(await registry.post("/v1/facts/batch", json={"queries": queries[::-1]}, headers=SERVICE), 200)
+    assert again["facts"] == alone[::-1]
+
+
+GOOD = {"credit_code": "91440300MA5FXXXX1X", "as_of": DATES[0]}
+
+
+@pytest.mark.parametrize(
+    ("queries", "location"),
+    [
+        ([], "body.queries"),
+        ([GOOD, {"credit_code": "9144030071526726XA", "as_of": DATES[0]}], "body.queries.1.credit_code"),
+        ([GOOD, {**GOOD, "as_of": None}], "body.queries.1.as_of"),
+        ([GOOD] * 65, "body.queries"),
+    ],
+)
+async def test_a_batch_with_a_wrong_question_is_422_and_names_it(
+    registry: httpx.AsyncClient, queries: list[dict[str, Any]], location: str
+) -> None:
+    response = await registry.post("/v1/facts/batch", json={"queries": queries}, headers=SERVICE)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_failed"
+    assert location in [error["field"] for error in problem["errors"]], problem
+
+
+async def test_the_bureau_reads_no_batch_of_facts(registry: httpx.AsyncClient) -> None:
+    body = {"queries": [{"credit_code": new_credit_code(), "as_of": DATES[0]}]}
+    response = await registry.post("/v1/facts/batch", json=body, headers=auth(OFFICER, name="alice"))
+    assert (response.status_code, response.json()["code"]) == (403, "forbidden")

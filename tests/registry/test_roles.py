@@ -69,6 +69,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     **_records("filings", "{number}"),
     **_records("recognitions", "{id}"),
     ("POST", "/v1/facts"): FACTS,
+    ("POST", "/v1/facts/batch"): FACTS,
     ("POST", "/v1/imports/organisations"): WRITE,
     ("POST", "/v1/imports/revenues"): WRITE,
     ("POST", "/v1/imports/filings"): WRITE,

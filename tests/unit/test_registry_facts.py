@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import date
@@ -20,10 +21,10 @@ MODEL = {"id": str(uuid.UUID(int=7)), "vendor_credit_code": VENDOR, "name": "模
 FILING = {"number": "Guangdong-Model-202401010001", "kind": "filing", "status": "filed", "filed_on": "2024-01-01"}
 
 
-def _facts(handler: object) -> RegistryFacts:
+def _facts(handler: object, *, batch: bool = True) -> RegistryFacts:
     transport = httpx.MockTransport(handler)  # type: ignore[arg-type]
     client = make_peer_client("http://registry", timeout_seconds=0.2, retries=1, transport=transport)
-    return RegistryFacts(PeerClient("registry", client))
+    return RegistryFacts(PeerClient("registry", client), batch=batch)
 
 
 def _answer(query: dict[str, Any], **found: Any) -> dict[str, Any]:
@@ -153,3 +154,111 @@ async def test_a_reply_cut_once_is_asked_again() -> None:
     facts = await _facts(handler).fetch(CODE, date(2026, 3, 1), FactsRequest())
     assert facts.organisation is not None
     assert len(calls) == 2
+
+
+# --- questions asked while a call is in flight go together (POST /v1/facts/batch, issue #16) -----------------------
+
+APPLICANTS = [f"9144030071526726{n:02d}" for n in range(6)]
+
+
+class Registry:
+    """A stub registry that holds its first call until released, and records every call."""
+
+    def __init__(self, *, refuse: set[str] = frozenset(), refuse_batches: bool = False) -> None:  # type: ignore[assignment]
+        self.calls: list[tuple[str, Any]] = []
+        self.arrived, self.release = asyncio.Event(), asyncio.Event()
+        self.refuse = refuse
+        self.refuse_batches = refuse_batches
+
+    def one(self, query: dict[str, Any]) -> dict[str, Any]:
+        revenues = (
+            [{"credit_code": query["credit_code"], "year": 2025, "revenue_fen": 7}] if query["revenues"] else None
+        )
+        return {
+            **_answer(query, revenues=revenues),
+            "organisation": {**ORGANISATION, "credit_code": query["credit_code"]},
+        }
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.calls.append((request.url.path, body))
+        if len(self.calls) == 1:
+            self.arrived.set()
+            await self.release.wait()
+        if request.url.path == "/v1/facts/batch":
+            if self.refuse_batches or any(q["credit_code"] in self.refuse for q in body["queries"]):
+                return httpx.Response(422, json={"code": "validation_failed"})
+            return httpx.Response(200, json={"facts": [self.one(q) for q in body["queries"]]})
+        if body["credit_code"] in self.refuse:
+            return httpx.Response(422, json={"code": "validation_failed"})
+        return httpx.Response(200, json=self.one(body))
+
+
+async def _while_one_is_in_flight(registry: Registry, facts: RegistryFacts) -> list[Any]:
+    """APPLICANTS[0]'s question first (held by the registry), the others while it is in flight."""
+    first = asyncio.create_task(facts.fetch(APPLICANTS[0], date(2026, 3, 1), FactsRequest()))
+    await registry.arrived.wait()
+    others = [
+        asyncio.create_task(facts.fetch(code, date(2026, 3, 1), FactsRequest(revenues=True))) for code in APPLICANTS[1:]
+    ]
+    await asyncio.sleep(0.01)
+    registry.release.set()
+    return await asyncio.gather(first, *others, return_exceptions=True)
+
+
+async def test_questions_asked_while_a_call_is_in_flight_go_together_each_with_its_own_answer() -> None:
+    registry = Registry()
+    answers = await _while_one_is_in_flight(registry, _facts(registry))
+    assert [path for path, _ in registry.calls] == ["/v1/facts", "/v1/facts/batch"]
+    assert [q["credit_code"] for q in registry.calls[1][1]["queries"]] == APPLICANTS[1:]
+    assert all(q["revenues"] for q in registry.calls[1][1]["queries"])
+    assert [facts.applicant for facts in answers] == APPLICANTS
+    assert [facts.organisation.credit_code for facts in answers] == APPLICANTS
+    assert [facts.revenues for facts in answers] == [{}, *[{2025: 7}] * 5]  # each as it asked
+
+
+async def test_a_refused_batch_is_asked_again_question_by_question_so_one_never_fails_another() -> None:
+    registry = Registry(refuse={APPLICANTS[3]})
+    answers = await _while_one_is_in_flight(registry, _facts(registry))
+    assert [path for path, _ in registry.calls] == ["/v1/facts", "/v1/facts/batch", *["/v1/facts"] * 5]
+    assert isinstance(answers[3], PeerUnavailable)  # its own question's refusal is its own fault
+    assert [a.organisation.credit_code for n, a in enumerate(answers) if n != 3] == [
+        code for n, code in enumerate(APPLICANTS) if n != 3
+    ]
+
+
+async def test_a_registry_without_batches_still_answers_every_question() -> None:
+    registry = Registry(refuse_batches=True)
+    answers = await _while_one_is_in_flight(registry, _facts(registry))
+    assert [a.organisation.credit_code for a in answers] == APPLICANTS
+
+
+async def test_an_unreachable_registry_fails_every_question_of_a_batch() -> None:
+    calls: list[str] = []
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            arrived.set()
+            await release.wait()
+            return httpx.Response(200, json=_answer(json.loads(request.content)))
+        raise httpx.ConnectError("refused", request=request)
+
+    facts = _facts(handler)
+    first = asyncio.create_task(facts.fetch(CODE, date(2026, 3, 1), FactsRequest()))
+    await arrived.wait()
+    others = [asyncio.create_task(facts.fetch(code, date(2026, 3, 1), FactsRequest())) for code in APPLICANTS]
+    await asyncio.sleep(0.01)
+    release.set()
+    assert (await first).organisation is not None
+    outcomes = await asyncio.gather(*others, return_exceptions=True)
+    assert all(isinstance(outcome, PeerUnavailable) for outcome in outcomes), outcomes
+    assert set(calls[1:]) == {"/v1/facts/batch"}  # one batch (tried again by the retry policy), none alone
+
+
+async def test_with_batches_off_every_question_is_its_own_call() -> None:
+    registry = Registry()
+    answers = await _while_one_is_in_flight(registry, _facts(registry, batch=False))
+    assert [path for path, _ in registry.calls] == ["/v1/facts"] * len(APPLICANTS)
+    assert [a.organisation.credit_code for a in answers] == APPLICANTS

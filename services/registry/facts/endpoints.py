@@ -2,7 +2,8 @@
 
 A read with a body (a thousand vendor codes do not fit a URL): it changes nothing, and a peer may send
 it again (shared/peers.py `PeerClient.query_json`). The services' own scope only (`registry:read`):
-the bureau reads the same records one by one.
+the bureau reads the same records one by one. `POST /v1/facts/batch` answers several such questions in one
+call and one snapshot: a peer with several submissions waiting asks for all of them at once (issue #16).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from shared.auth import REGISTRY_READ, require
 from shared.db import SessionDep
 
 from . import service
-from .schemas import FactsQuery, FactsRead
+from .schemas import MAX_BATCH, FactsBatchQuery, FactsBatchRead, FactsQuery, FactsRead
 
 router = APIRouter(tags=["facts"])
 
@@ -32,3 +33,18 @@ router = APIRouter(tags=["facts"])
 )
 async def read_application_facts(session: SessionDep, query: FactsQuery) -> FactsRead:
     return await service.read_facts(session, query)
+
+
+@router.post(
+    "/v1/facts/batch",
+    response_model=FactsBatchRead,
+    dependencies=[require(REGISTRY_READ)],
+    summary="Several applications' facts in one call, read in one snapshot",
+    description=(
+        f"Up to {MAX_BATCH} questions as `POST /v1/facts` takes them; each answer, in the order asked, is what "
+        "`POST /v1/facts` answers to that question alone. All are read in one snapshot (one statement). A wrong "
+        "question refuses the whole call (422, its place in `errors[].field`). Nothing is written."
+    ),
+)
+async def read_facts_batch(session: SessionDep, query: FactsBatchQuery) -> FactsBatchRead:
+    return FactsBatchRead(facts=await service.read_many_facts(session, query.queries))

@@ -24,6 +24,8 @@ from ..schemas import (
 #: An M1 application lists at most 1,000 invoices (one vendor each); an M5 one at most 200 library purchases.
 MAX_VENDOR_CODES = 1000
 MAX_RECOGNITION_IDS = 200
+#: questions in one `POST /v1/facts/batch` (a peer sends the submissions it has waiting, a few at a time)
+MAX_BATCH = 64
 
 
 class FactsQuery(Input):
@@ -66,3 +68,17 @@ class FactsRead(BaseModel):
     filings: list[FilingRead] | None = Field(default=None, description="The model's filings on `filings_on`")
     filings_on_as_of: list[FilingRead] | None = Field(default=None, description="The model's filings on `as_of`")
     ranked_models: list[ModelRead] | None = None
+
+
+class FactsBatchQuery(Input):
+    """Several applications' questions, answered together from one snapshot (`POST /v1/facts/batch`)."""
+
+    queries: Annotated[list[FactsQuery], Field(min_length=1, max_length=MAX_BATCH)] = Field(
+        description=f"Each as `POST /v1/facts` takes it (at least 1, at most {MAX_BATCH})"
+    )
+
+
+class FactsBatchRead(BaseModel):
+    """Each question's answer, in the order asked, exactly as `POST /v1/facts` answers it alone."""
+
+    facts: list[FactsRead]

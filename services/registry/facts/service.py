@@ -6,70 +6,116 @@ an import. Nothing is written, and no transaction is begun around the statement.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import raw_connection
 
 from ..resources import AFFILIATIONS, FILINGS, MODELS, ORGANISATIONS, RECOGNITIONS, REVENUES, VENDORS
-from .reads import Reads
+from .reads import Answer, Reads
 from .schemas import FactsQuery, FactsRead
 
 
 async def read_facts(session: AsyncSession, query: FactsQuery) -> FactsRead:
-    code, day = query.credit_code, query.as_of
+    return (await read_many_facts(session, [query]))[0]
+
+
+async def read_many_facts(session: AsyncSession, queries: Sequence[FactsQuery]) -> list[FactsRead]:
+    """The facts of several applications (`POST /v1/facts/batch`), in their order: every query's reads are parts of
+    the same one statement, so all of them see one snapshot, as one query's reads do."""
     reads = Reads()
-    reads.by_keys("organisation", ORGANISATIONS, [code], day)
+    # in order of what they ask: the statement's text is then the same for the same mix of questions, so the
+    # connection's prepared statements are used again (and the answers are the same in any order)
+    for n in sorted(range(len(queries)), key=lambda n: _shape(queries[n])):
+        _plan(reads, f"{n}:", queries[n])
+    read = await reads.fetch(await raw_connection(session))
+    return [_answer(read, f"{n}:", query) for n, query in enumerate(queries)]
+
+
+def _shape(query: FactsQuery) -> tuple[bool, ...]:
+    """What decides the parts `_plan` adds for a query (not their arguments)."""
+    return (
+        query.revenues,
+        query.affiliations,
+        bool(query.vendor_codes),
+        query.recognitions,
+        bool(query.recognition_ids),
+        query.model_id is not None,
+        query.filings_on is not None,
+        query.filings_on_as_of,
+        query.ranked_models,
+    )
+
+
+def _plan(reads: Reads, prefix: str, query: FactsQuery) -> None:
+    """The reads one query needs, named with `prefix` (one statement may carry several queries' reads)."""
+    code, day = query.credit_code, query.as_of
+    reads.by_keys(prefix + "organisation", ORGANISATIONS, [code], day)
     # the filters of `resources.py` on a snapshot, as JSON fragments it contains (`Filter.snapshot_clause`)
     of_code = [{"credit_code": code}]
     if query.revenues:
-        reads.as_of("revenues", REVENUES, day, of_code)
+        reads.as_of(prefix + "revenues", REVENUES, day, of_code)
     if query.affiliations:
         reads.as_of(
-            "affiliations", AFFILIATIONS, day, [{"credit_code_a": code}, {"credit_code_b": code}], [{"active": True}]
+            prefix + "affiliations",
+            AFFILIATIONS,
+            day,
+            [{"credit_code_a": code}, {"credit_code_b": code}],
+            [{"active": True}],
         )
     vendor_codes = sorted(set(query.vendor_codes))
     if vendor_codes:
-        reads.by_keys("vendors", VENDORS, vendor_codes, day)
+        reads.by_keys(prefix + "vendors", VENDORS, vendor_codes, day)
     if query.recognitions:
-        reads.as_of("recognitions", RECOGNITIONS, day, of_code)
+        reads.as_of(prefix + "recognitions", RECOGNITIONS, day, of_code)
     recognition_ids = sorted(set(query.recognition_ids), key=str)
     if recognition_ids:
-        reads.by_keys("recognitions_by_id", RECOGNITIONS, recognition_ids, day)
+        reads.by_keys(prefix + "recognitions_by_id", RECOGNITIONS, recognition_ids, day)
     if query.model_id is not None:
-        reads.by_keys("model", MODELS, [query.model_id], day)
+        reads.by_keys(prefix + "model", MODELS, [query.model_id], day)
         of_model = [{"model_id": query.model_id}]
         if query.filings_on is not None:
-            reads.as_of("filings", FILINGS, query.filings_on, of_model)
+            reads.as_of(prefix + "filings", FILINGS, query.filings_on, of_model)
         if query.filings_on_as_of:
-            reads.as_of("filings_on_as_of", FILINGS, day, of_model)
+            reads.as_of(prefix + "filings_on_as_of", FILINGS, day, of_model)
     if query.ranked_models:
-        reads.as_of("ranked_models", MODELS, day)
-    read = await reads.fetch(await raw_connection(session))
+        reads.as_of(prefix + "ranked_models", MODELS, day)
 
-    facts = FactsRead(credit_code=code, as_of=day, organisation=read["organisation"].by_key.get(code))
+
+def _answer(all_reads: Mapping[str, Answer], prefix: str, query: FactsQuery) -> FactsRead:
+    """One query's answer from the reads `_plan` named with `prefix`."""
+    code, day = query.credit_code, query.as_of
+
+    def read(name: str) -> Answer:
+        return all_reads[prefix + name]
+
+    facts = FactsRead(credit_code=code, as_of=day, organisation=read("organisation").by_key.get(code))
     if facts.organisation is None:  # nothing else is answered about an organisation with no record on the date
         return facts
     if query.revenues:
-        facts.revenues = read["revenues"].records
+        facts.revenues = read("revenues").records
     if query.affiliations:
-        facts.affiliations = read["affiliations"].records
-    if query.vendor_codes:
-        facts.vendors = {vendor: read["vendors"].by_key.get(vendor) for vendor in vendor_codes}
+        facts.affiliations = read("affiliations").records
+    vendor_codes = sorted(set(query.vendor_codes))
+    if vendor_codes:
+        facts.vendors = {vendor: read("vendors").by_key.get(vendor) for vendor in vendor_codes}
     if query.recognitions:
-        facts.recognitions = read["recognitions"].records
-    if query.recognition_ids:
+        facts.recognitions = read("recognitions").records
+    recognition_ids = sorted(set(query.recognition_ids), key=str)
+    if recognition_ids:
         facts.recognitions_by_id = {
-            str(rid): read["recognitions_by_id"].by_key.get(str(rid)) for rid in recognition_ids
+            str(rid): read("recognitions_by_id").by_key.get(str(rid)) for rid in recognition_ids
         }
     if query.model_id is not None:
-        facts.model = read["model"].by_key.get(str(query.model_id))
+        facts.model = read("model").by_key.get(str(query.model_id))
         if facts.model is not None:  # the filings only of a model on record
             if query.filings_on is not None:
-                facts.filings = read["filings"].records
+                facts.filings = read("filings").records
             if query.filings_on_as_of:
-                facts.filings_on_as_of = read["filings_on_as_of"].records
+                facts.filings_on_as_of = read("filings_on_as_of").records
     if query.ranked_models:
         facts.ranked_models = [
-            model for model in read["ranked_models"].records if model.national_filing_date is not None
+            model for model in read("ranked_models").records if model.national_filing_date is not None
         ]
     return facts
