@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import Row, func, select, text, update
+from sqlalchemy import ARRAY, Row, Text, cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,27 +62,17 @@ async def reversal_of(session: AsyncSession, entry_id: int) -> int | None:
     return None if found is None else int(found)
 
 
-#: the holds past their end of some holders, each released by the ledger's release_hold() (with its entry and
-#: event) in id order, as vouchers.expire_holds() releases everyone's ({holders}: the holder filter)
-_EXPIRE_HOLDS_OF = """
-SELECT vouchers.release_hold(due.id, 'expired', :now, NULL)
-  FROM (SELECT r.id FROM vouchers.redemptions r JOIN vouchers.vouchers v ON v.id = r.voucher_id
-         WHERE r.status = 'held' AND r.hold_expires_at <= :now AND {holders}
-         ORDER BY r.id FOR UPDATE OF r SKIP LOCKED) due
-"""
-
-
 async def expire_holds(
     session: AsyncSession, now: datetime, *, exclude: Sequence[str] = (), only: Sequence[str] = ()
 ) -> None:
     """End the holds past their end (the ledger function releases each with its entry); `only` these holders'
     or all but `exclude`'s (sandbox mode: a test enterprise's holds end by its clock, not by `now`)."""
-    if not only and not exclude:
-        await session.execute(select(func.vouchers.expire_holds(now)))
-        return
-    holders = "v.holder = ANY(CAST(:holders AS text[]))" if only else "v.holder <> ALL(CAST(:holders AS text[]))"
     await session.execute(
-        text(_EXPIRE_HOLDS_OF.format(holders=holders)), {"now": now, "holders": list(only or exclude)}
+        select(
+            func.vouchers.expire_holds(
+                now, cast(list(only) or None, ARRAY(Text)), cast(list(exclude) or None, ARRAY(Text))
+            )
+        )
     )
 
 
