@@ -27,16 +27,17 @@ FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 SIGNATURES = {1: "vouchers.expire_holds(timestamptz)", 2: "vouchers.expire_holds(timestamptz, text[], text[])"}
 
 
-def _load(version: int) -> None:
-    op.execute(f"DROP FUNCTION {SIGNATURES[3 - version]}")
-    for statement in sql_functions(FUNCTIONS, "expire_holds", version=version):
+def _replace(old: int, new: int) -> None:
+    """Version `old` dropped (its signature differs, so CREATE OR REPLACE would add an overload), `new` loaded."""
+    op.execute(f"DROP FUNCTION {SIGNATURES[old]}")
+    for statement in sql_functions(FUNCTIONS, "expire_holds", version=new):
         op.execute(statement)
-    op.execute(f"GRANT EXECUTE ON FUNCTION {SIGNATURES[version]} TO {GROUP}")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {SIGNATURES[new]} TO {GROUP}")
 
 
 def upgrade() -> None:
-    _load(2)
+    _replace(old=1, new=2)
 
 
 def downgrade() -> None:
-    _load(1)
+    _replace(old=2, new=1)
