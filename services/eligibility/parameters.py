@@ -276,8 +276,13 @@ def _contiguous(where: str, rows: Sequence[Mapping[str, Any]]) -> None:
     raise _fail(where, "the last range must be open-ended (to_fen: null)")
 
 
+#: a table value as written (a list) or as checked (a tuple): a version is checked when parsed and again when added
+#: to a parameter set (`ParameterSet.with_versions`), so checking must accept what it returns
+_TABLE = (list, tuple)
+
+
 def _check_value(where: str, spec: Spec, value: Any) -> Any:
-    """Validate and normalise (ratios → Decimal, dates parsed) one value."""
+    """Validate and normalise (ratios → Decimal, dates parsed, tables as tuples) one value; idempotent."""
     kind = spec.kind
     if kind == "fen":
         return _fen(where, value)
@@ -307,11 +312,11 @@ def _check_value(where: str, spec: Spec, value: Any) -> Any:
             raise _fail(where, f"expected one of {list(spec.choices)}, got {value!r}")
         return value
     if kind == "choices":
-        if not isinstance(value, list) or not value or any(v not in spec.choices for v in value):
+        if not isinstance(value, _TABLE) or not value or any(v not in spec.choices for v in value):
             raise _fail(where, f"expected a non-empty list from {list(spec.choices)}, got {value!r}")
         return tuple(value)
     if kind == "classes":
-        if not isinstance(value, list):
+        if not isinstance(value, _TABLE):
             raise _fail(where, "expected a list of classes")
         rows = [
             _exact_keys(f"{where}[{i}]", row, {"class", "from_fen", "to_fen", "cap_fen"}) for i, row in enumerate(value)
@@ -324,13 +329,13 @@ def _check_value(where: str, spec: Spec, value: Any) -> Any:
             raise _fail(where, "class names must be unique")
         return tuple(dict(row) for row in rows)
     if kind == "tiers":
-        if not isinstance(value, list):
+        if not isinstance(value, _TABLE):
             raise _fail(where, "expected a list of tiers")
         rows = [_exact_keys(f"{where}[{i}]", row, {"from_fen", "to_fen", "ratio"}) for i, row in enumerate(value)]
         _contiguous(where, rows)
         return tuple({**row, "ratio": _ratio(f"{where}[{i}].ratio", row["ratio"])} for i, row in enumerate(rows))
     if kind == "thresholds":
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, _TABLE) or not value:
             raise _fail(where, "expected a non-empty list of thresholds")
         rows = [_exact_keys(f"{where}[{i}]", row, {"over_fen", "award_fen"}) for i, row in enumerate(value)]
         previous = -1

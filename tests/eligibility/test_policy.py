@@ -23,6 +23,7 @@ from services.eligibility.parameters import (
     coverage_gaps,
     load_parameter_file,
     parse_parameter_document,
+    parse_value,
 )
 from services.eligibility.settings import EligibilitySettings
 from shared.auth import ADMIN, APPROVER, OFFICER
@@ -50,6 +51,21 @@ def test_every_parameter_covers_the_whole_validity_window() -> None:
         for value in parameter.history:
             assert value.status in {"given", "provisional", "interpretation"}
             assert value.source.strip()
+
+
+@pytest.mark.parametrize(
+    ("parameter_id", "table"),
+    [
+        ("M9.thresholds", [{"over_fen": 2_000_000_000, "award_fen": 20_000_000}]),
+        ("M1.revenue_classes", [{"class": "small", "from_fen": 0, "to_fen": None, "cap_fen": 100_000_000}]),
+    ],
+)
+def test_a_table_valued_parameter_takes_a_version(parameter_id: str, table: list[dict[str, Any]]) -> None:
+    """A version is checked when parsed and again when added to the set: the check takes the tuple it returns."""
+    raw = {"effective_from": date(2027, 1, 1), "value": table, "status": "provisional", "source": "细则"}
+    version = parse_value("a new version", parameter_id, raw, origin="version:new")
+    versioned = load_parameter_file().with_versions([(parameter_id, version)])
+    assert versioned.parameters[parameter_id].history[-1].value == tuple(table)
 
 
 def test_a_gap_in_coverage_is_found() -> None:
