@@ -36,6 +36,12 @@ AS_OF_BEFORE_POLICY = ErrorCode(
     "The application date {as_of} is before the policy's parameters begin ({first})",
     clause="A4",
 )
+SUBMISSION_CONTENDED = ErrorCode(
+    "submission_contended",
+    409,
+    "企业 {applicant} 的 {measure} 申请正被连续提交：本申请未保存，请稍后重试",
+    "Applications of {applicant} for {measure} are arriving without pause: this one was not stored, retry later",
+)
 INVALID_STATE = ErrorCode(
     "invalid_state",
     409,

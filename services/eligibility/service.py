@@ -34,6 +34,7 @@ from .errors import (
     AS_OF_IN_FUTURE,
     AS_OF_OFFICER_ONLY,
     AS_OF_REASON_REQUIRED,
+    SUBMISSION_CONTENDED,
 )
 from .evidence import Evidence
 from .facts import Facts, RegistryFacts
@@ -248,31 +249,27 @@ def _dated(
     return trace.as_list()
 
 
-async def submit(
-    session: AsyncSession, policy: Policy, registry: RegistryFacts, payload: ApplicationCreate, principal: Principal
-) -> ApplicationRead:
-    if not principal.has(OFFICER, ADMIN) and payload.applicant != principal.applicant:
-        raise ProblemError(ORGANISATION_MISMATCH, org=principal.organisation or "-")
-    received_on, test_clock = await policy.received_on(payload.applicant)  # in sandbox mode, a registry call
-    as_of = _application_date(payload, received_on, principal, policy)
+#: how many times a submission reads and decides again because another one of its applicant and measure came in
+#: meanwhile (each time, that other one was written: a submission retries only when another makes progress)
+SUBMISSION_ATTEMPTS = 16
+
+
+def _decided(
+    payload: ApplicationCreate,
+    principal: Principal,
+    policy: Policy,
+    facts: Facts,
+    parameters: ParameterSet,
+    received_on: date,
+    as_of: date,
+    dated: list[dict[str, Any]],
+    at: datetime,
+) -> tuple[Application, Decision]:
+    """The application and its automatic decision (pure: the rules on what was read), stamped `at`."""
     evidence: Evidence = payload.evidence
     measure: str = evidence.measure  # type: ignore[attr-defined]
-    # the registry first, before this request touches the database: no lock or transaction is held while a peer
-    # answers (issue #12); what the lock below serialises (the register, the year's caps) is read after it
-    request = facts_needed(evidence)
-    facts = await registry.fetch(payload.applicant, as_of, request)
-    start = await submission_sql.begin(session, payload.applicant, measure)  # the lock; begins the transaction
-    # the rest of the submission's statements are fixed SQL on the connection under the session (issue #16)
-    connection = await raw_connection(session)
-    if request.prior_awards:
-        facts.prior_awards = await submission_sql.prior_awards(connection, payload.applicant, measure)
-    parameters = _with_versions(policy.parameters, await policy.parameter_versions.read(connection, start))
-    keys = claim_keys(evidence, payload.applicant, parameters, as_of)
-    facts.claimed = await submission_sql.claim_holders(connection, keys)
     evaluation = evaluate_application(evidence, as_of, facts, parameters)
-    evaluation = replace(
-        evaluation, trace=_dated(received_on, as_of, payload, principal, test_clock) + evaluation.trace
-    )
+    evaluation = replace(evaluation, trace=dated + evaluation.trace)
     back_dated = as_of != received_on
     decision_id = uuid.uuid4()
     application = Application(
@@ -288,10 +285,48 @@ async def submit(
         status="ineligible" if evaluation.result.outcome == "ineligible" else "in_review",
         priority=policy.rubric.score(evaluation.result, measure),
         current_decision_id=decision_id,
-        submitted_at=start.at,
+        submitted_at=at,
     )
-    decision = _decision_row(decision_id, application.id, evaluation, facts, principal, start.at)
-    read = application_read(application, decision, [])
-    changes = [events.application_event(change, read) for change in ("submitted", "decided")]
-    await submission_sql.insert_submission(connection, application, decision, changes)  # one statement
-    return read
+    return application, _decision_row(decision_id, application.id, evaluation, facts, principal, at)
+
+
+async def submit(
+    session: AsyncSession, policy: Policy, registry: RegistryFacts, payload: ApplicationCreate, principal: Principal
+) -> ApplicationRead:
+    if not principal.has(OFFICER, ADMIN) and payload.applicant != principal.applicant:
+        raise ProblemError(ORGANISATION_MISMATCH, org=principal.organisation or "-")
+    received_on, test_clock = await policy.received_on(payload.applicant)  # in sandbox mode, a registry call
+    as_of = _application_date(payload, received_on, principal, policy)
+    evidence: Evidence = payload.evidence
+    measure: str = evidence.measure  # type: ignore[attr-defined]
+    # the registry first, before this request touches the database: no lock or transaction is held while a peer
+    # answers (issue #12)
+    request = facts_needed(evidence)
+    facts = await registry.fetch(payload.applicant, as_of, request)
+    # the rest is fixed SQL on the connection under the session, two statements in autocommit (issue #16)
+    connection = await raw_connection(session)
+    for _ in range(SUBMISSION_ATTEMPTS):
+        # the claim keys with the parameter versions read last; the read tells whether they are still current
+        known = policy.parameter_versions.last
+        keys = claim_keys(evidence, payload.applicant, _with_versions(policy.parameters, known), as_of)
+        seen = await submission_sql.read(
+            connection, payload.applicant, measure, keys, prior_awards=request.prior_awards
+        )
+        facts.prior_awards = seen.prior_awards
+        facts.claimed = seen.claimed
+        versions = await policy.parameter_versions.read(connection, seen)  # again only if a version was added
+        parameters = _with_versions(policy.parameters, versions)
+        if versions is not known:
+            current_keys = claim_keys(evidence, payload.applicant, parameters, as_of)
+            if current_keys != keys:
+                facts.claimed = await submission_sql.claim_holders(connection, current_keys)
+        dated = _dated(received_on, as_of, payload, principal, test_clock)
+        application, decision = _decided(
+            payload, principal, policy, facts, parameters, received_on, as_of, dated, seen.at
+        )
+        read = application_read(application, decision, [])
+        changes = [events.application_event(change, read) for change in ("submitted", "decided")]
+        if await submission_sql.insert_submission(connection, application, decision, changes, seen.last):
+            return read
+        # another submission of this applicant and measure came in since the read: decide again, seeing it
+    raise ProblemError(SUBMISSION_CONTENDED, applicant=payload.applicant, measure=measure)

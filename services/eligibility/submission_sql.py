@@ -1,12 +1,15 @@
-"""The statements of a submission (`service.submit`), as fixed SQL on the session's own connection (issue #16).
+"""The statements of a submission (`service.submit`), as fixed SQL on the connection under the request's session.
 
-They read and write in the request's transaction as prepared statements written once (they were SQLAlchemy
-statements in `repository.py`): no SQL construction, cache key or ORM loading per request. The
-caller passes the asyncpg connection under its session (`shared.db.raw_connection`) once the session has
-begun the transaction (its first statement, `begin`: the applicant's lock, runs through the session). Four round
-trips in all (issue #16): `begin`, the claims (with the prior awards for measures with annual caps, one more),
-the rows with their events, the commit; the parameter versions only when they changed. JSONB goes
-through SQLAlchemy's codec on that connection: JSON text in, Python objects out.
+Two round trips, both in autocommit (issue #16): `read` (one statement, one snapshot: the clock, the parameter
+versions' fingerprint, the newest application of the applicant and measure, who holds the claim keys, the standing
+decisions), then `insert_submission` (one statement: the application, its decision with the trace, and its events).
+Submissions of one applicant and measure still see each other (annual caps, the year's base, keys in review): the
+insert first calls `eligibility.submission_gate` (migration 0017), which takes the applicant's lock for the measure
+and writes nothing if an application came in since the read; the service then reads and evaluates again. No lock
+or transaction is held while the service evaluates, and no BEGIN or COMMIT is sent: each statement is its own
+transaction. (Under a session that has begun a transaction — the tests' savepoints — they run in it instead, and
+the gate's lock is held until it ends: the same guarantee.) The parameter versions are read again only when they
+changed. JSONB goes through SQLAlchemy's codec on that connection: JSON text in, Python objects out.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Connection
 from shared.feed.outbox import OUTBOX_INSERT, NewEvent, asyncpg_arrays, outbox_rows
@@ -30,76 +33,112 @@ from .repository import STANDING
 
 _PARAMETER_VERSIONS = "SELECT * FROM eligibility.parameter_versions ORDER BY id"
 
-#: standing decisions of this applicant and measure, with the amount of their latest approving review
-_PRIOR_AWARDS = """
-SELECT d.id, a.benefit_year, d.amount_fen, d.components, d.basis, (
-    SELECT r.amount_fen FROM eligibility.reviews r
-    WHERE r.application_id = a.id AND r.step = 'approval' AND r.verdict = 'approve'
-    ORDER BY r.created_at DESC, r.id DESC LIMIT 1
-) AS approved
-FROM eligibility.decisions d JOIN eligibility.applications a ON a.current_decision_id = d.id
-WHERE a.applicant = $1 AND a.measure = $2 AND a.status = ANY($3::text[])
-  AND d.outcome IN ('eligible', 'needs_review')
-"""
-
-#: the claim keys held by an application still in review (pending), then by an award in the register (awarded)
-_CLAIM_HOLDERS = """
-SELECT * FROM (
+#: [status, key, application id] for each of the keys `{keys}` held: by an application still in review
+#: (pending), by an award in the register (awarded); pending first, in submission order, then awarded
+_HOLDERS = """
+SELECT coalesce(jsonb_agg(jsonb_build_array(h.status, h.key, h.id) ORDER BY h.status DESC, h.n), '[]'::jsonb) FROM (
     SELECT 'pending' AS status, k.key, a.id, a.seq AS n FROM eligibility.applications a
     JOIN eligibility.decisions d ON d.id = a.current_decision_id
     CROSS JOIN LATERAL unnest(d.claims) AS k(key)
-    WHERE a.status IN ('in_review', 'reviewed') AND d.claims && $1::text[] AND k.key = ANY($1::text[])
+    WHERE a.status IN ('in_review', 'reviewed') AND d.claims && {keys} AND k.key = ANY({keys})
     UNION ALL
-    SELECT 'awarded', claim_key, application_id, id FROM eligibility.awards WHERE claim_key = ANY($1::text[])
-) held
-ORDER BY status DESC, n
+    SELECT 'awarded', w.claim_key, w.application_id, w.id FROM eligibility.awards w WHERE w.claim_key = ANY({keys})
+) h
 """
 
-#: the submission's first statement: the lock, the transaction's clock and the parameter versions' fingerprint
-#: (the table is append-only, its rows never changed or deleted, and its ids never reused: the same count, largest
-#: and sum of ids is the same set of rows)
-_BEGIN = text(
-    "SELECT pg_advisory_xact_lock(hashtext(:key)) AS locked, now() AS at, v.n, v.top, v.total FROM ("
-    "SELECT count(*) AS n, coalesce(max(id), 0) AS top, coalesce(sum(id), 0)::bigint AS total "
-    "FROM eligibility.parameter_versions) v"
-)
+#: standing decisions of applicant $1 and measure $2 (statuses $5), with the amount of their latest approving review
+_PRIOR_AWARDS = """
+SELECT coalesce(jsonb_agg(jsonb_build_object(
+    'decision_id', s.id, 'year', s.benefit_year, 'amount_fen', s.amount_fen, 'components', s.components,
+    'basis', s.basis, 'approved', s.approved) ORDER BY s.seq), '[]'::jsonb)
+FROM (
+    SELECT d.id, a.seq, a.benefit_year, d.amount_fen, d.components, d.basis, (
+        SELECT r.amount_fen FROM eligibility.reviews r
+        WHERE r.application_id = a.id AND r.step = 'approval' AND r.verdict = 'approve'
+        ORDER BY r.created_at DESC, r.id DESC LIMIT 1
+    ) AS approved
+    FROM eligibility.decisions d JOIN eligibility.applications a ON a.current_decision_id = d.id
+    WHERE a.applicant = $1 AND a.measure = $2 AND a.status = ANY($5::text[])
+      AND d.outcome IN ('eligible', 'needs_review')
+) s
+"""
+
+#: what a submission decides on, in one snapshot: applicant $1, measure $2, claim keys $3, prior awards wanted $4
+_READ = f"""
+SELECT now() AS at,
+    (SELECT ARRAY[count(*), coalesce(max(v.id), 0), coalesce(sum(v.id), 0)]::bigint[]
+     FROM eligibility.parameter_versions v) AS versions,
+    (SELECT coalesce(max(a.seq), 0) FROM eligibility.applications a WHERE a.applicant = $1 AND a.measure = $2) AS last,
+    ({_HOLDERS.format(keys="$3::text[]")}) AS holders,
+    CASE WHEN $4::boolean THEN ({_PRIOR_AWARDS}) END AS prior
+"""
+
+#: the claims read alone (keys computed again after a new parameter version)
+_CLAIM_HOLDERS = _HOLDERS.format(keys="$1::text[]")
 
 
 @dataclass(frozen=True)
-class Start:
-    """What a submission's first statement answers besides taking the lock."""
+class Read:
+    """What a submission decides on, read in one snapshot."""
 
+    #: the statement's clock: what the rows `insert_submission` writes are stamped with
     at: datetime
+    #: the parameter versions' fingerprint (count, largest and sum of ids: the table is append-only, ids never reused)
     versions: tuple[int, int, int]
+    #: the newest application of this applicant and measure (its `seq`; 0: none): what `insert_submission` checks
+    last: int
+    #: who holds each of the claim keys asked for
+    claimed: dict[str, ClaimHolder]
+    #: the standing decisions of this applicant and measure (asked for only by measures with annual caps)
+    prior_awards: list[PriorAward]
 
 
 #: Filled in by PostgreSQL when a submission's rows are inserted (the identity)
 _GENERATED = frozenset({"seq"})
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _columns(table: Table) -> tuple[tuple[str, ...], frozenset[str]]:
-    names = tuple(column.key for column in table.columns if column.key not in _GENERATED)
-    return names, frozenset(column.key for column in table.columns if isinstance(column.type, JSONB))
+def _columns(table: Table) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]:
+    columns = [column for column in table.columns if column.key not in _GENERATED]
+    names = tuple(column.key for column in columns)
+    types = tuple(column.type.compile(dialect=_DIALECT) for column in columns)
+    return names, types, frozenset(column.key for column in columns if isinstance(column.type, JSONB))
 
 
-_APPLICATION, _APPLICATION_JSON = _columns(Application.__table__)  # type: ignore[arg-type]
-_DECISION, _DECISION_JSON = _columns(Decision.__table__)  # type: ignore[arg-type]
+_APPLICATION, _APPLICATION_TYPES, _APPLICATION_JSON = _columns(Application.__table__)  # type: ignore[arg-type]
+_DECISION, _DECISION_TYPES, _DECISION_JSON = _columns(Decision.__table__)  # type: ignore[arg-type]
 
 
-def _values(names: Sequence[str], first: int) -> str:
-    return ", ".join(f"${first + n}" for n in range(len(names)))
+def _values(types: Sequence[str], first: int) -> str:
+    """Parameters typed as their columns: an INSERT … SELECT gives its parameters no column to take a type from."""
+    return ", ".join(f"${first + n}::{type_}" for n, type_ in enumerate(types))
 
 
-#: a submission's two rows and its events in one statement (the outbox's arrays follow the rows' columns)
+_FIRST_DECISION = 1 + len(_APPLICATION)
+_FIRST_EVENT = _FIRST_DECISION + len(_DECISION)
+_SEEN = _FIRST_EVENT + 5  # after the outbox's five arrays
+_APPLICANT = 1 + _APPLICATION.index("applicant")
+_MEASURE = 1 + _APPLICATION.index("measure")
+
+_WRITTEN = " WHERE EXISTS (SELECT FROM application)"
+
+#: a submission's two rows and its events in one statement, written only if the gate lets them through (migration
+#: 0017: the applicant's lock for the measure, then no newer application than the read's `last`); answers 1 if
+#: written, 0 if not. The decision's foreign key to the application is checked at the statement's end, both there.
 _INSERT_SUBMISSION = f"""
 WITH application AS (
-    INSERT INTO eligibility.applications ({", ".join(_APPLICATION)}) VALUES ({_values(_APPLICATION, 1)})
+    INSERT INTO eligibility.applications ({", ".join(_APPLICATION)})
+    SELECT {_values(_APPLICATION_TYPES, 1)}
+    WHERE eligibility.submission_gate(${_APPLICANT}, ${_MEASURE}, ${_SEEN}::bigint)
+    RETURNING 1
 ), decision AS (
-    INSERT INTO eligibility.decisions ({", ".join(_DECISION)}) VALUES ({_values(_DECISION, 1 + len(_APPLICATION))})
+    INSERT INTO eligibility.decisions ({", ".join(_DECISION)})
+    SELECT {_values(_DECISION_TYPES, _FIRST_DECISION)}
+   {_WRITTEN}
 ), events AS (
-    {OUTBOX_INSERT.format(schema="eligibility", **asyncpg_arrays(1 + len(_APPLICATION) + len(_DECISION)))}
+    {OUTBOX_INSERT.format(schema="eligibility", where=_WRITTEN, **asyncpg_arrays(_FIRST_EVENT))}
 )
-SELECT 1
+SELECT count(*) FROM application
 """
 
 
@@ -109,25 +148,36 @@ def _arguments(entity: Application | Decision, names: Sequence[str], as_json: fr
 
 
 async def insert_submission(
-    connection: Connection, application: Application, decision: Decision, events: Sequence[NewEvent]
-) -> None:
-    """The application, its decision (with the trace) and its events in one statement: inserts of one command, so
-    the decision's foreign key to the application is checked when both rows are there. The clock's columns are
-    the caller's (`Start.at`, the transaction's `now()`), as the events already say."""
+    connection: Connection, application: Application, decision: Decision, events: Sequence[NewEvent], seen: int
+) -> bool:
+    """The application, its decision (with the trace) and its events in one statement, if no application of its
+    applicant and measure came in since the read that saw `seen` as the newest (`Read.last`); False: nothing was
+    written, read and evaluate again. The clock's columns are the caller's (`Read.at`), as the events already say."""
     arguments = _arguments(application, _APPLICATION, _APPLICATION_JSON)
     arguments += _arguments(decision, _DECISION, _DECISION_JSON)
     schema, columns = outbox_rows(events)
     if schema != "eligibility":
         raise ValueError(f"a submission writes eligibility's events, not {schema}'s")
-    await connection.execute(_INSERT_SUBMISSION, *arguments, *columns)
+    written: int = await connection.fetchval(_INSERT_SUBMISSION, *arguments, *columns, seen)
+    return written == 1
 
 
-async def begin(session: AsyncSession, applicant: str, measure: str) -> Start:
-    """Begin the submission's transaction with the lock that serialises evaluations of one applicant and measure
-    (so annual caps see each other); the same round trip answers the transaction's clock (`now()`: what the rows
-    `insert_submission` writes are stamped with) and the parameter versions' fingerprint."""
-    row = (await session.execute(_BEGIN, {"key": f"eligibility:{applicant}:{measure}"})).one()
-    return Start(at=row.at, versions=(row.n, row.top, row.total))
+async def read(
+    connection: Connection, applicant: str, measure: str, keys: Sequence[str], *, prior_awards: bool
+) -> Read:
+    """What a submission of `applicant` for `measure` decides on (one statement, one snapshot, no lock): who holds
+    `keys`, the standing decisions if `prior_awards`, the newest application's `seq`, the clock and the parameter
+    versions' fingerprint."""
+    row = await connection.fetchrow(_READ, applicant, measure, list(keys), prior_awards, list(STANDING))
+    assert row is not None  # a SELECT without FROM answers one row
+    n, top, total = row["versions"]
+    return Read(
+        at=row["at"],
+        versions=(n, top, total),
+        last=row["last"],
+        claimed=_holders(row["holders"]),
+        prior_awards=_prior_awards(row["prior"] or []),
+    )
 
 
 class ParameterVersions:
@@ -137,37 +187,58 @@ class ParameterVersions:
     def __init__(self) -> None:
         self._seen: tuple[tuple[int, int, int], list[ParameterVersion]] | None = None
 
-    async def read(self, connection: Connection, start: Start) -> list[ParameterVersion]:
-        if self._seen is None or self._seen[0] != start.versions:
+    @property
+    def last(self) -> list[ParameterVersion]:
+        """The versions read last (none before the first read): what a submission computes its claim keys with
+        before its first statement tells whether they are still current."""
+        return [] if self._seen is None else self._seen[1]
+
+    def current(self, start: Read) -> bool:
+        """Whether the versions read last are the ones `start` saw."""
+        return self._seen is not None and self._seen[0] == start.versions
+
+    async def read(self, connection: Connection, start: Read) -> list[ParameterVersion]:
+        """The versions `start` saw: those read last if still current, else read again."""
+        if not self.current(start):
             rows = [ParameterVersion(**dict(row)) for row in await connection.fetch(_PARAMETER_VERSIONS)]
             ids = [row.id for row in rows]
             self._seen = ((len(ids), max(ids, default=0), sum(ids)), rows)
-        return self._seen[1]
+        return self.last
 
 
-async def prior_awards(connection: Connection, applicant: str, measure: str) -> list[PriorAward]:
-    """Decisions for this applicant and measure that still stand (not rejected, not ineligible)."""
+def _prior_awards(rows: list[dict[str, Any]]) -> list[PriorAward]:
+    """Decisions for this applicant and measure that still stand (not rejected, not ineligible), at the amount
+    approved if they were approved; those worth nothing left out."""
     awards: list[PriorAward] = []
-    for decision_id, year, amount, components, basis, approved in await connection.fetch(
-        _PRIOR_AWARDS, applicant, measure, list(STANDING)
-    ):
-        value = approved if approved is not None else amount
+    for row in rows:
+        value = row["approved"] if row["approved"] is not None else row["amount_fen"]
         if value:
             awards.append(
-                PriorAward(decision_id=decision_id, year=year, amount_fen=value, components=components, basis=basis)
+                PriorAward(
+                    decision_id=row["decision_id"],
+                    year=row["year"],
+                    amount_fen=value,
+                    components=row["components"],
+                    basis=row["basis"],
+                )
             )
     return awards
 
 
+def _holders(rows: list[list[str]]) -> dict[str, ClaimHolder]:
+    """Who holds each key already: an award in the register, else the first application still in review (the
+    rows come pending first, in submission order, then awarded: an award replaces them)."""
+    holders: dict[str, ClaimHolder] = {}
+    for status, claim_key, application_id in rows:
+        if status == "awarded":
+            holders[claim_key] = ClaimHolder(application_id=application_id, status="awarded")
+        else:
+            holders.setdefault(claim_key, ClaimHolder(application_id=application_id, status="pending"))
+    return holders
+
+
 async def claim_holders(connection: Connection, keys: Sequence[str]) -> dict[str, ClaimHolder]:
-    """Who holds each key already: an award in the register, else an application still in review (one statement:
-    the pending rows first, each key's first application in submission order; an award replaces them)."""
+    """Who holds each key already, read alone (`read` reads it with the rest)."""
     if not keys:
         return {}
-    holders: dict[str, ClaimHolder] = {}
-    for status, claim_key, application_id, _ in await connection.fetch(_CLAIM_HOLDERS, list(keys)):
-        if status == "awarded":
-            holders[claim_key] = ClaimHolder(application_id=str(application_id), status="awarded")
-        else:
-            holders.setdefault(claim_key, ClaimHolder(application_id=str(application_id), status="pending"))
-    return holders
+    return _holders(await connection.fetchval(_CLAIM_HOLDERS, list(keys)))

@@ -55,10 +55,12 @@ def outbox_rows(events: Sequence[NewEvent]) -> tuple[str, tuple[list[Any], ...]]
     return schemas.pop(), columns
 
 
-#: the events' rows, in the given order; `{schema}` and the five text arrays `{t}`…`{p}` filled in (`asyncpg_arrays`)
+#: the events' rows, in the given order; `{schema}`, the five text arrays `{t}`…`{p}` (`asyncpg_arrays`) and `{where}`
+#: filled in: "" for every event, or " WHERE <condition>" for a statement that writes them only if it writes its rows
 OUTBOX_INSERT = (
     'INSERT INTO "{schema}".outbox (type, subject, organisation, vendor, payload) '
-    "SELECT t, s, o, v, p::jsonb FROM unnest({t}, {s}, {o}, {v}, {p}) WITH ORDINALITY AS e(t, s, o, v, p, n) ORDER BY n"
+    "SELECT t, s, o, v, p::jsonb FROM unnest({t}, {s}, {o}, {v}, {p}) WITH ORDINALITY AS e(t, s, o, v, p, n)"
+    "{where} ORDER BY n"
 )
 
 
@@ -75,10 +77,10 @@ async def emit_many(target: AsyncSession | AsyncConnection | Any, events: Sequen
     if isinstance(target, AsyncSession | AsyncConnection):
         arrays = {name: f"CAST(:{name} AS text[])" for name in "tsovp"}  # SQLAlchemy's binds (`:t::` is no bind)
         await target.execute(
-            text(OUTBOX_INSERT.format(schema=schema, **arrays)), dict(zip("tsovp", columns, strict=True))
+            text(OUTBOX_INSERT.format(schema=schema, where="", **arrays)), dict(zip("tsovp", columns, strict=True))
         )
     else:  # an asyncpg connection (or pool connection proxy)
-        await target.execute(OUTBOX_INSERT.format(schema=schema, **asyncpg_arrays(1)), *columns)
+        await target.execute(OUTBOX_INSERT.format(schema=schema, where="", **asyncpg_arrays(1)), *columns)
 
 
 # --- lag (for /metrics, computed at scrape time) ---------------------------------------------------
