@@ -117,6 +117,7 @@ class Award(Base):
         Index("uq_awards_claim_key", "claim_key", unique=True, postgresql_where=text("overrides_id IS NULL")),
         UniqueConstraint("overrides_id"),
         CheckConstraint("(overrides_id IS NULL) = (override_reason IS NULL)", name="override_has_reason"),
+        Index("ix_awards_claim_key", "claim_key"),  # every row of a key: who holds it (submission_sql)
         Index("ix_awards_application", "application_id"),
         Index("ix_awards_applicant_measure", "applicant", "measure"),
     )

@@ -34,13 +34,21 @@ from .repository import STANDING
 _PARAMETER_VERSIONS = "SELECT * FROM eligibility.parameter_versions ORDER BY id"
 
 #: [status, key, application id] for each of the keys `{keys}` held: by an application still in review
-#: (pending), by an award in the register (awarded); pending first, in submission order, then awarded
+#: (pending), by an award in the register (awarded); pending first, in submission order, then awarded. The
+#: decisions holding a key are found by their claims' index, then each one's application by its primary key: the
+#: lateral subquery is kept as such (OFFSET 0), since the plan made once for any keys (a prepared statement's
+#: generic plan) cannot tell how few decisions hold them and otherwise reads every application in review
+#: (tests/eligibility/test_submission_plans.py).
 _HOLDERS = """
 SELECT coalesce(jsonb_agg(jsonb_build_array(h.status, h.key, h.id) ORDER BY h.status DESC, h.n), '[]'::jsonb) FROM (
-    SELECT 'pending' AS status, k.key, a.id, a.seq AS n FROM eligibility.applications a
-    JOIN eligibility.decisions d ON d.id = a.current_decision_id
+    SELECT 'pending' AS status, k.key, a.id, a.seq AS n FROM eligibility.decisions d
+    CROSS JOIN LATERAL (
+        SELECT a.id, a.seq FROM eligibility.applications a
+        WHERE a.id = d.application_id AND a.current_decision_id = d.id AND a.status IN ('in_review', 'reviewed')
+        OFFSET 0
+    ) a
     CROSS JOIN LATERAL unnest(d.claims) AS k(key)
-    WHERE a.status IN ('in_review', 'reviewed') AND d.claims && {keys} AND k.key = ANY({keys})
+    WHERE d.claims && {keys} AND k.key = ANY({keys})
     UNION ALL
     SELECT 'awarded', w.claim_key, w.application_id, w.id FROM eligibility.awards w WHERE w.claim_key = ANY({keys})
 ) h
