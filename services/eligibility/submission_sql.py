@@ -14,12 +14,12 @@ changed. JSONB goes through SQLAlchemy's codec on that connection: JSON text in,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
@@ -151,8 +151,10 @@ SELECT count(*) FROM application
 
 
 def _arguments(entity: Application | Decision, names: Sequence[str], as_json: frozenset[str]) -> list[Any]:
+    """The row's values in column order, JSONB columns as JSON text (pydantic's encoder: the trace of a decision is
+    several KB, mostly Chinese, which `json.dumps` escaped character by character)."""
     values = [getattr(entity, name) for name in names]
-    return [json.dumps(value) if name in as_json else value for name, value in zip(names, values, strict=True)]
+    return [to_json(value).decode() if name in as_json else value for name, value in zip(names, values, strict=True)]
 
 
 async def insert_submission(
