@@ -73,6 +73,8 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
         on_shutdown=[stop_dispatcher, close_registry],
     )
     app.state.policy = policy
-    app.state.registry_facts = RegistryFacts(registry, batch=settings.facts_batch, max_batch=settings.facts_max_batch)
+    app.state.registry_facts = RegistryFacts(
+        registry, batch=settings.facts_batch, max_batch=settings.facts_max_batch, in_flight=settings.facts_in_flight
+    )
     app.state.programme_budget = ProgrammeBudget(vouchers)
     return app

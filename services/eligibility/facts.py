@@ -132,22 +132,23 @@ class RegistryFacts:
     """Reads the registry over REST, always `as_of` the application's date: one call (`POST /v1/facts`),
     which the registry answers from one snapshot, so the facts of a decision are consistent.
 
-    Submissions that need facts while a call to the registry is in flight wait for it, then go together as one
-    call (`POST /v1/facts/batch`, at most `max_batch`; issue #16): one request, one statement and one snapshot
-    for several applications instead of one each. Each still gets exactly the answer its own call gets (the
-    registry answers each question of a batch as it answers it alone). A batch the registry refuses (a 4xx: one
-    wrong question refuses them all, or a registry without the batch call) is asked again question by question,
-    so one question never fails another; a registry that cannot be reached fails every question of the batch,
-    as it would fail each alone. Alone when nothing is in flight: no added wait when the service is quiet."""
+    Submissions that need facts while `in_flight` calls to the registry are in flight wait for one to end, then
+    go together as one call (`POST /v1/facts/batch`, at most `max_batch`; issue #16): one request, one statement
+    and one snapshot for several applications instead of one each. Each still gets exactly the answer its own call
+    gets (the registry answers each question of a batch as it answers it alone). A batch the registry refuses (a
+    4xx: one wrong question refuses them all, or a registry without the batch call) is asked again question by
+    question, so one question never fails another; a registry that cannot be reached fails every question of the
+    batch, as it would fail each alone. Alone when a call is free: no added wait when the service is quiet."""
 
     PATH = "/v1/facts"
     BATCH_PATH = "/v1/facts/batch"
 
-    def __init__(self, registry: PeerClient, *, batch: bool = True, max_batch: int = 16) -> None:
+    def __init__(self, registry: PeerClient, *, batch: bool = True, max_batch: int = 16, in_flight: int = 1) -> None:
         self.registry = registry
         self.batch = batch
         self.max_batch = max_batch
-        self._busy = False
+        self.in_flight = in_flight
+        self._busy = 0  # calls in flight
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
         self._calls: set[asyncio.Task[None]] = set()
 
@@ -207,8 +208,8 @@ class RegistryFacts:
         """The registry's answer to one question: alone when no call is in flight, else in the next batch."""
         if not self.batch:
             return await self._alone(query)
-        if not self._busy and not self._waiting:
-            self._busy = True
+        if self._busy < self.in_flight and not self._waiting:
+            self._busy += 1
             try:
                 return await self._alone(query)
             finally:
@@ -226,14 +227,14 @@ class RegistryFacts:
         return answer
 
     def _freed(self) -> None:
-        self._busy = False
+        self._busy -= 1
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Send what waits as one call, once no call is in flight."""
-        if self._waiting and not self._busy:
+        """Send what waits as one call, once fewer than `in_flight` calls are in flight."""
+        if self._waiting and self._busy < self.in_flight:
             taken, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
-            self._busy = True
+            self._busy += 1
             task = asyncio.get_running_loop().create_task(self._run(taken))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)

@@ -21,10 +21,10 @@ MODEL = {"id": str(uuid.UUID(int=7)), "vendor_credit_code": VENDOR, "name": "模
 FILING = {"number": "Guangdong-Model-202401010001", "kind": "filing", "status": "filed", "filed_on": "2024-01-01"}
 
 
-def _facts(handler: object, *, batch: bool = True) -> RegistryFacts:
+def _facts(handler: object, *, batch: bool = True, in_flight: int = 1) -> RegistryFacts:
     transport = httpx.MockTransport(handler)  # type: ignore[arg-type]
     client = make_peer_client("http://registry", timeout_seconds=0.2, retries=1, transport=transport)
-    return RegistryFacts(PeerClient("registry", client), batch=batch)
+    return RegistryFacts(PeerClient("registry", client), batch=batch, in_flight=in_flight)
 
 
 def _answer(query: dict[str, Any], **found: Any) -> dict[str, Any]:
@@ -162,13 +162,20 @@ APPLICANTS = [f"9144030071526726{n:02d}" for n in range(6)]
 
 
 class Registry:
-    """A stub registry that holds its first call until released, and records every call."""
+    """A stub registry that holds its first `hold` calls until released, and records every call."""
 
-    def __init__(self, *, refuse: set[str] = frozenset(), refuse_batches: bool = False) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        *,
+        refuse: set[str] = frozenset(),  # type: ignore[assignment]
+        refuse_batches: bool = False,
+        hold: int = 1,
+    ) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.arrived, self.release = asyncio.Event(), asyncio.Event()
         self.refuse = refuse
         self.refuse_batches = refuse_batches
+        self.hold = hold
 
     def one(self, query: dict[str, Any]) -> dict[str, Any]:
         revenues = (
@@ -182,8 +189,9 @@ class Registry:
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.calls.append((request.url.path, body))
-        if len(self.calls) == 1:
-            self.arrived.set()
+        if len(self.calls) <= self.hold:
+            if len(self.calls) == self.hold:
+                self.arrived.set()
             await self.release.wait()
         if request.url.path == "/v1/facts/batch":
             if self.refuse_batches or any(q["credit_code"] in self.refuse for q in body["queries"]):
@@ -215,6 +223,21 @@ async def test_questions_asked_while_a_call_is_in_flight_go_together_each_with_i
     assert [facts.applicant for facts in answers] == APPLICANTS
     assert [facts.organisation.credit_code for facts in answers] == APPLICANTS
     assert [facts.revenues for facts in answers] == [{}, *[{2025: 7}] * 5]  # each as it asked
+
+
+async def test_with_two_calls_in_flight_a_second_question_goes_at_once_and_the_rest_together() -> None:
+    registry = Registry(hold=2)
+    facts = _facts(registry, in_flight=2)
+    alone = [asyncio.create_task(facts.fetch(code, date(2026, 3, 1), FactsRequest())) for code in APPLICANTS[:2]]
+    await asyncio.wait_for(registry.arrived.wait(), 2)  # both in flight at once: the second did not wait
+    others = [asyncio.create_task(facts.fetch(code, date(2026, 3, 1), FactsRequest())) for code in APPLICANTS[2:]]
+    await asyncio.sleep(0.01)
+    assert [path for path, _ in registry.calls] == ["/v1/facts", "/v1/facts"]  # the rest wait for a free call
+    registry.release.set()
+    answers = await asyncio.gather(*alone, *others)
+    assert [path for path, _ in registry.calls] == ["/v1/facts", "/v1/facts", "/v1/facts/batch"]
+    assert [q["credit_code"] for q in registry.calls[2][1]["queries"]] == APPLICANTS[2:]
+    assert [a.organisation.credit_code for a in answers] == APPLICANTS
 
 
 async def test_a_refused_batch_is_asked_again_question_by_question_so_one_never_fails_another() -> None:
