@@ -28,6 +28,7 @@ from tests.conftest import DatabaseFactory
 from tests.eligibility.conftest import eligibility_on
 from tests.eligibility.test_award_register import m4, submit
 from tests.eligibility.test_examples import m9_revenues
+from tests.vouchers.flow import late_application
 
 YUAN = 100
 
@@ -119,15 +120,7 @@ async def test_a_submission_overtaken_every_time_is_refused_having_written_nothi
     async with eligibility_on(url, live_registry, service_auth_env) as client:
         overtaken = Overtaken(client, applicant, evidence, times=3)
         monkeypatch.setattr("services.eligibility.submission_sql.read", overtaken)
-        refused = await client.post(
-            "/v1/applications",
-            json={
-                "applicant": applicant,
-                "as_of": "2026-03-01",
-                "as_of_reason": "逾期登记的纸质申请",
-                "evidence": evidence,
-            },
-        )
+        refused = await client.post("/v1/applications", json=late_application(applicant, evidence, "2026-03-01"))
     assert refused.status_code == 409, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
     problem = refused.json()

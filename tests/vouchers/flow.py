@@ -50,13 +50,15 @@ def m3_evidence(
     return evidence
 
 
+def late_application(applicant: str, evidence: dict[str, Any], as_of: str) -> dict[str, Any]:
+    """An application body dated earlier than today by an officer (a paper application registered late: A4)."""
+    return {"applicant": applicant, "as_of": as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence}
+
+
 async def submit(
     eligibility: httpx.AsyncClient, applicant: str, evidence: dict[str, Any], as_of: str = "2025-05-01"
 ) -> dict[str, Any]:
-    response = await eligibility.post(
-        "/v1/applications",
-        json={"applicant": applicant, "as_of": as_of, "as_of_reason": "逾期登记的纸质申请", "evidence": evidence},
-    )
+    response = await eligibility.post("/v1/applications", json=late_application(applicant, evidence, as_of))
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
