@@ -203,13 +203,13 @@ class ParameterVersions:
         before its first statement tells whether they are still current."""
         return [] if self._seen is None else self._seen[1]
 
-    def current(self, start: Read) -> bool:
-        """Whether the versions read last are the ones `start` saw."""
-        return self._seen is not None and self._seen[0] == start.versions
+    def current(self, seen: Read) -> bool:
+        """Whether the versions read last are the ones the submission's read saw."""
+        return self._seen is not None and self._seen[0] == seen.versions
 
-    async def read(self, connection: Connection, start: Read) -> list[ParameterVersion]:
-        """The versions `start` saw: those read last if still current, else read again."""
-        if not self.current(start):
+    async def read(self, connection: Connection, seen: Read) -> list[ParameterVersion]:
+        """The versions the submission's read saw: those read last if still current, else read again."""
+        if not self.current(seen):
             rows = [ParameterVersion(**dict(row)) for row in await connection.fetch(_PARAMETER_VERSIONS)]
             ids = [row.id for row in rows]
             self._seen = ((len(ids), max(ids, default=0), sum(ids)), rows)
