@@ -205,7 +205,7 @@ class RegistryFacts:
         return facts
 
     async def _ask(self, query: dict[str, Any]) -> dict[str, Any]:
-        """The registry's answer to one question: alone when no call is in flight, else in the next batch."""
+        """The registry's answer to one question: alone when a call is free, else in the next batch."""
         if not self.batch:
             return await self._alone(query)
         if self._busy < self.in_flight and not self._waiting:
@@ -231,8 +231,8 @@ class RegistryFacts:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Send what waits as one call, once fewer than `in_flight` calls are in flight."""
-        if self._waiting and self._busy < self.in_flight:
+        """Send what waits, as one call per free place (fewer than `in_flight` calls in flight), `max_batch` each."""
+        while self._waiting and self._busy < self.in_flight:
             taken, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             self._busy += 1
             task = asyncio.get_running_loop().create_task(self._run(taken))
