@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from services.eligibility.rules.m9_growth import threshold_claim
 from services.eligibility.submission_sql import ParameterVersions, Read
+from services.eligibility.submission_sql import insert_submission as real_insert
 from services.eligibility.submission_sql import read as real_read
 from shared.db import Connection
 from tests.auth import admin
@@ -105,6 +106,38 @@ async def test_a_submission_overtaken_while_it_evaluated_decides_again_seeing_th
     assert later["decision"]["outcome"] == "needs_review"
     assert [r["code"] for r in later["decision"]["review_reasons"]] == ["claimed_by_pending_application"]
     assert await stored(url, applicant) == (2, 2, 4), "two applications, two decisions, four events: none twice"
+
+
+async def test_a_submission_sends_no_begin_or_commit_its_two_statements_are_their_own_transactions(
+    databases: DatabaseFactory,
+    live_registry: str,
+    service_auth_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path (issue #16): under the service's own session, nothing has begun a transaction when the read
+    runs, and none is open after the insert; a session statement run before them would make them one transaction
+    (still correct, but BEGIN and COMMIT round trips again)."""
+    async with httpx.AsyncClient(base_url=live_registry, headers=admin()) as registry:
+        applicant, evidence = await m4(registry)
+    url = databases.create("longgang_submission_autocommit")
+    in_transaction: list[tuple[str, bool]] = []
+
+    async def read(connection: Connection, *args: Any, **kwargs: Any) -> Read:
+        in_transaction.append(("before the read", connection.is_in_transaction()))
+        return await real_read(connection, *args, **kwargs)
+
+    async def insert(connection: Connection, *args: Any) -> bool:
+        written = await real_insert(connection, *args)
+        in_transaction.append(("after the insert", connection.is_in_transaction()))
+        return written
+
+    monkeypatch.setattr("services.eligibility.submission_sql.read", read)
+    monkeypatch.setattr("services.eligibility.submission_sql.insert_submission", insert)
+    async with eligibility_on(url, live_registry, service_auth_env) as client:
+        submitted = await submit(client, applicant, evidence)
+    assert submitted["decision"]["outcome"] == "eligible"
+    assert in_transaction == [("before the read", False), ("after the insert", False)]
+    assert await stored(url, applicant) == (1, 1, 2)
 
 
 async def test_a_submission_overtaken_every_time_is_refused_having_written_nothing(
