@@ -305,22 +305,23 @@ async def submit(
     facts = await registry.fetch(payload.applicant, as_of, request)
     # the rest is fixed SQL on the connection under the session, two statements in autocommit (issue #16)
     connection = await raw_connection(session)
+    dated = _dated(received_on, as_of, payload, principal, test_clock)
     for _ in range(SUBMISSION_ATTEMPTS):
         # the claim keys with the parameter versions read last; the read tells whether they are still current
         known = policy.parameter_versions.last
-        keys = claim_keys(evidence, payload.applicant, _with_versions(policy.parameters, known), as_of)
+        parameters = _with_versions(policy.parameters, known)
+        keys = claim_keys(evidence, payload.applicant, parameters, as_of)
         seen = await submission_sql.read(
             connection, payload.applicant, measure, keys, prior_awards=request.prior_awards
         )
         facts.prior_awards = seen.prior_awards
         facts.claimed = seen.claimed
         versions = await policy.parameter_versions.read(connection, seen)  # again only if a version was added
-        parameters = _with_versions(policy.parameters, versions)
         if versions is not known:
+            parameters = _with_versions(policy.parameters, versions)
             current_keys = claim_keys(evidence, payload.applicant, parameters, as_of)
             if current_keys != keys:
                 facts.claimed = await submission_sql.claim_holders(connection, current_keys)
-        dated = _dated(received_on, as_of, payload, principal, test_clock)
         application, decision = _decided(
             payload, principal, policy, facts, parameters, received_on, as_of, dated, seen.at
         )
