@@ -6,6 +6,7 @@ an import. Nothing is written, and no transaction is begun around the statement.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +32,16 @@ async def read_many_facts(session: AsyncSession, queries: Sequence[FactsQuery]) 
         _plan(reads, f"{n}:", queries[n])
     read = await reads.fetch(await raw_connection(session))
     return [_answer(read, f"{n}:", query) for n, query in enumerate(queries)]
+
+
+def _vendor_codes(query: FactsQuery) -> list[str]:
+    """The vendors a query asks about, each once, in order: read and answered by the same list."""
+    return sorted(set(query.vendor_codes))
+
+
+def _recognition_ids(query: FactsQuery) -> list[uuid.UUID]:
+    """The recognitions a query asks about by id, each once, in order: read and answered by the same list."""
+    return sorted(set(query.recognition_ids), key=str)
 
 
 def _shape(query: FactsQuery) -> tuple[bool, ...]:
@@ -64,12 +75,12 @@ def _plan(reads: Reads, prefix: str, query: FactsQuery) -> None:
             [{"credit_code_a": code}, {"credit_code_b": code}],
             [{"active": True}],
         )
-    vendor_codes = sorted(set(query.vendor_codes))
+    vendor_codes = _vendor_codes(query)
     if vendor_codes:
         reads.by_keys(prefix + "vendors", VENDORS, vendor_codes, day)
     if query.recognitions:
         reads.as_of(prefix + "recognitions", RECOGNITIONS, day, of_code)
-    recognition_ids = sorted(set(query.recognition_ids), key=str)
+    recognition_ids = _recognition_ids(query)
     if recognition_ids:
         reads.by_keys(prefix + "recognitions_by_id", RECOGNITIONS, recognition_ids, day)
     if query.model_id is not None:
@@ -97,12 +108,12 @@ def _answer(all_reads: Mapping[str, Answer], prefix: str, query: FactsQuery) -> 
         facts.revenues = read("revenues").records
     if query.affiliations:
         facts.affiliations = read("affiliations").records
-    vendor_codes = sorted(set(query.vendor_codes))
+    vendor_codes = _vendor_codes(query)
     if vendor_codes:
         facts.vendors = {vendor: read("vendors").by_key.get(vendor) for vendor in vendor_codes}
     if query.recognitions:
         facts.recognitions = read("recognitions").records
-    recognition_ids = sorted(set(query.recognition_ids), key=str)
+    recognition_ids = _recognition_ids(query)
     if recognition_ids:
         facts.recognitions_by_id = {
             str(rid): read("recognitions_by_id").by_key.get(str(rid)) for rid in recognition_ids
