@@ -32,7 +32,7 @@ from typing import IO
 
 import httpx
 
-from bench import eligibility_bench
+from bench import eligibility_bench, profile
 from bench.common import (
     bench_auth,
     bench_headers,
@@ -50,7 +50,6 @@ from shared.auth import OFFICER, PLATFORM
 from shared.http_protocol import DEFAULT_HTTP_PROTOCOL
 
 SERVICES = ("registry", "eligibility")
-TICK = os.sysconf("SC_CLK_TCK")
 _MIGRATE = "import sys; from shared.migrations import upgrade_all; upgrade_all(sys.argv[1])"
 
 
@@ -79,25 +78,24 @@ def parse_side(tag: str, spec: str) -> Side:
 
 def cpu_seconds(side: Side) -> dict[str, float]:
     """CPU seconds so far of the side's registry, its eligibility process (and workers), its database's backends."""
-    pids = {service: process.pid for service, process in side.processes.items()}
-    total = dict.fromkeys(("registry", "eligibility", "postgres"), 0.0)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    registry, eligibility = side.processes["registry"].pid, side.processes["eligibility"].pid
+    try:  # uvicorn's workers (WEB_CONCURRENCY) are the eligibility process's children
+        workers = [int(pid) for pid in Path(f"/proc/{eligibility}/task/{eligibility}/children").read_text().split()]
+    except OSError:
+        workers = []
+    backends = []
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            command = entry.read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        seconds = (int(fields[11]) + int(fields[12])) / TICK
-        pid, parent = int(entry), int(fields[1])
-        if pid == pids["registry"]:
-            total["registry"] += seconds
-        elif pids["eligibility"] in (pid, parent):
-            total["eligibility"] += seconds
-        elif command.startswith("postgres:") and f" {side.database} " in command:
-            total["postgres"] += seconds
-    return total
+        if command.startswith("postgres:") and f" {side.database} " in command:
+            backends.append(int(entry.parent.name))
+    return {
+        "registry": profile.cpu_seconds(registry),
+        "eligibility": sum(profile.cpu_seconds(pid) for pid in [eligibility, *workers]),
+        "postgres": sum(profile.cpu_seconds(pid) for pid in backends),
+    }
 
 
 def start(side: Side, server_url: str, auth_dir: Path, logs: list[IO[bytes]]) -> None:
