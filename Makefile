@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger \
-	bench-export bench-aggregates bench-tracing \
+	bench-ledger-rounds bench-export bench-aggregates bench-tracing \
 	token client backup restore browser compose-tool pooler-tool test-resilience
 
 $(BIN)/python:
@@ -104,6 +104,13 @@ bench-ledger: $(STAMP) pooler-tool
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		echo "wrk could not be installed: bench-ledger falls back to its Python load generator"
 	$(BIN)/python -m bench.ledger_bench --profile --group-commit both
+
+# issue #16's target decided on a drifting machine: pgbench, one and two vouchers processes in short runs taking
+# turns over rounds, medians of the per-round ratios (bench/ledger_rounds.py; ARGS='--rounds 6 --seconds 10')
+bench-ledger-rounds: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk \
+		>/dev/null) || echo "wrk could not be installed: bench-ledger-rounds falls back to its Python load generator"
+	$(BIN)/python -m bench.ledger_rounds $(ARGS)
 
 # the redemption path with tracing off and on (OTLP to a local sink), alternating, in one run (docs/benchmarks.md)
 bench-tracing: $(STAMP)

@@ -1121,6 +1121,18 @@ def describe(run: LoadRun) -> str:
     )
 
 
+def describe_pgbench(result: Pgbench) -> str:
+    cpu = result.cpu
+    return (
+        f"pgbench TPC-B-like, {result.clients} clients, {result.seconds} s: {result.tps:,.0f} tps, mean latency "
+        f"{ms(result.latency_ms)}; CPU cores: postgres {cpu.cores('postgres'):.2f}, pgbench "
+        f"{cpu.cores('load generator'):.2f}, other {cpu.elsewhere:.2f}; CPU per "
+        f"transaction: postgres {us(cpu, 'postgres', result.tps)}, pgbench "
+        f"{us(cpu, 'load generator', result.tps)}; CPU-bound ceiling "
+        f"{cpu.ceiling(result.tps):,.0f} tps"
+    )
+
+
 # --- the services' access logs ---------------------------------------------------------------------
 
 
@@ -1640,14 +1652,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = Pgbench(clients, args.seconds)
                 run_pgbench(server_url, pgbench_name, result, meter)
                 results.pgbench.append(result)
-                say(
-                    f"  pgbench TPC-B-like, {clients} clients, {args.seconds} s: {result.tps:,.0f} tps, mean latency "
-                    f"{ms(result.latency_ms)}; CPU cores: postgres {result.cpu.cores('postgres'):.2f}, pgbench "
-                    f"{result.cpu.cores('load generator'):.2f}, other {result.cpu.elsewhere:.2f}; CPU per "
-                    f"transaction: postgres {us(result.cpu, 'postgres', result.tps)}, pgbench "
-                    f"{us(result.cpu, 'load generator', result.tps)}; CPU-bound ceiling "
-                    f"{result.cpu.ceiling(result.tps):,.0f} tps"
-                )
+                say("  " + describe_pgbench(result))
             asyncio.run(drop_database(server_url, pgbench_name))
             created.remove(pgbench_name)
 
@@ -1726,15 +1731,7 @@ def main(argv: list[str] | None = None) -> int:
         if later:
             check_invariants(database_url, results)
 
-        stop_services(processes)
-        for log in log_files.values():
-            log.close()
-        attribute_logs(log_dir, database_url, results)
-        for run in results.all_runs:
-            results.problems += run.problems()
-        for service in (*PROCESS_LOGS, "registry", "eligibility"):
-            for problem in log_problems(log_dir / f"{service}.log"):
-                say(f"  {service} log ! {problem}")
+        end_checks(database_url, processes, log_files, log_dir, results)
 
         if results.growth:
             say("\nledger growth:")
@@ -1798,12 +1795,7 @@ class Measuring:
 def fresh_vouchers_run(label: str, fresh: dict[str, tuple[Stack, dict[str, str]]], on: Measuring) -> None:
     """`label`'s load on vouchers processes started for it (name → its stack and environment; the load split
     between them), after a warm-up; their CPU is metered and they are stopped after."""
-    for name, (stack, extra_env) in fresh.items():
-        on.log_files[name] = (on.log_dir / f"{name}.log").open("wb")
-        on.processes[name] = start_service(stack, "vouchers", log=on.log_files[name], extra_env=extra_env)
-        wait_ready(stack, {"vouchers": on.processes[name]}, timeout=60)
-        on.meter.vouchers.add(on.processes[name].pid)
-    targets = [stack.ports["vouchers"] for stack, _ in fresh.values()]
+    targets = start_vouchers(fresh, on)
     asyncio.run(settle(on.database_url))
     on.results.runs.append(
         on.loader.run(f"warm-up ({label})", targets, on.args.clients, on.args.warmup, measured=False)
@@ -1813,6 +1805,17 @@ def fresh_vouchers_run(label: str, fresh: dict[str, tuple[Stack, dict[str, str]]
     for name in fresh:
         on.meter.vouchers.discard(on.processes[name].pid)
         stop_services({name: on.processes.pop(name)})
+
+
+def start_vouchers(fresh: dict[str, tuple[Stack, dict[str, str]]], on: Measuring) -> list[int]:
+    """Vouchers processes (name → its stack and environment) started and ready, each logging to <log dir>/<name>.log
+    and registered in `on`'s processes; their CPU metered as the vouchers'. Their ports, in `fresh`'s order."""
+    for name, (stack, extra_env) in fresh.items():
+        on.log_files[name] = (on.log_dir / f"{name}.log").open("wb")
+        on.processes[name] = start_service(stack, "vouchers", log=on.log_files[name], extra_env=extra_env)
+        wait_ready(stack, {"vouchers": on.processes[name]}, timeout=60)
+        on.meter.vouchers.add(on.processes[name].pid)
+    return [stack.ports["vouchers"] for stack, _ in fresh.values()]
 
 
 def profile_run(loader: Loader, pid: int, port: int, args: argparse.Namespace, results: Results, log_dir: Path) -> None:
@@ -1847,6 +1850,26 @@ def check_invariants(database_url: str, results: Results) -> None:
     for violation in violations[:10]:
         say(f"  ! {violation}")
     results.problems += [f"invariant {v}" for v in violations[:20]]
+
+
+def end_checks(
+    database_url: str,
+    processes: dict[str, subprocess.Popen[bytes]],
+    log_files: dict[str, IO[bytes]],
+    log_dir: Path,
+    results: Results,
+) -> None:
+    """After the last run: the services stopped and their logs closed; every run's answers and counts checked, and
+    the access logs against the redemption rows (into results.problems); the logs' errors shown."""
+    stop_services(processes)
+    for log in log_files.values():
+        log.close()
+    attribute_logs(log_dir, database_url, results)
+    for run in results.all_runs:
+        results.problems += run.problems()
+    for service in (*PROCESS_LOGS, "registry", "eligibility"):
+        for problem in log_problems(log_dir / f"{service}.log"):
+            say(f"  {service} log ! {problem}")
 
 
 def attribute_logs(log_dir: Path, database_url: str, results: Results) -> None:
