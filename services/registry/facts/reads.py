@@ -1,18 +1,20 @@
-"""The as-of reads of `POST /v1/facts`, as one SQL statement on the session's own connection (issue #16).
+"""The as-of reads of `POST /v1/facts`, as one call of `registry.facts()` on the session's own connection (#16).
 
 They answer what `records.find_record` and `records.all_records` answer as of a date, record for record and
-in the same order: the records of one kind by many keys (`= ANY($n)`, the current row and its snapshot
-together, LATERAL), and a kind's list as of a date as `list_records` reads it (each record's latest snapshot on
-the date, then the filters on that snapshot), without the paging. All of a call's reads are parts of one
-statement, which PostgreSQL answers from one snapshot: the organisation, its revenues and a vendor cannot come
-from either side of an import, with no transaction held around them. Through the asyncpg connection under the
-session, whose JSONB codec (SQLAlchemy's) takes and gives JSON text/objects.
-"""
+in the same order: the records of one kind by many keys (the current row and its latest snapshot on the day), and
+a kind's list as of a date as `list_records` reads it (each record's latest snapshot on the date, then the filters
+on that snapshot), without the paging. All of a call's reads, for all of its questions, are parts of one statement
+(the function's, registry migration 0013), which PostgreSQL answers from one snapshot: the organisation, its
+revenues and a vendor cannot come from either side of an import, with no transaction held around them. Its text
+is the same for every call, and PostgreSQL plans it once per connection, for any values (it planned it again on
+every call: ~1.1 ms of its CPU, five times the reading). Through the asyncpg connection under the session, whose
+JSONB codec (SQLAlchemy's) takes and gives JSON text/objects."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -21,45 +23,43 @@ from asyncpg import Record
 from shared.db import Connection
 
 from ..kinds import Resource
+from ..resources import AFFILIATIONS, FILINGS, MODELS, ORGANISATIONS, RECOGNITIONS, REVENUES, VENDORS
 from ..states import read_payload
 
-#: a record of `table` by its key column, with its latest snapshot on a date ({entity}, {day}, {keys}: parameters)
-_BY_KEYS = """
-SELECT t.{key}::text AS key, {uid} AS uid, s.data, s.version, s.valid_from, s.recorded_at, 0::bigint AS n
-FROM registry.{table} t
-CROSS JOIN LATERAL (
-    SELECT v.data, v.version, v.valid_from, v.recorded_at FROM registry.versions v
-    WHERE v.entity = {entity} AND v.entity_id = t.id AND v.valid_from <= {day}
-    ORDER BY v.valid_from DESC, v.version DESC LIMIT 1
-) s
-WHERE t.{key} = ANY({keys}::{type}[])
-"""
 
-#: every record of `table` as of a date, its snapshot filtered by JSON containment, numbered in id order. With a
-#: filter, only the records of which some snapshot matches its first condition are looked at (`{candidates}`, through
-#: the index on the snapshots' content): a record whose latest snapshot on the date matches is among them
-_AS_OF = """
-SELECT NULL::text AS key, {uid} AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
-       row_number() OVER (ORDER BY snap.entity_id) AS n
-FROM (
-    SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-    FROM registry.versions v WHERE v.entity = {entity} AND v.valid_from <= {day} {candidates}
-    ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
-) snap JOIN registry.{table} t ON t.id = snap.entity_id
-{where}
-"""
+@dataclass(frozen=True)
+class _Part:
+    """One read of `registry.facts()`: by keys (`find_record` for each key), or a kind's list as of a day
+    (`all_records`), about a value (`about`: the organisation's credit code, the model's id) or not."""
 
-#: the key column of a kind's current row, and its SQL type (the kinds `/v1/facts` reads by key)
-_KEYS = {"organisation": ("credit_code", "text"), "vendor": ("credit_code", "text"), "recognition": ("uid", "uuid")}
-_KEYS |= {"model": ("uid", "uuid")}
+    name: str
+    resource: Resource
+    by_keys: bool = False
+    about: str | None = None
 
 
-def _table(resource: Resource) -> str:
-    return str(resource.table.__tablename__)
+#: the reads of `registry.facts()` (registry migration 0013), in the order of its arguments (three arrays each:
+#: question numbers, the keys or the value asked about, the days) and of its `part` numbers. The conditions of a
+#: list are the record lists' filters (`resources.py`) on the snapshot, as there: revenues and recognitions of the
+#: credit code; affiliations involving it on either side, active; filings of the model; every model
+PARTS: tuple[_Part, ...] = (
+    _Part("organisation", ORGANISATIONS, by_keys=True),
+    _Part("revenues", REVENUES, about="credit_code"),
+    _Part("affiliations", AFFILIATIONS, about="credit_code"),
+    _Part("vendors", VENDORS, by_keys=True),
+    _Part("recognitions", RECOGNITIONS, about="credit_code"),
+    _Part("recognitions_by_id", RECOGNITIONS, by_keys=True),
+    _Part("model", MODELS, by_keys=True),
+    _Part("filings", FILINGS, about="model_id"),
+    _Part("filings_on_as_of", FILINGS, about="model_id"),
+    _Part("ranked_models", MODELS),
+)
+_NUMBER = {part.name: n for n, part in enumerate(PARTS)}
 
-
-def _uid(resource: Resource) -> str:
-    return "t.uid" if resource.row_keys else "NULL::uuid"
+#: the one statement of every facts call: each part's rows in question order, then in the part's own order
+STATEMENT = (
+    f"SELECT * FROM registry.facts({', '.join(f'${n}' for n in range(1, 3 * len(PARTS) + 1))}) ORDER BY part, q, n"
+)
 
 
 def _payload(resource: Resource, row: Record) -> Any:
@@ -71,70 +71,54 @@ def _payload(resource: Resource, row: Record) -> Any:
     return read_payload(resource, data, keys, meta)
 
 
-def _contains(fragment: Mapping[str, Any]) -> str:
-    return json.dumps(fragment, default=str)
-
-
 class Reads:
-    """The reads of one `/v1/facts` call, sent as ONE statement (a UNION ALL of one part per read, each row tagged
-    with its part and numbered in its order): one round trip, and one snapshot without a transaction around it.
+    """The reads of one `/v1/facts` call (or of several questions of `/v1/facts/batch`), sent as ONE statement: a
+    call of `registry.facts()`, whose parts (`PARTS`) are each driven by arrays of what the questions ask, each row
+    tagged with its part and question and numbered in its order. One round trip, one plan per connection, and one
+    snapshot without a transaction around it.
 
     `by_keys` answers `find_record(resource, {key: k}, as_of=day)` for every k at once (str(k) → the record;
-    absent: none); `as_of` answers `all_records(resource, filters, as_of=day)`, where each condition is a list
-    of JSON fragments one of which the snapshot contains (`Filter.snapshot_clause`) and every condition holds."""
+    absent: none); `as_of` answers `all_records(resource, filters, as_of=day)` with the part's filters about
+    `value` (`PARTS`)."""
 
     def __init__(self) -> None:
-        self._parts: list[tuple[str, Resource]] = []
-        self._sql: list[str] = []
-        self._arguments: list[Any] = []
+        self._arrays: list[tuple[list[int], list[str | None], list[date]]] = [([], [], []) for _ in PARTS]
 
-    def _argument(self, value: Any) -> str:
-        self._arguments.append(value)
-        return f"${len(self._arguments)}"
+    def _ask(self, question: int, name: str, value: str | None, day: date) -> None:
+        numbers, values, days = self._arrays[_NUMBER[name]]
+        numbers.append(question)
+        values.append(value)
+        days.append(day)
 
-    def _add(self, name: str, resource: Resource, sql: str) -> None:
-        self._sql.append(f"SELECT {len(self._parts)} AS part, q.* FROM ({sql}) q")
-        self._parts.append((name, resource))
+    def by_keys(self, question: int, name: str, keys: Iterable[Any], day: date) -> None:
+        if not PARTS[_NUMBER[name]].by_keys:
+            raise ValueError(f"{name} is not read by key")
+        for key in keys:
+            self._ask(question, name, str(key), day)
 
-    def by_keys(self, name: str, resource: Resource, keys: Iterable[Any], day: date) -> None:
-        column, sql_type = _KEYS[resource.entity]
-        entity, on, wanted = self._argument(resource.entity), self._argument(day), self._argument(list(keys))
-        sql = _BY_KEYS.format(
-            key=column, uid=_uid(resource), table=_table(resource), type=sql_type, entity=entity, day=on, keys=wanted
-        )
-        self._add(name, resource, sql)
+    def as_of(self, question: int, name: str, day: date, value: Any | None = None) -> None:
+        part = PARTS[_NUMBER[name]]
+        if part.by_keys or (value is None) != (part.about is None):
+            raise ValueError(f"{name} is read as of a day, about {part.about or 'nothing'}")
+        self._ask(question, name, None if value is None else str(value), day)
 
-    def as_of(self, name: str, resource: Resource, day: date, *conditions: Sequence[Mapping[str, Any]]) -> None:
-        entity, on = self._argument(resource.entity), self._argument(day)
-        fragments = [[self._argument(_contains(f)) for f in alternatives] for alternatives in conditions]
-        clauses = [
-            "(" + " OR ".join(f"snap.data @> {f}::jsonb" for f in alternatives) + ")" for alternatives in fragments
-        ]
-        where = "WHERE " + " AND ".join(clauses) if clauses else ""
-        candidates = ""
-        if fragments:
-            matching = " OR ".join(f"c.data @> {f}::jsonb" for f in fragments[0])
-            candidates = (
-                f"AND v.entity_id IN (SELECT c.entity_id FROM registry.versions c "
-                f"WHERE c.entity = {entity} AND ({matching}))"
-            )
-        sql = _AS_OF.format(
-            uid=_uid(resource), table=_table(resource), entity=entity, day=on, candidates=candidates, where=where
-        )
-        self._add(name, resource, sql)
-
-    async def fetch(self, connection: Connection) -> dict[str, Answer]:
-        """Each part's answer by name: its records in order, and by key for the `by_keys` parts."""
-        answers = {name: Answer() for name, _ in self._parts}
-        if not self._parts:
+    async def fetch(self, connection: Connection) -> dict[tuple[int, str], Answer]:
+        """Each question's answer to each part it asked, by (question, part): its records in order, and by key for
+        the `by_keys` parts."""
+        answers: dict[tuple[int, str], Answer] = {}
+        for part, (numbers, _, _) in zip(PARTS, self._arrays, strict=True):
+            for question in numbers:
+                answers.setdefault((question, part.name), Answer())
+        if not answers:
             return answers
-        statement = "\nUNION ALL\n".join(self._sql) + "\nORDER BY part, n"
-        for row in await connection.fetch(statement, *self._arguments):
-            name, resource = self._parts[row["part"]]
-            payload = _payload(resource, row)
-            answers[name].records.append(payload)
+        arguments = [array for arrays in self._arrays for array in arrays]
+        for row in await connection.fetch(STATEMENT, *arguments):
+            part = PARTS[row["part"]]
+            payload = _payload(part.resource, row)
+            answer = answers[(row["q"], part.name)]
+            answer.records.append(payload)
             if row["key"] is not None:
-                answers[name].by_key[row["key"]] = payload
+                answer.by_key[row["key"]] = payload
         return answers
 
 

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import raw_connection
 
-from ..resources import AFFILIATIONS, FILINGS, MODELS, ORGANISATIONS, RECOGNITIONS, REVENUES, VENDORS
 from .reads import Answer, Reads
 from .schemas import FactsQuery, FactsRead
 
@@ -26,12 +25,10 @@ async def read_many_facts(session: AsyncSession, queries: Sequence[FactsQuery]) 
     """The facts of several applications (`POST /v1/facts/batch`), in their order: every query's reads are parts of
     the same one statement, so all of them see one snapshot, as one query's reads do."""
     reads = Reads()
-    # in order of what they ask: the statement's text is then the same for the same mix of questions, so the
-    # connection's prepared statements are used again (and the answers are the same in any order)
-    for n in sorted(range(len(queries)), key=lambda n: _shape(queries[n])):
-        _plan(reads, f"{n}:", queries[n])
+    for n, query in enumerate(queries):
+        _plan(reads, n, query)
     read = await reads.fetch(await raw_connection(session))
-    return [_answer(read, f"{n}:", query) for n, query in enumerate(queries)]
+    return [_answer(read, n, query) for n, query in enumerate(queries)]
 
 
 def _vendor_codes(query: FactsQuery) -> list[str]:
@@ -44,62 +41,38 @@ def _recognition_ids(query: FactsQuery) -> list[uuid.UUID]:
     return sorted(set(query.recognition_ids), key=str)
 
 
-def _shape(query: FactsQuery) -> tuple[bool, ...]:
-    """What decides the parts `_plan` adds for a query (not their arguments)."""
-    return (
-        query.revenues,
-        query.affiliations,
-        bool(query.vendor_codes),
-        query.recognitions,
-        bool(query.recognition_ids),
-        query.model_id is not None,
-        query.filings_on is not None,
-        query.filings_on_as_of,
-        query.ranked_models,
-    )
-
-
-def _plan(reads: Reads, prefix: str, query: FactsQuery) -> None:
-    """The reads one query needs, named with `prefix` (one statement may carry several queries' reads)."""
+def _plan(reads: Reads, n: int, query: FactsQuery) -> None:
+    """The reads query `n` needs (one statement carries every query's reads)."""
     code, day = query.credit_code, query.as_of
-    reads.by_keys(prefix + "organisation", ORGANISATIONS, [code], day)
-    # the filters of `resources.py` on a snapshot, as JSON fragments it contains (`Filter.snapshot_clause`)
-    of_code = [{"credit_code": code}]
+    reads.by_keys(n, "organisation", [code], day)
     if query.revenues:
-        reads.as_of(prefix + "revenues", REVENUES, day, of_code)
-    if query.affiliations:
-        reads.as_of(
-            prefix + "affiliations",
-            AFFILIATIONS,
-            day,
-            [{"credit_code_a": code}, {"credit_code_b": code}],
-            [{"active": True}],
-        )
+        reads.as_of(n, "revenues", day, code)
+    if query.affiliations:  # active, involving the organisation on either side
+        reads.as_of(n, "affiliations", day, code)
     vendor_codes = _vendor_codes(query)
     if vendor_codes:
-        reads.by_keys(prefix + "vendors", VENDORS, vendor_codes, day)
+        reads.by_keys(n, "vendors", vendor_codes, day)
     if query.recognitions:
-        reads.as_of(prefix + "recognitions", RECOGNITIONS, day, of_code)
+        reads.as_of(n, "recognitions", day, code)
     recognition_ids = _recognition_ids(query)
     if recognition_ids:
-        reads.by_keys(prefix + "recognitions_by_id", RECOGNITIONS, recognition_ids, day)
+        reads.by_keys(n, "recognitions_by_id", recognition_ids, day)
     if query.model_id is not None:
-        reads.by_keys(prefix + "model", MODELS, [query.model_id], day)
-        of_model = [{"model_id": query.model_id}]
+        reads.by_keys(n, "model", [query.model_id], day)
         if query.filings_on is not None:
-            reads.as_of(prefix + "filings", FILINGS, query.filings_on, of_model)
+            reads.as_of(n, "filings", query.filings_on, query.model_id)
         if query.filings_on_as_of:
-            reads.as_of(prefix + "filings_on_as_of", FILINGS, day, of_model)
+            reads.as_of(n, "filings_on_as_of", day, query.model_id)
     if query.ranked_models:
-        reads.as_of(prefix + "ranked_models", MODELS, day)
+        reads.as_of(n, "ranked_models", day)
 
 
-def _answer(all_reads: Mapping[str, Answer], prefix: str, query: FactsQuery) -> FactsRead:
-    """One query's answer from the reads `_plan` named with `prefix`."""
+def _answer(all_reads: Mapping[tuple[int, str], Answer], n: int, query: FactsQuery) -> FactsRead:
+    """Query `n`'s answer from the reads `_plan` asked for it."""
     code, day = query.credit_code, query.as_of
 
     def read(name: str) -> Answer:
-        return all_reads[prefix + name]
+        return all_reads[(n, name)]
 
     facts = FactsRead(credit_code=code, as_of=day, organisation=read("organisation").by_key.get(code))
     if facts.organisation is None:  # nothing else is answered about an organisation with no record on the date
