@@ -79,10 +79,6 @@ def parse_side(tag: str, spec: str) -> Side:
 def cpu_seconds(side: Side) -> dict[str, float]:
     """CPU seconds so far of the side's registry, its eligibility process (and workers), its database's backends."""
     registry, eligibility = side.processes["registry"].pid, side.processes["eligibility"].pid
-    try:  # uvicorn's workers (WEB_CONCURRENCY) are the eligibility process's children
-        workers = [int(pid) for pid in Path(f"/proc/{eligibility}/task/{eligibility}/children").read_text().split()]
-    except OSError:
-        workers = []
     backends = []
     for entry in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -93,7 +89,7 @@ def cpu_seconds(side: Side) -> dict[str, float]:
             backends.append(int(entry.parent.name))
     return {
         "registry": profile.cpu_seconds(registry),
-        "eligibility": sum(profile.cpu_seconds(pid) for pid in [eligibility, *workers]),
+        "eligibility": profile.tree_cpu_seconds(eligibility),  # with uvicorn's workers (WEB_CONCURRENCY)
         "postgres": sum(profile.cpu_seconds(pid) for pid in backends),
     }
 

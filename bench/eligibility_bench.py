@@ -444,14 +444,14 @@ def start_profiles(args: argparse.Namespace, stack: Stack) -> Sampling:
             samplers[service] = (profile.record(pid, PROFILE_SECONDS, path), path)
     else:
         say("! py-spy is not installed (pip install py-spy): CPU per submission only, no profile")
-    before = {service: profile.cpu_seconds(pid) for service, pid in pids.items()}
+    before = {service: profile.tree_cpu_seconds(pid) for service, pid in pids.items()}
     before["postgres"] = profile.postgres_cpu_seconds()
     return Sampling(pids, samplers, before)
 
 
 def finish_profiles(sampling: Sampling, results: Results) -> None:
     created = results.submissions.created or 1
-    now = {service: profile.cpu_seconds(pid) for service, pid in sampling.pids.items()}
+    now = {service: profile.tree_cpu_seconds(pid) for service, pid in sampling.pids.items()}
     now["postgres"] = profile.postgres_cpu_seconds()
     for name, seconds in now.items():
         results.cpu_per_submission[name] = (seconds - sampling.cpu_before[name]) / created
@@ -672,6 +672,8 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: 
         f"in {results.seeding.seconds:.2f} s |",
         f"| applications | {s.requested:,} ({', '.join(MEASURES)} in turn, as of {AS_OF}), "
         f"concurrency {args.concurrency}; {s.created:,} answered 201 |",
+        f"| services | registry 1 process; eligibility {args.eligibility_workers} "
+        f"process{'es behind one port (uvicorn workers)' if args.eligibility_workers > 1 else ''} |",
         "",
         "| measurement | result |",
         "|---|---:|",
@@ -767,6 +769,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--applications", type=bounded(1, 100_000), default=10_000, help="how many (default 10000)")
     parser.add_argument("--concurrency", type=bounded(1, 256), default=16, help="requests in flight (default 16)")
+    parser.add_argument(
+        "--eligibility-workers",
+        type=bounded(1, 8),
+        default=1,
+        help="eligibility processes behind its port (uvicorn's workers: as that many pods behind a Service)",
+    )
     parser.add_argument("--organisations", type=bounded(1, 20_000), default=2_000, help="seeded (default 2000)")
     parser.add_argument("--baseline-seconds", type=float, default=2.0, help="per pure-engine loop (default 2)")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="budget for the whole run (default 1800)")
@@ -817,7 +825,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_auth(database_url, stack.url("registry"), log_dir / "auth")
         for service in SERVICES:
             log_files[service] = (log_dir / f"{service}.log").open("wb")
-            processes[service] = start_service(stack, service, log=log_files[service])
+            workers = {"WEB_CONCURRENCY": str(args.eligibility_workers)} if service == "eligibility" else {}
+            processes[service] = start_service(stack, service, log=log_files[service], extra_env=workers)
         wait_ready(stack, processes, timeout=60)
         args.pids = {service: process.pid for service, process in processes.items()}
         args.log_dir = log_dir

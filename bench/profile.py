@@ -61,7 +61,7 @@ def _binary() -> str:
 def record(pid: int, seconds: float, path: Path, rate: int = 250) -> subprocess.Popen[bytes]:
     """Start sampling `pid` for `seconds` into `path` (raw collapsed stacks); the caller waits for it."""
     command = [_binary(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate)]
-    command += ["--format", "raw", "--output", str(path), "--nonblocking"]
+    command += ["--format", "raw", "--output", str(path), "--nonblocking", "--subprocesses"]  # uvicorn's workers
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -121,6 +121,19 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """A process's child processes (uvicorn's workers, with WEB_CONCURRENCY), none if it is gone."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and its children (a uvicorn supervisor and its workers)."""
+    return sum(cpu_seconds(each) for each in [pid, *children(pid)])
 
 
 def postgres_cpu_seconds() -> float:
