@@ -30,11 +30,98 @@ down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: (question numbers, keys or the value asked about, days) for each of the ten parts, in order
-SIGNATURE = f"registry.facts({', '.join(['int[], text[], date[]'] * 10)})"
+#: a record by its key column, its latest snapshot on the day: one row per (question, key) asked
+BY_KEYS = """
+SELECT {part} AS part, w.q, t.{key}::text AS key, {uid} AS uid, s.data, s.version, s.valid_from, s.recorded_at,
+       0::bigint AS n
+FROM unnest({q}::int[], {k}::text[], {d}::date[]) AS w(q, k, d)
+JOIN registry.{table} t ON t.{key} = w.k::{type}
+CROSS JOIN LATERAL (
+    SELECT v.data, v.version, v.valid_from, v.recorded_at FROM registry.versions v
+    WHERE v.entity = '{entity}' AND v.entity_id = t.id AND v.valid_from <= w.d
+    ORDER BY v.valid_from DESC, v.version DESC LIMIT 1
+) s
+"""
 
-FACTS = """
-CREATE FUNCTION {signature}
+#: every record of a kind as of the question's day, its snapshot filtered, numbered in id order
+AS_OF = """
+SELECT {part} AS part, w.q, NULL::text AS key, x.uid, x.data, x.version, x.valid_from, x.recorded_at, x.n
+FROM unnest({q}::int[], {c}::text[], {d}::date[]) AS w(q, c, d)
+CROSS JOIN LATERAL (
+    SELECT {uid} AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
+           row_number() OVER (ORDER BY snap.entity_id) AS n
+    FROM (
+        SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
+        FROM registry.versions v WHERE v.entity = '{entity}' AND v.valid_from <= w.d {candidates}
+        ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
+    ) snap JOIN registry.{table} t ON t.id = snap.entity_id
+    {where}
+) x
+"""
+
+
+def _of(name: str) -> str:
+    return f"jsonb_build_object('{name}', w.c)"
+
+
+_OF_CODE = ((_of("credit_code"),),)
+_OF_MODEL = ((_of("model_id"),),)
+_UID = "t.uid"
+_NO_UID = "NULL::uuid"
+
+#: the ten parts, in the order of the arguments (three arrays each) and of `part`: by key (entity, table, key column
+#: and its type, uid), or a list as of a day (entity, table, uid, conditions: each a list of JSON fragments one of
+#: which the snapshot contains)
+PARTS = (
+    ("key", "organisation", "organisations", "credit_code", "text", _NO_UID),
+    ("list", "revenue", "revenues", _NO_UID, _OF_CODE),
+    (
+        "list",
+        "affiliation",
+        "affiliations",
+        _UID,
+        ((_of("credit_code_a"), _of("credit_code_b")), ("'{\"active\": true}'::jsonb",)),
+    ),
+    ("key", "vendor", "vendors", "credit_code", "text", _NO_UID),
+    ("list", "recognition", "recognitions", _UID, _OF_CODE),
+    ("key", "recognition", "recognitions", "uid", "uuid", _UID),
+    ("key", "model", "models", "uid", "uuid", _UID),
+    ("list", "filing", "filings", _NO_UID, _OF_MODEL),
+    ("list", "filing", "filings", _NO_UID, _OF_MODEL),
+    ("list", "model", "models", _UID, ()),
+)
+
+
+def _part(n: int, part: tuple[object, ...]) -> str:
+    q, value, day = (f"${3 * n + i}" for i in (1, 2, 3))
+    if part[0] == "key":
+        _, entity, table, key, type_, uid = part
+        return BY_KEYS.format(part=n, q=q, k=value, d=day, key=key, uid=uid, table=table, type=type_, entity=entity)
+    _, entity, table, uid, conditions = part
+    assert isinstance(conditions, tuple)
+    clauses = ["(" + " OR ".join(f"snap.data @> {f}" for f in alternatives) + ")" for alternatives in conditions]
+    where = "WHERE " + " AND ".join(clauses) if clauses else ""
+    candidates = ""
+    if conditions:
+        matching = " OR ".join(f"c.data @> {f}" for f in conditions[0])
+        candidates = (
+            f"AND v.entity_id IN (SELECT c.entity_id FROM registry.versions c "
+            f"WHERE c.entity = '{entity}' AND ({matching}))"
+        )
+    return AS_OF.format(
+        part=n, q=q, c=value, d=day, uid=uid, table=table, entity=entity, candidates=candidates, where=where
+    )
+
+
+#: (question numbers, keys or the value asked about, days) for each of the ten parts, in order
+SIGNATURE = f"registry.facts({', '.join(['int[], text[], date[]'] * len(PARTS))})"
+
+
+def facts_function() -> str:
+    body = "\nUNION ALL\n".join(_part(n, part) for n, part in enumerate(PARTS)).strip("\n")
+    body = "\n".join(("        " + line).rstrip() for line in body.split("\n"))
+    return f"""
+CREATE FUNCTION {SIGNATURE}
 RETURNS TABLE (part int, q int, key text, uid uuid, data jsonb, version int, valid_from date, recorded_at timestamptz,
                n bigint)
 LANGUAGE plpgsql STABLE
@@ -42,141 +129,7 @@ SET plan_cache_mode = force_generic_plan
 AS $fn$
 BEGIN
     RETURN QUERY
-        SELECT 0 AS part, w.q, t.credit_code::text AS key, NULL::uuid AS uid, s.data, s.version, s.valid_from, s.recorded_at,
-               0::bigint AS n
-        FROM unnest($1::int[], $2::text[], $3::date[]) AS w(q, k, d)
-        JOIN registry.organisations t ON t.credit_code = w.k::text
-        CROSS JOIN LATERAL (
-            SELECT v.data, v.version, v.valid_from, v.recorded_at FROM registry.versions v
-            WHERE v.entity = 'organisation' AND v.entity_id = t.id AND v.valid_from <= w.d
-            ORDER BY v.valid_from DESC, v.version DESC LIMIT 1
-        ) s
-
-        UNION ALL
-
-        SELECT 1 AS part, w.q, NULL::text AS key, x.uid, x.data, x.version, x.valid_from, x.recorded_at, x.n
-        FROM unnest($4::int[], $5::text[], $6::date[]) AS w(q, c, d)
-        CROSS JOIN LATERAL (
-            SELECT NULL::uuid AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
-                   row_number() OVER (ORDER BY snap.entity_id) AS n
-            FROM (
-                SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-                FROM registry.versions v WHERE v.entity = 'revenue' AND v.valid_from <= w.d AND v.entity_id IN (SELECT c.entity_id FROM registry.versions c WHERE c.entity = 'revenue' AND (c.data @> jsonb_build_object('credit_code', w.c)))
-                ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
-            ) snap JOIN registry.revenues t ON t.id = snap.entity_id
-            WHERE (snap.data @> jsonb_build_object('credit_code', w.c))
-        ) x
-
-        UNION ALL
-
-        SELECT 2 AS part, w.q, NULL::text AS key, x.uid, x.data, x.version, x.valid_from, x.recorded_at, x.n
-        FROM unnest($7::int[], $8::text[], $9::date[]) AS w(q, c, d)
-        CROSS JOIN LATERAL (
-            SELECT t.uid AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
-                   row_number() OVER (ORDER BY snap.entity_id) AS n
-            FROM (
-                SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-                FROM registry.versions v WHERE v.entity = 'affiliation' AND v.valid_from <= w.d AND v.entity_id IN (SELECT c.entity_id FROM registry.versions c WHERE c.entity = 'affiliation' AND (c.data @> jsonb_build_object('credit_code_a', w.c) OR c.data @> jsonb_build_object('credit_code_b', w.c)))
-                ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
-            ) snap JOIN registry.affiliations t ON t.id = snap.entity_id
-            WHERE (snap.data @> jsonb_build_object('credit_code_a', w.c) OR snap.data @> jsonb_build_object('credit_code_b', w.c)) AND (snap.data @> '{"active": true}'::jsonb)
-        ) x
-
-        UNION ALL
-
-        SELECT 3 AS part, w.q, t.credit_code::text AS key, NULL::uuid AS uid, s.data, s.version, s.valid_from, s.recorded_at,
-               0::bigint AS n
-        FROM unnest($10::int[], $11::text[], $12::date[]) AS w(q, k, d)
-        JOIN registry.vendors t ON t.credit_code = w.k::text
-        CROSS JOIN LATERAL (
-            SELECT v.data, v.version, v.valid_from, v.recorded_at FROM registry.versions v
-            WHERE v.entity = 'vendor' AND v.entity_id = t.id AND v.valid_from <= w.d
-            ORDER BY v.valid_from DESC, v.version DESC LIMIT 1
-        ) s
-
-        UNION ALL
-
-        SELECT 4 AS part, w.q, NULL::text AS key, x.uid, x.data, x.version, x.valid_from, x.recorded_at, x.n
-        FROM unnest($13::int[], $14::text[], $15::date[]) AS w(q, c, d)
-        CROSS JOIN LATERAL (
-            SELECT t.uid AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
-                   row_number() OVER (ORDER BY snap.entity_id) AS n
-            FROM (
-                SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-                FROM registry.versions v WHERE v.entity = 'recognition' AND v.valid_from <= w.d AND v.entity_id IN (SELECT c.entity_id FROM registry.versions c WHERE c.entity = 'recognition' AND (c.data @> jsonb_build_object('credit_code', w.c)))
-                ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
-            ) snap JOIN registry.recognitions t ON t.id = snap.entity_id
-            WHERE (snap.data @> jsonb_build_object('credit_code', w.c))
-        ) x
-
-        UNION ALL
-
-        SELECT 5 AS part, w.q, t.uid::text AS key, t.uid AS uid, s.data, s.version, s.valid_from, s.recorded_at,
-               0::bigint AS n
-        FROM unnest($16::int[], $17::text[], $18::date[]) AS w(q, k, d)
-        JOIN registry.recognitions t ON t.uid = w.k::uuid
-        CROSS JOIN LATERAL (
-            SELECT v.data, v.version, v.valid_from, v.recorded_at FROM registry.versions v
-            WHERE v.entity = 'recognition' AND v.entity_id = t.id AND v.valid_from <= w.d
-            ORDER BY v.valid_from DESC, v.version DESC LIMIT 1
-        ) s
-
-        UNION ALL
-
-        SELECT 6 AS part, w.q, t.uid::text AS key, t.uid AS uid, s.data, s.version, s.valid_from, s.recorded_at,
-               0::bigint AS n
-        FROM unnest($19::int[], $20::text[], $21::date[]) AS w(q, k, d)
-        JOIN registry.models t ON t.uid = w.k::uuid
-        CROSS JOIN LATERAL (
-            SELECT v.data, v.version, v.valid_from, v.recorded_at FROM registry.versions v
-            WHERE v.entity = 'model' AND v.entity_id = t.id AND v.valid_from <= w.d
-            ORDER BY v.valid_from DESC, v.version DESC LIMIT 1
-        ) s
-
-        UNION ALL
-
-        SELECT 7 AS part, w.q, NULL::text AS key, x.uid, x.data, x.version, x.valid_from, x.recorded_at, x.n
-        FROM unnest($22::int[], $23::text[], $24::date[]) AS w(q, c, d)
-        CROSS JOIN LATERAL (
-            SELECT NULL::uuid AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
-                   row_number() OVER (ORDER BY snap.entity_id) AS n
-            FROM (
-                SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-                FROM registry.versions v WHERE v.entity = 'filing' AND v.valid_from <= w.d AND v.entity_id IN (SELECT c.entity_id FROM registry.versions c WHERE c.entity = 'filing' AND (c.data @> jsonb_build_object('model_id', w.c)))
-                ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
-            ) snap JOIN registry.filings t ON t.id = snap.entity_id
-            WHERE (snap.data @> jsonb_build_object('model_id', w.c))
-        ) x
-
-        UNION ALL
-
-        SELECT 8 AS part, w.q, NULL::text AS key, x.uid, x.data, x.version, x.valid_from, x.recorded_at, x.n
-        FROM unnest($25::int[], $26::text[], $27::date[]) AS w(q, c, d)
-        CROSS JOIN LATERAL (
-            SELECT NULL::uuid AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
-                   row_number() OVER (ORDER BY snap.entity_id) AS n
-            FROM (
-                SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-                FROM registry.versions v WHERE v.entity = 'filing' AND v.valid_from <= w.d AND v.entity_id IN (SELECT c.entity_id FROM registry.versions c WHERE c.entity = 'filing' AND (c.data @> jsonb_build_object('model_id', w.c)))
-                ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
-            ) snap JOIN registry.filings t ON t.id = snap.entity_id
-            WHERE (snap.data @> jsonb_build_object('model_id', w.c))
-        ) x
-
-        UNION ALL
-
-        SELECT 9 AS part, w.q, NULL::text AS key, x.uid, x.data, x.version, x.valid_from, x.recorded_at, x.n
-        FROM unnest($28::int[], $29::text[], $30::date[]) AS w(q, c, d)
-        CROSS JOIN LATERAL (
-            SELECT t.uid AS uid, snap.data, snap.version, snap.valid_from, snap.recorded_at,
-                   row_number() OVER (ORDER BY snap.entity_id) AS n
-            FROM (
-                SELECT DISTINCT ON (v.entity_id) v.entity_id, v.data, v.version, v.valid_from, v.recorded_at
-                FROM registry.versions v WHERE v.entity = 'model' AND v.valid_from <= w.d
-                ORDER BY v.entity_id, v.valid_from DESC, v.version DESC
-            ) snap JOIN registry.models t ON t.id = snap.entity_id
-
-        ) x
+{body}
     ;
 END
 $fn$
@@ -184,7 +137,7 @@ $fn$
 
 
 def upgrade() -> None:
-    op.execute(FACTS.replace("{signature}", SIGNATURE))
+    op.execute(facts_function())
 
 
 def downgrade() -> None:
