@@ -1482,6 +1482,60 @@ def report(text: str, problems: list[str]) -> bool:
     return not problems
 
 
+@dataclass
+class Workspace:
+    """What a ledger benchmark run holds until it ends, however it ends (`close`): its server, the databases it
+    created, its service processes, their logs and its throw-away signing key."""
+
+    name: str  # the run's database (and the prefix of its temporary directories)
+    log_dir: Path
+    auth_dir: Path
+    server_url: str | None = None
+    started_server: devdb.EmbeddedPostgres | None = None
+    created: list[str] = field(default_factory=list)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    log_files: dict[str, IO[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, prefix: str) -> Workspace:
+        return cls(
+            f"{prefix}_{os.getpid()}",
+            Path(tempfile.mkdtemp(prefix=f"{prefix}_")),
+            Path(tempfile.mkdtemp(prefix=f"{prefix}_auth_")),
+        )
+
+    def open(
+        self, args: argparse.Namespace, results: Results
+    ) -> tuple[str, str, Stack, BenchAuth, dict[str, str], dict[str, int]]:
+        """The server and the run's migrated database, the load generator named, the three services up: the
+        server's description, the database's URL, the stack, its credentials, the services' environment, ports."""
+        self.server_url, self.started_server, where = postgres_server()
+        database_url = migrated_database(self.server_url, self.name, self.created)
+        asyncio.run(server_facts(database_url, results))
+        if args.load_generator == "wrk":
+            results.wrk_version = wrk_version()
+        else:
+            say("! wrk not found: the Python load generator (separate process) is used; it is slower than wrk")
+        ports = {s: free_port() for s in ("registry", "eligibility", "vouchers")}
+        stack, auth, env = start_stack(
+            args, database_url, ports, self.auth_dir, self.log_dir, self.processes, self.log_files
+        )
+        say("services ready: " + ", ".join(f"{s} {stack.url(s)}" for s in ports) + f" (logs in {self.log_dir})")
+        return where, database_url, stack, auth, env, ports
+
+    def close(self, *, keep_logs: bool) -> None:
+        clean_up(
+            self.processes,
+            self.log_files,
+            self.server_url,
+            self.created,
+            self.started_server,
+            self.auth_dir,
+            self.log_dir,
+            keep_logs=keep_logs,
+        )
+
+
 def clean_up(
     processes: dict[str, subprocess.Popen[bytes]],
     log_files: dict[str, IO[bytes]],
@@ -1603,30 +1657,16 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_process()
 
-    name = f"bench_ledger_{os.getpid()}"
-    pgbench_name = f"bench_ledger_pgbench_{os.getpid()}"
-    server_url: str | None = None
-    started_server: devdb.EmbeddedPostgres | None = None
-    created: list[str] = []
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    log_dir = Path(tempfile.mkdtemp(prefix="bench_ledger_"))
-    auth_dir = Path(tempfile.mkdtemp(prefix="bench_ledger_auth_"))
-    log_files: dict[str, IO[bytes]] = {}
+    space = Workspace.new("bench_ledger")
+    name, pgbench_name = space.name, f"bench_ledger_pgbench_{os.getpid()}"
+    created, processes, log_files, log_dir = space.created, space.processes, space.log_files, space.log_dir
     results = Results()
     ok = False
     try:
-        server_url, started_server, where = postgres_server()
-        database_url = migrated_database(server_url, name, created)
-        asyncio.run(server_facts(database_url, results))
-        if args.load_generator == "wrk":
-            results.wrk_version = wrk_version()
-        else:
-            say("! wrk not found: the Python load generator (separate process) is used; it is slower than wrk")
-
-        ports = {s: free_port() for s in ("registry", "eligibility", "vouchers")}
+        where, database_url, stack, auth, env, ports = space.open(args, results)
+        assert space.server_url is not None
+        server_url = space.server_url
         second_port = free_port()
-        stack, auth, env = start_stack(args, database_url, ports, auth_dir, log_dir, processes, log_files)
-        say("services ready: " + ", ".join(f"{s} {stack.url(s)}" for s in ports) + f" (logs in {log_dir})")
 
         say(
             f"obtaining {args.vouchers} M3 vouchers (+1 filler) through registry → eligibility → vouchers "
@@ -1747,16 +1787,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        clean_up(
-            processes,
-            log_files,
-            server_url,
-            created,
-            started_server,
-            auth_dir,
-            log_dir,
-            keep_logs=args.keep_logs or not ok,
-        )
+        space.close(keep_logs=args.keep_logs or not ok)
 
 
 def pooled_run(server_url: str, ports: dict[str, int], env: dict[str, str], on: Measuring) -> None:

@@ -46,17 +46,13 @@ import math
 import os
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO
 
-from bench.common import HOST, bounded, free_port, fresh_database, machine, postgres_server, say
+from bench.common import HOST, bounded, free_port, fresh_database, machine, say
 from bench.ledger_bench import (
     CLAIM_FEN,
     NOISE_CORES,
@@ -73,9 +69,9 @@ from bench.ledger_bench import (
     Measuring,
     Pgbench,
     Results,
+    Workspace,
     check_invariants,
     check_load_args,
-    clean_up,
     code_version,
     create_vouchers,
     describe,
@@ -84,23 +80,18 @@ from bench.ledger_bench import (
     fetchval,
     fill_ledger,
     local_year,
-    migrated_database,
     ms,
     pgbench_init,
     prepare_process,
     report,
     run_pgbench,
-    server_facts,
     server_percentiles,
     service_env,
     settle,
-    start_stack,
     start_vouchers,
     versions,
     wait_sealed,
-    wrk_version,
 )
-from devtools import devdb
 from devtools.devrun import Stack
 from shared.http_protocol import DEFAULT_HTTP_PROTOCOL
 
@@ -545,30 +536,16 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_process()
 
-    name = f"bench_ledger_rounds_{os.getpid()}"
-    pgbench_name = f"bench_ledger_rounds_pgbench_{os.getpid()}"
-    server_url: str | None = None
-    started_server: devdb.EmbeddedPostgres | None = None
-    created: list[str] = []
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    log_dir = Path(tempfile.mkdtemp(prefix="bench_ledger_rounds_"))
-    auth_dir = Path(tempfile.mkdtemp(prefix="bench_ledger_rounds_auth_"))
-    log_files: dict[str, IO[bytes]] = {}
+    space = Workspace.new("bench_ledger_rounds")
+    name, pgbench_name = space.name, f"bench_ledger_rounds_pgbench_{os.getpid()}"
+    created, processes, log_files, log_dir = space.created, space.processes, space.log_files, space.log_dir
     results = Results()
     rounds = Rounds()
     ok = False
     try:
-        server_url, started_server, where = postgres_server()
-        database_url = migrated_database(server_url, name, created)
-        asyncio.run(server_facts(database_url, results))
-        if args.load_generator == "wrk":
-            results.wrk_version = wrk_version()
-        else:
-            say("! wrk not found: the Python load generator (separate process) is used; it is slower than wrk")
-
-        ports = {s: free_port() for s in ("registry", "eligibility", "vouchers")}
-        stack, auth, env = start_stack(args, database_url, ports, auth_dir, log_dir, processes, log_files)
-        say("services ready: " + ", ".join(f"{s} {stack.url(s)}" for s in ports) + f" (logs in {log_dir})")
+        where, database_url, stack, auth, env, ports = space.open(args, results)
+        assert space.server_url is not None
+        server_url = space.server_url
         say(f"obtaining {args.vouchers} M3 vouchers (+1 filler) through registry → eligibility → vouchers")
         asyncio.run(create_vouchers(stack, stack.url("vouchers"), args, results.setup, auth))
 
@@ -626,16 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        clean_up(
-            processes,
-            log_files,
-            server_url,
-            created,
-            started_server,
-            auth_dir,
-            log_dir,
-            keep_logs=args.keep_logs or not ok,
-        )
+        space.close(keep_logs=args.keep_logs or not ok)
 
 
 if __name__ == "__main__":
