@@ -1215,21 +1215,14 @@ def command_line(argv: list[str]) -> str:
     return " ".join([".venv/bin/python -m bench.ledger_bench", *(shlex.quote(a) for a in argv)])
 
 
-def markdown(args: argparse.Namespace, argv: list[str], results: Results, where: str) -> str:
+def report_head(command: str, target: str, results: Results, where: str) -> list[str]:
+    """A report's first lines: the command (and the make target it is, if any), the machine, the code and the
+    PostgreSQL server."""
     info = machine()
-    setup = results.setup
-    same = results.baseline(args.clients)
-    notes = results.baseline(DESIGN_NOTES_PGBENCH_CLIENTS)
     settings = ", ".join(f"{k} {v}" for k, v in results.postgres_settings.items())
-    overrides = ", ".join(f"{k}={v}" for k, v in service_env(args).items()) or "the defaults"
-    generator = (
-        f"{results.wrk_version}, {max(args.wrk_threads, 1)} threads (one per process when two)"
-        if args.load_generator == "wrk"
-        else "Python (asyncio streams, separate process): wrk was not available"
-    )
-    lines = [
-        f"Command: `{command_line(argv)}`"
-        + (" (what `make bench-ledger` runs)" if not argv else "")
+    return [
+        f"Command: `{command}`"
+        + (f" (what `make {target}` runs)" if target else "")
         + f" — run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",
         "| | |",
@@ -1238,6 +1231,21 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, where:
         f"| Python | {info['python']}; {versions()} |",
         f"| code | {code_version()} |",
         f"| PostgreSQL | {results.postgres_version} ({where}); {settings} |",
+    ]
+
+
+def markdown(args: argparse.Namespace, argv: list[str], results: Results, where: str) -> str:
+    setup = results.setup
+    same = results.baseline(args.clients)
+    notes = results.baseline(DESIGN_NOTES_PGBENCH_CLIENTS)
+    overrides = ", ".join(f"{k}={v}" for k, v in service_env(args).items()) or "the defaults"
+    generator = (
+        f"{results.wrk_version}, {max(args.wrk_threads, 1)} threads (one per process when two)"
+        if args.load_generator == "wrk"
+        else "Python (asyncio streams, separate process): wrk was not available"
+    )
+    lines = [
+        *report_head(command_line(argv), "" if argv else "bench-ledger", results, where),
         f"| vouchers | {len(setup.vouchers)} M3 vouchers of {CLAIM_FEN // YUAN:,} yuan, "
         f"{setup.enterprises} enterprises, {setup.vendors} model vendors, obtained through registry → "
         f"eligibility (apply, review, approve) → vouchers (issue): {setup.requests} requests "
@@ -1482,12 +1490,24 @@ def report(text: str, problems: list[str]) -> bool:
     return not problems
 
 
+class Deadline:
+    """A run's time budget (--max-seconds): `check` raises once it has run out."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    def check(self, phase: str) -> None:
+        if time.monotonic() > self.at:
+            raise TimeoutError(f"the time budget (--max-seconds) ran out before {phase}")
+
+
 @dataclass
 class Workspace:
     """What a ledger benchmark run holds until it ends, however it ends (`close`): its server, the databases it
     created, its service processes, their logs and its throw-away signing key."""
 
-    name: str  # the run's database (and the prefix of its temporary directories)
+    name: str  # the run's database
+    pgbench_name: str  # pgbench's database
     log_dir: Path
     auth_dir: Path
     server_url: str | None = None
@@ -1498,19 +1518,24 @@ class Workspace:
 
     @classmethod
     def new(cls, prefix: str) -> Workspace:
+        """A run's workspace (the process prepared for it: `prepare_process`)."""
+        prepare_process()
         return cls(
             f"{prefix}_{os.getpid()}",
+            f"{prefix}_pgbench_{os.getpid()}",
             Path(tempfile.mkdtemp(prefix=f"{prefix}_")),
             Path(tempfile.mkdtemp(prefix=f"{prefix}_auth_")),
         )
 
     def open(
         self, args: argparse.Namespace, results: Results
-    ) -> tuple[str, str, Stack, BenchAuth, dict[str, str], dict[str, int]]:
+    ) -> tuple[str, str, str, Stack, BenchAuth, dict[str, str], dict[str, int]]:
         """The server and the run's migrated database, the load generator named, the three services up: the
-        server's description, the database's URL, the stack, its credentials, the services' environment, ports."""
-        self.server_url, self.started_server, where = postgres_server()
-        database_url = migrated_database(self.server_url, self.name, self.created)
+        server's URL and description, the database's URL, the stack, its credentials, the services' environment
+        and ports."""
+        server_url, self.started_server, where = postgres_server()
+        self.server_url = server_url
+        database_url = migrated_database(server_url, self.name, self.created)
         asyncio.run(server_facts(database_url, results))
         if args.load_generator == "wrk":
             results.wrk_version = wrk_version()
@@ -1521,7 +1546,7 @@ class Workspace:
             args, database_url, ports, self.auth_dir, self.log_dir, self.processes, self.log_files
         )
         say("services ready: " + ", ".join(f"{s} {stack.url(s)}" for s in ports) + f" (logs in {self.log_dir})")
-        return where, database_url, stack, auth, env, ports
+        return server_url, where, database_url, stack, auth, env, ports
 
     def close(self, *, keep_logs: bool) -> None:
         clean_up(
@@ -1581,17 +1606,9 @@ def sizes(text: str) -> list[int]:
     return values
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.ledger_bench",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--clients", type=bounded(1, 512), default=32, help="connections (and pgbench clients)")
-    parser.add_argument("--seconds", type=bounded(1, 300), default=15, help="per main run and pgbench (default 15)")
-    parser.add_argument("--sizes", type=sizes, default=[10_000, 1_000_000], help="ledger sizes (entries)")
-    parser.add_argument("--growth-seconds", type=float, default=10.0, help="per ledger size (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="before each main run, not counted (default 2)")
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The vouchers, their holders and vendors, the load generator and the vouchers processes' settings (shared with
+    bench/ledger_rounds.py)."""
     parser.add_argument("--vouchers", type=bounded(1, 1000), default=64, help="redeemed in turn (default 64)")
     parser.add_argument("--enterprises", type=bounded(1, 1000), default=32, help="holding them (default 32)")
     parser.add_argument("--vendors", type=bounded(1, 100), default=8, help="model vendors (default 8)")
@@ -1604,6 +1621,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--hot-pool-size", type=bounded(1, 200), help="VOUCHERS_HOT_POOL_SIZE (default: the service's)")
     parser.add_argument("--log-level", help="VOUCHERS_LOG_LEVEL (default: the service's, INFO: one access log line)")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ledger_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--clients", type=bounded(1, 512), default=32, help="connections (and pgbench clients)")
+    parser.add_argument("--seconds", type=bounded(1, 300), default=15, help="per main run and pgbench (default 15)")
+    parser.add_argument("--sizes", type=sizes, default=[10_000, 1_000_000], help="ledger sizes (entries)")
+    parser.add_argument("--growth-seconds", type=float, default=10.0, help="per ledger size (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="before each main run, not counted (default 2)")
+    add_stack_arguments(parser)
     parser.add_argument(
         "--seal-timeout", type=float, default=240.0, help="wait for the sealer after a fill (default 240 s)"
     )
@@ -1649,23 +1680,14 @@ def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    deadline = time.monotonic() + args.max_seconds
-
-    def remaining(phase: str) -> None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the time budget (--max-seconds) ran out before {phase}")
-
-    prepare_process()
-
+    remaining = Deadline(args.max_seconds).check
     space = Workspace.new("bench_ledger")
-    name, pgbench_name = space.name, f"bench_ledger_pgbench_{os.getpid()}"
-    created, processes, log_files, log_dir = space.created, space.processes, space.log_files, space.log_dir
+    name, pgbench_name, created, processes = space.name, space.pgbench_name, space.created, space.processes
+    log_files, log_dir = space.log_files, space.log_dir
     results = Results()
     ok = False
     try:
-        where, database_url, stack, auth, env, ports = space.open(args, results)
-        assert space.server_url is not None
-        server_url = space.server_url
+        server_url, where, database_url, stack, auth, env, ports = space.open(args, results)
         second_port = free_port()
 
         say(

@@ -47,12 +47,10 @@ import os
 import shlex
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from bench.common import HOST, bounded, free_port, fresh_database, machine, say
+from bench.common import HOST, bounded, free_port, fresh_database, say
 from bench.ledger_bench import (
     CLAIM_FEN,
     NOISE_CORES,
@@ -63,6 +61,7 @@ from bench.ledger_bench import (
     YUAN,
     CpuMeter,
     CpuUse,
+    Deadline,
     Fill,
     Loader,
     LoadRun,
@@ -70,9 +69,9 @@ from bench.ledger_bench import (
     Pgbench,
     Results,
     Workspace,
+    add_stack_arguments,
     check_invariants,
     check_load_args,
-    code_version,
     create_vouchers,
     describe,
     describe_pgbench,
@@ -82,14 +81,13 @@ from bench.ledger_bench import (
     local_year,
     ms,
     pgbench_init,
-    prepare_process,
     report,
+    report_head,
     run_pgbench,
     server_percentiles,
     service_env,
     settle,
     start_vouchers,
-    versions,
     wait_sealed,
 )
 from devtools.devrun import Stack
@@ -333,9 +331,7 @@ def verdicts(rounds: Rounds) -> list[str]:
 
 
 def markdown(args: argparse.Namespace, argv: list[str], results: Results, rounds: Rounds, where: str) -> str:
-    info = machine()
     setup = results.setup
-    settings = ", ".join(f"{k} {v}" for k, v in results.postgres_settings.items())
     overrides = ", ".join(f"{k}={v}" for k, v in service_env(args).items())
     generator = (
         f"{results.wrk_version}, {args.wrk_threads} threads (split between the ports with two processes)"
@@ -345,16 +341,7 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, rounds
     loaded = [m.run for m in rounds.measured if m.run]
     entries = f"{loaded[0].entries_before:,} to {loaded[-1].entries_before:,}" if loaded else "?"
     lines = [
-        f"Command: `{command_line(argv)}`"
-        + (" (what `make bench-ledger-rounds` runs)" if not argv else "")
-        + f" — run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| machine | {info['nproc']} cores (nproc), {info['cpu']}, {info['memory']} RAM, {info['os']} |",
-        f"| Python | {info['python']}; {versions()} |",
-        f"| code | {code_version()} |",
-        f"| PostgreSQL | {results.postgres_version} ({where}); {settings} |",
+        *report_head(command_line(argv), "" if argv else "bench-ledger-rounds", results, where),
         f"| vouchers | {len(setup.vouchers)} M3 vouchers of {CLAIM_FEN // YUAN:,} yuan, {setup.enterprises} "
         f"enterprises, {setup.vendors} model vendors, obtained through the public APIs; the ledger filled to "
         f"{args.entries:,} entries first, {entries} entries before the first and the last redemption run |",
@@ -490,18 +477,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=10_000,
         help="ledger entries filled in by SQL before the first round (default 10000, as bench-ledger's main runs)",
     )
-    parser.add_argument("--vouchers", type=bounded(1, 1000), default=64, help="redeemed in turn (default 64)")
-    parser.add_argument("--enterprises", type=bounded(1, 1000), default=32, help="holding them (default 32)")
-    parser.add_argument("--vendors", type=bounded(1, 100), default=8, help="model vendors (default 8)")
-    parser.add_argument("--wrk-threads", type=bounded(1, 16), default=2, help="wrk threads (default 2)")
-    parser.add_argument(
-        "--load-generator",
-        choices=("auto", "wrk", "python"),
-        default="auto",
-        help="wrk when installed (auto, the default), else a Python generator in a separate process",
-    )
-    parser.add_argument("--hot-pool-size", type=bounded(1, 200), help="VOUCHERS_HOT_POOL_SIZE (default: the service's)")
-    parser.add_argument("--log-level", help="VOUCHERS_LOG_LEVEL (default: the service's, INFO: one access log line)")
+    add_stack_arguments(parser)
     parser.add_argument(
         "--group-commit",
         choices=("on", "off"),
@@ -528,24 +504,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    deadline = time.monotonic() + args.max_seconds
-
-    def remaining(phase: str) -> None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the time budget (--max-seconds) ran out before {phase}")
-
-    prepare_process()
-
+    remaining = Deadline(args.max_seconds).check
     space = Workspace.new("bench_ledger_rounds")
-    name, pgbench_name = space.name, f"bench_ledger_rounds_pgbench_{os.getpid()}"
-    created, processes, log_files, log_dir = space.created, space.processes, space.log_files, space.log_dir
-    results = Results()
-    rounds = Rounds()
+    name, pgbench_name, created, processes = space.name, space.pgbench_name, space.created, space.processes
+    log_files, log_dir = space.log_files, space.log_dir
+    results, rounds = Results(), Rounds()
     ok = False
     try:
-        where, database_url, stack, auth, env, ports = space.open(args, results)
-        assert space.server_url is not None
-        server_url = space.server_url
+        server_url, where, database_url, stack, auth, env, ports = space.open(args, results)
         say(f"obtaining {args.vouchers} M3 vouchers (+1 filler) through registry → eligibility → vouchers")
         asyncio.run(create_vouchers(stack, stack.url("vouchers"), args, results.setup, auth))
 
