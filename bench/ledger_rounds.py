@@ -44,11 +44,15 @@ import argparse
 import asyncio
 import math
 import os
+import re
 import shlex
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import httpx
 
 from bench.common import HOST, bounded, free_port, fresh_database, say
 from bench.ledger_bench import (
@@ -91,6 +95,7 @@ from bench.ledger_bench import (
     wait_sealed,
 )
 from devtools.devrun import Stack
+from shared.auth import METRICS_READ
 from shared.http_protocol import DEFAULT_HTTP_PROTOCOL
 
 KINDS = ("pgbench", "one", "two")
@@ -165,6 +170,57 @@ class RoundsMeter(CpuMeter):
 
 
 @dataclass
+class Batching:
+    """What the loaded vouchers processes' group commit did over a run, from their /metrics before and after:
+    batches written, calls in them, calls alone, calls deferred to the next batch (another process held a row)."""
+
+    batches: float
+    batched: float
+    alone: float
+    deferred: float
+
+    @property
+    def per_batch(self) -> float:
+        return self.batched / self.batches if self.batches else math.nan
+
+    @property
+    def deferred_share(self) -> float:
+        calls = self.batched + self.alone
+        return self.deferred / calls if calls else math.nan
+
+    def describe(self) -> str:
+        return (
+            f"group commit: {self.batches:,.0f} batches of {self.per_batch:.1f} calls, {self.alone:,.0f} alone, "
+            f"{self.deferred_share:.1%} deferred"
+        )
+
+
+_COUNTER = re.compile(r'^vouchers_group_commit_(calls|batches)_total\{(?:how|outcome)="(\w+)"\} ([0-9.e+]+)$')
+
+
+def group_commit_counts(ports: Sequence[int], headers: dict[str, str]) -> Counter[str]:
+    """The group-commit counters of the vouchers processes on `ports`, summed (`calls:batched`, `batches:ok`, …)."""
+    counts: Counter[str] = Counter()
+    for port in ports:
+        text = httpx.get(f"http://{HOST}:{port}/metrics", headers=headers, timeout=10).raise_for_status().text
+        for line in text.splitlines():
+            found = _COUNTER.match(line)
+            if found:
+                counts[f"{found[1]}:{found[2]}"] += float(found[3])
+    return counts
+
+
+def batching(before: Counter[str], after: Counter[str]) -> Batching:
+    delta = {key: after[key] - before[key] for key in after}
+    return Batching(
+        batches=delta.get("batches:ok", 0.0),
+        batched=delta.get("calls:batched", 0.0),
+        alone=delta.get("calls:alone", 0.0) + delta.get("calls:after_failed_batch", 0.0),
+        deferred=delta.get("calls:deferred", 0.0),
+    )
+
+
+@dataclass
 class Measured:
     """One measured run of a kind in a round (its place in the round from 1)."""
 
@@ -173,6 +229,8 @@ class Measured:
     kind: str
     run: LoadRun | None = None
     pgbench: Pgbench | None = None
+    #: the loaded processes' group commit over the run (`Batching`); none for pgbench
+    batching: Batching | None = None
 
     @property
     def cpu(self) -> CpuUse:
@@ -245,6 +303,7 @@ def measure(
     targets: dict[str, list[int]],
     pids: dict[str, set[int]],
     pgbench: tuple[str, str],
+    metrics: dict[str, str],
 ) -> Measured:
     """One run of `kind` (after its warm-up), the other kinds' vouchers processes metered as idle."""
     meter = on.meter
@@ -267,9 +326,11 @@ def measure(
         on.results.runs.append(
             on.loader.run(f"warm-up ({label})", targets[kind], args.clients, args.warmup, measured=False)
         )
+    before = group_commit_counts(targets[kind], metrics)
     run = on.loader.run(label, targets[kind], args.clients, args.seconds)
     on.results.runs.append(run)
-    return Measured(number, place, kind, run=run)
+    after = group_commit_counts(targets[kind], metrics)
+    return Measured(number, place, kind, run=run, batching=batching(before, after))
 
 
 def describe_measured(m: Measured) -> str:
@@ -278,7 +339,7 @@ def describe_measured(m: Measured) -> str:
     assert m.run is not None
     return (
         describe(m.run) + f"; idle vouchers processes {m.cpu.cores(IDLE):.2f} cores, "
-        f"{us_text(m.idle_us)} per redemption"
+        f"{us_text(m.idle_us)} per redemption" + (f"; {m.batching.describe()}" if m.batching else "")
     )
 
 
@@ -387,6 +448,19 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, rounds
             f"{us_text(median([m.us('postgres') for m in runs]))} / "
             f"{us_text(median([m.us('load generator') for m in runs]))} | {cores} |"
         )
+    batched = {k: [m.batching for m in rounds.of(k) if m.batching] for k in KINDS}
+    if any(batched.values()):
+        lines += [
+            "",
+            "Group commit in the loaded processes (their /metrics before and after each run; medians): "
+            + "; ".join(
+                f"{LABELS[k]}: batches of {median([b.per_batch for b in of]):.1f} calls, "
+                f"{median([b.deferred_share for b in of]):.1%} of calls deferred once"
+                for k, of in batched.items()
+                if of
+            )
+            + ".",
+        ]
     lines += [
         "",
         "Per round (each ratio compares runs seconds apart):",
@@ -537,12 +611,13 @@ def main(argv: list[str] | None = None) -> int:
         say(f"pgbench: initialising {pgbench_name} (scale {PGBENCH_SCALE})")
         say(f"  initialised in {pgbench_init(server_url, pgbench_name):.1f} s")
 
+        metrics = auth.headers(METRICS_READ, "rounds")  # each run's group-commit counters
         for number in range(1, args.rounds + 1):
             order = round_order(number)
             say(f"round {number} of {args.rounds}: {', '.join(order)}")
             for place, kind in enumerate(order, start=1):
                 remaining(f"round {number}'s {kind} run")
-                measured = measure(kind, number, place, args, on, targets, pids, (server_url, pgbench_name))
+                measured = measure(kind, number, place, args, on, targets, pids, (server_url, pgbench_name), metrics)
                 rounds.measured.append(measured)
                 say(f"  {kind}: " + describe_measured(measured))
                 for problem in measured.run.problems() if measured.run else []:
