@@ -50,9 +50,10 @@ class VouchersSettings(ServiceSettings):
     )
     group_commit_max_batch: int = Field(default=64, ge=2, le=1000, description="Most vendor calls in one batch")
     group_commit_defer: bool = Field(
-        default=True,
+        default=False,
         description="A batch skips the rows another transaction (another process's batch) holds and sends the "
-        "calls that need them in its lane's next batch, instead of waiting for that transaction's commit",
+        "calls that need them in its lane's next batch, instead of waiting for that transaction's commit (off: "
+        "two processes measured in rounds ran 0.97 of one process's rate with it off, 0.80 with it on; issue #16)",
     )
     hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="Default lifetime of a hold")
     hold_max_seconds: int = Field(

@@ -576,12 +576,13 @@ async def test_a_batch_defers_the_calls_whose_voucher_another_transaction_holds(
     live_registry_client: httpx.AsyncClient,
     live_eligibility_client: httpx.AsyncClient,
     vouchers_database: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A batch [X, Z, Z, Y] while the test holds Z's row (as another process's batch would): X and Y are answered by
     that batch at once; Z's two calls are deferred (nothing of them written) and go as the next batch, which waits
     for Z, without deferring again; released, they are answered 201, and the ledger's invariants hold."""
     group_commit: GroupCommit = app.state.group_commit
-    assert group_commit.defer
+    monkeypatch.setattr(group_commit, "defer", True)  # VOUCHERS_GROUP_COMMIT_DEFER (off by default)
     first, second = await model_supply(live_registry_client), await model_supply(live_registry_client)
     codes = await issued_codes(client, live_registry_client, live_eligibility_client, [first, first, second, second])
     setup = Setup(
