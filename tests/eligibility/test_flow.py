@@ -18,6 +18,7 @@ from tests.auth import admin
 from tests.conftest import DatabaseFactory, running_service
 from tests.eligibility import seed
 from tests.eligibility.actors import DIRECTOR, LI, WANG, WANG_BOTH, audit_row, client_id
+from tests.vouchers.flow import late_application
 
 YUAN = 100
 
@@ -28,12 +29,7 @@ async def _m6(
     applicant, evidence = await seed.m6_applicant(registry, investment_yuan * YUAN)
     response = await eligibility.post(
         "/v1/applications",
-        json={
-            "applicant": applicant,
-            "as_of": "2026-03-01",
-            "as_of_reason": "逾期登记的纸质申请",
-            "evidence": evidence,
-        },
+        json=late_application(applicant, evidence, "2026-03-01"),
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -245,12 +241,7 @@ async def test_bad_evidence_is_a_422_naming_the_field_and_stores_nothing(
 ) -> None:
     response = await eligibility.post(
         "/v1/applications",
-        json={
-            "applicant": "9144030071526726XG",
-            "as_of": "2026-03-01",
-            "as_of_reason": "逾期登记的纸质申请",
-            "evidence": evidence,
-        },
+        json=late_application("9144030071526726XG", evidence, "2026-03-01"),
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -262,23 +253,13 @@ async def test_future_dates_and_bad_codes(eligibility: httpx.AsyncClient) -> Non
     evidence = {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100}
     future = await eligibility.post(
         "/v1/applications",
-        json={
-            "applicant": "9144030071526726XG",
-            "as_of": "2999-01-01",
-            "as_of_reason": "逾期登记的纸质申请",
-            "evidence": evidence,
-        },
+        json=late_application("9144030071526726XG", evidence, "2999-01-01"),
     )
     assert future.json()["code"] == "as_of_in_future"
     # before the first day the parameter file covers, nothing can be decided (this was a 500, found by schemathesis)
     ancient = await eligibility.post(
         "/v1/applications",
-        json={
-            "applicant": "9144030071526726XG",
-            "as_of": "2000-01-01",
-            "as_of_reason": "逾期登记的纸质申请",
-            "evidence": evidence,
-        },
+        json=late_application("9144030071526726XG", evidence, "2000-01-01"),
     )
     assert ancient.status_code == 422
     assert ancient.json()["code"] == "as_of_before_policy"
@@ -287,22 +268,12 @@ async def test_future_dates_and_bad_codes(eligibility: httpx.AsyncClient) -> Non
     nul = {**evidence, "diagnosis_reference": "深工信\u0000诊断"}
     refused = await eligibility.post(
         "/v1/applications",
-        json={
-            "applicant": "9144030071526726XG",
-            "as_of": "2026-03-01",
-            "as_of_reason": "逾期登记的纸质申请",
-            "evidence": nul,
-        },
+        json=late_application("9144030071526726XG", nul, "2026-03-01"),
     )
     assert (refused.status_code, refused.json()["code"]) == (422, "unstorable_text")
     bad_code = await eligibility.post(
         "/v1/applications",
-        json={
-            "applicant": "9144030071526726XA",
-            "as_of": "2026-03-01",
-            "as_of_reason": "逾期登记的纸质申请",
-            "evidence": evidence,
-        },
+        json=late_application("9144030071526726XA", evidence, "2026-03-01"),
     )
     assert bad_code.json()["errors"][0]["code"] == "invalid_credit_code"
     assert (await eligibility.get("/v1/applications")).json()["items"] == []
@@ -313,12 +284,11 @@ async def test_unknown_applicant_needs_review(eligibility: httpx.AsyncClient) ->
 
     response = await eligibility.post(
         "/v1/applications",
-        json={
-            "applicant": new_credit_code(),
-            "as_of": "2026-03-01",
-            "as_of_reason": "逾期登记的纸质申请",
-            "evidence": {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100},
-        },
+        json=late_application(
+            new_credit_code(),
+            {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100},
+            "2026-03-01",
+        ),
     )
     decision = response.json()["decision"]
     assert decision["outcome"] == "needs_review"
@@ -399,12 +369,11 @@ async def test_registry_stopped_means_503_and_nothing_stored(
             before = (await client.get("/v1/applications", params={"applicant": applicant})).json()["items"]
             response = await client.post(
                 "/v1/applications",
-                json={
-                    "applicant": applicant,
-                    "as_of": "2026-03-01",
-                    "as_of_reason": "逾期登记的纸质申请",
-                    "evidence": {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100},
-                },
+                json=late_application(
+                    applicant,
+                    {"measure": "M6", "diagnosis_reference": "x", "audited_investment_fen": 100},
+                    "2026-03-01",
+                ),
             )
             assert response.status_code == 503
             assert response.json()["code"] == "peer_unavailable"

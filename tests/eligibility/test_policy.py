@@ -32,6 +32,7 @@ from tests.auth import auth
 from tests.eligibility import seed
 from tests.eligibility.actors import client_id
 from tests.eligibility.conftest import eligibility_on
+from tests.vouchers.flow import late_application
 
 YUAN = 100
 
@@ -228,12 +229,7 @@ async def test_a_changed_provisional_parameter_changes_the_result_without_code(
         async with eligibility_on(database_url, registry_url, service_auth_env, policy_file) as client:
             response = await client.post(
                 "/v1/applications",
-                json={
-                    "applicant": applicant,
-                    "as_of": "2026-03-01",
-                    "as_of_reason": "逾期登记的纸质申请",
-                    "evidence": evidence,
-                },
+                json=late_application(applicant, evidence, "2026-03-01"),
             )
             assert response.status_code == 201, response.text
             decision = response.json()["decision"]
@@ -306,12 +302,7 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
     before = (
         await eligibility.post(
             "/v1/applications",
-            json={
-                "applicant": applicant,
-                "as_of": "2026-11-01",
-                "as_of_reason": "逾期登记的纸质申请",
-                "evidence": evidence,
-            },
+            json=late_application(applicant, evidence, "2026-11-01"),
         )
     ).json()
     assert before["decision"]["amount_fen"] == 500_000 * YUAN
@@ -357,12 +348,7 @@ async def test_a_future_version_is_audited_and_changes_only_later_decisions(
     after = (
         await eligibility.post(
             "/v1/applications",
-            json={
-                "applicant": applicant,
-                "as_of": "2027-02-01",
-                "as_of_reason": "逾期登记的纸质申请",
-                "evidence": {**evidence, "diagnosis_reference": "诊断-2027"},
-            },
+            json=late_application(applicant, {**evidence, "diagnosis_reference": "诊断-2027"}, "2027-02-01"),
         )
     ).json()
     assert after["decision"]["amount_fen"] == 400_000 * YUAN, after["decision"]["failures"]
@@ -385,12 +371,7 @@ async def test_what_if_reports_differences_and_stores_nothing(
         purchase = {"product_recognition_id": product, "amount_fen": spend * YUAN, "paid_on": "2025-04-15"}
         response = await eligibility.post(
             "/v1/applications",
-            json={
-                "applicant": applicant,
-                "as_of": "2026-03-01",
-                "as_of_reason": "逾期登记的纸质申请",
-                "evidence": {"measure": "M5", "year": 2025, "purchases": [purchase]},
-            },
+            json=late_application(applicant, {"measure": "M5", "year": 2025, "purchases": [purchase]}, "2026-03-01"),
         )
         assert response.status_code == 201, response.text
         ids.append(response.json()["id"])
