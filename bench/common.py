@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -44,6 +45,11 @@ def credit_codes(rng: random.Random, count: int) -> list[str]:
             seen.add(code)
             codes.append(code)
     return codes
+
+
+def command_line(module: str, argv: list[str]) -> str:
+    """How a benchmark was run, as a reader would type it again (its module, its arguments quoted)."""
+    return " ".join([f".venv/bin/python -m {module}", *(shlex.quote(a) for a in argv)])
 
 
 def percentile(values: list[float], p: float) -> float:

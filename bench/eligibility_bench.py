@@ -31,7 +31,6 @@ import math
 import os
 import random
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -53,6 +52,7 @@ from bench.common import (
     bench_auth,
     bench_headers,
     bounded,
+    command_line,
     credit_codes,
     drop_database,
     free_port,
@@ -648,17 +648,13 @@ def read_log(path: Path) -> LogSummary:
 # --- running it ------------------------------------------------------------------------------------
 
 
-def command_line(argv: list[str]) -> str:
-    return " ".join([".venv/bin/python -m bench.eligibility_bench", *(shlex.quote(a) for a in argv)])
-
-
 def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: dict[str, LogSummary], db: str) -> str:
     s, b = results.submissions, results.baseline
     info = machine()
     pure = b.rate or math.nan
     eligible_amounts = sum(s.amounts_fen.values())
     lines = [
-        f"Command: `{command_line(argv)}`"
+        f"Command: `{command_line('bench.eligibility_bench', argv)}`"
         + (" (what `make bench-eligibility` runs)" if not argv else "")
         + f" — run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",

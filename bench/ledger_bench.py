@@ -84,6 +84,7 @@ from bench.common import (
     CONTENT_LENGTH,
     HOST,
     bounded,
+    command_line,
     credit_codes,
     drop_database,
     free_port,
@@ -1211,10 +1212,6 @@ def code_version() -> str:
     )
 
 
-def command_line(argv: list[str]) -> str:
-    return " ".join([".venv/bin/python -m bench.ledger_bench", *(shlex.quote(a) for a in argv)])
-
-
 def report_head(command: str, target: str, results: Results, where: str) -> list[str]:
     """A report's first lines: the command (and the make target it is, if any), the machine, the code and the
     PostgreSQL server."""
@@ -1245,7 +1242,7 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, where:
         else "Python (asyncio streams, separate process): wrk was not available"
     )
     lines = [
-        *report_head(command_line(argv), "" if argv else "bench-ledger", results, where),
+        *report_head(command_line("bench.ledger_bench", argv), "" if argv else "bench-ledger", results, where),
         f"| vouchers | {len(setup.vouchers)} M3 vouchers of {CLAIM_FEN // YUAN:,} yuan, "
         f"{setup.enterprises} enterprises, {setup.vendors} model vendors, obtained through registry → "
         f"eligibility (apply, review, approve) → vouchers (issue): {setup.requests} requests "

@@ -45,7 +45,6 @@ import asyncio
 import math
 import os
 import re
-import shlex
 import statistics
 import sys
 from collections import Counter
@@ -54,7 +53,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.common import HOST, bounded, free_port, fresh_database, say
+from bench.common import HOST, bounded, command_line, free_port, fresh_database, say
 from bench.ledger_bench import (
     CLAIM_FEN,
     NOISE_CORES,
@@ -362,10 +361,6 @@ def rate_text(kind: str, rate: float) -> str:
     return f"{rate:,.0f} tps" if kind == "pgbench" else f"{rate:,.0f} /s"
 
 
-def command_line(argv: list[str]) -> str:
-    return " ".join([".venv/bin/python -m bench.ledger_rounds", *(shlex.quote(a) for a in argv)])
-
-
 def verdicts(rounds: Rounds) -> list[str]:
     """The target's three lines (issue #16), from the medians of the per-round ratios and the median p99s."""
     lines = []
@@ -402,7 +397,7 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, rounds
     loaded = [m.run for m in rounds.measured if m.run]
     entries = f"{loaded[0].entries_before:,} to {loaded[-1].entries_before:,}" if loaded else "?"
     lines = [
-        *report_head(command_line(argv), "" if argv else "bench-ledger-rounds", results, where),
+        *report_head(command_line("bench.ledger_rounds", argv), "" if argv else "bench-ledger-rounds", results, where),
         f"| vouchers | {len(setup.vouchers)} M3 vouchers of {CLAIM_FEN // YUAN:,} yuan, {setup.enterprises} "
         f"enterprises, {setup.vendors} model vendors, obtained through the public APIs; the ledger filled to "
         f"{args.entries:,} entries first, {entries} entries before the first and the last redemption run |",
