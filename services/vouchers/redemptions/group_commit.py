@@ -22,10 +22,12 @@ a code that names no voucher, or a read that fails, takes a lane by the code its
 release takes a lane by its hold's id. The lane only decides who waits for whom: the locks are the
 database's, so a call in the "wrong" lane is slower, never wrong.
 
-Lanes keep one process's batches apart; two processes' batches of the same lane still share enterprises.
-So a batch skips the rows another transaction holds (`defer`, `vouchers.ledger_batch(…, p_defer)`): the
-calls that need one are not run (nothing of them is written) and wait for the lane's next batch, which
-includes them first and waits for its rows as before. A call is deferred at most once.
+Lanes keep one process's batches apart; two processes' batches of the same lane still share enterprises, and
+one waits for the rows the other holds until it commits. With `defer` (`VOUCHERS_GROUP_COMMIT_DEFER`, off by
+default) a batch skips those rows instead (`vouchers.ledger_batch(…, p_defer)`): the calls that need one are
+not run (nothing of them is written) and wait for the lane's next batch, which includes them first and waits
+for its rows as before. A call is deferred at most once. (Measured in rounds of one and two processes, deferring
+cost two processes more CPU per redemption than waiting: docs/benchmarks.md.)
 
 The batch locks every call's Idempotency-Key (an advisory lock), then every voucher row it will change,
 then every ceiling row, each in one order (`vouchers.ledger_batch()`), as a single call does, so batches
