@@ -11,7 +11,9 @@ One run, on this machine, all on 127.0.0.1:
    logs go to files in a temporary directory, not to this output);
 3. organisations and their 2024 and 2025 revenues, seeded through the registry's bulk import;
 4. N applications (M6, M9, M11, M13 in turn) submitted over HTTP with bounded concurrency:
-   submissions per second, latency p50 / p99, outcomes;
+   submissions per second, latency p50 / p99, outcomes, each process's CPU per submission;
+   with --profile, then --profile-applications more with py-spy sampling both services: where
+   their CPU goes (a sampler costs CPU of its own, so it never runs during the measured ones);
 5. every stored application re-evaluated through POST /v1/simulations, one request per
    measure and benefit year: applications re-evaluated per second;
 6. the pure rules engine, in this process, on stored applications' evidence and facts (no
@@ -264,8 +266,11 @@ class Results:
     baseline: Baseline = field(default_factory=Baseline)
     samples: list[dict[str, Any]] = field(default_factory=list)
     postgres_version: str = ""
-    #: with --profile: the CPU per submission of each process, and where each service's went
+    #: the CPU per submission of each process over the measured submissions
     cpu_per_submission: dict[str, float] = field(default_factory=dict)
+    #: with --profile: the further submissions sampled by py-spy, their CPU per submission, where each service's went
+    profiled: Submissions = field(default_factory=Submissions)
+    profiled_cpu_per_submission: dict[str, float] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -286,7 +291,8 @@ class Results:
             self.submissions.created == self.submissions.requested
             and bool(self.simulations)
             and all(s.status == 200 for s in self.simulations)
-            and self.simulated == self.submissions.created
+            and self.profiled.created == self.profiled.requested
+            and self.simulated == self.submissions.created + self.profiled.created
         )
 
 
@@ -423,48 +429,63 @@ async def from_database(database_url: str, results: Results) -> None:
         await connection.close()
 
 
-@dataclass
-class Sampling:
-    """py-spy samplers of the services and the CPU they (and PostgreSQL) had used when the submissions began."""
-
-    pids: dict[str, int]
-    samplers: dict[str, tuple[subprocess.Popen[bytes], Path]]
-    cpu_before: dict[str, float]
+def cpu_mark(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each service (with its workers) and of PostgreSQL."""
+    mark = {service: profile.tree_cpu_seconds(pid) for service, pid in pids.items()}
+    mark["postgres"] = profile.postgres_cpu_seconds()
+    return mark
 
 
-PROFILE_SECONDS = 30
+def cpu_per_submission(pids: dict[str, int], before: dict[str, float], done: Submissions) -> dict[str, float]:
+    """Each process's CPU since `before`, per submission answered 201 (the load generator's own too)."""
+    created = done.created or 1
+    per = {name: (seconds - before[name]) / created for name, seconds in cpu_mark(pids).items()}
+    per["load generator"] = done.client_cpu_seconds / created
+    return per
 
 
-def start_profiles(args: argparse.Namespace, stack: Stack) -> Sampling:
+def cpu_line(per: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds * 1e3:,.1f} ms" for name, seconds in per.items())
+
+
+#: how long a sampler may run at most (it is stopped when the profiled submissions end)
+PROFILE_MAX_SECONDS = 600
+
+
+def profiled_submissions(
+    args: argparse.Namespace,
+    port: int,
+    headers: dict[str, str],
+    payloads: list[dict[str, Any]],
+    first_round: int,
+    results: Results,
+) -> None:
+    """Further submissions with py-spy sampling each service: where the CPU goes. Not the measured rate: sampling
+    a process at 250 Hz costs CPU of its own on these two cores (a run measured under it was ~20% slower)."""
+    if not profile.available():
+        say("! py-spy is not installed (pip install py-spy): no profile")
+        return
     pids: dict[str, int] = args.pids
     samplers = {}
-    if profile.available():
-        for service, pid in pids.items():
-            path = Path(args.log_dir) / f"{service}.pyspy.txt"
-            samplers[service] = (profile.record(pid, PROFILE_SECONDS, path), path)
-    else:
-        say("! py-spy is not installed (pip install py-spy): CPU per submission only, no profile")
-    before = {service: profile.tree_cpu_seconds(pid) for service, pid in pids.items()}
-    before["postgres"] = profile.postgres_cpu_seconds()
-    return Sampling(pids, samplers, before)
-
-
-def finish_profiles(sampling: Sampling, results: Results) -> None:
-    created = results.submissions.created or 1
-    now = {service: profile.tree_cpu_seconds(pid) for service, pid in sampling.pids.items()}
-    now["postgres"] = profile.postgres_cpu_seconds()
-    for name, seconds in now.items():
-        results.cpu_per_submission[name] = (seconds - sampling.cpu_before[name]) / created
-    results.cpu_per_submission["load generator"] = results.submissions.client_cpu_seconds / created
-    for service, (sampler, path) in sampling.samplers.items():
-        sampler.wait(timeout=PROFILE_SECONDS + 60)
-        per = results.cpu_per_submission.get(service, 0.0) * 1e6
+    for service, pid in pids.items():
+        path = Path(args.log_dir) / f"{service}.pyspy.txt"
+        samplers[service] = (profile.record(pid, PROFILE_MAX_SECONDS, path), path)
+    say(f"profiling: {len(payloads):,} more submissions with py-spy sampling {', '.join(pids)}")
+    before = cpu_mark(pids)
+    try:
+        submit_all(port, headers, payloads, args.concurrency, first_round, results.profiled)
+    finally:
+        for sampler, _ in samplers.values():
+            sampler.send_signal(signal.SIGINT)  # py-spy writes what it has sampled and stops
+    p = results.profiled
+    results.profiled_cpu_per_submission = cpu_per_submission(pids, before, p)
+    say(f"  {p.created:,} × 201 in {p.seconds:.2f} s under the sampler: {p.rate:,.1f} submissions/s")
+    say(f"  CPU per submission under the sampler: {cpu_line(results.profiled_cpu_per_submission)}")
+    for service, (sampler, path) in samplers.items():
+        sampler.wait(timeout=60)
+        per = results.profiled_cpu_per_submission.get(service, 0.0) * 1e6
         summary = profile.summary(path, per, operation="submission") if path.exists() else "(py-spy wrote nothing)"
         results.profiles[service] = summary
-    say(
-        "  CPU per submission: "
-        + ", ".join(f"{name} {seconds * 1e3:,.1f} ms" for name, seconds in results.cpu_per_submission.items())
-    )
 
 
 async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, deadline: float) -> None:
@@ -491,7 +512,8 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
             f"in {results.seeding.seconds:.2f} s"
         )
 
-    payloads = application_payloads(rng, codes, args.applications, results.seeding.ids)
+    everything = application_payloads(rng, codes, args.applications + args.profile_applications, results.seeding.ids)
+    payloads, for_profile = everything[: args.applications], everything[args.applications :]
     async with httpx.AsyncClient(
         base_url=stack.url("eligibility"),
         timeout=timeout,
@@ -500,17 +522,17 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
         headers=bench_headers(auth_dir, OFFICER),
     ) as eligibility:
         say(f"submitting {len(payloads):,} applications ({', '.join(MEASURES)}), concurrency {args.concurrency}")
-        sampling = start_profiles(args, stack) if args.profile else None
+        before = cpu_mark(args.pids)
+        first_round = len(MEASURES) * len(codes)
+        port = int(urlsplit(stack.url("eligibility")).port or 0)
+        officer = bench_headers(auth_dir, OFFICER)
         async with asyncio.timeout(remaining()):
-            first_round = len(MEASURES) * len(codes)
-            port = int(urlsplit(stack.url("eligibility")).port or 0)
-            officer = bench_headers(auth_dir, OFFICER)
             await asyncio.to_thread(
                 submit_all, port, officer, payloads, args.concurrency, first_round, results.submissions
             )
         s = results.submissions
-        if sampling is not None:
-            finish_profiles(sampling, results)
+        results.cpu_per_submission = cpu_per_submission(args.pids, before, s)
+        say(f"  CPU per submission: {cpu_line(results.cpu_per_submission)}")
         say(
             f"  {s.created:,} × 201 in {s.seconds:.2f} s: {s.rate:,.1f} submissions/s, "
             f"p50 {ms(percentile(s.latencies, 50))}, p99 {ms(percentile(s.latencies, 99))}"
@@ -521,6 +543,13 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
             say(f"  {REPEATS}: {repeat_summary(s)}")
         for line in s.errors:
             say(f"  ! {line}")
+        if for_profile:
+            async with asyncio.timeout(remaining()):
+                await asyncio.to_thread(
+                    profiled_submissions, args, port, officer, for_profile, first_round - len(payloads), results
+                )
+            for line in results.profiled.errors:
+                say(f"  ! {line}")
 
         say("re-evaluating every stored application: POST /v1/simulations, one request per measure and year")
         async with asyncio.timeout(remaining()):
@@ -688,9 +717,10 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: 
     ]
     route = logs.get("eligibility", LogSummary()).routes.get(("POST", "/v1/applications"))
     if route and route.durations_ms:
+        measured = route.durations_ms[: s.requested]  # the log's first lines: the profiled ones came after
         lines.append(
             f"| submission p50 / p99 inside the service (access log) | "
-            f"{percentile(route.durations_ms, 50):,.1f} ms / {percentile(route.durations_ms, 99):,.1f} ms |"
+            f"{percentile(measured, 50):,.1f} ms / {percentile(measured, 99):,.1f} ms |"
         )
     lines += [
         "",
@@ -716,12 +746,21 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: 
     if results.cpu_per_submission:
         lines += [
             "",
-            "CPU per submission (`--profile`; each process's CPU time over the submissions ÷ submissions): "
-            + ", ".join(f"{name} {seconds * 1e3:,.1f} ms" for name, seconds in results.cpu_per_submission.items())
+            "CPU per submission (each process's CPU time over the measured submissions ÷ submissions): "
+            + cpu_line(results.cpu_per_submission)
+            + ".",
+        ]
+    p = results.profiled
+    if results.profiles:
+        lines += [
+            "",
+            f"Profile (`--profile`): {p.created:,} further submissions with py-spy sampling both services, "
+            f"{p.rate:,.1f} submissions/s under the sampler (not the measured rate); CPU per submission then: "
+            + cpu_line(results.profiled_cpu_per_submission)
             + ".",
         ]
     for service, text in results.profiles.items():
-        lines += ["", f"Where the {service} process's CPU went during the submissions (py-spy):", "", text]
+        lines += ["", f"Where the {service} process's CPU went during the profiled submissions (py-spy):", "", text]
     return "\n".join(lines)
 
 
@@ -779,9 +818,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample the registry and eligibility processes with py-spy during the submissions: where the CPU goes",
+        help="after the measured submissions, --profile-applications more with py-spy sampling the registry and "
+        "eligibility processes: where the CPU goes",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--profile-applications",
+        type=bounded(1, 100_000),
+        default=4_000,
+        help="how many submissions the profile samples (default 4000)",
+    )
+    args = parser.parse_args(argv)
+    if not args.profile:
+        args.profile_applications = 0
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -846,11 +895,9 @@ def main(argv: list[str] | None = None) -> int:
         print_logs(logs)
 
         ok = results.ok
-        if results.simulated != results.submissions.created:
-            say(
-                f"\n! simulations re-evaluated {results.simulated:,} applications, "
-                f"but {results.submissions.created:,} were created"
-            )
+        created = results.submissions.created + results.profiled.created
+        if results.simulated != created:
+            say(f"\n! simulations re-evaluated {results.simulated:,} applications, but {created:,} were created")
         say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
         say(markdown(args, argv, results, logs, where))
         say("\n" + "-" * 74)
