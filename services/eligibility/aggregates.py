@@ -3,8 +3,9 @@
 Roles `dashboard`, `admin`, `auditor`, `officer`, `approver`; no answer names an enterprise.
 
 - `GET /v1/aggregates/applications?year=` reads the projection `application_counts`
-  (kept by triggers in the transaction of each change, migration 0006): a few hundred
-  rows at most, whatever the number of applications. `year` is the year of submission in
+  (kept by triggers in the transaction of each change, migration 0006; each count split
+  over up to 32 shards, 0018, and summed here): a few thousand rows at most, whatever
+  the number of applications. `year` is the year of submission in
   Shenzhen time (default: this year); each measure's applications of that year are
   counted by the outcome of their automatic decision (eligible + ineligible +
   needs_review = submitted) and by their status now (in_review + reviewed + approved +
@@ -102,7 +103,10 @@ def _counts(values: dict[tuple[str, str], int]) -> dict[str, int]:
 
 async def applications(session: AsyncSession, year: int) -> ApplicationsAggregate:
     rows = await session.execute(
-        text("SELECT measure, dimension, value, count FROM eligibility.application_counts WHERE year = :year"),
+        text(
+            "SELECT measure, dimension, value, sum(count) FROM eligibility.application_counts WHERE year = :year "
+            "GROUP BY measure, dimension, value"
+        ),
         {"year": year},
     )
     per_measure: dict[str, dict[tuple[str, str], int]] = {measure: {} for measure in measures()}
@@ -171,11 +175,18 @@ _GROUP_BY = """
 """
 
 
+#: the projection's counts, each the sum of its shards
+_PROJECTED = """
+    SELECT year, measure, dimension, value, sum(count) AS count FROM eligibility.application_counts
+    GROUP BY year, measure, dimension, value
+"""
+
+
 async def differences(target: AsyncSession | AsyncConnection) -> list[dict[str, Any]]:
     """Where the projection and a plain GROUP BY over the applications disagree (a full scan: checks only)."""
     projected = {
         (row["year"], row["measure"], row["dimension"], row["value"]): int(row["count"])
-        for row in (await target.execute(text("SELECT * FROM eligibility.application_counts"))).mappings()
+        for row in (await target.execute(text(_PROJECTED))).mappings()
     }
     counted = {
         (row["year"], row["measure"], row["dimension"], row["value"]): int(row["count"])

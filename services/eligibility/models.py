@@ -203,7 +203,7 @@ class ParameterVersion(Base):
 class ApplicationCount(Base):
     """Applications per submission year (Shenzhen time), measure and status or automatic outcome.
 
-    Written only by triggers on `applications` and `decisions` (migration 0006), in the
+    Written only by triggers on `applications` and `decisions` (migrations 0006, 0018), in the
     transaction of the change; `eligibility.rebuild_application_counts()` recounts it.
     """
 
@@ -214,4 +214,7 @@ class ApplicationCount(Base):
     #: `status` (the application's current status) or `outcome` (of its automatic decision)
     dimension: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[str] = mapped_column(Text, primary_key=True)
+    #: a count is the sum of its shards: each connection adds to its own (`eligibility.count_shard()`, migration
+    #: 0018), so concurrent submissions of a measure do not wait for one row
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default=text("0"))
     count: Mapped[int] = mapped_column(BigInteger, nullable=False)
