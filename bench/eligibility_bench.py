@@ -10,7 +10,8 @@ One run, on this machine, all on 127.0.0.1:
 2. the registry and the eligibility service as real uvicorn processes on free ports (their
    logs go to files in a temporary directory, not to this output);
 3. organisations and their 2024 and 2025 revenues, seeded through the registry's bulk import;
-4. N applications (M6, M9, M11, M13 in turn) submitted over HTTP with bounded concurrency:
+4. N applications (M6, M9, M11, M13 in turn) submitted over HTTP with bounded concurrency,
+   after --warmup more that are not measured (new connections, their first plans):
    submissions per second, latency p50 / p99, outcomes, each process's CPU per submission;
    with --profile, then --profile-applications more with py-spy sampling both services: where
    their CPU goes (a sampler costs CPU of its own, so it never runs during the measured ones);
@@ -266,12 +267,19 @@ class Results:
     baseline: Baseline = field(default_factory=Baseline)
     samples: list[dict[str, Any]] = field(default_factory=list)
     postgres_version: str = ""
+    #: the submissions before the measured ones (not counted)
+    warmup: Submissions = field(default_factory=Submissions)
     #: the CPU per submission of each process over the measured submissions
     cpu_per_submission: dict[str, float] = field(default_factory=dict)
     #: with --profile: the further submissions sampled by py-spy, their CPU per submission, where each service's went
     profiled: Submissions = field(default_factory=Submissions)
     profiled_cpu_per_submission: dict[str, float] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def created(self) -> int:
+        """Applications stored: the warm-up's, the measured ones and the profiled ones."""
+        return self.warmup.created + self.submissions.created + self.profiled.created
 
     @property
     def simulated(self) -> int:
@@ -291,8 +299,9 @@ class Results:
             self.submissions.created == self.submissions.requested
             and bool(self.simulations)
             and all(s.status == 200 for s in self.simulations)
+            and self.warmup.created == self.warmup.requested
             and self.profiled.created == self.profiled.requested
-            and self.simulated == self.submissions.created + self.profiled.created
+            and self.simulated == self.created
         )
 
 
@@ -512,8 +521,10 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
             f"in {results.seeding.seconds:.2f} s"
         )
 
-    everything = application_payloads(rng, codes, args.applications + args.profile_applications, results.seeding.ids)
-    payloads, for_profile = everything[: args.applications], everything[args.applications :]
+    count = args.warmup + args.applications + args.profile_applications
+    everything = application_payloads(rng, codes, count, results.seeding.ids)
+    measured = slice(args.warmup, args.warmup + args.applications)
+    warmup, payloads, for_profile = everything[: measured.start], everything[measured], everything[measured.stop :]
     async with httpx.AsyncClient(
         base_url=stack.url("eligibility"),
         timeout=timeout,
@@ -521,14 +532,22 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
         trust_env=False,
         headers=bench_headers(auth_dir, OFFICER),
     ) as eligibility:
-        say(f"submitting {len(payloads):,} applications ({', '.join(MEASURES)}), concurrency {args.concurrency}")
-        before = cpu_mark(args.pids)
-        first_round = len(MEASURES) * len(codes)
+        first_round = len(MEASURES) * len(codes)  # the index of the first repeat application
         port = int(urlsplit(stack.url("eligibility")).port or 0)
         officer = bench_headers(auth_dir, OFFICER)
+        if warmup:
+            say(f"warming up: {len(warmup):,} submissions, not measured (the pools' connections, their plans)")
+            async with asyncio.timeout(remaining()):
+                await asyncio.to_thread(
+                    submit_all, port, officer, warmup, args.concurrency, first_round, results.warmup
+                )
+            for line in results.warmup.errors:
+                say(f"  ! {line}")
+        say(f"submitting {len(payloads):,} applications ({', '.join(MEASURES)}), concurrency {args.concurrency}")
+        before = cpu_mark(args.pids)
         async with asyncio.timeout(remaining()):
             await asyncio.to_thread(
-                submit_all, port, officer, payloads, args.concurrency, first_round, results.submissions
+                submit_all, port, officer, payloads, args.concurrency, first_round - measured.start, results.submissions
             )
         s = results.submissions
         results.cpu_per_submission = cpu_per_submission(args.pids, before, s)
@@ -546,7 +565,7 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
         if for_profile:
             async with asyncio.timeout(remaining()):
                 await asyncio.to_thread(
-                    profiled_submissions, args, port, officer, for_profile, first_round - len(payloads), results
+                    profiled_submissions, args, port, officer, for_profile, first_round - measured.stop, results
                 )
             for line in results.profiled.errors:
                 say(f"  ! {line}")
@@ -696,7 +715,8 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: 
         f"(2 bulk imports) + {results.seeding.recognitions:,} recognitions (one POST each) "
         f"in {results.seeding.seconds:.2f} s |",
         f"| applications | {s.requested:,} ({', '.join(MEASURES)} in turn, as of {AS_OF}), "
-        f"concurrency {args.concurrency}; {s.created:,} answered 201 |",
+        f"concurrency {args.concurrency}; {s.created:,} answered 201; after {results.warmup.requested:,} "
+        "not measured (warm-up) |",
         f"| services | registry 1 process; eligibility {args.eligibility_workers} "
         f"process{'es behind one port (uvicorn workers)' if args.eligibility_workers > 1 else ''} |",
         "",
@@ -717,7 +737,8 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: 
     ]
     route = logs.get("eligibility", LogSummary()).routes.get(("POST", "/v1/applications"))
     if route and route.durations_ms:
-        measured = route.durations_ms[: s.requested]  # the log's first lines: the profiled ones came after
+        # the log's lines in order: the warm-up's first, the profiled ones after
+        measured = route.durations_ms[results.warmup.requested : results.warmup.requested + s.requested]
         lines.append(
             f"| submission p50 / p99 inside the service (access log) | "
             f"{percentile(measured, 50):,.1f} ms / {percentile(measured, 99):,.1f} ms |"
@@ -804,6 +825,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--applications", type=bounded(1, 100_000), default=10_000, help="how many (default 10000)")
     parser.add_argument("--concurrency", type=bounded(1, 256), default=16, help="requests in flight (default 16)")
+    parser.add_argument(
+        "--warmup", type=bounded(0, 100_000), default=500, help="submissions before the measured ones (default 500)"
+    )
     parser.add_argument(
         "--eligibility-workers",
         type=bounded(1, 8),
@@ -895,9 +919,10 @@ def main(argv: list[str] | None = None) -> int:
         print_logs(logs)
 
         ok = results.ok
-        created = results.submissions.created + results.profiled.created
-        if results.simulated != created:
-            say(f"\n! simulations re-evaluated {results.simulated:,} applications, but {created:,} were created")
+        if results.simulated != results.created:
+            say(
+                f"\n! simulations re-evaluated {results.simulated:,} applications, but {results.created:,} were created"
+            )
         say("\n--- paste into docs/benchmarks.md " + "-" * 40 + "\n")
         say(markdown(args, argv, results, logs, where))
         say("\n" + "-" * 74)
