@@ -31,13 +31,11 @@ SHARDS = 32
 #: what a count counts (0006's primary key; the shard is added to it)
 KEY = "year, measure, dimension, value"
 
-#: the four counting functions of migration 0006, with `{shard}` (a column list's tail) and `{shard_value}` (the
-#: value's) left open: the upgrade writes each count in the backend's shard, the downgrade as 0006 did
-FUNCTIONS = [
-    """
-    CREATE OR REPLACE FUNCTION eligibility.count_application_statuses() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN  -- an UPDATE: the rows' old keys -1, new keys +1 (nothing when the status did not change)
-        INSERT INTO eligibility.application_counts AS c (year, measure, dimension, value, count{shard})
+#: how each of migration 0006's four counting functions counts the rows of its statement (the same bodies), with
+#: `{shard_value}` after the count left open: the upgrade writes each count in the backend's shard, the downgrade
+#: as 0006 did
+COUNTED = {
+    "count_application_statuses": """
         SELECT year, measure, 'status', status, sum(delta){shard_value}
         FROM (
             SELECT eligibility.local_year(submitted_at) AS year, measure, status, 1 AS delta FROM new_rows
@@ -46,44 +44,30 @@ FUNCTIONS = [
         ) changes
         GROUP BY year, measure, status
         HAVING sum(delta) <> 0
-        ORDER BY year, measure, status
-        ON CONFLICT (year, measure, dimension, value{shard}) DO UPDATE SET count = c.count + EXCLUDED.count;
-        RETURN NULL;
-    END $$
-    """,
-    """
-    CREATE OR REPLACE FUNCTION eligibility.count_application_statuses_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO eligibility.application_counts AS c (year, measure, dimension, value, count{shard})
+        ORDER BY year, measure, status""",
+    "count_application_statuses_inserted": """
         SELECT eligibility.local_year(submitted_at), measure, 'status', status, count(*){shard_value}
-        FROM new_rows GROUP BY 1, 2, 4 ORDER BY 1, 2, 4
-        ON CONFLICT (year, measure, dimension, value{shard}) DO UPDATE SET count = c.count + EXCLUDED.count;
-        RETURN NULL;
-    END $$
-    """,
-    """
-    CREATE OR REPLACE FUNCTION eligibility.count_application_statuses_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO eligibility.application_counts AS c (year, measure, dimension, value, count{shard})
+        FROM new_rows GROUP BY 1, 2, 4 ORDER BY 1, 2, 4""",
+    "count_application_statuses_deleted": """
         SELECT eligibility.local_year(submitted_at), measure, 'status', status, -count(*){shard_value}
-        FROM old_rows GROUP BY 1, 2, 4 ORDER BY 1, 2, 4
-        ON CONFLICT (year, measure, dimension, value{shard}) DO UPDATE SET count = c.count + EXCLUDED.count;
-        RETURN NULL;
-    END $$
-    """,
-    """
-    CREATE OR REPLACE FUNCTION eligibility.count_application_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO eligibility.application_counts AS c (year, measure, dimension, value, count{shard})
+        FROM old_rows GROUP BY 1, 2, 4 ORDER BY 1, 2, 4""",
+    "count_application_outcomes": """
         SELECT eligibility.local_year(a.submitted_at), a.measure, 'outcome', d.outcome, count(*){shard_value}
         FROM new_rows d JOIN eligibility.applications a ON a.id = d.application_id
         WHERE d.kind = 'automatic'
-        GROUP BY 1, 2, 4 ORDER BY 1, 2, 4
-        ON CONFLICT (year, measure, dimension, value{shard}) DO UPDATE SET count = c.count + EXCLUDED.count;
-        RETURN NULL;
-    END $$
-    """,
-]
+        GROUP BY 1, 2, 4 ORDER BY 1, 2, 4""",
+}
+
+#: a counting function: its statement's rows counted, upserted in key order (concurrent writers lock rows in the
+#: same order); `{shard}` is the shard column's place in the column list and the conflict target
+FUNCTION = """
+CREATE OR REPLACE FUNCTION eligibility.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO eligibility.application_counts AS c (year, measure, dimension, value, count{shard}){counted}
+    ON CONFLICT (year, measure, dimension, value{shard}) DO UPDATE SET count = c.count + EXCLUDED.count;
+    RETURN NULL;
+END $$
+"""
 
 COUNT_SHARD = f"""
 CREATE FUNCTION eligibility.count_shard() RETURNS smallint LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -95,8 +79,8 @@ $$
 
 def _functions(*, sharded: bool) -> None:
     shard, shard_value = (", shard", ", eligibility.count_shard()") if sharded else ("", "")
-    for function in FUNCTIONS:
-        op.execute(function.format(shard=shard, shard_value=shard_value))
+    for name, counted in COUNTED.items():
+        op.execute(FUNCTION.format(name=name, shard=shard, counted=counted.format(shard_value=shard_value)))
 
 
 def upgrade() -> None:
