@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -461,16 +462,16 @@ def cpu_line(per: dict[str, float]) -> str:
 PROFILE_MAX_SECONDS = 600
 
 
-def profiled_submissions(
-    args: argparse.Namespace,
-    port: int,
-    headers: dict[str, str],
-    payloads: list[dict[str, Any]],
-    first_round: int,
-    results: Results,
+#: submits payloads from a given index of the run's sequence on, into a result (`http_phases`)
+Submit = Callable[[list[dict[str, Any]], int, Submissions], Awaitable[None]]
+
+
+async def profiled_submissions(
+    args: argparse.Namespace, submit: Submit, payloads: list[dict[str, Any]], start: int, results: Results
 ) -> None:
     """Further submissions with py-spy sampling each service: where the CPU goes. Not the measured rate: sampling
-    a process at 250 Hz costs CPU of its own on these two cores (a run measured under it was ~20% slower)."""
+    a process at 250 Hz costs CPU of its own on these two cores (a run measured under it was about a sixth
+    slower)."""
     if not profile.available():
         say("! py-spy is not installed (pip install py-spy): no profile")
         return
@@ -482,7 +483,7 @@ def profiled_submissions(
     say(f"profiling: {len(payloads):,} more submissions with py-spy sampling {', '.join(pids)}")
     before = cpu_mark(pids)
     try:
-        submit_all(port, headers, payloads, args.concurrency, first_round, results.profiled)
+        await submit(payloads, start, results.profiled)
     finally:
         for sampler, _ in samplers.values():
             sampler.send_signal(signal.SIGINT)  # py-spy writes what it has sampled and stops
@@ -535,20 +536,20 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
         first_round = len(MEASURES) * len(codes)  # the index of the first repeat application
         port = int(urlsplit(stack.url("eligibility")).port or 0)
         officer = bench_headers(auth_dir, OFFICER)
+
+        async def submit(part: list[dict[str, Any]], start: int, result: Submissions) -> None:
+            """`part`, the payloads from index `start` of the run's sequence on, at the run's concurrency."""
+            async with asyncio.timeout(remaining()):
+                await asyncio.to_thread(submit_all, port, officer, part, args.concurrency, first_round - start, result)
+
         if warmup:
             say(f"warming up: {len(warmup):,} submissions, not measured (the pools' connections, their plans)")
-            async with asyncio.timeout(remaining()):
-                await asyncio.to_thread(
-                    submit_all, port, officer, warmup, args.concurrency, first_round, results.warmup
-                )
+            await submit(warmup, 0, results.warmup)
             for line in results.warmup.errors:
                 say(f"  ! {line}")
         say(f"submitting {len(payloads):,} applications ({', '.join(MEASURES)}), concurrency {args.concurrency}")
         before = cpu_mark(args.pids)
-        async with asyncio.timeout(remaining()):
-            await asyncio.to_thread(
-                submit_all, port, officer, payloads, args.concurrency, first_round - measured.start, results.submissions
-            )
+        await submit(payloads, measured.start, results.submissions)
         s = results.submissions
         results.cpu_per_submission = cpu_per_submission(args.pids, before, s)
         say(f"  CPU per submission: {cpu_line(results.cpu_per_submission)}")
@@ -563,10 +564,7 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
         for line in s.errors:
             say(f"  ! {line}")
         if for_profile:
-            async with asyncio.timeout(remaining()):
-                await asyncio.to_thread(
-                    profiled_submissions, args, port, officer, for_profile, first_round - measured.stop, results
-                )
+            await profiled_submissions(args, submit, for_profile, measured.stop, results)
             for line in results.profiled.errors:
                 say(f"  ! {line}")
 
