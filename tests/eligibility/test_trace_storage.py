@@ -1,0 +1,44 @@
+"""A decision's trace is stored out of line as it is, not compressed (migration 0019, issue #16).
+
+Compressing the trace (6–7 KB of JSON for most measures) cost the database about as much CPU per submission as
+storing it; `EXTERNAL` storage skips the compression. What is read back is the same trace.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+
+from tests.auth import admin
+from tests.conftest import DatabaseFactory
+from tests.eligibility.conftest import eligibility_on
+from tests.eligibility.test_award_register import m4, submit
+
+#: below this a row is neither compressed nor moved out of line (PostgreSQL's TOAST_TUPLE_THRESHOLD, 8 KB pages)
+TOAST_THRESHOLD = 2032
+
+
+async def test_a_submitted_trace_is_stored_uncompressed_and_read_back_whole(
+    databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(base_url=live_registry, headers=admin()) as registry:
+        applicant, evidence = await m4(registry)
+    url = databases.create("longgang_trace_storage")
+    async with eligibility_on(url, live_registry, service_auth_env) as client:
+        submitted = await submit(client, applicant, evidence)
+        read = await client.get(f"/v1/applications/{submitted['id']}")
+    assert read.status_code == 200, read.text
+    assert read.json()["decision"]["trace"] == submitted["decision"]["trace"]
+    connection = await asyncpg.connect(url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT octet_length(trace::text) AS size, pg_column_compression(trace) AS compression,"
+            " (SELECT attstorage::text FROM pg_attribute WHERE attrelid = 'eligibility.decisions'::regclass"
+            "  AND attname = 'trace') AS storage FROM eligibility.decisions WHERE application_id = $1",
+            submitted["id"],
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    assert row["size"] > TOAST_THRESHOLD, "a trace this small would not be compressed anyway: the test proves nothing"
+    assert (row["storage"], row["compression"]) == ("e", None)
