@@ -8,14 +8,18 @@ told "created" about something that did not commit, and rolls back on any error.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, TypeAlias, cast
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Protocol, TypeAlias, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.dbconnect import connect_options, pooler_of, timeouts
@@ -43,6 +47,89 @@ def _statement_name() -> str:
     return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
+async def no_session_reset(connection: asyncpg.Connection) -> None:
+    """What a connection goes back to an asyncpg pool with: asyncpg's own reset still rolls back a transaction left
+    open and drops listeners; the reset *query* (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`)
+    is not sent. It is one more round trip per call (on the redemption path: per redemption, a fifth of the
+    process's CPU, docs/benchmarks.md), and such a pool's callers leave nothing for it to undo: each runs
+    statements (`fetchrow`/`fetch`/`fetchval`) whose locks are transaction-level (`pg_advisory_xact_lock`), with no
+    SET, LISTEN or cursor; the session's settings are the login's (startup parameters), which RESET ALL would
+    restore anyway. A caller that needs session state acquires a connection of its own."""
+
+
+async def _json_codecs(connection: asyncpg.Connection) -> None:
+    """JSON and JSONB as SQLAlchemy's asyncpg dialect has them: JSON text in, Python objects out (the statements
+    written for asyncpg run on either kind of connection and see the same values)."""
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda text: b"\x01" + text.encode(),
+        decoder=lambda value: json.loads(value[1:].decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
+    await connection.set_type_codec(
+        "json",
+        encoder=str.encode,
+        decoder=lambda value: json.loads(value.decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+class Connections(Protocol):
+    """Where a route gets a raw connection for fixed SQL whose statements are each their own transaction."""
+
+    def acquire(self) -> Any:
+        """An async context manager lending one connection (`async with connections.acquire() as connection`)."""
+
+
+class StatementPool:
+    """A service's raw asyncpg connections for fixed SQL that needs no ORM (issue #16): a submission's two
+    statements. Lending one through a session (`get_session`, then `raw_connection`) cost ~0.25 ms of the process's
+    CPU per request against ~0.05 ms here (the session, its transaction object, SQLAlchemy's pool and its reset,
+    each step through a greenlet). Opened at the first use, at most `size` connections, with the same login,
+    settings and pooler handling as the engine's; closed with the `Database`."""
+
+    def __init__(self, url: str, connect_args: dict[str, Any], size: int, timeout: float) -> None:
+        self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self.connect_args = connect_args
+        self.size = size
+        self.timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def _opened(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=0,
+                    max_size=self.size,
+                    reset=no_session_reset,
+                    init=_json_codecs,
+                    **self.connect_args,
+                )
+        return self._pool
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Connection]:
+        """One connection for as long as the block runs; none free within the pool timeout: SQLAlchemy's pool
+        timeout (503 `service_busy`, as for every other route)."""
+        pool = self._pool if self._pool is not None else await self._opened()
+        try:
+            connection = await pool.acquire(timeout=self.timeout)
+        except TimeoutError as exc:
+            raise PoolTimeoutError(f"no database connection free within {self.timeout} s") from exc
+        try:
+            yield connection
+        finally:
+            await pool.release(connection)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
 class Database:
     def __init__(
         self,
@@ -56,6 +143,9 @@ class Database:
     ) -> None:
         settings = {**timeouts(statement_timeout_ms), **(server_settings or {})}
         connect_args = connect_options(url, application_name, settings=settings)
+        self.statements = StatementPool(
+            url, dict(connect_args), pool_size, float(engine_options.get("pool_timeout", 30.0))
+        )
         if pooler_of(url) == "transaction":
             # SQLAlchemy prepares every statement by name: unique names, none kept (its PgBouncer advice)
             connect_args |= {"prepared_statement_cache_size": 0, "prepared_statement_name_func": _statement_name}
@@ -73,6 +163,7 @@ class Database:
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     async def dispose(self) -> None:
+        await self.statements.close()
         await self.engine.dispose()
 
 
@@ -90,6 +181,35 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def get_connections(request: Request) -> Connections:
+    """Raw connections for fixed SQL, each statement its own transaction (tests override this dependency: their
+    statements then run in the test's transaction, `SessionConnections`)."""
+    database: Database = request.app.state.database
+    return database.statements
+
+
+ConnectionsDep = Annotated[Connections, Depends(get_connections)]
+
+
+class SessionConnections:
+    """Connections lent through sessions of `sessions`, each committed when its block ends and rolled back on an
+    error, as `get_session` does (the tests' savepoints of one transaction)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.sessions() as session:
+            try:
+                yield await raw_connection(session)
+            except BaseException:
+                await session.rollback()
+                raise
+            else:
+                await session.commit()
 
 
 async def raw_connection(session: AsyncSession) -> asyncpg.Connection:

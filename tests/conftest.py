@@ -28,11 +28,11 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from devtools import devauth, devdb
 from devtools.devrun import Stack, start_service, stop_services, wait_ready
-from shared.db import get_session
+from shared.db import SessionConnections, get_connections, get_session
 from shared.dbroles import login_url
 from shared.feed.secretbox import ensure_key_file
 from shared.migrations import upgrade_all
@@ -148,32 +148,45 @@ async def registry_app(database_url: str) -> AsyncIterator[FastAPI]:
     await app.state.database.dispose()
 
 
+@contextmanager
+def sessions_in(app: FastAPI, connection: AsyncConnection) -> Iterator[None]:
+    """Every request's session, and every raw connection lent for fixed SQL (a submission's statements), a
+    savepoint of `connection`'s transaction, committed or rolled back as the app's own would be."""
+    sessions = async_sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False
+    )
+
+    async def session_override() -> AsyncIterator[AsyncSession]:
+        async with sessions() as session:
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            else:
+                await session.commit()
+
+    connections = SessionConnections(sessions)
+    app.dependency_overrides[get_session] = session_override
+    app.dependency_overrides[get_connections] = lambda: connections
+    try:
+        yield
+    finally:
+        app.dependency_overrides.pop(get_session, None)
+        app.dependency_overrides.pop(get_connections, None)
+
+
 async def _rollback_client(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client whose every request runs in a savepoint of one transaction, rolled back at the end."""
     engine = app.state.database.engine
     async with engine.connect() as connection:
         transaction = await connection.begin()
-        sessions = async_sessionmaker(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False
-        )
-
-        async def session_override() -> AsyncIterator[AsyncSession]:
-            async with sessions() as session:
-                try:
-                    yield session
-                except BaseException:
-                    await session.rollback()
-                    raise
-                else:
-                    await session.commit()
-
-        app.dependency_overrides[get_session] = session_override
         try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=admin()) as client:
-                yield client
+            with sessions_in(app, connection):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=admin()) as client:
+                    yield client
         finally:
-            app.dependency_overrides.pop(get_session, None)
             await transaction.rollback()
 
 

@@ -34,7 +34,7 @@ from shared.auth import (
     Principal,
     require,
 )
-from shared.db import SessionDep
+from shared.db import ConnectionsDep, SessionDep
 from shared.errors import FieldError, validation_problem
 from shared.identifiers import CreditCode
 from shared.limits import KiB, MiB, max_body
@@ -104,13 +104,13 @@ Approver = Annotated[Principal, require(APPROVER, ADMIN)]
 @max_body(4 * MiB)  # M1 evidence lists invoices line by line: some 20,000 lines
 async def submit_application(
     principal: Submitter,
-    session: SessionDep,
+    connections: ConnectionsDep,
     policy: PolicyDep,
     registry: RegistryDep,
     payload: ApplicationCreate,
     response: Response,
 ) -> ApplicationRead:
-    created = await service.submit(session, policy, registry, payload, principal)
+    created = await service.submit(connections, policy, registry, payload, principal)
     response.headers["Location"] = f"/v1/applications/{created.id}"
     return created
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import ADMIN, OFFICER, ORGANISATION_MISMATCH, Principal
 from shared.context import request_id_var
-from shared.db import raw_connection
+from shared.db import Connections
 from shared.errors import ProblemError
 from shared.instants import SHENZHEN, local_today
 from shared.testclocks import EnterpriseClocks
@@ -291,7 +291,7 @@ def _decided(
 
 
 async def submit(
-    session: AsyncSession, policy: Policy, registry: RegistryFacts, payload: ApplicationCreate, principal: Principal
+    connections: Connections, policy: Policy, registry: RegistryFacts, payload: ApplicationCreate, principal: Principal
 ) -> ApplicationRead:
     if not principal.has(OFFICER, ADMIN) and payload.applicant != principal.applicant:
         raise ProblemError(ORGANISATION_MISMATCH, org=principal.organisation or "-")
@@ -303,31 +303,32 @@ async def submit(
     # answers (issue #12)
     request = facts_needed(evidence)
     facts = await registry.fetch(payload.applicant, as_of, request)
-    # the rest is fixed SQL on the connection under the session, two statements in autocommit (issue #16)
-    connection = await raw_connection(session)
+    # the rest is fixed SQL on a raw connection, two statements in autocommit, the connection lent for them alone
+    # (issue #16)
     dated = _dated(received_on, as_of, payload, principal, test_clock)
-    for _ in range(SUBMISSION_ATTEMPTS):
-        # the claim keys with the parameter versions read last; the read tells whether they are still current
-        known = policy.parameter_versions.last
-        parameters = _with_versions(policy.parameters, known)
-        keys = claim_keys(evidence, payload.applicant, parameters, as_of)
-        seen = await submission_sql.read(
-            connection, payload.applicant, measure, keys, prior_awards=request.prior_awards
-        )
-        facts.prior_awards = seen.prior_awards
-        facts.claimed = seen.claimed
-        versions = await policy.parameter_versions.read(connection, seen)  # again only if a version was added
-        if versions is not known:
-            parameters = _with_versions(policy.parameters, versions)
-            current_keys = claim_keys(evidence, payload.applicant, parameters, as_of)
-            if current_keys != keys:
-                facts.claimed = await submission_sql.claim_holders(connection, current_keys)
-        application, decision = _decided(
-            payload, principal, policy, facts, parameters, received_on, as_of, dated, seen.at
-        )
-        read = application_read(application, decision, [])
-        changes = [events.application_event(change, read) for change in ("submitted", "decided")]
-        if await submission_sql.insert_submission(connection, application, decision, changes, seen.last):
-            return read
-        # another submission of this applicant and measure came in since the read: decide again, seeing it
+    async with connections.acquire() as connection:
+        for _ in range(SUBMISSION_ATTEMPTS):
+            # the claim keys with the parameter versions read last; the read tells whether they are still current
+            known = policy.parameter_versions.last
+            parameters = _with_versions(policy.parameters, known)
+            keys = claim_keys(evidence, payload.applicant, parameters, as_of)
+            seen = await submission_sql.read(
+                connection, payload.applicant, measure, keys, prior_awards=request.prior_awards
+            )
+            facts.prior_awards = seen.prior_awards
+            facts.claimed = seen.claimed
+            versions = await policy.parameter_versions.read(connection, seen)  # again only if a version was added
+            if versions is not known:
+                parameters = _with_versions(policy.parameters, versions)
+                current_keys = claim_keys(evidence, payload.applicant, parameters, as_of)
+                if current_keys != keys:
+                    facts.claimed = await submission_sql.claim_holders(connection, current_keys)
+            application, decision = _decided(
+                payload, principal, policy, facts, parameters, received_on, as_of, dated, seen.at
+            )
+            read = application_read(application, decision, [])
+            changes = [events.application_event(change, read) for change in ("submitted", "decided")]
+            if await submission_sql.insert_submission(connection, application, decision, changes, seen.last):
+                return read
+            # another submission of this applicant and measure came in since the read: decide again, seeing it
     raise ProblemError(SUBMISSION_CONTENDED, applicant=payload.applicant, measure=measure)

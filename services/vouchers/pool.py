@@ -9,18 +9,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared.db import no_session_reset
 from shared.dbconnect import connect_options
-
-
-async def _no_session_reset(connection: asyncpg.Connection) -> None:
-    """What a connection goes back to the pool with: asyncpg's own reset still rolls back a transaction left
-    open and drops listeners; the reset *query* (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`)
-    is not sent. It is one more round trip per call (on the redemption path: per redemption, a fifth of the
-    process's CPU, docs/benchmarks.md), and this pool's callers leave nothing for it to undo: each runs one
-    statement (`fetchrow`/`fetch`/`fetchval`) of a ledger function or a read, whose locks are transaction-level
-    (`pg_advisory_xact_lock`), with no SET, LISTEN or cursor; the session's settings are the login's (startup
-    parameters), which RESET ALL would restore anyway. A caller that needs session state acquires its own
-    connection (`chain.service.ledger_connection`), never this pool's."""
 
 
 class LedgerPool:
@@ -38,7 +28,7 @@ class LedgerPool:
             min_size=1,
             max_size=self.size,
             command_timeout=10,
-            reset=_no_session_reset,
+            reset=no_session_reset,  # its callers run one statement each: nothing to undo
             **connect_options(self.dsn, "vouchers-hotpath", role=self.role),
         )
 

@@ -18,14 +18,14 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.eligibility import aggregates
 from services.eligibility.submission_sql import insert_submission
 from shared.auth import DASHBOARD
-from shared.db import get_session
 from shared.errors import PEER_UNAVAILABLE, ProblemError
 from tests.auth import admin, auth
+from tests.conftest import sessions_in
 from tests.eligibility import seed
 from tests.eligibility.actors import DIRECTOR, LI, WANG
 from tests.factories import new_credit_code
@@ -40,27 +40,14 @@ async def api_and_db(eligibility_app: FastAPI) -> AsyncIterator[tuple[httpx.Asyn
     """The rollback client of conftest, and the connection its requests run on (to count rows in it)."""
     async with eligibility_app.state.database.engine.connect() as connection:
         transaction = await connection.begin()
-        sessions = async_sessionmaker(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False, autoflush=False
-        )
-
-        async def session_override() -> AsyncIterator[AsyncSession]:
-            async with sessions() as session:
-                try:
-                    yield session
-                except BaseException:
-                    await session.rollback()
-                    raise
-                else:
-                    await session.commit()
-
-        eligibility_app.dependency_overrides[get_session] = session_override
         try:
-            transport = httpx.ASGITransport(app=eligibility_app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://eligibility", headers=admin()) as client:
-                yield client, connection
+            with sessions_in(eligibility_app, connection):
+                transport = httpx.ASGITransport(app=eligibility_app)
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://eligibility", headers=admin()
+                ) as client:
+                    yield client, connection
         finally:
-            eligibility_app.dependency_overrides.pop(get_session, None)
             await transaction.rollback()
 
 
