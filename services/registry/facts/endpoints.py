@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from shared.auth import REGISTRY_READ, require
-from shared.db import SessionDep
+from shared.db import ConnectionsDep
 
 from . import service
 from .schemas import MAX_BATCH, FactsBatchQuery, FactsBatchRead, FactsQuery, FactsRead
@@ -31,8 +31,8 @@ router = APIRouter(tags=["facts"])
         "Nothing is written."
     ),
 )
-async def read_application_facts(session: SessionDep, query: FactsQuery) -> FactsRead:
-    return await service.read_facts(session, query)
+async def read_application_facts(connections: ConnectionsDep, query: FactsQuery) -> FactsRead:
+    return await service.read_facts(connections, query)
 
 
 @router.post(
@@ -46,5 +46,5 @@ async def read_application_facts(session: SessionDep, query: FactsQuery) -> Fact
         "question refuses the whole call (422, its place in `errors[].field`). Nothing is written."
     ),
 )
-async def read_facts_batch(session: SessionDep, query: FactsBatchQuery) -> FactsBatchRead:
-    return FactsBatchRead(facts=await service.read_many_facts(session, query.queries))
+async def read_facts_batch(connections: ConnectionsDep, query: FactsBatchQuery) -> FactsBatchRead:
+    return FactsBatchRead(facts=await service.read_many_facts(connections, query.queries))

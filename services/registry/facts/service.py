@@ -9,25 +9,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from shared.db import raw_connection
+from shared.db import Connections
 
 from .reads import Answer, Reads
 from .schemas import FactsQuery, FactsRead
 
 
-async def read_facts(session: AsyncSession, query: FactsQuery) -> FactsRead:
-    return (await read_many_facts(session, [query]))[0]
+async def read_facts(connections: Connections, query: FactsQuery) -> FactsRead:
+    return (await read_many_facts(connections, [query]))[0]
 
 
-async def read_many_facts(session: AsyncSession, queries: Sequence[FactsQuery]) -> list[FactsRead]:
+async def read_many_facts(connections: Connections, queries: Sequence[FactsQuery]) -> list[FactsRead]:
     """The facts of several applications (`POST /v1/facts/batch`), in their order: every query's reads are parts of
     the same one statement, so all of them see one snapshot, as one query's reads do."""
     reads = Reads()
     for n, query in enumerate(queries):
         _plan(reads, n, query)
-    read = await reads.fetch(await raw_connection(session))
+    async with connections.acquire() as connection:  # a raw connection for the one statement (issue #16)
+        read = await reads.fetch(connection)
     return [_answer(read, n, query) for n, query in enumerate(queries)]
 
 
