@@ -183,9 +183,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def get_connections(request: Request) -> Connections:
+async def get_connections(request: Request) -> Connections:
     """Raw connections for fixed SQL, each statement its own transaction (tests override this dependency: their
-    statements then run in the test's transaction, `SessionConnections`)."""
+    statements then run in the test's transaction, `SessionConnections`). A coroutine: FastAPI runs a plain
+    function dependency in its thread pool, a hand-off that cost more than the lending it serves."""
     database: Database = request.app.state.database
     return database.statements
 

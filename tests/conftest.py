@@ -166,9 +166,11 @@ def sessions_in(app: FastAPI, connection: AsyncConnection) -> Iterator[None]:
             else:
                 await session.commit()
 
-    connections = SessionConnections(sessions)
+    async def connections_override() -> SessionConnections:
+        return SessionConnections(sessions)
+
     app.dependency_overrides[get_session] = session_override
-    app.dependency_overrides[get_connections] = lambda: connections
+    app.dependency_overrides[get_connections] = connections_override
     try:
         yield
     finally:
