@@ -534,6 +534,8 @@ def test_database_urls_go_through_the_poolers(overlay: tuple[str, list[Obj]]) ->
 #: Connections one process may open besides its pools (shared/audit.py, shared/ratelimit.py,
 #: services/vouchers/chain/ sealer and ad hoc ledger connections, services/vouchers/reporting/projector.py)
 BACKGROUND_CONNECTIONS = {"registry": 1 + 1, "eligibility": 1 + 1, "vouchers": 1 + 1 + 1 + 1 + 2}
+#: services whose routes lend raw connections from the statement pool (a submission; the registry's facts)
+STATEMENT_POOL_USERS = ("registry", "eligibility")
 #: superuser_reserved_connections, the operator, the poolers' auth queries, monitoring
 RESERVED_CONNECTIONS = 20
 
@@ -557,6 +559,8 @@ def connections_per_pod(service: str, env: dict[str, str]) -> int:
         return int(env.get(prefix + name.upper(), fields[name].default))
 
     total = 2 * setting("db_pool_size")  # SQLAlchemy's pool: twice the setting (shared/db.py)
+    if service in STATEMENT_POOL_USERS:
+        total += setting("db_pool_size")  # the statement pool, the setting's size (shared/db.py StatementPool)
     total += setting("export_max_concurrent")  # streaming exports, one connection each
     concurrency = int(env.get("WEBHOOK_CONCURRENCY", WebhookSettings.model_fields["concurrency"].default))
     total += min(concurrency, 4) + 1  # the dispatcher's pool (shared/feed/dispatcher.py: short statements only)
