@@ -167,10 +167,10 @@ class Database:
         await self.engine.dispose()
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The transaction of one request (tests override this dependency)."""
-    database: Database = request.app.state.database
-    async with database.sessionmaker() as session:
+@asynccontextmanager
+async def committed_session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session of `sessions` that commits when the block ends, and rolls back if it raises."""
+    async with sessions() as session:
         try:
             yield session
         except BaseException:
@@ -178,6 +178,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The transaction of one request (tests override this dependency)."""
+    database: Database = request.app.state.database
+    async with committed_session(database.sessionmaker) as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -203,14 +210,8 @@ class SessionConnections:
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self.sessions() as session:
-            try:
-                yield await raw_connection(session)
-            except BaseException:
-                await session.rollback()
-                raise
-            else:
-                await session.commit()
+        async with committed_session(self.sessions) as session:
+            yield await raw_connection(session)
 
 
 async def raw_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from devtools import devauth, devdb
 from devtools.devrun import Stack, start_service, stop_services, wait_ready
-from shared.db import SessionConnections, get_connections, get_session
+from shared.db import SessionConnections, committed_session, get_connections, get_session
 from shared.dbroles import login_url
 from shared.feed.secretbox import ensure_key_file
 from shared.migrations import upgrade_all
@@ -157,14 +157,8 @@ def sessions_in(app: FastAPI, connection: AsyncConnection) -> Iterator[None]:
     )
 
     async def session_override() -> AsyncIterator[AsyncSession]:
-        async with sessions() as session:
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            else:
-                await session.commit()
+        async with committed_session(sessions) as session:
+            yield session
 
     async def connections_override() -> SessionConnections:
         return SessionConnections(sessions)
