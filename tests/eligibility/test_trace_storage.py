@@ -1,7 +1,9 @@
-"""A decision's trace is stored out of line as it is, not compressed (migration 0019, issue #16).
+"""How the JSON a submission writes is stored (issue #16).
 
-Compressing the trace (6–7 KB of JSON for most measures) cost the database about as much CPU per submission as
-storing it; `EXTERNAL` storage skips the compression. What is read back is the same trace.
+A decision's trace is stored out of line as it is, not compressed (migration 0019): compressing the trace (6–7 KB
+of JSON for most measures) cost the database about as much CPU per submission as storing it. What is read back is
+the same trace. And ANALYZE gathers no statistics on the JSON columns no query looks into (migration 0020): a
+decision's trace and facts, an application's evidence, an event's payload.
 """
 
 from __future__ import annotations
@@ -42,3 +44,26 @@ async def test_a_submitted_trace_is_stored_uncompressed_and_read_back_whole(
     assert row is not None
     assert row["size"] > TOAST_THRESHOLD, "a trace this small would not be compressed anyway: the test proves nothing"
     assert (row["storage"], row["compression"]) == ("e", None)
+
+
+async def test_analyze_gathers_no_statistics_on_the_json_a_row_carries(
+    databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(base_url=live_registry, headers=admin()) as registry:
+        applicant, evidence = await m4(registry)
+    url = databases.create("longgang_payload_statistics")
+    async with eligibility_on(url, live_registry, service_auth_env) as client:
+        await submit(client, applicant, evidence)
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("ANALYZE eligibility.decisions, eligibility.applications, eligibility.outbox")
+        rows = await connection.fetch(
+            "SELECT tablename, attname FROM pg_stats WHERE schemaname = 'eligibility'"
+            " AND tablename IN ('decisions', 'applications', 'outbox')"
+        )
+    finally:
+        await connection.close()
+    gathered = {(row["tablename"], row["attname"]) for row in rows}
+    assert {("decisions", "outcome"), ("applications", "measure"), ("outbox", "type")} <= gathered
+    payloads = {("decisions", "trace"), ("decisions", "facts"), ("applications", "evidence"), ("outbox", "payload")}
+    assert not gathered & payloads
