@@ -12,7 +12,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, Protocol, TypeAlias, cast
 
 import asyncpg
@@ -79,16 +79,16 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
 class Connections(Protocol):
     """Where a route gets a raw connection for fixed SQL whose statements are each their own transaction."""
 
-    def acquire(self) -> Any:
-        """An async context manager lending one connection (`async with connections.acquire() as connection`)."""
+    def acquire(self) -> AbstractAsyncContextManager[Connection]:
+        """One connection for as long as the block runs (`async with connections.acquire() as connection`)."""
 
 
 class StatementPool:
     """A service's raw asyncpg connections for fixed SQL that needs no ORM (issue #16): a submission's two
-    statements. Lending one through a session (`get_session`, then `raw_connection`) cost ~0.25 ms of the process's
-    CPU per request against ~0.05 ms here (the session, its transaction object, SQLAlchemy's pool and its reset,
-    each step through a greenlet). Opened at the first use, at most `size` connections, with the same login,
-    settings and pooler handling as the engine's; closed with the `Database`."""
+    statements, the registry's facts read. Lending one through a session (`get_session`, then `raw_connection`)
+    cost ~0.25 ms of the process's CPU per request against ~0.05 ms here (the session, its transaction object,
+    SQLAlchemy's pool and its reset, each step through a greenlet). Opened at the first use, at most `size`
+    connections, with the same login, settings and pooler handling as the engine's; closed with the `Database`."""
 
     def __init__(self, url: str, connect_args: dict[str, Any], size: int, timeout: float) -> None:
         self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -139,13 +139,12 @@ class Database:
         pool_size: int = 10,
         statement_timeout_ms: int = 30_000,
         server_settings: dict[str, str] | None = None,
+        pool_timeout: float = 30.0,
         **engine_options: Any,
     ) -> None:
         settings = {**timeouts(statement_timeout_ms), **(server_settings or {})}
         connect_args = connect_options(url, application_name, settings=settings)
-        self.statements = StatementPool(
-            url, dict(connect_args), pool_size, float(engine_options.get("pool_timeout", 30.0))
-        )
+        self.statements = StatementPool(url, dict(connect_args), pool_size, pool_timeout)
         if pooler_of(url) == "transaction":
             # SQLAlchemy prepares every statement by name: unique names, none kept (its PgBouncer advice)
             connect_args |= {"prepared_statement_cache_size": 0, "prepared_statement_name_func": _statement_name}
@@ -157,6 +156,7 @@ class Database:
             pool_size=2 * pool_size,
             max_overflow=0,
             pool_recycle=1800,
+            pool_timeout=pool_timeout,  # SQLAlchemy's own default, unless the service sets its own
             connect_args=connect_args,
             **engine_options,
         )

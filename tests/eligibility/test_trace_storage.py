@@ -8,6 +8,11 @@ decision's trace and facts, an application's evidence, an event's payload.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
 import asyncpg
 import httpx
 
@@ -20,24 +25,39 @@ from tests.eligibility.test_award_register import m4, submit
 TOAST_THRESHOLD = 2032
 
 
+@dataclass
+class Submitted:
+    url: str  # the database's
+    client: httpx.AsyncClient  # the eligibility app's, on that database
+    answer: dict[str, Any]  # the submission's 201 body
+
+
+@asynccontextmanager
+async def one_submission(
+    databases: DatabaseFactory, name: str, registry_url: str, auth_env: dict[str, str]
+) -> AsyncIterator[Submitted]:
+    """A database of its own with one M4 application submitted through the API."""
+    async with httpx.AsyncClient(base_url=registry_url, headers=admin()) as registry:
+        applicant, evidence = await m4(registry)
+    url = databases.create(name)
+    async with eligibility_on(url, registry_url, auth_env) as client:
+        yield Submitted(url, client, await submit(client, applicant, evidence))
+
+
 async def test_a_submitted_trace_is_stored_uncompressed_and_read_back_whole(
     databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]
 ) -> None:
-    async with httpx.AsyncClient(base_url=live_registry, headers=admin()) as registry:
-        applicant, evidence = await m4(registry)
-    url = databases.create("longgang_trace_storage")
-    async with eligibility_on(url, live_registry, service_auth_env) as client:
-        submitted = await submit(client, applicant, evidence)
-        read = await client.get(f"/v1/applications/{submitted['id']}")
+    async with one_submission(databases, "longgang_trace_storage", live_registry, service_auth_env) as submitted:
+        read = await submitted.client.get(f"/v1/applications/{submitted.answer['id']}")
     assert read.status_code == 200, read.text
-    assert read.json()["decision"]["trace"] == submitted["decision"]["trace"]
-    connection = await asyncpg.connect(url)
+    assert read.json()["decision"]["trace"] == submitted.answer["decision"]["trace"]
+    connection = await asyncpg.connect(submitted.url)
     try:
         row = await connection.fetchrow(
             "SELECT octet_length(trace::text) AS size, pg_column_compression(trace) AS compression,"
             " (SELECT attstorage::text FROM pg_attribute WHERE attrelid = 'eligibility.decisions'::regclass"
             "  AND attname = 'trace') AS storage FROM eligibility.decisions WHERE application_id = $1",
-            submitted["id"],
+            submitted.answer["id"],
         )
     finally:
         await connection.close()
@@ -49,12 +69,9 @@ async def test_a_submitted_trace_is_stored_uncompressed_and_read_back_whole(
 async def test_analyze_gathers_no_statistics_on_the_json_a_row_carries(
     databases: DatabaseFactory, live_registry: str, service_auth_env: dict[str, str]
 ) -> None:
-    async with httpx.AsyncClient(base_url=live_registry, headers=admin()) as registry:
-        applicant, evidence = await m4(registry)
-    url = databases.create("longgang_payload_statistics")
-    async with eligibility_on(url, live_registry, service_auth_env) as client:
-        await submit(client, applicant, evidence)
-    connection = await asyncpg.connect(url)
+    async with one_submission(databases, "longgang_payload_statistics", live_registry, service_auth_env) as submitted:
+        pass
+    connection = await asyncpg.connect(submitted.url)
     try:
         await connection.execute("ANALYZE eligibility.decisions, eligibility.applications, eligibility.outbox")
         rows = await connection.fetch(
