@@ -6,6 +6,11 @@ application by `current_decision_id`, which no index covers: the generic plan wa
 (1.4 ms per submission at 7,300 waiting, growing with the queue). And the register's unique index on `claim_key`
 is partial, so asking for every award row of a key read the whole register. Here both tables hold thousands of
 rows, and the generic plan must scan neither.
+
+A generic plan is made from the statistics of its moment and kept until the next ANALYZE: on a database just
+migrated (its tables never analysed, as after a deployment, and as in `make bench-eligibility`) it read the whole of
+`decisions` for the claims and again for the prior awards, per submission, for as long as the connection lived. The
+statement pool's connections plan without sequential scans (`shared.db.BY_KEY`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from services.eligibility.submission_sql import _READ
+from shared.db import Connection, Database
 from tests.conftest import DatabaseFactory
 
 ROWS = 3_000
@@ -57,6 +63,40 @@ def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def scanned_whole(plan: Any) -> list[str]:
+    """The submission tables a plan (EXPLAIN's JSON: text, or decoded by the statement pool's codec) reads whole."""
+    return [
+        node["Relation Name"]
+        for node in nodes((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in ("applications", "decisions", "awards")
+    ]
+
+
+async def generic_plan(connection: Connection) -> Any:
+    await connection.execute("SET plan_cache_mode = force_generic_plan")
+    await connection.execute(f"PREPARE submission_read(text, text, text[], boolean, text[]) AS {_READ}")
+    return await connection.fetchval(
+        "EXPLAIN (FORMAT JSON) EXECUTE submission_read("
+        "'applicant-7', 'M4', ARRAY['M4.project|7', 'M4.project|8'], true, ARRAY['in_review', 'reviewed'])"
+    )
+
+
+async def test_the_statement_pool_plans_the_read_by_index_on_a_database_never_analysed(
+    databases: DatabaseFactory,
+) -> None:
+    url = databases.create("longgang_submission_plans_fresh")
+    database = Database(url.replace("postgresql://", "postgresql+asyncpg://", 1), application_name="t")
+    try:
+        async with database.statements.acquire() as connection:
+            assert await connection.fetchval("SELECT current_setting('enable_seqscan')") == "off"
+            plan = await generic_plan(connection)
+            await connection.execute("DEALLOCATE submission_read")
+            await connection.execute("RESET plan_cache_mode")
+    finally:
+        await database.dispose()
+    assert scanned_whole(plan) == [], f"the generic plan reads whole tables: {scanned_whole(plan)}"
+
+
 async def test_the_generic_plan_of_the_read_scans_no_application_or_award(databases: DatabaseFactory) -> None:
     url = databases.create("longgang_submission_plans")
     connection = await asyncpg.connect(url)
@@ -64,24 +104,14 @@ async def test_the_generic_plan_of_the_read_scans_no_application_or_award(databa
         await connection.execute(_FILL)
         await connection.execute(_AWARDS)
         await connection.execute("ANALYZE eligibility.applications, eligibility.decisions, eligibility.awards")
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        await connection.execute(f"PREPARE submission_read(text, text, text[], boolean, text[]) AS {_READ}")
-        [[plan]] = await connection.fetch(
-            "EXPLAIN (FORMAT JSON) EXECUTE submission_read("
-            "'applicant-7', 'M4', ARRAY['M4.project|7', 'M4.project|8'], true, ARRAY['in_review', 'reviewed'])"
-        )
+        plan = await generic_plan(connection)
         answer = await connection.fetchrow(
             "EXECUTE submission_read("
             "'applicant-7', 'M4', ARRAY['M4.project|7', 'M4.project|8'], true, ARRAY['in_review', 'reviewed'])"
         )
     finally:
         await connection.close()
-    scanned = [
-        node["Relation Name"]
-        for node in nodes(json.loads(plan)[0]["Plan"])
-        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in ("applications", "decisions", "awards")
-    ]
-    assert scanned == [], f"the generic plan reads whole tables: {scanned}"
+    assert scanned_whole(plan) == [], f"the generic plan reads whole tables: {scanned_whole(plan)}"
     assert answer is not None
     held = {key: status for status, key, _ in json.loads(answer["holders"])}
     assert held == {"M4.project|7": "pending", "M4.project|8": "awarded"}
