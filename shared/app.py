@@ -70,6 +70,7 @@ def create_service_app(
     on_shutdown: Sequence[Hook] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     db_server_settings: dict[str, str] | None = None,
+    db_statement_settings: dict[str, str] | None = None,
     audit_role: str | None = None,
 ) -> FastAPI:
     """Every route must declare who may call it (`shared.auth.require`): checked here.
@@ -137,6 +138,7 @@ def create_service_app(
         statement_timeout_ms=settings.db_statement_timeout_ms,
         server_settings=db_server_settings,
         pool_timeout=settings.db_pool_timeout_seconds,
+        statement_settings=db_statement_settings,
     )
     app.state.verifier = verifier_from_settings(settings)
     app.state.rate_limiter = limiter_from_settings(settings)

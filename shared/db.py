@@ -76,18 +76,6 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
     )
 
 
-#: The statement pool's planner setting (with no pooler, a startup parameter of its connections). Its statements
-#: are prepared once per connection and, after five executions, run on a generic plan made from the statistics of
-#: that moment, kept until the next ANALYZE of a table they read. On a database freshly migrated, or grown since
-#: autovacuum last analysed it, the tables look nearly empty, and that plan read the whole of eligibility's
-#: decisions for every submission's claims and prior awards (issue #16: ~0.4 ms of PostgreSQL's CPU per submission
-#: at 10,000 decisions, growing with the table, on the connections that had planned early). Every statement of this
-#: pool reads by key, so it is planned without sequential scans, as the ledger's hot functions are (vouchers
-#: migration 0024); a table without a usable index is still read whole. Behind PgBouncer no statement is kept
-#: (asyncpg's cache is off there) and each is planned with its own parameters.
-BY_KEY = {"enable_seqscan": "off"}
-
-
 class Connections(Protocol):
     """Where a route gets a raw connection for fixed SQL whose statements are each their own transaction."""
 
@@ -152,13 +140,16 @@ class Database:
         statement_timeout_ms: int = 30_000,
         server_settings: dict[str, str] | None = None,
         pool_timeout: float = 30.0,
+        statement_settings: dict[str, str] | None = None,
         **engine_options: Any,
     ) -> None:
+        """`statement_settings`: more startup parameters for the statement pool's connections alone (planner settings
+        its fixed SQL needs); with a pooler there are none (PgBouncer forwards only the settings it tracks)."""
         settings = {**timeouts(statement_timeout_ms), **(server_settings or {})}
         connect_args = connect_options(url, application_name, settings=settings)
         statement_args = dict(connect_args)
-        if pooler_of(url) == "none":
-            statement_args["server_settings"] = {**connect_args["server_settings"], **BY_KEY}
+        if statement_settings and pooler_of(url) == "none":
+            statement_args["server_settings"] = {**connect_args["server_settings"], **statement_settings}
         self.statements = StatementPool(url, statement_args, pool_size, pool_timeout)
         if pooler_of(url) == "transaction":
             # SQLAlchemy prepares every statement by name: unique names, none kept (its PgBouncer advice)

@@ -27,6 +27,7 @@ from .parameters import load_parameter_file
 from .priority import load_priority_rubric
 from .service import Policy
 from .settings import EligibilitySettings
+from .submission_sql import BY_KEY
 
 DESCRIPTION = """
 Scores applications against the Longgang AI measures (M1–M13, A1, A4). Each decision
@@ -71,6 +72,7 @@ def create_app(settings: EligibilitySettings | None = None) -> FastAPI:
         ],
         on_startup=[start_dispatcher],
         on_shutdown=[stop_dispatcher, close_registry],
+        db_statement_settings=BY_KEY,
     )
     app.state.policy = policy
     app.state.registry_facts = RegistryFacts(

@@ -33,6 +33,16 @@ from .repository import STANDING
 
 _PARAMETER_VERSIONS = "SELECT * FROM eligibility.parameter_versions ORDER BY id"
 
+#: The planner settings of the connections these statements run on (`Database(statement_settings=…)`). Each statement
+#: is prepared once per connection and, after five executions, runs on a generic plan made from the statistics of
+#: that moment and kept until the next ANALYZE of a table it reads. On a database freshly migrated, or grown since
+#: autovacuum last analysed it, the tables look nearly empty, and that plan read the whole of `decisions` for the
+#: claims and again for the prior awards, per submission, for as long as the connection lived (issue #16: ~0.6 ms
+#: of PostgreSQL's CPU per submission at 10,000 decisions, growing with the table). Every statement here reads by
+#: key, so they are planned without sequential scans, as the ledger's hot functions are (vouchers migration 0024).
+#: Behind PgBouncer no statement is kept (asyncpg's statement cache is off there): each is planned for its own values.
+BY_KEY = {"enable_seqscan": "off"}
+
 #: [status, key, application id] for each of the keys `{keys}` held: by an application still in review
 #: (pending), by an award in the register (awarded); pending first, in submission order, then awarded. The
 #: decisions holding a key are found by their claims' index, then each one's application by its primary key: the

@@ -10,7 +10,7 @@ rows, and the generic plan must scan neither.
 A generic plan is made from the statistics of its moment and kept until the next ANALYZE: on a database just
 migrated (its tables never analysed, as after a deployment, and as in `make bench-eligibility`) it read the whole of
 `decisions` for the claims and again for the prior awards, per submission, for as long as the connection lived. The
-statement pool's connections plan without sequential scans (`shared.db.BY_KEY`).
+connections of eligibility's statement pool plan without sequential scans (`submission_sql.BY_KEY`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from typing import Any
 
 import asyncpg
 
+from services.eligibility.app import create_app
+from services.eligibility.settings import EligibilitySettings
 from services.eligibility.submission_sql import _READ
 from shared.db import Connection, Database
+from shared.dbroles import login_url
 from tests.conftest import DatabaseFactory
 
 ROWS = 3_000
@@ -81,11 +84,20 @@ async def generic_plan(connection: Connection) -> Any:
     )
 
 
-async def test_the_statement_pool_plans_the_read_by_index_on_a_database_never_analysed(
-    databases: DatabaseFactory,
+async def test_the_services_statement_pool_plans_the_read_by_index_on_a_database_never_analysed(
+    databases: DatabaseFactory, service_auth_env: dict[str, str]
 ) -> None:
     url = databases.create("longgang_submission_plans_fresh")
-    database = Database(url.replace("postgresql://", "postgresql+asyncpg://", 1), application_name="t")
+    app = create_app(
+        EligibilitySettings(
+            database_url=login_url(url, "eligibility"),
+            registry_url="http://127.0.0.1:9",  # not called
+            client_id=service_auth_env["ELIGIBILITY_CLIENT_ID"],
+            client_secret=service_auth_env["ELIGIBILITY_CLIENT_SECRET"],  # type: ignore[arg-type]
+            auth_token_url=service_auth_env["AUTH_TOKEN_URL"],
+        )
+    )
+    database: Database = app.state.database
     try:
         async with database.statements.acquire() as connection:
             assert await connection.fetchval("SELECT current_setting('enable_seqscan')") == "off"
