@@ -34,6 +34,7 @@ import httpx
 
 from bench import eligibility_bench, profile
 from bench.common import (
+    analyze,
     bench_auth,
     bench_headers,
     drop_database,
@@ -112,7 +113,8 @@ def start(side: Side, server_url: str, auth_dir: Path, logs: list[IO[bytes]]) ->
 
 
 async def seed(side: Side, auth_dir: Path, count: int) -> None:
-    """The same organisations, revenues and recognitions on every side (one random seed), then the bodies."""
+    """The same organisations, revenues and recognitions on every side (one random seed), the registry's tables
+    analysed (`bench.common.analyze`), then the bodies."""
     assert side.stack is not None
     rng = random.Random(20261127)
     seeding = eligibility_bench.Seeding()
@@ -121,6 +123,7 @@ async def seed(side: Side, auth_dir: Path, count: int) -> None:
         base_url=side.stack.url("registry"), timeout=120, trust_env=False, headers=headers
     ) as client:
         codes = await eligibility_bench.seed_registry(client, rng, 2_000, seeding)
+    await analyze(side.url, "registry")
     payloads = eligibility_bench.application_payloads(rng, codes, count, seeding.ids)
     side.bodies = [json.dumps(payload).encode() for payload in payloads]
 
