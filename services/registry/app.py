@@ -41,7 +41,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     on_scrape("registry", outbox_figures)
     # registry changes go to the bureau and the data platform only (applicants and vendors read no registry)
-    routers = [router, facts_router, events_router(CATALOGUE, webhook_roles=(PLATFORM, ADMIN, AUDITOR)), exports.router]
+    # the facts routes first: every submission calls one, and routes are matched in order (after the ~80 record
+    # routes it cost the process ~4% of its CPU, issue #16); their paths overlap no other route's
+    routers = [facts_router, router, events_router(CATALOGUE, webhook_roles=(PLATFORM, ADMIN, AUDITOR)), exports.router]
     signer = None
     if settings.signing_keys_dir:
         signer = TokenSigner(
