@@ -88,7 +88,8 @@ class StatementPool:
     statements, the registry's facts read. Lending one through a session (`get_session`, then `raw_connection`)
     cost ~0.25 ms of the process's CPU per request against ~0.05 ms here (the session, its transaction object,
     SQLAlchemy's pool and its reset, each step through a greenlet). Opened at the first use, at most `size`
-    connections, with the same login, settings and pooler handling as the engine's; closed with the `Database`."""
+    connections, with the same login, settings and pooler handling as the engine's (plus the `Database`'s
+    `statement_settings`, if any); closed with the `Database`."""
 
     def __init__(self, url: str, connect_args: dict[str, Any], size: int, timeout: float) -> None:
         self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -147,11 +148,12 @@ class Database:
         its fixed SQL needs); with a pooler there are none (PgBouncer forwards only the settings it tracks)."""
         settings = {**timeouts(statement_timeout_ms), **(server_settings or {})}
         connect_args = connect_options(url, application_name, settings=settings)
+        pooler = pooler_of(url)
         statement_args = dict(connect_args)
-        if statement_settings and pooler_of(url) == "none":
+        if statement_settings and pooler == "none":
             statement_args["server_settings"] = {**connect_args["server_settings"], **statement_settings}
         self.statements = StatementPool(url, statement_args, pool_size, pool_timeout)
-        if pooler_of(url) == "transaction":
+        if pooler == "transaction":
             # SQLAlchemy prepares every statement by name: unique names, none kept (its PgBouncer advice)
             connect_args |= {"prepared_statement_cache_size": 0, "prepared_statement_name_func": _statement_name}
         # at most 2 × pool_size connections, each opened when first needed and then kept: SQLAlchemy closes an
