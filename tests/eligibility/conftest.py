@@ -30,6 +30,27 @@ def clock(eligibility_app: FastAPI) -> Iterator[Callable[[date], None]]:
     eligibility_app.state.policy = original
 
 
+def eligibility_app_on(
+    database_url: str,
+    registry_url: str,
+    auth_env: dict[str, str],
+    policy_file: Path | None = None,
+    vouchers_url: str | None = None,
+) -> FastAPI:
+    """The eligibility service's app on a given database, as the service builds it (not started)."""
+    return create_app(
+        EligibilitySettings(
+            database_url=login_url(database_url, "eligibility"),
+            registry_url=registry_url,
+            **({"vouchers_url": vouchers_url} if vouchers_url else {}),
+            client_id=auth_env["ELIGIBILITY_CLIENT_ID"],
+            client_secret=auth_env["ELIGIBILITY_CLIENT_SECRET"],  # type: ignore[arg-type]
+            auth_token_url=auth_env["AUTH_TOKEN_URL"],
+            **({"policy_file": policy_file} if policy_file is not None else {}),
+        )
+    )
+
+
 @asynccontextmanager
 async def eligibility_on(
     database_url: str,
@@ -42,17 +63,7 @@ async def eligibility_on(
 
     Approvals reserve the budget in the vouchers service at `vouchers_url` (A2): pass the live one
     where the test approves."""
-    app = create_app(
-        EligibilitySettings(
-            database_url=login_url(database_url, "eligibility"),
-            registry_url=registry_url,
-            **({"vouchers_url": vouchers_url} if vouchers_url else {}),
-            client_id=auth_env["ELIGIBILITY_CLIENT_ID"],
-            client_secret=auth_env["ELIGIBILITY_CLIENT_SECRET"],  # type: ignore[arg-type]
-            auth_token_url=auth_env["AUTH_TOKEN_URL"],
-            **({"policy_file": policy_file} if policy_file is not None else {}),
-        )
-    )
+    app = eligibility_app_on(database_url, registry_url, auth_env, policy_file, vouchers_url)
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://eligibility", headers=admin()) as client:

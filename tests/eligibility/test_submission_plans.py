@@ -20,12 +20,10 @@ from typing import Any
 
 import asyncpg
 
-from services.eligibility.app import create_app
-from services.eligibility.settings import EligibilitySettings
 from services.eligibility.submission_sql import _READ
 from shared.db import Connection, Database
-from shared.dbroles import login_url
 from tests.conftest import DatabaseFactory
+from tests.eligibility.conftest import eligibility_app_on
 
 ROWS = 3_000
 
@@ -88,22 +86,12 @@ async def test_the_services_statement_pool_plans_the_read_by_index_on_a_database
     databases: DatabaseFactory, service_auth_env: dict[str, str]
 ) -> None:
     url = databases.create("longgang_submission_plans_fresh")
-    app = create_app(
-        EligibilitySettings(
-            database_url=login_url(url, "eligibility"),
-            registry_url="http://127.0.0.1:9",  # not called
-            client_id=service_auth_env["ELIGIBILITY_CLIENT_ID"],
-            client_secret=service_auth_env["ELIGIBILITY_CLIENT_SECRET"],  # type: ignore[arg-type]
-            auth_token_url=service_auth_env["AUTH_TOKEN_URL"],
-        )
-    )
+    app = eligibility_app_on(url, "http://127.0.0.1:9", service_auth_env)  # the registry is not called
     database: Database = app.state.database
     try:
         async with database.statements.acquire() as connection:
             assert await connection.fetchval("SELECT current_setting('enable_seqscan')") == "off"
             plan = await generic_plan(connection)
-            await connection.execute("DEALLOCATE submission_read")
-            await connection.execute("RESET plan_cache_mode")
     finally:
         await database.dispose()
     assert scanned_whole(plan) == [], f"the generic plan reads whole tables: {scanned_whole(plan)}"
