@@ -77,8 +77,13 @@ pooler-tool:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null) || \
 		echo "pgbouncer could not be installed (apt-get install pgbouncer): tests/pooler/ will fail"
 
+# The suite in several processes (pytest-xdist), a test file to a worker: one pytest process keeps a core busy
+# while the other and PostgreSQL's sit half idle (waiting on service processes, sleeps, the network); on two cores
+# two workers take ~7 minutes against ~10. `auto`: a worker per core, as many as the server's max_connections
+# allow (tests/conftest.py); TEST_WORKERS=0 runs the suite in this process alone.
+TEST_WORKERS ?= auto
 pytest: $(STAMP) browser compose-tool pooler-tool
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint types pytest
 

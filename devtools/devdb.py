@@ -12,6 +12,7 @@ itself does.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PORT = 54329
+#: The test suite's two workers together hold up to ~160 connections at their peak (tests/conftest.py), `make run`
+#: about 60; PostgreSQL's own default is 100.
+MAX_CONNECTIONS = 300
 SYSTEM_USER = "embedded_postgres"
 
 
@@ -78,10 +82,21 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     def start(self) -> str:
-        """Initialise the cluster if needed, start it if not running; return its URL."""
+        """Initialise the cluster if needed, start it if not running; return its URL.
+
+        Processes starting it at once (the test suite's workers, `make run` beside `make test`) take turns on
+        a lock file: one starts it, the others find it running.
+        """
         if self.is_running():
             return self.url
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "pg18.start.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.is_running():
+                return self.url
+            return self._start()
+
+    def _start(self) -> str:
         user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
             self.pgdata.mkdir(mode=0o700, exist_ok=True)
@@ -103,7 +118,7 @@ class EmbeddedPostgres:
             )
         self.log_file.touch(exist_ok=True)
         self._chown(user, self.log_file)
-        options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200"
+        options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections={MAX_CONNECTIONS}"
         subprocess.run(
             [
                 self._bin("pg_ctl"),

@@ -1,8 +1,10 @@
 """Test fixtures: a real PostgreSQL, migrated with Alembic, and per-test rollback.
 
 The server is the one named by DATABASE_URL, or else the embedded PostgreSQL 18 (the
-same as `make run`). Each test session creates its own database, migrates every
-service's tree to head (as the owner, DATABASE_URL's user), and drops it at the end. The
+same as `make run`). Each test session (each pytest-xdist worker: `make test` runs two, a
+test file to a worker) creates its own databases, migrates every service's tree to head (as
+the owner, DATABASE_URL's user), and drops them at the end; so a test that commits into the
+session's database leaves rows for whichever file that worker runs next. The
 services, in process or as processes, log in as their own least-privileged roles
 (shared/dbroles.py: `login_url`), so every test runs with the privileges production has.
 Each test runs inside a transaction that is rolled back: the app's request transactions
@@ -40,6 +42,8 @@ from tests.auth import admin
 
 #: Keys and clients of this test session (set up in pytest_configure).
 AUTH_DIR = Path(tempfile.mkdtemp(prefix="longgang-auth-"))
+#: Whether the embedded PostgreSQL ran before this run (read by the run's first process when DATABASE_URL is unset).
+EMBEDDED_WAS_RUNNING = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,10 +61,41 @@ def pytest_configure(config: pytest.Config) -> None:
     # many apps and service processes share one server here: each keeps at most 2 × 5 connections (shared/db.py)
     for service in ("REGISTRY", "ELIGIBILITY", "VOUCHERS"):
         os.environ.setdefault(f"{service}_DB_POOL_SIZE", "5")
+    if not hasattr(config, "workerinput") and not os.environ.get("DATABASE_URL"):
+        # the run's first process (pytest-xdist's controller, or the only one) stops the embedded server at the end
+        # if it was not running before: a worker's session ends while another's still uses it
+        config.stash[EMBEDDED_WAS_RUNNING] = devdb.from_environment().is_running()
+
+
+#: What one worker's session holds at its peak, with a margin: two held 162 together (max of pg_stat_activity's client
+#: backends, sampled through a run of `make test` on two workers).
+CONNECTIONS_PER_WORKER = 100
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (`make test`): a worker per core, as many as the server's connections allow (one at least).
+
+    The embedded server allows devdb.MAX_CONNECTIONS; a server named by DATABASE_URL says its own (PostgreSQL's
+    default, 100, means one worker)."""
+    cores = len(os.sched_getaffinity(0))
+    url = os.environ.get("DATABASE_URL")
+    allowed = asyncio.run(_max_connections(url)) if url else devdb.MAX_CONNECTIONS
+    return max(1, min(cores, allowed // CONNECTIONS_PER_WORKER))
+
+
+async def _max_connections(url: str) -> int:
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return int(await connection.fetchval("SHOW max_connections"))
+    finally:
+        await connection.close()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(AUTH_DIR, ignore_errors=True)
+    if not config.stash.get(EMBEDDED_WAS_RUNNING, True):
+        devdb.from_environment().stop()
 
 
 def provision_service_clients(database_url: str, registry_url: str) -> dict[str, str]:
@@ -70,15 +105,10 @@ def provision_service_clients(database_url: str, registry_url: str) -> dict[str,
     return devauth.service_env(AUTH_DIR, registry_url, clients)
 
 
-def _server() -> tuple[str, devdb.EmbeddedPostgres | None]:
-    """The server to test on, and the embedded one if this session started it (to stop it after)."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url, None
-    embedded = devdb.from_environment()
-    was_running = embedded.is_running()
-    url = embedded.start()
-    return url, None if was_running else embedded
+def _server() -> str:
+    """The server to test on: DATABASE_URL's, or the embedded one, started if it is not running (by one worker
+    of several: devdb takes a lock), stopped at the end of the run (pytest_unconfigure)."""
+    return os.environ.get("DATABASE_URL") or devdb.from_environment().start()
 
 
 def _with_database(url: str, name: str) -> str:
@@ -124,12 +154,9 @@ class DatabaseFactory:
 
 @pytest.fixture(scope="session")
 def databases() -> Iterator[DatabaseFactory]:
-    url, started = _server()
-    manager = DatabaseFactory(url)
+    manager = DatabaseFactory(_server())
     yield manager
     manager.drop_all()
-    if started is not None:
-        started.stop()
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from services.eligibility.settings import EligibilitySettings
 from shared.auth import ADMIN, APPROVER, OFFICER
 from shared.db import get_session
 from tests.auth import auth
+from tests.conftest import DatabaseFactory
 from tests.eligibility import seed
 from tests.eligibility.actors import client_id
 from tests.eligibility.conftest import eligibility_on
@@ -195,11 +196,13 @@ def test_the_service_refuses_to_start_on_a_bad_file(
 async def test_a_changed_provisional_parameter_changes_the_result_without_code(
     tmp_path: Path,
     document: dict[str, Any],
-    database_url: str,
+    databases: DatabaseFactory,
     live_registry_client: httpx.AsyncClient,
     service_auth_env: dict[str, str],
 ) -> None:
     """M1 tiers are provisional: a new file changes the compute voucher, nothing else changes."""
+    # a database of its own: the apps commit, and the session's database is the rolled-back tests' (they count rows)
+    database_url = databases.create("longgang_policy_file")
     # two enterprises in the same situation: one enterprise's second application would build on its first
     applicants = []
     for _ in range(2):
