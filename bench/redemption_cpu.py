@@ -42,6 +42,7 @@ import asyncpg
 
 from bench.common import bench_headers, drop_database, fresh_database, say, webhook_secret_env
 from devtools import devauth
+from shared.dbconnect import libpq_url
 from shared.dbroles import login_url
 from shared.migrations import upgrade_all
 
@@ -266,7 +267,7 @@ def main() -> None:
     server = os.environ.get("DATABASE_URL")
     if not server:
         sys.exit("DATABASE_URL is needed (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
-    server = server.replace("postgresql+asyncpg://", "postgresql://")
+    server = libpq_url(server)
     name = f"bench_redemption_cpu_{os.getpid()}"
     database_url = asyncio.run(fresh_database(server, name))
     try:

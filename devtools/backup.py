@@ -35,6 +35,7 @@ from pathlib import Path
 import asyncpg
 
 from devtools import devdb
+from shared.dbconnect import libpq_url
 from shared.dbroles import GROUP_ROLES, ensure_logins
 from shared.migrations import ROOT, SERVICES
 
@@ -45,10 +46,6 @@ def _bin(name: str) -> str:
     return str(devdb._install_dir() / "bin" / name)
 
 
-def _libpq_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
 def dump(database_url: str, target: Path) -> Path:
     """The dump holds the ledger and every applicant's data: readable by its owner only (created so, before
     pg_dump writes into it), in a directory only the owner may list."""
@@ -57,7 +54,7 @@ def dump(database_url: str, target: Path) -> Path:
     target.chmod(0o600)  # an existing file keeps its mode through O_CREAT
     command = [_bin("pg_dump"), "--format=custom", "--no-owner", f"--file={target}"]
     command += [f"--schema={schema}" for schema in SERVICES]
-    subprocess.run([*command, _libpq_url(database_url)], check=True)
+    subprocess.run([*command, libpq_url(database_url)], check=True)
     return target
 
 
@@ -87,7 +84,7 @@ _NEWER_SETTINGS = ("SET transaction_timeout",)
 
 def restore(database_url: str, source: Path) -> None:
     """All or nothing (one transaction). Onto an older server, through psql without the settings it lacks."""
-    url = _libpq_url(database_url)
+    url = libpq_url(database_url)
     version = asyncio.run(_prepare_target(url))
     _restore(url, version, source)
     bridged = asyncio.run(_bridge_epoch(url))

@@ -31,6 +31,7 @@ from shared.auth import (
     REGISTRY_READ,
     VENDOR,
 )
+from shared.dbconnect import libpq_url
 from shared.tokens import generate_key, write_jwks
 
 #: The demo data set's compute vendor (devtools/demo.py), the one the local `dev-vendor` client is bound to.
@@ -77,7 +78,7 @@ def ensure_keys(directory: Path) -> tuple[Path, Path]:
 async def _ensure_clients(database_url: str, wanted: dict[str, dict[str, Any]], known: dict[str, Any]) -> None:
     from services.registry import identity
 
-    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(database_url))
     try:
         for client_id, spec in wanted.items():
             exists = await connection.fetchval(

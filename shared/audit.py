@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import ADMIN, AUDITOR, Principal, require
 from shared.context import correlation_id_var, request_id_var
 from shared.db import SessionDep
-from shared.dbconnect import connect_options
+from shared.dbconnect import connect_options, libpq_url
 from shared.instants import Instant
 from shared.migrations import append_only_sql
 from shared.pagination import Page, decode_cursor, make_page
@@ -138,7 +138,7 @@ class AuditWriter(Periodic):
     ) -> None:
         super().__init__(interval)
         self.name = f"audit-writer-{schema}"
-        self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
+        self.dsn = libpq_url(dsn)
         self.schema = schema
         self.role = role
         self.batch = batch

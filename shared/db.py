@@ -22,7 +22,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from shared.dbconnect import connect_options, pooler_of, timeouts
+from shared.dbconnect import connect_options, libpq_url, pooler_of, timeouts
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -92,7 +92,7 @@ class StatementPool:
     `statement_settings`, if any); closed with the `Database`."""
 
     def __init__(self, url: str, connect_args: dict[str, Any], size: int, timeout: float) -> None:
-        self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self.dsn = libpq_url(url)
         self.connect_args = connect_args
         self.size = size
         self.timeout = timeout

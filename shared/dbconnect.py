@@ -57,7 +57,8 @@ class PoolerRefused(RuntimeError):
     """A configuration that cannot work behind PgBouncer: refused at start-up, never silently dropped."""
 
 
-def _key(url: str) -> str:
+def libpq_url(url: str) -> str:
+    """`url` as asyncpg and libpq's tools take it: SQLAlchemy's async URLs name the driver (`postgresql+asyncpg://`)."""
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
@@ -65,11 +66,11 @@ def declare(url: str, pooler: Pooler) -> None:
     """Connections to `url` go through a pooler of this mode (`none`: directly)."""
     if pooler not in POOLERS:
         raise PoolerRefused(f"DB_POOLER must be one of {', '.join(POOLERS)}, not {pooler!r}")
-    _declared[_key(url)] = pooler
+    _declared[libpq_url(url)] = pooler
 
 
 def pooler_of(url: str) -> Pooler:
-    return _declared.get(_key(url), "none")
+    return _declared.get(libpq_url(url), "none")
 
 
 def timeouts(statement_timeout_ms: int) -> dict[str, str]:
@@ -112,7 +113,7 @@ def connect_options(
 async def check_login_defaults(url: str, statement_timeout_ms: int) -> dict[str, str]:
     """Behind a pooler: the login's own timeouts are in force, or the service refuses to start."""
     pooler = pooler_of(url)
-    connection = await asyncpg.connect(_key(url), timeout=10, **connect_options(url, "startup-check"))
+    connection = await asyncpg.connect(libpq_url(url), timeout=10, **connect_options(url, "startup-check"))
     try:
         row = await connection.fetchrow(
             "SELECT current_user AS login, current_setting('statement_timeout') AS statement_timeout, "

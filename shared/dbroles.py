@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from shared.dbconnect import libpq_url
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -127,7 +129,7 @@ async def ensure_logins_async(owner_url: str, passwords: Mapping[str, str] | Non
     import asyncpg
 
     passwords = passwords_from_environment() if passwords is None else passwords
-    connection = await asyncpg.connect(owner_url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(owner_url))
     try:
         for service in SERVICES:
             for attempt in range(5):

@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.dbconnect import connect_options
+from shared.dbconnect import connect_options, libpq_url
 
 logger = logging.getLogger("shared.ratelimit")
 
@@ -168,7 +168,7 @@ class RateLimiter:
         """Report and learn every `interval` seconds through `<schema>.rate_limits` (0: this process alone)."""
         if interval <= 0 or self._task is not None:
             return
-        self._dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
+        self._dsn = libpq_url(dsn)
         self._role = role
         self._schema = schema
         self._interval = interval

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from devtools import devauth, devdb
 from devtools.devrun import Stack, start_service, stop_services, wait_ready
 from shared.db import SessionConnections, committed_session, get_connections, get_session
+from shared.dbconnect import libpq_url
 from shared.dbroles import login_url
 from shared.feed.secretbox import ensure_key_file
 from shared.migrations import upgrade_all
@@ -85,7 +86,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 async def _max_connections(url: str) -> int:
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         return int(await connection.fetchval("SHOW max_connections"))
     finally:
@@ -118,7 +119,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         await connection.execute(statement)
     finally:
@@ -148,8 +149,13 @@ class DatabaseFactory:
         return url
 
     def drop_all(self) -> None:
-        for name in self.created:
-            asyncio.run(_admin(self.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        """All at once: one after the other took ~0.2 s each, seconds at the end of every worker's session."""
+
+        async def drop() -> None:
+            statements = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in self.created]
+            await asyncio.gather(*(_admin(self.server_url, statement) for statement in statements))
+
+        asyncio.run(drop())
 
 
 @pytest.fixture(scope="session")

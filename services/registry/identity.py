@@ -35,6 +35,7 @@ import asyncpg
 from shared.audit import storable
 from shared.auth import ALL_SCOPES, BOUND_ROLES
 from shared.db import Connection
+from shared.dbconnect import libpq_url
 from shared.identifiers import credit_code_error
 from shared.logs import new_request_id
 
@@ -274,7 +275,7 @@ def _database_url() -> str:
     value = os.environ.get("REGISTRY_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if not value:
         raise SystemExit("set REGISTRY_DATABASE_URL or DATABASE_URL")
-    return value.replace("postgresql+asyncpg://", "postgresql://")
+    return libpq_url(value)
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from shared.db import Connection
+from shared.dbconnect import libpq_url
 
 CHECKS: dict[str, str] = {
     # debits equal credits: every entry moves an amount out of one account and into another
@@ -153,7 +154,7 @@ async def check_invariants(connection: Connection) -> list[Violation]:
 
 
 async def check_database(dsn: str) -> list[Violation]:
-    connection = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(dsn))
     try:
         return await check_invariants(connection)
     finally:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncpg
 
 from shared.db import no_session_reset
-from shared.dbconnect import connect_options
+from shared.dbconnect import connect_options, libpq_url
 
 
 class LedgerPool:
     """Started and closed with the app (`app.state.ledger_pool`)."""
 
     def __init__(self, dsn: str, role: str, size: int) -> None:
-        self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
+        self.dsn = libpq_url(dsn)
         self.role = role
         self.size = size
         self.pool: asyncpg.Pool | None = None

@@ -16,7 +16,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from shared.context import request_id_var
-from shared.dbconnect import TIMEOUTS, connect_options, pooler_of
+from shared.dbconnect import TIMEOUTS, connect_options, libpq_url, pooler_of
 from shared.errors import DATABASE_UNAVAILABLE, ErrorCode, FieldError, ProblemError, validation_problem
 from shared.exports.params import ExportOptions
 from shared.exports.query import (
@@ -88,7 +88,7 @@ def connection_settings(app: FastAPI) -> tuple[str, dict[str, str]]:
         "DateStyle": "ISO, YMD",
         "client_encoding": "UTF8",
     }
-    dsn = str(settings.async_read_database_url).replace("postgresql+asyncpg://", "postgresql://")
+    dsn = libpq_url(str(settings.async_read_database_url))
     return dsn, server_settings
 
 

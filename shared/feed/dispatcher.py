@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
-from shared.dbconnect import connect_options
+from shared.dbconnect import connect_options, libpq_url
 from shared.feed.addresses import AddressRefused, Resolver, pin, resolve_host
 from shared.feed.catalogue import type_matches
 from shared.feed.retention import FeedRetention
@@ -73,7 +73,7 @@ class Dispatcher(Periodic):
     def __init__(self, dsn: str, schema: str, settings: WebhookSettings, *, role: str | None = None) -> None:
         super().__init__(settings.poll_seconds)
         self.name = f"webhooks-{schema}"
-        self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
+        self.dsn = libpq_url(dsn)
         self.schema = schema
         self.settings = settings
         self.role = role

@@ -12,6 +12,7 @@ import logging
 
 import asyncpg
 
+from shared.dbconnect import libpq_url
 from shared.feed.settings import WebhookSettings
 from shared.periodic import OnOwnConnection
 
@@ -28,7 +29,7 @@ class FeedRetention(OnOwnConnection):
 
     def __init__(self, dsn: str, schema: str, settings: WebhookSettings, *, role: str | None = None) -> None:
         interval = settings.retention_interval_seconds if settings.retention_days > 0 else 0.0
-        super().__init__(dsn.replace("postgresql+asyncpg://", "postgresql://"), role or "", interval)
+        super().__init__(libpq_url(dsn), role or "", interval)
         self.name = f"feed-retention-{schema}"
         self.schema = schema
         self.settings = settings

@@ -26,6 +26,7 @@ from services.vouchers.reporting import repository
 from services.vouchers.reporting.projector import Projector, Reconciler, project_run, reconcile, reset
 from services.vouchers.reporting.repository import PROJECTIONS
 from shared.auth import AUDITOR, DASHBOARD
+from shared.dbconnect import libpq_url
 from shared.dbroles import login_url
 from tests.aggregates.conftest import connect, fetch, project
 from tests.aggregates.data import Activity, expected, key, m3_voucher, random_activity, this_year
@@ -167,7 +168,7 @@ async def test_every_entry_is_counted_once_across_projector_restarts(
         await connection.close()
     # background projectors killed at random moments: between batches, inside one, mid-statement
     for _ in range(8):
-        projector = Projector(connection_dsn(login_url(agg_database, "vouchers")), "", 0.001, batch_size=4)
+        projector = Projector(libpq_url(login_url(agg_database, "vouchers")), "", 0.001, batch_size=4)
         await projector.start()
         await asyncio.sleep(rng.uniform(0.0, 0.05))
         await projector.stop()
@@ -188,10 +189,6 @@ async def _batch_then_crash(connection: Any) -> None:
         watermark = int(await connection.fetchval(read_side.XMIN_SQL))
         assert await read_side.project_batch(connection, watermark, 6) == 6
         raise RuntimeError("crash before commit")
-
-
-def connection_dsn(dsn: str) -> str:
-    return dsn.replace("postgresql+asyncpg://", "postgresql://")
 
 
 async def test_an_entry_is_projected_only_once_its_transaction_commits(
@@ -279,7 +276,7 @@ async def test_reconciliation_reports_a_corrupted_projection(
         ]
         # the periodic job finds it too, logs it and keeps it for the endpoint
         reconciler: Reconciler = agg_app.state.reconciler
-        job = Reconciler(connection_dsn(login_url(agg_database, "vouchers")), "", 0.05)
+        job = Reconciler(libpq_url(login_url(agg_database, "vouchers")), "", 0.05)
         agg_app.state.reconciler = job
         try:
             with caplog.at_level(logging.WARNING, logger="services.vouchers.projections"):

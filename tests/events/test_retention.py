@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from shared.dbconnect import libpq_url
 from shared.dbroles import login_url
 from shared.feed.retention import FeedRetention
 from tests.auth import admin
@@ -50,9 +51,7 @@ async def test_old_events_go_once_no_subscription_needs_them(
     hook = await subscribe(client, admin(), receiver.url, event_types=[TYPE], after="beginning")
     await eventually(lambda: receiver.requests)
     retention = FeedRetention(login_url(events_database, "vouchers"), "vouchers", fast_settings(retention_days=1))
-    login = await asyncpg.connect(
-        login_url(events_database, "vouchers").replace("postgresql+asyncpg://", "postgresql://")
-    )
+    login = await asyncpg.connect(libpq_url(login_url(events_database, "vouchers")))
     try:
         await retention.trim(login)
         assert await owner.fetchval("SELECT count(*) FROM vouchers.outbox WHERE id = ANY($1)", old) == 3
@@ -110,9 +109,7 @@ async def test_a_redelivery_of_a_deleted_event_is_410(
     delivery = next(d for d in log if d["event_id"] == f"vouchers-{gone}")
     await eventually(lambda: _passed(owner, hook["id"], gone))
     retention = FeedRetention(login_url(events_database, "vouchers"), "vouchers", fast_settings(retention_days=1))
-    login = await asyncpg.connect(
-        login_url(events_database, "vouchers").replace("postgresql+asyncpg://", "postgresql://")
-    )
+    login = await asyncpg.connect(libpq_url(login_url(events_database, "vouchers")))
     try:
         await retention.trim(login)
     finally:

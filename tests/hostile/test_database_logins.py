@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from shared.dbconnect import libpq_url
 from shared.dbroles import GROUP_ROLES, LOGIN_ROLES, login_url
 from shared.migrations import SERVICES
 from tests.conftest import DatabaseFactory
@@ -55,12 +56,12 @@ def logins_database(databases: DatabaseFactory) -> str:
 
 
 async def _as_login(url: str, service: str) -> Any:
-    return await asyncpg.connect(login_url(url, service).replace("postgresql+asyncpg://", "postgresql://"))
+    return await asyncpg.connect(libpq_url(login_url(url, service)))
 
 
 @pytest_asyncio.fixture
 async def owner(logins_database: str) -> AsyncIterator[Any]:
-    connection = await asyncpg.connect(logins_database.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(logins_database))
     try:
         yield connection
     finally:
@@ -246,7 +247,7 @@ async def test_the_services_really_log_in_as_their_own_roles(
 
     async with httpx.AsyncClient(base_url=live_registry, timeout=10) as client:
         assert (await client.get("/readyz")).status_code == 200
-    owner = await asyncpg.connect(live_registry_database.replace("postgresql+asyncpg://", "postgresql://"))
+    owner = await asyncpg.connect(libpq_url(live_registry_database))
     try:
         users = await owner.fetch(
             "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database() "

@@ -15,6 +15,8 @@ import httpx
 import pytest_asyncio
 from fastapi import FastAPI
 
+from shared.dbconnect import libpq_url
+
 
 @pytest_asyncio.fixture
 async def anonymous(registry_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
@@ -27,7 +29,7 @@ async def anonymous(registry_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest_asyncio.fixture
 async def connection(database_url: str) -> AsyncIterator[Any]:
     """An asyncpg connection to the registry's test database (autocommit)."""
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(libpq_url(database_url))
     try:
         yield conn
     finally:

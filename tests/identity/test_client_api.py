@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from services.registry import identity
 from shared.auth import ADMIN, AUDITOR, OFFICER, PLATFORM, VENDOR
+from shared.dbconnect import libpq_url
 from shared.dbroles import login_url
 from tests.auth import admin, auth
 from tests.factories import make_organisation, make_vendor, new_credit_code
@@ -137,9 +138,7 @@ async def test_admins_are_made_with_the_cli_only(anonymous: httpx.AsyncClient, c
 
 async def test_the_service_login_cannot_mint_an_admin(database_url: str, connection: asyncpg.Connection) -> None:
     """Below the API: the registry's own database login may not insert an admin client or change one but revoke it."""
-    service = await asyncpg.connect(
-        login_url(database_url, "registry").replace("postgresql+asyncpg://", "postgresql://")
-    )
+    service = await asyncpg.connect(libpq_url(login_url(database_url, "registry")))
     cid = client_id("owner-admin")
     await identity.create_client(connection, "管理员", [ADMIN], client_id=cid)
     try:

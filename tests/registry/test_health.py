@@ -9,6 +9,7 @@ import httpx
 
 from services.registry.app import create_app
 from services.registry.settings import RegistrySettings
+from shared.dbconnect import libpq_url
 from shared.migrations import head_revision
 from tests.conftest import DatabaseFactory
 
@@ -54,7 +55,7 @@ async def test_not_ready_behind_the_code_but_ready_ahead_of_it(databases: Databa
     assert "0001" in behind.json()["detail"]
 
     await asyncio.to_thread(upgrade, "registry", url)
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         await connection.execute("UPDATE registry.alembic_version SET version_num = 'zz_from_the_future'")
     finally:

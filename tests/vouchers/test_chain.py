@@ -42,6 +42,7 @@ from services.vouchers.chain.hashing import (
 from services.vouchers.chain.sealer import seal
 from services.vouchers.chain.service import verify_ledger
 from shared.auth import AUDITOR, OFFICER
+from shared.dbconnect import libpq_url
 from shared.dbroles import login_url
 from shared.migrations import head_revision
 from tests.auth import admin, auth
@@ -771,7 +772,7 @@ async def test_a_restored_backup_verifies_against_the_last_published_checkpoint(
     fresh = databases.create("longgang_restored", migrate=False)
     await asyncio.to_thread(backup.restore, fresh, dump)
 
-    connection = await asyncpg.connect(fresh.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(fresh))
     try:
         await connection.execute("SET ROLE vouchers_writer")
         report = await verify_ledger(connection)
@@ -808,7 +809,7 @@ def _free_port() -> int:
 
 async def _counter_at_least(url: str, xid: int) -> None:
     """Spend transaction ids until the server's counter reaches `xid` (one id per statement, autocommit)."""
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         while int(await connection.fetchval("SELECT pg_current_xact_id()::text::bigint")) < xid:
             pass
