@@ -14,6 +14,8 @@ become savepoints in it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import os
 import shutil
 import socket
@@ -132,6 +134,8 @@ class DatabaseFactory:
     def __init__(self, server_url: str) -> None:
         self.server_url = server_url
         self.created: list[str] = []
+        #: the session's own database (`database_url`), created first
+        self.session_url = ""
 
     def create(self, prefix: str, *, migrate: bool = True) -> str:
         """Blocking, in a worker thread: callable from sync fixtures and from async tests alike."""
@@ -160,7 +164,14 @@ class DatabaseFactory:
 
 @pytest.fixture(scope="session")
 def databases() -> Iterator[DatabaseFactory]:
+    """The session's databases, the first of them its own (`database_url`), migrated at once while holding a lock
+    file: the migrations create the services' roles, which are the cluster's, and on a fresh cluster two workers
+    creating them at once collide (a unique violation in pg_authid); after the first, every migration finds them."""
     manager = DatabaseFactory(_server())
+    digest = hashlib.sha256(manager.server_url.encode()).hexdigest()[:16]
+    with (Path(tempfile.gettempdir()) / f"longgang-tests-{digest}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manager.session_url = manager.create("longgang_test")
     yield manager
     manager.drop_all()
 
@@ -168,7 +179,7 @@ def databases() -> Iterator[DatabaseFactory]:
 @pytest.fixture(scope="session")
 def database_url(databases: DatabaseFactory) -> str:
     """The session's migrated database (all three schemas at head)."""
-    return databases.create("longgang_test")
+    return databases.session_url
 
 
 @pytest_asyncio.fixture(scope="session")
