@@ -75,6 +75,10 @@ async def stop_jobs(app: FastAPI, *names: str) -> None:
             await job.stop()
 
 
+#: how long `Periodic.stop` waits on a cancelled loop before cancelling it again (a cancellation can be lost)
+RECANCEL_SECONDS = 0.5
+
+
 class Periodic:
     """`round()` every `interval` seconds in a background task named `name` (0: never)."""
 
@@ -104,16 +108,21 @@ class Periodic:
             self._task = asyncio.create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
+        """Ends the loop. A cancellation can be lost (Python 3.11's `asyncio.wait_for`, here and in asyncpg, returns
+        the inner result when both arrive together): the loop then ends at its next check of `_stopping`, and is
+        cancelled again every RECANCEL_SECONDS until it has. Awaiting it once after one cancel hung a test run's
+        shutdown for good, the dispatcher polling on."""
         task, self._task = self._task, None
         if task is None:
             return
+        self._stopping = True
         if self.drain_seconds is not None:
-            self._stopping = True
             self._wake.set()
             with contextlib.suppress(TimeoutError):  # else it hangs: cancelled below
                 await asyncio.wait_for(asyncio.shield(task), self.drain_seconds)
-        if not task.done():
+        while not task.done():
             task.cancel()
+            await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

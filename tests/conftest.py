@@ -81,7 +81,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
     The embedded server allows devdb.MAX_CONNECTIONS; a server named by DATABASE_URL says its own (PostgreSQL's
     default, 100, means one worker)."""
-    cores = len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     url = os.environ.get("DATABASE_URL")
     allowed = asyncio.run(_max_connections(url)) if url else devdb.MAX_CONNECTIONS
     return max(1, min(cores, allowed // CONNECTIONS_PER_WORKER))

@@ -45,6 +45,45 @@ async def test_rounds_go_on_after_failures_and_stop_when_stopped() -> None:
     assert job.rounds == rounds  # stopped
 
 
+class LosesOneCancellation(Periodic):
+    """A round that loses the first cancellation, as Python 3.11's `asyncio.wait_for` can (the inner result wins)."""
+
+    name = "loses-one-cancellation"
+
+    def __init__(self) -> None:
+        super().__init__(0.001)
+        self.rounds = 0
+        self.lost = False
+
+    async def round(self) -> None:
+        self.rounds += 1
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            if self.lost:
+                raise
+            self.lost = True
+
+
+async def test_stop_ends_a_loop_whose_cancellation_was_lost() -> None:
+    """Awaiting the task once after one cancel waited for good: the loop went on to its next round and paused."""
+    job = LosesOneCancellation()
+    await job.start()
+    for _ in range(500):
+        if job.rounds:
+            break
+        await asyncio.sleep(0.001)
+    stopping = asyncio.ensure_future(job.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=3)  # the second round sleeps 10 s; a cancel every 0.5 s
+    if not done:  # (not asyncio.wait_for: cancelling `stop()` cancels the loop it awaits, and ends it that way)
+        stopping.cancel()
+    assert done, "stop() still waiting on a loop whose cancellation was lost"
+    assert job.lost
+    rounds = job.rounds
+    await asyncio.sleep(0.01)
+    assert job.rounds == rounds  # stopped
+
+
 async def test_an_interval_of_zero_never_starts() -> None:
     job = Counting(0, fail_first=0)
     await job.start()
