@@ -80,10 +80,11 @@ pooler-tool:
 # The suite in several processes (pytest-xdist), a test file to a worker: one pytest process keeps a core busy
 # while the other and PostgreSQL's sit half idle (waiting on service processes, sleeps, the network); on two cores
 # two workers take ~7 minutes against ~10. `auto`: a worker per core, as many as the server's max_connections
-# allow (tests/conftest.py); TEST_WORKERS=0 runs the suite in this process alone.
+# allow (tests/conftest.py); TEST_WORKERS=0 runs the suite in this process alone. A test that takes 10 minutes
+# (the slowest take ~15 s) is stuck: it fails, with every thread's stack, instead of holding CI for ever.
 TEST_WORKERS ?= auto
 pytest: $(STAMP) browser compose-tool pooler-tool
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --timeout 600 $(PYTEST_ARGS)
 
 test: lint types pytest
 
