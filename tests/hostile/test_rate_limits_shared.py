@@ -99,7 +99,8 @@ async def test_a_vendor_flooding_reads_is_refused_while_an_officer_is_served(two
     vendor = new_credit_code()
     path = f"/v1/vendors/{vendor}/statement"
     url = two_processes[0]
-    until = time.monotonic() + 2.0
+    flood_started = time.monotonic()
+    until = flood_started + 2.0
     flood = asyncio.create_task(hammer(url, as_vendor(vendor), path, until, workers=40))
     officer: list[tuple[int, float]] = []
     async with httpx.AsyncClient(base_url=url, headers=auth(OFFICER, name="officer-zhao"), timeout=10) as client:
@@ -109,11 +110,15 @@ async def test_a_vendor_flooding_reads_is_refused_while_an_officer_is_served(two
             answer = await client.get(path)
             officer.append((answer.status_code, time.monotonic() - started))
     answers = await flood
+    # the flood's last requests, sent before `until`, are answered after it: on a busy machine (two test workers)
+    # the bucket refills over the flood's whole time, not the 2 s it was sent for (a fixed 2.2 s failed at 65 > 64)
+    elapsed = time.monotonic() - flood_started
 
     codes = Counter(answer.json()["code"] for answer in answers if answer.status_code == 429)
     assert codes["too_many_in_flight"] > 0, codes  # 40 at once against a bound of 4: refused, not queued
     assert set(codes) <= {"too_many_in_flight", "rate_limited"}, codes
-    assert len([a for a in answers if a.status_code == 200]) <= RATE * 2.2 + BURST, codes
+    served = len([a for a in answers if a.status_code == 200])
+    assert served <= RATE * (elapsed + 0.2) + BURST, f"{served} served in {elapsed:.2f} s ({codes})"
     assert all(int(a.headers["retry-after"]) >= 1 for a in answers if a.status_code == 429)
     assert {status for status, _ in officer} == {200}, officer
     assert len(officer) >= 5, officer
