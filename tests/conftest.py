@@ -83,16 +83,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     default, 100, means one worker)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     url = os.environ.get("DATABASE_URL")
-    allowed = asyncio.run(_max_connections(url)) if url else devdb.MAX_CONNECTIONS
+    allowed = int(asyncio.run(_admin(url, "SHOW max_connections"))) if url else devdb.MAX_CONNECTIONS
     return max(1, min(cores, allowed // CONNECTIONS_PER_WORKER))
-
-
-async def _max_connections(url: str) -> int:
-    connection = await asyncpg.connect(libpq_url(url))
-    try:
-        return int(await connection.fetchval("SHOW max_connections"))
-    finally:
-        await connection.close()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -120,10 +112,11 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}{query}"
 
 
-async def _admin(url: str, statement: str) -> None:
+async def _admin(url: str, statement: str) -> Any:
+    """One statement on its own connection; its first value, if any."""
     connection = await asyncpg.connect(libpq_url(url))
     try:
-        await connection.execute(statement)
+        return await connection.fetchval(statement)
     finally:
         await connection.close()
 
