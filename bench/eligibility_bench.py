@@ -274,6 +274,9 @@ class Results:
     warmup: Submissions = field(default_factory=Submissions)
     #: the CPU per submission of each process over the measured submissions
     cpu_per_submission: dict[str, float] = field(default_factory=dict)
+    #: the whole machine over the measured submissions: cores busy, and the share of its time stolen by the hypervisor
+    machine_busy_cores: float = 0.0
+    machine_steal: float = 0.0
     #: with --profile: the further submissions sampled by py-spy, their CPU per submission, where each service's went
     profiled: Submissions = field(default_factory=Submissions)
     profiled_cpu_per_submission: dict[str, float] = field(default_factory=dict)
@@ -460,6 +463,13 @@ def cpu_line(per: dict[str, float]) -> str:
     return ", ".join(f"{name} {seconds * 1e3:,.1f} ms" for name, seconds in per.items())
 
 
+def machine_line(results: Results) -> str:
+    return (
+        f"{results.machine_busy_cores:.2f} of {os.cpu_count()} cores busy, "
+        f"{results.machine_steal:.1%} of its time stolen by the hypervisor"
+    )
+
+
 #: how long a sampler may run at most (it is stopped when the profiled submissions end)
 PROFILE_MAX_SECONDS = 600
 
@@ -551,11 +561,17 @@ async def http_phases(stack: Stack, args: argparse.Namespace, results: Results, 
             for line in results.warmup.errors:
                 say(f"  ! {line}")
         say(f"submitting {len(payloads):,} applications ({', '.join(MEASURES)}), concurrency {args.concurrency}")
-        before = cpu_mark(args.pids)
+        before, machine_before = cpu_mark(args.pids), profile.machine_times()
         await submit(payloads, measured.start, results.submissions)
         s = results.submissions
         results.cpu_per_submission = cpu_per_submission(args.pids, before, s)
+        machine_after = profile.machine_times()
+        results.machine_busy_cores = (machine_after.busy - machine_before.busy) / (s.seconds or 1)
+        results.machine_steal = (machine_after.steal - machine_before.steal) / (
+            machine_after.total - machine_before.total or 1
+        )
         say(f"  CPU per submission: {cpu_line(results.cpu_per_submission)}")
+        say(f"  the machine meanwhile: {machine_line(results)}")
         say(
             f"  {s.created:,} × 201 in {s.seconds:.2f} s: {s.rate:,.1f} submissions/s, "
             f"p50 {ms(percentile(s.latencies, 50))}, p99 {ms(percentile(s.latencies, 99))}"
@@ -726,6 +742,7 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, logs: 
         f"| submissions (`POST /v1/applications`), end to end | **{s.rate:,.1f} /s** ({s.seconds:.1f} s) |",
         f"| submission latency p50 / p99 (client side) | {ms(percentile(s.latencies, 50))} / "
         f"{ms(percentile(s.latencies, 99))} |",
+        f"| the machine during the submissions | {machine_line(results)} |",
         f"| re-evaluation (`POST /v1/simulations`, {len(results.simulations)} requests) | "
         f"**{results.simulation_rate:,.0f} applications/s** "
         f"({results.simulated:,} in {results.simulation_seconds:.2f} s) |",

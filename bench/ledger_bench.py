@@ -420,9 +420,8 @@ def _proc_times() -> dict[tuple[int, int], tuple[str, float]]:
 
 
 def _machine_busy() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    times = profile.machine_times()
+    return times.busy + times.steal  # stolen time shows in "other"
 
 
 class CpuMeter:

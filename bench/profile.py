@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 #: a frame of py-spy's raw (collapsed) format: `function (file:line)`
@@ -146,3 +147,25 @@ def postgres_cpu_seconds() -> float:
         except OSError:
             continue
     return total
+
+
+@dataclass(frozen=True)
+class MachineTimes:
+    """The machine's CPU time so far, all cores together, in seconds (/proc/stat)."""
+
+    #: running anything: user, nice, system, irq, softirq
+    busy: float
+    #: time the hypervisor gave another guest while this one had work to run: a run with much of it was measured
+    #: on a slower machine than its neighbours (the speed of these machines moves by ±20% within minutes)
+    steal: float
+    #: everything, idle and I/O wait included
+    total: float
+
+
+def machine_times() -> MachineTimes:
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = user + nice + system + irq + softirq
+    return MachineTimes(busy / tick, steal / tick, (busy + idle + iowait + steal) / tick)
