@@ -117,11 +117,15 @@ def _stored_value(row: ParameterVersion) -> Value:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def decision_read(decision: Decision) -> DecisionRead:
+def decision_read(decision: Decision | submission_sql.NewDecision) -> DecisionRead:
     return DecisionRead.model_validate(decision, from_attributes=True)
 
 
-def application_read(application: Application, decision: Decision | None, reviews: list[Review]) -> ApplicationRead:
+def application_read(
+    application: Application | submission_sql.NewApplication,
+    decision: Decision | submission_sql.NewDecision | None,
+    reviews: list[Review],
+) -> ApplicationRead:
     return ApplicationRead(
         id=application.id,
         measure=application.measure,
@@ -173,9 +177,9 @@ def _decision_row(
     facts: Facts,
     principal: Principal,
     decided_at: datetime,
-) -> Decision:
+) -> submission_sql.NewDecision:
     result = evaluation.result
-    return Decision(
+    return submission_sql.NewDecision(
         id=decision_id,
         application_id=application_id,
         kind="automatic",
@@ -264,7 +268,7 @@ def _decided(
     as_of: date,
     dated: list[dict[str, Any]],
     at: datetime,
-) -> tuple[Application, Decision]:
+) -> tuple[submission_sql.NewApplication, submission_sql.NewDecision]:
     """The application and its automatic decision (pure: the rules on what was read), stamped `at`."""
     evidence: Evidence = payload.evidence
     measure: str = evidence.measure  # type: ignore[attr-defined]
@@ -272,7 +276,7 @@ def _decided(
     evaluation = replace(evaluation, trace=dated + evaluation.trace)
     back_dated = as_of != received_on
     decision_id = uuid.uuid4()
-    application = Application(
+    application = submission_sql.NewApplication(
         id=uuid.uuid4(),
         measure=measure,
         applicant=payload.applicant,
