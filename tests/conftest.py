@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import itertools
 import os
 import shutil
 import socket
@@ -230,11 +231,33 @@ async def registry(registry_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+#: Ports for the services and servers the tests start: below the kernel's ephemeral range (32768–60999 by
+#: default), where no outgoing connection is given one, in a block of its own per test worker (pytest-xdist's
+#: PYTEST_XDIST_WORKER, gw0, gw1, …). A port the kernel picked for `bind(0)` could be handed to another worker, or
+#: to a client connection, between the moment it was read and the moment the service bound it.
+PORTS_FROM = 10_000
+PORTS_PER_WORKER = 2_000
+_ports_taken = itertools.count()
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port nothing listens on now, from this worker's block (the next one that binds; one in TIME_WAIT is
+    skipped)."""
+    first = PORTS_FROM + (_worker_index() % 11) * PORTS_PER_WORKER  # eleven blocks below 32768
+    for _ in range(PORTS_PER_WORKER):
+        port = first + next(_ports_taken) % PORTS_PER_WORKER
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
         return port
+    raise RuntimeError(f"no free port in {first}–{first + PORTS_PER_WORKER - 1}")
 
 
 @contextmanager

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import shutil
-import socket
 import sys
 import tempfile
 import unicodedata
@@ -46,7 +45,7 @@ from shared.dbconnect import libpq_url
 from shared.dbroles import login_url
 from shared.migrations import head_revision
 from tests.auth import admin, auth
-from tests.conftest import DatabaseFactory
+from tests.conftest import DatabaseFactory, free_port
 from tests.vouchers.flow import YUAN, approved_m3, issue, redeem, vendor_call
 
 REPO = Path(__file__).resolve().parents[2]
@@ -801,12 +800,6 @@ async def test_a_restored_backup_verifies_against_the_last_published_checkpoint(
         await asyncio.to_thread(backup.restore, fresh, dump)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def _counter_at_least(url: str, xid: int) -> None:
     """Spend transaction ids until the server's counter reaches `xid` (one id per statement, autocommit)."""
     connection = await asyncpg.connect(libpq_url(url))
@@ -849,8 +842,8 @@ async def test_a_backup_restored_into_a_fresh_cluster_seals_and_verifies_new_red
     # not under tmp_path: the server runs as another user (when root), and another pytest session starting meanwhile
     # makes pytest's own temporary root private again
     clusters = Path(tempfile.mkdtemp(prefix="longgang-restore-"))
-    source = EmbeddedPostgres(clusters / "source", port=_free_port())
-    target = EmbeddedPostgres(clusters / "fresh", port=_free_port())
+    source = EmbeddedPostgres(clusters / "source", port=free_port())
+    target = EmbeddedPostgres(clusters / "fresh", port=free_port())
     try:
         origin = await asyncio.to_thread(source.start)
         await asyncio.to_thread(upgrade_all, origin)
