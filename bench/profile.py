@@ -156,7 +156,7 @@ class MachineTimes:
     #: running anything: user, nice, system, irq, softirq
     busy: float
     #: time the hypervisor gave another guest while this one had work to run: a run with much of it was measured
-    #: on a slower machine than its neighbours (the speed of these machines moves by ±20% within minutes)
+    #: on a slower machine than its neighbours (their speed moves by up to a third within minutes: docs/benchmarks.md)
     steal: float
     #: everything, idle and I/O wait included
     total: float
