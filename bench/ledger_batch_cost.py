@@ -32,18 +32,17 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 
+from bench import profile
 from bench.common import drop_database, fresh_database, postgres_server, say
 from bench.redemption_cpu import VENDOR, insert_vouchers
 from services.vouchers.redemptions.group_commit import BATCH_SQL
 from services.vouchers.redemptions.repository import REDEEM_SQL
 from shared.dbconnect import libpq_url
-from shared.migrations import upgrade_all
+from shared.migrations import ROOT, upgrade_all
 
-ROOT = Path(__file__).resolve().parent.parent
 VOUCHERS = 64
 #: the set-by-set branch of vouchers.ledger_batch(), and the same with a size below which it is skipped
 SET_BY_SET = "IF cardinality(l_deferred) = 0 THEN"
@@ -51,11 +50,6 @@ SET_BY_SET_FROM = (
     "IF cardinality(l_deferred) = 0 AND coalesce(array_length(p_op, 1), 0) >= current_setting('bench.set_from')::int "
     "THEN"
 )
-
-
-def backend_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Caller:
@@ -109,10 +103,10 @@ class Caller:
 
 async def measure(pid: int, label: str, size: int, calls: int, run: Callable[[], Awaitable[None]]) -> None:
     batches = max(1, calls // size)
-    cpu, wall = backend_cpu_seconds(pid), time.perf_counter()
+    cpu, wall = profile.cpu_seconds(pid), time.perf_counter()
     for _ in range(batches):
         await run()
-    cpu, wall = backend_cpu_seconds(pid) - cpu, time.perf_counter() - wall
+    cpu, wall = profile.cpu_seconds(pid) - cpu, time.perf_counter() - wall
     say(
         f"| {label} | {size} | {batches:,} | {cpu / batches * 1e6:,.0f} µs | {cpu / (batches * size) * 1e6:,.0f} µs "
         f"| {wall / batches * 1e3:.2f} ms |"
