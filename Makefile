@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint types pytest migrate db-start db-stop clean bench-eligibility bench-ledger \
-	bench-ledger-rounds bench-export bench-aggregates bench-tracing \
+	bench-ledger-rounds bench-ledger-instructions bench-export bench-aggregates bench-tracing \
 	token client backup restore browser compose-tool pooler-tool test-resilience
 
 $(BIN)/python:
@@ -117,6 +117,13 @@ bench-ledger-rounds: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk \
 		>/dev/null) || echo "wrk could not be installed: bench-ledger-rounds falls back to its Python load generator"
 	$(BIN)/python -m bench.ledger_rounds $(ARGS)
+
+# PostgreSQL's instructions per group-commit batch under valgrind, unmoved by the host's speed
+# (bench/ledger_batch_instructions.py; ARGS='--compare REV' beside a revision's batch functions)
+bench-ledger-instructions: $(STAMP)
+	@command -v valgrind >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		valgrind >/dev/null)
+	$(BIN)/python -m bench.ledger_batch_instructions $(ARGS)
 
 # the redemption path with tracing off and on (OTLP to a local sink), alternating, in one run (docs/benchmarks.md)
 bench-tracing: $(STAMP)
