@@ -93,6 +93,7 @@ from bench.ledger_bench import (
     start_vouchers,
     wait_sealed,
 )
+from bench.profile import parallel_yield
 from devtools.devrun import Stack
 from shared.auth import METRICS_READ
 from shared.http_protocol import DEFAULT_HTTP_PROTOCOL
@@ -273,6 +274,8 @@ class Measured:
 @dataclass
 class Rounds:
     measured: list[Measured] = field(default_factory=list)
+    #: per round: the work of two CPU-bound processes at once over one's alone (`bench.profile.parallel_yield`)
+    yields: list[float] = field(default_factory=list)
 
     def of(self, kind: str) -> list[Measured]:
         return [m for m in self.measured if m.kind == kind]
@@ -460,21 +463,30 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, rounds
         "",
         "Per round (each ratio compares runs seconds apart):",
         "",
-        "| round | order | pgbench tps | 1 process /s | 2 processes /s | one/pgbench | two/pgbench | two/one |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| round | order | pgbench tps | 1 process /s | 2 processes /s | one/pgbench | two/pgbench | two/one | "
+        "two spinners / one |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for number, of_round in enumerate(rounds.rates(), start=1):
         order = " → ".join(m.kind for m in sorted(rounds.measured, key=lambda m: m.place) if m.round == number)
         cells = [f"{of_round[k]:,.0f}" if k in of_round else "—" for k in KINDS]
         ratios = [ratio_text(median(round_ratios([of_round], n, d))) for n, d in RATIOS]
-        lines.append(f"| {number} | {order} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+        spin = f"{rounds.yields[number - 1]:.2f}" if number <= len(rounds.yields) else "—"
+        lines.append(f"| {number} | {order} | {' | '.join(cells)} | {' | '.join(ratios)} | {spin} |")
     lines.append(
         "| **median** | | "
         + " | ".join(f"{median([m.rate for m in rounds.of(k)]):,.0f}" for k in KINDS)
         + " | "
         + " | ".join(f"**{ratio_text(rounds.ratio(n, d))}**" for n, d in RATIOS)
-        + " |"
+        + (f" | {median(rounds.yields):.2f} |" if rounds.yields else " | — |")
     )
+    lines += [
+        "",
+        "Two spinners / one: what two CPU-bound processes do at once over what one does alone, measured at the start "
+        "of each round (`bench.profile.parallel_yield`, 1 s each way; two independent cores give 2.00). Where it is "
+        "well below 2, the machine's second core adds less than a core, and two vouchers processes, which keep both "
+        "cores busier than one, pay for it in CPU per redemption.",
+    ]
     lines += ["", f"Targets (issue #16), from the medians of the {len(rounds.rates())} rounds' ratios:", ""]
     lines += verdicts(rounds)
     # the service's access log has the redemptions only with VOUCHERS_ACCESS_LOG=all (the default: errors and slow)
@@ -610,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(1, args.rounds + 1):
             order = round_order(number)
             say(f"round {number} of {args.rounds}: {', '.join(order)}")
+            rounds.yields.append(parallel_yield(1.0))  # what the machine's second core adds at this moment
+            say(f"  two spinners / one: {rounds.yields[-1]:.2f}")
             for place, kind in enumerate(order, start=1):
                 remaining(f"round {number}'s {kind} run")
                 measured = measure(kind, number, place, args, on, targets, pids, (server_url, pgbench_name), metrics)

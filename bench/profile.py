@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,3 +170,35 @@ def machine_times() -> MachineTimes:
     tick = os.sysconf("SC_CLK_TCK")
     busy = user + nice + system + irq + softirq
     return MachineTimes(busy / tick, steal / tick, (busy + idle + iowait + steal) / tick)
+
+
+#: a CPU-bound loop that counts until its deadline and prints the count (`parallel_yield`)
+_SPIN = (
+    "import sys, time\n"
+    "end = time.perf_counter() + float(sys.argv[1])\n"
+    "n = 0\n"
+    "while time.perf_counter() < end:\n"
+    "    for _ in range(1000):\n"
+    "        n += 1\n"
+    "print(n)\n"
+)
+
+
+def _spin(processes: int, seconds: float) -> int:
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", _SPIN, str(seconds)], stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    return sum(int(spinner.communicate()[0]) for spinner in spinners)
+
+
+def parallel_yield(seconds: float = 1.0) -> float:
+    """The work two CPU-bound processes do at once over the work one does alone, each for `seconds`.
+
+    Two independent cores give 2.0. On this machine's virtual cores it has measured well below that at moments
+    (the two share something on the host): then a second process buys less than a second core's work, and every
+    process's CPU per operation rises when both cores are busy. The rounds of bench/ledger_rounds.py measure it
+    beside "two vouchers processes against one" (issue #16), which cannot do better than the machine allows.
+    """
+    alone = _spin(1, seconds)
+    return _spin(2, seconds) / alone if alone else float("nan")

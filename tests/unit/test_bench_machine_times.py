@@ -21,3 +21,10 @@ def test_machine_times_grow_and_add_up() -> None:
     # no more time passed on the machine than on every core's clock (a tick of slack each)
     cores = os.cpu_count() or 1
     assert second.total - first.total <= (time.monotonic() - started + 0.02) * cores
+
+
+def test_parallel_yield_compares_two_spinners_with_one() -> None:
+    """A ratio of the two spinners' work to one's: between half (the suite's other worker busy on the same cores)
+    and a little over two; a spinner that counted nothing, or one process counted as two, falls outside."""
+    found = profile.parallel_yield(0.3)
+    assert 0.5 < found < 2.5
