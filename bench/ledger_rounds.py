@@ -483,9 +483,10 @@ def markdown(args: argparse.Namespace, argv: list[str], results: Results, rounds
     lines += [
         "",
         "Two spinners / one: what two CPU-bound processes do at once over what one does alone, measured at the start "
-        "of each round (`bench.profile.parallel_yield`, 1 s each way; two independent cores give 2.00). Where it is "
-        "well below 2, the machine's second core adds less than a core, and two vouchers processes, which keep both "
-        "cores busier than one, pay for it in CPU per redemption.",
+        "of each round (`bench.profile.parallel_yield`: two at once against one alone before and after, 0.3 s "
+        "each, the median of three; two independent cores give 2.00). Where it is well below 2, the machine's "
+        "second core adds less than a core, and two vouchers processes, which keep both cores busier than one, pay "
+        "for it in CPU per redemption.",
     ]
     lines += ["", f"Targets (issue #16), from the medians of the {len(rounds.rates())} rounds' ratios:", ""]
     lines += verdicts(rounds)
@@ -622,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(1, args.rounds + 1):
             order = round_order(number)
             say(f"round {number} of {args.rounds}: {', '.join(order)}")
-            rounds.yields.append(parallel_yield(1.0))  # what the machine's second core adds at this moment
+            rounds.yields.append(parallel_yield())  # what the machine's second core adds at this moment
             say(f"  two spinners / one: {rounds.yields[-1]:.2f}")
             for place, kind in enumerate(order, start=1):
                 remaining(f"round {number}'s {kind} run")
