@@ -32,6 +32,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -52,6 +53,28 @@ SET_BY_SET_FROM = (
 )
 
 
+def plain_redemptions(keys: list[str], codes: list[str], now: datetime) -> list[list[Any]]:
+    """`vouchers.ledger_batch()`'s arrays (all but p_defer) for plain M3 redemptions of 1 fen by `VENDOR`, the i-th
+    with Idempotency-Key `keys[i]` on voucher `codes[i]`, as group commit sends them."""
+    size = len(keys)
+    return [
+        ["redeem"] * size,
+        [VENDOR] * size,
+        keys,
+        [hashlib.sha256(key.encode()).hexdigest() for key in keys],
+        codes,
+        [1] * size,
+        [f"INV-{key}" for key in keys],
+        [None] * size,
+        [None] * size,
+        [None] * size,
+        [None] * size,
+        [now] * size,
+        [now.date()] * size,
+        [f"req-{key}" for key in keys],
+    ]
+
+
 class Caller:
     """Batches and single calls on one connection, each call a fresh Idempotency-Key, the vouchers in turn."""
 
@@ -65,27 +88,9 @@ class Caller:
         return f"bench-{self.count}", self.codes[self.count % len(self.codes)]
 
     async def batch(self, size: int) -> None:
-        now = datetime.now(UTC)
         calls = [self._next() for _ in range(size)]
-        keys = [key for key, _ in calls]
-        rows = await self.connection.fetch(
-            BATCH_SQL,
-            ["redeem"] * size,
-            [VENDOR] * size,
-            keys,
-            [hashlib.sha256(key.encode()).hexdigest() for key in keys],
-            [code for _, code in calls],
-            [1] * size,
-            [f"INV-{key}" for key in keys],
-            [None] * size,
-            [None] * size,
-            [None] * size,
-            [None] * size,
-            [now] * size,
-            [now.date()] * size,
-            [f"req-{key}" for key in keys],
-            True,
-        )
+        arrays = plain_redemptions([key for key, _ in calls], [code for _, code in calls], datetime.now(UTC))
+        rows = await self.connection.fetch(BATCH_SQL, *arrays, True)
         refused = [dict(row) for row in rows if row["status_code"] != 201]
         if len(rows) != size or refused:
             raise RuntimeError(f"a batch of {size} was not answered 201 throughout: {refused[:1]}")

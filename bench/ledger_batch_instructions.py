@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import re
 import shutil
@@ -38,11 +37,13 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from bench.common import free_port, fresh_database, say
-from bench.redemption_cpu import VENDOR, insert_vouchers
+from bench.ledger_batch_cost import plain_redemptions
+from bench.redemption_cpu import insert_vouchers
 from devtools import devdb
 from services.vouchers.redemptions.group_commit import BATCH_SQL
 from shared.dbconnect import libpq_url
@@ -90,28 +91,13 @@ class Calls:
     prefix: str
     count: int = 0
 
-    def arguments(self, size: int) -> list[list[object]]:
+    def arguments(self, size: int) -> list[list[Any]]:
         keys, codes = [], []
         for _ in range(size):
             self.count += 1
             keys.append(f"{self.prefix}-{self.count}")
             codes.append(self.codes[self.count % len(self.codes)])
-        return [
-            ["redeem"] * size,
-            [VENDOR] * size,
-            keys,
-            [hashlib.sha256(key.encode()).hexdigest() for key in keys],
-            codes,
-            [1] * size,
-            [f"INV-{key}" for key in keys],
-            [None] * size,
-            [None] * size,
-            [None] * size,
-            [None] * size,
-            [NOW] * size,
-            [NOW.date()] * size,
-            [f"req-{key}" for key in keys],
-        ]
+        return plain_redemptions(keys, codes, NOW)
 
     def execute(self, size: int) -> str:
         """One batch as an EXECUTE of the prepared call, its arrays written out."""

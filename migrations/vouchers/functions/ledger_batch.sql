@@ -41,15 +41,15 @@
 -- values looks dearer, and the search for the batch's M3 ceilings (its arrays) was planned again on every call
 -- (0.28 ms of PostgreSQL's CPU per batch, more than running it).
 --
--- Without p_defer, a batch's M3 ceilings are found and locked by one statement (version 7), and a batch with no
--- capture or release (every batch written set by set) looks for them without the holds' part: every statement a
--- batch runs costs PostgreSQL its executor's start-up whatever the batch's size, and two vouchers processes on two
--- cores send smaller batches than one (issue #16).
+-- A batch with no capture or release and no p_defer (every batch written set by set) finds and locks its M3
+-- ceilings with one statement, without the holds' part (version 7): every statement a batch runs costs PostgreSQL
+-- its executor's start-up whatever the batch's size, and two vouchers processes on two cores send smaller batches
+-- than one (issue #16).
 --
 -- version: 7
 -- Versions: 1 migration 0018; 2 migration 0021 (p_defer, vouchers by index); 3 migration 0022 (ledger_captures);
 -- 4 migration 0023 (the keys' advisory locks first); 5 migration 0024 (enable_seqscan off); 6 migration 0026
--- (plan_cache_mode force_generic_plan); 7 migration 0027 (the ceilings found and locked at once).
+-- (plan_cache_mode force_generic_plan); 7 migration 0027 (a batch of redemptions finds and locks its ceilings at once).
 
 CREATE OR REPLACE FUNCTION vouchers.ledger_batch(
     p_op text[], p_client text[], p_key text[], p_hash text[],
@@ -100,7 +100,7 @@ BEGIN
     ELSE
         PERFORM 1 FROM vouchers.vouchers v WHERE v.code = ANY (l_codes) ORDER BY v.code FOR NO KEY UPDATE;
     END IF;
-    IF p_defer THEN
+    IF p_defer OR cardinality(l_holds) > 0 THEN
         l_ceilings := ARRAY(
             SELECT a.id FROM vouchers.allowances a
              WHERE a.kind = 'M3.redemptions'
@@ -113,6 +113,8 @@ BEGIN
                       FROM vouchers.redemptions r JOIN vouchers.vouchers v ON v.id = r.voucher_id
                      WHERE r.id = ANY (l_holds) AND v.kind = 'M3')
              ORDER BY a.holder, a.year);
+    END IF;
+    IF p_defer THEN
         l_locked := ARRAY(SELECT a.id FROM vouchers.allowances a WHERE a.id = ANY (l_ceilings)
                            ORDER BY a.holder, a.year FOR NO KEY UPDATE SKIP LOCKED);
         IF cardinality(l_locked) < cardinality(l_ceilings) THEN
@@ -140,17 +142,7 @@ BEGIN
                  WHERE v.kind = 'M3')
          ORDER BY a.holder, a.year FOR NO KEY UPDATE;
     ELSE
-        PERFORM 1 FROM vouchers.allowances a
-         WHERE a.kind = 'M3.redemptions'
-           AND (a.holder, a.year) IN (
-                SELECT v.holder, extract(year FROM c.today)::int
-                  FROM unnest(p_code, p_today) AS c(code, today) JOIN vouchers.vouchers v ON v.code = c.code
-                 WHERE v.kind = 'M3'
-                UNION
-                SELECT v.holder, r.year
-                  FROM vouchers.redemptions r JOIN vouchers.vouchers v ON v.id = r.voucher_id
-                 WHERE r.id = ANY (l_holds) AND v.kind = 'M3')
-         ORDER BY a.holder, a.year FOR NO KEY UPDATE;
+        PERFORM 1 FROM vouchers.allowances a WHERE a.id = ANY (l_ceilings) ORDER BY a.holder, a.year FOR NO KEY UPDATE;
     END IF;
     IF cardinality(l_deferred) = 0 THEN  -- plain redemptions only: written set by set, or nothing done here
         RETURN QUERY SELECT * FROM vouchers.ledger_captures(

@@ -11,8 +11,8 @@ account. vouchers.ledger_captures() version 3 draws the batch's redemption and e
 k-th call takes the k-th smallest of each), checks without running sums (amounts are positive, so a total that
 fits means every running sum fits), joins the vendor's receivable account (a vendor without one yet goes call by
 call, as before the set-by-set path), and reads the entries' and events' transaction ids once per batch.
-vouchers.ledger_batch() version 7 finds and locks the batch's M3 ceilings with one statement when it does not
-defer, without the holds' part when the batch has no capture or release. Same rows, same answers, same locks in
+vouchers.ledger_batch() version 7 finds and locks the batch's M3 ceilings with one statement, without the holds'
+part, when the batch has no capture or release and does not defer (every batch written set by set). Same rows, same answers, same locks in
 the same order (tests/vouchers/test_group_commit.py compares the set-by-set answers and rows with one-by-one
 ones); `bench/ledger_batch_cost.py` measures the cost.
 """
