@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from alembic import command, context
@@ -142,6 +142,18 @@ def sql_functions(directory: Path, name: str, version: int) -> list[str]:
         text = apply_diff(text, (directory / "history" / f"{name}.{older}.diff").read_text(encoding="utf-8"))
     parts = [part.strip() for part in text.split("\n-- ;;\n")]
     return [part for part in parts if any(not line.startswith("--") for line in part.splitlines() if line.strip())]
+
+
+def load_functions(directory: Path, versions: Mapping[str, int]) -> None:
+    """Inside a migration: (re)define each SQL function of `versions` as of its version (`sql_functions`), in order.
+
+    A migration that moves functions to new versions loads `{name: new}` on upgrade and `{name: new - 1}` on
+    downgrade."""
+    from alembic import op
+
+    for name, version in versions.items():
+        for statement in sql_functions(directory, name, version=version):
+            op.execute(statement)
 
 
 def apply_diff(text: str, diff: str) -> str:

@@ -14,9 +14,7 @@ of vouchers.idempotency on every batch (a hashed subplan), 2.8 of a batch's 6.3 
 from collections.abc import Sequence
 from pathlib import Path
 
-from alembic import op
-
-from shared.migrations import sql_functions
+from shared.migrations import load_functions
 
 revision: str = "0024"
 down_revision: str | None = "0023"
@@ -28,12 +26,8 @@ VERSIONS = {"redeem": 5, "finish_hold": 3, "ledger_captures": 2, "ledger_batch":
 
 
 def upgrade() -> None:
-    for name, version in VERSIONS.items():
-        for statement in sql_functions(FUNCTIONS, name, version=version):
-            op.execute(statement)
+    load_functions(FUNCTIONS, VERSIONS)
 
 
 def downgrade() -> None:
-    for name, version in VERSIONS.items():
-        for statement in sql_functions(FUNCTIONS, name, version=version - 1):
-            op.execute(statement)
+    load_functions(FUNCTIONS, {name: version - 1 for name, version in VERSIONS.items()})

@@ -16,9 +16,7 @@ key.
 from collections.abc import Sequence
 from pathlib import Path
 
-from alembic import op
-
-from shared.migrations import sql_functions
+from shared.migrations import load_functions
 
 revision: str = "0026"
 down_revision: str | None = "0025"
@@ -30,12 +28,8 @@ VERSIONS = {"ledger_batch": 6}
 
 
 def upgrade() -> None:
-    for name, version in VERSIONS.items():
-        for statement in sql_functions(FUNCTIONS, name, version=version):
-            op.execute(statement)
+    load_functions(FUNCTIONS, VERSIONS)
 
 
 def downgrade() -> None:
-    for name, version in VERSIONS.items():
-        for statement in sql_functions(FUNCTIONS, name, version=version - 1):
-            op.execute(statement)
+    load_functions(FUNCTIONS, {name: version - 1 for name, version in VERSIONS.items()})

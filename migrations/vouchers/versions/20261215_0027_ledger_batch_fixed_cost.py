@@ -20,9 +20,7 @@ ones); `bench/ledger_batch_cost.py` measures the cost.
 from collections.abc import Sequence
 from pathlib import Path
 
-from alembic import op
-
-from shared.migrations import sql_functions
+from shared.migrations import load_functions
 
 revision: str = "0027"
 down_revision: str | None = "0026"
@@ -34,12 +32,8 @@ VERSIONS = {"ledger_captures": 3, "ledger_batch": 7}
 
 
 def upgrade() -> None:
-    for name, version in VERSIONS.items():
-        for statement in sql_functions(FUNCTIONS, name, version=version):
-            op.execute(statement)
+    load_functions(FUNCTIONS, VERSIONS)
 
 
 def downgrade() -> None:
-    for name, version in VERSIONS.items():
-        for statement in sql_functions(FUNCTIONS, name, version=version - 1):
-            op.execute(statement)
+    load_functions(FUNCTIONS, {name: version - 1 for name, version in VERSIONS.items()})
