@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -108,14 +107,6 @@ class Calls:
         return f"EXECUTE batch({', '.join(parts)}, false);\n"
 
 
-def _bin(name: str) -> str:
-    return str(devdb._install_dir() / "bin" / name)
-
-
-def _run_as() -> str | None:
-    return devdb.SYSTEM_USER if os.geteuid() == 0 else None
-
-
 def _copy(source: Path, target: Path) -> None:
     """A copy of a cluster's directory that keeps its owner (the server's user when we are root)."""
     subprocess.run(["cp", "-a", str(source), str(target)], check=True)
@@ -188,7 +179,7 @@ def instructions(cluster: Path, script: Path, work: Path) -> int:
                     "valgrind",
                     "--tool=callgrind",
                     f"--callgrind-out-file={out}",
-                    _bin("postgres"),
+                    devdb.binary("postgres"),
                     "--single",
                     "-D",
                     str(copy),
@@ -200,7 +191,7 @@ def instructions(cluster: Path, script: Path, work: Path) -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 check=False,
-                user=_run_as(),
+                user=devdb.server_user(),
             )
         if run.returncode != 0:
             raise RuntimeError(f"the single-user backend failed: {run.stderr.decode()[-2000:]}")

@@ -810,7 +810,7 @@ def pgbench_env(server_url: str) -> tuple[dict[str, str], str]:
         env["PGUSER"] = unquote(parts.username)
     if parts.password:
         env["PGPASSWORD"] = unquote(parts.password)
-    return env, str(devdb._install_dir() / "bin" / "pgbench")
+    return env, devdb.binary("pgbench")
 
 
 def run_pgbench(server_url: str, database: str, result: Pgbench, meter: CpuMeter) -> None:

@@ -42,17 +42,13 @@ from shared.migrations import ROOT, SERVICES
 SERVICE_ROLE = "vouchers_writer"  # the vouchers tree grants it to the owner (migration 0002)
 
 
-def _bin(name: str) -> str:
-    return str(devdb._install_dir() / "bin" / name)
-
-
 def dump(database_url: str, target: Path) -> Path:
     """The dump holds the ledger and every applicant's data: readable by its owner only (created so, before
     pg_dump writes into it), in a directory only the owner may list."""
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     target.chmod(0o600)  # an existing file keeps its mode through O_CREAT
-    command = [_bin("pg_dump"), "--format=custom", "--no-owner", f"--file={target}"]
+    command = [devdb.binary("pg_dump"), "--format=custom", "--no-owner", f"--file={target}"]
     command += [f"--schema={schema}" for schema in SERVICES]
     subprocess.run([*command, libpq_url(database_url)], check=True)
     return target
@@ -124,16 +120,22 @@ async def _bridge_feeds(url: str) -> dict[str, int]:
 
 def _restore(url: str, version: int, source: Path) -> None:
     if version >= 170000:
-        command = [_bin("pg_restore"), "--exit-on-error", "--no-owner", "--single-transaction", f"--dbname={url}"]
+        command = [
+            devdb.binary("pg_restore"),
+            "--exit-on-error",
+            "--no-owner",
+            "--single-transaction",
+            f"--dbname={url}",
+        ]
         subprocess.run([*command, str(source)], check=True)
         return
     script = subprocess.run(
-        [_bin("pg_restore"), "--no-owner", "--file=-", str(source)], check=True, capture_output=True
+        [devdb.binary("pg_restore"), "--no-owner", "--file=-", str(source)], check=True, capture_output=True
     ).stdout
     kept = b"\n".join(
         line for line in script.split(b"\n") if not line.startswith(tuple(s.encode() for s in _NEWER_SETTINGS))
     )
-    psql = [_bin("psql"), "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--single-transaction", url]
+    psql = [devdb.binary("psql"), "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--single-transaction", url]
     subprocess.run(psql, input=kept, check=True, stdout=subprocess.DEVNULL)
 
 

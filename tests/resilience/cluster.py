@@ -20,7 +20,6 @@ the processes start (`peer_urls`: a fault proxy in between, tests/resilience/tes
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import time
@@ -97,12 +96,10 @@ class Cluster:
 
     def stop_database(self, mode: str = "fast") -> None:
         """`pg_ctl stop -m fast` (clients are disconnected, a clean shutdown) or `immediate` (a crash)."""
-        user = devdb.SYSTEM_USER if os.geteuid() == 0 else None
-        pg_ctl = str(devdb._install_dir() / "bin" / "pg_ctl")
         subprocess.run(
-            [pg_ctl, "-D", str(self.server.pgdata), "-m", mode, "-w", "stop"],
+            [devdb.binary("pg_ctl"), "-D", str(self.server.pgdata), "-m", mode, "-w", "stop"],
             check=True,
-            user=user,
+            user=devdb.server_user(),
             stdout=subprocess.DEVNULL,
         )
 
