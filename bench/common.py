@@ -30,6 +30,15 @@ from shared.tokens import TokenSigner
 HOST = "127.0.0.1"
 
 
+#: per-client rate limits a benchmark's stack turns off: the seeding is one platform client posting thousands of
+#: recognitions, and every submission comes from one officer's token; the limits that protect a shared service from
+#: one client (50/s, 500/s) would measure themselves, not the services, and answer the rest 429
+ONE_CLIENT_UNLIMITED = {
+    "REGISTRY_RATE_LIMIT_PLATFORM_PER_SECOND": "0",
+    "ELIGIBILITY_RATE_LIMIT_BUREAU_PER_SECOND": "0",
+}
+
+
 def say(message: str) -> None:
     print(message, flush=True)
 

@@ -39,6 +39,7 @@ import httpx
 
 from bench import eligibility_bench, profile
 from bench.common import (
+    ONE_CLIENT_UNLIMITED,
     analyze,
     bench_auth,
     bench_headers,
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     sides = [parse_side("a", args.a), parse_side("b", args.b)]
     for name in ("NO_PROXY", "no_proxy"):
         os.environ[name] = keep_local(os.environ.get(name, ""))
-    os.environ["REGISTRY_RATE_LIMIT_PLATFORM_PER_SECOND"] = "0"  # the seeding is one client posting thousands
+    os.environ.update(ONE_CLIENT_UNLIMITED)
     auth_dir = Path(tempfile.mkdtemp(prefix="bench_ab_")) / "auth"
     os.environ["BENCH_AUTH_DIR"] = str(auth_dir)
     server_url, started, where = postgres_server()

@@ -54,6 +54,7 @@ import httpx
 from bench import profile
 from bench.common import (
     HOST,
+    ONE_CLIENT_UNLIMITED,
     analyze,
     bench_auth,
     bench_headers,
@@ -905,9 +906,7 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_all(database_url)
 
         stack = Stack(database_url, HOST, {service: free_port() for service in SERVICES})
-        # the seeding is one platform client posting thousands of recognitions: the per-client limit that protects
-        # a shared registry (50/s) would measure itself, not the registry; off for this stack only
-        os.environ["REGISTRY_RATE_LIMIT_PLATFORM_PER_SECOND"] = "0"
+        os.environ.update(ONE_CLIENT_UNLIMITED)  # for this stack only
         os.environ["BENCH_AUTH_DIR"] = str(log_dir / "auth")
         bench_auth(database_url, stack.url("registry"), log_dir / "auth")
         for service in SERVICES:
