@@ -159,8 +159,9 @@ class DatabaseFactory:
 @pytest.fixture(scope="session")
 def databases() -> Iterator[DatabaseFactory]:
     """The session's databases, the first of them its own (`database_url`), migrated at once while holding a lock
-    file: the migrations create the services' roles, which are the cluster's, and on a fresh cluster two workers
-    creating them at once collide (a unique violation in pg_authid); after the first, every migration finds them."""
+    file: the migrations create and grant the services' roles, which are the cluster's; creating one at once is no
+    error (tests/test_migration_roles.py), but granting and altering the same roles at once can still collide
+    ("tuple concurrently updated" in the catalogue); after the first, every migration finds them in place."""
     manager = DatabaseFactory(_server())
     digest = hashlib.sha256(manager.server_url.encode()).hexdigest()[:16]
     with (Path(tempfile.gettempdir()) / f"longgang-tests-{digest}.lock").open("w") as lock:

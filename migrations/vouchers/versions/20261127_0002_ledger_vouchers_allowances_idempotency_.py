@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from shared.dbroles import create_role_sql
 from shared.migrations import append_only_sql, sql_functions
 
 SERVICE_ROLE = "vouchers_writer"
@@ -241,14 +242,8 @@ def upgrade() -> None:
             op.execute(statement)
     # the service runs as this role, which cannot UPDATE, DELETE or TRUNCATE the ledger
     op.execute(
-        f"""
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') THEN
-                CREATE ROLE {SERVICE_ROLE} NOLOGIN;
-            END IF;
-        END $$
-        """
-    )
+        f"DO $$ BEGIN {create_role_sql(SERVICE_ROLE, 'NOLOGIN')} END $$"
+    )  # the cluster's: a racing creator is no error
     op.execute(f"GRANT {SERVICE_ROLE} TO CURRENT_USER")
     op.execute(f"GRANT USAGE ON SCHEMA vouchers TO {SERVICE_ROLE}")
     op.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA vouchers TO {SERVICE_ROLE}")
