@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -125,6 +125,24 @@ async def _set_role_defaults(connection: asyncpg.Connection, service: str) -> No
                 return
 
 
+async def again_if_raced(work: Callable[[], Awaitable[None]], attempts: int = 5) -> None:
+    """`work` on roles, which are the cluster's; again when another session changing the same roles at once made it
+    fail ("tuple concurrently updated", or a unique violation in a catalogue such as the first `ALTER ROLE … SET`'s
+    row in pg_db_role_setting): the next attempt finds that session's work done (two migrations of two databases
+    on one server, a fresh cluster)."""
+    import asyncpg
+
+    for attempt in range(1, attempts + 1):
+        try:
+            await work()
+            return
+        except asyncpg.PostgresError as exc:
+            raced = isinstance(exc, asyncpg.UniqueViolationError) or "concurrently" in str(exc)
+            if attempt == attempts or not raced:
+                raise
+            await asyncio.sleep(0.1 * attempt)
+
+
 async def ensure_logins_async(owner_url: str, passwords: Mapping[str, str] | None = None) -> None:
     import asyncpg
 
@@ -132,15 +150,12 @@ async def ensure_logins_async(owner_url: str, passwords: Mapping[str, str] | Non
     connection = await asyncpg.connect(libpq_url(owner_url))
     try:
         for service in SERVICES:
-            for attempt in range(5):
-                try:
-                    await connection.execute(login_sql(service))
-                    await _set_role_defaults(connection, service)
-                    break
-                except asyncpg.PostgresError as exc:  # "tuple concurrently updated": another session did it
-                    if attempt == 4 or "concurrently" not in str(exc):
-                        raise
-                    await asyncio.sleep(0.1 * (attempt + 1))
+
+            async def login(service: str = service) -> None:
+                await connection.execute(login_sql(service))
+                await _set_role_defaults(connection, service)
+
+            await again_if_raced(login)
             if passwords.get(service):
                 # a parameter cannot carry a role's password: quote it as a literal
                 literal = await connection.fetchval("SELECT quote_literal($1::text)", passwords[service])

@@ -159,9 +159,9 @@ class DatabaseFactory:
 @pytest.fixture(scope="session")
 def databases() -> Iterator[DatabaseFactory]:
     """The session's databases, the first of them its own (`database_url`), migrated at once while holding a lock
-    file: the migrations create and grant the services' roles, which are the cluster's; creating one at once is no
-    error (tests/test_migration_roles.py), but granting and altering the same roles at once can still collide
-    ("tuple concurrently updated" in the catalogue); after the first, every migration finds them in place."""
+    file: the migrations create and set up the services' roles, which are the cluster's. Two sessions doing that at
+    once are no error (tests/test_migration_roles.py); the lock keeps the cluster-wide statements one at a time
+    anyway, and costs nothing after the first, which leaves every role in place for the others."""
     manager = DatabaseFactory(_server())
     digest = hashlib.sha256(manager.server_url.encode()).hexdigest()[:16]
     with (Path(tempfile.gettempdir()) / f"longgang-tests-{digest}.lock").open("w") as lock:

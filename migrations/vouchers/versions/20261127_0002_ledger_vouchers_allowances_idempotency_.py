@@ -241,9 +241,8 @@ def upgrade() -> None:
         for statement in append_only_sql("vouchers", table):
             op.execute(statement)
     # the service runs as this role, which cannot UPDATE, DELETE or TRUNCATE the ledger
-    op.execute(
-        f"DO $$ BEGIN {create_role_sql(SERVICE_ROLE, 'NOLOGIN')} END $$"
-    )  # the cluster's: a racing creator is no error
+    # the role is the cluster's: another database's migration creating it at once is no error
+    op.execute(f"DO $$ BEGIN {create_role_sql(SERVICE_ROLE, 'NOLOGIN')} END $$")
     op.execute(f"GRANT {SERVICE_ROLE} TO CURRENT_USER")
     op.execute(f"GRANT USAGE ON SCHEMA vouchers TO {SERVICE_ROLE}")
     op.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA vouchers TO {SERVICE_ROLE}")
