@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from services.vouchers.redemptions.group_commit import GroupCommit
 from tests.auth import admin
-from tests.vouchers.flow import YUAN, model_supply, redeem
+from tests.vouchers.flow import YUAN, model_supply, redeem, vendor_call
 from tests.vouchers.test_group_commit import issued_codes, until
 
 LANES = 2
@@ -102,6 +102,80 @@ async def test_an_enterprise_waits_for_its_own_lane_and_not_for_another(
         await locker.close()
         await watcher.close()
     assert [answer.status_code for answer in answers] == [201, 201], [answer.text for answer in answers]
-    assert group_commit.lane_of_code[a1] == group_commit.lane_of_code[a2] == lane_of(a.holder)
-    assert group_commit.lane_of_code[b1] == lane_of(b.holder) != lane_of(a.holder)
+    assert group_commit.holder_of_code[a1] == group_commit.holder_of_code[a2] == a.holder
+    assert group_commit.holder_of_code[b1] == b.holder
+    assert group_commit.lane_of_holder(a.holder) == lane_of(a.holder) != lane_of(b.holder)
     assert not any(lane.busy or lane.waiting for lane in group_commit.lanes)
+
+
+async def test_a_capture_waits_in_its_holds_holders_lane(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    """A capture changes its hold's voucher row and its holder's ceiling row, as the holder's redemptions do: it
+    takes the holder's lane (read by the hold's id), not a lane by the id, so it waits behind A's redemption."""
+    group_commit: GroupCommit = app.state.group_commit
+    a = await model_supply(live_registry_client)
+    a1, a2 = await issued_codes(client, live_registry_client, live_eligibility_client, [a, a], claim_fen=100_000 * YUAN)
+    stamp = time.time_ns()
+    own_lane = group_commit.lanes[lane_of(a.holder)]
+    hold_id = None
+    for n in range(20):  # a hold whose id alone would take the other lane (one in two does)
+        held = await client.post(
+            f"/v1/vouchers/{a2}/holds",
+            json={"amount_fen": YUAN, "invoice_number": f"FP-{stamp}-h{n}"},
+            headers=vendor_call(a.vendor, f"l{stamp}-h{n}"),
+        )
+        assert held.status_code == 201, held.text
+        if int(held.json()["id"]) % LANES != lane_of(a.holder):
+            hold_id = int(held.json()["id"])
+            break
+    assert hold_id is not None
+
+    locker, watcher = await asyncpg.connect(vouchers_database), await asyncpg.connect(vouchers_database)
+    try:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", a1)
+        first = asyncio.ensure_future(redeem(client, a1, a.vendor, 100 * YUAN, f"l{stamp}-a1", f"FP-{stamp}-a1"))
+
+        async def first_waits() -> bool:
+            assert not first.done(), first.result().text
+            return bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%vouchers.redeem(%'"
+                )
+            )
+
+        await until(first_waits, "A1's redemption to wait for its voucher's lock")
+        assert own_lane.busy
+        capture = asyncio.ensure_future(
+            client.post(f"/v1/holds/{hold_id}/capture", headers=vendor_call(a.vendor, f"l{stamp}-c"))
+        )
+
+        async def capture_queued() -> bool:
+            assert not capture.done(), capture.result().text
+            return len(own_lane.waiting) == 1
+
+        await until(capture_queued, "the capture to wait in A's lane")
+        await lock.commit()
+        answers = await asyncio.gather(first, capture)
+    finally:
+        await locker.close()
+        await watcher.close()
+    assert [answer.status_code for answer in answers] == [201, 200], [answer.text for answer in answers]
+    assert not any(lane.busy or lane.waiting for lane in group_commit.lanes)
+
+
+async def test_a_capture_of_no_hold_takes_a_lane_by_its_id_and_is_answered_404(
+    app: FastAPI, client: httpx.AsyncClient, live_registry_client: httpx.AsyncClient
+) -> None:
+    a = await model_supply(live_registry_client)
+    missing = 2**61 + time.time_ns() % 1000  # within the path's bound, no such hold
+    answer = await client.post(f"/v1/holds/{missing}/capture", headers=vendor_call(a.vendor, f"l{time.time_ns()}-m"))
+    assert answer.status_code == 404, answer.text
+    assert not any(lane.busy or lane.waiting for lane in app.state.group_commit.lanes)

@@ -19,8 +19,9 @@ until its commit is flushed, so calls of one enterprise wait for each other in a
 lanes' batches touch different rows and run side by side instead of one waiting for the other's
 commit. The holder of a code is read once per process (a voucher's holder never changes) and kept;
 a code that names no voucher, or a read that fails, takes a lane by the code itself. A capture or
-release takes a lane by its hold's id. The lane only decides who waits for whom: the locks are the
-database's, so a call in the "wrong" lane is slower, never wrong.
+release takes its hold's holder's lane too (one read by the hold's id, not kept: a hold is finished once; a hold
+that is not there, or a read that fails, takes a lane by its id). The lane only decides who waits for whom: the
+locks are the database's, so a call in the "wrong" lane is slower, never wrong.
 
 Lanes keep one process's batches apart; two processes' batches of the same lane still share enterprises, and
 one waits for the rows the other holds until it commits. With `defer` (`VOUCHERS_GROUP_COMMIT_DEFER`, off by
@@ -64,9 +65,13 @@ ROLLBACK_RETRIES = 3
 
 #: a voucher's holder, which decides the lane of its calls
 HOLDER_SQL = "SELECT holder FROM vouchers.vouchers WHERE code = $1"
+#: a hold's holder, which decides the lane of its capture or release
+HOLD_HOLDER_SQL = (
+    "SELECT v.holder FROM vouchers.redemptions r JOIN vouchers.vouchers v ON v.id = r.voucher_id WHERE r.id = $1"
+)
 #: how long the lane waits for that read before taking a lane by the code (a database that does not answer)
 HOLDER_TIMEOUT_SECONDS = 0.5
-#: voucher codes whose lane a process keeps (then it starts again: a read per code)
+#: voucher codes whose holder a process keeps (then it starts again: a read per code)
 HOLDERS_KEPT = 100_000
 #: `vouchers.ledger_batch()`'s status for a call it did not run because another transaction holds a row it needs
 DEFERRED = 0
@@ -145,8 +150,8 @@ class GroupCommit:
         self.slots = in_flight
         self.max_batch = max_batch
         self.lanes = [Lane() for _ in range(in_flight)]
-        #: voucher code → its holder's lane (a voucher's holder never changes); bounded by HOLDERS_KEPT
-        self.lane_of_code: dict[str, int] = {}
+        #: voucher code → its holder (a voucher's holder never changes); bounded by HOLDERS_KEPT
+        self.holder_of_code: dict[str, str] = {}
         #: one read of holders at a time: a burst of new codes takes one connection, not the pool
         self.reading_holders = asyncio.Lock()
         self.batches: set[asyncio.Task[None]] = set()
@@ -192,28 +197,38 @@ class GroupCommit:
             await asyncio.wait(self.batches, timeout=DRAIN_SECONDS)
 
     async def _lane(self, call: Call) -> int:
-        """The call's lane: its voucher's holder's (read once per code), a hold's by its id."""
+        """The call's lane: its voucher's holder's (read once per code), a hold's holder's (read per call)."""
         if isinstance(call, Finish):
-            return call.redemption_id % len(self.lanes)
-        known = self.lane_of_code.get(call.code)
-        if known is not None:
-            return known
+            holder = await self._holder(HOLD_HOLDER_SQL, call.redemption_id)
+            if holder is None:  # no such hold (the call answers 404), or not read
+                return call.redemption_id % len(self.lanes)
+            return self.lane_of_holder(holder)
+        holder = self.holder_of_code.get(call.code) or await self._holder(HOLDER_SQL, call.code, code=call.code)
+        if holder is None:  # no such voucher (the call answers 404), or not read
+            return zlib.crc32(call.code.encode()) % len(self.lanes)
+        return self.lane_of_holder(holder)
+
+    def lane_of_holder(self, holder: str) -> int:
+        """An enterprise's lane, the same in every process."""
+        return zlib.crc32(holder.encode()) % len(self.lanes)
+
+    async def _holder(self, sql: str, key: str | int, code: str | None = None) -> str | None:
+        """The holder `sql` reads for `key` (None: none, or not read in time), one such read at a time per process
+        so that a burst of new codes takes one connection, not the pool; a voucher's (`code`) is kept."""
         try:
             async with asyncio.timeout(HOLDER_TIMEOUT_SECONDS):  # the turn, a connection, then the read
                 async with self.reading_holders:
-                    known = self.lane_of_code.get(call.code)  # read meanwhile by the call before
-                    if known is not None:
-                        return known
-                    holder = await self.ledger.ready.fetchval(HOLDER_SQL, call.code)
+                    holder = self.holder_of_code.get(code) if code is not None else None  # read by the call before
+                    if holder is None:
+                        holder = await self.ledger.ready.fetchval(sql, key)
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:  # the call will say
-            logger.debug("the holder of a voucher was not read (%s): a lane by its code", exc)
-            holder = None
-        if holder is None:  # no such voucher (the call answers 404), or not read: not kept
-            return zlib.crc32(call.code.encode()) % len(self.lanes)
-        if len(self.lane_of_code) >= HOLDERS_KEPT:
-            self.lane_of_code.clear()
-        lane = self.lane_of_code[call.code] = zlib.crc32(str(holder).encode()) % len(self.lanes)
-        return lane
+            logger.debug("the holder of a call was not read (%s): a lane by its key", exc)
+            return None
+        if code is not None and holder is not None:
+            if len(self.holder_of_code) >= HOLDERS_KEPT:
+                self.holder_of_code.clear()
+            self.holder_of_code[code] = holder
+        return None if holder is None else str(holder)
 
     def _freed(self, lane: Lane) -> None:
         lane.busy = False
