@@ -5,7 +5,8 @@ row and its holder's M3 ceiling row until its commit, so two batches with one en
 wait for each other in PostgreSQL anyway: a call's lane is its voucher's holder's (`crc32(holder) % 2`).
 The test holds a lock on voucher A1 (enterprise A): the redemption of A1 waits in PostgreSQL and takes A's
 lane; a redemption of A2 (the same enterprise) then waits in the process for that lane, while one of B1
-(an enterprise of the other lane) is answered at once. Released, both of A's are answered.
+(an enterprise of the other lane) is answered at once. Released, both of A's are answered. A capture of a hold
+of A's takes A's lane too, whatever lane the hold's id alone would give.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
 import httpx
@@ -46,6 +47,36 @@ def lane_of(holder: str) -> int:
     return zlib.crc32(holder.encode()) % LANES
 
 
+@asynccontextmanager
+async def stuck_redemption(
+    client: httpx.AsyncClient, database: str, code: str, vendor: str, tag: str
+) -> AsyncIterator[tuple[asyncio.Future[httpx.Response], Callable[[], Awaitable[None]]]]:
+    """A redemption of `code` sent and waiting in PostgreSQL for its voucher's row, which another session holds
+    (its lane busy meanwhile); yields the redemption's answer to come and the release of the row."""
+    # the lock is held in one session; pg_stat_activity is read from another (a transaction sees one snapshot of it)
+    locker, watcher = await asyncpg.connect(database), await asyncpg.connect(database)
+    try:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", code)
+        answer = asyncio.ensure_future(redeem(client, code, vendor, 100 * YUAN, f"l{tag}", f"FP-{tag}"))
+
+        async def waits() -> bool:
+            assert not answer.done(), answer.result().text
+            return bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%vouchers.redeem(%'"
+                )
+            )
+
+        await until(waits, f"the redemption of {code} to wait for its voucher's lock")
+        yield answer, lock.commit
+    finally:
+        await locker.close()
+        await watcher.close()
+
+
 async def test_an_enterprise_waits_for_its_own_lane_and_not_for_another(
     app: FastAPI,
     client: httpx.AsyncClient,
@@ -62,24 +93,7 @@ async def test_an_enterprise_waits_for_its_own_lane_and_not_for_another(
     a1, a2, b1 = await issued_codes(client, registry, eligibility, [a, a, b], claim_fen=100_000 * YUAN)
     stamp = time.time_ns()
 
-    # the lock is held in one session; pg_stat_activity is read from another (a transaction sees one snapshot of it)
-    locker, watcher = await asyncpg.connect(vouchers_database), await asyncpg.connect(vouchers_database)
-    try:
-        lock = locker.transaction()
-        await lock.start()
-        await locker.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", a1)
-        first = asyncio.ensure_future(redeem(client, a1, a.vendor, 100 * YUAN, f"l{stamp}-a1", f"FP-{stamp}-a1"))
-
-        async def first_waits() -> bool:
-            assert not first.done(), first.result().text
-            return bool(
-                await watcher.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query LIKE '%vouchers.redeem(%'"
-                )
-            )
-
-        await until(first_waits, "A1's redemption to wait for its voucher's lock")
+    async with stuck_redemption(client, vouchers_database, a1, a.vendor, f"{stamp}-a1") as (first, release):
         own_lane = group_commit.lanes[lane_of(a.holder)]
         assert own_lane.busy
         assert not own_lane.waiting
@@ -96,11 +110,8 @@ async def test_an_enterprise_waits_for_its_own_lane_and_not_for_another(
         assert other.status_code == 201, other.text
         assert not first.done()
         assert not second.done()
-        await lock.commit()
+        await release()
         answers = await asyncio.gather(first, second)
-    finally:
-        await locker.close()
-        await watcher.close()
     assert [answer.status_code for answer in answers] == [201, 201], [answer.text for answer in answers]
     assert group_commit.holder_of_code[a1] == group_commit.holder_of_code[a2] == a.holder
     assert group_commit.holder_of_code[b1] == b.holder
@@ -135,23 +146,7 @@ async def test_a_capture_waits_in_its_holds_holders_lane(
             break
     assert hold_id is not None
 
-    locker, watcher = await asyncpg.connect(vouchers_database), await asyncpg.connect(vouchers_database)
-    try:
-        lock = locker.transaction()
-        await lock.start()
-        await locker.execute("SELECT 1 FROM vouchers.vouchers WHERE code = $1 FOR UPDATE", a1)
-        first = asyncio.ensure_future(redeem(client, a1, a.vendor, 100 * YUAN, f"l{stamp}-a1", f"FP-{stamp}-a1"))
-
-        async def first_waits() -> bool:
-            assert not first.done(), first.result().text
-            return bool(
-                await watcher.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query LIKE '%vouchers.redeem(%'"
-                )
-            )
-
-        await until(first_waits, "A1's redemption to wait for its voucher's lock")
+    async with stuck_redemption(client, vouchers_database, a1, a.vendor, f"{stamp}-a1") as (first, release):
         assert own_lane.busy
         capture = asyncio.ensure_future(
             client.post(f"/v1/holds/{hold_id}/capture", headers=vendor_call(a.vendor, f"l{stamp}-c"))
@@ -162,11 +157,8 @@ async def test_a_capture_waits_in_its_holds_holders_lane(
             return len(own_lane.waiting) == 1
 
         await until(capture_queued, "the capture to wait in A's lane")
-        await lock.commit()
+        await release()
         answers = await asyncio.gather(first, capture)
-    finally:
-        await locker.close()
-        await watcher.close()
     assert [answer.status_code for answer in answers] == [201, 200], [answer.text for answer in answers]
     assert not any(lane.busy or lane.waiting for lane in group_commit.lanes)
 
