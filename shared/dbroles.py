@@ -20,6 +20,7 @@ the login's name and password: what `make run` and the tests give each service.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -125,6 +126,12 @@ async def _set_role_defaults(connection: asyncpg.Connection, service: str) -> No
                 return
 
 
+async def _login(connection: asyncpg.Connection, service: str) -> None:
+    """The service's login and group, and the login's defaults."""
+    await connection.execute(login_sql(service))
+    await _set_role_defaults(connection, service)
+
+
 async def again_if_raced(work: Callable[[], Awaitable[None]], attempts: int = 5) -> None:
     """`work` on roles, which are the cluster's; again when another session changing the same roles at once made it
     fail ("tuple concurrently updated", or a unique violation in a catalogue such as the first `ALTER ROLE … SET`'s
@@ -150,12 +157,7 @@ async def ensure_logins_async(owner_url: str, passwords: Mapping[str, str] | Non
     connection = await asyncpg.connect(libpq_url(owner_url))
     try:
         for service in SERVICES:
-
-            async def login(service: str = service) -> None:
-                await connection.execute(login_sql(service))
-                await _set_role_defaults(connection, service)
-
-            await again_if_raced(login)
+            await again_if_raced(functools.partial(_login, connection, service))
             if passwords.get(service):
                 # a parameter cannot carry a role's password: quote it as a literal
                 literal = await connection.fetchval("SELECT quote_literal($1::text)", passwords[service])
