@@ -220,7 +220,7 @@ async def run(database_url: str, args: argparse.Namespace, directory: Path) -> d
         for app in apps.values():
             await stack.enter_async_context(app.router.lifespan_context(app))
         if args.compare:  # asyncpg's reset query on every release, as before issue #16's CPU work
-            apps["before"].state.ledger_pool.ready._reset = None
+            apps["before"].state.ledger_pool.pool._reset = None
         for name, app in apps.items():
             await measure(app, codes, authorization, args.warmup, f"warmup-{name}-{os.getpid()}")
         block = min(args.block, args.requests) if args.compare else args.requests

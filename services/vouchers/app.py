@@ -57,7 +57,9 @@ def create_app(settings: VouchersSettings | None = None) -> FastAPI:
     settings = settings or VouchersSettings()
     on_scrape("vouchers", outbox_figures)  # before the ledger's (register_metrics)
     auth = peer_auth(settings)
-    ledger_pool = LedgerPool(settings.async_database_url, settings.db_role, settings.hot_pool_size)
+    ledger_pool = LedgerPool(
+        settings.async_database_url, settings.db_role, settings.hot_pool_size, settings.db_pool_timeout_seconds
+    )
     group_commit = GroupCommit(
         ledger_pool,
         enabled=settings.group_commit,

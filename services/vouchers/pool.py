@@ -3,24 +3,87 @@
 The redemption path calls its SQL functions through it (one round trip, no ORM: the design
 measurements in docs/benchmarks.md show how little room that path has); the sealer, the
 projector, verification and the invariants open their connections with its address and role.
+A connection is lent within `<PREFIX>DB_POOL_TIMEOUT_SECONDS`, as the service's other pools lend
+theirs; none free by then is 503 `service_busy` (overload, not a bug), never a wait without end.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from shared.db import no_session_reset
 from shared.dbconnect import connect_options, libpq_url
 
 
+class Lending:
+    """The started pool's connections, each lent within `timeout` seconds (`PoolTimeoutError` otherwise, which
+    every service answers 503 `service_busy`). Only the wait for a connection is bounded here: a statement's own
+    time is the pool's `command_timeout`, and a statement that overruns it is not this error."""
+
+    __slots__ = ("pool", "timeout")
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self.pool = pool
+        self.timeout = timeout
+
+    async def _lend(self) -> PoolConnectionProxy:
+        timer = asyncio.timeout(self.timeout)  # a timer, not a task per call (asyncio.wait_for on 3.11)
+        try:
+            async with timer:
+                return await self.pool.acquire()
+        except TimeoutError as exc:
+            if not timer.expired():  # a connection being opened timed out: the database's own error, not a wait
+                raise
+            raise PoolTimeoutError(f"no ledger connection free within {self.timeout} s") from exc
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[PoolConnectionProxy]:
+        """One connection for as long as the block runs."""
+        connection = await self._lend()
+        try:
+            yield connection
+        finally:
+            await self.pool.release(connection)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        connection = await self._lend()
+        try:
+            return await connection.fetch(query, *args)
+        finally:
+            await self.pool.release(connection)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        connection = await self._lend()
+        try:
+            return await connection.fetchrow(query, *args)
+        finally:
+            await self.pool.release(connection)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        connection = await self._lend()
+        try:
+            return await connection.fetchval(query, *args)
+        finally:
+            await self.pool.release(connection)
+
+
 class LedgerPool:
     """Started and closed with the app (`app.state.ledger_pool`)."""
 
-    def __init__(self, dsn: str, role: str, size: int) -> None:
+    def __init__(self, dsn: str, role: str, size: int, timeout: float = 10.0) -> None:
         self.dsn = libpq_url(dsn)
         self.role = role
         self.size = size
+        self.timeout = timeout
         self.pool: asyncpg.Pool | None = None
+        self._lending: Lending | None = None
 
     async def start(self) -> None:
         self.pool = await asyncpg.create_pool(
@@ -31,13 +94,14 @@ class LedgerPool:
             reset=no_session_reset,  # its callers run one statement each: nothing to undo
             **connect_options(self.dsn, "vouchers-hotpath", role=self.role),
         )
+        self._lending = Lending(self.pool, self.timeout)
 
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.close()
 
     @property
-    def ready(self) -> asyncpg.Pool:
-        """The started pool (a route runs only between the app's start and stop)."""
-        assert self.pool is not None
-        return self.pool
+    def ready(self) -> Lending:
+        """The started pool, lending within the timeout (a route runs only between the app's start and stop)."""
+        assert self._lending is not None
+        return self._lending

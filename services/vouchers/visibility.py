@@ -27,8 +27,7 @@ async def compute_vendor_may_redeem(
     request: Request, ledger_pool: LedgerPool, code: str, vendor: str, day: datetime
 ) -> None:
     """M1: a registered compute vendor, not affiliated with the holder (asked of the registry)."""
-    assert ledger_pool.pool is not None
-    holder = await ledger_pool.pool.fetchval("SELECT holder FROM vouchers.vouchers WHERE code = $1", code)
+    holder = await ledger_pool.ready.fetchval("SELECT holder FROM vouchers.vouchers WHERE code = $1", code)
     if holder is None:
         return  # the ledger function answers voucher_not_found
     check = await _compute_vendor_check(request, vendor, holder, day)
@@ -41,9 +40,8 @@ async def compute_vendor_may_redeem(
 async def _authorised(request: Request, voucher_id: int, vendor: str) -> bool:
     """Has the holder authorised this vendor for this (compute) voucher? One index probe."""
     ledger_pool: LedgerPool = request.app.state.ledger_pool
-    assert ledger_pool.pool is not None
     return bool(
-        await ledger_pool.pool.fetchval(
+        await ledger_pool.ready.fetchval(
             "SELECT EXISTS (SELECT 1 FROM vouchers.vendor_authorisations "
             "WHERE voucher_id = $1 AND vendor = $2 AND revoked_at IS NULL)",
             voucher_id,

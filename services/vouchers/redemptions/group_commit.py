@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from shared.context import request_id_var
 from shared.instants import local_today
@@ -221,7 +222,8 @@ class GroupCommit:
                     holder = self.holder_of_code.get(code) if code is not None else None  # read by the call before
                     if holder is None:
                         holder = await self.ledger.ready.fetchval(sql, key)
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:  # the call will say
+        except (TimeoutError, PoolTimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # the call itself will say what is wrong
             logger.debug("the holder of a call was not read (%s): a lane by its key", exc)
             return None
         if code is not None and holder is not None:
@@ -250,6 +252,14 @@ class GroupCommit:
             defer = self.defer and not any(future in lane.deferred for _, future in taken)
             try:
                 answers = await self._batch([call for call, _ in taken], defer) if len(taken) > 1 else None
+            except PoolTimeoutError as exc:  # no connection within the pool's timeout: nothing sent; each call says so
+                count_batch("failed")
+                logger.warning("a batch of %d ledger calls found no connection: %s", len(taken), exc)
+                for _, future in taken:
+                    lane.deferred.discard(future)
+                    if not future.done():
+                        future.set_exception(exc)
+                return
             except Exception as exc:  # not a refusal (those are answers): nothing of the batch was written
                 self.fallbacks += 1
                 count_batch("failed")

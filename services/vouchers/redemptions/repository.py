@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.context import request_id_var
 from shared.instants import local_today
+
+from ..pool import Lending
 
 REDEEM_SQL = "SELECT status_code, body FROM vouchers.redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 FINISH_SQL = "SELECT status_code, body FROM vouchers.finish_hold($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -23,7 +24,7 @@ RELEASE_SQL = text("SELECT vouchers.release_hold(:id, :status, :now, :request_id
 
 
 async def redeem(
-    pool: asyncpg.Pool,
+    pool: Lending,
     *,
     vendor: str,
     key: str,
@@ -56,7 +57,7 @@ async def redeem(
 
 
 async def finish_hold(
-    pool: asyncpg.Pool, *, vendor: str, key: str, digest: str, redemption_id: int, action: str, now: datetime
+    pool: Lending, *, vendor: str, key: str, digest: str, redemption_id: int, action: str, now: datetime
 ) -> tuple[int, str]:
     """A hold captured or released by its vendor: the ledger's status code and JSON answer."""
     row = await pool.fetchrow(FINISH_SQL, vendor, key, digest, redemption_id, vendor, action, now, request_id_var.get())
