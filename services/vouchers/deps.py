@@ -53,6 +53,16 @@ KeyHeader = Annotated[
     Header(alias="Idempotency-Key", max_length=KEY_MAX_LENGTH, description="Required; reuse it when retrying"),
 ]
 
+#: An officer's call that may carry one: with it, a retry answers what the first call did (idempotency.py).
+OptionalKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=KEY_MAX_LENGTH,
+        description="Optional; with it, a retry with the same key and body answers the first call's result",
+    ),
+]
+
 
 def idempotency_key(value: str | None) -> str:
     """The key of a call that needs one (400 `idempotency_key_required` without it)."""

@@ -190,6 +190,56 @@ async def test_a_batch_gathers_exactly_the_vendors_captured_unbatched_redemption
     assert (await create_batch(vouchers, other.vendor)).json()["total_fen"] == 700 * YUAN
 
 
+async def test_a_retried_batch_creation_with_its_key_answers_the_first_batch(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    """An officer's client whose reply was lost sends the call again with its Idempotency-Key: the first batch
+    again (201, replayed), not `nothing_to_settle` nor a second batch of what was captured meanwhile."""
+    code, supply = await new_voucher(vouchers, live_registry_client, live_eligibility_client)
+    vendor = supply.vendor
+    first_redemption = await captured(vouchers, code, vendor, 100 * YUAN, "FP-K1")
+    headers = auth(OFFICER, name="officer-zhao", **{"Idempotency-Key": f"batch-{vendor}"})
+    first = await vouchers.post("/v1/settlement-batches", json={"vendor": vendor}, headers=headers)
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    since = await captured(vouchers, code, vendor, 200 * YUAN, "FP-K2")  # captured after the first call
+
+    again = await vouchers.post("/v1/settlement-batches", json={"vendor": vendor}, headers=headers)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert again.headers["location"] == first.headers["location"] == f"/v1/settlement-batches/{first.json()['id']}"
+    batches = await fetch(vouchers_database, "SELECT id FROM vouchers.settlement_batches WHERE vendor = $1", vendor)
+    assert [row["id"] for row in batches] == [first.json()["id"]]
+    assert await batch_redemption_ids(vouchers, first.json()["id"]) == [first_redemption]
+
+    # the key with another body is refused and changes nothing; a call without a key makes the next batch
+    other = await vouchers.post("/v1/settlement-batches", json={"vendor": new_credit_code()}, headers=headers)
+    assert_problem(other, 409, "idempotency_key_reused")
+    later = await create_batch(vouchers, vendor)
+    assert later.status_code == 201, later.text
+    assert await batch_redemption_ids(vouchers, later.json()["id"]) == [since]
+
+
+async def test_a_refused_batch_creation_leaves_its_key_free(
+    vouchers: httpx.AsyncClient, live_registry_client: httpx.AsyncClient, live_eligibility_client: httpx.AsyncClient
+) -> None:
+    """A refusal is not remembered under the key (it rolls back with the rest): once there is something to
+    settle, the same call with the same key creates the batch."""
+    code, supply = await new_voucher(vouchers, live_registry_client, live_eligibility_client)
+    headers = auth(OFFICER, name="officer-zhao", **{"Idempotency-Key": f"batch-early-{supply.vendor}"})
+    early = await vouchers.post("/v1/settlement-batches", json={"vendor": supply.vendor}, headers=headers)
+    assert_problem(early, 409, "nothing_to_settle")
+    redemption = await captured(vouchers, code, supply.vendor, 100 * YUAN)
+    created = await vouchers.post("/v1/settlement-batches", json={"vendor": supply.vendor}, headers=headers)
+    assert created.status_code == 201, created.text
+    assert "Idempotent-Replayed" not in created.headers
+    assert await batch_redemption_ids(vouchers, created.json()["id"]) == [redemption]
+
+
 async def test_bad_input_is_refused_and_changes_nothing(vouchers: httpx.AsyncClient, vouchers_database: str) -> None:
     before = await fetch(vouchers_database, "SELECT count(*) AS n FROM vouchers.settlement_batches")
     bad_code = await vouchers.post("/v1/settlement-batches", json={"vendor": "9144030071526726XA"})

@@ -16,7 +16,7 @@ from shared.auth import Principal
 from shared.db import SessionDep
 
 from .. import clocks, idempotency
-from ..deps import BudgetsDep, EligibilityDep, KeyHeader, Now, Officer
+from ..deps import BudgetsDep, EligibilityDep, Now, Officer, OptionalKeyHeader
 from ..peers import Eligibility
 from ..policy.budgets import Budgets
 from .schemas import IssueRequest
@@ -68,7 +68,7 @@ async def payment(
     budgets: BudgetsDep,
     moment: Now,
     principal: Officer,
-    key: KeyHeader = None,
+    key: OptionalKeyHeader = None,
 ) -> Payment:
     sandbox = clocks.in_sandbox(request)
 

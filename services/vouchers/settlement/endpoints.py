@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -12,7 +13,8 @@ from shared.identifiers import CreditCode
 from shared.openapi import CREATED_AT_LOCATION
 from shared.pagination import Page
 
-from ..deps import Now, VoucherCode
+from .. import idempotency
+from ..deps import Now, OptionalKeyHeader, VoucherCode
 from ..issuance import service as vouchers
 from ..visibility import ensure_visible
 from . import service
@@ -43,11 +45,29 @@ router = APIRouter()
     summary="Gather a vendor's captured, unsettled redemptions into a new open batch",
 )
 async def create_settlement_batch(
-    session: SessionDep, moment: Now, principal: Settler, payload: BatchCreate, response: Response
-) -> BatchRead:
-    batch = await service.create_batch(session, payload, principal.actor, moment)
-    response.headers["Location"] = f"/v1/settlement-batches/{batch.id}"
-    return service.batch_read(batch)
+    session: SessionDep,
+    moment: Now,
+    principal: Settler,
+    payload: BatchCreate,
+    response: Response,
+    key: OptionalKeyHeader = None,
+) -> BatchRead | Response:
+    """With an `Idempotency-Key` (optional), a retry with the same key and body answers the batch the first call
+    created (201, `Idempotent-Replayed: true`) instead of `nothing_to_settle` or a second batch of what was
+    captured since; the key with another body is 409 `idempotency_key_reused`. A refusal is not kept under the
+    key."""
+
+    async def create() -> BatchRead:
+        return service.batch_read(await service.create_batch(session, payload, principal.actor, moment))
+
+    answer = await idempotency.once(
+        session, principal.client_id, key, "settlement_batch", payload.model_dump(mode="json"), create
+    )
+    if isinstance(answer, BatchRead):
+        response.headers["Location"] = f"/v1/settlement-batches/{answer.id}"
+    else:  # a replay: the first call's answer, with the Location of the batch it names
+        answer.headers["Location"] = f"/v1/settlement-batches/{json.loads(bytes(answer.body))['id']}"
+    return answer
 
 
 @router.post(
