@@ -39,7 +39,6 @@ from fastapi import FastAPI
 
 from services.vouchers.invariants import check_database
 from services.vouchers.redemptions.group_commit import GroupCommit
-from tests.auth import admin
 from tests.vouchers.flow import OFFICER_CHEN, YUAN, ModelSupply, approved_m3, issue, model_supply, vendor_call
 
 VOUCHER_FEN = 1_000_000 * YUAN  # each voucher's amount (claim)
@@ -52,13 +51,6 @@ async def app(running_vouchers_app: Callable[..., AbstractAsyncContextManager[Fa
     """The vouchers app as tests/conftest.py makes it, with ONE ledger call in flight: what waits is batched."""
     async with running_vouchers_app(group_commit=True, group_commit_in_flight=1) as app:
         yield app
-
-
-@pytest_asyncio.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=60, headers=admin()) as c:
-        yield c
 
 
 @dataclass

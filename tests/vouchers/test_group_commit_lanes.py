@@ -23,7 +23,6 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from services.vouchers.redemptions.group_commit import GroupCommit
-from tests.auth import admin
 from tests.vouchers.flow import YUAN, model_supply, redeem, vendor_call
 from tests.vouchers.test_group_commit import issued_codes, until
 
@@ -34,13 +33,6 @@ LANES = 2
 async def app(running_vouchers_app: Callable[..., AbstractAsyncContextManager[FastAPI]]) -> AsyncIterator[FastAPI]:
     async with running_vouchers_app(group_commit=True, group_commit_in_flight=LANES) as app:
         yield app
-
-
-@pytest_asyncio.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=60, headers=admin()) as c:
-        yield c
 
 
 def lane_of(holder: str) -> int:

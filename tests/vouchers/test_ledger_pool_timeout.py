@@ -21,7 +21,6 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from services.vouchers.redemptions.group_commit import GroupCommit
-from tests.auth import admin
 from tests.identity.common import assert_problem
 from tests.vouchers.flow import YUAN, model_supply, redeem
 from tests.vouchers.test_group_commit import issued_codes, until
@@ -33,13 +32,6 @@ TIMEOUT = 1.0
 async def app(running_vouchers_app: Callable[..., AbstractAsyncContextManager[FastAPI]]) -> AsyncIterator[FastAPI]:
     async with running_vouchers_app(group_commit=True, hot_pool_size=1, db_pool_timeout_seconds=TIMEOUT) as app:
         yield app
-
-
-@pytest_asyncio.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://vouchers", timeout=60, headers=admin()) as c:
-        yield c
 
 
 def assert_busy(response: httpx.Response) -> None:
