@@ -80,12 +80,22 @@ class PeerRejected(PeerError):
 
 
 class RetryTransport(httpx.AsyncBaseTransport):
-    """Retries safe requests on transport errors and 502/503/504, with jittered backoff."""
+    """Retries safe requests on transport errors and 502/503/504, with jittered backoff, within the call's
+    `deadline_seconds` (None: no bound but the attempts'): the whole call, retries and backoff included, ends by
+    then (`httpx.ReadTimeout`, or the last answer), so a hung peer costs a caller one timeout, not one per
+    attempt; retries serve the failures that come fast (a refused connection, a 503 while a peer restarts)."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, retries: int = 2, backoff_seconds: float = 0.05) -> None:
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        retries: int = 2,
+        backoff_seconds: float = 0.05,
+        deadline_seconds: float | None = None,
+    ) -> None:
         self.inner = inner
         self.retries = retries
         self.backoff_seconds = backoff_seconds
+        self.deadline_seconds = deadline_seconds
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         safe = (
@@ -93,23 +103,42 @@ class RetryTransport(httpx.AsyncBaseTransport):
             or "idempotency-key" in request.headers
             or request.extensions.get(READ_ONLY) is True
         )
+        deadline = None if self.deadline_seconds is None else time.monotonic() + self.deadline_seconds
         attempt = 0
         while True:
+            jitter = 0.5 + random.random()  # noqa: S311 - backoff jitter, not cryptography
+            pause = self.backoff_seconds * (2 ** (attempt + 1)) * jitter
             try:
-                response = await self.inner.handle_async_request(request)
+                response = await self._send(request, deadline)
             except httpx.ConnectError:
-                if attempt >= self.retries:  # never sent: safe to repeat for any method
+                if not self._again(attempt, deadline, pause):  # never sent: safe to repeat for any method
                     raise
             except httpx.TransportError:
-                if not safe or attempt >= self.retries:
+                if not (safe and self._again(attempt, deadline, pause)):
                     raise
             else:
-                if not (safe and response.status_code in RETRY_STATUSES and attempt < self.retries):
+                if not (safe and response.status_code in RETRY_STATUSES and self._again(attempt, deadline, pause)):
                     return response
                 await response.aclose()
             attempt += 1
-            jitter = 0.5 + random.random()  # noqa: S311 - backoff jitter, not cryptography
-            await asyncio.sleep(self.backoff_seconds * (2**attempt) * jitter)
+            await asyncio.sleep(pause)
+
+    def _again(self, attempt: int, deadline: float | None, pause: float) -> bool:
+        """Another attempt: retries left, and time for the pause before it (the last failure stands otherwise)."""
+        return attempt < self.retries and (deadline is None or time.monotonic() + pause < deadline)
+
+    async def _send(self, request: httpx.Request, deadline: float | None) -> httpx.Response:
+        """One attempt, cut off at the call's deadline (the transport's own timeouts apply within it)."""
+        if deadline is None:
+            return await self.inner.handle_async_request(request)
+        timer = asyncio.timeout_at(asyncio.get_running_loop().time() + (deadline - time.monotonic()))
+        try:
+            async with timer:
+                return await self.inner.handle_async_request(request)
+        except TimeoutError as exc:
+            if not timer.expired():
+                raise
+            raise httpx.ReadTimeout("the call's deadline passed", request=request) from exc
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -145,7 +174,8 @@ def make_peer_client(
     client = httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 1.0)),
-        transport=RetryTransport(inner, retries=retries),
+        # the whole call, retries included, within the timeout: a hung peer costs one timeout, not three
+        transport=RetryTransport(inner, retries=retries, deadline_seconds=timeout_seconds),
         headers=headers,
         auth=auth,
         event_hooks={"request": [_forward_request_id]},

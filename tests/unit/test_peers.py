@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import pytest
 
@@ -97,3 +100,49 @@ async def test_a_peer_call_carries_the_calling_requests_id_as_its_correlation_id
     [call] = recorder.calls
     assert call.headers["X-Correlation-ID"] == "0123456789abcdef0123456789abcdef"
     assert "X-Request-ID" not in call.headers
+
+
+class Hung:
+    """A peer that takes each request and answers nothing for `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        return httpx.Response(200, json={"ok": True})
+
+
+async def test_a_hung_peer_costs_the_caller_one_timeout_not_one_per_attempt() -> None:
+    """The whole call, retries included, ends within the client's timeout (here 0.5 s, against a peer that would
+    hold it 30 s); before, each of the three attempts waited its own timeout."""
+    hung = Hung(30.0)
+    client = PeerClient(
+        "registry", make_peer_client("http://registry", timeout_seconds=0.5, transport=httpx.MockTransport(hung))
+    )
+    started = time.monotonic()
+    with pytest.raises(PeerUnavailable):
+        await client.get_json("/v1/x")
+    assert time.monotonic() - started < 5.0  # 0.5 s and the event loop's slack; not 30 s, nor 3 × 0.5 s of waits
+    assert hung.calls == 1  # no time was left for another attempt
+
+
+async def test_no_retry_starts_that_the_deadline_would_cut_off() -> None:
+    """A 503 that comes late leaves no time for the pause and another attempt: the 503 is the answer (a clean
+    `PeerUnavailable`), not a retry cut off mid-way."""
+    calls = 0
+
+    async def late_503(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.46)
+        return httpx.Response(503, json={"ok": False})
+
+    client = PeerClient(
+        "registry", make_peer_client("http://registry", timeout_seconds=0.5, transport=httpx.MockTransport(late_503))
+    )
+    with pytest.raises(PeerUnavailable):
+        await client.get_json("/v1/x")
+    assert calls == 1
