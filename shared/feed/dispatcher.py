@@ -9,7 +9,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,9 @@ class Dispatcher(Periodic):
                SET lease_token = $2, lease_until = clock_timestamp() + make_interval(secs => $3)
               FROM due WHERE w.id = due.id
             RETURNING w.id, w.url, w.secret, w.secret_encrypted, w.event_types, w.all_objects, w.vendor, w.organisation,
-                      w.cursor_txid, w.cursor_id, w.attempts
+                      w.cursor_txid, w.cursor_id, w.attempts,
+                      CASE WHEN w.previous_secret_valid_until > clock_timestamp()
+                           THEN w.previous_secret_encrypted END AS previous_secret_encrypted
         """
         self._window_sql = f"""
             SELECT id, txid, occurred_at, type, subject, organisation, vendor, payload::text AS payload
@@ -285,8 +287,7 @@ class Dispatcher(Periodic):
                 if not subscription_matches(subscription, event):
                     cursor = (int(event["txid"]), int(event["id"]))
                     continue
-                secret = self.box.secret_of(subscription, self.schema)
-                result = await self.send(subscription["url"], secret, event, attempts + 1)
+                result = await self.send(subscription["url"], self.secrets_of(subscription), event, attempts + 1)
                 common: tuple[Any, ...] = (
                     sub_id,
                     token,
@@ -326,8 +327,18 @@ class Dispatcher(Periodic):
         await pool.execute(self._release_sql, sub_id, token, cursor[0], cursor[1])
         return sent
 
-    async def send(self, url: str, secret: str, event: Fields, attempt: int) -> DeliveryResult:
-        """One signed POST of one event to the address checked for it; never raises for the receiver's failures."""
+    def secrets_of(self, subscription: Fields) -> list[str]:
+        """The secrets that sign a subscription's deliveries: its own, and the one its last rotation replaced until
+        that one expires (read by the claim only while it is unexpired)."""
+        secrets_ = [self.box.secret_of(subscription, self.schema)]
+        previous = subscription["previous_secret_encrypted"]
+        if previous is not None:
+            secrets_.append(self.box.decrypt(str(previous), self.schema))
+        return secrets_
+
+    async def send(self, url: str, secrets_: Sequence[str], event: Fields, attempt: int) -> DeliveryResult:
+        """One POST of one event, signed with each secret, to the address checked for it; never raises for the
+        receiver's failures."""
         body = envelope(self.schema, event)
         started = time.perf_counter()
         try:
@@ -345,11 +356,11 @@ class Dispatcher(Periodic):
             "Host": target.host_header,
             "Content-Type": "application/json",
             "User-Agent": "longgang-ai-webhooks/1",
-            **standard_headers([secret], message_id, timestamp, body),
+            **standard_headers(secrets_, message_id, timestamp, body),
             EVENT_ID_HEADER: message_id,
             "Longgang-Event-Type": str(event["type"]),
             "Longgang-Delivery-Attempt": str(attempt),
-            SIGNATURE_HEADER: signature_header(secret, timestamp, body),  # deprecated: removed in 0.3.0
+            SIGNATURE_HEADER: signature_header(secrets_, timestamp, body),  # deprecated: removed in 0.3.0
         }
         extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
         try:

@@ -19,6 +19,7 @@ from shared.feed.dispatcher import Dispatcher, settings_of
 from shared.feed.errors import (
     CURSOR_EXPIRED,
     EVENT_EXPIRED,
+    IDEMPOTENCY_KEY_REQUIRED,
     IDEMPOTENCY_KEY_REUSED,
     PRIVATE_ADDRESS,
     WEBHOOK_DEACTIVATED,
@@ -38,6 +39,8 @@ from shared.feed.schemas import (
     WebhookCreated,
     WebhookPage,
     WebhookRead,
+    WebhookSecretRotated,
+    WebhookSecretRotation,
     delivery_read,
     event_read,
     feed_cursor,
@@ -105,7 +108,7 @@ def _check_url(url: str) -> str:
     return url
 
 
-def _request_hash(payload: WebhookCreate) -> str:
+def _request_hash(payload: WebhookCreate | WebhookSecretRotation) -> str:
     canonical = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -160,11 +163,15 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
             return "TRUE", {}
         return "client_id = :client", {"client": principal.client_id}
 
-    async def _subscription(session: AsyncSession, principal: Principal, webhook_id: int) -> dict[str, Any]:
+    async def _subscription(
+        session: AsyncSession, principal: Principal, webhook_id: int, *, lock: bool = False
+    ) -> dict[str, Any]:
         clause, args = _whose(principal)
         sql = (
-            f"SELECT {SUBSCRIPTION_COLUMNS}, secret, secret_encrypted FROM {s}.webhook_subscriptions "
-            f"WHERE id = :id AND {clause}"
+            f"SELECT {SUBSCRIPTION_COLUMNS}, secret, secret_encrypted, rotation_key, rotation_hash, "
+            "CASE WHEN previous_secret_valid_until > clock_timestamp() THEN previous_secret_encrypted END "
+            f"AS previous_secret_encrypted FROM {s}.webhook_subscriptions WHERE id = :id AND {clause}"
+            + (" FOR UPDATE" if lock else "")
         )
         row = await _first(session, sql, id=webhook_id, **args)
         if row is None:
@@ -383,6 +390,68 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
             dispatcher.wake()
         return webhook_read(service, row)
 
+    @router.post(
+        "/v1/webhooks/{webhook_id}/rotate",
+        response_model=WebhookSecretRotated,
+        summary="Replace the signing secret; the replaced one keeps signing beside it for a while "
+        "(Idempotency-Key required)",
+    )
+    async def rotate_webhook_secret(
+        request: Request,
+        session: SessionDep,
+        principal: Annotated[Principal, caller],
+        webhook_id: WebhookId,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                max_length=200,
+                description="Required: a rotation sent again without it would replace the secret it had just made",
+            ),
+        ] = None,
+        payload: WebhookSecretRotation | None = None,
+    ) -> WebhookSecretRotated:
+        """The new secret is answered once (and to a retry with the same key and body, which changes nothing). Until
+        `previous_secret_valid_until` each delivery carries two signatures, the new secret's and the replaced one's,
+        so a receiver may switch secrets at its own pace. Only the last rotation's key is kept: a retry of an
+        earlier rotation, sent after a later one, rotates again."""
+        if not idempotency_key:
+            raise ProblemError(IDEMPOTENCY_KEY_REQUIRED)
+        rotation = payload or WebhookSecretRotation()
+        digest = _request_hash(rotation)
+        current = await _subscription(session, principal, webhook_id, lock=True)
+        box = settings_of(request.app).secret_box()
+        if current["rotation_key"] == idempotency_key:
+            if current["rotation_hash"] != digest:
+                raise ProblemError(IDEMPOTENCY_KEY_REUSED, key=idempotency_key)
+            response.headers["Idempotent-Replayed"] = "true"
+            answered = webhook_read(service, current).model_dump()
+            return WebhookSecretRotated(**answered, secret=box.secret_of(current, service))
+        if current["status"] == "deactivated":
+            raise ProblemError(WEBHOOK_DEACTIVATED, id=webhook_id)
+        replaced = box.secret_of(current, service)
+        secret = new_secret()
+        keep = rotation.grace_seconds > 0
+        row = await _first(
+            session,
+            f"UPDATE {s}.webhook_subscriptions SET secret_encrypted = :sealed, secret = NULL, "
+            "previous_secret_encrypted = :previous, "
+            "previous_secret_valid_until = "
+            "CASE WHEN :keep THEN clock_timestamp() + make_interval(secs => :seconds) END, "
+            "secret_rotated_at = clock_timestamp(), rotation_key = :key, rotation_hash = :hash, "
+            f"updated_at = clock_timestamp() WHERE id = :id RETURNING {SUBSCRIPTION_COLUMNS}",
+            sealed=box.encrypt(secret, service),
+            previous=box.encrypt(replaced, service) if keep else None,
+            keep=keep,
+            seconds=rotation.grace_seconds,
+            key=idempotency_key,
+            hash=digest,
+            id=webhook_id,
+        )
+        assert row is not None  # locked above
+        return WebhookSecretRotated(**webhook_read(service, row).model_dump(), secret=secret)
+
     @router.get(
         "/v1/webhooks/{webhook_id}/deliveries",
         response_model=DeliveryPage,
@@ -456,7 +525,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
                 str(request.app.state.settings.async_database_url), service, settings_of(request.app)
             )
         try:
-            result = await dispatcher.send(target["url"], dispatcher.box.secret_of(target, service), event, attempt)
+            result = await dispatcher.send(target["url"], dispatcher.secrets_of(target), event, attempt)
         finally:
             if own:
                 await dispatcher.stop()

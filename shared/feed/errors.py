@@ -17,6 +17,12 @@ WEBHOOK_LIMIT = ErrorCode(
     "每个客户端最多 {limit} 个 Webhook 订阅",
     "A client may have at most {limit} webhook subscriptions",
 )
+IDEMPOTENCY_KEY_REQUIRED = ErrorCode(
+    "idempotency_key_required",
+    400,
+    "该操作须带 Idempotency-Key 请求头（重试时使用同一个值）",
+    "This call needs an Idempotency-Key header (reuse the same value when retrying)",
+)
 IDEMPOTENCY_KEY_REUSED = ErrorCode(
     "idempotency_key_reused",
     409,

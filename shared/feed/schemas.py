@@ -74,11 +74,39 @@ class WebhookRead(BaseModel):
     suspended_at: datetime | None
     deactivated_at: datetime | None
     created_at: datetime
+    secret_rotated_at: datetime | None = Field(description="When the signing secret was last rotated")
+    previous_secret_valid_until: datetime | None = Field(
+        description="Until then the secret the last rotation replaced signs each delivery too (a second signature)"
+    )
 
 
 class WebhookCreated(WebhookRead):
     secret: str = Field(
         description="Signs every delivery (Standard Webhooks `webhook-signature`, `whsec_<base64>`); shown only here"
+    )
+
+
+#: how long a replaced secret keeps signing by default (one day), and at most (seven)
+PREVIOUS_SECRET_DEFAULT_SECONDS = 86_400
+PREVIOUS_SECRET_MAX_SECONDS = 7 * 86_400
+
+
+class WebhookSecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        default=PREVIOUS_SECRET_DEFAULT_SECONDS,
+        ge=0,
+        le=PREVIOUS_SECRET_MAX_SECONDS,
+        description="How long the replaced secret keeps signing each delivery beside the new one, so receivers can "
+        "switch without refusing a delivery (0: it stops at once); default one day, at most seven",
+    )
+
+
+class WebhookSecretRotated(WebhookRead):
+    secret: str = Field(
+        description="The new signing secret (`whsec_<base64>`); shown only here, and to a retry of this rotation with "
+        "the same Idempotency-Key"
     )
 
 
@@ -109,7 +137,7 @@ class DeliveryPage(BaseModel):
 SUBSCRIPTION_COLUMNS = (
     "id, client_id, created_by, url, description, event_types, all_objects, vendor, organisation, status, "
     "cursor_txid::text::bigint AS cursor_txid, cursor_id, next_attempt_at, attempts, failing_since, last_error, "
-    "suspended_at, deactivated_at, created_at"
+    "suspended_at, deactivated_at, created_at, secret_rotated_at, previous_secret_valid_until"
 )
 DELIVERY_COLUMNS = (
     "id, subscription_id, event_id, event_type, attempt, manual, delivered, status_code, error, duration_ms, at"
@@ -156,6 +184,8 @@ def webhook_read(service: str, row: Mapping[str, Any]) -> WebhookRead:
         suspended_at=row["suspended_at"],
         deactivated_at=row["deactivated_at"],
         created_at=row["created_at"],
+        secret_rotated_at=row["secret_rotated_at"],
+        previous_secret_valid_until=row["previous_secret_valid_until"],
     )
 
 

@@ -100,36 +100,51 @@ class SecretBox:
 
 
 def seal_sql(schema: str) -> tuple[str, str]:
-    """The rows to seal (plaintext, or sealed by another key) and the update that seals one."""
+    """The rows to seal (plaintext, or sealed by another key, or whose replaced secret, still signing, another key
+    sealed) and the update that seals one."""
     s = f'"{schema}"'
     select = (
-        f"SELECT id, secret, secret_encrypted FROM {s}.webhook_subscriptions "
-        "WHERE secret IS NOT NULL OR NOT starts_with(secret_encrypted, $1) ORDER BY id"
+        f"SELECT id, secret, secret_encrypted, previous_secret_encrypted, "
+        "coalesce(previous_secret_valid_until > clock_timestamp(), false) AS previous_signs "
+        f"FROM {s}.webhook_subscriptions WHERE secret IS NOT NULL OR NOT starts_with(secret_encrypted, $1) "
+        "OR (previous_secret_valid_until > clock_timestamp() AND NOT starts_with(previous_secret_encrypted, $1)) "
+        "ORDER BY id"
     )
     update = (
-        f"UPDATE {s}.webhook_subscriptions SET secret_encrypted = $2, secret = NULL "
-        "WHERE id = $1 AND secret IS NOT DISTINCT FROM $3 AND secret_encrypted IS NOT DISTINCT FROM $4"
+        f"UPDATE {s}.webhook_subscriptions SET secret_encrypted = $2, secret = NULL, previous_secret_encrypted = $5 "
+        "WHERE id = $1 AND secret IS NOT DISTINCT FROM $3 AND secret_encrypted IS NOT DISTINCT FROM $4 "
+        "AND previous_secret_encrypted IS NOT DISTINCT FROM $6"
     )
     return select, update
 
 
 async def seal_at_rest(connection: Connection, schema: str, box: SecretBox) -> int:
-    """Encrypt plaintext secrets, re-encrypt those an old key sealed, with the current key; how many.
+    """Encrypt plaintext secrets, re-encrypt those an old key sealed, with the current key; how many rows.
 
-    Safe with several processes starting at once: each update applies only if the row is still as read.
-    A row sealed by a key that is not configured is left as it is (and logged): its deliveries fail
+    A secret a rotation replaced is re-encrypted too while it still signs (an expired one is left as it is: it is
+    never read again). Safe with several processes starting at once: each update applies only if the row is still
+    as read. A row sealed by a key that is not configured is left as it is (and logged): its deliveries fail
     until the key is given back in `WEBHOOK_SECRET_OLD_KEYS`.
     """
     select, update = seal_sql(schema)
     done = 0
     for row in await connection.fetch(select, f"{VERSION}.{box.current_id}."):
+        previous = row["previous_secret_encrypted"]
         try:
             secret = box.secret_of(row, schema)
+            if previous is not None and row["previous_signs"]:
+                previous = box.encrypt(box.decrypt(str(previous), schema), schema)
         except SecretKeyError as exc:
             logger.error("webhook subscription %s.%s: %s", schema, row["id"], exc)
             continue
         status = await connection.execute(
-            update, row["id"], box.encrypt(secret, schema), row["secret"], row["secret_encrypted"]
+            update,
+            row["id"],
+            box.encrypt(secret, schema),
+            row["secret"],
+            row["secret_encrypted"],
+            previous,
+            row["previous_secret_encrypted"],
         )
         done += status.endswith(" 1")
     return done

@@ -41,8 +41,10 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
-def signature_header(secret: str, timestamp: int, body: bytes) -> str:
-    return f"t={timestamp},v1={sign(secret, timestamp, body)}"
+def signature_header(secrets_: Sequence[str], timestamp: int, body: bytes) -> str:
+    """`t=<timestamp>,v1=<hex>` with one `v1` per secret (during a rotation: the new secret's, then the replaced
+    one's); `verify_signature` accepts the header if any `v1` matches."""
+    return f"t={timestamp}," + ",".join(f"v1={sign(secret, timestamp, body)}" for secret in secrets_)
 
 
 def verify_signature(

@@ -129,6 +129,34 @@ def secrets_at_rest_downgrade_sql(schema: str) -> list[str]:
     ]
 
 
+def secret_rotation_sql(schema: str) -> list[str]:
+    """A subscription's signing secret rotated (`POST /v1/webhooks/{id}/rotate`, docs/webhooks.md): the
+    secret it replaced, sealed as the current one is (secretbox.py), which signs each delivery beside the new one
+    until `previous_secret_valid_until`; and the last rotation's Idempotency-Key and request digest, so that a retry
+    of that rotation answers the same new secret instead of replacing it."""
+    s = f'"{schema}".webhook_subscriptions'
+    return [
+        f"ALTER TABLE {s} ADD COLUMN previous_secret_encrypted text, "
+        "ADD COLUMN previous_secret_valid_until timestamptz, ADD COLUMN secret_rotated_at timestamptz, "
+        "ADD COLUMN rotation_key text, ADD COLUMN rotation_hash text",
+        f"ALTER TABLE {s} ADD CONSTRAINT webhook_subscriptions_previous_secret "
+        "CHECK ((previous_secret_encrypted IS NULL) = (previous_secret_valid_until IS NULL))",
+        f"ALTER TABLE {s} ADD CONSTRAINT webhook_subscriptions_rotation "
+        "CHECK (num_nulls(secret_rotated_at, rotation_key, rotation_hash) IN (0, 3))",
+    ]
+
+
+def secret_rotation_downgrade_sql(schema: str) -> list[str]:
+    """Drops the rotation's columns: a previous secret still signing stops (its receivers must use the new one)."""
+    s = f'"{schema}".webhook_subscriptions'
+    return [
+        f"ALTER TABLE {s} DROP CONSTRAINT webhook_subscriptions_rotation, "
+        "DROP CONSTRAINT webhook_subscriptions_previous_secret, DROP COLUMN previous_secret_encrypted, "
+        "DROP COLUMN previous_secret_valid_until, DROP COLUMN secret_rotated_at, DROP COLUMN rotation_key, "
+        "DROP COLUMN rotation_hash"
+    ]
+
+
 #: The shortest retention `trim_feed` accepts, whoever calls it: the service's login cannot empty the feed.
 MIN_RETENTION = "1 day"
 

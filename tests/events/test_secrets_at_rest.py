@@ -123,6 +123,52 @@ async def test_a_rotated_key_re_encrypts_and_old_keys_still_decrypt(
         SecretBox(new_key).decrypt(row, "registry")
 
 
+async def test_a_rotated_key_re_encrypts_a_replaced_secret_while_it_still_signs(
+    events_database: str, connect: Connect, receiver: Receiver
+) -> None:
+    """A subscription mid-rotation (its replaced secret still signing) and one whose replaced secret has expired,
+    both sealed by an old key: the new key re-seals the current secrets and the live replaced one, and leaves the
+    expired one as it was (it is never read again); deliveries carry both live signatures."""
+    connection = await connect()
+    current, previous, expired = new_secret(), new_secret(), new_secret()
+    old_key, new_key = generate_key(), generate_key()
+    old = SecretBox(old_key)
+    live_id = await legacy_subscription(connection, receiver.url, current)
+    gone_id = await legacy_subscription(connection, "http://127.0.0.1:9/hooks", new_secret())
+    for webhook_id, replaced, seconds in ((live_id, previous, 3600), (gone_id, expired, -60)):
+        await connection.execute(
+            "UPDATE vouchers.webhook_subscriptions SET secret_encrypted = $2, secret = NULL, "
+            "previous_secret_encrypted = $3, "
+            "previous_secret_valid_until = clock_timestamp() + make_interval(secs => $4) WHERE id = $1",
+            webhook_id,
+            old.encrypt(current, "vouchers"),
+            old.encrypt(replaced, "vouchers"),
+            seconds,
+        )
+    sealed_expired = (await replaced_secrets(connection, gone_id))["previous_secret_encrypted"]
+    session_key = fast_settings().secret_key.get_secret_value()  # what the other tests' rows are sealed with
+    settings = fast_settings(secret_key=new_key, secret_old_keys=f"{old_key},{session_key}")
+    app = make_events_app(events_database, settings)
+    box = SecretBox(new_key)
+    async with app.router.lifespan_context(app):
+        await eventually(lambda: _current(connection, live_id, box))
+        await emit_committed(connection, new_subject("MID-ROTATION"), type=TYPE)
+        request = (await eventually(receiver.accepted))[0]
+    live = await replaced_secrets(connection, live_id)
+    assert box.decrypt(live["previous_secret_encrypted"], "vouchers") == previous
+    assert (await replaced_secrets(connection, gone_id))["previous_secret_encrypted"] == sealed_expired
+    assert request.standard_verified(current)
+    assert request.standard_verified(previous)
+
+
+async def replaced_secrets(connection: asyncpg.Connection, webhook_id: int) -> asyncpg.Record:
+    row = await connection.fetchrow(
+        "SELECT previous_secret_encrypted FROM vouchers.webhook_subscriptions WHERE id = $1", webhook_id
+    )
+    assert row is not None
+    return row
+
+
 async def _current(connection: asyncpg.Connection, webhook_id: int, box: SecretBox) -> Any:
     row = await stored(connection, webhook_id)
     value = row["secret_encrypted"]

@@ -34,11 +34,11 @@ NOW = 1_790_000_000
 def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     expected = hmac.new(SECRET.encode(), f"{NOW}.".encode() + BODY, hashlib.sha256).hexdigest()
     assert sign(SECRET, NOW, BODY) == expected
-    assert signature_header(SECRET, NOW, BODY) == f"t={NOW},v1={expected}"
+    assert signature_header([SECRET], NOW, BODY) == f"t={NOW},v1={expected}"
 
 
 def test_a_good_signature_verifies() -> None:
-    header = signature_header(SECRET, NOW, BODY)
+    header = signature_header([SECRET], NOW, BODY)
     assert verify_signature(SECRET, header, BODY, now=NOW)
     assert verify_signature(SECRET, header, BODY, now=NOW + 299)
     # a receiver rotating secrets may be sent several v1 values: one match is enough
@@ -48,11 +48,11 @@ def test_a_good_signature_verifies() -> None:
 @pytest.mark.parametrize(
     ("secret", "header", "body", "now"),
     [
-        ("whsec_other", signature_header(SECRET, NOW, BODY), BODY, NOW),  # another secret
-        (SECRET, signature_header(SECRET, NOW, BODY), BODY.replace(b"100", b"900"), NOW),  # body changed
-        (SECRET, signature_header(SECRET, NOW, BODY), BODY, NOW + 301),  # too old: a replay
-        (SECRET, signature_header(SECRET, NOW, BODY), BODY, NOW - 301),  # from the future
-        (SECRET, signature_header(SECRET, NOW, BODY).replace(f"t={NOW}", f"t={NOW + 1}"), BODY, NOW),  # t changed
+        ("whsec_other", signature_header([SECRET], NOW, BODY), BODY, NOW),  # another secret
+        (SECRET, signature_header([SECRET], NOW, BODY), BODY.replace(b"100", b"900"), NOW),  # body changed
+        (SECRET, signature_header([SECRET], NOW, BODY), BODY, NOW + 301),  # too old: a replay
+        (SECRET, signature_header([SECRET], NOW, BODY), BODY, NOW - 301),  # from the future
+        (SECRET, signature_header([SECRET], NOW, BODY).replace(f"t={NOW}", f"t={NOW + 1}"), BODY, NOW),  # t changed
         (SECRET, f"v1={sign(SECRET, NOW, BODY)}", BODY, NOW),  # no timestamp
         (SECRET, f"t={NOW}", BODY, NOW),  # no signature
         (SECRET, f"t=soon,v1={sign(SECRET, NOW, BODY)}", BODY, NOW),  # malformed
