@@ -492,7 +492,20 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         principal: Annotated[Principal, caller],
         webhook_id: WebhookId,
         delivery_id: Annotated[int, Path(ge=1, le=2**62)],
+        response: Response,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                max_length=200,
+                description="Optional; with it, a retry answers the delivery made instead of sending the event again",
+            ),
+        ] = None,
     ) -> DeliveryRead:
+        """With an `Idempotency-Key`, a retry of this call (the same subscription and event) answers the redelivery
+        it made (`Idempotent-Replayed: true`) instead of sending the event once more; the key with another event is
+        409 `idempotency_key_reused`. Two retries at the very same moment may both send (receivers deduplicate by
+        `webhook-id`); the log keeps one."""
         target = await _subscription(session, principal, webhook_id)
         found = await _first(
             session,
@@ -502,6 +515,10 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         )
         if found is None:
             raise ProblemError(WEBHOOK_DELIVERY_NOT_FOUND, id=delivery_id)
+        if idempotency_key:
+            made = await _made(session, webhook_id, idempotency_key)
+            if made is not None:
+                return _replayed_delivery(made, int(found["event_id"]), idempotency_key, response)
         if target["status"] == "deactivated":
             raise ProblemError(WEBHOOK_DEACTIVATED, id=webhook_id)
         event = await _first(session, f"SELECT {EVENT_COLUMNS} FROM {s}.outbox WHERE id = :id", id=found["event_id"])
@@ -532,8 +549,10 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         row = await _first(
             session,
             f"INSERT INTO {s}.webhook_deliveries (subscription_id, event_id, event_type, attempt, manual, delivered, "
-            "status_code, error, duration_ms) VALUES (:sub, :event, :type, :attempt, true, :delivered, :status, "
-            f":error, :ms) RETURNING {DELIVERY_COLUMNS}",
+            "status_code, error, duration_ms, idempotency_key) VALUES (:sub, :event, :type, :attempt, true, "
+            ":delivered, :status, :error, :ms, :key) "
+            "ON CONFLICT (subscription_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+            f"RETURNING {DELIVERY_COLUMNS}",
             sub=webhook_id,
             event=event["id"],
             type=event["type"],
@@ -542,8 +561,28 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
             status=result.status_code,
             error=result.error,
             ms=result.duration_ms,
+            key=idempotency_key or None,
         )
-        assert row is not None
+        if row is None:  # a retry with the same key logged its redelivery meanwhile: that one is the answer
+            made = await _made(session, webhook_id, str(idempotency_key))
+            assert made is not None
+            return _replayed_delivery(made, int(event["id"]), str(idempotency_key), response)
         return delivery_read(service, row)
+
+    async def _made(session: AsyncSession, webhook_id: int, key: str) -> dict[str, Any] | None:
+        """The redelivery a call with this key logged, if any."""
+        return await _first(
+            session,
+            f"SELECT {DELIVERY_COLUMNS} FROM {s}.webhook_deliveries "
+            "WHERE subscription_id = :sub AND idempotency_key = :key",
+            sub=webhook_id,
+            key=key,
+        )
+
+    def _replayed_delivery(made: Mapping[str, Any], event: int, key: str, response: Response) -> DeliveryRead:
+        if int(made["event_id"]) != event:
+            raise ProblemError(IDEMPOTENCY_KEY_REUSED, key=key)
+        response.headers["Idempotent-Replayed"] = "true"
+        return delivery_read(service, made)
 
     return router

@@ -129,13 +129,19 @@ def secrets_at_rest_downgrade_sql(schema: str) -> list[str]:
     ]
 
 
-def secret_rotation_sql(schema: str) -> list[str]:
+def rotation_and_redelivery_sql(schema: str) -> list[str]:
     """A subscription's signing secret rotated (`POST /v1/webhooks/{id}/rotate`, docs/webhooks.md): the
     secret it replaced, sealed as the current one is (secretbox.py), which signs each delivery beside the new one
     until `previous_secret_valid_until`; and the last rotation's Idempotency-Key and request digest, so that a retry
-    of that rotation answers the same new secret instead of replacing it."""
+    of that rotation answers the same new secret instead of replacing it. And a manual redelivery's Idempotency-Key
+    (`POST …/deliveries/{id}/redeliver`), so that its retry answers the delivery made instead of sending again."""
     s = f'"{schema}".webhook_subscriptions'
+    deliveries = f'"{schema}".webhook_deliveries'
     return [
+        # a manual redelivery sent with an Idempotency-Key: its retry answers this row instead of sending again
+        f"ALTER TABLE {deliveries} ADD COLUMN idempotency_key text",
+        f"CREATE UNIQUE INDEX ux_webhook_deliveries_key ON {deliveries} (subscription_id, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
         f"ALTER TABLE {s} ADD COLUMN previous_secret_encrypted text, "
         "ADD COLUMN previous_secret_valid_until timestamptz, ADD COLUMN secret_rotated_at timestamptz, "
         "ADD COLUMN rotation_key text, ADD COLUMN rotation_hash text",
@@ -146,14 +152,15 @@ def secret_rotation_sql(schema: str) -> list[str]:
     ]
 
 
-def secret_rotation_downgrade_sql(schema: str) -> list[str]:
+def rotation_and_redelivery_downgrade_sql(schema: str) -> list[str]:
     """Drops the rotation's columns: a previous secret still signing stops (its receivers must use the new one)."""
     s = f'"{schema}".webhook_subscriptions'
     return [
+        f'ALTER TABLE "{schema}".webhook_deliveries DROP COLUMN idempotency_key',
         f"ALTER TABLE {s} DROP CONSTRAINT webhook_subscriptions_rotation, "
         "DROP CONSTRAINT webhook_subscriptions_previous_secret, DROP COLUMN previous_secret_encrypted, "
         "DROP COLUMN previous_secret_valid_until, DROP COLUMN secret_rotated_at, DROP COLUMN rotation_key, "
-        "DROP COLUMN rotation_hash"
+        "DROP COLUMN rotation_hash",
     ]
 
 

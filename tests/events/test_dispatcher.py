@@ -170,6 +170,50 @@ async def test_manual_redelivery(client: httpx.AsyncClient, connect: Connect, re
     assert other.status_code == 404
 
 
+async def test_a_redelivery_retried_with_its_key_is_answered_not_sent_again(
+    client: httpx.AsyncClient, connect: Connect, receiver: Receiver
+) -> None:
+    """A vendor's client whose reply was lost sends the redelivery again with its Idempotency-Key: the answer is the
+    delivery made (replayed), the receiver gets the event once more only once, and the log has one manual row."""
+    vendor = new_credit_code()
+    headers = as_vendor(vendor)
+    hook = await subscribe(client, headers, receiver.url)
+    connection = await connect()
+    first, second = new_subject("KEYED"), new_subject("KEYED")
+    for subject in (first, second):
+        await emit_committed(connection, subject, vendor=vendor, amount_fen=5)
+    await eventually(lambda: receiver.accepted_subjects() == [first, second])
+
+    async def logged() -> list[dict[str, Any]]:
+        return [d for d in await deliveries(client, headers, hook["id"]) if d["delivered"]]
+
+    one, two = await eventually(lambda: _two(logged))
+    path = f"/v1/webhooks/{hook['id']}/deliveries"
+    keyed = {**headers, "Idempotency-Key": f"again-{one['id']}"}
+    made = await client.post(f"{path}/{one['id']}/redeliver", headers=keyed)
+    assert made.status_code == 201, made.text
+    assert "Idempotent-Replayed" not in made.headers
+    retried = await client.post(f"{path}/{one['id']}/redeliver", headers=keyed)
+    assert retried.status_code == 201, retried.text
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    assert retried.json() == made.json()
+    assert receiver.accepted_subjects() == [first, second, first]  # sent again once, not twice
+    manual = [d for d in await deliveries(client, headers, hook["id"]) if d["manual"]]
+    assert [d["id"] for d in manual] == [made.json()["id"]]
+    # the key with another event changes nothing; without a key each call sends
+    reused = await client.post(f"{path}/{two['id']}/redeliver", headers=keyed)
+    assert (reused.status_code, reused.json()["code"]) == (409, "idempotency_key_reused")
+    assert receiver.accepted_subjects() == [first, second, first]
+    for _ in range(2):
+        assert (await client.post(f"{path}/{two['id']}/redeliver", headers=headers)).status_code == 201
+    assert receiver.accepted_subjects() == [first, second, first, second, second]
+
+
+async def _two(logged: Callable[[], Awaitable[list[dict[str, Any]]]]) -> list[dict[str, Any]] | None:
+    found = await logged()
+    return found if len(found) == 2 else None
+
+
 async def test_suspended_after_the_retry_period_and_resumed_without_skipping(
     client: httpx.AsyncClient, connect: Connect, receiver: Receiver, events_app: FastAPI
 ) -> None:
