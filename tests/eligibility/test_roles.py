@@ -92,6 +92,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/webhooks/{webhook_id}"): SUBSCRIBERS,
     ("DELETE", "/v1/webhooks/{webhook_id}"): SUBSCRIBERS,
     ("POST", "/v1/webhooks/{webhook_id}/resume"): SUBSCRIBERS,
+    ("POST", "/v1/webhooks/{webhook_id}/rotate"): SUBSCRIBERS,
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): SUBSCRIBERS,
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): SUBSCRIBERS,
     ("GET", "/v1/exports/decisions"): INTEGRATORS,

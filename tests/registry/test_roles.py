@@ -82,6 +82,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/webhooks/{webhook_id}"): INTEGRATORS,
     ("DELETE", "/v1/webhooks/{webhook_id}"): INTEGRATORS,
     ("POST", "/v1/webhooks/{webhook_id}/resume"): INTEGRATORS,
+    ("POST", "/v1/webhooks/{webhook_id}/rotate"): INTEGRATORS,
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): INTEGRATORS,
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): INTEGRATORS,
     # OAuth2 clients (issue #15): administrators only, and not even they make admin clients here

@@ -101,6 +101,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/webhooks/{webhook_id}"): WEBHOOK_CLIENTS,
     ("DELETE", "/v1/webhooks/{webhook_id}"): WEBHOOK_CLIENTS,
     ("POST", "/v1/webhooks/{webhook_id}/resume"): WEBHOOK_CLIENTS,
+    ("POST", "/v1/webhooks/{webhook_id}/rotate"): WEBHOOK_CLIENTS,
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): WEBHOOK_CLIENTS,
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): WEBHOOK_CLIENTS,
     # the aggregates API (issue #6): the programme's figures, no enterprise named (the last two are
