@@ -82,12 +82,14 @@ class Demo:
 
 
 def _settle_demo_vendor(demo: Demo) -> None:
-    """An officer settles the demo vendor's redemption, so that `settled` is not zero."""
+    """An officer gathers the demo vendor's redemption and the administrator closes the batch (four eyes), so that
+    `settled` is not zero."""
     headers = {"Authorization": f"Bearer {demo.token('dev-officer')}", "Accept-Language": "en"}
+    closer = {"Authorization": f"Bearer {demo.token('dev-admin')}"}
     with httpx.Client(base_url=demo.url("vouchers"), headers=headers, timeout=30) as vouchers:
         created = vouchers.post("/v1/settlement-batches", json={"vendor": DEMO_VENDOR})
         assert created.status_code == 201, created.text
-        closed = vouchers.post(f"/v1/settlement-batches/{created.json()['id']}/close")
+        closed = vouchers.post(f"/v1/settlement-batches/{created.json()['id']}/close", headers=closer)
         assert closed.status_code == 200, closed.text
         assert closed.json()["total_fen"] > 0
 

@@ -240,6 +240,28 @@ async def test_a_refused_batch_creation_leaves_its_key_free(
     assert await batch_redemption_ids(vouchers, created.json()["id"]) == [redemption]
 
 
+async def test_the_officer_who_created_a_batch_cannot_close_it(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    """Four eyes on paying a vendor: officer zhao gathers the batch; zhao closing it is refused (403
+    `self_settlement`) and writes nothing; another officer closes it."""
+    code, supply = await new_voucher(vouchers, live_registry_client, live_eligibility_client)
+    await captured(vouchers, code, supply.vendor, 100 * YUAN)
+    batch = (await create_batch(vouchers, supply.vendor, "officer-zhao")).json()
+    own = assert_problem(await close_batch(vouchers, batch["id"], "officer-zhao"), 403, "self_settlement")
+    assert "officer-zhao" in own["detail"]
+    assert (await vouchers.get(f"/v1/settlement-batches/{batch['id']}")).json()["batch"] == batch  # still open
+    settles = "SELECT count(*) AS n FROM vouchers.entries WHERE kind = 'settle' AND memo LIKE $1"
+    assert (await fetch(vouchers_database, settles, f"settlement batch {batch['id']}:%"))[0]["n"] == 0
+    closed = await close_batch(vouchers, batch["id"], "officer-qian")
+    assert closed.status_code == 200, closed.text
+    assert (closed.json()["created_by"], closed.json()["closed_by"]) == ("officer-zhao", "officer-qian")
+    assert (await fetch(vouchers_database, settles, f"settlement batch {batch['id']}:%"))[0]["n"] == 1
+
+
 async def test_bad_input_is_refused_and_changes_nothing(vouchers: httpx.AsyncClient, vouchers_database: str) -> None:
     before = await fetch(vouchers_database, "SELECT count(*) AS n FROM vouchers.settlement_batches")
     bad_code = await vouchers.post("/v1/settlement-batches", json={"vendor": "9144030071526726XA"})

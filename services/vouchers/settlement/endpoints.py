@@ -74,7 +74,8 @@ async def create_settlement_batch(
     "/v1/settlement-batches/{batch_id}/close",
     response_model=BatchRead,
     tags=["settlement"],
-    summary="Close a batch: one `settle` entry moves its total from the vendor's receivable to settled",
+    summary="Close a batch: one `settle` entry moves its total from the vendor's receivable to settled "
+    "(four eyes: not by the officer who created it)",
 )
 async def close_settlement_batch(session: SessionDep, moment: Now, principal: Settler, batch_id: BatchId) -> BatchRead:
     return service.batch_read(await service.close_batch(session, batch_id, principal.actor, moment))

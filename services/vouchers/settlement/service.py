@@ -20,7 +20,13 @@ from ..models import Entry, SettlementBatch, Voucher
 from ..schemas import AllowanceRead, GrantRead
 from . import repository
 from .deps import BUREAU
-from .errors import NOTHING_TO_SETTLE, SETTLEMENT_BATCH_CLOSED, SETTLEMENT_BATCH_NOT_FOUND, STATEMENT_NOT_FOUND
+from .errors import (
+    NOTHING_TO_SETTLE,
+    SELF_SETTLEMENT,
+    SETTLEMENT_BATCH_CLOSED,
+    SETTLEMENT_BATCH_NOT_FOUND,
+    STATEMENT_NOT_FOUND,
+)
 from .schemas import (
     AccountRef,
     BatchCreate,
@@ -82,6 +88,8 @@ async def close_batch(session: AsyncSession, batch_id: int, actor: str, now: dat
         raise ProblemError(
             SETTLEMENT_BATCH_CLOSED, id=batch.id, closed_by=batch.closed_by, closed_at=batch.closed_at.isoformat()
         )
+    if batch.created_by == actor:  # four eyes: who gathered what is to be paid does not also pay it
+        raise ProblemError(SELF_SETTLEMENT, id=batch.id, actor=actor)
     receivable = await ledger.account(session, "vendor_receivable", batch.vendor)
     settled = await ledger.account(session, "settled", batch.vendor)
     entry = Entry(
