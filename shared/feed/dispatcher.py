@@ -21,7 +21,7 @@ from shared.dbconnect import connect_options, libpq_url
 from shared.feed.addresses import AddressRefused, Resolver, pin, resolve_host
 from shared.feed.catalogue import type_matches
 from shared.feed.retention import FeedRetention
-from shared.feed.secretbox import SecretBox, seal_at_rest
+from shared.feed.secretbox import SecretBox, SecretKeyError, seal_at_rest
 from shared.feed.settings import WebhookSettings
 from shared.feed.signing import (
     EVENT_ID_HEADER,
@@ -57,6 +57,13 @@ def subscription_matches(subscription: Fields, event: Fields) -> bool:
         return True
     vendor, organisation = subscription["vendor"], subscription["organisation"]
     return bool((vendor and event["vendor"] == vendor) or (organisation and event["organisation"] == organisation))
+
+
+#: a delivery not sent because the subscription's secret cannot be decrypted (the key id goes to the log only)
+NOT_SENT_UNREADABLE_KEY = (
+    "not sent: this service cannot read the subscription's signing secret (its encryption key is not configured; "
+    "the operator must give it back in WEBHOOK_SECRET_OLD_KEYS)"
+)
 
 
 class Dispatcher(Periodic):
@@ -287,7 +294,13 @@ class Dispatcher(Periodic):
                 if not subscription_matches(subscription, event):
                     cursor = (int(event["txid"]), int(event["id"]))
                     continue
-                result = await self.send(subscription["url"], self.secrets_of(subscription), event, attempts + 1)
+                try:
+                    signing = self.secrets_of(subscription)
+                except SecretKeyError as exc:  # sealed by a key configured nowhere: a failure the subscriber sees
+                    logger.error("webhook %s.%s: %s", self.schema, sub_id, exc)
+                    result = DeliveryResult(False, None, NOT_SENT_UNREADABLE_KEY, 0)
+                else:
+                    result = await self.send(subscription["url"], signing, event, attempts + 1)
                 common: tuple[Any, ...] = (
                     sub_id,
                     token,

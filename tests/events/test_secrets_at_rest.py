@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from shared.auth import PLATFORM
+from shared.feed.dispatcher import NOT_SENT_UNREADABLE_KEY
 from shared.feed.secretbox import SecretBox, SecretKeyError, generate_key
 from shared.feed.signing import new_secret
 from tests.auth import auth
@@ -167,6 +168,39 @@ async def replaced_secrets(connection: asyncpg.Connection, webhook_id: int) -> a
     )
     assert row is not None
     return row
+
+
+async def test_a_secret_no_configured_key_opens_fails_its_deliveries_visibly(
+    client: httpx.AsyncClient, connect: Connect, receiver: Receiver
+) -> None:
+    """A subscription whose secret a key configured nowhere sealed: nothing is sent, and each attempt is a failure
+    the subscriber sees (`last_error`, the delivery log), retried with backoff like any other, not only a log line
+    of the service's (the key's id stays in that log)."""
+    connection = await connect()
+    webhook_id = await legacy_subscription(connection, receiver.url, new_secret())
+    await connection.execute(
+        "UPDATE vouchers.webhook_subscriptions SET secret = NULL, secret_encrypted = $2 WHERE id = $1",
+        webhook_id,
+        SecretBox(generate_key()).encrypt(new_secret(), "vouchers"),
+    )
+    await emit_committed(connection, new_subject("LOST-KEY"), type=TYPE)
+
+    async def failed() -> Any:
+        return await connection.fetchrow(
+            "SELECT attempts, last_error, failing_since FROM vouchers.webhook_subscriptions "
+            "WHERE id = $1 AND attempts > 0",
+            webhook_id,
+        )
+
+    row = await eventually(failed)
+    assert row["last_error"] == NOT_SENT_UNREADABLE_KEY
+    assert row["failing_since"] is not None
+    logged = await connection.fetch(
+        "SELECT delivered, status_code, error FROM vouchers.webhook_deliveries WHERE subscription_id = $1", webhook_id
+    )
+    assert logged
+    assert all((r["delivered"], r["status_code"], r["error"]) == (False, None, NOT_SENT_UNREADABLE_KEY) for r in logged)
+    assert receiver.requests == []
 
 
 async def _current(connection: asyncpg.Connection, webhook_id: int, box: SecretBox) -> Any:
