@@ -108,6 +108,11 @@ def _check_url(url: str) -> str:
     return url
 
 
+def _key_header(description: str) -> Any:
+    """The `Idempotency-Key` header of a webhook call, as `description` says it is used."""
+    return Header(alias="Idempotency-Key", max_length=200, description=description)
+
+
 def _request_hash(payload: WebhookCreate | WebhookSecretRotation) -> str:
     canonical = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -265,9 +270,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         principal: Annotated[Principal, caller],
         payload: WebhookCreate,
         response: Response,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", max_length=200, description="Reuse it when retrying")
-        ] = None,
+        idempotency_key: Annotated[str | None, _key_header("Reuse it when retrying")] = None,
     ) -> WebhookCreated:
         url = _check_url(payload.url)
         if not await address_allowed(url, settings_of(request.app).allow_private_networks):
@@ -403,12 +406,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         webhook_id: WebhookId,
         response: Response,
         idempotency_key: Annotated[
-            str | None,
-            Header(
-                alias="Idempotency-Key",
-                max_length=200,
-                description="Required: a rotation sent again without it would replace the secret it had just made",
-            ),
+            str | None, _key_header("Required: a rotation sent again without it would replace the secret it had made")
         ] = None,
         payload: WebhookSecretRotation | None = None,
     ) -> WebhookSecretRotated:
@@ -494,12 +492,7 @@ def events_router(catalogue: EventCatalogue, *, webhook_roles: Sequence[str] = W
         delivery_id: Annotated[int, Path(ge=1, le=2**62)],
         response: Response,
         idempotency_key: Annotated[
-            str | None,
-            Header(
-                alias="Idempotency-Key",
-                max_length=200,
-                description="Optional; with it, a retry answers the delivery made instead of sending the event again",
-            ),
+            str | None, _key_header("Optional; with it, a retry answers the delivery made instead of sending again")
         ] = None,
     ) -> DeliveryRead:
         """With an `Idempotency-Key`, a retry of this call (the same subscription and event) answers the redelivery

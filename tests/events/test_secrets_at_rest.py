@@ -31,7 +31,8 @@ TYPE = "vouchers.grant.disbursed"  # one type these tests alone emit to their ow
 
 async def stored(connection: asyncpg.Connection, webhook_id: int) -> asyncpg.Record:
     row = await connection.fetchrow(
-        "SELECT secret, secret_encrypted FROM vouchers.webhook_subscriptions WHERE id = $1", webhook_id
+        "SELECT secret, secret_encrypted, previous_secret_encrypted FROM vouchers.webhook_subscriptions WHERE id = $1",
+        webhook_id,
     )
     assert row is not None
     return row
@@ -146,7 +147,7 @@ async def test_a_rotated_key_re_encrypts_a_replaced_secret_while_it_still_signs(
             old.encrypt(replaced, "vouchers"),
             seconds,
         )
-    sealed_expired = (await replaced_secrets(connection, gone_id))["previous_secret_encrypted"]
+    sealed_expired = (await stored(connection, gone_id))["previous_secret_encrypted"]
     session_key = fast_settings().secret_key.get_secret_value()  # what the other tests' rows are sealed with
     settings = fast_settings(secret_key=new_key, secret_old_keys=f"{old_key},{session_key}")
     app = make_events_app(events_database, settings)
@@ -155,19 +156,11 @@ async def test_a_rotated_key_re_encrypts_a_replaced_secret_while_it_still_signs(
         await eventually(lambda: _current(connection, live_id, box))
         await emit_committed(connection, new_subject("MID-ROTATION"), type=TYPE)
         request = (await eventually(receiver.accepted))[0]
-    live = await replaced_secrets(connection, live_id)
+    live = await stored(connection, live_id)
     assert box.decrypt(live["previous_secret_encrypted"], "vouchers") == previous
-    assert (await replaced_secrets(connection, gone_id))["previous_secret_encrypted"] == sealed_expired
+    assert (await stored(connection, gone_id))["previous_secret_encrypted"] == sealed_expired
     assert request.standard_verified(current)
     assert request.standard_verified(previous)
-
-
-async def replaced_secrets(connection: asyncpg.Connection, webhook_id: int) -> asyncpg.Record:
-    row = await connection.fetchrow(
-        "SELECT previous_secret_encrypted FROM vouchers.webhook_subscriptions WHERE id = $1", webhook_id
-    )
-    assert row is not None
-    return row
 
 
 async def test_a_secret_no_configured_key_opens_fails_its_deliveries_visibly(
