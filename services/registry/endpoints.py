@@ -21,7 +21,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from shared.auth import ADMIN, APPROVER, AUDITOR, OFFICER, PLATFORM, REGISTRY_READ, require
@@ -222,12 +222,16 @@ def _import_route(resource: Resource) -> None:
     async def import_(
         session: SessionDep,
         request: Request,
+        background: BackgroundTasks,
         mode: Annotated[
             ImportMode,
             Query(description="all_or_nothing: any bad row → 422, nothing written. best_effort: write the good rows"),
         ] = "all_or_nothing",
     ) -> schemas.ImportReport:
-        return await imports.run_import(session, resource, request, mode)
+        report = await imports.run_import(session, resource, request, mode)
+        if report.created + report.updated >= imports.ANALYZE_AFTER_ROWS:  # after the commit and the answer
+            background.add_task(imports.analyze_imported, request.app.state.database, resource)
+        return report
 
     router.add_api_route(
         f"/v1/imports/{resource.plural}",

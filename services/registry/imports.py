@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from datetime import date
 from typing import Any
@@ -19,6 +20,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import Database
 from shared.errors import FieldError, Language, ProblemError, field_errors_from_pydantic, request_language
 
 from . import upserts
@@ -27,7 +29,12 @@ from .kinds import Resource
 from .schemas import ImportReport, ImportRowError
 from .states import check_references, today
 
+logger = logging.getLogger("services.registry.imports")
+
 MAX_ROWS = 20_000
+#: an import that created or changed at least this many records has its tables analysed right after it (below)
+ANALYZE_AFTER_ROWS = 1_000
+ANALYZE_SQL = "SELECT registry.analyze_after_import($1)"
 #: A CSV cell holding an amount in fen: digits only (money is strict, shared/money.py; in JSON an
 #: amount must be an integer number, and CSV has only text, so here it must be an integer's digits)
 _FEN_CELL = re.compile(r"^[0-9]{1,16}$")
@@ -182,3 +189,16 @@ async def run_import(session: AsyncSession, resource: Resource, request: Request
         failed=len(failures),
         errors=failures,
     )
+
+
+async def analyze_imported(database: Database, resource: Resource) -> None:
+    """ANALYZE the table an import wrote many rows into, and the snapshots' table (registry migration 0015): the
+    facts function is planned once per connection from the statistics of that moment, and a registry's first
+    imports would otherwise be read with the statistics of empty tables (whole-table scans per call) until autovacuum
+    comes by. Run after the import has committed and been answered; a failure only leaves that to autovacuum."""
+    try:
+        async with database.statements.acquire() as connection:
+            for table in (resource.table.__tablename__, "versions"):
+                await connection.execute(ANALYZE_SQL, table)
+    except Exception as exc:  # an optimisation: never the import's failure
+        logger.warning("the tables of an import of %s were not analysed: %s", resource.plural, exc)
