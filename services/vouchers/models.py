@@ -272,6 +272,8 @@ class SettlementBatch(Base):
     total_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
     redemption_count: Mapped[int] = mapped_column(Integer, nullable=False)
     created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    #: the creating client's id (the four-eyes rule on closing compares it); None for batches before migration 0029
+    created_by_client: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     closed_by: Mapped[str | None] = mapped_column(Text)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from shared.auth import OFFICER
-from tests.auth import auth
+from tests.auth import auth, token
 from tests.eligibility import seed
 from tests.factories import new_credit_code
 from tests.vouchers.flow import (
@@ -240,26 +240,64 @@ async def test_a_refused_batch_creation_leaves_its_key_free(
     assert await batch_redemption_ids(vouchers, created.json()["id"]) == [redemption]
 
 
+def as_officer(name: str, client_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(OFFICER, name=name, client_id=client_id)}"}
+
+
 async def test_the_officer_who_created_a_batch_cannot_close_it(
     vouchers: httpx.AsyncClient,
     live_registry_client: httpx.AsyncClient,
     live_eligibility_client: httpx.AsyncClient,
     vouchers_database: str,
 ) -> None:
-    """Four eyes on paying a vendor: officer zhao gathers the batch; zhao closing it is refused (403
-    `self_settlement`) and writes nothing; another officer closes it."""
+    """Four eyes on paying a vendor: officer zhao's client gathers the batch; that client closing it, under any name,
+    is refused (403 `self_settlement`) and writes nothing; another client closes it, as approvals compare clients."""
     code, supply = await new_voucher(vouchers, live_registry_client, live_eligibility_client)
     await captured(vouchers, code, supply.vendor, 100 * YUAN)
-    batch = (await create_batch(vouchers, supply.vendor, "officer-zhao")).json()
-    own = assert_problem(await close_batch(vouchers, batch["id"], "officer-zhao"), 403, "self_settlement")
-    assert "officer-zhao" in own["detail"]
-    assert (await vouchers.get(f"/v1/settlement-batches/{batch['id']}")).json()["batch"] == batch  # still open
+    zhao = f"officer-client-zhao-{supply.vendor}"
+    created = await vouchers.post(
+        "/v1/settlement-batches", json={"vendor": supply.vendor}, headers=as_officer("officer-zhao", zhao)
+    )
+    assert created.status_code == 201, created.text
+    batch = created.json()
+    close = f"/v1/settlement-batches/{batch['id']}/close"
     settles = "SELECT count(*) AS n FROM vouchers.entries WHERE kind = 'settle' AND memo LIKE $1"
-    assert (await fetch(vouchers_database, settles, f"settlement batch {batch['id']}:%"))[0]["n"] == 0
-    closed = await close_batch(vouchers, batch["id"], "officer-qian")
+    for name in ("officer-zhao", "zhao under another name"):
+        own = assert_problem(await vouchers.post(close, headers=as_officer(name, zhao)), 403, "self_settlement")
+        assert name in own["detail"]
+        assert (await vouchers.get(f"/v1/settlement-batches/{batch['id']}")).json()["batch"] == batch  # still open
+        assert (await fetch(vouchers_database, settles, f"settlement batch {batch['id']}:%"))[0]["n"] == 0
+    stored = await fetch(
+        vouchers_database, "SELECT created_by_client FROM vouchers.settlement_batches WHERE id = $1", batch["id"]
+    )
+    assert stored[0]["created_by_client"] == zhao
+    closed = await vouchers.post(close, headers=as_officer("officer-qian", f"officer-client-qian-{supply.vendor}"))
     assert closed.status_code == 200, closed.text
     assert (closed.json()["created_by"], closed.json()["closed_by"]) == ("officer-zhao", "officer-qian")
     assert (await fetch(vouchers_database, settles, f"settlement batch {batch['id']}:%"))[0]["n"] == 1
+
+
+async def test_a_batch_from_before_its_creators_client_was_kept_compares_names(
+    vouchers: httpx.AsyncClient,
+    live_registry_client: httpx.AsyncClient,
+    live_eligibility_client: httpx.AsyncClient,
+    vouchers_database: str,
+) -> None:
+    """A batch created before migration 0029 has no creating client: the names are compared, as before."""
+    code, supply = await new_voucher(vouchers, live_registry_client, live_eligibility_client)
+    await captured(vouchers, code, supply.vendor, 100 * YUAN)
+    batch = (await create_batch(vouchers, supply.vendor, "officer-zhao")).json()
+    connection = await asyncpg.connect(vouchers_database)
+    try:
+        await connection.execute(
+            "UPDATE vouchers.settlement_batches SET created_by_client = NULL WHERE id = $1", batch["id"]
+        )
+    finally:
+        await connection.close()
+    close = f"/v1/settlement-batches/{batch['id']}/close"
+    other_client = as_officer("officer-zhao", f"another-client-{supply.vendor}")
+    assert_problem(await vouchers.post(close, headers=other_client), 403, "self_settlement")
+    assert (await close_batch(vouchers, batch["id"], "officer-qian")).status_code == 200
 
 
 async def test_bad_input_is_refused_and_changes_nothing(vouchers: httpx.AsyncClient, vouchers_database: str) -> None:

@@ -58,7 +58,9 @@ async def create_settlement_batch(
     key."""
 
     async def create() -> BatchRead:
-        return service.batch_read(await service.create_batch(session, payload, principal.actor, moment))
+        return service.batch_read(
+            await service.create_batch(session, payload, principal.actor, moment, principal.client_id)
+        )
 
     answer = await idempotency.once(
         session, principal.client_id, key, "settlement_batch", payload.model_dump(mode="json"), create
@@ -78,7 +80,9 @@ async def create_settlement_batch(
     "(four eyes: not by the officer who created it)",
 )
 async def close_settlement_batch(session: SessionDep, moment: Now, principal: Settler, batch_id: BatchId) -> BatchRead:
-    return service.batch_read(await service.close_batch(session, batch_id, principal.actor, moment))
+    return service.batch_read(
+        await service.close_batch(session, batch_id, principal.actor, moment, principal.client_id)
+    )
 
 
 @router.get(

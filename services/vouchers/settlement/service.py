@@ -51,7 +51,9 @@ def batch_read(batch: SettlementBatch) -> BatchRead:
     return BatchRead.model_validate(batch, from_attributes=True)
 
 
-async def create_batch(session: AsyncSession, payload: BatchCreate, actor: str, now: datetime) -> SettlementBatch:
+async def create_batch(
+    session: AsyncSession, payload: BatchCreate, actor: str, now: datetime, client_id: str
+) -> SettlementBatch:
     vendor = payload.vendor
     await repository.lock_vendor(session, vendor)
     rows = await repository.unbatched_captured(session, vendor)
@@ -64,6 +66,7 @@ async def create_batch(session: AsyncSession, payload: BatchCreate, actor: str, 
         total_fen=sum(int(row.amount_fen) for row in rows),
         redemption_count=len(ids),
         created_by=actor,
+        created_by_client=client_id,
         created_at=now,
     )
     await repository.add(session, batch)
@@ -81,14 +84,23 @@ async def get_batch(session: AsyncSession, batch_id: int, *, lock: bool = False)
     return batch
 
 
-async def close_batch(session: AsyncSession, batch_id: int, actor: str, now: datetime) -> SettlementBatch:
+def _own_batch(batch: SettlementBatch, actor: str, client_id: str) -> bool:
+    """Was the batch created by this client (a batch from before its creator's client was kept: by this name)?"""
+    if batch.created_by_client is not None:
+        return batch.created_by_client == client_id
+    return batch.created_by == actor
+
+
+async def close_batch(
+    session: AsyncSession, batch_id: int, actor: str, now: datetime, client_id: str
+) -> SettlementBatch:
     batch = await get_batch(session, batch_id, lock=True)
     if batch.status == "closed":
         assert batch.closed_at is not None
         raise ProblemError(
             SETTLEMENT_BATCH_CLOSED, id=batch.id, closed_by=batch.closed_by, closed_at=batch.closed_at.isoformat()
         )
-    if batch.created_by == actor:  # four eyes: who gathered what is to be paid does not also pay it
+    if _own_batch(batch, actor, client_id):  # four eyes: who gathered what is to be paid does not also pay it
         raise ProblemError(SELF_SETTLEMENT, id=batch.id, actor=actor)
     receivable = await ledger.account(session, "vendor_receivable", batch.vendor)
     settled = await ledger.account(session, "settled", batch.vendor)
