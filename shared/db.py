@@ -83,6 +83,17 @@ class Connections(Protocol):
         """One connection for as long as the block runs (`async with connections.acquire() as connection`)."""
 
 
+async def lend(pool: asyncpg.Pool, seconds: float) -> PoolConnectionProxy:
+    """A connection of `pool` within `seconds`, else SQLAlchemy's pool `TimeoutError` (503 `service_busy`, as
+    for every route on the engine's pool); the caller releases it. The bound is a timer around the wait, not
+    asyncpg's `acquire(timeout=…)`, which on Python 3.11 makes a task per call (`asyncio.wait_for`)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await pool.acquire()
+    except TimeoutError as exc:
+        raise PoolTimeoutError(f"no database connection free within {seconds} s") from exc
+
+
 class StatementPool:
     """A service's raw asyncpg connections for fixed SQL that needs no ORM (issue #16): a submission's two
     statements, the registry's facts read. Lending one through a session (`get_session`, then `raw_connection`)
@@ -117,10 +128,7 @@ class StatementPool:
         """One connection for as long as the block runs; none free within the pool timeout: SQLAlchemy's pool
         timeout (503 `service_busy`, as for every other route)."""
         pool = self._pool if self._pool is not None else await self._opened()
-        try:
-            connection = await pool.acquire(timeout=self.timeout)
-        except TimeoutError as exc:
-            raise PoolTimeoutError(f"no database connection free within {self.timeout} s") from exc
+        connection = await lend(pool, self.timeout)
         try:
             yield connection
         finally:

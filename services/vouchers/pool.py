@@ -9,22 +9,20 @@ theirs; none free by then is 503 `service_busy` (overload, not a bug), never a w
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from shared.db import no_session_reset
+from shared.db import lend, no_session_reset
 from shared.dbconnect import connect_options, libpq_url
 
 
 class Lending:
-    """The started pool's connections, each lent within `timeout` seconds (`PoolTimeoutError` otherwise, which
-    every service answers 503 `service_busy`). Only the wait for a connection is bounded here: a statement's own
+    """The started pool's connections, each lent within `timeout` seconds (`shared.db.lend`: 503 `service_busy`
+    otherwise, as every pool of the services). Only the wait for a connection is bounded here: a statement's own
     time is the pool's `command_timeout`, and a statement that overruns it is not this error."""
 
     __slots__ = ("pool", "timeout")
@@ -33,45 +31,26 @@ class Lending:
         self.pool = pool
         self.timeout = timeout
 
-    async def _lend(self) -> PoolConnectionProxy:
-        timer = asyncio.timeout(self.timeout)  # a timer, not a task per call (asyncio.wait_for on 3.11)
-        try:
-            async with timer:
-                return await self.pool.acquire()
-        except TimeoutError as exc:
-            if not timer.expired():  # a connection being opened timed out: the database's own error, not a wait
-                raise
-            raise PoolTimeoutError(f"no ledger connection free within {self.timeout} s") from exc
-
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[PoolConnectionProxy]:
         """One connection for as long as the block runs."""
-        connection = await self._lend()
+        connection = await lend(self.pool, self.timeout)
         try:
             yield connection
         finally:
             await self.pool.release(connection)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        connection = await self._lend()
-        try:
+        async with self.acquire() as connection:
             return await connection.fetch(query, *args)
-        finally:
-            await self.pool.release(connection)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        connection = await self._lend()
-        try:
+        async with self.acquire() as connection:
             return await connection.fetchrow(query, *args)
-        finally:
-            await self.pool.release(connection)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        connection = await self._lend()
-        try:
+        async with self.acquire() as connection:
             return await connection.fetchval(query, *args)
-        finally:
-            await self.pool.release(connection)
 
 
 class LedgerPool:
