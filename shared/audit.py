@@ -22,6 +22,7 @@ itself, in the same transaction as the change: method `CLI`, path `/clients/<id>
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -145,6 +146,9 @@ class AuditWriter(Periodic):
         self.max_buffer = 200_000
         self._rows: list[tuple[Any, ...]] = []
         self._connection: asyncpg.Connection | None = None
+        #: one flush at a time: a reader's flush (`GET /v1/audit`) waits for the round's COPY in flight, whose rows
+        #: it would otherwise not see, and the one connection never carries two COPYs at once
+        self._flushing = asyncio.Lock()
         self.dropped = 0
 
     def record(self, row: tuple[Any, ...]) -> None:
@@ -162,6 +166,12 @@ class AuditWriter(Periodic):
         return self._connection
 
     async def flush(self) -> int:
+        """Copy what is buffered; when it returns, every row recorded before the call is in the table (or, if the
+        database is away, still buffered)."""
+        async with self._flushing:
+            return await self._copy()
+
+    async def _copy(self) -> int:
         if not self._rows:
             return 0
         rows, self._rows = self._rows, []
